@@ -1,0 +1,147 @@
+"""The per-problem context: which generator to call, the budget, and the running usage.
+
+Every generator request and verifier call of a strategy goes through its `Context`, which is
+what makes budgets enforced (not just reported) and usage exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from ttc.backends.base import Generator
+from ttc.errors import BudgetExhausted, InvalidInput
+from ttc.types import Completion, Prompt, SamplingParams, Usage
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Hard limits for one problem.
+
+    tokens: prompt + completion tokens the generator may process (prompts count once per request).
+    seconds: wall-clock time; requests still running at the deadline are cancelled.
+    verifier_calls: candidates or steps a verifier may score.
+    min_candidate_tokens: a request whose per-candidate share of the remaining token budget falls
+        under this (or under its own max_tokens, if smaller) fails with `BudgetExhausted` instead
+        of producing a uselessly truncated candidate; above it, max_tokens is cut to fit.
+    """
+
+    tokens: int | None = None
+    seconds: float | None = None
+    verifier_calls: int | None = None
+    min_candidate_tokens: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("tokens", "seconds", "verifier_calls"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise InvalidInput(f"Budget.{name} must be positive, got {value!r}")
+
+
+class Context:
+    """Generator access for one problem, with budget enforcement and usage accounting."""
+
+    def __init__(self, generator: Generator, budget: Budget | None = None, seed: int | None = None):
+        if not isinstance(generator, Generator):
+            raise InvalidInput(f"expected a ttc Generator backend, got {type(generator).__name__}")
+        self.generator = generator
+        self.budget = budget or Budget()
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.usage = Usage()
+        self._reserved_tokens = 0
+        self._start = time.monotonic()
+        self._deadline = None if self.budget.seconds is None else self._start + self.budget.seconds
+
+    # -- time ---------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return time.monotonic() - self._start
+
+    def remaining_seconds(self) -> float | None:
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
+    def finish(self) -> Usage:
+        """Stamp the elapsed wall time on the running usage and return it."""
+        self.usage.wall_seconds = self.elapsed()
+        return self.usage
+
+    # -- tokens -------------------------------------------------------------------------------
+    def remaining_tokens(self) -> int | None:
+        if self.budget.tokens is None:
+            return None
+        return self.budget.tokens - self.usage.total_tokens - self._reserved_tokens
+
+    async def _prompt_length(self, prompt: Prompt) -> int:
+        if isinstance(prompt, str):
+            return len(await self.generator.tokenize(prompt))
+        return len(prompt)
+
+    def _fit_to_budget(self, prompt_len: int, params: SamplingParams) -> SamplingParams:
+        left = self.remaining_tokens()
+        if left is None:
+            return params
+        per_candidate = (left - prompt_len) // params.n
+        needed = min(params.max_tokens, self.budget.min_candidate_tokens)
+        if per_candidate < needed:
+            raise BudgetExhausted(
+                f"token budget exhausted: {max(left, 0)} of {self.budget.tokens} tokens left, a request "
+                f"of {params.n} candidate(s) needs {prompt_len} prompt tokens + at least {needed} per candidate")
+        if per_candidate < params.max_tokens:
+            params = params.replace(max_tokens=per_candidate)
+        return params
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> list[tuple[Completion, Usage]]:
+        """Run one request within the budget; return each completion with the usage it accounts for.
+
+        The first completion's usage carries the request's prompt tokens and the generator call,
+        every completion carries its own completion tokens, so the usages sum to the request's cost.
+        """
+        if isinstance(prompt, str) and not prompt:
+            raise InvalidInput("empty prompt")
+        if not isinstance(prompt, str) and len(prompt) == 0:
+            raise InvalidInput("empty prompt (no token ids)")
+        self._check_time()
+        reserved = 0
+        prompt_len = 0
+        if self.budget.tokens is not None:
+            prompt_len = await self._prompt_length(prompt)
+            params = self._fit_to_budget(prompt_len, params)
+            reserved = prompt_len + params.n * params.max_tokens
+            self._reserved_tokens += reserved
+        try:
+            timeout = self.remaining_seconds()
+            try:
+                gen = await asyncio.wait_for(self.generator.generate(prompt, params), timeout)
+            except asyncio.TimeoutError:
+                raise BudgetExhausted(f"time budget of {self.budget.seconds} s exhausted") from None
+        finally:
+            self._reserved_tokens -= reserved
+        out = []
+        for i, completion in enumerate(gen.completions):
+            u = Usage(completion_tokens=completion.num_tokens)
+            if i == 0:
+                u.prompt_tokens = gen.prompt_tokens
+                u.generator_calls = 1
+            self.usage.add(u)
+            out.append((completion, u))
+        return out
+
+    def _check_time(self) -> None:
+        left = self.remaining_seconds()
+        if left is not None and left <= 0:
+            raise BudgetExhausted(f"time budget of {self.budget.seconds} s exhausted")
+
+    # -- verifiers ----------------------------------------------------------------------------
+    def reserve_verifier_calls(self, calls: int) -> None:
+        """Check that `calls` more verifier calls fit the budget, then count them."""
+        limit = self.budget.verifier_calls
+        if limit is not None and self.usage.verifier_calls + calls > limit:
+            raise BudgetExhausted(
+                f"verifier budget exhausted: {self.usage.verifier_calls} of {limit} calls used, {calls} more asked")
+        self._check_time()
+        self.usage.verifier_calls += calls
+
+    def record_verifier_tokens(self, tokens: int) -> None:
+        self.usage.verifier_tokens += tokens
+

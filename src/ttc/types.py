@@ -1,0 +1,239 @@
+"""Core value types shared by backends, verifiers and strategies.
+
+They are plain dataclasses so that results can be printed, compared, and written to JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence, Union
+
+from ttc.errors import InvalidInput
+
+#: A prompt is either text (sent as is) or token ids (never re-tokenised).
+Prompt = Union[str, Sequence[int]]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One question to solve, with its gold answer when known (for evaluation only)."""
+
+    question: str
+    answer: str | None = None
+    id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.question, str):
+            raise InvalidInput(f"Problem.question must be a string, got {type(self.question).__name__}")
+        if not self.question.strip():
+            raise InvalidInput("Problem.question is empty: there is nothing to solve")
+
+    @classmethod
+    def coerce(cls, problem: "Problem | str") -> "Problem":
+        """Accept a bare question string wherever a Problem is expected."""
+        if isinstance(problem, Problem):
+            return problem
+        if isinstance(problem, str):
+            return cls(question=problem)
+        raise InvalidInput(f"expected a Problem or a question string, got {type(problem).__name__}")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample: mirrors the common subset of vLLM's and OpenAI's sampling parameters.
+
+    `logprobs` asks for the log-probability of every sampled token; `top_logprobs` additionally
+    asks for the k most likely alternatives at each position (used by confidence verifiers).
+    """
+
+    n: int = 1
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n, int) or self.n <= 0:
+            raise InvalidInput(f"SamplingParams.n must be a positive integer, got {self.n!r}")
+        if not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
+            raise InvalidInput(f"SamplingParams.max_tokens must be a positive integer, got {self.max_tokens!r}")
+        if self.temperature < 0:
+            raise InvalidInput(f"SamplingParams.temperature must be >= 0, got {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise InvalidInput(f"SamplingParams.top_p must be in (0, 1], got {self.top_p!r}")
+        if self.top_logprobs < 0:
+            raise InvalidInput(f"SamplingParams.top_logprobs must be >= 0, got {self.top_logprobs!r}")
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        else:
+            object.__setattr__(self, "stop", tuple(self.stop))
+
+    def replace(self, **changes: Any) -> "SamplingParams":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated continuation of a prompt.
+
+    `logprobs[i]` is the log-probability of `token_ids[i]` under the sampling distribution's
+    model (before temperature); `top_logprobs[i]` maps the most likely token ids at position i
+    to their log-probabilities. `finish_reason` is "stop" (EOS or a stop string), "length"
+    (max_tokens) or "cancelled".
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str
+    logprobs: tuple[float, ...] | None = None
+    top_logprobs: tuple[dict[int, float], ...] | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass
+class Usage:
+    """Compute spent. Token and call counts add up exactly; `wall_seconds` is elapsed time.
+
+    Prompt tokens are counted once per generator request (a request for n samples prefills its
+    prompt once), completion tokens once per generated token.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    generator_calls: int = 0
+    verifier_calls: int = 0
+    verifier_tokens: int = 0
+    wall_seconds: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: "Usage") -> None:
+        """Add another usage's counts into this one (wall time is not added: it is elapsed time)."""
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.generator_calls += other.generator_calls
+        self.verifier_calls += other.verifier_calls
+        self.verifier_tokens += other.verifier_tokens
+
+    @classmethod
+    def total(cls, usages: Sequence["Usage"]) -> "Usage":
+        out = cls()
+        for u in usages:
+            out.add(u)
+        return out
+
+    def counts(self) -> tuple[int, int, int, int, int]:
+        """The additive part, for exact comparisons."""
+        return (self.prompt_tokens, self.completion_tokens, self.generator_calls,
+                self.verifier_calls, self.verifier_tokens)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"total_tokens": self.total_tokens}
+
+
+@dataclass
+class Step:
+    """One reasoning step of a trace: its text, token ids and any score a PRM gave it."""
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    score: float | None = None
+
+
+@dataclass
+class Trace:
+    """A (possibly partial) solution built step by step."""
+
+    steps: list[Step] = field(default_factory=list)
+    finished: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.steps)
+
+    @property
+    def token_ids(self) -> tuple[int, ...]:
+        return tuple(t for s in self.steps for t in s.token_ids)
+
+
+@dataclass
+class Candidate:
+    """One candidate solution produced by a strategy, with its scores and what it cost."""
+
+    text: str
+    answer: str | None
+    completion: Completion | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    trace: Trace | None = None
+    finish_reason: str | None = None
+
+    @property
+    def mean_logprob(self) -> float | None:
+        if self.completion is None or not self.completion.logprobs:
+            return None
+        lp = self.completion.logprobs
+        return math.fsum(lp) / len(lp)
+
+
+@dataclass
+class Result:
+    """What a strategy returns: the answer, every candidate, and the total usage."""
+
+    problem: Problem
+    answer: str | None
+    candidates: list[Candidate]
+    usage: Usage
+    strategy: str
+    details: dict[str, Any] = field(default_factory=dict)
+    tree: Any = None
+
+    @property
+    def text(self) -> str | None:
+        """The text of the candidate that supplied the answer (first match), if any."""
+        for c in self.candidates:
+            if c.answer == self.answer:
+                return c.text
+        return None
+
+    def is_correct(self, gold: str | None = None) -> bool | None:
+        """Whether the answer matches `gold` (default: the problem's gold answer); None if unknown."""
+        from ttc.answers import equivalent
+
+        gold = self.problem.answer if gold is None else gold
+        if gold is None:
+            return None
+        return self.answer is not None and equivalent(self.answer, gold)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "problem_id": self.problem.id,
+            "question": self.problem.question,
+            "gold": self.problem.answer,
+            "answer": self.answer,
+            "correct": self.is_correct(),
+            "strategy": self.strategy,
+            "usage": self.usage.to_dict(),
+            "details": self.details,
+            "candidates": [
+                {"answer": c.answer, "scores": c.scores, "finish_reason": c.finish_reason,
+                 "completion_tokens": c.usage.completion_tokens}
+                for c in self.candidates
+            ],
+        }
+
+    def __repr__(self) -> str:
+        return (f"Result(strategy={self.strategy!r}, answer={self.answer!r}, "
+                f"candidates={len(self.candidates)}, tokens={self.usage.total_tokens}, "
+                f"seconds={self.usage.wall_seconds:.2f})")
