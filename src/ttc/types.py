@@ -25,11 +25,16 @@ class Problem:
     id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    def __post_init__(self) -> None:
+    def validate(self) -> "Problem":
+        """Raise `InvalidInput` unless this problem can be solved (strategies call it first).
+
+        Not done on construction, so that a bad problem can still be recorded in a failed result.
+        """
         if not isinstance(self.question, str):
             raise InvalidInput(f"Problem.question must be a string, got {type(self.question).__name__}")
         if not self.question.strip():
             raise InvalidInput("Problem.question is empty: there is nothing to solve")
+        return self
 
     @classmethod
     def coerce(cls, problem: "Problem | str") -> "Problem":
@@ -38,7 +43,10 @@ class Problem:
             return problem
         if isinstance(problem, str):
             return cls(question=problem)
-        raise InvalidInput(f"expected a Problem or a question string, got {type(problem).__name__}")
+        if isinstance(problem, dict) and "question" in problem:
+            return cls(question=problem["question"], answer=problem.get("answer"), id=problem.get("id"))
+        raise InvalidInput(f"expected a Problem, a question string or a dict with 'question', "
+                           f"got {type(problem).__name__}")
 
 
 @dataclass(frozen=True)
@@ -198,6 +206,17 @@ class Result:
     strategy: str
     details: dict[str, Any] = field(default_factory=dict)
     tree: Any = None
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, problem: Problem, strategy: str, error: BaseException, usage: Usage) -> "Result":
+        """The record of a problem that could not be solved, keeping what it had spent."""
+        return cls(problem=problem, answer=None, candidates=[], usage=usage, strategy=strategy,
+                   error=f"{type(error).__name__}: {error}")
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
     @property
     def text(self) -> str | None:
@@ -226,6 +245,7 @@ class Result:
             "strategy": self.strategy,
             "usage": self.usage.to_dict(),
             "details": self.details,
+            "error": self.error,
             "candidates": [
                 {"answer": c.answer, "scores": c.scores, "finish_reason": c.finish_reason,
                  "completion_tokens": c.usage.completion_tokens}
@@ -234,6 +254,8 @@ class Result:
         }
 
     def __repr__(self) -> str:
+        if self.error:
+            return f"Result(strategy={self.strategy!r}, error={self.error!r})"
         return (f"Result(strategy={self.strategy!r}, answer={self.answer!r}, "
                 f"candidates={len(self.candidates)}, tokens={self.usage.total_tokens}, "
                 f"seconds={self.usage.wall_seconds:.2f})")

@@ -1,0 +1,27 @@
+"""How a problem becomes a prompt: a chat message rendered with the backend's chat template."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ttc.backends.base import Generator
+from ttc.types import Problem, Prompt
+
+#: The default instruction: step-by-step reasoning ending in a boxed answer.
+DEFAULT_INSTRUCTION = "{question}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """A user message built from `instruction` (with `{question}`), optionally after a system message."""
+
+    instruction: str = DEFAULT_INSTRUCTION
+    system: str | None = None
+
+    def messages(self, problem: Problem) -> list[dict[str, str]]:
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        messages.append({"role": "user", "content": self.instruction.format(question=problem.question)})
+        return messages
+
+    async def render(self, problem: Problem, generator: Generator) -> Prompt:
+        return await generator.chat_prompt(self.messages(problem))

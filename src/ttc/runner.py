@@ -1,0 +1,119 @@
+"""The sync edge: run ttc's coroutines from plain code and from Jupyter, and solve many problems.
+
+All sync calls share one background event loop in a daemon thread. That works the same inside
+a notebook's running loop and in a script, and keeps backends that bind to a loop (HTTP
+sessions, vLLM's engine) on the same loop across calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterable, TypeVar
+
+from tqdm.auto import tqdm
+
+from ttc.backends.base import Generator
+from ttc.context import Budget, Context
+from ttc.errors import InvalidInput
+from ttc.types import Problem, Result, Usage
+
+if TYPE_CHECKING:
+    from ttc.strategies.base import Strategy
+
+T = TypeVar("T")
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def _background_loop() -> asyncio.AbstractEventLoop:
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="ttc-event-loop", daemon=True).start()
+            _loop = loop
+        return _loop
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` to completion on ttc's background loop and return its result (or raise)."""
+    loop = _background_loop()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        coro.close()
+        raise RuntimeError("run_sync called from ttc's own event loop: await the coroutine instead")
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()  # KeyboardInterrupt in a notebook: stop the work, don't leave it running
+        raise
+
+
+async def solve_one(strategy: "Strategy", problem: Problem | str, generator: Generator, *,
+                    budget: Budget | None = None, seed: int | None = None) -> Result:
+    """Solve one problem; raises on failure (see `asolve_many` for per-problem error records)."""
+    problem = Problem.coerce(problem).validate()
+    ctx = Context(generator, budget, seed)
+    result = await strategy.run(problem, ctx)
+    result.usage = ctx.finish()
+    return result
+
+
+async def asolve_many(strategy: "Strategy", problems: Iterable[Problem | str], generator: Generator, *,
+                      concurrency: int = 32, budget: Budget | None = None, seed: int | None = None,
+                      progress: bool = True, on_result: Callable[[int, Result], None] | None = None
+                      ) -> list[Result]:
+    """Solve `problems` concurrently; return one `Result` per problem, in order.
+
+    A problem that fails (bad input, budget, backend error) becomes a `Result` with `error` set
+    and the usage it had spent, and never stops the others. `on_result(index, result)` is called
+    as each finishes (e.g. to stream results to a file). Problem i gets seed `seed + i`.
+    """
+    if concurrency <= 0:
+        raise InvalidInput(f"concurrency must be positive, got {concurrency}")
+    items = list(problems)
+    semaphore = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(items), desc=strategy.name, disable=not progress, dynamic_ncols=True)
+    graded = [0, 0]  # correct, with gold
+
+    async def one(index: int, raw: Problem | str) -> Result:
+        async with semaphore:
+            ctx = None
+            try:
+                problem = Problem.coerce(raw)
+            except InvalidInput as exc:
+                problem = Problem(question=str(raw))
+                result = Result.failed(problem, strategy.name, exc, Usage())
+            else:
+                try:
+                    problem.validate()
+                    ctx = Context(generator, budget, None if seed is None else seed + index)
+                    result = await strategy.run(problem, ctx)
+                    result.usage = ctx.finish()
+                except Exception as exc:  # one bad problem never loses the others
+                    result = Result.failed(problem, strategy.name, exc, ctx.finish() if ctx else Usage())
+        correct = result.is_correct()
+        if correct is not None:
+            graded[0] += int(correct)
+            graded[1] += 1
+            bar.set_postfix(acc=f"{graded[0] / graded[1]:.3f}")
+        bar.update(1)
+        if on_result is not None:
+            on_result(index, result)
+        return result
+
+    try:
+        return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(items))))
+    finally:
+        bar.close()
+
+
+def solve_many(strategy: "Strategy", problems: Iterable[Problem | str], generator: Generator, **kwargs: Any
+               ) -> list[Result]:
+    """Sync `asolve_many`: works in scripts and inside Jupyter. Same arguments."""
+    return run_sync(asolve_many(strategy, problems, generator, **kwargs))

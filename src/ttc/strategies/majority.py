@@ -1,0 +1,40 @@
+"""Majority vote over sampled answers (self-consistency)."""
+
+from __future__ import annotations
+
+from ttc import answers
+from ttc.context import Context
+from ttc.strategies.base import Sampler, Strategy
+from ttc.strategies.wrapping import check_n, sampler_for
+from ttc.types import Problem, Result
+from ttc.verifiers.base import Verifier, score_candidates
+
+
+class MajorityVote(Strategy):
+    """Self-consistency (Wang et al., 2023, "Self-Consistency Improves Chain of Thought Reasoning
+    in Language Models"): sample n reasoning paths, extract each final answer, return the most
+    frequent one. Answers vote together when `ttc.answers.equivalent` says they are equal.
+
+    With a `verifier`, each vote is weighted by the candidate's score (weighted self-consistency,
+    as in Li et al., 2023, "Making Language Models Better Reasoners with Step-Aware Verifier");
+    scores should be non-negative (probabilities). Ties go to the answer seen first.
+    Candidates without an extractable answer do not vote.
+    """
+
+    name = "majority"
+
+    def __init__(self, n: int = 8, sample: Sampler | None = None, verifier: Verifier | None = None):
+        self.n = check_n(n)
+        self.verifier = verifier
+        self.sample = sampler_for(sample, verifier)
+
+    async def run(self, problem: Problem, ctx: Context) -> Result:
+        candidates = await self.sample.candidates(problem, ctx, self.n)
+        weights = [1.0] * len(candidates)
+        if self.verifier is not None:
+            weights = await score_candidates(self.verifier, problem, candidates, ctx)
+        groups = answers.group([c.answer for c in candidates])
+        votes = {candidates[g[0]].answer: sum(weights[i] for i in g) for g in groups}
+        answer = max(votes, key=votes.get) if votes else None  # max keeps the first of equals
+        return Result(problem=problem, answer=answer, candidates=candidates, usage=ctx.usage,
+                      strategy=self.name, details={"votes": votes})

@@ -1,0 +1,51 @@
+"""The outcome-verifier interface, and the one place where verifier cost is accounted."""
+
+from __future__ import annotations
+
+import abc
+from typing import Sequence
+
+from ttc.context import Context
+from ttc.errors import InvalidInput
+from ttc.types import Candidate, Problem
+
+
+class Verifier(abc.ABC):
+    """Scores whole candidates; higher is better. Implement `score`; call through `score_candidates`.
+
+    `free` verifiers (computed from what generation already returned, like logprob confidence)
+    spend no verifier calls; all others count one call per candidate scored.
+    """
+
+    name: str = "verifier"
+    free: bool = False
+    #: top-k logprobs per token this verifier needs from generation (0: none)
+    required_top_logprobs: int = 0
+
+    @abc.abstractmethod
+    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[float]:
+        """One score per candidate, in order."""
+
+
+async def score_candidates(verifier: Verifier, problem: Problem, candidates: Sequence[Candidate],
+                           ctx: Context) -> list[float]:
+    """Score `candidates`, enforce the verifier budget, and charge each candidate its share.
+
+    Each scored candidate is charged one verifier call (unless the verifier is free); verifier
+    tokens spent by this call are split over the candidates so that the totals stay exact.
+    """
+    if not candidates:
+        return []
+    if not verifier.free:
+        ctx.reserve_verifier_calls(len(candidates))
+    tokens_before = ctx.usage.verifier_tokens
+    scores = [float(s) for s in await verifier.score(problem, candidates, ctx)]
+    if len(scores) != len(candidates):
+        raise InvalidInput(f"verifier {verifier.name!r} returned {len(scores)} scores for {len(candidates)} candidates")
+    spent = ctx.usage.verifier_tokens - tokens_before
+    share, extra = divmod(spent, len(candidates))
+    for i, (candidate, score) in enumerate(zip(candidates, scores)):
+        candidate.scores[verifier.name] = score
+        candidate.usage.verifier_calls += 0 if verifier.free else 1
+        candidate.usage.verifier_tokens += share + (1 if i < extra else 0)
+    return scores

@@ -1,0 +1,69 @@
+"""Confidence from the generator's own token log-probabilities: free, no extra model call."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from ttc.context import Context
+from ttc.errors import InvalidInput
+from ttc.types import Candidate, Completion, Problem
+from ttc.verifiers.base import Verifier
+
+KINDS = ("mean_logprob", "self_certainty")
+
+
+def mean_logprob(completion: Completion) -> float:
+    """Mean log-probability of the sampled tokens (length-normalised sequence likelihood)."""
+    if not completion.logprobs:
+        return -math.inf
+    return math.fsum(completion.logprobs) / len(completion.logprobs)
+
+
+def self_certainty(completion: Completion) -> float:
+    """Self-certainty (Kang et al., 2025, "Scalable Best-of-N Selection for LLMs via Self-Certainty").
+
+    The paper averages KL(U || p) over positions, which needs the full next-token distribution.
+    Deviation: engines return only the top-k logprobs, so we use the top-k form
+    mean_i [ -(1/k) sum_{j<=k} log p_ij - log k ], the same quantity DeepConf calls token
+    confidence up to the constant log k. Higher means more peaked (more certain) predictions.
+    """
+    if not completion.top_logprobs:
+        return -math.inf
+    per_token = []
+    for top in completion.top_logprobs:
+        k = len(top)
+        if k:
+            per_token.append(-math.fsum(top.values()) / k - math.log(k))
+    return math.fsum(per_token) / len(per_token) if per_token else -math.inf
+
+
+class LogprobConfidence(Verifier):
+    """Scores a candidate by the model's own confidence in it: `mean_logprob` or `self_certainty`.
+
+    `self_certainty` needs top-k logprobs; strategies that own their sampler ask for `top_k` of
+    them automatically (see `required_top_logprobs`).
+    """
+
+    free = True
+
+    def __init__(self, kind: str = "mean_logprob", top_k: int = 5):
+        if kind not in KINDS:
+            raise InvalidInput(f"unknown confidence kind {kind!r}; known: {', '.join(KINDS)}")
+        self.kind = kind
+        self.name = kind
+        self.required_top_logprobs = top_k if kind == "self_certainty" else 0
+
+    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[float]:
+        fn = mean_logprob if self.kind == "mean_logprob" else self_certainty
+        scores = []
+        for candidate in candidates:
+            completion = candidate.completion
+            if completion is None:
+                raise InvalidInput(f"{self.kind} needs candidates that carry their completion")
+            if self.kind == "mean_logprob" and completion.logprobs is None and completion.token_ids:
+                raise InvalidInput("mean_logprob needs token logprobs: sample with SamplingParams(logprobs=True)")
+            if self.kind == "self_certainty" and completion.top_logprobs is None and completion.token_ids:
+                raise InvalidInput("self_certainty needs top-k logprobs: sample with SamplingParams(top_logprobs=k)")
+            scores.append(fn(completion))
+        return scores

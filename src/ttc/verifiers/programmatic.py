@@ -1,0 +1,37 @@
+"""Verifiers from plain Python callables: unit tests, answer checkers, oracles."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Awaitable, Callable, Sequence, Union
+
+from ttc.context import Context
+from ttc.types import Candidate, Problem
+from ttc.verifiers.base import Verifier
+
+ScoreFn = Callable[[Problem, Candidate], Union[float, Awaitable[float]]]
+
+
+class Programmatic(Verifier):
+    """Scores each candidate with `fn(problem, candidate) -> float` (sync or async)."""
+
+    def __init__(self, fn: ScoreFn, name: str = "programmatic"):
+        self.fn = fn
+        self.name = name
+
+    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[float]:
+        scores = []
+        for candidate in candidates:
+            value = self.fn(problem, candidate)
+            if inspect.isawaitable(value):
+                value = await value
+            scores.append(float(value))
+        return scores
+
+
+def gold_answer_oracle() -> Programmatic:
+    """1.0 when a candidate's answer matches the problem's gold answer, else 0.0 (for tests and ceilings)."""
+    from ttc.answers import equivalent
+
+    return Programmatic(lambda p, c: float(c.answer is not None and equivalent(c.answer, p.answer)),
+                        name="oracle")
