@@ -1,0 +1,30 @@
+"""Build a backend from a short name, for the CLI and for configs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ttc.backends.base import Generator
+from ttc.errors import InvalidInput
+
+BACKENDS = ("transformers", "vllm", "openai")
+
+
+def make_backend(kind: str = "transformers", model: str | None = None, url: str | None = None,
+                 **kwargs: Any) -> Generator:
+    """`transformers` (in-process HF), `vllm` (in-process vLLM engine) or `openai` (a server at `url`)."""
+    if kind == "transformers":
+        from ttc.backends.transformers import Transformers
+
+        return Transformers(model, **kwargs)
+    if kind == "vllm":
+        from ttc.backends.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model, **kwargs)
+    if kind == "openai":
+        if not url:
+            raise InvalidInput("the openai backend needs --url, e.g. http://127.0.0.1:8000/v1")
+        from ttc.backends.openai_compatible import OpenAICompatible
+
+        return OpenAICompatible(url, model=model, **kwargs)
+    raise InvalidInput(f"unknown backend {kind!r}; known: {', '.join(BACKENDS)}")
