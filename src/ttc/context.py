@@ -7,10 +7,13 @@ what makes budgets enforced (not just reported) and usage exact.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from dataclasses import dataclass
-from ttc.backends.base import Generator
+from typing import AsyncIterator
+
+from ttc.backends.base import Delta, Generator
 from ttc.errors import BudgetExhausted, InvalidInput
 from ttc.types import Completion, Prompt, SamplingParams, Usage
 
@@ -91,24 +94,49 @@ class Context:
             params = params.replace(max_tokens=per_candidate)
         return params
 
+    async def _reserve(self, prompt: Prompt, params: SamplingParams) -> tuple[SamplingParams, int]:
+        """Validate the request, fit it to the token budget and reserve its worst-case cost."""
+        if isinstance(prompt, str) and not prompt:
+            raise InvalidInput("empty prompt")
+        if not isinstance(prompt, str) and len(prompt) == 0:
+            raise InvalidInput("empty prompt (no token ids)")
+        self._check_time()
+        if self.budget.tokens is None:
+            return params, 0
+        prompt_len = await self._prompt_length(prompt)
+        params = self._fit_to_budget(prompt_len, params)
+        reserved = prompt_len + params.n * params.max_tokens
+        self._reserved_tokens += reserved
+        return params, reserved
+
+    @contextlib.asynccontextmanager
+    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator["Stream"]:
+        """Stream one completion within the budget; leaving the block early stops the request.
+
+            async with ctx.stream(prompt, params) as s:
+                async for delta in s:
+                    if enough(s.text):
+                        break
+            completion, usage = s.completion(), s.usage   # tokens received so far, counted
+        """
+        params, reserved = await self._reserve(prompt, params.replace(n=1))
+        prompt_tokens = await self._prompt_length(prompt)
+        handle = Stream(self, self.generator.stream(prompt, params), prompt_tokens)
+        try:
+            yield handle
+        finally:
+            try:
+                await handle.close()
+            finally:
+                self._reserved_tokens -= reserved
+
     async def generate(self, prompt: Prompt, params: SamplingParams) -> list[tuple[Completion, Usage]]:
         """Run one request within the budget; return each completion with the usage it accounts for.
 
         The first completion's usage carries the request's prompt tokens and the generator call,
         every completion carries its own completion tokens, so the usages sum to the request's cost.
         """
-        if isinstance(prompt, str) and not prompt:
-            raise InvalidInput("empty prompt")
-        if not isinstance(prompt, str) and len(prompt) == 0:
-            raise InvalidInput("empty prompt (no token ids)")
-        self._check_time()
-        reserved = 0
-        prompt_len = 0
-        if self.budget.tokens is not None:
-            prompt_len = await self._prompt_length(prompt)
-            params = self._fit_to_budget(prompt_len, params)
-            reserved = prompt_len + params.n * params.max_tokens
-            self._reserved_tokens += reserved
+        params, reserved = await self._reserve(prompt, params)
         try:
             timeout = self.remaining_seconds()
             try:
@@ -145,3 +173,48 @@ class Context:
     def record_verifier_tokens(self, tokens: int) -> None:
         self.usage.verifier_tokens += tokens
 
+
+
+class Stream:
+    """One streamed completion: iterate for deltas; tokens are counted in usage as they arrive."""
+
+    def __init__(self, ctx: Context, deltas: AsyncIterator[Delta], prompt_tokens: int):
+        self._ctx = ctx
+        self._deltas = deltas
+        self.usage = Usage(prompt_tokens=prompt_tokens, generator_calls=1)
+        ctx.usage.add(self.usage)
+        self.token_ids: list[int] = []
+        self.logprobs: list[float] | None = None
+        self.text = ""
+        self.finish_reason: str | None = None
+
+    def __aiter__(self) -> "Stream":
+        return self
+
+    async def __anext__(self) -> Delta:
+        if self.finish_reason is not None:
+            raise StopAsyncIteration
+        try:
+            delta = await asyncio.wait_for(self._deltas.__anext__(), self._ctx.remaining_seconds())
+        except asyncio.TimeoutError:
+            raise BudgetExhausted(f"time budget of {self._ctx.budget.seconds} s exhausted") from None
+        self.text += delta.text
+        self.token_ids.extend(delta.token_ids)
+        if delta.logprobs is not None:
+            self.logprobs = (self.logprobs or []) + list(delta.logprobs)
+        n = len(delta.token_ids)
+        self.usage.completion_tokens += n
+        self._ctx.usage.completion_tokens += n
+        self.finish_reason = delta.finish_reason
+        return delta
+
+    async def close(self) -> None:
+        """Stop the request if it is still running (the backend aborts it)."""
+        if self.finish_reason is None:
+            self.finish_reason = "cancelled"
+        await self._deltas.aclose()
+
+    def completion(self) -> Completion:
+        return Completion(text=self.text, token_ids=tuple(self.token_ids),
+                          finish_reason=self.finish_reason or "cancelled",
+                          logprobs=None if self.logprobs is None else tuple(self.logprobs))

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, AsyncIterator, Sequence
 
+from ttc.errors import InvalidInput
 from ttc.types import Completion, Prompt, SamplingParams
 
 #: Capability names a backend may declare in `Generator.capabilities`.
@@ -25,6 +26,19 @@ class Generation:
 
     prompt_tokens: int
     completions: list[Completion]
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of a streamed completion: the tokens that arrived since the last delta.
+
+    The last delta of a stream has `finish_reason` set ("stop" or "length").
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...] | None = None
+    finish_reason: str | None = None
 
 
 class Generator(abc.ABC):
@@ -44,6 +58,20 @@ class Generator(abc.ABC):
     @abc.abstractmethod
     async def chat_prompt(self, messages: Sequence[dict[str, str]]) -> Prompt:
         """The model's chat template applied to `messages`, ready to generate the assistant turn."""
+
+    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Delta]:
+        """Stream one completion (params.n must be 1) as it is generated.
+
+        Closing the iterator early (`aclose()`, or cancelling the task consuming it) stops the
+        request in the backend, so it consumes no further tokens. Backends that declare the
+        `stream` capability do this for real; this fallback generates the whole completion first
+        and yields it as one delta, which still works but cannot save tokens.
+        """
+        if params.n != 1:
+            raise InvalidInput(f"stream() produces one completion; got n={params.n}")
+        generation = await self.generate(prompt, params)
+        completion = generation.completions[0]
+        yield Delta(completion.text, completion.token_ids, completion.logprobs, completion.finish_reason)
 
     @property
     def model_name(self) -> str:

@@ -11,9 +11,9 @@ import asyncio
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence, Union
+from typing import AsyncIterator, Callable, Iterable, Sequence, Union
 
-from ttc.backends.base import PREFIX_CACHING, TOKEN_IDS, Generation, Generator
+from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator
 from ttc.errors import InvalidInput
 from ttc.types import Completion, Prompt, SamplingParams
 
@@ -38,14 +38,16 @@ class Scripted(Generator):
 
     `Scripted(["a", "b"])` cycles through the given responses across all requests;
     `Scripted(fn)` calls `fn(prompt_text, params, i)` for the i-th sample of each request.
-    `default_logprob` is used for every token when a response gives none.
-    Every request is recorded in `requests` (prompt text, params), for assertions.
+    `default_logprob` is used for every token when a response gives none. `latency` delays each
+    request; `token_latency` delays each streamed token, so streams finish in a scripted order.
+    Every request is recorded in `requests` (prompt text, params), and `streamed_tokens` counts
+    the tokens streams actually emitted (a cancelled stream emits no more), for assertions.
     """
 
-    capabilities = frozenset({TOKEN_IDS, PREFIX_CACHING})
+    capabilities = frozenset({TOKEN_IDS, PREFIX_CACHING, STREAM})
 
     def __init__(self, script: Script | Iterable[Response], default_logprob: float = -0.5,
-                 latency: float = 0.0):
+                 latency: float = 0.0, token_latency: float | Callable[[str, int], float] = 0.0):
         if callable(script):
             self._script: Script = script
         else:
@@ -56,6 +58,8 @@ class Scripted(Generator):
             self._script = lambda prompt, params, i: next(cycle)
         self.default_logprob = default_logprob
         self.latency = latency
+        self.token_latency = token_latency
+        self.streamed_tokens = 0
         self.requests: list[tuple[str, SamplingParams]] = []
         self._vocab: dict[str, int] = {}
         self._words: list[str] = []
@@ -92,6 +96,23 @@ class Scripted(Generator):
             await asyncio.sleep(self.latency)
         completions = [self._complete(self._script(text, params, i), params) for i in range(params.n)]
         return Generation(prompt_tokens=len(self._ids(text)), completions=completions)
+
+    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Delta]:
+        """Token-by-token stream; `token_latency` may be a function of (completion text, token index)."""
+        generation = await self.generate(prompt, params.replace(n=1))
+        completion = generation.completions[0]
+        ids = completion.token_ids
+        if not ids:
+            yield Delta(text="", token_ids=(), finish_reason=completion.finish_reason)
+        for i, token in enumerate(ids):
+            delay = self.token_latency(completion.text, i) if callable(self.token_latency) else self.token_latency
+            if delay:
+                await asyncio.sleep(delay)
+            self.streamed_tokens += 1
+            last = i == len(ids) - 1
+            yield Delta(text=self._words[token], token_ids=(token,),
+                        logprobs=None if completion.logprobs is None else (completion.logprobs[i],),
+                        finish_reason=completion.finish_reason if last else None)
 
     def _complete(self, response: Response, params: SamplingParams) -> Completion:
         if isinstance(response, str):
