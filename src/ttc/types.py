@@ -6,7 +6,6 @@ They are plain dataclasses so that results can be printed, compared, and written
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence, Union
 
@@ -186,13 +185,6 @@ class Candidate:
     usage: Usage = field(default_factory=Usage)
     trace: Trace | None = None
     finish_reason: str | None = None
-
-    @property
-    def mean_logprob(self) -> float | None:
-        if self.completion is None or not self.completion.logprobs:
-            return None
-        lp = self.completion.logprobs
-        return math.fsum(lp) / len(lp)
 
 
 @dataclass
