@@ -6,7 +6,7 @@
     print(result.answer, result.usage)
 """
 
-from ttc import answers, backends, verifiers
+from ttc import answers, backends, display, eval, verifiers  # display: Result renders in Jupyter
 from ttc.context import Budget, Context
 from ttc.errors import (AnswerNotFound, BackendUnavailable, BudgetExhausted, GenerationError, InvalidInput,
                         MalformedResponse, ModelNotFound, TTCError)
@@ -21,5 +21,5 @@ __all__ = [
     "AnswerNotFound", "BackendUnavailable", "BestOfN", "Budget", "BudgetExhausted", "Candidate", "ChatPrompt",
     "Completion", "Context", "GenerationError", "InvalidInput", "MajorityVote", "MalformedResponse",
     "ModelNotFound", "Problem", "Result", "Sample", "Sampler", "SamplingParams", "Step", "Strategy", "TTCError",
-    "Trace", "Usage", "answers", "asolve_many", "backends", "run_sync", "solve_many", "verifiers",
+    "Trace", "Usage", "answers", "asolve_many", "backends", "eval", "run_sync", "solve_many", "verifiers",
 ]

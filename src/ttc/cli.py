@@ -1,4 +1,4 @@
-"""Command line: `ttc demo`, `ttc run "question"`."""
+"""Command line: `ttc demo`, `ttc run "question"`, `ttc eval`, `ttc compare`, `ttc report`."""
 
 from __future__ import annotations
 
@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
     run.add_argument("--show", action="store_true", help="print every candidate")
     run.set_defaults(func=cmd_run)
+
+    from ttc.eval.cli import register as register_eval_commands
+
+    register_eval_commands(sub, _add_backend_args)  # `ttc eval`, `ttc compare`, `ttc report`
     return parser
 
 

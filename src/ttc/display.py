@@ -1,0 +1,126 @@
+"""Rich display of results in Jupyter: `Result._repr_html_` and `Result._repr_markdown_`.
+
+Importing `ttc` attaches them, so a `Result` left at the end of a notebook cell shows its answer
+(checked against the gold answer when there is one), what it cost, the votes or scores, and every
+candidate, with the candidates' full texts folded away.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+from ttc.types import Result
+
+_MAX_TEXT = 4000  # characters of a candidate's text shown in HTML
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def _verdict(result: Result) -> str:
+    correct = result.is_correct() if result.ok else None
+    if correct is None:
+        return ""
+    return " ✓" if correct else f" ✗ (gold: {result.problem.answer})"
+
+
+def _usage_line(result: Result) -> str:
+    u = result.usage
+    parts = [f"{u.prompt_tokens} prompt + {u.completion_tokens} completion tokens",
+             f"{u.generator_calls} generator call{'s' if u.generator_calls != 1 else ''}"]
+    if u.verifier_calls or u.verifier_tokens:
+        parts.append(f"{u.verifier_calls} verifier calls ({u.verifier_tokens} tokens)")
+    parts.append(f"{u.wall_seconds:.2f} s")
+    return ", ".join(parts)
+
+
+def _candidate_correct(result: Result, answer: str | None) -> str:
+    gold = result.problem.answer
+    if gold is None:
+        return ""
+    from ttc.answers import equivalent
+
+    return "✓" if answer is not None and equivalent(answer, gold) else "✗"
+
+
+def result_html(result: Result) -> str:
+    """HTML summary of a Result: answer and verdict, usage, votes, candidates (texts folded)."""
+    e = html.escape
+    question = result.problem.question
+    short_q = question if len(question) <= 300 else question[:300] + "…"
+    head = (f"<div class='ttc-result' style='font-family:sans-serif;font-size:13px'>"
+            f"<div><strong>{e(result.strategy)}</strong>"
+            + (f" · problem <code>{e(str(result.problem.id))}</code>" if result.problem.id else "") + "</div>"
+            f"<div style='color:#555;margin:2px 0'>{e(short_q)}</div>")
+    if not result.ok:
+        return (head + f"<div style='color:#b00020'><strong>error:</strong> {e(str(result.error))}</div>"
+                f"<div style='color:#555'>{e(_usage_line(result))}</div></div>")
+    verdict = _verdict(result)
+    colour = "#1b7f3b" if verdict.startswith(" ✓") else "#b00020" if verdict else "inherit"
+    parts = [head,
+             f"<div>answer: <strong>{e(str(result.answer))}</strong>"
+             f"<span style='color:{colour}'>{e(verdict)}</span></div>",
+             f"<div style='color:#555'>{e(_usage_line(result))}</div>"]
+    votes = result.details.get("votes")
+    if isinstance(votes, dict) and votes:
+        ranked = sorted(votes.items(), key=lambda kv: -kv[1])
+        parts.append("<div>votes: " + ", ".join(f"<code>{e(str(a))}</code>: {e(_fmt(v))}" for a, v in ranked)
+                     + "</div>")
+    if result.candidates:
+        chosen = result.details.get("chosen")
+        score_names = sorted({k for c in result.candidates for k in c.scores})
+        header = "".join(f"<th>{e(h)}</th>" for h in
+                         ["#", "answer", "", *score_names, "tokens", "finish", "text"])
+        rows = []
+        for i, c in enumerate(result.candidates):
+            mark = " ◀" if chosen == i else ""
+            text = c.text if len(c.text) <= _MAX_TEXT else c.text[:_MAX_TEXT] + "…"
+            preview = c.text.strip().replace("\n", " ")[:60]
+            cells = [f"{i}{mark}", f"<code>{e(str(c.answer))}</code>", _candidate_correct(result, c.answer),
+                     *[e(_fmt(c.scores[k])) if k in c.scores else "" for k in score_names],
+                     str(c.usage.completion_tokens), e(str(c.finish_reason or "")),
+                     f"<details><summary>{e(preview)}…</summary><pre style='white-space:pre-wrap'>"
+                     f"{e(text)}</pre></details>"]
+            rows.append("<tr>" + "".join(f"<td style='text-align:left;vertical-align:top'>{x}</td>"
+                                         for x in cells) + "</tr>")
+        parts.append(f"<details><summary>{len(result.candidates)} candidate"
+                     f"{'s' if len(result.candidates) != 1 else ''}</summary>"
+                     f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table></details>")
+    return "".join(parts) + "</div>"
+
+
+def result_markdown(result: Result) -> str:
+    """Markdown summary of a Result (answer and verdict, usage, votes, one line per candidate)."""
+    lines = [f"**{result.strategy}**" + (f" · problem `{result.problem.id}`" if result.problem.id else "")]
+    if not result.ok:
+        return "\n\n".join(lines + [f"**error:** {result.error}", _usage_line(result)])
+    lines.append(f"answer: **{result.answer}**{_verdict(result)}")
+    lines.append(_usage_line(result))
+    votes = result.details.get("votes")
+    if isinstance(votes, dict) and votes:
+        lines.append("votes: " + ", ".join(f"`{a}`: {_fmt(v)}" for a, v in sorted(votes.items(), key=lambda kv: -kv[1])))
+    out = "\n\n".join(lines)
+    if result.candidates:
+        rows = ["| # | answer | | tokens | finish | scores |", "|---:|---|---|---:|---|---|"]
+        for i, c in enumerate(result.candidates):
+            scores = ", ".join(f"{k}={_fmt(v)}" for k, v in c.scores.items())
+            rows.append(f"| {i} | `{c.answer}` | {_candidate_correct(result, c.answer)} | "
+                        f"{c.usage.completion_tokens} | {c.finish_reason or ''} | {scores} |")
+        out += "\n\n" + "\n".join(rows)
+    return out
+
+
+def install() -> None:
+    """Attach the rich displays to `Result` (done on `import ttc`)."""
+    Result._repr_html_ = result_html  # type: ignore[attr-defined]
+    Result._repr_markdown_ = result_markdown  # type: ignore[attr-defined]
+
+
+install()

@@ -1,0 +1,534 @@
+"""The evaluation runner: strategies x settings x problems, streamed to a resumable JSONL file.
+
+    report = ttc.eval.evaluate("majority", "gsm8k", llm, n=[1, 4, 16], limit=50, output="results.jsonl")
+    print(report)                                   # accuracy with a 95% CI, tokens, latency per setting
+
+Each (problem, setting) becomes one JSONL line, appended and flushed as soon as it finishes (a
+setting is a strategy with its n and optional token budget). Re-running the same command resumes:
+lines already in the file are read back and their (problem, setting) pairs are skipped, so no
+line is written twice and none is lost; a last line cut short by a kill is detected and dropped
+before writing resumes. While a run writes a file it holds a lock on it, so two runs cannot
+interleave their lines.
+
+Problem i of the dataset always gets seed `seed + i` (whichever problems are left to run), so a
+resumed run samples exactly what an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from ttc.backends.base import Generator
+from ttc.context import Budget, Context
+from ttc.errors import InvalidInput
+from ttc.eval.datasets import load_dataset
+from ttc.eval.report import EvalReport
+from ttc.runner import asolve_many, run_sync
+from ttc.strategies.base import Strategy
+from ttc.types import Problem, Result, SamplingParams, Usage
+from ttc.verifiers.base import Verifier
+
+
+class ResultsWarning(UserWarning):
+    """A line of a results file could not be used (cut short by a kill, malformed) and was dropped."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration to evaluate: a strategy, its number of candidates, an optional token budget.
+
+    `label` names it in results files and reports ("majority@n=4", "best_of_n@n=7,tokens=2000").
+    """
+
+    strategy: str
+    n: int = 1
+    tokens: int | None = None
+    label: str | None = None
+
+    @property
+    def key(self) -> str:
+        if self.label:
+            return self.label
+        key = f"{self.strategy}@n={self.n}"
+        return key + (f",tokens={self.tokens}" if self.tokens else "")
+
+    @property
+    def budget(self) -> Budget | None:
+        return Budget(tokens=self.tokens) if self.tokens else None
+
+
+@dataclass
+class Planned:
+    """A setting with the strategy object that runs it."""
+
+    setting: Setting
+    strategy: Strategy
+
+
+# -- results files ------------------------------------------------------------------------------
+def read_results(path: str | os.PathLike, repair: bool = False) -> list[dict[str, Any]]:
+    """The records of a results JSONL file, in file order (none if it does not exist).
+
+    A last line without its newline is what a kill mid-write leaves: it is dropped with a
+    `ResultsWarning`, and with `repair=True` cut off the file so appending can resume cleanly.
+    Other malformed lines are skipped with a warning naming their line number.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = len(data)
+    if data and not data.endswith(b"\n"):
+        end = data.rfind(b"\n") + 1  # 0 when the only line is torn
+        warnings.warn(f"{path}: dropped a truncated last line ({len(data) - end} bytes) left by an "
+                      f"interrupted run", ResultsWarning, stacklevel=2)
+        if repair:
+            with open(path, "r+b") as handle:
+                handle.truncate(end)
+    records = []
+    for lineno, line in enumerate(data[:end].decode("utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            warnings.warn(f"{path}: line {lineno}: malformed JSON ({exc.msg}); line ignored",
+                          ResultsWarning, stacklevel=2)
+            continue
+        if not isinstance(record, dict) or "problem_id" not in record or "setting" not in record:
+            warnings.warn(f"{path}: line {lineno}: not a ttc result record (needs 'problem_id' and "
+                          f"'setting'); line ignored", ResultsWarning, stacklevel=2)
+            continue
+        records.append(record)
+    return records
+
+
+class ResultsFile:
+    """An append-only JSONL results file held under an exclusive lock while a run writes it.
+
+    Every record is written with one `write` system call on a file opened for appending, so a
+    kill leaves at most one truncated last line, which the next open repairs.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise InvalidInput(f"{self.path} is being written by another ttc run; wait for it or use "
+                               f"another --output") from None
+        self.records = read_results(self.path, repair=True)
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        data = (json.dumps(_jsonable(record), ensure_ascii=False) + "\n").encode("utf-8")
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def rewrite(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the file's contents with `records` (atomically: temp file + rename)."""
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(_jsonable(record), ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+        old, self._fd = self._fd, os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        os.close(old)
+        self.records = list(records)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # releases the lock
+            self._fd = -1
+
+    def __enter__(self) -> "ResultsFile":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats become None, unknown objects their str()."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
+def make_record(problem: Problem, setting: Setting, result: Result, run_info: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSONL line for one problem under one setting."""
+    from ttc.answers import equivalent
+
+    gold = problem.answer
+    candidates = []
+    for c in result.candidates:
+        correct = None if gold is None else (c.answer is not None and equivalent(c.answer, gold))
+        candidates.append({"answer": c.answer, "correct": correct, "completion_tokens": c.usage.completion_tokens,
+                           "finish_reason": c.finish_reason, "scores": dict(c.scores)})
+    return {
+        "problem_id": problem.id,
+        "setting": setting.key,
+        "strategy": setting.strategy,
+        "n": setting.n,
+        "tokens_budget": setting.tokens,
+        "answer": result.answer,
+        "gold": gold,
+        "correct": result.is_correct(),
+        "error": result.error,
+        "usage": result.usage.to_dict(),
+        "latency_s": round(result.usage.wall_seconds, 4),
+        "candidates": candidates,
+        "details": result.details,
+        **run_info,
+    }
+
+
+# -- planning -----------------------------------------------------------------------------------
+def _names(strategies: str | Sequence[str]) -> list[str]:
+    if isinstance(strategies, str):
+        strategies = strategies.split(",")
+    return [s.strip() for s in strategies if s.strip()]
+
+
+def _ns(n: int | str | Iterable[int]) -> list[int]:
+    if isinstance(n, int):
+        ns = [n]
+    elif isinstance(n, str):
+        try:
+            ns = [int(x) for x in n.split(",") if x.strip()]
+        except ValueError:
+            raise InvalidInput(f"n must be comma-separated integers, got {n!r}") from None
+    else:
+        ns = [int(x) for x in n]
+    if not ns or any(x <= 0 for x in ns):
+        raise InvalidInput(f"n must be positive integers, got {n!r}")
+    return list(dict.fromkeys(ns))
+
+
+def plan(strategies: Any, n: int | str | Iterable[int] = 1, *, verifier: Verifier | None = None,
+         params: SamplingParams | None = None, tokens: int | None = None) -> list[Planned]:
+    """The settings to run.
+
+    strategies: registry names ("majority", "majority,best_of_n", ["sample", "majority"]), each
+        run at every n (plain sampling only at n=1); or Strategy objects (their own n), or a dict
+        {label: Strategy}.
+    """
+    from ttc.strategies.registry import ALIASES, make_strategy
+    from ttc.strategies.sample import DEFAULT_PARAMS
+
+    params = params or DEFAULT_PARAMS
+    if isinstance(strategies, Strategy):
+        strategies = [strategies]
+    if isinstance(strategies, Mapping):
+        return [Planned(Setting(s.name, getattr(s, "n", 1), tokens, label=str(label)), s)
+                for label, s in strategies.items()]
+    items = _names(strategies) if isinstance(strategies, str) else list(strategies)
+    if not items:
+        raise InvalidInput("no strategy given")
+    out: list[Planned] = []
+    for item in items:
+        if isinstance(item, Strategy):
+            out.append(Planned(Setting(item.name, getattr(item, "n", 1), tokens), item))
+            continue
+        if not isinstance(item, str):
+            raise InvalidInput(f"expected a strategy name or a ttc Strategy, got {type(item).__name__}")
+        name = ALIASES.get(item.strip().lower(), item.strip().lower())
+        for k in ([1] if name == "sample" else _ns(n)):
+            strategy = make_strategy(name, n=k, verifier=verifier, params=params)
+            out.append(Planned(Setting(strategy.name, k, tokens), strategy))
+    keys = [p.setting.key for p in out]
+    dupes = {k for k in keys if keys.count(k) > 1}
+    if dupes:
+        raise InvalidInput(f"two settings share the label {sorted(dupes)[0]!r}: give them distinct labels "
+                           f"(a dict {{label: strategy}})")
+    return out
+
+
+# -- running ------------------------------------------------------------------------------------
+class _Resumable(Strategy):
+    """Runs `inner`, except for problems already in the results file (their record is replayed)."""
+
+    def __init__(self, inner: Strategy, name: str, done: Mapping[str, Mapping[str, Any]]):
+        self.inner = inner
+        self.name = name
+        self.done = done
+
+    async def run(self, problem: Problem, ctx: Context) -> Result:
+        record = self.done.get(problem.id)
+        if record is None:
+            return await self.inner.run(problem, ctx)
+        return Result(problem=problem, answer=record.get("answer"), candidates=[], usage=Usage(),
+                      strategy=self.inner.name, error=record.get("error"))
+
+
+async def arun_settings(planned: Sequence[Planned], problems: Sequence[Problem], generator: Generator, *,
+                        output: str | os.PathLike | None = None, seed: int | None = 0, concurrency: int = 32,
+                        progress: bool = True, retry_errors: bool = False,
+                        run_info: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Run every planned setting on every problem; return the records of this (problems x settings) grid.
+
+    With `output`, records stream to that JSONL file and pairs already there are not re-run
+    (with `retry_errors`, pairs whose record has an error are removed from the file and re-run).
+    """
+    run_info = dict(run_info or {})
+    ids = [p.id for p in problems]
+    if any(i is None for i in ids) or len(set(ids)) != len(ids):
+        raise InvalidInput("evaluation needs problems with unique ids (load them with ttc.eval.load_dataset)")
+    keys = {p.setting.key for p in planned}
+    file = ResultsFile(output) if output is not None else None
+    memory: list[dict[str, Any]] = []
+    try:
+        existing = file.records if file else []
+        if file and retry_errors:
+            kept = [r for r in existing if not (r.get("error") and r["setting"] in keys)]
+            if len(kept) != len(existing):
+                file.rewrite(kept)
+                existing = kept
+        if file:
+            _warn_on_changed_config(file.path, existing, keys, run_info)
+        done: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in keys}
+        for record in existing:
+            if record["setting"] in done:
+                done[record["setting"]].setdefault(str(record["problem_id"]), record)
+
+        for item in planned:
+            setting = item.setting
+            finished = done[setting.key]
+            if all(pid in finished for pid in ids):
+                continue
+
+            def on_result(index: int, result: Result, setting: Setting = setting,
+                          finished: dict = finished) -> None:
+                problem = problems[index]
+                if problem.id in finished:
+                    return  # replayed from the file
+                record = make_record(problem, setting, result, run_info)
+                finished[problem.id] = record
+                if file:
+                    file.append(record)
+                memory.append(record)
+
+            wrapper = _Resumable(item.strategy, setting.key, dict(finished))
+            await asolve_many(wrapper, problems, generator, concurrency=concurrency, budget=setting.budget,
+                              seed=seed, progress=progress, on_result=on_result)
+        all_records = list(existing) + memory
+    finally:
+        if file:
+            file.close()
+    wanted = set(ids)
+    grid = {}
+    for record in all_records:
+        pair = (str(record["problem_id"]), record["setting"])
+        if pair[0] in wanted and pair[1] in keys and pair not in grid:
+            grid[pair] = record
+    order = {pid: i for i, pid in enumerate(ids)}
+    setting_order = {p.setting.key: i for i, p in enumerate(planned)}
+    return sorted(grid.values(), key=lambda r: (setting_order[r["setting"]], order[str(r["problem_id"])]))
+
+
+def _warn_on_changed_config(path: Path, records: Sequence[Mapping[str, Any]], keys: set[str],
+                            run_info: Mapping[str, Any]) -> None:
+    for record in records:
+        if record["setting"] not in keys:
+            continue
+        for name in ("model", "max_tokens", "temperature", "seed"):
+            if name in run_info and name in record and record[name] != run_info[name]:
+                warnings.warn(f"{path} has results made with {name}={record[name]!r}, this run uses "
+                              f"{run_info[name]!r}: they are kept and not re-run; use another output "
+                              f"file to start over", ResultsWarning, stacklevel=3)
+                return
+
+
+@dataclass
+class EvalConfig:
+    """What `evaluate` and `compare` were asked to do, recorded in every line they write."""
+
+    dataset: str
+    model: str
+    max_tokens: int
+    temperature: float
+    seed: int | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def run_info(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "model": self.model, "max_tokens": self.max_tokens,
+                "temperature": self.temperature, "seed": self.seed, **self.extra}
+
+
+def _dataset_label(dataset: Any) -> str:
+    if isinstance(dataset, (str, os.PathLike)):
+        return os.fspath(dataset)
+    return "problems"
+
+
+def _problems(dataset: Any, split: str | None, limit: int | None, dataset_options: Mapping[str, Any]
+              ) -> list[Problem]:
+    problems = load_dataset(dataset, split=split, limit=limit, **dataset_options)
+    if not problems:
+        raise InvalidInput("the dataset has no problems to evaluate")
+    return problems
+
+
+def _generator(generator: Generator | None, backend: str, model: str | None, url: str | None
+               ) -> tuple[Generator, bool]:
+    if generator is not None:
+        if not isinstance(generator, Generator):
+            raise InvalidInput(f"expected a ttc Generator backend, got {type(generator).__name__}")
+        return generator, False
+    from ttc.backends.factory import make_backend
+
+    return make_backend(backend, model, url), True
+
+
+def evaluate(strategies: Any = "majority", dataset: Any = "gsm8k", generator: Generator | None = None, *,
+             n: int | str | Iterable[int] = 1, split: str | None = None, limit: int | None = None,
+             output: str | os.PathLike | None = None, tokens_budget: int | None = None,
+             verifier: Verifier | None = None, max_tokens: int = 256, temperature: float = 0.7,
+             seed: int | None = 0, concurrency: int = 32, progress: bool = True, retry_errors: bool = False,
+             backend: str = "transformers", model: str | None = None, url: str | None = None,
+             save_report: bool = True, **dataset_options: Any) -> EvalReport:
+    """Evaluate strategies on a dataset; return an `EvalReport` (accuracy, tokens, latency per setting).
+
+    strategies: registry names ("majority", "sample,majority,best_of_n") run at every `n`, or
+        Strategy objects / {label: Strategy} (run as configured; `n`, `max_tokens`,
+        `temperature` and `verifier` then do not apply).
+    dataset: anything `ttc.eval.load_dataset` takes; `split`, `limit` and `dataset_options`
+        (question_field=, answer_field=, ...) go to it.
+    generator: a ttc backend; default: `make_backend(backend, model, url)`, closed at the end.
+    output: JSONL file the records stream to; re-running resumes it. With `save_report`, the
+        summary (.summary.md, .summary.csv) and the accuracy-vs-tokens plot (.png) are saved
+        beside it.
+    tokens_budget: a per-problem `ttc.Budget(tokens=...)` for every setting.
+    """
+    return run_sync(aevaluate(strategies, dataset, generator, n=n, split=split, limit=limit, output=output,
+                              tokens_budget=tokens_budget, verifier=verifier, max_tokens=max_tokens,
+                              temperature=temperature, seed=seed, concurrency=concurrency, progress=progress,
+                              retry_errors=retry_errors, backend=backend, model=model, url=url,
+                              save_report=save_report, **dataset_options))
+
+
+async def aevaluate(strategies: Any = "majority", dataset: Any = "gsm8k", generator: Generator | None = None, *,
+                    n: int | str | Iterable[int] = 1, split: str | None = None, limit: int | None = None,
+                    output: str | os.PathLike | None = None, tokens_budget: int | None = None,
+                    verifier: Verifier | None = None, max_tokens: int = 256, temperature: float = 0.7,
+                    seed: int | None = 0, concurrency: int = 32, progress: bool = True,
+                    retry_errors: bool = False, backend: str = "transformers", model: str | None = None,
+                    url: str | None = None, save_report: bool = True, **dataset_options: Any) -> EvalReport:
+    """Async `evaluate` (same arguments)."""
+    params = SamplingParams(temperature=temperature, max_tokens=max_tokens, logprobs=True)
+    planned = plan(strategies, n, verifier=verifier, params=params, tokens=tokens_budget)
+    problems = _problems(dataset, split, limit, dataset_options)
+    gen, owned = _generator(generator, backend, model, url)
+    try:
+        config = EvalConfig(_dataset_label(dataset), gen.model_name, max_tokens, temperature, seed)
+        records = await arun_settings(planned, problems, gen, output=output, seed=seed, concurrency=concurrency,
+                                      progress=progress, retry_errors=retry_errors, run_info=config.run_info())
+    finally:
+        if owned:
+            await gen.aclose()
+    report = EvalReport(records, title=f"{config.dataset} · {config.model}")
+    if output is not None and save_report:
+        report.save(report_prefix(output))
+    return report
+
+
+def report_prefix(output: str | os.PathLike) -> Path:
+    """results.jsonl -> results (the report files are results.summary.md, .summary.csv, .png)."""
+    path = Path(output)
+    return path.with_suffix("") if path.suffix in (".jsonl", ".json", ".ndjson") else path
+
+
+# -- equal-budget comparison --------------------------------------------------------------------
+async def prompt_tokens(problems: Sequence[Problem], generator: Generator, sample: int = 16) -> int:
+    """Mean prompt length (tokens) of the default chat prompt over the first `sample` problems."""
+    from ttc.prompts import ChatPrompt
+
+    prompt = ChatPrompt()
+    lengths = []
+    for problem in problems[:sample]:
+        rendered = await prompt.render(problem, generator)
+        lengths.append(len(await generator.tokenize(rendered)) if isinstance(rendered, str) else len(rendered))
+    return math.ceil(sum(lengths) / len(lengths))
+
+
+def n_for_budget(strategy: str, tokens: int, prompt_len: int, max_tokens: int) -> int:
+    """How many candidates of up to `max_tokens` fit in `tokens` with one prompt of `prompt_len`.
+
+    Plain sampling always makes one candidate. Sample-based strategies send all n candidates in
+    one request, so the prompt is counted once: n = (tokens - prompt) // max_tokens, at least 1.
+    """
+    from ttc.strategies.registry import ALIASES
+
+    if ALIASES.get(strategy, strategy) == "sample":
+        return 1
+    return max(1, (tokens - prompt_len) // max_tokens)
+
+
+def compare(strategies: Any = "majority,best_of_n", dataset: Any = "gsm8k", generator: Generator | None = None,
+            *, tokens_budget: int | Iterable[int] | str = 2048, **kwargs: Any) -> EvalReport:
+    """Compare strategies at equal per-problem token budgets; see `acompare`."""
+    return run_sync(acompare(strategies, dataset, generator, tokens_budget=tokens_budget, **kwargs))
+
+
+async def acompare(strategies: Any = "majority,best_of_n", dataset: Any = "gsm8k",
+                   generator: Generator | None = None, *, tokens_budget: int | Iterable[int] | str = 2048,
+                   split: str | None = None, limit: int | None = None, output: str | os.PathLike | None = None,
+                   verifier: Verifier | None = None, max_tokens: int = 256, temperature: float = 0.7,
+                   seed: int | None = 0, concurrency: int = 32, progress: bool = True, retry_errors: bool = False,
+                   backend: str = "transformers", model: str | None = None, url: str | None = None,
+                   save_report: bool = True, **dataset_options: Any) -> EvalReport:
+    """Run each named strategy at each per-problem token budget B (prompt + completion tokens).
+
+    Every setting is held to `ttc.Budget(tokens=B)` on every problem (enforced: no problem spends
+    more), and each strategy gets as many candidates as fit: n = (B - prompt) // max_tokens, with
+    the prompt length measured on the dataset (plain sampling: n = 1). The report shows what was
+    actually spent, so strategies are compared at equal cap and at their real cost.
+    """
+    budgets = _ns(tokens_budget)
+    names = _names(strategies) if isinstance(strategies, str) else list(strategies)
+    if not all(isinstance(s, str) for s in names):
+        raise InvalidInput("compare takes strategy names (e.g. 'majority,best_of_n')")
+    problems = _problems(dataset, split, limit, dataset_options)
+    params = SamplingParams(temperature=temperature, max_tokens=max_tokens, logprobs=True)
+    gen, owned = _generator(generator, backend, model, url)
+    try:
+        prompt_len = await prompt_tokens(problems, gen)
+        planned: list[Planned] = []
+        for budget in budgets:
+            if budget <= prompt_len:
+                raise InvalidInput(f"a token budget of {budget} does not cover the prompt ({prompt_len} tokens)")
+            for name in names:
+                k = n_for_budget(name.lower(), budget, prompt_len, max_tokens)
+                planned += plan([name], k, verifier=verifier, params=params, tokens=budget)
+        config = EvalConfig(_dataset_label(dataset), gen.model_name, max_tokens, temperature, seed,
+                            {"prompt_tokens_estimate": prompt_len})
+        records = await arun_settings(planned, problems, gen, output=output, seed=seed, concurrency=concurrency,
+                                      progress=progress, retry_errors=retry_errors, run_info=config.run_info())
+    finally:
+        if owned:
+            await gen.aclose()
+    report = EvalReport(records, title=f"{config.dataset} · {config.model} · equal token budgets")
+    if output is not None and save_report:
+        report.save(report_prefix(output))
+    return report
