@@ -266,6 +266,8 @@ class EvalReport:
         """
         from matplotlib.figure import Figure  # no pyplot: no GUI backend, works headless (Agg)
 
+        _show_figures_in_notebooks()
+
         fig = ax.figure if ax is not None else Figure(figsize=(7, 4.5), dpi=100)
         ax = ax if ax is not None else fig.add_subplot()
         lines: dict[str, list[SettingSummary]] = {}
@@ -322,3 +324,27 @@ class EvalReport:
 
 def _near(a: float, b: float, log: bool, span: float) -> bool:
     return abs(a / b - 1) < 0.1 if log and b else abs(a - b) <= 0.05 * span
+
+
+def _show_figures_in_notebooks() -> None:
+    """In IPython, display a returned Figure as a PNG (what `%matplotlib inline` would register).
+
+    The figure is made without pyplot (so nothing opens a window and nothing is kept alive), and
+    IPython only knows how to show such a figure once a PNG formatter is registered for it.
+    """
+    import sys
+
+    if "IPython" not in sys.modules:
+        return
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        return
+    from matplotlib.figure import Figure
+
+    formatter = shell.display_formatter.formatters["image/png"]
+    if Figure not in formatter.type_printers:
+        from IPython.core.pylabtools import print_figure
+
+        formatter.for_type(Figure, lambda fig: print_figure(fig, "png", bbox_inches="tight"))
