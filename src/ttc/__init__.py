@@ -7,12 +7,14 @@
 """
 
 from ttc import answers, backends, display, eval, verifiers  # display: Result renders in Jupyter
+from ttc import probes
 from ttc.context import Budget, Context
 from ttc.errors import (AnswerNotFound, BackendUnavailable, BudgetExhausted, GenerationError, InvalidInput,
                         MalformedResponse, ModelNotFound, TTCError)
 from ttc.prompts import ChatPrompt
 from ttc.runner import asolve_many, run_sync, solve_many
 from ttc.strategies import BestOfN, MajorityVote, Sample, Sampler, Strategy
+from ttc.strategies import EarlyExit, FirstFinish
 from ttc.types import Candidate, Completion, Problem, Result, SamplingParams, Step, Trace, Usage
 
 __version__ = "0.1.0"
@@ -23,3 +25,4 @@ __all__ = [
     "ModelNotFound", "Problem", "Result", "Sample", "Sampler", "SamplingParams", "Step", "Strategy", "TTCError",
     "Trace", "Usage", "answers", "asolve_many", "backends", "eval", "run_sync", "solve_many", "verifiers",
 ]
+__all__ += ["EarlyExit", "FirstFinish", "probes"]

@@ -1,0 +1,67 @@
+"""Answer-consistency probing (Dynasor's certainty, Fu et al., 2024, "Efficiently Serving LLM
+Reasoning Programs with Certaindex").
+
+Every `every` generated tokens the partial trace is followed by an answer-eliciting suffix and
+the model's short greedy answer is read; once the last `window` probe answers agree, the model
+is taken to be certain and the trace stops with that answer. Probe requests are ordinary
+generator requests (prompt = prompt + trace + suffix, a few completion tokens): their tokens are
+counted in the candidate's usage, and a prefix-caching backend reuses the trace's KV cache.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ttc.answers import equivalent
+from ttc.context import Context
+from ttc.errors import InvalidInput
+from ttc.probes.base import BOXED_SUFFIX, CONTINUE, EXIT, Decision, Probe, TraceState, elicit_answer
+
+#: probe answers containing these words are not counted as certain (Dynasor drops hedged answers)
+HEDGES = ("wait", "hmm", "not sure", "maybe")
+
+
+class AnswerConsistency(Probe):
+    """Stop when the last `window` probe answers, taken every `every` tokens, are equivalent.
+
+    suffix: appended to the partial trace to elicit an answer (`ttc.probes.BOXED_SUFFIX`, the
+        default, or `ttc.probes.PLAIN_SUFFIX` for models that do not box).
+    answer_tokens: greedy tokens read after the suffix.
+    min_tokens: no probing before this many generated tokens.
+    """
+
+    name = "answer_consistency"
+
+    def __init__(self, every: int = 64, window: int = 2, suffix: str = BOXED_SUFFIX, answer_tokens: int = 12,
+                 min_tokens: int = 0, hedges: tuple[str, ...] = HEDGES):
+        if not isinstance(every, int) or every <= 0:
+            raise InvalidInput(f"AnswerConsistency.every must be a positive number of tokens, got {every!r}")
+        if not isinstance(window, int) or window <= 0:
+            raise InvalidInput(f"AnswerConsistency.window must be a positive integer, got {window!r}")
+        if not suffix:
+            raise InvalidInput("AnswerConsistency.suffix must be a non-empty answer-eliciting text")
+        self.every = every
+        self.window = window
+        self.suffix = suffix
+        self.answer_tokens = answer_tokens
+        self.min_tokens = min_tokens
+        self.hedges = tuple(h.lower() for h in hedges)
+
+    async def check(self, state: TraceState, ctx: Context) -> Decision:
+        if len(state.token_ids) < self.min_tokens:
+            return Decision(CONTINUE)
+        answer, appended = await elicit_answer(state, ctx, self.suffix, self.answer_tokens)
+        if answer is not None and any(re.search(rf"\b{re.escape(h)}\b", appended[len(self.suffix):].lower()) for h in self.hedges):
+            answer = None
+        history = state.memory.setdefault(self.name, [])
+        history.append(answer)
+        last = history[-self.window:]
+        agree = len(last) == self.window and None not in last and all(equivalent(a, last[-1]) for a in last)
+        streak = 0
+        for a in reversed(history):
+            if a is None or not equivalent(a, history[-1]):
+                break
+            streak += 1
+        if agree:
+            return Decision(EXIT, answer=answer, score=float(streak), appended=appended)
+        return Decision(CONTINUE, score=float(streak))

@@ -1,0 +1,133 @@
+"""What a probe sees and says: the partial trace of one candidate, and a continue/exit/drop decision.
+
+A probe is a small configured object shared by every candidate of a run; whatever it must
+remember about one trace (past probe answers, say) lives in that trace's `TraceState.memory`.
+Probes that call the generator do it through the context and charge the tokens to the trace
+(`TraceState.charge`), so a candidate's usage includes what probing it cost.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+from ttc.answers import extract
+from ttc.context import Context
+from ttc.errors import InvalidInput
+from ttc.types import Problem, SamplingParams, Usage
+
+CONTINUE, EXIT, DROP = "continue", "exit", "drop"
+ACTIONS = (CONTINUE, EXIT, DROP)
+
+#: Dynasor's probe (Fu et al., 2024): the model is told it has the answer and must box it.
+BOXED_SUFFIX = "\n\n... Oh, I suddenly got the answer to the whole problem, the final answer is \\boxed{"
+#: for small models that do not box their answers
+PLAIN_SUFFIX = "\n\nThe final answer is"
+
+
+@dataclass
+class Decision:
+    """What a probe says at a check point.
+
+    action: "continue", "exit" (stop now and answer) or "drop" (abandon the trace: it does not vote).
+    answer: the answer to give on exit, when the probe already elicited one.
+    at: exit as if the trace had stopped after this many generated tokens (a check point can
+        come after the position that triggered it, e.g. a cue token inside a generated chunk).
+    score: the probe's number at this check point (agreement count, confidence, probability).
+    appended: the text the probe appended to elicit `answer` (becomes the end of the candidate's text).
+    """
+
+    action: str = CONTINUE
+    answer: str | None = None
+    at: int | None = None
+    score: float | None = None
+    appended: str = ""
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise InvalidInput(f"unknown probe action {self.action!r}; known: {', '.join(ACTIONS)}")
+
+    @property
+    def stop(self) -> bool:
+        return self.action != CONTINUE
+
+
+@dataclass
+class TraceState:
+    """The partial trace of one candidate as a probe sees it (token ids are never re-tokenised)."""
+
+    problem: Problem
+    prompt_ids: list[int]
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    logprobs: list[float] | None = None
+    top_logprobs: list[dict[int, float]] | None = None
+    #: the candidate's usage: generation and probing are both charged here
+    usage: Usage = field(default_factory=Usage)
+    probe_calls: int = 0
+    probe_tokens: int = 0
+    #: per-trace scratch space for probes (keyed by probe name)
+    memory: dict[str, Any] = field(default_factory=dict)
+    #: tokens already looked at by probes that scan every token (cue words, confidence windows)
+    scanned: int = 0
+
+    def charge(self, usage: Usage) -> None:
+        """Count a probe request's cost in this candidate's usage."""
+        self.usage.add(usage)
+        self.probe_calls += 1
+        self.probe_tokens += usage.prompt_tokens + usage.completion_tokens
+
+
+class Probe(abc.ABC):
+    """Decides, at check points of a partial trace, whether to go on, exit and answer, or drop it."""
+
+    name: str = "probe"
+    #: check every this many generated tokens (EarlyExit's chunk size in chunked mode)
+    every: int = 32
+    #: the sampling must return token logprobs / this many top logprobs per token
+    needs_logprobs: bool = False
+    required_top_logprobs: int = 0
+    #: the backend must declare these capabilities
+    required_capabilities: frozenset[str] = frozenset()
+
+    @abc.abstractmethod
+    async def check(self, state: TraceState, ctx: Context) -> Decision:
+        """Look at `state` (new tokens since `state.scanned`, if the probe scans) and decide."""
+
+    def reset(self, state: TraceState) -> None:
+        """Called once before a trace starts."""
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({fields})"
+
+
+async def elicit_answer(state: TraceState, ctx: Context, suffix: str, max_tokens: int = 12,
+                        upto: int | None = None) -> tuple[str | None, str]:
+    """Force an answer now: append `suffix` to the trace (cut after `upto` tokens) and read a short
+    greedy continuation. Returns (answer, the text that was appended after the trace).
+
+    The request is charged to the trace. A suffix ending in "{" (a \\boxed{) stops at "}".
+    """
+    ids = await suffix_ids(ctx, suffix)
+    trace = state.token_ids if upto is None else state.token_ids[:upto]
+    boxed = suffix.rstrip().endswith("{")
+    params = SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens, stop=("}",) if boxed else ("\n",))
+    (completion, usage), = await ctx.generate(list(state.prompt_ids) + list(trace) + ids, params)
+    state.charge(usage)
+    out = completion.text
+    return read_answer(suffix, out), suffix + out + ("}" if boxed else "")
+
+
+def read_answer(suffix: str, out: str) -> str | None:
+    """The answer in a probe's continuation `out` of `suffix` (None when there is none)."""
+    if suffix.rstrip().endswith("{"):
+        value = out.split("}")[0].strip().rstrip(".").strip().strip("$").strip()
+        return value or None
+    return extract(out) if out.strip() else None
+
+
+async def suffix_ids(ctx: Context, suffix: str) -> list[int]:
+    """Token ids of a probe suffix, tokenised on its own and appended to the trace's ids."""
+    return list(await ctx.generator.tokenize(suffix))

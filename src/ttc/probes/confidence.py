@@ -1,0 +1,153 @@
+"""Sliding-window token confidence (DeepConf: Fu et al., 2025, "Deep Think with Confidence").
+
+Token confidence C_i = -(1/k) sum_j log P_i(j) over the k most likely tokens at position i
+(high when the distribution is peaked); group confidence = mean of C_i over a window of the
+last `window` tokens. DeepConf-online stops a trace as soon as its group confidence falls
+under a threshold calibrated on warm-up traces; DeepConf-offline filters finished traces by
+their lowest group confidence before voting. Both are here: `TokenConfidence` as an EarlyExit
+probe, `TokenConfidence.filter()` as a verifier for MajorityVote / BestOfN.
+
+Without top-k logprobs (a stream, or a backend that returns only the sampled token's logprob)
+the token confidence is that logprob instead (mean logprob over the window): a different
+scale, so thresholds must be calibrated in the same mode they are used in.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from ttc.context import Context
+from ttc.errors import InvalidInput
+from ttc.probes.base import CONTINUE, DROP, EXIT, Decision, Probe, TraceState
+from ttc.types import Candidate, Completion, Problem
+from ttc.verifiers.base import Verifier
+
+MODES = ("topk", "logprob")
+
+
+def token_confidences(logprobs: Sequence[float] | None, top_logprobs: Sequence[dict[int, float]] | None,
+                      mode: str = "topk") -> np.ndarray:
+    """Per-token confidence: -mean of the top-k logprobs ("topk"), or the sampled token's logprob
+    ("logprob", also the fallback when top-k logprobs are absent)."""
+    if mode == "topk" and top_logprobs:
+        return np.array([-math.fsum(t.values()) / len(t) if t else 0.0 for t in top_logprobs], dtype=float)
+    if logprobs is None:
+        raise InvalidInput("token confidence needs logprobs: sample with SamplingParams(logprobs=True)")
+    return np.asarray(logprobs, dtype=float)
+
+
+def group_confidences(conf: np.ndarray, window: int) -> np.ndarray:
+    """Mean confidence of every window of `window` consecutive tokens (one value for shorter traces)."""
+    if len(conf) == 0:
+        return np.zeros(0)
+    if len(conf) <= window:
+        return np.array([conf.mean()])
+    csum = np.concatenate([[0.0], np.cumsum(conf)])
+    return (csum[window:] - csum[:-window]) / window
+
+
+def lowest_group_confidence(completion: Completion, window: int, mode: str = "topk") -> float:
+    """DeepConf's trace score: the minimum sliding-window group confidence (-inf for an empty trace)."""
+    conf = token_confidences(completion.logprobs, completion.top_logprobs, mode)
+    groups = group_confidences(conf, window)
+    return float(groups.min()) if len(groups) else -math.inf
+
+
+def calibrate_threshold(warmup_scores: Sequence[float], keep: float = 0.9) -> float:
+    """DeepConf's offline threshold: the score that keeps the top `keep` fraction of warm-up traces
+    (keep=0.1 is DeepConf-low, keep=0.9 DeepConf-high), from their lowest group confidences."""
+    if not 0 < keep <= 1:
+        raise InvalidInput(f"keep must be in (0, 1], got {keep!r}")
+    scores = np.asarray([s for s in warmup_scores if np.isfinite(s)], dtype=float)
+    if len(scores) == 0:
+        raise InvalidInput("calibrate_threshold needs at least one finite warm-up score")
+    return float(np.quantile(scores, 1.0 - keep, method="lower"))
+
+
+class TokenConfidence(Probe):
+    """Stop (drop, by default) a trace whose sliding-window confidence falls under `threshold`.
+
+    window: tokens per group; threshold: the group confidence under which the trace stops;
+    action: "drop" (DeepConf: the trace does not vote) or "exit" (answer now);
+    top_k: top logprobs asked per token (0: use the sampled token's logprob);
+    every: tokens between checks in chunked mode (each check scans every new window, so a dip
+        anywhere in the chunk is caught; the stop is placed where the dip happened).
+    """
+
+    name = "token_confidence"
+
+    def __init__(self, window: int = 64, threshold: float = 0.0, action: str = DROP, top_k: int = 5,
+                 every: int = 32, min_tokens: int | None = None):
+        if not isinstance(window, int) or window <= 0:
+            raise InvalidInput(f"TokenConfidence.window must be a positive integer, got {window!r}")
+        if action not in (DROP, EXIT):
+            raise InvalidInput(f"TokenConfidence.action must be 'drop' or 'exit', got {action!r}")
+        if top_k < 0:
+            raise InvalidInput(f"TokenConfidence.top_k must be >= 0, got {top_k!r}")
+        self.window = window
+        self.threshold = float(threshold)
+        self.action = action
+        self.top_k = top_k
+        self.every = every
+        self.min_tokens = window if min_tokens is None else min_tokens
+        self.mode = "topk" if top_k else "logprob"
+        self.needs_logprobs = True
+        self.required_top_logprobs = top_k
+
+    def confidences(self, state: TraceState) -> np.ndarray:
+        return token_confidences(state.logprobs, state.top_logprobs, self.mode)
+
+    async def check(self, state: TraceState, ctx: Context) -> Decision:
+        conf = self.confidences(state)
+        n = len(conf)
+        if n < self.min_tokens:
+            return Decision(CONTINUE)
+        # windows ending at each token not yet scanned (ends from max(scanned, min_tokens) to n)
+        first_end = max(state.scanned, self.min_tokens, min(self.window, n))
+        state.scanned = n
+        csum = np.concatenate([[0.0], np.cumsum(conf)])
+        lowest = math.inf
+        for end in range(first_end, n + 1):
+            start = max(0, end - self.window)
+            group = (csum[end] - csum[start]) / (end - start)
+            lowest = min(lowest, group)
+            if group < self.threshold:
+                return Decision(self.action, at=end, score=float(group))
+        return Decision(CONTINUE, score=None if lowest == math.inf else float(lowest))
+
+    def score(self, completion: Completion) -> float:
+        return lowest_group_confidence(completion, self.window, self.mode)
+
+    def filter(self, weighted: bool = False) -> "ConfidenceFilter":
+        """This probe as a verifier: 1 for traces whose lowest group confidence reaches the threshold,
+        else 0 (`weighted=True`: the confidence itself instead of 1, for top-k confidences, which
+        are positive). `MajorityVote(n, verifier=probe.filter())` is DeepConf-offline's filtered vote."""
+        return ConfidenceFilter(self, weighted)
+
+
+class ConfidenceFilter(Verifier):
+    """DeepConf-offline as a free verifier: keep (1) or drop (0) each finished candidate."""
+
+    free = True
+
+    def __init__(self, probe: TokenConfidence, weighted: bool = False):
+        self.probe = probe
+        self.weighted = weighted
+        self.name = "confidence_filter"
+        self.required_top_logprobs = probe.top_k
+
+    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[float]:
+        scores = []
+        for c in candidates:
+            if c.completion is None:
+                raise InvalidInput("ConfidenceFilter needs candidates that carry their completion")
+            if c.completion.logprobs is None and not c.completion.top_logprobs and c.completion.token_ids:
+                raise InvalidInput("ConfidenceFilter needs logprobs: sample with SamplingParams(logprobs=True)")
+            conf = self.probe.score(c.completion)
+            keep = conf >= self.probe.threshold
+            c.scores["lowest_group_confidence"] = conf
+            scores.append((max(conf, 0.0) if self.weighted else 1.0) if keep else 0.0)
+        return scores

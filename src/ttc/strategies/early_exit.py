@@ -1,0 +1,172 @@
+"""Early exit: generate one candidate in pieces and let a probe decide when to stop and answer."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ttc.answers import extract
+from ttc.context import Context
+from ttc.errors import InvalidInput
+from ttc.probes.base import DROP, EXIT, PLAIN_SUFFIX, Decision, Probe, TraceState, elicit_answer
+from ttc.prompts import ChatPrompt
+from ttc.strategies.base import Sampler
+from ttc.strategies.sample import DEFAULT_PARAMS
+from ttc.types import Candidate, Completion, Problem, SamplingParams, Usage
+
+MODES = ("chunks", "stream")
+#: Candidate.finish_reason of a trace a probe stopped
+EARLY_EXIT, DROPPED = "early_exit", "dropped"
+
+
+class EarlyExit(Sampler):
+    """One candidate, checked by `probe` as it is generated; stops when the probe says so.
+
+    mode="chunks" (default): generate `probe.every` tokens per request; each continuation is sent
+        as token ids (prompt ids + generated ids), so it is never re-tokenised and a prefix-caching
+        backend reuses the KV cache. Prompt tokens are counted per request, as for any request.
+    mode="stream": one streamed request; the probe is asked every `probe.every` tokens (every token
+        for probes that scan tokens, see `scan_every_token`) and leaving stops the stream.
+
+    On "exit" the answer is the probe's (answer consistency) or forced: the trace, cut where the
+    probe says, is followed by `answer_suffix` (default: the probe's suffix, else
+    `ttc.probes.PLAIN_SUFFIX`) and a short greedy answer. On "drop" the candidate has no answer
+    (it does not vote) unless `on_drop="answer"`. A trace that ends on its own is answered as usual.
+
+    Wrappers compose: `MajorityVote(n=8, sample=EarlyExit(probe))`. Each candidate of a seeded run
+    gets its own seed, drawn from the run's RNG.
+    """
+
+    name = "early_exit"
+
+    def __init__(self, probe: Probe, params: SamplingParams = DEFAULT_PARAMS, prompt: ChatPrompt = ChatPrompt(),
+                 mode: str = "chunks", answer_suffix: str | None = None, answer_tokens: int = 12,
+                 on_drop: str = "abstain", scan_every_token: bool | None = None):
+        if not isinstance(probe, Probe):
+            raise InvalidInput(f"EarlyExit needs a ttc probe (ttc.probes.*), got {type(probe).__name__}")
+        if mode not in MODES:
+            raise InvalidInput(f"unknown EarlyExit mode {mode!r}; known: {', '.join(MODES)}")
+        if on_drop not in ("abstain", "answer"):
+            raise InvalidInput(f"on_drop must be 'abstain' or 'answer', got {on_drop!r}")
+        self.probe = probe
+        self.params = params.replace(
+            n=1, logprobs=params.logprobs or probe.needs_logprobs,
+            top_logprobs=max(params.top_logprobs, probe.required_top_logprobs))
+        self.prompt = prompt
+        self.mode = mode
+        self.answer_suffix = answer_suffix or getattr(probe, "suffix", None) or PLAIN_SUFFIX
+        self.answer_tokens = answer_tokens
+        self.on_drop = on_drop
+        self.scan_every_token = (probe.name in ("hidden_state", "token_confidence")
+                                 if scan_every_token is None else scan_every_token)
+
+    async def candidate(self, problem: Problem, ctx: Context) -> Candidate:
+        seed = self.params.seed if self.params.seed is not None else ctx.seed
+        if seed is not None:  # drawn before any await: the same run gives the same seeds
+            seed = ctx.rng.randrange(2**31)
+        missing = self.probe.required_capabilities - ctx.generator.capabilities
+        if missing:
+            raise InvalidInput(f"probe {self.probe.name!r} needs backend capabilities {sorted(missing)}, "
+                               f"which {type(ctx.generator).__name__} does not declare")
+        prompt = await self.prompt.render(problem, ctx.generator)
+        prompt_ids = list(await ctx.generator.tokenize(prompt)) if isinstance(prompt, str) else list(prompt)
+        state = TraceState(problem=problem, prompt_ids=prompt_ids,
+                           logprobs=[] if self.params.logprobs else None,
+                           top_logprobs=[] if self.params.top_logprobs else None)
+        self.probe.reset(state)
+        params = self.params.replace(seed=seed)
+        if self.mode == "chunks":
+            finish, decision = await self._chunks(state, params, ctx)
+        else:
+            finish, decision = await self._stream(state, params, ctx)
+        return await self._finish(state, finish, decision, ctx)
+
+    async def _chunks(self, state: TraceState, params: SamplingParams, ctx: Context
+                      ) -> tuple[str, Decision | None]:
+        every = max(1, self.probe.every)
+        chunk = 0
+        while True:
+            left = params.max_tokens - len(state.token_ids)
+            size = min(every - len(state.token_ids) % every, left)
+            chunk_params = params.replace(max_tokens=size, seed=None if params.seed is None else params.seed + chunk)
+            (completion, usage), = await ctx.generate(state.prompt_ids + state.token_ids, chunk_params)
+            chunk += 1
+            state.usage.add(usage)
+            _append(state, completion.text, completion.token_ids, completion.logprobs, completion.top_logprobs)
+            if completion.finish_reason != "length" or not completion.token_ids:
+                return completion.finish_reason or "stop", None
+            if len(state.token_ids) >= params.max_tokens:
+                return "length", None
+            decision = await self.probe.check(state, ctx)
+            if decision.stop:
+                return decision.action, decision
+
+    async def _stream(self, state: TraceState, params: SamplingParams, ctx: Context
+                      ) -> tuple[str, Decision | None]:
+        every = 1 if self.scan_every_token else max(1, self.probe.every)
+        next_check = every
+        finish, decision = "length", None
+        async with ctx.stream(state.prompt_ids, params) as s:
+            async for delta in s:
+                top = None  # streams carry the sampled token's logprob only
+                _append(state, delta.text, delta.token_ids, delta.logprobs, top)
+                if delta.finish_reason is not None:
+                    finish = delta.finish_reason
+                    break
+                if len(state.token_ids) >= next_check:
+                    next_check = len(state.token_ids) + every
+                    decision = await self.probe.check(state, ctx)
+                    if decision.stop:
+                        finish = decision.action
+                        break
+        state.usage.add(s.usage)
+        return finish, decision
+
+    async def _finish(self, state: TraceState, finish: str, decision: Decision | None, ctx: Context) -> Candidate:
+        completion = Completion(text=state.text, token_ids=tuple(state.token_ids),
+                                finish_reason=finish if finish in ("stop", "length") else "cancelled",
+                                logprobs=None if state.logprobs is None else tuple(state.logprobs),
+                                top_logprobs=None if not state.top_logprobs else tuple(state.top_logprobs))
+        scores = {"probe_calls": float(state.probe_calls), "probe_tokens": float(state.probe_tokens),
+                  "exit_tokens": float(len(state.token_ids))}
+        if decision is not None and decision.score is not None:
+            scores[self.probe.name] = decision.score
+        text, answer, reason = state.text, None, finish
+        if finish == EXIT or (finish == DROP and self.on_drop == "answer"):
+            cut = decision.at if decision is not None and decision.at is not None else len(state.token_ids)
+            if cut < len(state.token_ids):
+                text = await _decode_prefix(ctx, state, cut)
+            answer = decision.answer if decision is not None else None
+            if answer is None:
+                answer, appended = await elicit_answer(state, ctx, self.answer_suffix, self.answer_tokens, upto=cut)
+            else:
+                appended = decision.appended
+            text = text + appended
+            scores["exit_tokens"] = float(cut)
+            reason = EARLY_EXIT if finish == EXIT else DROPPED
+        elif finish == DROP:
+            reason = DROPPED
+            if decision is not None and decision.at is not None:
+                scores["exit_tokens"] = float(decision.at)
+        else:
+            answer = extract(state.text)
+        scores["probe_calls"] = float(state.probe_calls)
+        scores["probe_tokens"] = float(state.probe_tokens)
+        return Candidate(text=text, answer=answer, completion=completion, usage=state.usage, scores=scores,
+                         finish_reason=reason)
+
+
+def _append(state: TraceState, text: str, ids: Sequence[int], logprobs: Sequence[float] | None,
+            top: Sequence[dict[int, float]] | None) -> None:
+    state.text += text
+    state.token_ids.extend(ids)
+    if state.logprobs is not None and logprobs is not None:
+        state.logprobs.extend(logprobs)
+    if state.top_logprobs is not None and top is not None:
+        state.top_logprobs.extend(top)
+
+
+async def _decode_prefix(ctx: Context, state: TraceState, cut: int) -> str:
+    decode = getattr(ctx.generator, "decode", None)
+    if decode is not None:
+        return decode(state.token_ids[:cut])
+    return state.text  # no decoder: keep the whole text (the answer is still forced at the cut)

@@ -1,0 +1,171 @@
+"""First Finish Search: run n candidates at once, keep the first to finish, cancel the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any, AsyncIterator
+
+from ttc import answers
+from ttc.answers import extract
+from ttc.context import Context, Stream
+from ttc.errors import InvalidInput
+from ttc.prompts import ChatPrompt
+from ttc.strategies.base import Sampler, Strategy
+from ttc.strategies.sample import DEFAULT_PARAMS, Sample
+from ttc.strategies.wrapping import check_n
+from ttc.types import Candidate, Problem, Prompt, Result, SamplingParams, Usage
+
+
+class StreamSample(Sampler):
+    """Plain sampling through a stream: the candidate's tokens are counted as they arrive, so a
+    candidate cancelled midway has spent exactly the tokens it received. Each candidate of a
+    seeded run gets its own seed, drawn from the run's RNG."""
+
+    name = "stream_sample"
+
+    def __init__(self, params: SamplingParams = DEFAULT_PARAMS, prompt: ChatPrompt = ChatPrompt()):
+        self.params = params.replace(n=1)
+        self.prompt = prompt
+
+    async def candidate(self, problem: Problem, ctx: Context) -> Candidate:
+        seed = self.params.seed if self.params.seed is not None else ctx.seed
+        if seed is not None:  # drawn before any await: the same run gives the same seeds
+            seed = ctx.rng.randrange(2**31)
+        prompt = await self.prompt.render(problem, ctx.generator)
+        async with ctx.stream(prompt, self.params.replace(seed=seed)) as s:
+            async for _ in s:
+                pass
+        c = s.completion()
+        return Candidate(text=c.text, answer=extract(c.text), completion=c, usage=s.usage,
+                         finish_reason=c.finish_reason)
+
+
+class _Tracked:
+    """One candidate's view of the context: forwards everything, and remembers what this candidate
+    spent (finished requests and live streams), so a cancelled candidate's cost is still known."""
+
+    def __init__(self, ctx: Context):
+        self._ctx = ctx
+        self.spent = Usage()
+        self.streams: list[Stream] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    async def generate(self, prompt: Prompt, params: SamplingParams):
+        out = await self._ctx.generate(prompt, params)
+        for _, usage in out:
+            self.spent.add(usage)
+        return out
+
+    @contextlib.asynccontextmanager
+    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Stream]:
+        async with self._ctx.stream(prompt, params) as s:
+            self.streams.append(s)
+            yield s
+
+    def reserve_verifier_calls(self, calls: int) -> None:
+        self._ctx.reserve_verifier_calls(calls)
+        self.spent.verifier_calls += calls
+
+    def record_verifier_tokens(self, tokens: int) -> None:
+        self._ctx.record_verifier_tokens(tokens)
+        self.spent.verifier_tokens += tokens
+
+    def spent_total(self) -> Usage:
+        return Usage.total([self.spent] + [s.usage for s in self.streams])
+
+    def partial_text(self) -> str:
+        return "".join(s.text for s in self.streams)
+
+
+class FirstFinish(Strategy):
+    """First Finish Search (Agarwal et al., 2025, "First Finish Search: Efficient Test-Time Scaling
+    in Large Language Models"): launch n candidates concurrently, return the first that completes
+    and cancel the others; shorter traces are likelier to be right, and latency is one trace's.
+
+    k > 1 waits for the first k and takes a majority vote among them (ties: the earliest finisher).
+    `require_answer` (default True) only counts finishers with an extractable answer towards k;
+    if every candidate finishes without one, the earliest finishers are used anyway.
+
+    `sample` is the single-candidate strategy repeated (default: streamed plain sampling; a plain
+    `Sample` is streamed too, with its params and prompt). Cancelled candidates are kept in the
+    result with finish_reason "cancelled", no answer, and exactly the usage they had accrued
+    (tokens received before cancellation; streams stop in the backend, so nothing is counted
+    after). For a custom sampler that does not stream, a cancelled in-flight request costs nothing
+    in usage. `details` records each candidate's finish time and the latency of the answer.
+    """
+
+    name = "first_finish"
+
+    def __init__(self, n: int = 8, k: int = 1, sample: Sampler | None = None,
+                 params: SamplingParams = DEFAULT_PARAMS, prompt: ChatPrompt = ChatPrompt(),
+                 require_answer: bool = True):
+        self.n = check_n(n)
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n:
+            raise InvalidInput(f"FirstFinish.k must be an integer in [1, n={n}], got {k!r}")
+        self.k = k
+        if sample is None:
+            sample = StreamSample(params, prompt)
+        elif type(sample) is Sample:
+            sample = StreamSample(sample.params, sample.prompt)
+        elif not isinstance(sample, Sampler):
+            raise InvalidInput(f"sample= must be a single-candidate strategy (a ttc Sampler), "
+                               f"got {type(sample).__name__}")
+        self.sample = sample
+        self.require_answer = require_answer
+
+    async def run(self, problem: Problem, ctx: Context) -> Result:
+        start = time.perf_counter()
+        views = [_Tracked(ctx) for _ in range(self.n)]
+        tasks = [asyncio.ensure_future(self.sample.candidate(problem, view)) for view in views]
+        index = {task: i for i, task in enumerate(tasks)}
+        finished: list[tuple[int, float, Candidate]] = []  # (candidate index, seconds, candidate)
+        errors: list[BaseException] = []
+        pending = set(tasks)
+        try:
+            while pending and self._counted(finished) < self.k:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                now = time.perf_counter() - start
+                for task in sorted(done, key=index.__getitem__):
+                    if task.exception() is not None:
+                        errors.append(task.exception())
+                    else:
+                        finished.append((index[task], now, task.result()))
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        if not finished:
+            raise errors[0]
+        chosen = [f for f in finished if f[2].answer is not None] if self.require_answer else list(finished)
+        chosen = (chosen or finished)[: self.k]
+        candidates: list[Candidate] = []
+        seconds: list[float | None] = [None] * self.n
+        done_by_index = {i: (t, c) for i, t, c in finished}
+        for i, view in enumerate(views):
+            if i in done_by_index:
+                seconds[i], candidate = done_by_index[i]
+            else:
+                reason = "failed" if tasks[i].done() and not tasks[i].cancelled() else "cancelled"
+                candidate = Candidate(text=view.partial_text(), answer=None, usage=view.spent_total(),
+                                      finish_reason=reason)
+            candidates.append(candidate)
+        groups = answers.group([c.answer for _, _, c in chosen])
+        votes = {chosen[g[0]][2].answer: float(len(g)) for g in groups}
+        answer = max(votes, key=votes.get) if votes else None  # max keeps the earliest of equals
+        return Result(problem=problem, answer=answer, candidates=candidates, usage=ctx.usage, strategy=self.name,
+                      details={"chosen": [i for i, _, _ in chosen], "votes": votes,
+                               "latency_seconds": max(t for _, t, _ in chosen),
+                               "finish_seconds": seconds,
+                               "finish_order": [i for i, _, _ in finished],
+                               "cancelled": sum(c.finish_reason == "cancelled" for c in candidates),
+                               "failed": len(errors)})
+
+    def _counted(self, finished: list[tuple[int, float, Candidate]]) -> int:
+        if not self.require_answer:
+            return len(finished)
+        return sum(c.answer is not None for _, _, c in finished)
