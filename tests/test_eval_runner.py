@@ -226,3 +226,19 @@ def test_compare_holds_every_problem_to_the_budget_and_fits_n_to_it(tmp_path):
 def test_budget_below_the_prompt_is_an_error():
     with pytest.raises(ttc.InvalidInput, match="does not cover the prompt"):
         compare("majority", addition_problems(2), scripted(), tokens_budget=5, progress=False)
+
+
+def test_cli_reports_bad_dataset_lines_and_missing_fields(tmp_path, monkeypatch, capsys):
+    import ttc.backends.factory
+
+    monkeypatch.setattr(ttc.backends.factory, "make_backend", lambda kind, model=None, url=None, **kw: scripted())
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"question": "What is 2 + 3?", "answer": "5"}\n{"question": oops\n'
+                    '{"question": "What is 4 + 4?", "answer": "8"}\n')
+    out = tmp_path / "r.jsonl"
+    assert main(["eval", "--dataset", str(data), "--output", str(out), "--quiet"]) == 0
+    assert f"ttc: warning: {data}: line 2: malformed JSON" in capsys.readouterr().err
+    assert len(lines_of(out)) == 2  # the other lines were evaluated
+    assert main(["eval", "--dataset", str(data), "--answer-field", "solution", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "ttc: error:" in err and "no answer field 'solution'; available fields: 'question', 'answer'" in err

@@ -60,8 +60,28 @@ def _finish(report: Any, output: str) -> int:
     return 0
 
 
+def _plain_warnings() -> None:
+    """Show ttc's dataset/results warnings as `ttc: warning: ...` lines, without source locations."""
+    import warnings
+
+    from ttc.eval.datasets import DatasetWarning
+    from ttc.eval.runner import ResultsWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if issubclass(category, (DatasetWarning, ResultsWarning)):
+            print(f"ttc: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from ttc.eval.runner import evaluate
+
+    _plain_warnings()
 
     report = evaluate(args.strategy, args.dataset, n=args.n, tokens_budget=args.tokens_budget, **_common(args))
     return _finish(report, args.output)
@@ -69,6 +89,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from ttc.eval.runner import compare
+
+    _plain_warnings()
 
     report = compare(args.strategies, args.dataset, tokens_budget=args.tokens_budget, **_common(args))
     return _finish(report, args.output)
@@ -78,6 +100,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ttc.eval.report import EvalReport
     from ttc.eval.runner import report_prefix
 
+    _plain_warnings()
     report = EvalReport.from_jsonl(args.results)
     if not report.records:
         print(f"ttc: error: {args.results} has no results", file=sys.stderr)
