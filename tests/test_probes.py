@@ -164,3 +164,22 @@ def test_read_answer_and_decisions():
     assert Decision("exit").stop and not Decision().stop
     with pytest.raises(ttc.InvalidInput, match="action"):
         Decision("halt")
+
+
+def test_cli_probes_train_and_calibrate(tmp_path, capsys):
+    import json
+
+    from ttc.cli import main
+
+    data = synthetic_exits(seed=3).save(tmp_path / "exits.npz")
+    assert main(["probes", "train", "--data", str(data), "--alpha", "0.1", "--out", str(tmp_path / "p.npz")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["alpha"] == 0.1 and report["calibration_premature_exit_rate"] <= 0.1
+    trained = LinearProbe.load(tmp_path / "p.npz")
+    assert main(["probes", "calibrate", "--probe", str(tmp_path / "p.npz"), "--data", str(data),
+                 "--alpha", "0.3", "--out", str(tmp_path / "p30.npz")]) == 0
+    looser = LinearProbe.load(tmp_path / "p30.npz")
+    assert looser.alpha == 0.3 and looser.threshold < trained.threshold
+    assert main(["probes", "calibrate", "--probe", str(tmp_path / "nope.npz"), "--data", str(data),
+                 "--alpha", "0.1"]) == 2
+    assert "no probe file" in capsys.readouterr().err

@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ttc.eval.cli import register as register_eval_commands
 
     register_eval_commands(sub, _add_backend_args)  # `ttc eval`, `ttc compare`, `ttc report`
+
+    from ttc.probes.cli import register as register_probe_commands
+
+    register_probe_commands(sub, _add_backend_args)  # `ttc probes collect|train|calibrate`
     return parser
 
 
