@@ -298,6 +298,7 @@ class EvalReport:
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.1)
         ax.set_xlabel("mean tokens per problem (prompt + completion)")
         ax.set_ylabel("accuracy (95% Wilson CI)")
         ax.set_ylim(-0.02, 1.02)

@@ -376,10 +376,10 @@ class EvalConfig:
                 "temperature": self.temperature, "seed": self.seed, **self.extra}
 
 
-def _dataset_label(dataset: Any) -> str:
+def _dataset_label(dataset: Any, problems: Sequence[Problem]) -> str:
     if isinstance(dataset, (str, os.PathLike)):
         return os.fspath(dataset)
-    return "problems"
+    return f"{len(problems)} problems"
 
 
 def _problems(dataset: Any, split: str | None, limit: int | None, dataset_options: Mapping[str, Any]
@@ -441,7 +441,7 @@ async def aevaluate(strategies: Any = "majority", dataset: Any = "gsm8k", genera
     problems = _problems(dataset, split, limit, dataset_options)
     gen, owned = _generator(generator, backend, model, url)
     try:
-        config = EvalConfig(_dataset_label(dataset), gen.model_name, max_tokens, temperature, seed)
+        config = EvalConfig(_dataset_label(dataset, problems), gen.model_name, max_tokens, temperature, seed)
         records = await arun_settings(planned, problems, gen, output=output, seed=seed, concurrency=concurrency,
                                       progress=progress, retry_errors=retry_errors, run_info=config.run_info())
     finally:
@@ -521,7 +521,7 @@ async def acompare(strategies: Any = "majority,best_of_n", dataset: Any = "gsm8k
             for name in names:
                 k = n_for_budget(name.lower(), budget, prompt_len, max_tokens)
                 planned += plan([name], k, verifier=verifier, params=params, tokens=budget)
-        config = EvalConfig(_dataset_label(dataset), gen.model_name, max_tokens, temperature, seed,
+        config = EvalConfig(_dataset_label(dataset, problems), gen.model_name, max_tokens, temperature, seed,
                             {"prompt_tokens_estimate": prompt_len})
         records = await arun_settings(planned, problems, gen, output=output, seed=seed, concurrency=concurrency,
                                       progress=progress, retry_errors=retry_errors, run_info=config.run_info())
