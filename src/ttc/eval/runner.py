@@ -199,6 +199,7 @@ def make_record(problem: Problem, setting: Setting, result: Result, run_info: Ma
         "usage": result.usage.to_dict(),
         "latency_s": round(result.usage.wall_seconds, 4),
         "candidates": candidates,
+        "text": result.text,  # the text of the candidate that gave the answer, for error analysis
         "details": result.details,
         **run_info,
     }
