@@ -1,0 +1,72 @@
+"""FirstFinish and EarlyExit on the real SmolLM2-135M-Instruct (transformers backend), tiny budgets."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+import ttc
+from ttc.demo import DEMO_PROMPT, demo_problems
+from ttc.probes import PLAIN_SUFFIX, AnswerConsistency, HiddenStateProbe, LinearProbe, TokenConfidence
+from ttc.strategies.early_exit import EarlyExit
+from ttc.strategies.first_finish import FirstFinish
+
+from helpers import assert_usage_is_sum_of_candidates
+
+pytestmark = pytest.mark.slow
+PARAMS = ttc.SamplingParams(temperature=0.7, max_tokens=32, logprobs=True)
+
+
+@pytest.fixture(scope="module")
+def llm():
+    from ttc.backends.transformers import Transformers
+
+    backend = Transformers(device="cpu")
+    yield backend
+    backend.close()
+
+
+def test_first_finish_on_the_real_model_cancels_the_others(llm):
+    problem = demo_problems(1)[0]
+    llm.reset_stats()
+    result = FirstFinish(n=3, params=PARAMS, prompt=DEMO_PROMPT).solve(problem, llm, seed=0)
+    assert result.ok and len(result.candidates) == 3
+    winner = result.candidates[result.details["chosen"][0]]
+    assert winner.finish_reason in ("stop", "length") and winner.completion.num_tokens > 0
+    assert_usage_is_sum_of_candidates(result)
+    # what the backend decoded is what usage counts, up to the step in flight at cancellation
+    others = [c for c in result.candidates if c.finish_reason == "cancelled"]
+    assert llm.stats.generated_tokens - result.usage.completion_tokens <= len(others)
+    assert all(c.usage.completion_tokens <= PARAMS.max_tokens for c in others)
+
+
+def test_early_exit_probes_on_the_real_model(llm):
+    problems = demo_problems(2)
+    consistency = EarlyExit(AnswerConsistency(every=8, window=2, suffix=PLAIN_SUFFIX), params=PARAMS,
+                            prompt=DEMO_PROMPT)
+    confidence = EarlyExit(TokenConfidence(window=4, threshold=100.0, top_k=3, action="exit"), params=PARAMS,
+                           prompt=DEMO_PROMPT, mode="stream")
+    results = ttc.solve_many(consistency, problems, llm, seed=0, progress=False)
+    results += ttc.solve_many(confidence, problems, llm, seed=0, progress=False)
+    for r in results:
+        assert r.ok, r.error
+        assert_usage_is_sum_of_candidates(r)
+        assert r.candidates[0].completion.num_tokens <= PARAMS.max_tokens
+    # an impossible confidence threshold exits at the first full window, with a forced answer
+    for r in results[2:]:
+        c = r.candidates[0]
+        assert c.finish_reason == "early_exit" and c.scores["exit_tokens"] == 4
+        assert PLAIN_SUFFIX in c.text
+
+
+def test_hidden_state_probe_reads_real_hidden_states(llm):
+    dim = llm.model.config.hidden_size
+    always = LinearProbe(weights=np.zeros(dim), bias=5.0, mean=np.zeros(dim), scale=np.ones(dim), threshold=0.5,
+                         cues=("has", "=", ".", "\n"), suffix=PLAIN_SUFFIX)
+    strategy = EarlyExit(HiddenStateProbe(always, every=8), params=PARAMS, prompt=DEMO_PROMPT)
+    result = strategy.solve(demo_problems(1)[0], llm, seed=0)
+    c = result.candidates[0]
+    assert c.finish_reason == "early_exit" and c.usage.verifier_calls >= 1
+    assert_usage_is_sum_of_candidates(result)
+    hidden = asyncio.run(llm.hidden_states(list(range(10, 20)), [0, 9]))
+    assert hidden.shape == (2, dim) and np.isfinite(hidden).all()
