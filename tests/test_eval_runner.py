@@ -242,3 +242,30 @@ def test_cli_reports_bad_dataset_lines_and_missing_fields(tmp_path, monkeypatch,
     assert main(["eval", "--dataset", str(data), "--answer-field", "solution", "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert "ttc: error:" in err and "no answer field 'solution'; available fields: 'question', 'answer'" in err
+
+
+@pytest.mark.slow
+def test_ttc_eval_on_gsm8k_with_the_embedded_model(tmp_path):
+    """The real thing, small: `ttc eval` on 3 GSM8K problems with SmolLM2-135M-Instruct."""
+    import importlib.util
+
+    from ttc.eval.datasets import local_copy
+
+    if importlib.util.find_spec("ttc.backends.transformers") is None:
+        pytest.skip("ttc.backends.Transformers is not in this checkout yet")
+    if local_copy("gsm8k", "test") is None:
+        pytest.skip("no local copy of GSM8K (../shared/data)")
+    out = tmp_path / "results.jsonl"
+    cmd = [sys.executable, "-m", "ttc.cli", "eval", "--dataset", "gsm8k", "--limit", "3", "--strategy", "majority",
+           "--n", "1,2", "--max-tokens", "24", "--output", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    records = lines_of(out)
+    assert sorted((r["setting"], r["problem_id"]) for r in records) == sorted(
+        (s, f"gsm8k-test-{i}") for s in ("majority@n=1", "majority@n=2") for i in range(3))
+    assert all(r["error"] is None and r["model"] == "SmolLM2-135M-Instruct" for r in records)
+    assert all(0 < c["completion_tokens"] <= 24 for r in records for c in r["candidates"])
+    assert {r["gold"] for r in records} == {"18", "3", "70000"}
+    assert "majority@n=2" in done.stdout and "acc=" in done.stderr  # summary table; progress with accuracy
+    assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| majority@n=1 | 3 |" in (tmp_path / "results.summary.md").read_text()
