@@ -298,7 +298,7 @@ async def arun_settings(planned: Sequence[Planned], problems: Sequence[Problem],
         raise InvalidInput("evaluation needs problems with unique ids (load them with ttc.eval.load_dataset)")
     keys = {p.setting.key for p in planned}
     file = ResultsFile(output) if output is not None else None
-    memory: list[dict[str, Any]] = []
+    new_records: list[dict[str, Any]] = []
     try:
         existing = file.records if file else []
         if file and retry_errors:
@@ -328,12 +328,12 @@ async def arun_settings(planned: Sequence[Planned], problems: Sequence[Problem],
                 finished[problem.id] = record
                 if file:
                     file.append(record)
-                memory.append(record)
+                new_records.append(record)
 
             wrapper = _Resumable(item.strategy, setting.key, dict(finished))
             await asolve_many(wrapper, problems, generator, concurrency=concurrency, budget=setting.budget,
                               seed=seed, progress=progress, on_result=on_result)
-        all_records = list(existing) + memory
+        all_records = list(existing) + new_records
     finally:
         if file:
             file.close()
