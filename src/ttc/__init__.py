@@ -15,6 +15,9 @@ from ttc.prompts import ChatPrompt
 from ttc.runner import asolve_many, run_sync, solve_many
 from ttc.strategies import BestOfN, MajorityVote, Sample, Sampler, Strategy
 from ttc.strategies import EarlyExit, FirstFinish
+from ttc.strategies import AStar, BeamSearch, DVTS, ParticleFilter
+from ttc import steps
+from ttc.steps import StepConfig
 from ttc.types import Candidate, Completion, Problem, Result, SamplingParams, Step, Trace, Usage
 
 __version__ = "0.1.0"
@@ -26,3 +29,4 @@ __all__ = [
     "Trace", "Usage", "answers", "asolve_many", "backends", "eval", "run_sync", "solve_many", "verifiers",
 ]
 __all__ += ["EarlyExit", "FirstFinish", "probes"]
+__all__ += ["AStar", "BeamSearch", "DVTS", "ParticleFilter", "StepConfig", "steps"]

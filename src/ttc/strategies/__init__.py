@@ -6,6 +6,10 @@ from ttc.strategies.early_exit import EarlyExit
 from ttc.strategies.first_finish import FirstFinish, StreamSample
 from ttc.strategies.majority import MajorityVote
 from ttc.strategies.sample import Sample
+from ttc.strategies.astar import AStar
+from ttc.strategies.beam import DVTS, BeamSearch
+from ttc.strategies.particle import ParticleFilter
 
 __all__ = ["BestOfN", "MajorityVote", "Sample", "Sampler", "Strategy"]
 __all__ += ["EarlyExit", "FirstFinish", "StreamSample"]
+__all__ += ["AStar", "BeamSearch", "DVTS", "ParticleFilter"]

@@ -43,6 +43,55 @@ def _early_exit(n: int, verifier: Verifier | None, params: Any) -> Strategy:
     return sample if n == 1 else MajorityVote(n=n, sample=sample, verifier=verifier)
 
 
+def _step_search_args(verifier: Any, params: Any) -> dict[str, Any]:
+    """PRM, step config and step sampling for a step search built by name.
+
+    `verifier` may be a process reward model (or a PRM wrapped as a verifier); None gives the
+    default `LLMJudge()`, which judges with the generator the search runs on. An outcome verifier
+    cannot guide a step search. The sampling params' max_tokens becomes the per-step budget.
+    """
+    from ttc.steps import StepConfig
+    from ttc.verifiers.process import PRMVerifier, ProcessRewardModel
+
+    if isinstance(verifier, PRMVerifier):
+        verifier = verifier.prm
+    if verifier is not None and not isinstance(verifier, ProcessRewardModel):
+        raise InvalidInput(f"step searches need a process reward model, not the outcome verifier "
+                           f"{getattr(verifier, 'name', type(verifier).__name__)!r}; leave it out to use "
+                           f"ttc.verifiers.LLMJudge() on the same model")
+    return {"prm": verifier, "steps": StepConfig(max_step_tokens=params.max_tokens), "params": params}
+
+
+def _beam(n: int, verifier: Verifier | None, params: Any) -> Strategy:
+    """n = steps sampled per round (Snell et al.'s N): n // 4 beams of 4 expansions (n < 4: one beam)."""
+    from ttc.strategies.beam import BeamSearch
+
+    width = max(1, n // 4)
+    return BeamSearch(width=width, expansions=max(1, n // width), **_step_search_args(verifier, params))
+
+
+def _dvts(n: int, verifier: Verifier | None, params: Any) -> Strategy:
+    """n = steps sampled per round: n // 4 subtrees of 4 expansions (n < 4: one subtree)."""
+    from ttc.strategies.beam import DVTS
+
+    subtrees = max(1, n // 4)
+    return DVTS(subtrees=subtrees, expansions=max(1, n // subtrees), **_step_search_args(verifier, params))
+
+
+def _astar(n: int, verifier: Verifier | None, params: Any) -> Strategy:
+    """n = steps sampled per expansion."""
+    from ttc.strategies.astar import AStar
+
+    return AStar(expansions=n, **_step_search_args(verifier, params))
+
+
+def _particle(n: int, verifier: Verifier | None, params: Any) -> Strategy:
+    """n = particles."""
+    from ttc.strategies.particle import ParticleFilter
+
+    return ParticleFilter(particles=n, **_step_search_args(verifier, params))
+
+
 #: name -> factory(n, verifier, sampling params); later strategies register here too
 STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "sample": _sample,
@@ -50,9 +99,15 @@ STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "best_of_n": _best_of_n,
     "first_finish": _first_finish,
     "early_exit": _early_exit,
+    "beam": _beam,
+    "dvts": _dvts,
+    "astar": _astar,
+    "particle": _particle,
 }
 ALIASES = {"self_consistency": "majority", "vote": "majority", "bon": "best_of_n", "best-of-n": "best_of_n"}
 ALIASES.update({"ffs": "first_finish", "first-finish": "first_finish", "early-exit": "early_exit"})
+ALIASES.update({"beam_search": "beam", "beam-search": "beam", "a*": "astar", "a_star": "astar",
+                "particle_filter": "particle", "particle-filter": "particle", "pf": "particle"})
 
 
 def make_strategy(name: str, n: int = 8, verifier: Verifier | None = None, params: Any = DEFAULT_PARAMS) -> Strategy:

@@ -3,5 +3,19 @@
 from ttc.verifiers.base import Verifier, score_candidates
 from ttc.verifiers.confidence import LogprobConfidence
 from ttc.verifiers.programmatic import Programmatic, gold_answer_oracle
+from ttc.verifiers.judge import LLMJudge
+from ttc.verifiers.process import (AGGREGATIONS, PRMVerifier, ProcessRewardModel, ProgrammaticPRM, aggregate,
+                                   score_steps)
 
 __all__ = ["LogprobConfidence", "Programmatic", "Verifier", "gold_answer_oracle", "score_candidates"]
+__all__ += ["AGGREGATIONS", "HFProcessRewardModel", "LLMJudge", "MathShepherdPRM", "PRMVerifier",
+            "ProcessRewardModel", "ProgrammaticPRM", "QwenPRM", "aggregate", "score_steps"]
+
+
+def __getattr__(name: str):
+    # transformers PRMs import torch/transformers; load them only when asked for.
+    if name in ("HFProcessRewardModel", "MathShepherdPRM", "QwenPRM", "Qwen2ProcessRewardModel", "reward_models"):
+        from ttc.verifiers import reward_models
+
+        return reward_models if name == "reward_models" else getattr(reward_models, name)
+    raise AttributeError(f"module 'ttc.verifiers' has no attribute {name!r}")

@@ -1,0 +1,414 @@
+"""Steps, traces and the search tree of step-level searches (beam search, DVTS, A*, particle filter).
+
+A *step* is the text a model writes up to a delimiter (default a blank line, "\\n\\n"). One step
+is one request with `stop=[delimiter]` and `max_tokens` = the step budget. A continuation is
+sent as token ids: the chat prompt's ids followed by the ids of the steps so far (each including
+its delimiter), so the backend's prefix cache applies and nothing is re-tokenised differently.
+
+Backends differ in what a stopped completion's token ids hold: vLLM and ttc's transformers
+backend keep the token that completed the stop string (and EOS), the scripted backend cuts both
+from text and ids. `Stepper` tells the cases apart with the backend's `decode` when it has one
+(the delimiter shows up in the decoded ids iff they kept it), and appends the delimiter's own ids
+when the backend cut them. A stopped completion that did not stop at the delimiter ended with EOS.
+
+A trace is finished when its last step ended with EOS ("eos"), when its text holds a closed
+\\boxed{...} ("boxed"), or when it reached the maximum number of steps ("max_steps").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+from ttc import answers
+from ttc.backends.base import TOKEN_IDS
+from ttc.context import Context
+from ttc.errors import BudgetExhausted, InvalidInput
+from ttc.prompts import ChatPrompt
+from ttc.types import Candidate, Completion, Problem, SamplingParams, Step, Trace, Usage
+
+DEFAULT_DELIMITER = "\n\n"
+#: why a trace stopped growing
+FINISH_REASONS = ("eos", "boxed", "max_steps")
+#: default sampling of steps (max_tokens and stop come from StepConfig)
+STEP_PARAMS = SamplingParams(temperature=0.8, top_p=1.0, max_tokens=256)
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """What a step is: text up to `delimiter`, at most `max_step_tokens` tokens, `max_steps` per trace."""
+
+    delimiter: str = DEFAULT_DELIMITER
+    max_steps: int = 12
+    max_step_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.delimiter, str) or not self.delimiter:
+            raise InvalidInput(f"StepConfig.delimiter must be a non-empty string, got {self.delimiter!r}")
+        for name in ("max_steps", "max_step_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise InvalidInput(f"StepConfig.{name} must be a positive integer, got {value!r}")
+
+
+def has_closed_box(text: str) -> bool:
+    """Whether `text` holds a \\boxed{...} (or \\fbox{...}) whose braces are closed."""
+    for marker in ("\\boxed", "\\fbox"):
+        start = text.find(marker)
+        while start != -1:
+            brace = start + len(marker)
+            if brace < len(text) and text[brace] == "{":
+                depth = 0
+                for i in range(brace, len(text)):
+                    if text[i] == "{":
+                        depth += 1
+                    elif text[i] == "}":
+                        depth -= 1
+                        if depth == 0:
+                            return True
+            start = text.find(marker, start + 1)
+    return False
+
+
+def step_text(step: Step, delimiter: str = DEFAULT_DELIMITER) -> str:
+    """A step's content as a PRM sees it: without its trailing delimiter, stripped."""
+    text = step.text
+    if delimiter and text.endswith(delimiter):
+        text = text[: -len(delimiter)]
+    return text.strip()
+
+
+def trace_step_texts(trace: Trace, delimiter: str = DEFAULT_DELIMITER) -> list[str]:
+    return [step_text(s, delimiter) for s in trace.steps]
+
+
+def trace_scores(trace: Trace) -> list[float | None]:
+    """The PRM score of each step of `trace` (None where a step was never scored)."""
+    return [s.score for s in trace.steps]
+
+
+@dataclass
+class Expansion:
+    """One generated step: the extended trace, the completion, and the usage it accounts for."""
+
+    trace: Trace
+    completion: Completion
+    usage: Usage
+    finish_reason: str | None
+
+    @property
+    def step(self) -> Step:
+        return self.trace.steps[-1]
+
+
+def _eos_ids(generator: Any) -> frozenset[int]:
+    ids = getattr(generator, "eos_token_ids", None)
+    if ids:
+        return frozenset(int(i) for i in ids)
+    tokenizer = getattr(generator, "tokenizer", None)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        return frozenset()
+    return frozenset([int(eos)] if isinstance(eos, int) else [int(i) for i in eos])
+
+
+class Stepper:
+    """Generates one step at a time for one problem, continuing partial traces as token ids.
+
+        stepper = await Stepper(problem, ctx, StepConfig(), STEP_PARAMS).start()
+        children, exhausted = await stepper.expand_many([(trace, 4), (other, 4)])
+
+    `expand_many` issues all its requests concurrently (the backend batches them); a request the
+    budget cannot cover comes back empty and sets `exhausted`. Requests are seeded from the run's
+    seeded RNG (or `params.seed`), so a seeded search is reproducible and two requests for the same
+    prefix still differ; without any seed the backend picks random seeds.
+    """
+
+    def __init__(self, problem: Problem, ctx: Context, config: StepConfig = StepConfig(),
+                 params: SamplingParams = STEP_PARAMS, prompt: ChatPrompt = ChatPrompt()):
+        self.problem = problem
+        self.ctx = ctx
+        self.config = config
+        self.params = params
+        self.prompt = prompt
+        generator = ctx.generator
+        decode = getattr(generator, "decode", None)
+        self._decode: Callable[[Sequence[int]], str] | None = decode if callable(decode) else None
+        self._eos = _eos_ids(generator)
+        self.use_token_ids = TOKEN_IDS in generator.capabilities
+        if params.seed is not None:
+            self._rng: random.Random | None = random.Random(params.seed)
+        else:
+            self._rng = ctx.rng if ctx.seed is not None else None
+        self.prompt_ids: tuple[int, ...] = ()
+        self.prompt_text = ""
+        self.delimiter_ids: tuple[int, ...] = ()
+
+    async def start(self) -> "Stepper":
+        generator = self.ctx.generator
+        rendered = await self.prompt.render(self.problem, generator)
+        if self.use_token_ids:
+            self.prompt_ids = tuple(rendered) if not isinstance(rendered, str) else \
+                tuple(await generator.tokenize(rendered))
+            self.delimiter_ids = await self._piece_ids(self.config.delimiter)
+        elif isinstance(rendered, str):
+            self.prompt_text = rendered
+        elif self._decode is not None:
+            self.prompt_text = self._decode(rendered)
+        else:
+            raise InvalidInput(f"{type(generator).__name__} returns token-id chat prompts but neither "
+                               f"declares token ids nor can decode them: step search cannot continue traces")
+        return self
+
+    async def _piece_ids(self, text: str) -> tuple[int, ...]:
+        """Ids of `text` inside a sequence: without the special tokens tokenize() puts in front."""
+        generator = self.ctx.generator
+        ids = list(await generator.tokenize(text))
+        try:
+            prefix = list(await generator.tokenize(""))
+        except Exception:  # some tokenizers refuse empty text
+            prefix = []
+        if prefix and ids[: len(prefix)] == prefix:
+            ids = ids[len(prefix):]
+        return tuple(ids)
+
+    def _next_seed(self) -> int | None:
+        return None if self._rng is None else self._rng.getrandbits(31)
+
+    def request(self, trace: Trace, n: int, seed: int | None) -> tuple[Any, SamplingParams]:
+        """The prompt and sampling parameters that generate the next step of `trace`."""
+        if self.use_token_ids:
+            prompt: Any = list(self.prompt_ids) + list(trace.token_ids)
+        else:
+            prompt = self.prompt_text + trace.text
+        params = SamplingParams(n=n, temperature=self.params.temperature, top_p=self.params.top_p,
+                                max_tokens=self.config.max_step_tokens, stop=(self.config.delimiter,),
+                                seed=seed, logprobs=self.params.logprobs, top_logprobs=self.params.top_logprobs)
+        return prompt, params
+
+    async def expand(self, trace: Trace, n: int, seed: int | None = None) -> list[Expansion]:
+        """n next steps of `trace` (one request); raises BudgetExhausted when it does not fit."""
+        if trace.finished:
+            raise InvalidInput("cannot extend a finished trace")
+        prompt, params = self.request(trace, n, seed)
+        return [self._extend(trace, c, u) for c, u in await self.ctx.generate(prompt, params)]
+
+    async def expand_many(self, requests: Sequence[tuple[Trace, int]]) -> tuple[list[list[Expansion]], bool]:
+        """Run `(trace, n)` requests concurrently; returns their expansions and whether the budget ran out."""
+        seeds = [self._next_seed() for _ in requests]  # drawn in order: reproducible
+
+        async def one(trace: Trace, n: int, seed: int | None) -> list[Expansion] | None:
+            try:
+                return await self.expand(trace, n, seed)
+            except BudgetExhausted:
+                return None
+
+        results = await asyncio.gather(*(one(t, n, s) for (t, n), s in zip(requests, seeds)))
+        return [r or [] for r in results], any(r is None for r in results)
+
+    # -- what a completion means ------------------------------------------------------------
+    def _stopped_at_delimiter(self, completion: Completion) -> tuple[bool, bool]:
+        """(ended at the delimiter, its token ids already hold the delimiter) for a completion."""
+        if completion.finish_reason != "stop":
+            return False, False
+        ids = completion.token_ids
+        if self._decode is not None and ids:
+            if self.config.delimiter in self._decode(ids):
+                return True, True  # the stop string never stays in the text: the ids kept it
+            if ids[-1] in self._eos:
+                return False, False
+            if not completion.text.strip():
+                return False, False  # nothing more to say: the model stopped
+            return True, False  # the backend cut the stop string from text and ids
+        if ids and ids[-1] in self._eos:
+            return False, False
+        if not completion.text.strip():
+            return False, False
+        # no way to look inside the ids: assume vLLM's convention (stop-string tokens kept)
+        return True, bool(ids)
+
+    def _extend(self, trace: Trace, completion: Completion, usage: Usage) -> Expansion:
+        text, ids = completion.text, tuple(completion.token_ids)
+        finish = None
+        at_delimiter = kept = False
+        if completion.finish_reason == "stop":
+            at_delimiter, kept = self._stopped_at_delimiter(completion)
+            if not at_delimiter:
+                finish = "eos"
+        if has_closed_box(trace.text + text):
+            finish = "boxed"
+        elif finish is None and len(trace.steps) + 1 >= self.config.max_steps:
+            finish = "max_steps"
+        # the delimiter belongs to the step when the model wrote it (or may have: the backend cut
+        # it); a step that ends the trace with a box keeps only a delimiter it is known to have
+        if at_delimiter and (kept or finish != "boxed"):
+            text += self.config.delimiter
+            if self.use_token_ids and not kept:
+                ids += self.delimiter_ids
+        new = Trace(steps=[*trace.steps, Step(text=text, token_ids=ids)])
+        new.finished = finish is not None
+        return Expansion(trace=new, completion=completion, usage=usage, finish_reason=finish)
+
+
+def verifier_calls_left(ctx: Context) -> int | None:
+    """Verifier calls the budget still allows (None: unlimited)."""
+    limit = ctx.budget.verifier_calls
+    return None if limit is None else max(0, limit - ctx.usage.verifier_calls)
+
+
+# -- the search tree --------------------------------------------------------------------------
+@dataclass(eq=False)
+class Node:
+    """A partial solution in the search tree: the trace from the root through this node's step.
+
+    `usage` is what generating this step (and scoring this node's trace) cost; the usages of all
+    nodes of a tree add up to the search's usage. `score` is the PRM's score of this node's
+    step, `step_scores` the PRM's scores of every step on the path (from the call that scored
+    this node), `value` what the search ranked the node by.
+    """
+
+    id: int
+    parent: int | None
+    depth: int
+    trace: Trace
+    usage: Usage = field(default_factory=Usage)
+    children: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    score: float | None = None
+    step_scores: list[float] | None = None
+    value: float | None = None
+    group: int | None = None
+    expanded: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def step(self) -> Step | None:
+        return self.trace.steps[-1] if self.trace.steps else None
+
+    @property
+    def text(self) -> str:
+        """This node's step text (empty for the root)."""
+        return self.step.text if self.step is not None else ""
+
+    def __repr__(self) -> str:
+        return (f"Node(id={self.id}, parent={self.parent}, depth={self.depth}, score={self.score}, "
+                f"value={self.value}, finish={self.finish_reason}, text={self.text[:40]!r})")
+
+
+class SearchTree:
+    """Every node a search generated, with parents, children, scores and per-node usage."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = [Node(id=0, parent=None, depth=0, trace=Trace())]
+
+    @property
+    def root(self) -> Node:
+        return self.nodes[0]
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __getitem__(self, node_id: int) -> Node:
+        return self.nodes[node_id]
+
+    def add(self, parent: Node, expansion: Expansion, group: int | None = None) -> Node:
+        node = Node(id=len(self.nodes), parent=parent.id, depth=parent.depth + 1, trace=expansion.trace,
+                    usage=expansion.usage, finish_reason=expansion.finish_reason,
+                    group=parent.group if group is None else group)
+        self.nodes.append(node)
+        parent.children.append(node.id)
+        return node
+
+    def path(self, node: Node) -> list[Node]:
+        """The nodes from the root's first step down to `node` (the root itself excluded)."""
+        out = []
+        while node.parent is not None:
+            out.append(node)
+            node = self.nodes[node.parent]
+        return out[::-1]
+
+    def usage(self) -> Usage:
+        """The sum of every node's usage: equals the search's usage."""
+        return Usage.total([n.usage for n in self.nodes])
+
+    def path_usage(self, node: Node) -> Usage:
+        """What the steps on the path to `node` cost (shared prefixes are counted in every path)."""
+        return Usage.total([n.usage for n in self.path(node)])
+
+    @property
+    def generated(self) -> int:
+        """Number of steps generated (nodes other than the root)."""
+        return len(self.nodes) - 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nodes": [
+            {"id": n.id, "parent": n.parent, "children": list(n.children), "depth": n.depth, "text": n.text,
+             "score": n.score, "value": n.value, "finish_reason": n.finish_reason, "group": n.group,
+             "expanded": n.expanded, "usage": n.usage.to_dict()}
+            for n in self.nodes]}
+
+    def render(self, width: int = 60) -> str:
+        """The tree as indented lines: score, value and the start of each step's text."""
+        lines: list[str] = []
+
+        def walk(node: Node, indent: int) -> None:
+            if node.parent is None:
+                lines.append("(root)")
+            else:
+                text = " ".join(node.text.split())
+                text = text if len(text) <= width else text[: width - 1] + "…"
+                score = "-" if node.score is None else f"{node.score:.3f}"
+                end = f" [{node.finish_reason}]" if node.finish_reason else ""
+                lines.append(f"{'  ' * indent}#{node.id} score={score} {text!r}{end}")
+            for child in node.children:
+                walk(self.nodes[child], indent + 1)
+
+        walk(self.root, 0)
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        finished = sum(n.finished for n in self.nodes)
+        return f"SearchTree(nodes={len(self.nodes)}, finished={finished})"
+
+
+# -- choosing the answer ----------------------------------------------------------------------
+#: how a step search picks its answer among candidates: the highest-scoring one, a vote
+#: weighted by scores, or a plain vote
+SELECTIONS = ("best", "weighted", "majority")
+
+
+def check_selection(select: str) -> str:
+    if select not in SELECTIONS:
+        raise InvalidInput(f"unknown selection {select!r}; known: {', '.join(SELECTIONS)}")
+    return select
+
+
+def select_answer(candidates: Sequence[Candidate], weights: Sequence[float], select: str) -> tuple[str | None, dict]:
+    """The answer chosen among `candidates` (weights: one per candidate, higher is better)."""
+    check_selection(select)
+    if not candidates:
+        return None, {}
+    if select == "best":
+        best = max(range(len(candidates)), key=lambda i: weights[i])  # max keeps the first of equals
+        return candidates[best].answer, {"chosen": best}
+    groups = answers.group([c.answer for c in candidates])
+    votes = {candidates[g[0]].answer: (sum(weights[i] for i in g) if select == "weighted" else float(len(g)))
+             for g in groups}
+    answer = max(votes, key=votes.get) if votes else None
+    return answer, {"votes": votes}
+
+
+def make_candidate(tree: SearchTree, node: Node, score_name: str, value: float | None) -> Candidate:
+    """A candidate from a tree node; its usage is that of the steps on its path."""
+    text = node.trace.text
+    scores = {} if value is None else {score_name: float(value)}
+    return Candidate(text=text, answer=answers.extract(text), scores=scores, usage=tree.path_usage(node),
+                     trace=node.trace, finish_reason=node.finish_reason or "unfinished")

@@ -1,0 +1,116 @@
+"""A*-decoding: best-first search over partial solutions, prioritised by PRM scores."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+
+from ttc.context import Context
+from ttc.errors import InvalidInput
+from ttc.prompts import ChatPrompt
+from ttc.steps import STEP_PARAMS, Node, StepConfig, verifier_calls_left
+from ttc.strategies.stepwise import StepSearch, check_positive
+from ttc.types import Problem, Result, SamplingParams
+from ttc.verifiers.process import ProcessRewardModel
+
+
+class AStar(StepSearch):
+    """A*-decoding (Chatziveroglou, 2025, "A*-Decoding: Token-Efficient Inference Scaling").
+
+    Decoding as a search in the space of partial solutions. A priority queue (the open set)
+    holds scored partial traces; each iteration pops the one with the lowest f = g + h, samples
+    `expansions` candidate next steps from it (one request), scores them with the PRM in one
+    batched call and pushes them all. The heuristic is the paper's h(s) = 1 - r(s), with r(s) the
+    PRM score of the partial trace (aggregated with `aggregation`, default the latest step's).
+    The search stops when a finished trace is popped (the A* goal test: no open state has a lower
+    f), after `solutions` finished traces if more are asked for, after `max_expansions` pops, or
+    when the token or PRM-call budget runs out; then the answer is taken from the finished traces
+    popped (best: lowest f; `select="weighted"`: a vote weighted by PRM score), else from those
+    generated, else from the best partial trace. Because a poor branch is abandoned as soon as a
+    sibling elsewhere looks better, and a good one is followed without widening every level,
+    it generates far fewer steps than beam search when the PRM is informative.
+
+    Deviations (only the abstract and a summary of the paper were available to us): the unit of
+    a continuation is a step (text up to `steps.delimiter`), not a fixed number of tokens; the
+    path cost is g(s') = g(s) + cost_weight * (1 - r_last(s')), the accumulated "badness" of the
+    steps on the path as judged by the PRM (cost_weight=0 gives greedy best-first search on the
+    PRM); the budget is counted in pops (`max_expansions`, default 2 x steps.max_steps) on top
+    of ttc's token and verifier-call budgets. Ties in f go to the earlier-generated state.
+    """
+
+    name = "astar"
+
+    def __init__(self, prm: ProcessRewardModel | None = None, expansions: int = 4, *,
+                 max_expansions: int | None = None, cost_weight: float = 1.0, solutions: int = 1,
+                 aggregation: str = "last", select: str = "best", steps: StepConfig | None = None,
+                 params: SamplingParams = STEP_PARAMS, prompt: ChatPrompt = ChatPrompt()):
+        super().__init__(prm, aggregation=aggregation, select=select, steps=steps, params=params, prompt=prompt)
+        self.expansions = check_positive("expansions", expansions)
+        self.max_expansions = (2 * self.steps.max_steps if max_expansions is None
+                               else check_positive("max_expansions", max_expansions))
+        if not isinstance(cost_weight, (int, float)) or cost_weight < 0:
+            raise InvalidInput(f"cost_weight must be a number >= 0, got {cost_weight!r}")
+        self.cost_weight = float(cost_weight)
+        self.solutions = check_positive("solutions", solutions)
+
+    @property
+    def n(self) -> int:
+        """Steps sampled per expansion."""
+        return self.expansions
+
+    async def run(self, problem: Problem, ctx: Context) -> Result:
+        stepper, tree = await self._begin(problem, ctx)
+        counter = itertools.count()
+        g: dict[int, float] = {0: 0.0}
+        f: dict[int, float] = {0: 0.0}
+        open_set: list[tuple[float, int, Node]] = [(0.0, next(counter), tree.root)]
+        goals: list[Node] = []
+        expanded = 0
+        stop = None
+        while open_set:
+            _, _, node = heapq.heappop(open_set)
+            if node.finished:
+                goals.append(node)
+                if len(goals) >= self.solutions:
+                    stop = "solved"
+                    break
+                continue
+            if expanded >= self.max_expansions:
+                stop = "max_expansions"
+                break
+            k = self.expansions
+            left = verifier_calls_left(ctx)
+            if left is not None:
+                k = min(k, left)
+            if k == 0:
+                stop = "verifier_budget"
+                break
+            results, exhausted = await stepper.expand_many([(node.trace, k)])
+            children = [tree.add(node, e) for e in results[0]]
+            if not children:
+                stop = "token_budget"
+                break
+            node.expanded = expanded
+            expanded += 1
+            if not await self._score(problem, ctx, children):
+                stop = "verifier_budget"
+                break
+            for child in children:
+                g[child.id] = g[node.id] + self.cost_weight * (1.0 - child.score)
+                f[child.id] = g[child.id] + (1.0 - child.value)
+                heapq.heappush(open_set, (f[child.id], next(counter), child))
+            if exhausted:
+                stop = "token_budget"
+                break
+        final = goals
+        if not final:  # the budget ended the search first: finished traces generated, else the best partial
+            ranked = sorted((n for n in tree if n.id in f and n.id != 0), key=lambda n: (f[n.id], n.id))
+            final = [n for n in ranked if n.finished] or ranked[:1]
+        if self.select == "best":
+            weights = [-f[n.id] for n in final]
+        else:
+            weights = [n.value for n in final]
+        return self._result(problem, ctx, tree, final, weights, details={
+            "expanded": expanded, "generated": tree.generated, "expansions": self.expansions,
+            "cost_weight": self.cost_weight, "f": {n.id: f[n.id] for n in final},
+            "stopped_by": stop or "open_set_empty"})

@@ -1,0 +1,152 @@
+"""Step-level beam search guided by a PRM, and its diverse variant DVTS."""
+
+from __future__ import annotations
+
+from ttc.context import Context
+from ttc.prompts import ChatPrompt
+from ttc.steps import STEP_PARAMS, Node, StepConfig, verifier_calls_left
+from ttc.strategies.stepwise import StepSearch, check_positive
+from ttc.types import Problem, Result, SamplingParams
+from ttc.verifiers.process import ProcessRewardModel
+
+
+class BeamSearch(StepSearch):
+    """PRM-guided beam search over reasoning steps (Snell et al., 2024, "Scaling LLM Test-Time
+    Compute Optimally can be More Effective than Scaling Model Parameters", section 5; as
+    implemented in Hugging Face's search-and-learn, Beeching, Tunstall and Rush, 2024).
+
+    The first step is sampled `width * expansions` times from the prompt. Each round, every
+    new step is scored by the PRM (all of them in one batched call), finished traces are set
+    aside, and the `width` unfinished traces with the best aggregated score are kept; each kept
+    beam is then extended by `expansions` sampled next steps (all requests concurrent). When
+    fewer than `width` beams remain, the `width * expansions` samples of a round are spread over
+    the remaining ones, so every round samples the same number of steps (as search-and-learn
+    duplicates its active beams). The search ends when no beam is left, at `steps.max_steps`, or
+    when the budget runs out; the answer is the best finished trace by aggregated PRM score
+    (`select="weighted"`: a vote weighted by those scores).
+
+    `diverse=True` is DVTS (diverse verifier tree search, Beeching et al., 2024, "Scaling
+    test-time compute with open models"): `width` independent subtrees, each a beam of one that
+    keeps the best of its `expansions` samples per step; finished subtrees stop. Use `DVTS`.
+
+    Deviations: no lookahead rollouts (Snell's lookahead search is a separate method);
+    duplicate beams (the same trace text sampled twice) are kept only once when `unique=True`
+    (search-and-learn's `filter_duplicates`, off there by default, on here: a duplicate beam
+    spends samples on a prefix already being explored); when the verifier-call budget cannot
+    score a whole round, only the samples it can score are drawn. Scores are computed on whole traces (every step), and
+    `aggregation` (default "last", as search-and-learn) ranks them.
+    """
+
+    name = "beam"
+
+    def __init__(self, width: int = 4, expansions: int = 4, prm: ProcessRewardModel | None = None, *,
+                 diverse: bool = False, unique: bool = True, aggregation: str = "last", select: str = "best",
+                 steps: StepConfig | None = None, params: SamplingParams = STEP_PARAMS,
+                 prompt: ChatPrompt = ChatPrompt()):
+        super().__init__(prm, aggregation=aggregation, select=select, steps=steps, params=params, prompt=prompt)
+        self.width = check_positive("width", width)
+        self.expansions = check_positive("expansions", expansions)
+        self.diverse = bool(diverse)
+        self.unique = bool(unique)
+        if self.diverse:
+            self.name = "dvts"
+
+    @property
+    def n(self) -> int:
+        """Steps sampled per round: width x expansions."""
+        return self.width * self.expansions
+
+    async def run(self, problem: Problem, ctx: Context) -> Result:
+        stepper, tree = await self._begin(problem, ctx)
+        root = tree.root
+        # one group per independent subtree: a single beam of `width` (beam search), or `width`
+        # beams of one (DVTS); each group samples keep * expansions steps per round
+        if self.diverse:
+            groups: list[list[Node]] = [[root] for _ in range(self.width)]
+            keep = 1
+        else:
+            groups = [[root]]
+            keep = self.width
+        per_group = keep * self.expansions
+        completed: list[Node] = []
+        rounds = 0
+        stop = None
+        while any(groups) and stop is None:
+            # plan: spread each group's samples over its live beams
+            plan: list[tuple[int, Node, int]] = []
+            for g, beams in enumerate(groups):
+                for i, beam in enumerate(beams):
+                    k = per_group // len(beams) + (1 if i < per_group % len(beams) else 0)
+                    if k:
+                        plan.append((g, beam, k))
+            left = verifier_calls_left(ctx)
+            if left is not None:  # draw only what the PRM budget can score
+                trimmed = []
+                for g, beam, k in plan:
+                    k = min(k, left)
+                    if k:
+                        trimmed.append((g, beam, k))
+                    left -= k
+                plan = trimmed
+            if not plan:
+                stop = "verifier_budget"
+                break
+            results, exhausted = await stepper.expand_many([(beam.trace, k) for _, beam, k in plan])
+            new: list[tuple[int, Node]] = []
+            for (g, beam, _), expansions in zip(plan, results):
+                beam.expanded = rounds
+                for expansion in expansions:
+                    new.append((g, tree.add(beam, expansion, group=g)))
+            if not new:
+                stop = "token_budget"
+                break
+            if not await self._score(problem, ctx, [node for _, node in new]):
+                stop = "verifier_budget"
+                break
+            rounds += 1
+            for g in range(len(groups)):
+                children = [node for gg, node in new if gg == g]
+                completed += [c for c in children if c.finished]
+                live = sorted((c for c in children if not c.finished), key=lambda c: -c.value)  # stable
+                groups[g] = self._top(live, keep)
+            if exhausted:
+                stop = "token_budget"
+        final = completed
+        if not final:  # nothing finished within the budget: the best partial traces
+            final = [n for beams in groups for n in beams if n.value is not None]
+        return self._result(problem, ctx, tree, final, details={
+            "rounds": rounds, "width": self.width, "expansions": self.expansions, "diverse": self.diverse,
+            "generated": tree.generated, "stopped_by": stop or "search_complete"})
+
+
+    def _top(self, ranked: list[Node], keep: int) -> list[Node]:
+        if not self.unique:
+            return ranked[:keep]
+        kept: list[Node] = []
+        seen: set[str] = set()
+        for node in ranked:
+            key = node.trace.text
+            if key not in seen:
+                seen.add(key)
+                kept.append(node)
+                if len(kept) == keep:
+                    break
+        return kept
+
+
+class DVTS(BeamSearch):
+    """Diverse verifier tree search (Beeching, Tunstall and Rush, 2024, "Scaling test-time compute
+    with open models"): `subtrees` independent PRM-guided searches, each keeping the best of its
+    `expansions` sampled next steps (a beam of one), so that the final candidates stay diverse.
+    Same as `BeamSearch(width=subtrees, expansions=expansions, diverse=True)`; see BeamSearch for
+    the shared details and deviations.
+    """
+
+    name = "dvts"
+
+    def __init__(self, subtrees: int = 4, expansions: int = 4, prm: ProcessRewardModel | None = None, **kwargs):
+        super().__init__(width=subtrees, expansions=expansions, prm=prm, diverse=True, **kwargs)
+
+    @property
+    def subtrees(self) -> int:
+        return self.width

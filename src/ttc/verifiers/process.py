@@ -1,0 +1,201 @@
+"""Process reward models: score every step of a (partial) solution, many traces per call.
+
+A PRM takes the problem and, for each trace, the texts of its steps (delimiters removed) and
+returns one score per step, a probability that the step is correct. Step searches (beam search,
+DVTS, A*, particle filtering) call it through `score_steps`, the one place where PRM cost is
+accounted: one verifier call per trace scored per invocation, checked against
+`Budget.verifier_calls` before the PRM runs, and the verifier tokens it spent split exactly over
+the traces' usages.
+
+Step scores are combined with one vocabulary everywhere (`AGGREGATIONS`):
+`last` (the latest step's score), `min`, `mean` and `prod`.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import math
+from typing import Any, Awaitable, Callable, Sequence, Union
+
+from ttc.context import Context
+from ttc.errors import InvalidInput
+from ttc.types import Candidate, Problem, Usage
+from ttc.verifiers.base import Verifier
+
+#: how step scores combine into one trace score
+AGGREGATIONS = ("last", "min", "mean", "prod")
+
+
+def check_aggregation(how: str) -> str:
+    if how not in AGGREGATIONS:
+        raise InvalidInput(f"unknown aggregation {how!r}; known: {', '.join(AGGREGATIONS)}")
+    return how
+
+
+def aggregate(scores: Sequence[float], how: str = "last") -> float:
+    """Combine step scores: `last`, `min`, `mean` or `prod` (of probabilities)."""
+    check_aggregation(how)
+    if not scores:
+        raise InvalidInput("no step scores to aggregate (a trace without steps)")
+    if how == "last":
+        return float(scores[-1])
+    if how == "min":
+        return float(min(scores))
+    if how == "mean":
+        return math.fsum(scores) / len(scores)
+    return float(math.prod(scores))
+
+
+class ProcessRewardModel(abc.ABC):
+    """Scores every step of many traces in one batched call; higher is better (a probability).
+
+    Implement `score`; strategies call it through `score_steps`, which enforces the verifier
+    budget and accounts the cost. A PRM with `free = True` spends no verifier calls; none of
+    ttc's is free (programmatic oracles count calls too, so that budgets compare).
+    """
+
+    name: str = "prm"
+    free: bool = False
+
+    @abc.abstractmethod
+    async def score(self, problem: Problem, traces: Sequence[Sequence[str]], ctx: Context) -> list[list[float]]:
+        """For each trace (the texts of its steps, in order), one score per step.
+
+        Spent verifier tokens are recorded with `ctx.record_verifier_tokens`; verifier calls are
+        counted by the caller (`score_steps`).
+        """
+
+    @classmethod
+    def from_pretrained(cls, path: str, format: str = "auto", **kwargs: Any) -> "ProcessRewardModel":
+        """A Hugging Face PRM from a local folder (or a hub id with a local hub cache).
+
+        format: "qwen" (Qwen2.5-Math-PRM style: a 2-class head read at each `<extra_0>` step
+        separator), "math-shepherd" (a causal LM whose '+'/'-' logits at each step tag 'ки' give
+        P(correct)), or "auto" (from the config's architecture). See `ttc.verifiers.reward_models`.
+        """
+        from ttc.verifiers.reward_models import load_prm
+
+        return load_prm(path, format=format, **kwargs)
+
+    def as_verifier(self, aggregation: str = "last", delimiter: str = "\n\n", split: bool = True) -> "PRMVerifier":
+        """This PRM as an outcome `Verifier` (for BestOfN, weighted voting); `split=False` scores
+        each whole solution as a single step (an outcome judge)."""
+        return PRMVerifier(self, aggregation=aggregation, delimiter=delimiter, split=split)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _check_scores(prm: ProcessRewardModel, traces: Sequence[Sequence[str]], scores: Any) -> list[list[float]]:
+    if len(scores) != len(traces):
+        raise InvalidInput(f"PRM {prm.name!r} returned {len(scores)} score lists for {len(traces)} traces")
+    out = []
+    for steps, row in zip(traces, scores):
+        row = [float(s) for s in row]
+        if len(row) != len(steps):
+            raise InvalidInput(f"PRM {prm.name!r} returned {len(row)} scores for a trace of {len(steps)} steps")
+        if not all(math.isfinite(s) for s in row):
+            raise InvalidInput(f"PRM {prm.name!r} returned a non-finite score: {row}")
+        out.append(row)
+    return out
+
+
+async def score_steps(prm: ProcessRewardModel, problem: Problem, traces: Sequence[Sequence[str]], ctx: Context,
+                      usages: Sequence[Usage] | None = None) -> list[list[float]]:
+    """Score every step of `traces` with one PRM invocation, within the verifier budget.
+
+    Counts one verifier call per trace (unless the PRM is free), raising `BudgetExhausted` before
+    running the PRM when they do not fit. When `usages` is given (one per trace, e.g. the search
+    tree nodes the traces end in), each gets its call and its exact share of the verifier tokens
+    the invocation spent, so that the usages still add up to `ctx.usage`. Calls on one context
+    must not overlap (the token share is measured on the context).
+    """
+    if usages is not None and len(usages) != len(traces):
+        raise InvalidInput(f"score_steps got {len(usages)} usages for {len(traces)} traces")
+    if not traces:
+        return []
+    for steps in traces:
+        if not steps:
+            raise InvalidInput("a trace to score has no steps")
+    if not prm.free:
+        ctx.reserve_verifier_calls(len(traces))
+    before = ctx.usage.verifier_tokens
+    scores = _check_scores(prm, traces, await prm.score(problem, [list(s) for s in traces], ctx))
+    if usages is not None:
+        spent = ctx.usage.verifier_tokens - before
+        share, extra = divmod(spent, len(traces))
+        for i, usage in enumerate(usages):
+            usage.verifier_calls += 0 if prm.free else 1
+            usage.verifier_tokens += share + (1 if i < extra else 0)
+    return scores
+
+
+StepFn = Callable[[Problem, list[str]], Union[float, Awaitable[float]]]
+
+
+class ProgrammaticPRM(ProcessRewardModel):
+    """A PRM from a callable: `fn(problem, steps_so_far) -> score of the last of those steps`.
+
+    Every step k of a trace is scored as `fn(problem, steps[:k + 1])` (sync or async). Used as
+    an oracle in tests, or to plug in a rule-based checker.
+    """
+
+    def __init__(self, fn: StepFn, name: str = "programmatic_prm"):
+        if not callable(fn):
+            raise InvalidInput(f"ProgrammaticPRM needs a callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.name = name
+
+    async def score(self, problem: Problem, traces: Sequence[Sequence[str]], ctx: Context) -> list[list[float]]:
+        out = []
+        for steps in traces:
+            row = []
+            for k in range(len(steps)):
+                value = self.fn(problem, list(steps[: k + 1]))
+                if inspect.isawaitable(value):
+                    value = await value
+                row.append(float(value))
+            out.append(row)
+        return out
+
+
+def split_steps(text: str, delimiter: str = "\n\n") -> list[str]:
+    """The steps of a whole solution text: its non-empty pieces between delimiters, stripped."""
+    pieces = [p.strip() for p in text.split(delimiter)] if delimiter else [text.strip()]
+    pieces = [p for p in pieces if p]
+    return pieces or [text.strip()]
+
+
+class PRMVerifier(Verifier):
+    """A PRM used as an outcome verifier: a candidate's score is its aggregated step scores.
+
+    Steps come from the candidate's trace when it has one (step searches), else from splitting
+    its text at `delimiter`; with `split=False` the whole text is one step. One verifier call per
+    candidate, as for any verifier.
+    """
+
+    def __init__(self, prm: ProcessRewardModel, aggregation: str = "last", delimiter: str = "\n\n",
+                 split: bool = True):
+        if not isinstance(prm, ProcessRewardModel):
+            raise InvalidInput(f"PRMVerifier needs a ProcessRewardModel, got {type(prm).__name__}")
+        self.prm = prm
+        self.aggregation = check_aggregation(aggregation)
+        self.delimiter = delimiter
+        self.split = split
+        self.name = f"{prm.name}_{aggregation}" if split else prm.name
+        self.free = prm.free
+
+    def _steps(self, candidate: Candidate) -> list[str]:
+        if not self.split:
+            return [(candidate.text or "").strip()]
+        if candidate.trace is not None and candidate.trace.steps:
+            from ttc.steps import trace_step_texts
+
+            return trace_step_texts(candidate.trace, self.delimiter)
+        return split_steps(candidate.text or "", self.delimiter)
+
+    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[float]:
+        traces = [self._steps(c) for c in candidates]
+        scores = _check_scores(self.prm, traces, await self.prm.score(problem, traces, ctx))
+        return [aggregate(row, self.aggregation) for row in scores]
