@@ -14,7 +14,7 @@ __all__ += ["AGGREGATIONS", "HFProcessRewardModel", "LLMJudge", "MathShepherdPRM
 
 def __getattr__(name: str):
     # transformers PRMs import torch/transformers; load them only when asked for.
-    if name in ("HFProcessRewardModel", "MathShepherdPRM", "QwenPRM", "Qwen2ProcessRewardModel", "reward_models"):
+    if name in ("HFProcessRewardModel", "MathShepherdPRM", "QwenPRM", "Qwen2ForProcessRewardModel", "reward_models"):
         from ttc.verifiers import reward_models
 
         return reward_models if name == "reward_models" else getattr(reward_models, name)

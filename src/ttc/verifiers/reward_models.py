@@ -1,0 +1,326 @@
+"""Hugging Face process reward models, run in this process with transformers.
+
+Two formats cover most open PRMs:
+
+- "qwen" (Qwen2.5-Math-PRM-7B/72B and PRMs trained the same way): the chat template is applied to
+  system + question + the steps joined and ended by the separator token `<extra_0>`; a 2-class
+  head gives logits at every position and P(step correct) = softmax(logits at each separator)[1].
+  Qwen's checkpoints declare `Qwen2ForProcessRewardModel`, a Qwen2 model with a
+  Linear-ReLU-Linear head ("score.0", "score.2"), which ships as remote code; ttc implements it
+  natively under the same name (`Qwen2ForProcessRewardModel`), so no remote code runs and what
+  it saves loads like Qwen's checkpoints. A plain token-classification
+  model with 2 labels (`...ForTokenClassification`) is read the same way.
+- "math-shepherd" (peiyi9979/math-shepherd-mistral-7b-prm and look-alikes): a causal LM reads
+  "question Step 1: ... ки\\nStep 2: ... ки"; at each step tag 'ки' the logits of the '+' and '-'
+  tokens give P(step correct) = softmax([logit(+), logit(-)])[0].
+
+`ProcessRewardModel.from_pretrained(path, format="auto")` picks the format from the config's
+architecture. Scoring runs in a worker thread (the event loop stays free), in length-sorted
+batches of `batch_size` right-padded sequences; the tokens fed to the model are recorded as
+verifier tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from transformers import Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
+from transformers.modeling_outputs import TokenClassifierOutput
+
+from ttc.context import Context
+from ttc.errors import InvalidInput, ModelNotFound
+from ttc.types import Problem
+from ttc.verifiers.process import ProcessRewardModel
+
+__all__ = ["FORMATS", "HFProcessRewardModel", "MathShepherdPRM", "Qwen2ForProcessRewardModel", "QwenPRM", "load_prm"]
+
+#: PRM input/output conventions `from_pretrained` knows
+FORMATS = ("qwen", "math-shepherd")
+_FORMAT_ALIASES = {"qwen2.5-math-prm": "qwen", "qwen-prm": "qwen", "token-classification": "qwen",
+                   "shepherd": "math-shepherd", "math_shepherd": "math-shepherd", "mathshepherd": "math-shepherd"}
+QWEN_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+class Qwen2ForProcessRewardModel(Qwen2PreTrainedModel):
+    """Qwen2.5-Math-PRM's architecture: a Qwen2 model and a 2-class head on every position.
+
+    Same parameter names as Qwen's `Qwen2ForProcessRewardModel` remote code ("model.*",
+    "score.0.*", "score.2.*"), so its checkpoints load here without trust_remote_code.
+    """
+
+    config_class = Qwen2Config
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\."]
+
+    def __init__(self, config: Qwen2Config):
+        super().__init__(config)
+        self.num_labels = 2
+        self.model = Qwen2Model(config)
+        self.score = nn.Sequential(nn.Linear(config.hidden_size, config.hidden_size), nn.ReLU(),
+                                   nn.Linear(config.hidden_size, self.num_labels))
+        self.post_init()
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, **kwargs: Any) -> TokenClassifierOutput:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            **kwargs).last_hidden_state
+        return TokenClassifierOutput(logits=self.score(hidden))
+
+
+class HFProcessRewardModel(ProcessRewardModel):
+    """A transformers PRM: subclasses say how a trace becomes input ids and scores are read."""
+
+    format = "?"
+
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8, max_length: int | None = None,
+                 name: str | None = None):
+        if not isinstance(batch_size, int) or batch_size <= 0:
+            raise InvalidInput(f"batch_size must be a positive integer, got {batch_size!r}")
+        model.eval()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        config = model.config
+        self.max_length = int(max_length or getattr(config, "max_position_embeddings", None) or 1 << 20)
+        self.name = name or "prm"
+        self.device = next(model.parameters()).device
+        pad = tokenizer.pad_token_id
+        if pad is None:
+            pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        self._pad_id = int(pad if not isinstance(pad, (list, tuple)) else pad[0])
+        self._lock = threading.Lock()
+
+    # -- to implement --------------------------------------------------------------------------
+    def encode(self, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+        """Input ids of one trace and the positions where its step scores are read (one per step)."""
+        raise NotImplementedError
+
+    def read(self, batch_ids: torch.Tensor, attention_mask: torch.Tensor,
+             positions: list[list[int]]) -> list[list[float]]:
+        """Run the model on a padded batch; one P(correct) per position."""
+        raise NotImplementedError
+
+    # -- scoring -------------------------------------------------------------------------------
+    def _encode_checked(self, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+        ids, positions = self.encode(question, steps)
+        if len(positions) != len(steps):
+            raise InvalidInput(f"{self.name}: found {len(positions)} step markers for {len(steps)} steps "
+                               f"(the tokenizer merged a marker with its neighbours?)")
+        if len(ids) > self.max_length:
+            raise InvalidInput(f"{self.name}: a trace of {len(ids)} tokens exceeds the PRM's "
+                               f"{self.max_length}-token context")
+        return ids, positions
+
+    def score_texts(self, question: str, traces: Sequence[Sequence[str]]) -> tuple[list[list[float]], int]:
+        """Step scores of every trace, and the number of tokens fed to the model (sync)."""
+        encoded = [self._encode_checked(question, steps) for steps in traces]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+        out: list[list[float] | None] = [None] * len(encoded)
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start: start + self.batch_size]
+                width = max(len(encoded[i][0]) for i in chunk)
+                ids = torch.full((len(chunk), width), self._pad_id, dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for row, i in enumerate(chunk):
+                    seq = encoded[i][0]
+                    ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+                    mask[row, : len(seq)] = 1
+                scores = self.read(ids.to(self.device), mask.to(self.device), [encoded[i][1] for i in chunk])
+                for row, i in enumerate(chunk):
+                    out[i] = scores[row]
+        return [list(s) for s in out], sum(len(ids) for ids, _ in encoded)
+
+    async def score(self, problem: Problem, traces: Sequence[Sequence[str]], ctx: Context) -> list[list[float]]:
+        scores, tokens = await asyncio.to_thread(self.score_texts, problem.question, traces)
+        ctx.record_verifier_tokens(tokens)
+        return scores
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, format={self.format!r}, device={str(self.device)!r})"
+
+
+def _token_id(tokenizer: Any, token: str, what: str) -> int:
+    """The id of a single-token string: a vocabulary entry, else the last id of its encoding."""
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is not None and token_id != tokenizer.unk_token_id:
+        return int(token_id)
+    ids = tokenizer.encode(token, add_special_tokens=False)
+    if not ids:
+        raise InvalidInput(f"the PRM's tokenizer cannot encode its {what} {token!r}")
+    return int(ids[-1])
+
+
+class QwenPRM(HFProcessRewardModel):
+    """Qwen2.5-Math-PRM format: P(correct) = softmax(head logits at each `<extra_0>`)[1]."""
+
+    format = "qwen"
+
+    def __init__(self, model: Any, tokenizer: Any, *, separator: str = "<extra_0>", system: str | None = QWEN_SYSTEM,
+                 **kwargs: Any):
+        super().__init__(model, tokenizer, **kwargs)
+        self.separator = separator
+        self.system = system
+        self.separator_id = _token_id(tokenizer, separator, "step separator")
+
+    def text(self, question: str, steps: Sequence[str]) -> str:
+        """The model's input text: the chat template over system, question and separated steps."""
+        answer = "".join(s.replace(self.separator, "") + self.separator for s in steps)
+        if getattr(self.tokenizer, "chat_template", None):
+            messages = [{"role": "system", "content": self.system}] if self.system else []
+            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        prefix = f"{self.system}\n" if self.system else ""
+        return f"{prefix}{question}\n{answer}"
+
+    def encode(self, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+        ids = list(self.tokenizer(self.text(question, steps))["input_ids"])
+        return ids, [i for i, t in enumerate(ids) if t == self.separator_id]
+
+    def read(self, batch_ids: torch.Tensor, attention_mask: torch.Tensor,
+             positions: list[list[int]]) -> list[list[float]]:
+        out = self.model(input_ids=batch_ids, attention_mask=attention_mask)
+        logits = out.logits if hasattr(out, "logits") else out[0]
+        if logits.shape[-1] != 2:
+            raise InvalidInput(f"{self.name}: a qwen-format PRM needs a 2-class head, got {logits.shape[-1]} outputs")
+        probs = torch.softmax(logits.float(), dim=-1)[..., 1]
+        return [[float(probs[row, p]) for p in pos] for row, pos in enumerate(positions)]
+
+
+class MathShepherdPRM(HFProcessRewardModel):
+    """Math-Shepherd format: P(correct) = softmax([logit('+'), logit('-')]) at each step tag 'ки'."""
+
+    format = "math-shepherd"
+
+    def __init__(self, model: Any, tokenizer: Any, *, good_token: str = "+", bad_token: str = "-",
+                 step_tag: str = "ки", step_prefix: str = "Step {i}: ", **kwargs: Any):
+        super().__init__(model, tokenizer, **kwargs)
+        self.step_tag = step_tag
+        self.step_prefix = step_prefix
+        # as the reference code: ids of "+ -" (without special tokens), and the tag's last id
+        pair = tokenizer.encode(f"{good_token} {bad_token}", add_special_tokens=False)
+        if len(pair) == 2:
+            self.good_id, self.bad_id = int(pair[0]), int(pair[1])
+        else:
+            self.good_id = _token_id(tokenizer, good_token, "good label")
+            self.bad_id = _token_id(tokenizer, bad_token, "bad label")
+        tag_ids = tokenizer.encode(step_tag, add_special_tokens=False)
+        if not tag_ids:
+            raise InvalidInput(f"the PRM's tokenizer cannot encode the step tag {step_tag!r}")
+        self.step_tag_id = int(tag_ids[-1])
+
+    def text(self, question: str, steps: Sequence[str]) -> str:
+        lines = []
+        for i, step in enumerate(steps, 1):
+            step = step.replace(self.step_tag, "").strip()
+            prefix = "" if step.lower().startswith("step ") else self.step_prefix.format(i=i)
+            lines.append(f"{prefix}{step} {self.step_tag}")
+        return f"{question} " + "\n".join(lines)
+
+    def encode(self, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+        ids = list(self.tokenizer(self.text(question, steps))["input_ids"])
+        return ids, [i for i, t in enumerate(ids) if t == self.step_tag_id]
+
+    def read(self, batch_ids: torch.Tensor, attention_mask: torch.Tensor,
+             positions: list[list[int]]) -> list[list[float]]:
+        # only the tag positions' logits, and only the two label columns, are computed
+        head = self.model.get_output_embeddings()
+        body = getattr(self.model, getattr(self.model, "base_model_prefix", "model"), None)
+        if head is not None and body is not None:
+            hidden = body(input_ids=batch_ids, attention_mask=attention_mask).last_hidden_state
+            out = []
+            for row, pos in enumerate(positions):
+                h = hidden[row, pos]
+                logits = nn.functional.linear(h, head.weight[[self.good_id, self.bad_id]],
+                                              None if head.bias is None else head.bias[[self.good_id, self.bad_id]])
+                out.append([float(p) for p in torch.softmax(logits.float(), dim=-1)[:, 0]])
+            return out
+        logits = self.model(input_ids=batch_ids, attention_mask=attention_mask).logits
+        pair = torch.softmax(logits[..., [self.good_id, self.bad_id]].float(), dim=-1)[..., 0]
+        return [[float(pair[row, p]) for p in pos] for row, pos in enumerate(positions)]
+
+
+def _format(format: str, architectures: Sequence[str]) -> str:
+    key = _FORMAT_ALIASES.get(format.lower(), format.lower())
+    if key in FORMATS:
+        return key
+    if key != "auto":
+        raise InvalidInput(f"unknown PRM format {format!r}; known: auto, {', '.join(FORMATS)}")
+    if any(a == "Qwen2ForProcessRewardModel" or a.endswith("ForTokenClassification")
+           or a.endswith("ForProcessRewardModel") for a in architectures):
+        return "qwen"
+    if any(a.endswith("ForCausalLM") for a in architectures):
+        return "math-shepherd"
+    raise InvalidInput(f"cannot tell the PRM format from architectures {list(architectures)}: "
+                       f"pass format='qwen' or format='math-shepherd'")
+
+
+def _dtype(dtype: Any) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and isinstance(getattr(torch, dtype, None), torch.dtype):
+        return getattr(torch, dtype)
+    raise InvalidInput(f"unknown dtype {dtype!r}")
+
+
+def _load_tokenizer(source: str, trust_remote_code: bool) -> Any:
+    """The folder's tokenizer.json exactly as saved when there is one, else AutoTokenizer's choice.
+
+    (transformers 5's AutoTokenizer rebuilds some tokenizers from the model type, with that type's
+    canonical pre-tokenizer; the file is what the PRM was trained with.)
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if os.path.isfile(os.path.join(source, "tokenizer.json")):
+        return PreTrainedTokenizerFast.from_pretrained(source)
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+
+
+def load_prm(path: str, format: str = "auto", *, device: str = "cpu", dtype: Any = None, batch_size: int = 8,
+             max_length: int | None = None, trust_remote_code: bool = False, name: str | None = None,
+             tokenizer: Any = None, **options: Any) -> HFProcessRewardModel:
+    """Load a PRM folder (or a hub id in the local hub cache) in the given `format`.
+
+    `tokenizer`: a tokenizer object or folder to use instead of the PRM folder's. `options` go to
+    the format's class (e.g. `separator=`, `system=` for qwen; `good_token=`, `bad_token=`,
+    `step_tag=`, `step_prefix=` for math-shepherd).
+    """
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForTokenClassification
+
+    expanded = os.path.expanduser(str(path))
+    local = os.path.isdir(expanded)
+    if not local and (expanded.startswith(("/", ".", "~")) or str(path).count("/") > 1):
+        raise ModelNotFound(f"PRM folder {path!r} does not exist")
+    source = expanded if local else str(path)
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        if tokenizer is None or isinstance(tokenizer, str):
+            tokenizer = _load_tokenizer(tokenizer or source, trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFound(f"could not load the PRM {path!r}: {exc}") from exc
+    architectures = list(getattr(config, "architectures", None) or [])
+    fmt = _format(format, architectures)
+    kwargs = {"dtype": _dtype(dtype), "trust_remote_code": trust_remote_code}
+    try:
+        if fmt == "qwen":
+            if "Qwen2ForProcessRewardModel" in architectures:
+                model = Qwen2ForProcessRewardModel.from_pretrained(source, dtype=kwargs["dtype"])
+            elif any(a.endswith("ForTokenClassification") for a in architectures):
+                model = AutoModelForTokenClassification.from_pretrained(source, **kwargs)
+            else:
+                model = AutoModel.from_pretrained(source, **kwargs)
+            cls: type[HFProcessRewardModel] = QwenPRM
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            cls = MathShepherdPRM
+    except (OSError, ValueError) as exc:
+        raise ModelNotFound(f"could not load the PRM weights from {path!r}: {exc}") from exc
+    model.to(device)
+    return cls(model, tokenizer, batch_size=batch_size, max_length=max_length,
+               name=name or os.path.basename(os.path.normpath(str(path))) or "prm", **options)
