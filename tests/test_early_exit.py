@@ -235,14 +235,15 @@ def test_early_exit_respects_the_token_budget():
 
     async def main():
         ctx = ttc.Context(llm, budget)
-        try:
-            await EarlyExit(probe, params=PARAMS).candidate(ttc.Problem("q"), ctx)
-        except ttc.BudgetExhausted:
-            pass
-        return ctx
+        candidate = await EarlyExit(probe, params=PARAMS).candidate(ttc.Problem("q"), ctx)
+        return ctx, candidate
 
-    ctx = asyncio.run(main())
+    ctx, candidate = asyncio.run(main())
     assert 0 < ctx.usage.total_tokens <= 300
+    assert candidate.finish_reason == "length"  # the budget ended the trace; the candidate is kept
+    assert candidate.usage.counts() == ctx.usage.counts()
+    with pytest.raises(ttc.BudgetExhausted):  # not even the first chunk fits
+        EarlyExit(probe, params=PARAMS).solve("q", llm, budget=ttc.Budget(tokens=5))
 
 
 def test_early_exit_rejects_bad_configuration():

@@ -6,7 +6,7 @@ from typing import Sequence
 
 from ttc.answers import extract
 from ttc.context import Context
-from ttc.errors import InvalidInput
+from ttc.errors import BudgetExhausted, InvalidInput
 from ttc.probes.base import DROP, EXIT, PLAIN_SUFFIX, Decision, Probe, TraceState, elicit_answer
 from ttc.prompts import ChatPrompt
 from ttc.strategies.base import Sampler
@@ -88,7 +88,12 @@ class EarlyExit(Sampler):
             left = params.max_tokens - len(state.token_ids)
             size = min(every - len(state.token_ids) % every, left)
             chunk_params = params.replace(max_tokens=size, seed=None if params.seed is None else params.seed + chunk)
-            (completion, usage), = await ctx.generate(state.prompt_ids + state.token_ids, chunk_params)
+            try:
+                (completion, usage), = await ctx.generate(state.prompt_ids + state.token_ids, chunk_params)
+            except BudgetExhausted:
+                if not state.token_ids:
+                    raise
+                return "length", None  # the budget ends the trace, as max_tokens would
             chunk += 1
             state.usage.add(usage)
             _append(state, completion.text, completion.token_ids, completion.logprobs, completion.top_logprobs)
@@ -96,7 +101,10 @@ class EarlyExit(Sampler):
                 return completion.finish_reason or "stop", None
             if len(state.token_ids) >= params.max_tokens:
                 return "length", None
-            decision = await self.probe.check(state, ctx)
+            try:
+                decision = await self.probe.check(state, ctx)
+            except BudgetExhausted:
+                return "length", None
             if decision.stop:
                 return decision.action, decision
 
@@ -137,7 +145,11 @@ class EarlyExit(Sampler):
                 text = await _decode_prefix(ctx, state, cut)
             answer = decision.answer if decision is not None else None
             if answer is None:
-                answer, appended = await elicit_answer(state, ctx, self.answer_suffix, self.answer_tokens, upto=cut)
+                try:
+                    answer, appended = await elicit_answer(state, ctx, self.answer_suffix, self.answer_tokens,
+                                                           upto=cut)
+                except BudgetExhausted:  # no budget left to force an answer: abstain
+                    answer, appended = None, ""
             else:
                 appended = decision.appended
             text = text + appended
