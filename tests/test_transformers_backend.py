@@ -25,7 +25,8 @@ def run(coro):
 def llm():
     from ttc.backends.transformers import Transformers
 
-    backend = Transformers(device="cpu")
+    # a wide batching window: on a loaded 2-core machine, requests issued together can arrive ms apart
+    backend = Transformers(device="cpu", batch_window=0.1)
     yield backend
     backend.close()
 

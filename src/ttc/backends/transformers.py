@@ -57,7 +57,7 @@ class TransformersStats:
     decode_steps: int = 0
     decode_rows: int = 0
     generated_tokens: int = 0
-    model_seconds: float = 0.0
+    model_seconds: float = 0.0  # forward passes and sampling (up to the sampled tokens on the host)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -206,7 +206,7 @@ class Transformers(Generator):
     capabilities = frozenset({TOKEN_IDS, HIDDEN_STATES, STREAM})
 
     def __init__(self, model: str | None = None, device: str = "auto", dtype: Any = None,
-                 max_batch_size: int = 64, *, batch_window: float = 0.005,
+                 max_batch_size: int = 64, *, batch_window: float = 0.02,
                  max_model_len: int | None = None, num_threads: int | None = None,
                  trust_remote_code: bool = False, **model_kwargs: Any):
         path = resolve_model(model)
@@ -250,7 +250,7 @@ class Transformers(Generator):
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, *, name: str | None = None, max_batch_size: int = 64,
-                   batch_window: float = 0.005, max_model_len: int | None = None) -> "Transformers":
+                   batch_window: float = 0.02, max_model_len: int | None = None) -> "Transformers":
         """Wrap an already-loaded model and tokenizer (kept on the model's device and dtype)."""
         self = cls.__new__(cls)
         name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
@@ -539,7 +539,6 @@ class Transformers(Generator):
         return batch
 
     def _run_batch(self, batch: list[tuple[_Request, range]]) -> None:
-        start = time.perf_counter()
         try:
             with torch.inference_mode():
                 self._decode_batch(batch)
@@ -550,8 +549,6 @@ class Transformers(Generator):
                 if request.remaining:
                     request.cancelled.set()
                     request.deliver(error=error)
-        finally:
-            self.stats.model_seconds += time.perf_counter() - start
 
     def _finish(self, seq: _Seq) -> None:
         """A candidate is done: stream its last delta, and answer its request once all are done."""
@@ -611,6 +608,7 @@ class Transformers(Generator):
         input_ids, mask = input_ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
 
+        started = time.perf_counter()
         cache = DynamicCache(config=self.model.config)
         logits = self._forward(input_ids, mask, positions, cache, 0)
         self.stats.batches += 1
@@ -640,7 +638,8 @@ class Transformers(Generator):
         temps = torch.tensor([s.request.params.temperature for s in active], dtype=torch.float32, device=device)
         top_ps = torch.tensor([s.request.params.top_p for s in active], dtype=torch.float32, device=device)
         while True:
-            tokens = self._sample(logits, active, temps, top_ps)
+            tokens = self._sample(logits, active, temps, top_ps)  # waits for the device (.tolist())
+            self.stats.model_seconds += time.perf_counter() - started  # counted before answers go out
             self.stats.generated_tokens += len(active)
             keep = []
             for j, seq in enumerate(active):
@@ -660,6 +659,7 @@ class Transformers(Generator):
                 mask, next_position, tokens = mask[keep_index], next_position[keep_index], tokens[keep_index]
                 temps, top_ps = temps[keep_index], top_ps[keep_index]
                 active = [active[j] for j in keep]
+            started = time.perf_counter()
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
             logits = self._forward(tokens[:, None], mask, next_position, cache, past)
             next_position = next_position + 1
