@@ -3,7 +3,7 @@
 from ttc.backends.base import Generation, Generator
 from ttc.backends.scripted import Scripted
 
-__all__ = ["Generation", "Generator", "Scripted", "Transformers"]
+__all__ = ["Generation", "Generator", "OpenAICompatible", "Scripted", "Transformers", "VLLMEngine"]
 
 
 def __getattr__(name: str):
@@ -12,4 +12,12 @@ def __getattr__(name: str):
         from ttc.backends.transformers import Transformers
 
         return Transformers
+    if name == "VLLMEngine":
+        from ttc.backends.vllm_engine import VLLMEngine
+
+        return VLLMEngine
+    if name == "OpenAICompatible":
+        from ttc.backends.openai_compatible import OpenAICompatible
+
+        return OpenAICompatible
     raise AttributeError(f"module 'ttc.backends' has no attribute {name!r}")

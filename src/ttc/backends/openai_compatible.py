@@ -1,0 +1,726 @@
+"""A client for a running vLLM server, or any OpenAI-compatible completions endpoint.
+
+Requests go to `/v1/completions` (text or token-id prompts, n, logprobs, stop, seed) with vLLM's
+extra fields `return_token_ids` and `return_tokens_as_token_ids`, so completions carry the exact
+token ids the server sampled and a continuation can be sent back as token ids without
+re-tokenising. A server that rejects those fields (plain OpenAI) is retried once without them
+and remembered. `chat_prompt` and `tokenize` use vLLM's `/tokenize` endpoint, which applies the
+model's chat template on the server; `use_chat=True` (or `chat()`) sends chat requests to
+`/v1/chat/completions` instead, for servers without `/tokenize`.
+
+Robustness: a concurrency limit (per event loop), timeouts, retries with exponential backoff on
+connection errors and 5xx/429 (never on other 4xx, which raise `RequestRejected` with the
+server's message), several replicas (the least busy one gets each request; one that refuses
+connections sits out a cool-down), streaming whose early close aborts the request on the server,
+and clear errors: no server -> `BackendUnavailable`, unparseable answer -> `MalformedResponse`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import operator
+import os
+import random
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Sequence
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator
+from ttc.errors import BackendUnavailable, GenerationError, InvalidInput, MalformedResponse
+from ttc.types import Completion, Prompt, SamplingParams
+
+__all__ = ["ChatMessages", "HTTPStatusError", "OpenAICompatible", "RequestRejected"]
+
+_TOKEN_ID_PREFIX = "token_id:"
+_EXTENSION_FIELDS = ("return_token_ids", "return_tokens_as_token_ids")
+
+
+class HTTPStatusError(GenerationError):
+    """The server answered with an HTTP error status (after retries, for 5xx and 429)."""
+
+    def __init__(self, status: int, message: str, url: str):
+        self.status = status
+        self.server_message = message
+        self.url = url
+        super().__init__(f"HTTP {status} from {url}: {message}")
+
+
+class RequestRejected(HTTPStatusError, InvalidInput):
+    """The server refused the request as invalid (a 4xx other than 429): not retried.
+
+    Also an `InvalidInput`: the request, not the server, has to change (e.g. max_tokens beyond
+    the model's context).
+    """
+
+
+class ChatMessages(str):
+    """A chat prompt kept as messages, for `use_chat=True`: sent to `/v1/chat/completions`.
+
+    It is a string (a plain rendering of the messages) so that it passes wherever a text prompt
+    does; `messages` holds the real conversation.
+    """
+
+    messages: tuple[dict[str, str], ...]
+
+    def __new__(cls, messages: Sequence[dict[str, str]]) -> "ChatMessages":
+        text = "".join(f"<{m['role']}>\n{m['content']}\n" for m in messages)
+        self = super().__new__(cls, text)
+        self.messages = tuple(dict(m) for m in messages)
+        return self
+
+
+@dataclass(eq=False)
+class _Replica:
+    base: str               # ".../v1"
+    root: str               # the server root, where vLLM serves /tokenize, /health, /metrics
+    outstanding: int = 0    # requests sent and not yet answered
+    down_until: float = 0.0  # monotonic time until which the replica is skipped
+    failures: int = 0       # connection failures in a row
+
+
+@dataclass(eq=False)
+class _LoopState:
+    """What is bound to one event loop: the HTTP session and the concurrency semaphore."""
+
+    session: aiohttp.ClientSession
+    semaphore: asyncio.Semaphore
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+
+def _split_base(url: str) -> _Replica:
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidInput(f"a base URL must be a non-empty string, got {url!r}")
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidInput(f"base URL {url!r} must look like http://host:port/v1")
+    if not parts.path:
+        url += "/v1"
+    root = url[: -len("/v1")] if url.endswith("/v1") else url
+    return _Replica(base=url, root=root)
+
+
+def _error_message(body: bytes) -> str:
+    """The server's own error message from an error body (vLLM and OpenAI formats)."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:1000] or "(empty body)"
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+        if data.get("message"):
+            return str(data["message"])
+        if data.get("detail"):
+            return str(data["detail"])
+    return text[:1000]
+
+
+def _parse_token(token: Any) -> int | None:
+    if isinstance(token, str) and token.startswith(_TOKEN_ID_PREFIX):
+        try:
+            return int(token[len(_TOKEN_ID_PREFIX):])
+        except ValueError:
+            return None
+    return None
+
+
+def _finish_reason(reason: Any) -> str:
+    if reason is None:
+        return "stop"
+    if reason == "abort":
+        return "cancelled"
+    if not isinstance(reason, str):
+        raise MalformedResponse(f"finish_reason must be a string, got {reason!r}")
+    return reason
+
+
+class OpenAICompatible(Generator):
+    """Generate through an OpenAI-compatible server (vLLM's or another).
+
+        llm = ttc.backends.OpenAICompatible("http://127.0.0.1:8000/v1")            # model from /v1/models
+        llm = ttc.backends.OpenAICompatible(["http://a:8000/v1", "http://b:8000/v1"], model="qwen")
+
+    `base_url`: one URL or a list of replicas serving the same model (a URL without a path gets
+    `/v1`). `model`: the served model name; None reads it from `/v1/models`. `api_key`: else
+    $OPENAI_API_KEY, else $VLLM_API_KEY, else none. `max_concurrency`: most requests in flight at
+    once (per event loop). `timeout`: seconds for a whole request (a stream: between chunks);
+    `connect_timeout`: to open a connection. `max_retries`: extra attempts after a connection error,
+    a 5xx or a 429, waiting `backoff * 2**attempt` seconds (capped at `max_backoff`, with jitter)
+    unless another replica is available. `cooldown`: seconds a replica that failed to connect is
+    left out. `use_chat`: `chat_prompt` returns `ChatMessages` and requests go to
+    `/v1/chat/completions` (for servers without vLLM's `/tokenize`). `vllm_extensions`: ask for
+    token ids with vLLM's extra request fields (turned off automatically if the server refuses).
+
+    The HTTP session belongs to the event loop that made it: call `aclose()` (or use
+    `async with`) before an event loop you used ends; the backend stays usable afterwards.
+    """
+
+    def __init__(self, base_url: str | Sequence[str] = "http://127.0.0.1:8000/v1", model: str | None = None, *,
+                 api_key: str | None = None, max_concurrency: int = 64, timeout: float = 600.0,
+                 connect_timeout: float = 10.0, max_retries: int = 3, backoff: float = 0.25,
+                 max_backoff: float = 8.0, cooldown: float = 30.0, use_chat: bool = False,
+                 vllm_extensions: bool = True, headers: dict[str, str] | None = None):
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise InvalidInput("OpenAICompatible needs at least one base URL")
+        self.replicas = [_split_base(u) for u in urls]
+        for name, value in (("max_concurrency", max_concurrency), ("timeout", timeout),
+                            ("connect_timeout", connect_timeout)):
+            if value is None or value <= 0:
+                raise InvalidInput(f"{name} must be positive, got {value!r}")
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise InvalidInput(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        if backoff < 0 or max_backoff < 0 or cooldown < 0:
+            raise InvalidInput("backoff, max_backoff and cooldown must be >= 0")
+        self._model = model
+        self.max_concurrency = int(max_concurrency)
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.max_retries = max_retries
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.cooldown = float(cooldown)
+        self.use_chat = bool(use_chat)
+        self.vllm_extensions = bool(vllm_extensions)
+        key = api_key if api_key is not None else (os.environ.get("OPENAI_API_KEY") or os.environ.get("VLLM_API_KEY"))
+        self._headers = {"Content-Type": "application/json", **(headers or {})}
+        if key:
+            self._headers["Authorization"] = f"Bearer {key}"
+        self.capabilities = frozenset({TOKEN_IDS, STREAM, PREFIX_CACHING})
+        self._states: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]" = weakref.WeakKeyDictionary()
+        self._next = 0
+        self.retries = 0  # attempts repeated after a failure, for tests and monitoring
+
+    # -- Generator API ----------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self._model or "(model not read yet)"
+
+    @property
+    def base_url(self) -> str:
+        return self.replicas[0].base
+
+    async def model(self) -> str:
+        """The served model's name: the one given, else the first of `/v1/models`."""
+        if self._model is None:
+            data = await self._request("GET", "/models")
+            try:
+                self._model = str(data["data"][0]["id"])
+            except (KeyError, IndexError, TypeError):
+                raise MalformedResponse(f"/v1/models gave no model id: {str(data)[:300]}") from None
+        return self._model
+
+    async def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text` as the server tokenizes a prompt (vLLM's `/tokenize`).
+
+        A `ChatMessages` prompt is tokenized with the chat template applied, as sent.
+        """
+        if isinstance(text, ChatMessages):
+            return await self._tokenize_messages(text.messages)
+        if not isinstance(text, str):
+            raise InvalidInput(f"tokenize() takes a string, got {type(text).__name__}")
+        data = await self._request("POST", "/tokenize", {"model": await self.model(), "prompt": text,
+                                                          "add_special_tokens": True}, root=True)
+        return self._tokens(data)
+
+    async def chat_prompt(self, messages: Sequence[dict[str, str]]) -> Prompt:
+        """The chat template applied to `messages` by the server, as token ids (vLLM's `/tokenize`);
+        with `use_chat=True`, the messages themselves (`ChatMessages`)."""
+        if not messages or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+            raise InvalidInput("chat_prompt needs a non-empty list of {'role': ..., 'content': ...} messages")
+        if self.use_chat:
+            return ChatMessages(messages)
+        return await self._tokenize_messages(messages)
+
+    async def _tokenize_messages(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        payload = {"model": await self.model(), "messages": [dict(m) for m in messages],
+                   "add_generation_prompt": True}
+        return self._tokens(await self._request("POST", "/tokenize", payload, root=True))
+
+    @staticmethod
+    def _tokens(data: Any) -> list[int]:
+        tokens = data.get("tokens") if isinstance(data, dict) else None
+        if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+            raise MalformedResponse(f"/tokenize answered without a list of token ids: {str(data)[:300]}")
+        return tokens
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
+        """`params.n` completions from one `/v1/completions` request (or a chat request for `ChatMessages`)."""
+        if isinstance(prompt, ChatMessages):
+            return await self.chat(prompt.messages, params)
+        payload = await self._completion_payload(prompt, params, stream=False)
+        data = await self._request_with_extensions("POST", "/completions", payload)
+        return await self._parse_completions(data, params)
+
+    async def chat(self, messages: Sequence[dict[str, str]], params: SamplingParams) -> Generation:
+        """`params.n` assistant replies to `messages` from `/v1/chat/completions`."""
+        payload = await self._chat_payload(messages, params, stream=False)
+        data = await self._request_with_extensions("POST", "/chat/completions", payload)
+        choices = self._choices(data, params.n)
+        completions = [self._chat_choice(c, params) for c in choices]
+        return Generation(prompt_tokens=self._prompt_tokens(data), completions=completions)
+
+    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Delta]:
+        """Stream one completion; closing the iterator early closes the connection, and vLLM
+        aborts the request (it stops generating for it)."""
+        if params.n != 1:
+            raise InvalidInput(f"stream() produces one completion; got n={params.n}")
+        if isinstance(prompt, ChatMessages):
+            path, payload = "/chat/completions", await self._chat_payload(prompt.messages, params, stream=True)
+        else:
+            path, payload = "/completions", await self._completion_payload(prompt, params, stream=True)
+        state = self._state()
+        async with state.semaphore:
+            response, replica = await self._open_stream(path, payload)
+            finished = False
+            try:
+                async for chunk in self._sse(response):
+                    delta = self._stream_delta(chunk, params, chat=path == "/chat/completions")
+                    if delta is None:
+                        continue
+                    finished = delta.finish_reason is not None
+                    yield delta
+                    if finished:
+                        break
+                if not finished:
+                    raise MalformedResponse(f"the stream from {replica.base} ended without a finish_reason")
+            finally:
+                if not finished:
+                    response.close()  # drop the connection: vLLM aborts the request
+                else:
+                    response.release()
+                replica.outstanding -= 1
+
+    async def health(self) -> list[bool]:
+        """Whether each replica answers `GET /health` with 200 (vLLM), in order."""
+        state = self._state()
+        out = []
+        for replica in self.replicas:
+            try:
+                async with state.session.get(f"{replica.root}/health", headers=self._headers,
+                                             timeout=aiohttp.ClientTimeout(total=self.connect_timeout)) as r:
+                    out.append(r.status == 200)
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                out.append(False)
+        return out
+
+    async def aclose(self) -> None:
+        """Close this event loop's HTTP session (the backend stays usable). Safe to call twice."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        state = self._states.pop(loop, None)
+        if state is not None:
+            await state.session.close()
+
+    async def __aenter__(self) -> "OpenAICompatible":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {"base_urls": [r.base for r in self.replicas]}
+
+    # -- payloads ---------------------------------------------------------------------------
+    def _sampling_fields(self, params: SamplingParams) -> dict[str, Any]:
+        if not isinstance(params, SamplingParams):
+            raise InvalidInput(f"params must be ttc.SamplingParams, got {type(params).__name__}")
+        fields: dict[str, Any] = {"n": params.n, "temperature": params.temperature, "top_p": params.top_p,
+                                  "max_tokens": params.max_tokens}
+        if params.stop:
+            fields["stop"] = list(params.stop)
+        if params.seed is not None:
+            fields["seed"] = params.seed
+        return fields
+
+    async def _completion_payload(self, prompt: Prompt, params: SamplingParams, stream: bool) -> dict[str, Any]:
+        if isinstance(prompt, str):
+            if not prompt:
+                raise InvalidInput("empty prompt")
+            wire_prompt: Any = prompt
+        else:
+            try:
+                wire_prompt = [operator.index(t) for t in prompt]
+            except TypeError:
+                raise InvalidInput("a prompt must be text or a sequence of integer token ids") from None
+            if not wire_prompt:
+                raise InvalidInput("empty prompt (no token ids)")
+            if any(t < 0 for t in wire_prompt):
+                raise InvalidInput(f"negative token ids in the prompt: {[t for t in wire_prompt if t < 0][:5]}")
+        payload = {"model": await self.model(), "prompt": wire_prompt, **self._sampling_fields(params)}
+        if params.logprobs or params.top_logprobs:
+            payload["logprobs"] = params.top_logprobs
+        if self.vllm_extensions:
+            payload["return_token_ids"] = True
+            if params.logprobs or params.top_logprobs:
+                payload["return_tokens_as_token_ids"] = True
+        if stream:
+            payload["stream"] = True
+        return payload
+
+    async def _chat_payload(self, messages: Sequence[dict[str, str]], params: SamplingParams,
+                            stream: bool) -> dict[str, Any]:
+        if not messages or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+            raise InvalidInput("chat needs a non-empty list of {'role': ..., 'content': ...} messages")
+        payload = {"model": await self.model(), "messages": [dict(m) for m in messages],
+                   **self._sampling_fields(params)}
+        if params.logprobs or params.top_logprobs:
+            payload["logprobs"] = True
+            if params.top_logprobs:
+                payload["top_logprobs"] = params.top_logprobs
+        if self.vllm_extensions:
+            payload["return_token_ids"] = True
+            if params.logprobs or params.top_logprobs:
+                payload["return_tokens_as_token_ids"] = True
+        if stream:
+            payload["stream"] = True
+        return payload
+
+    # -- responses --------------------------------------------------------------------------
+    @staticmethod
+    def _choices(data: Any, n: int) -> list[dict[str, Any]]:
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+            raise MalformedResponse(f"the response has no list of choices: {str(data)[:300]}")
+        if len(choices) != n:
+            raise MalformedResponse(f"asked for {n} completions, the server returned {len(choices)}")
+        return sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c.get("index"), int) else 0)
+
+    @staticmethod
+    def _prompt_tokens(data: dict[str, Any]) -> int:
+        usage = data.get("usage")
+        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+            return usage["prompt_tokens"]
+        return 0
+
+    async def _parse_completions(self, data: Any, params: SamplingParams) -> Generation:
+        choices = self._choices(data, params.n)
+        completions = []
+        for choice in choices:
+            text = choice.get("text")
+            if not isinstance(text, str):
+                raise MalformedResponse(f"a completion choice has no text: {str(choice)[:300]}")
+            logprobs, top, lp_ids = self._completion_logprobs(choice.get("logprobs"), params)
+            ids = self._token_ids(choice.get("token_ids"), lp_ids)
+            if ids is None:
+                ids = await self._fallback_ids(text)
+            elif logprobs is not None and len(logprobs) != len(ids):
+                raise MalformedResponse(f"{len(logprobs)} logprobs for {len(ids)} tokens")
+            completions.append(Completion(text=text, token_ids=ids, finish_reason=_finish_reason(choice.get("finish_reason")),
+                                          logprobs=logprobs, top_logprobs=top))
+        return Generation(prompt_tokens=self._prompt_tokens(data), completions=completions)
+
+    def _completion_logprobs(self, lp: Any, params: SamplingParams
+                             ) -> tuple[tuple[float, ...] | None, tuple[dict[int, float], ...] | None, list[int] | None]:
+        if not (params.logprobs or params.top_logprobs):
+            return None, None, None
+        if not isinstance(lp, dict) or not isinstance(lp.get("token_logprobs"), list):
+            raise MalformedResponse(f"logprobs were asked for but the choice has none: {str(lp)[:300]}")
+        try:
+            logprobs = tuple(float(x) for x in lp["token_logprobs"])
+        except (TypeError, ValueError):
+            raise MalformedResponse("token_logprobs must be numbers") from None
+        tokens = lp.get("tokens")
+        ids = [_parse_token(t) for t in tokens] if isinstance(tokens, list) else []
+        lp_ids = ids if ids and all(i is not None for i in ids) else None
+        top = None
+        if params.top_logprobs:
+            raw = lp.get("top_logprobs")
+            if isinstance(raw, list):
+                parsed = []
+                for step in raw:
+                    entry = {}
+                    for k, v in (step or {}).items():
+                        tid = _parse_token(k)
+                        if tid is None:  # the server gave token strings, not ids
+                            parsed = None
+                            break
+                        entry[tid] = float(v)
+                    if parsed is None:
+                        break
+                    parsed.append(entry)
+                top = tuple(parsed) if parsed is not None else None
+        return logprobs, top, lp_ids  # type: ignore[return-value]
+
+    def _token_ids(self, raw: Any, from_logprobs: list[int] | None) -> tuple[int, ...] | None:
+        if raw is not None:
+            if not isinstance(raw, list) or not all(isinstance(t, int) for t in raw):
+                raise MalformedResponse(f"token_ids must be a list of integers: {str(raw)[:300]}")
+            return tuple(raw)
+        if from_logprobs is not None:
+            return tuple(from_logprobs)
+        return None
+
+    async def _fallback_ids(self, text: str) -> tuple[int, ...]:
+        """The server gave no token ids: re-tokenise the text with its `/tokenize` if it has one
+        (else no ids), and stop claiming TOKEN_IDS: these ids are not necessarily the sampled ones."""
+        self.capabilities = self.capabilities - {TOKEN_IDS}
+        if not text:
+            return ()
+        try:
+            data = await self._request("POST", "/tokenize", {"model": await self.model(), "prompt": text,
+                                                              "add_special_tokens": False}, root=True, retries=0)
+            return tuple(self._tokens(data))
+        except GenerationError:
+            return ()
+
+    def _chat_choice(self, choice: dict[str, Any], params: SamplingParams) -> Completion:
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, dict) else None
+        if text is None and isinstance(message, dict):
+            text = ""
+        if not isinstance(text, str):
+            raise MalformedResponse(f"a chat choice has no message content: {str(choice)[:300]}")
+        logprobs = top = None
+        lp_ids = None
+        if params.logprobs or params.top_logprobs:
+            content = (choice.get("logprobs") or {}).get("content")
+            if not isinstance(content, list):
+                raise MalformedResponse("logprobs were asked for but the chat choice has none")
+            logprobs = tuple(float(e["logprob"]) for e in content)
+            ids = [_parse_token(e.get("token")) for e in content]
+            lp_ids = ids if all(i is not None for i in ids) else None
+            if params.top_logprobs:
+                tops = []
+                for e in content:
+                    entry = {_parse_token(a.get("token")): float(a["logprob"]) for a in e.get("top_logprobs") or []}
+                    tops.append(entry)
+                top = None if any(None in t for t in tops) else tuple(tops)  # type: ignore[arg-type]
+        ids = self._token_ids(choice.get("token_ids"), lp_ids)
+        if ids is None:
+            self.capabilities = self.capabilities - {TOKEN_IDS}
+            ids = ()
+        return Completion(text=text, token_ids=ids, finish_reason=_finish_reason(choice.get("finish_reason")),
+                          logprobs=logprobs, top_logprobs=top)
+
+    def _stream_delta(self, chunk: Any, params: SamplingParams, chat: bool) -> Delta | None:
+        if not isinstance(chunk, dict):
+            raise MalformedResponse(f"a stream chunk is not a JSON object: {str(chunk)[:300]}")
+        if "error" in chunk:
+            raise GenerationError(f"the server failed mid-stream: {_error_message(json.dumps(chunk).encode())}")
+        choices = chunk.get("choices")
+        if not isinstance(choices, list):
+            raise MalformedResponse(f"a stream chunk has no choices: {str(chunk)[:300]}")
+        if not choices:
+            return None  # e.g. a usage-only chunk
+        choice = choices[0]
+        if chat:
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or ""
+            content = (choice.get("logprobs") or {}).get("content") or []
+            logprob_list = [float(e["logprob"]) for e in content]
+            lp_ids = [_parse_token(e.get("token")) for e in content]
+        else:
+            text = choice.get("text") or ""
+            lp = choice.get("logprobs") or {}
+            logprob_list = [float(x) for x in lp.get("token_logprobs") or []]
+            lp_ids = [_parse_token(t) for t in lp.get("tokens") or []]
+        raw_ids = choice.get("token_ids")
+        if raw_ids is None and lp_ids and all(i is not None for i in lp_ids):
+            raw_ids = lp_ids
+        if raw_ids is None:
+            raw_ids = []
+        if not isinstance(raw_ids, list) or not all(isinstance(t, int) for t in raw_ids):
+            raise MalformedResponse(f"token_ids must be a list of integers: {str(raw_ids)[:300]}")
+        reason = choice.get("finish_reason")
+        logprobs = tuple(logprob_list) if (params.logprobs or params.top_logprobs) else None
+        if not text and not raw_ids and reason is None:
+            return None
+        return Delta(text=text, token_ids=tuple(raw_ids), logprobs=logprobs,
+                     finish_reason=None if reason is None else _finish_reason(reason))
+
+    # -- transport --------------------------------------------------------------------------
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None or state.session.closed:
+            connector = aiohttp.TCPConnector(limit=0)  # the semaphore limits concurrency
+            state = _LoopState(session=aiohttp.ClientSession(connector=connector),
+                               semaphore=asyncio.Semaphore(self.max_concurrency))
+            self._states[loop] = state
+        return state
+
+    def _pick(self) -> _Replica:
+        """The available replica with the fewest outstanding requests (round robin among equals);
+        if all are cooling down, the one that comes back first."""
+        now = time.monotonic()
+        up = [r for r in self.replicas if r.down_until <= now]
+        if not up:
+            return min(self.replicas, key=lambda r: r.down_until)
+        least = min(r.outstanding for r in up)
+        candidates = [r for r in up if r.outstanding == least]
+        self._next += 1
+        return candidates[self._next % len(candidates)]
+
+    def _mark_down(self, replica: _Replica) -> None:
+        replica.failures += 1
+        replica.down_until = time.monotonic() + self.cooldown
+
+    def _mark_up(self, replica: _Replica) -> None:
+        replica.failures = 0
+        replica.down_until = 0.0
+
+    def _timeout(self, stream: bool = False) -> aiohttp.ClientTimeout:
+        if stream:
+            return aiohttp.ClientTimeout(total=None, connect=self.connect_timeout, sock_read=self.timeout)
+        return aiohttp.ClientTimeout(total=self.timeout, connect=self.connect_timeout)
+
+    async def _wait_before_retry(self, attempt: int, failed: _Replica) -> None:
+        now = time.monotonic()
+        if failed.down_until > now and any(r.down_until <= now for r in self.replicas):
+            return  # the failed replica sits out; another one can take the request right away
+        delay = min(self.max_backoff, self.backoff * (2 ** attempt))
+        await asyncio.sleep(delay * (0.5 + random.random() / 2))
+
+    def _status_error(self, status: int, body: bytes, url: str) -> HTTPStatusError:
+        message = _error_message(body)
+        if status in (401, 403):
+            message += " (check api_key, or $OPENAI_API_KEY / $VLLM_API_KEY)"
+        if 400 <= status < 500 and status != 429:
+            return RequestRejected(status, message, url)
+        return HTTPStatusError(status, message, url)
+
+    @staticmethod
+    def _parse_json(raw: bytes, url: str) -> Any:
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            preview = raw[:200].decode("utf-8", "replace")
+            raise MalformedResponse(f"{url} answered with invalid JSON ({exc}): {preview!r}") from None
+
+    async def _request_with_extensions(self, method: str, path: str, payload: dict[str, Any]) -> Any:
+        """A request carrying vLLM's extra fields; if the server rejects them, once more without."""
+        try:
+            return await self._request(method, path, payload)
+        except RequestRejected as exc:
+            if not any(f in payload for f in _EXTENSION_FIELDS) or \
+                    not any(f in exc.server_message for f in _EXTENSION_FIELDS):
+                raise
+            self.vllm_extensions = False
+            self.capabilities = self.capabilities - {TOKEN_IDS}
+            stripped = {k: v for k, v in payload.items() if k not in _EXTENSION_FIELDS}
+            return await self._request(method, path, stripped)
+
+    async def _request(self, method: str, path: str, payload: dict[str, Any] | None = None, *,
+                       root: bool = False, retries: int | None = None) -> Any:
+        """Send one request (with retries and replica failover) and return its parsed JSON body."""
+        state = self._state()
+        retries = self.max_retries if retries is None else retries
+        last: GenerationError | None = None
+        async with state.semaphore:
+            for attempt in range(retries + 1):
+                if attempt:
+                    self.retries += 1
+                replica = self._pick()
+                url = (replica.root if root else replica.base) + path
+                replica.outstanding += 1
+                try:
+                    async with state.session.request(method, url, json=payload, headers=self._headers,
+                                                     timeout=self._timeout()) as response:
+                        body = await response.read()
+                        self._mark_up(replica)
+                        if response.status < 400:
+                            return self._parse_json(body, url)
+                        error = self._status_error(response.status, body, url)
+                        if isinstance(error, RequestRejected):
+                            raise error
+                        last = error
+                except aiohttp.ClientPayloadError as exc:
+                    raise MalformedResponse(f"{url} sent an incomplete response: {exc}") from None
+                except (aiohttp.SocketTimeoutError, aiohttp.ClientConnectionError) as exc:
+                    if isinstance(exc, aiohttp.SocketTimeoutError):
+                        raise GenerationError(f"{url} did not answer within {self.timeout} s") from None
+                    self._mark_down(replica)
+                    last = BackendUnavailable(f"cannot reach {url}: {type(exc).__name__}: {exc}")
+                except asyncio.TimeoutError:
+                    raise GenerationError(f"{url} did not answer within {self.timeout} s") from None
+                finally:
+                    replica.outstanding -= 1
+                if attempt < retries:
+                    await self._wait_before_retry(attempt, replica)
+        assert last is not None
+        if isinstance(last, BackendUnavailable) and len(self.replicas) > 1:
+            raise BackendUnavailable(f"no replica could be reached after {retries + 1} attempts "
+                                     f"({', '.join(r.base for r in self.replicas)}); last: {last}")
+        raise last
+
+    async def _open_stream(self, path: str, payload: dict[str, Any]) -> tuple[aiohttp.ClientResponse, _Replica]:
+        """Open a streamed request (retrying until the server has accepted it); the caller owns the
+        response and must decrement the replica's `outstanding` when done."""
+        state = self._state()
+        last: GenerationError | None = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.retries += 1
+            replica = self._pick()
+            url = replica.base + path
+            replica.outstanding += 1
+            try:
+                response = await state.session.post(url, json=payload, headers=self._headers,
+                                                    timeout=self._timeout(stream=True))
+            except (aiohttp.SocketTimeoutError, aiohttp.ClientConnectionError) as exc:
+                replica.outstanding -= 1
+                if isinstance(exc, aiohttp.SocketTimeoutError):
+                    raise GenerationError(f"{url} did not answer within {self.timeout} s") from None
+                self._mark_down(replica)
+                last = BackendUnavailable(f"cannot reach {url}: {type(exc).__name__}: {exc}")
+            except BaseException:
+                replica.outstanding -= 1
+                raise
+            else:
+                self._mark_up(replica)
+                if response.status < 400:
+                    return response, replica
+                try:
+                    body = await response.read()
+                finally:
+                    response.release()
+                    replica.outstanding -= 1
+                error = self._status_error(response.status, body, url)
+                if isinstance(error, RequestRejected):
+                    if self.vllm_extensions and any(f in error.server_message for f in _EXTENSION_FIELDS):
+                        self.vllm_extensions = False
+                        self.capabilities = self.capabilities - {TOKEN_IDS}
+                        payload = {k: v for k, v in payload.items() if k not in _EXTENSION_FIELDS}
+                        continue
+                    raise error
+                last = error
+            if attempt < self.max_retries:
+                await self._wait_before_retry(attempt, replica)
+        assert last is not None
+        raise last
+
+    async def _sse(self, response: aiohttp.ClientResponse) -> AsyncIterator[Any]:
+        """The JSON payloads of a server-sent-event stream, up to `data: [DONE]`."""
+        try:
+            async for raw in response.content:
+                line = raw.decode("utf-8", "replace").strip()
+                if not line or line.startswith(":"):
+                    continue
+                if not line.startswith("data:"):
+                    continue
+                data = line[len("data:"):].strip()
+                if data == "[DONE]":
+                    return
+                try:
+                    yield json.loads(data)
+                except ValueError:
+                    raise MalformedResponse(f"invalid JSON in the stream: {data[:200]!r}") from None
+        except aiohttp.ClientPayloadError as exc:
+            raise MalformedResponse(f"the stream was cut off: {exc}") from None
+        except aiohttp.SocketTimeoutError:
+            raise GenerationError(f"the stream stalled for more than {self.timeout} s") from None
+        except aiohttp.ClientConnectionError as exc:
+            raise BackendUnavailable(f"the connection was lost mid-stream: {type(exc).__name__}: {exc}") from None

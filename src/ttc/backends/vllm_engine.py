@@ -1,0 +1,425 @@
+"""In-process vLLM backend: a vLLM `AsyncLLM` engine driven directly, no server.
+
+vLLM does the batching, the n samples (`SamplingParams.n`), seeds, stop strings, logprobs and
+prefix caching itself; this backend only maps ttc's request and result types onto vLLM's. A
+continuation (prompt + steps so far, as token ids) is an ordinary request whose prefix vLLM finds
+in its prefix cache.
+
+The engine lives on its own event loop in a background thread, so one backend serves callers on
+any event loop (`asyncio.run` per call, Jupyter's loop, ttc's `solve`), and a cancelled caller
+aborts its request in the engine. vLLM's engine core runs in a child process started with the
+`spawn` method on CPU, so a script that builds a `VLLMEngine` at import time needs the usual
+`if __name__ == "__main__":` guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import operator
+import os
+import threading
+import uuid
+from typing import Any, AsyncIterator, Coroutine, Sequence, TypeVar
+
+from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator
+from ttc.errors import BackendUnavailable, GenerationError, InvalidInput, ModelNotFound, TTCError
+from ttc.models import SMOLLM2_NAME, resolve_model
+from ttc.types import Completion, Prompt, SamplingParams
+
+__all__ = ["VLLMEngine", "CPU_DEFAULTS"]
+
+T = TypeVar("T")
+
+#: Engine arguments used on a CPU-only vLLM unless given (the flags seen working on a small CPU):
+#: float32 (no fast bf16 kernels needed), a 2048-token context, eager mode (compiling takes
+#: minutes), half the "GPU" memory (vLLM reserves CPU memory per NUMA node otherwise) and a
+#: 2 GiB KV cache (unless VLLM_CPU_KVCACHE_SPACE is set).
+CPU_DEFAULTS: dict[str, Any] = {
+    "dtype": "float32",
+    "max_model_len": 2048,
+    "enforce_eager": True,
+    "gpu_memory_utilization": 0.5,
+    "kv_cache_memory_bytes": 2 << 30,
+}
+#: vLLM sampling fields ttc does not set; the model's generation config may give them defaults,
+#: which vLLM's OpenAI server applies too, so both backends sample the same way.
+_DEFAULTABLE = ("repetition_penalty", "presence_penalty", "frequency_penalty", "top_k", "min_p")
+_END = object()
+
+
+def _finish_reason(reason: str | None) -> str:
+    if reason in (None, "abort"):
+        return "cancelled"
+    if reason == "error":
+        raise GenerationError("vLLM reported an error while generating this request")
+    return reason
+
+
+def _to_ttc_error(exc: BaseException) -> BaseException:
+    """Map vLLM's exceptions to ttc's; anything already a ttc error passes through."""
+    if isinstance(exc, (TTCError, asyncio.CancelledError)):
+        return exc
+    try:
+        from vllm.exceptions import VLLMClientError
+        from vllm.v1.engine.exceptions import EngineDeadError
+    except ImportError:  # pragma: no cover - older vLLM
+        VLLMClientError = EngineDeadError = ()  # type: ignore[assignment,misc]
+    if EngineDeadError and isinstance(exc, EngineDeadError):
+        return BackendUnavailable(f"the vLLM engine is dead: {exc}")
+    if (VLLMClientError and isinstance(exc, VLLMClientError)) or isinstance(exc, (ValueError, TypeError)):
+        return InvalidInput(f"vLLM rejected the request: {exc}")
+    return GenerationError(f"vLLM failed: {type(exc).__name__}: {exc}")
+
+
+class _LoopThread:
+    """An event loop running forever in a daemon thread."""
+
+    def __init__(self, name: str):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+class VLLMEngine(Generator):
+    """Generate with a vLLM engine in this process.
+
+        llm = ttc.backends.VLLMEngine()                              # the embedded SmolLM2-135M-Instruct
+        llm = ttc.backends.VLLMEngine("path/to/model", tensor_parallel_size=2, max_model_len=8192)
+        llm = ttc.backends.VLLMEngine.from_engine(my_async_llm)      # an engine you built yourself
+
+    `model`: None/"smollm2" for the embedded model, a local folder, or a hub id. Other keyword
+    arguments are vLLM engine arguments (`vllm.AsyncEngineArgs`), passed through; on a CPU-only
+    vLLM, `CPU_DEFAULTS` fill in what is not given. Prefix caching is vLLM's default (on); pass
+    `enable_prefix_caching=False` to turn it off. Building the engine takes a while (about 50 s
+    for SmolLM2 on a small CPU) and blocks.
+
+    Requests map one to one onto vLLM requests: n, temperature, top_p, max_tokens, stop, seed,
+    logprobs (with `top_logprobs` alternatives) and token-id prompts are vLLM's own. A seeded
+    request gives the same completions as the same request to a vLLM OpenAI server running the
+    same model (vLLM gives sample i of a seeded request seed + i).
+    """
+
+    def __init__(self, model: str | None = None, **engine_kwargs: Any):
+        path = resolve_model(model)
+        kwargs = self._engine_kwargs(path, engine_kwargs)
+        self._thread: _LoopThread | None = _LoopThread("ttc-vllm-engine")
+        try:
+            engine = self._thread.run(self._build(kwargs))
+        except BaseException as exc:
+            self._thread.stop()
+            self._thread = None
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            if not os.path.isdir(path) and isinstance(exc, (OSError, ValueError)):
+                raise ModelNotFound(f"vLLM could not load {path!r}: {type(exc).__name__}: {exc}") from exc
+            raise GenerationError(f"could not start a vLLM engine for {path!r}: {type(exc).__name__}: {exc}") from exc
+        self._setup(engine, model if model is not None else SMOLLM2_NAME, self._thread.loop, owns=True)
+
+    @staticmethod
+    def _engine_kwargs(path: str, given: dict[str, Any]) -> dict[str, Any]:
+        from vllm.platforms import current_platform
+
+        kwargs = {"model": path, "disable_log_stats": True}
+        if current_platform.is_cpu():
+            defaults = dict(CPU_DEFAULTS)
+            if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+                defaults.pop("kv_cache_memory_bytes")  # the user's environment decides
+            kwargs.update(defaults)
+        kwargs.update(given)
+        return kwargs
+
+    @staticmethod
+    async def _build(kwargs: dict[str, Any]) -> Any:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        try:
+            args = AsyncEngineArgs(**kwargs)
+        except TypeError as exc:
+            raise InvalidInput(f"unknown vLLM engine argument: {exc}") from None
+        return AsyncLLM.from_engine_args(args)
+
+    @classmethod
+    def from_engine(cls, engine: Any, *, name: str | None = None,
+                    loop: asyncio.AbstractEventLoop | None = None) -> "VLLMEngine":
+        """Wrap a vLLM `AsyncLLM` you built yourself; `aclose()` leaves it running.
+
+        Requests run on `loop` if given, else on the loop the engine's output handler already
+        runs on, else on the caller's loop (an `AsyncLLM` serves one event loop).
+        """
+        if not hasattr(engine, "generate") or not hasattr(engine, "abort"):
+            raise InvalidInput(f"from_engine needs a vLLM AsyncLLM, got {type(engine).__name__}")
+        if loop is None:
+            handler = getattr(engine, "output_handler", None)
+            if handler is not None:
+                loop = handler.get_loop()
+        if name is None:
+            model_config = getattr(engine, "model_config", None)
+            name = getattr(model_config, "served_model_name", None) or getattr(model_config, "model", None)
+            if isinstance(name, (list, tuple)):
+                name = name[0] if name else None
+        self = cls.__new__(cls)
+        self._thread = None
+        self._setup(engine, name or "vllm", loop, owns=False)
+        return self
+
+    def _setup(self, engine: Any, name: str, loop: asyncio.AbstractEventLoop | None, owns: bool) -> None:
+        self.engine = engine
+        self.loop = loop
+        self._owns = owns
+        self._closed = False
+        self._name = str(name)
+        self.tokenizer = engine.get_tokenizer()
+        model_config = engine.model_config
+        self.max_model_len = int(model_config.max_model_len)
+        cache_config = getattr(getattr(engine, "vllm_config", None), "cache_config", None)
+        prefix_caching = bool(getattr(cache_config, "enable_prefix_caching", False))
+        self.capabilities = frozenset({TOKEN_IDS, STREAM} | ({PREFIX_CACHING} if prefix_caching else set()))
+        try:
+            diff = model_config.get_diff_sampling_param()
+        except Exception:  # noqa: BLE001 - a model without a readable generation config
+            diff = {}
+        self._sampling_defaults = {k: v for k, v in diff.items() if k in _DEFAULTABLE}
+
+    # -- Generator API ----------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    async def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text` as vLLM tokenizes a text prompt (special tokens added)."""
+        if not isinstance(text, str):
+            raise InvalidInput(f"tokenize() takes a string, got {type(text).__name__}")
+        return [int(t) for t in self.tokenizer.encode(text, add_special_tokens=True)]
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Text of token ids as completions show it (special tokens skipped)."""
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    async def chat_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """Token ids of the model's chat template applied to `messages`, ready for the assistant turn."""
+        if not messages or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+            raise InvalidInput("chat_prompt needs a non-empty list of {'role': ..., 'content': ...} messages")
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise InvalidInput(f"the tokenizer of {self.model_name!r} has no chat template; use a text prompt")
+        out = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+        if not isinstance(out, (list, tuple)):  # a BatchEncoding
+            out = out["input_ids"]
+        return [int(t) for t in out]
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
+        """Sample `params.n` completions in one vLLM request (the prompt is prefilled once)."""
+        from vllm.sampling_params import RequestOutputKind
+
+        engine_prompt = self._prompt(prompt)
+        vllm_params = self._sampling_params(params, RequestOutputKind.FINAL_ONLY)
+        self._check_length(engine_prompt, params)
+        return await self._on_engine_loop(self._generate(engine_prompt, vllm_params, params))
+
+    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Delta]:
+        """Stream one completion; closing the iterator (or cancelling its consumer) aborts the request."""
+        from vllm.sampling_params import RequestOutputKind
+
+        if params.n != 1:
+            raise InvalidInput(f"stream() produces one completion; got n={params.n}")
+        engine_prompt = self._prompt(prompt)
+        vllm_params = self._sampling_params(params, RequestOutputKind.DELTA)
+        self._check_length(engine_prompt, params)
+        self._check_open()
+        here = asyncio.get_running_loop()
+        if self.loop is None or self.loop is here:
+            deltas = self._stream(engine_prompt, vllm_params, params)
+            try:
+                async for delta in deltas:
+                    yield delta
+            finally:
+                await deltas.aclose()
+            return
+
+        # The engine runs on its own loop: a pump task there feeds a queue on this loop.
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def push(item: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # this loop is gone: nobody is listening
+                here.call_soon_threadsafe(queue.put_nowait, item)
+
+        async def pump() -> None:
+            deltas = self._stream(engine_prompt, vllm_params, params)
+            try:
+                async for delta in deltas:
+                    push(delta)
+                push(_END)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                push(exc)
+            finally:
+                await deltas.aclose()
+
+        pumping = asyncio.run_coroutine_threadsafe(pump(), self.loop)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not pumping.done():
+                pumping.cancel()  # cancels the pump task on the engine loop, which aborts the request
+
+    async def aclose(self) -> None:
+        """Shut the engine down if this backend built it (a wrapped engine is left alone). Idempotent."""
+        await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        """Synchronous `aclose`."""
+        if self._closed:
+            return
+        self._closed = True
+        thread, self._thread = self._thread, None
+        if not self._owns or thread is None:
+            return
+        with contextlib.suppress(Exception):
+            thread.run(self._shutdown())
+        thread.stop()
+
+    async def _shutdown(self) -> None:
+        self.engine.shutdown()
+
+    async def __aenter__(self) -> "VLLMEngine":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def num_unfinished_requests(self) -> int:
+        """Requests the engine still holds (running or waiting); 0 once every request ended or was aborted."""
+        return int(self.engine.get_num_unfinished_requests())
+
+    # -- internals --------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise GenerationError("this VLLMEngine backend is closed")
+
+    def _prompt(self, prompt: Prompt) -> Any:
+        if isinstance(prompt, str):
+            if not prompt:
+                raise InvalidInput("empty prompt")
+            return {"prompt": prompt}
+        try:
+            ids = [operator.index(t) for t in prompt]
+        except TypeError:
+            raise InvalidInput("a prompt must be text or a sequence of integer token ids") from None
+        if not ids:
+            raise InvalidInput("empty prompt (no token ids)")
+        if any(t < 0 for t in ids):
+            raise InvalidInput(f"negative token ids in the prompt: {[t for t in ids if t < 0][:5]}")
+        from vllm.inputs import TokensPrompt
+
+        return TokensPrompt(prompt_token_ids=ids)
+
+    def _check_length(self, engine_prompt: Any, params: SamplingParams) -> None:
+        """Refuse what vLLM's server refuses: prompt + max_tokens beyond the context length."""
+        if "prompt_token_ids" in engine_prompt:
+            length = len(engine_prompt["prompt_token_ids"])
+        else:
+            length = len(self.tokenizer.encode(engine_prompt["prompt"], add_special_tokens=True))
+        if length + params.max_tokens > self.max_model_len:
+            raise InvalidInput(
+                f"the context of {self.model_name!r} is {self.max_model_len} tokens, but the prompt has {length} "
+                f"and max_tokens asks for {params.max_tokens} more; lower max_tokens or shorten the prompt")
+
+    def _sampling_params(self, params: SamplingParams, output_kind: Any) -> Any:
+        import vllm
+
+        if not isinstance(params, SamplingParams):
+            raise InvalidInput(f"params must be ttc.SamplingParams, got {type(params).__name__}")
+        kwargs: dict[str, Any] = dict(self._sampling_defaults)
+        kwargs.update(n=params.n, temperature=params.temperature, top_p=params.top_p,
+                      max_tokens=params.max_tokens, stop=list(params.stop), seed=params.seed,
+                      output_kind=output_kind)
+        if params.logprobs or params.top_logprobs:
+            kwargs["logprobs"] = params.top_logprobs
+        try:
+            return vllm.SamplingParams(**kwargs)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"vLLM rejected the sampling parameters: {exc}") from None
+
+    async def _on_engine_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await `coro` on the engine's loop; cancelling the caller cancels it there (and aborts)."""
+        self._check_open()
+        if self.loop is None or self.loop is asyncio.get_running_loop():
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    async def _generate(self, engine_prompt: Any, vllm_params: Any, params: SamplingParams) -> Generation:
+        request_id = f"ttc-{uuid.uuid4().hex}"
+        final = None
+        try:
+            async for out in self.engine.generate(engine_prompt, vllm_params, request_id):
+                final = out
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):  # vLLM's generate() aborts too; make sure
+                await self.engine.abort(request_id)
+            raise
+        except BaseException as exc:
+            raise _to_ttc_error(exc) from exc
+        if final is None or not final.finished:
+            raise GenerationError("vLLM ended the request without a final output")
+        outputs = sorted(final.outputs, key=lambda o: o.index)
+        completions = [self._completion(o, params) for o in outputs]
+        return Generation(prompt_tokens=len(final.prompt_token_ids or ()), completions=completions)
+
+    async def _stream(self, engine_prompt: Any, vllm_params: Any, params: SamplingParams) -> AsyncIterator[Delta]:
+        request_id = f"ttc-{uuid.uuid4().hex}"
+        finished = False
+        outputs = self.engine.generate(engine_prompt, vllm_params, request_id)
+        try:
+            async for out in outputs:
+                o = out.outputs[0]
+                finished = out.finished
+                logprobs = None
+                if o.logprobs is not None and (params.logprobs or params.top_logprobs):
+                    logprobs = tuple(float(step[t].logprob) for step, t in zip(o.logprobs, o.token_ids))
+                reason = _finish_reason(o.finish_reason) if out.finished else None
+                if o.text or o.token_ids or reason is not None:
+                    yield Delta(text=o.text, token_ids=tuple(o.token_ids), logprobs=logprobs, finish_reason=reason)
+        except (GeneratorExit, asyncio.CancelledError):
+            raise
+        except BaseException as exc:
+            raise _to_ttc_error(exc) from exc
+        finally:
+            await outputs.aclose()
+            if not finished:
+                with contextlib.suppress(Exception):
+                    await self.engine.abort(request_id)
+
+    @staticmethod
+    def _completion(output: Any, params: SamplingParams) -> Completion:
+        ids = tuple(int(t) for t in output.token_ids)
+        logprobs = top = None
+        if output.logprobs is not None and (params.logprobs or params.top_logprobs):
+            steps = list(output.logprobs)
+            logprobs = tuple(float(step[t].logprob) for step, t in zip(steps, ids))
+            if params.top_logprobs:
+                top = tuple({int(k): float(v.logprob) for k, v in step.items()} for step in steps)
+        return Completion(text=output.text, token_ids=ids, finish_reason=_finish_reason(output.finish_reason),
+                          logprobs=logprobs, top_logprobs=top)
