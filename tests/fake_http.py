@@ -43,10 +43,10 @@ def response(status: int = 200, body=b"", *, content_type: str = "application/js
 
 
 class FakeHTTPServer:
-    def __init__(self, handler: Handler):
+    def __init__(self, handler: Handler, port: int = 0):
         self.handler = handler
         self.requests: list[FakeRequest] = []
-        self.port: int | None = None
+        self.port: int | None = port
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fake-http", daemon=True)
         self._server: asyncio.AbstractServer | None = None
@@ -59,7 +59,7 @@ class FakeHTTPServer:
     def start(self) -> "FakeHTTPServer":
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._serve, "127.0.0.1", 0), self._loop).result(10)
+            asyncio.start_server(self._serve, "127.0.0.1", self.port), self._loop).result(10)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -71,10 +71,19 @@ def test_no_server_is_backend_unavailable_fast():
 
 
 def test_model_discovery_needs_a_server_too():
-    llm = OpenAICompatible(f"http://127.0.0.1:{free_port()}", max_retries=0)
-    assert llm.base_url.endswith("/v1")
+    llm = OpenAICompatible(f"http://127.0.0.1:{free_port()}", max_retries=0)  # no server yet: no error here
+    assert llm.base_url.endswith("/v1") and llm.base_url in llm.model_name
     with pytest.raises(BackendUnavailable):
         run(closing(llm, llm.generate("hi", PARAMS)))
+
+
+def test_model_read_at_first_request_when_the_server_comes_up_later():
+    port = free_port()
+    llm = OpenAICompatible(f"http://127.0.0.1:{port}/v1")
+    with FakeHTTPServer(simple_handler(), port=port) as server:
+        gen = run(closing(llm, llm.generate("hi", PARAMS)))
+        assert llm.model_name == "fake-model" and gen.completions[0].text == "ok"
+        assert [r.path for r in server.requests] == ["/v1/models", "/v1/completions"]
 
 
 def test_model_name_read_from_models_endpoint_and_api_key_sent(monkeypatch):
@@ -82,8 +91,9 @@ def test_model_name_read_from_models_endpoint_and_api_key_sent(monkeypatch):
     monkeypatch.setenv("VLLM_API_KEY", "secret-from-env")
     with FakeHTTPServer(simple_handler()) as server:
         llm = OpenAICompatible(server.url)
+        assert llm.model_name == "fake-model"  # read at construction
+        assert server.requests[0].headers["authorization"] == "Bearer secret-from-env"
         gen = run(closing(llm, llm.generate("hi", PARAMS)))
-        assert llm.model_name == "fake-model"
         assert gen.completions[0].text == "ok" and gen.completions[0].token_ids == (7,)
         assert gen.prompt_tokens == 3
         sent = [r for r in server.requests if r.path == "/v1/completions"][0]

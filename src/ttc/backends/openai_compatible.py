@@ -23,6 +23,7 @@ import operator
 import os
 import random
 import time
+import urllib.request
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Sequence
@@ -151,7 +152,8 @@ class OpenAICompatible(Generator):
         llm = ttc.backends.OpenAICompatible(["http://a:8000/v1", "http://b:8000/v1"], model="qwen")
 
     `base_url`: one URL or a list of replicas serving the same model (a URL without a path gets
-    `/v1`). `model`: the served model name; None reads it from `/v1/models`. `api_key`: else
+    `/v1`). `model`: the served model name; None reads it from `/v1/models` (at construction
+    when a replica answers, else at the first request). `api_key`: else
     $OPENAI_API_KEY, else $VLLM_API_KEY, else none. `max_concurrency`: most requests in flight at
     once (per event loop). `timeout`: seconds for a whole request (a stream: between chunks);
     `connect_timeout`: to open a connection. `max_retries`: extra attempts after a connection error,
@@ -200,11 +202,26 @@ class OpenAICompatible(Generator):
         self._states: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]" = weakref.WeakKeyDictionary()
         self._next = 0
         self.retries = 0  # attempts repeated after a failure, for tests and monitoring
+        if self._model is None:
+            self._model = self._discover_model()
+
+    def _discover_model(self) -> str | None:
+        """The served model's name from a replica's `/v1/models`, now (so `model_name` is real from
+        the start); None if no replica answers yet: then the first request asks again."""
+        headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
+        for replica in self.replicas:
+            try:
+                request = urllib.request.Request(replica.base + "/models", headers=headers)
+                with urllib.request.urlopen(request, timeout=min(self.connect_timeout, 5.0)) as response:
+                    return str(json.loads(response.read())["data"][0]["id"])
+            except (OSError, ValueError, KeyError, IndexError, TypeError):
+                continue
+        return None
 
     # -- Generator API ----------------------------------------------------------------------
     @property
     def model_name(self) -> str:
-        return self._model or "(model not read yet)"
+        return self._model or f"(the model served at {self.base_url})"
 
     @property
     def base_url(self) -> str:

