@@ -286,10 +286,19 @@ class EvalReport:
             ys = [r.accuracy for r in rows]
             err = [[r.accuracy - r.ci_low for r in rows], [r.ci_high - r.accuracy for r in rows]]
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=strategy)
+            # one label per point; settings that landed on the same point share it ("n=1, B=200/500")
+            points: list[tuple[float, float, list[SettingSummary]]] = []
             for r, x, y in zip(rows, xs, ys):
-                tag = f"n={r.n}" + (f", B={r.tokens_budget}" if r.tokens_budget else "")
+                same = next((p for p in points if abs(p[1] - y) < 1e-9 and _near(x, p[0], log, span, 0.01)), None)
+                if same is None:
+                    points.append((x, y, [r]))
+                else:
+                    same[2].append(r)
+            for x, y, group in points:
+                tag = _point_label(group)
                 if not any(t == tag and abs(y - py) < 0.02 and _near(x, px, log, span) for t, px, py in placed):
-                    ax.annotate(tag, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                    ax.annotate(tag, (x, y), textcoords="offset points", xytext=(4, 4 if j % 2 == 0 else -11),
+                                fontsize=7, color=f"C{j % 10}")
                     placed.append((tag, x, y))
         if log:
             from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
@@ -323,8 +332,14 @@ class EvalReport:
         return paths
 
 
-def _near(a: float, b: float, log: bool, span: float) -> bool:
-    return abs(a / b - 1) < 0.1 if log and b else abs(a - b) <= 0.05 * span
+def _near(a: float, b: float, log: bool, span: float, tolerance: float = 0.05) -> bool:
+    return abs(a / b - 1) < 2 * tolerance if log and b else abs(a - b) <= tolerance * span
+
+
+def _point_label(rows: Sequence[SettingSummary]) -> str:
+    ns = "/".join(dict.fromkeys(str(r.n) for r in rows))
+    budgets = "/".join(dict.fromkeys(str(r.tokens_budget) for r in rows if r.tokens_budget))
+    return f"n={ns}" + (f", B={budgets}" if budgets else "")
 
 
 def _show_figures_in_notebooks() -> None:

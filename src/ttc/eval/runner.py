@@ -383,6 +383,11 @@ def _dataset_label(dataset: Any, problems: Sequence[Problem]) -> str:
     return f"{len(problems)} problems"
 
 
+def _short(label: str) -> str:
+    """A dataset label for titles: a file's name rather than its whole path."""
+    return Path(label).name if os.sep in label and Path(label).exists() else label
+
+
 def _problems(dataset: Any, split: str | None, limit: int | None, dataset_options: Mapping[str, Any]
               ) -> list[Problem]:
     problems = load_dataset(dataset, split=split, limit=limit, **dataset_options)
@@ -448,7 +453,7 @@ async def aevaluate(strategies: Any = "majority", dataset: Any = "gsm8k", genera
     finally:
         if owned:
             await gen.aclose()
-    report = EvalReport(records, title=f"{config.dataset} · {config.model}")
+    report = EvalReport(records, title=f"{_short(config.dataset)} · {config.model}")
     if output is not None and save_report:
         report.save(report_prefix(output))
     return report
@@ -529,7 +534,7 @@ async def acompare(strategies: Any = "majority,best_of_n", dataset: Any = "gsm8k
     finally:
         if owned:
             await gen.aclose()
-    report = EvalReport(records, title=f"{config.dataset} · {config.model} · equal token budgets")
+    report = EvalReport(records, title=f"{_short(config.dataset)} · {config.model} · equal token budgets")
     if output is not None and save_report:
         report.save(report_prefix(output))
     return report
