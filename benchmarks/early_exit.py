@@ -1,7 +1,7 @@
 """Early-exit probes and First Finish Search on a real model: tokens, accuracy, latency.
 
     .venv/bin/python benchmarks/early_exit.py                       # demo task, SmolLM2 on CPU
-    .venv/bin/python benchmarks/early_exit.py --problems 20 --quick # smaller
+    .venv/bin/python benchmarks/early_exit.py --problems 12 --skip-hidden   # smaller
 
 Measured on the spot, nothing hard-coded. Sections:
   1. one trace per problem: plain sampling vs EarlyExit with AnswerConsistency (Dynasor),

@@ -104,7 +104,7 @@ def test_malformed_jsonl_line_is_reported_with_its_line_number_and_the_rest_kept
 
 
 def test_parquet_file_and_folder_load_through_the_datasets_library(tmp_path):
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     folder = tmp_path / "hub_like"
     folder.mkdir()
     frame = pd.DataFrame({"problem": ["x?", "y?"], "answer": ["1", "2"], "unique_id": ["u1", "u2"]})

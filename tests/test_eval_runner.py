@@ -247,14 +247,9 @@ def test_cli_reports_bad_dataset_lines_and_missing_fields(tmp_path, monkeypatch,
 @pytest.mark.slow
 def test_ttc_eval_on_gsm8k_with_the_embedded_model(tmp_path):
     """The real thing, small: `ttc eval` on 3 GSM8K problems with SmolLM2-135M-Instruct."""
-    import importlib.util
-
     from ttc.eval.datasets import local_copy
 
-    if importlib.util.find_spec("ttc.backends.transformers") is None:
-        pytest.skip("ttc.backends.Transformers is not in this checkout yet")
-    if local_copy("gsm8k", "test") is None:
-        pytest.skip("no local copy of GSM8K (../shared/data)")
+    assert local_copy("gsm8k", "test") is not None, "the tests need ../shared/data/gsm8k_test.jsonl"
     out = tmp_path / "results.jsonl"
     cmd = [sys.executable, "-m", "ttc.cli", "eval", "--dataset", "gsm8k", "--limit", "3", "--strategy", "majority",
            "--n", "1,2", "--max-tokens", "24", "--output", str(out)]
