@@ -55,9 +55,15 @@ def load_questions(count: int) -> list[str]:
     return questions
 
 
-def counting_prompts(count: int) -> list[str]:
-    """Prompts whose answers run long (for continuation: both sides should generate every token)."""
-    return [f"Count from {100 * i + 1} to {100 * i + 400}, one number per line." for i in range(count)]
+STORY_TOPICS = ("a city at night", "a long train journey", "the history of bread", "a mountain village",
+                "the first computers", "a lighthouse keeper", "a desert caravan", "a chess tournament")
+
+
+def story_prompts(count: int) -> list[str]:
+    """Prompts whose answers run long (SmolLM2 mostly writes past 256 tokens), so both sides of the
+    continuation comparison generate (nearly) every token they are allowed."""
+    return [f"Write a long, detailed story of at least 800 words about {STORY_TOPICS[i % len(STORY_TOPICS)]}."
+            for i in range(count)]
 
 
 def throughput(tokens: int, seconds: float) -> float:
@@ -201,7 +207,7 @@ async def oneshot(llm, prompts, args):
 
 def run_continuation(label: str, llm, args, timings: Timings) -> None:
     prompts = [asyncio.run(llm.chat_prompt([{"role": "user", "content": q}]))
-               for q in counting_prompts(args.continuation_problems)]
+               for q in story_prompts(args.continuation_problems)]
     asyncio.run(warm(llm, prompts))
     seconds, _ = asyncio.run(oneshot(llm, prompts, args))
     print(f"    (warm-up run of {label} one-shot: {seconds:.2f} s, not counted)", flush=True)
