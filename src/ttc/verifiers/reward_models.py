@@ -22,6 +22,7 @@ verifier tokens.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import os
 import threading
@@ -94,15 +95,15 @@ class HFProcessRewardModel(ProcessRewardModel):
         self._pad_id = int(pad if not isinstance(pad, (list, tuple)) else pad[0])
         self._lock = threading.Lock()
 
-    # -- to implement --------------------------------------------------------------------------
+    # -- each format implements these ---------------------------------------------------------
+    @abc.abstractmethod
     def encode(self, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
         """Input ids of one trace and the positions where its step scores are read (one per step)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def read(self, batch_ids: torch.Tensor, attention_mask: torch.Tensor,
              positions: list[list[int]]) -> list[list[float]]:
         """Run the model on a padded batch; one P(correct) per position."""
-        raise NotImplementedError
 
     # -- scoring -------------------------------------------------------------------------------
     def _encode_checked(self, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
