@@ -63,10 +63,9 @@ def test_stepper_on_the_real_model_keeps_one_delimiter_per_step(llm):
 
     async def go():
         stepper = await Stepper(problem, ctx, StepConfig(max_steps=3, max_step_tokens=48), PARAMS, DEMO_PROMPT).start()
-        expansions = await stepper.expand(ttc.Trace(), 4)
-        return stepper, expansions
+        return await stepper.expand(ttc.Trace(), 4)
 
-    stepper, expansions = asyncio.run(go())
+    expansions = asyncio.run(go())
     for e in expansions:
         decoded = llm.decode(list(e.step.token_ids))
         if e.finish_reason is None and e.completion.finish_reason == "stop":  # ended at the delimiter
