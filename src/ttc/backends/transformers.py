@@ -199,8 +199,10 @@ class Transformers(Generator):
     `batch_window`: seconds the worker waits after a request arrives at an idle backend, so
     that requests issued together (asyncio.gather) share a batch. `max_model_len` overrides
     the context length read from the config. `num_threads` sets torch's CPU threads, process-wide
-    (1 is much faster when other processes compete for a small CPU). Other keyword arguments go
-    to `from_pretrained`.
+    (1 is much faster when other processes compete for a small CPU). `decode`: "auto" = a static
+    KV cache replayed as CUDA graphs on CUDA (`ttc.backends.static_decode`; no prefix reuse across
+    requests there), the dynamic cache elsewhere; "static" forces the static cache (CUDA graphs
+    only on CUDA), "dynamic" the dynamic cache. Other keyword arguments go to `from_pretrained`.
     """
 
     capabilities = frozenset({TOKEN_IDS, HIDDEN_STATES, STREAM})
@@ -208,7 +210,7 @@ class Transformers(Generator):
     def __init__(self, model: str | None = None, device: str = "auto", dtype: Any = None,
                  max_batch_size: int = 64, *, batch_window: float = 0.02,
                  max_model_len: int | None = None, num_threads: int | None = None,
-                 trust_remote_code: bool = False, **model_kwargs: Any):
+                 trust_remote_code: bool = False, decode: str = "auto", **model_kwargs: Any):
         path = resolve_model(model)
         if num_threads is not None:
             torch.set_num_threads(num_threads)
@@ -225,7 +227,7 @@ class Transformers(Generator):
                 f"instead (HF_HUB_OFFLINE=1 skips the network attempts). ({type(exc).__name__}: {exc})") from exc
         hf_model.to(torch_device)
         name = model if model is not None else SMOLLM2_NAME
-        self._setup(hf_model, tokenizer, name, max_batch_size, batch_window, max_model_len)
+        self._setup(hf_model, tokenizer, name, max_batch_size, batch_window, max_model_len, decode)
 
     @staticmethod
     def _load(path: str, dtype: torch.dtype, trust_remote_code: bool, kwargs: dict[str, Any]) -> tuple[Any, Any]:
@@ -250,17 +252,20 @@ class Transformers(Generator):
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, *, name: str | None = None, max_batch_size: int = 64,
-                   batch_window: float = 0.02, max_model_len: int | None = None) -> "Transformers":
+                   batch_window: float = 0.02, max_model_len: int | None = None,
+                   decode: str = "auto") -> "Transformers":
         """Wrap an already-loaded model and tokenizer (kept on the model's device and dtype)."""
         self = cls.__new__(cls)
         name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
-        self._setup(model, tokenizer, name, max_batch_size, batch_window, max_model_len)
+        self._setup(model, tokenizer, name, max_batch_size, batch_window, max_model_len, decode)
         return self
 
     def _setup(self, model: Any, tokenizer: Any, name: str, max_batch_size: int, batch_window: float,
-               max_model_len: int | None) -> None:
+               max_model_len: int | None, decode: str = "auto") -> None:
         if not isinstance(max_batch_size, int) or max_batch_size <= 0:
             raise InvalidInput(f"max_batch_size must be a positive integer, got {max_batch_size!r}")
+        if decode not in ("auto", "static", "dynamic"):
+            raise InvalidInput(f"decode must be 'auto', 'static' or 'dynamic', got {decode!r}")
         if batch_window < 0:
             raise InvalidInput(f"batch_window must be >= 0, got {batch_window!r}")
         model.eval()
@@ -290,6 +295,17 @@ class Transformers(Generator):
         self._tokenizer_lock = threading.Lock()
         self._closed = False
         self._seed_source = random.SystemRandom()
+        self._static = None
+        if decode == "static" or (decode == "auto" and self.device.type == "cuda"):
+            from ttc.backends.static_decode import StaticDecoder, unsupported_reason
+
+            reason = unsupported_reason(model)
+            if reason is None:
+                self._static = StaticDecoder(model, max_batch_size, graphs=self.device.type == "cuda")
+            elif decode == "static":
+                raise InvalidInput(f"decode='static' is not available for {name!r}: {reason}")
+        self.decode_mode = "dynamic" if self._static is None else (
+            "static+cuda-graphs" if self._static.graphs else "static")
 
     @staticmethod
     def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
@@ -628,7 +644,12 @@ class Transformers(Generator):
                 rows.append(prompts[request.prompt])
         self.stats.sequences += len(seqs)
         row_index = torch.tensor(rows, dtype=torch.long, device=device)
-        cache.batch_select_indices(row_index)  # one prompt's KV cache -> its n candidates
+        session = None
+        if self._static is not None:  # the prompts' KV rows go into a fixed-shape cache, one per candidate
+            session = self._static.start(cache, row_index, mask, width, max(r.max_new for r, _ in batch))
+            cache = None
+        else:
+            cache.batch_select_indices(row_index)  # one prompt's KV cache -> its n candidates
         mask = mask[row_index]
         logits = logits[row_index]
         next_position = mask.sum(-1, keepdim=True)
@@ -655,13 +676,19 @@ class Transformers(Generator):
                 break
             if len(keep) < len(active):  # drop finished sequences from the batch
                 keep_index = torch.tensor(keep, dtype=torch.long, device=device)
-                cache.batch_select_indices(keep_index)
+                if session is not None:
+                    session.keep(keep_index)
+                else:
+                    cache.batch_select_indices(keep_index)
                 mask, next_position, tokens = mask[keep_index], next_position[keep_index], tokens[keep_index]
                 temps, top_ps = temps[keep_index], top_ps[keep_index]
                 active = [active[j] for j in keep]
             started = time.perf_counter()
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
-            logits = self._forward(tokens[:, None], mask, next_position, cache, past)
+            if session is not None:
+                logits = session.step(tokens, next_position)
+            else:
+                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
+                logits = self._forward(tokens[:, None], mask, next_position, cache, past)
             next_position = next_position + 1
             past += 1
             self.stats.decode_steps += 1
