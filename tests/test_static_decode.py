@@ -1,7 +1,8 @@
 """The static-cache decode path (`ttc.backends.static_decode`) against the dynamic-cache path, on CPU.
 
-On CUDA the same steps are replayed as CUDA graphs (measured by benchmarks/gpu.py); here they run
-eagerly, which checks the cache copies, the bucket moves and the attention mask. A tiny random
+On CUDA the same steps are replayed as CUDA graphs (the cuda case runs only where a GPU is, e.g.
+with benchmarks/gpu.py's machine); on CPU they run eagerly, which checks the cache copies, the
+bucket moves and the attention mask. A tiny random
 Qwen2 with grouped-query attention, float32: greedy tokens must be identical and logprobs equal
 within float32 rounding.
 """
@@ -52,8 +53,15 @@ def _results(backend, requests):
         backend.close()
 
 
-def test_static_cache_decode_equals_dynamic(model):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU"))])
+def test_static_cache_decode_equals_dynamic(model, device):
+    import copy
+
     from ttc.backends.transformers import Transformers
+
+    if device == "cuda":  # the same steps replayed as CUDA graphs
+        model = copy.deepcopy(model).to(device)
 
     # prompts of different lengths (left padding), n > 1 (KV rows copied per candidate), and
     # different max_tokens: rows finish at different steps, so the batch shrinks into smaller buckets
@@ -63,9 +71,11 @@ def test_static_cache_decode_equals_dynamic(model):
                 ([7] * 11, SamplingParams(n=2, temperature=0, max_tokens=3, logprobs=True))]
     dynamic = Transformers.from_model(model, _Tokenizer(), decode="dynamic", batch_window=0.2)
     static = Transformers.from_model(model, _Tokenizer(), decode="static", batch_window=0.2)
-    assert dynamic.decode_mode == "dynamic" and static.decode_mode == "static"
+    assert dynamic.decode_mode == "dynamic"
+    assert static.decode_mode == ("static+cuda-graphs" if device == "cuda" else "static")
     want, got = _results(dynamic, requests), _results(static, requests)
     assert static.stats.batches == 1 and static._static.length_step == 256
+    assert static._static.graph_error is None and static._static.captures == (2 if device == "cuda" else 0)
     # 8 rows start in the bucket of 8; 6 live after 3 tokens (stay), 4 after 5 tokens -> bucket of 4
     assert sorted(static._static._runners) == [(4, 256), (8, 256)]
     for a, b in zip(want, got):

@@ -21,6 +21,8 @@ Deliberate limits:
   from column 0, and a prefix cache would need per-row offsets or paged blocks, which a captured
   graph of a stock transformers model does not express. Step searches still prefill each distinct
   prompt once per batch.
+- A batch needing more than `max_length` (4096) columns decodes on the dynamic cache: a static
+  cache is allocated whole, for every row of the bucket.
 - Only models whose every layer is full attention (no sliding window, no recurrent state) and
   whose forward accepts a prepared mask mapping (transformers >= 5) take this path; others keep
   the dynamic cache.
@@ -32,6 +34,7 @@ Deliberate limits:
 from __future__ import annotations
 
 import collections
+import warnings
 from typing import Any
 
 import torch
@@ -153,7 +156,8 @@ class _Runner:
 class StaticDecoder:
     """Keeps the runners of recent (bucket, length) pairs; `start` opens a batch's decode session."""
 
-    def __init__(self, model: Any, max_batch_size: int, graphs: bool, length_step: int = 256, keep: int = 6):
+    def __init__(self, model: Any, max_batch_size: int, graphs: bool, length_step: int = 256, keep: int = 6,
+                 max_length: int = 4096):
         self.model = model
         config = model.config
         self.config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
@@ -161,12 +165,14 @@ class StaticDecoder:
         self.graphs = graphs
         self.length_step = length_step
         self.keep = keep
+        self.max_length = max_length  # longer batches decode on the dynamic cache (a static one is allocated whole)
         self._runners: collections.OrderedDict[tuple[int, int], _Runner] = collections.OrderedDict()
         self.attention: str | None = None
         if getattr(self.config, "_attn_implementation", None) == "sdpa":
             _register_attention()
             self.attention = _ATTENTION_NAME
         self.captures = 0
+        self.graph_error: str | None = None
 
     def runner(self, batch: int, length: int) -> _Runner:
         key = (batch, length)
@@ -174,10 +180,21 @@ class StaticDecoder:
         if runner is None:
             while len(self._runners) >= self.keep:  # least recently used first
                 self._runners.popitem(last=False)
-            runner = _Runner(self.model, self.config, batch, length, self.graphs, self.attention)
-            self.captures += int(self.graphs)
+            try:
+                runner = _Runner(self.model, self.config, batch, length, self.graphs, self.attention)
+                self.captures += int(self.graphs)
+            except Exception as exc:  # noqa: BLE001 - a capture that fails leaves the eager static path
+                if not self.graphs:
+                    raise
+                self.graphs = False
+                self.graph_error = f"{type(exc).__name__}: {exc}"
+                warnings.warn(f"CUDA graph capture failed, decoding without graphs: {self.graph_error}", stacklevel=2)
+                runner = _Runner(self.model, self.config, batch, length, False, self.attention)
         self._runners[key] = runner
         return runner
+
+    def fits(self, columns: int) -> bool:
+        return columns <= self.max_length
 
     def start(self, prefill_cache: Any, rows: torch.Tensor, mask: torch.Tensor, width: int,
               max_new: int) -> "StaticSession":

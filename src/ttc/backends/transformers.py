@@ -304,8 +304,6 @@ class Transformers(Generator):
                 self._static = StaticDecoder(model, max_batch_size, graphs=self.device.type == "cuda")
             elif decode == "static":
                 raise InvalidInput(f"decode='static' is not available for {name!r}: {reason}")
-        self.decode_mode = "dynamic" if self._static is None else (
-            "static+cuda-graphs" if self._static.graphs else "static")
 
     @staticmethod
     def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
@@ -318,6 +316,13 @@ class Transformers(Generator):
         return frozenset(int(i) for i in ids)
 
     # -- Generator API ----------------------------------------------------------------------
+    @property
+    def decode_mode(self) -> str:
+        """"dynamic", "static" or "static+cuda-graphs": how decode steps run (see `decode`)."""
+        if self._static is None:
+            return "dynamic"
+        return "static+cuda-graphs" if self._static.graphs else "static"
+
     @property
     def model_name(self) -> str:
         return self._name
@@ -645,8 +650,10 @@ class Transformers(Generator):
         self.stats.sequences += len(seqs)
         row_index = torch.tensor(rows, dtype=torch.long, device=device)
         session = None
-        if self._static is not None:  # the prompts' KV rows go into a fixed-shape cache, one per candidate
-            session = self._static.start(cache, row_index, mask, width, max(r.max_new for r, _ in batch))
+        longest = max(r.max_new for r, _ in batch)
+        if self._static is not None and self._static.fits(width + longest):
+            # the prompts' KV rows go into a fixed-shape cache, one per candidate
+            session = self._static.start(cache, row_index, mask, width, longest)
             cache = None
         else:
             cache.batch_select_indices(row_index)  # one prompt's KV cache -> its n candidates
