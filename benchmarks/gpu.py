@@ -201,6 +201,40 @@ async def stepwise_vs_oneshot(backend: Transformers, prompt: list[int], n: int, 
             "oneshot_tok_s": tokens / one, "stepwise_tok_s": tokens / step, "stepwise_over_oneshot": one / step}
 
 
+def replay_ms(backend: Transformers, batch: int, past: int, attention: str | None = "same", repeats: int = 20) -> float | None:
+    """GPU time of one captured decode step alone (CUDA events around graph replays), or None off CUDA graphs.
+
+    attention="same" times the backend's own graph; None captures a second graph with transformers'
+    SDPA (key/value heads repeated), for comparison with the backend's grouped-query decode attention.
+    """
+    from ttc.backends import static_decode
+
+    decoder = backend._static
+    if decoder is None or not decoder.graphs:
+        return None
+    bucket = static_decode._bucket(batch, decoder.max_batch_size)
+    length = next((length for (b, length) in decoder._runners if b == bucket), None)
+    if length is None:
+        return None
+    if attention == "same":
+        runner = decoder._runners[(bucket, length)]
+    else:
+        with torch.inference_mode():
+            runner = static_decode._Runner(decoder.model, decoder.config, bucket, length, True, attention)
+    times = []
+    with torch.inference_mode():
+        for _ in range(3):
+            runner.set_length(past)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(repeats):
+                runner.step()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / repeats)
+    return min(times)
+
+
 async def check_against_forward(backend: Transformers, model: Any, prompt: list[int], device: torch.device,
                                 n: int = 4, tokens: int = 16) -> dict[str, float]:
     """The fast path's greedy tokens and logprobs against one plain forward pass over prompt + tokens."""
@@ -245,6 +279,9 @@ async def bench_shape(shape: str, args: argparse.Namespace, device: torch.device
         row["ttc_greedy_ms"] = 1e3 * await ttc_step(fast, prompt, batch, args.steps, 0.0, device)
         if fast.decode_mode != plain.decode_mode and not args.skip_dynamic:
             row["ttc_dynamic_ms"] = 1e3 * await ttc_step(plain, prompt, batch, args.steps, 1.0, device)
+        row["graph_replay_ms"] = replay_ms(fast, batch, args.prompt + 1)
+        if row["graph_replay_ms"] is not None and batch >= 64:
+            row["graph_replay_repeat_kv_ms"] = replay_ms(fast, batch, args.prompt + 1, attention=None)
         row["hf_generate_ms"] = 1e3 * hf_step(model, prompt, batch, args.steps, device)
         for key in ("ttc_ms", "ttc_greedy_ms", "ttc_dynamic_ms", "hf_generate_ms"):
             if key in row:
@@ -254,6 +291,8 @@ async def bench_shape(shape: str, args: argparse.Namespace, device: torch.device
         rows.append(row)
         print(f"[{shape}] batch {batch}: " + ", ".join(f"{k}={v:.3g}" for k, v in row.items()
                                                         if isinstance(v, float)), flush=True)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     result: dict[str, Any] = {"shape": shape, "config": SHAPES[shape], "weight_bytes": weights,
                               "kv_bytes_per_token": kv_per_token, "decode_mode": fast.decode_mode, "check": check, "steps": rows}
     result["batch_vs_sequential"] = await batch_vs_sequential(fast, prompt, args.n, args.steps, device)
@@ -276,14 +315,17 @@ async def bench_shape(shape: str, args: argparse.Namespace, device: torch.device
 def table(report: dict[str, Any]) -> str:
     lines = [f"GPU: {report['machine']['device_name']}; bandwidth measured {report['bandwidth_measured'] / 1e12:.2f} TB/s"
              + (f", nominal {report['bandwidth_nominal'] / 1e12:.2f} TB/s" if report["bandwidth_nominal"] else ""),
-             "| shape | batch | floor ms | ttc ms (x floor) | ttc greedy ms | ttc dynamic ms (x floor) "
+             "| shape | batch | floor ms | ttc ms (x floor) | ttc greedy ms | graph replay ms | ttc dynamic ms (x floor) "
              "| HF generate ms (x floor) | HF / ttc |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for shape in report["shapes"]:
         for r in shape["steps"]:
             dyn = (f"{r['ttc_dynamic_ms']:.2f} ({r['ttc_dynamic_x_floor']:.1f}x)" if "ttc_dynamic_ms" in r else "-")
+            graph = "-" if r.get("graph_replay_ms") is None else f"{r['graph_replay_ms']:.2f}"
+            if r.get("graph_replay_repeat_kv_ms") is not None:
+                graph += f" (repeat_kv {r['graph_replay_repeat_kv_ms']:.2f})"
             lines.append(f"| {shape['shape']} | {r['batch']} | {r['floor_ms']:.3f} | {r['ttc_ms']:.2f} "
-                         f"({r['ttc_x_floor']:.1f}x) | {r['ttc_greedy_ms']:.2f} | {dyn} | {r['hf_generate_ms']:.2f} "
+                         f"({r['ttc_x_floor']:.1f}x) | {r['ttc_greedy_ms']:.2f} | {graph} | {dyn} | {r['hf_generate_ms']:.2f} "
                          f"({r['hf_generate_x_floor']:.1f}x) | {r['hf_over_ttc']:.1f} |")
     for shape in report["shapes"]:
         b, s = shape["batch_vs_sequential"], shape["stepwise_vs_oneshot"]

@@ -704,20 +704,24 @@ class Transformers(Generator):
     def _sample(self, logits: torch.Tensor, active: list[_Seq], temps: torch.Tensor,
                 top_ps: torch.Tensor) -> torch.Tensor:
         """Pick one token per row, record it (with logprobs when asked) on its sequence."""
-        greedy = temps == 0
         tokens = logits.argmax(-1)
-        sampled = (~greedy).nonzero().flatten().tolist()
+        # which rows sample, read from the host-side params, and no index tensor when all rows do:
+        # either would make the host wait for the device before it can queue the sampling kernels
+        sampled = [j for j, s in enumerate(active) if s.request.params.temperature != 0]
         if sampled:
-            index = torch.tensor(sampled, device=logits.device)
-            scores = logits[index] / temps[index, None]
-            cut = top_ps[index] < 1
-            if bool(cut.any()):
-                scores = self._top_p(scores, top_ps[index])
+            every = len(sampled) == len(active)
+            index = None if every else torch.tensor(sampled, device=logits.device)
+            scores = logits / temps[:, None] if every else logits[index] / temps[index, None]
+            if any(active[j].request.params.top_p < 1 for j in sampled):
+                scores = self._top_p(scores, top_ps if every else top_ps[index])
             # Gumbel-max with one generator per sequence: a row's draws do not depend on its batch
             uniform = torch.stack([torch.rand(scores.shape[-1], generator=active[j].generator, device=logits.device)
                                    for j in sampled])
             gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
-            tokens[index] = (scores + gumbel).argmax(-1)
+            if every:
+                tokens = (scores + gumbel).argmax(-1)
+            else:
+                tokens[index] = (scores + gumbel).argmax(-1)
         want_lp = [s.request.params.logprobs or s.request.params.top_logprobs > 0 for s in active]
         token_list = tokens.tolist()
         chosen = top_values = top_ids = None
