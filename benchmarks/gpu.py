@@ -235,6 +235,42 @@ def replay_ms(backend: Transformers, batch: int, past: int, attention: str | Non
     return min(times)
 
 
+def profile_step(backend: Transformers, batch: int, past: int, device: torch.device, steps: int = 5) -> dict[str, Any]:
+    """Kernels of one static decode step run eagerly under torch.profiler: how many, and which take the time.
+
+    Graph replay removes the launch gaps but not the kernels, so this says what a fused step would save.
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    from ttc.backends import static_decode
+
+    decoder = backend._static
+    bucket = static_decode._bucket(batch, decoder.max_batch_size)
+    length = next((length for (b, length) in decoder._runners if b == bucket), 512)
+    gpu = device.type == "cuda"
+    with torch.inference_mode():
+        runner = static_decode._Runner(decoder.model, decoder.config, bucket, length, False, decoder.attention)
+        runner.set_length(past)
+        runner.step()
+        sync(device)
+        with profile(activities=[ProfilerActivity.CUDA if gpu else ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                runner.step()
+            sync(device)
+    kind = DeviceType.CUDA if gpu else DeviceType.CPU
+    kernels = [e for e in prof.events() if e.device_type == kind]
+    totals: dict[str, list[float]] = {}
+    for e in kernels:
+        t = totals.setdefault(e.name, [0, 0.0])
+        t[0] += 1
+        t[1] += getattr(e, "device_time", 0.0) if gpu else getattr(e, "cpu_time", 0.0)
+    top = sorted(totals.items(), key=lambda kv: -kv[1][1])[:15]
+    return {"batch": bucket, "kernels_per_step": len(kernels) / steps,
+            "kernel_ms_per_step": sum(v[1] for v in totals.values()) / steps / 1e3,
+            "top": [{"name": name[:90], "per_step": n / steps, "ms_per_step": us / steps / 1e3} for name, (n, us) in top]}
+
+
 async def check_against_forward(backend: Transformers, model: Any, prompt: list[int], device: torch.device,
                                 n: int = 4, tokens: int = 16) -> dict[str, float]:
     """The fast path's greedy tokens and logprobs against one plain forward pass over prompt + tokens."""
@@ -295,11 +331,29 @@ async def bench_shape(shape: str, args: argparse.Namespace, device: torch.device
         torch.cuda.empty_cache()
     result: dict[str, Any] = {"shape": shape, "config": SHAPES[shape], "weight_bytes": weights,
                               "kv_bytes_per_token": kv_per_token, "decode_mode": fast.decode_mode, "check": check, "steps": rows}
+    if args.profile and fast._static is not None:
+        try:
+            result["profile"] = profile_step(fast, args.profile, args.prompt + 1, device)
+        except Exception as exc:  # noqa: BLE001 - the profile is an extra; keep the shape's other numbers
+            result["profile"] = {"error": f"{type(exc).__name__}: {exc}", "kernels_per_step": 0,
+                                 "kernel_ms_per_step": 0, "top": []}
+        print(f"[{shape}] profile of one eager static step at batch {args.profile}: "
+              f"{result['profile']['kernels_per_step']:.0f} kernels, {result['profile']['kernel_ms_per_step']:.2f} ms", flush=True)
+        for k in result["profile"]["top"]:
+            print(f"    {k['per_step']:5.0f} x {k['ms_per_step']:.3f} ms  {k['name']}", flush=True)
     result["batch_vs_sequential"] = await batch_vs_sequential(fast, prompt, args.n, args.steps, device)
     print(f"[{shape}] batch vs sequential: {result['batch_vs_sequential']}", flush=True)
     result["stepwise_vs_oneshot"] = await stepwise_vs_oneshot(fast, prompt, args.n, args.search_steps,
                                                               args.step_tokens, device)
     print(f"[{shape}] step-wise vs one-shot: {result['stepwise_vs_oneshot']}", flush=True)
+    result["stepwise_vs_oneshot_by_window"] = {}
+    for window in args.windows:  # the batching window is paid once per step of a step search
+        other = Transformers.from_model(model, StubTokenizer(), max_batch_size=max(args.batches), decode=args.decode,
+                                        batch_window=window)
+        found = await stepwise_vs_oneshot(other, prompt, args.n, args.search_steps, args.step_tokens, device)
+        await other.aclose()
+        result["stepwise_vs_oneshot_by_window"][str(window)] = found
+        print(f"[{shape}] step-wise vs one-shot, batch_window={window}: {found}", flush=True)
     result["graph_captures"] = getattr(fast._static, "captures", 0)
     result["graph_error"] = getattr(fast._static, "graph_error", None)
     result["decode_mode_after"] = fast.decode_mode
@@ -313,8 +367,8 @@ async def bench_shape(shape: str, args: argparse.Namespace, device: torch.device
 
 
 def table(report: dict[str, Any]) -> str:
-    lines = [f"GPU: {report['machine']['device_name']}; bandwidth measured {report['bandwidth_measured'] / 1e12:.2f} TB/s"
-             + (f", nominal {report['bandwidth_nominal'] / 1e12:.2f} TB/s" if report["bandwidth_nominal"] else ""),
+    lines = [f"device: {report['machine']['device_name']}; copy bandwidth measured {report['bandwidth_measured'] / 1e9:.1f} GB/s"
+             + (f", nominal {report['bandwidth_nominal'] / 1e9:.0f} GB/s" if report["bandwidth_nominal"] else ""),
              "| shape | batch | floor ms | ttc ms (x floor) | ttc greedy ms | graph replay ms | ttc dynamic ms (x floor) "
              "| HF generate ms (x floor) | HF / ttc |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -336,6 +390,8 @@ def table(report: dict[str, Any]) -> str:
                      f"vs plain forward: max |d logprob| {shape['check']['max_abs_logprob_diff']:.3g}, greedy argmax "
                      f"agreement {shape['check']['greedy_argmax_agreement']:.2f}"
                      + (f"; graph error: {shape['graph_error']}" if shape["graph_error"] else ""))
+        for window, w in shape.get("stepwise_vs_oneshot_by_window", {}).items():
+            lines.append(f"{shape['shape']}: step-wise over one-shot with batch_window={window}: {w['stepwise_over_oneshot']:.2f}")
     return "\n".join(lines)
 
 
@@ -352,6 +408,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--step-tokens", type=int, default=32)
     parser.add_argument("--decode", default="auto", choices=["auto", "static"],
                         help="ttc's fast path: auto (static + CUDA graphs on CUDA) or static (also on CPU, eager)")
+    parser.add_argument("--windows", default="0.002",
+                        help="other batch_window values (s) for step-wise vs one-shot, comma-separated ('' for none)")
+    parser.add_argument("--profile", type=int, default=0, help="profile one eager static step at this batch (0: no)")
     parser.add_argument("--skip-dynamic", action="store_true", help="skip the dynamic-cache ttc path")
     parser.add_argument("--out", default=None)
     parser.add_argument("--budget-s", type=float, default=330, help="skip the remaining batch sizes after this long")
@@ -363,6 +422,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.steps = args.steps or 4
         args.n = min(args.n, 4)
         args.search_steps, args.step_tokens = min(args.search_steps, 2), min(args.step_tokens, 4)
+    args.windows = [float(w) for w in args.windows.split(",") if w]
     args.shapes = (args.shapes or "0.5b,1.5b").split(",")
     args.batches = [int(b) for b in (args.batches or "1,16,64,128").split(",")]
     args.prompt = args.prompt or 256
@@ -387,7 +447,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "cuda": torch.version.cuda, "python": platform.python_version(), "cpu_count": os.cpu_count()},
         "dtype": str(dtype), "prompt_tokens": args.prompt, "timed_steps": args.steps,
         "bandwidth_measured": bandwidth, "bandwidth_nominal": nominal, "shapes": []}
-    print(f"{name}: copy bandwidth {bandwidth / 1e12:.3f} TB/s (read + write)", flush=True)
+    print(f"{name}: copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write)", flush=True)
     out = args.out or (os.path.join(os.environ["OUT"], "gpu.json") if os.environ.get("OUT") else None)
     report["errors"] = {}
     for shape in args.shapes:
