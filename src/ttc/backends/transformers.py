@@ -12,6 +12,10 @@ from the text, EOS and the token completing a stop string kept in `token_ids`, l
 raw logits (before temperature and top-p). A request is answered as soon as its own candidates
 finish, and `stream` delivers tokens as they are decoded; closing a stream drops its sequence
 from the batch at the next step, so cancelled work stops costing compute.
+
+On CUDA the decode steps run on a static KV cache replayed as CUDA graphs
+(`ttc.backends.static_decode`): same prefill, same sampling, one graph launch per step instead of
+hundreds of kernel launches; there, finished rows leave the batch when half of its bucket is done.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ class TransformersStats:
 
     prefill_tokens counts real (unpadded) prompt tokens of distinct prompts: a request for n
     candidates adds its prompt once. decode_rows counts sequences fed to decode steps, so
-    finished sequences visibly stop costing anything.
+    finished sequences visibly stop costing anything (on the static-cache path they count as
+    soon as they finish, though their rows keep computing until half of the bucket is done).
     """
 
     requests: int = 0
