@@ -13,7 +13,7 @@ def test_gpu_benchmark_runs_on_cpu_at_a_tiny_shape(tmp_path):
     spec.loader.exec_module(bench)
     out = tmp_path / "gpu.json"
     bench.main(["--device", "cpu", "--tiny", "--decode", "static", "--batches", "2", "--steps", "2", "--n", "2",
-                "--step-tokens", "2", "--out", str(out)])
+                "--step-tokens", "2", "--windows", "0", "--profile", "2", "--out", str(out)])
     report = json.loads(out.read_text())
     assert report["errors"] == {}
     (shape,) = report["shapes"]
@@ -27,4 +27,6 @@ def test_gpu_benchmark_runs_on_cpu_at_a_tiny_shape(tmp_path):
         assert row[key] >= 0, key
     assert shape["batch_vs_sequential"]["n"] == 2 and shape["batch_vs_sequential"]["sequential_s"] > 0
     assert shape["stepwise_vs_oneshot"]["steps"] == 2 and shape["stepwise_vs_oneshot"]["stepwise_s"] > 0
+    assert shape["stepwise_vs_oneshot_by_window"]["0.0"]["stepwise_s"] > 0
+    assert "error" not in shape["profile"] and shape["profile"]["kernels_per_step"] > 0
     assert report["machine"]["torch"] and report["bandwidth_measured"] > 0
