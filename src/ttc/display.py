@@ -1,5 +1,7 @@
 """Rich display of results in Jupyter: `Result._repr_html_` and `Result._repr_markdown_`.
 
+The HTML includes the pictures of `ttc.render`: a vote's bar chart and a step search's tree.
+
 Importing `ttc` attaches them, so a `Result` left at the end of a notebook cell shows its answer
 (checked against the gold answer when there is one), what it cost, the votes or scores, and every
 candidate, with the candidates' full texts folded away.
@@ -73,6 +75,9 @@ def result_html(result: Result) -> str:
         ranked = sorted(votes.items(), key=lambda kv: -kv[1])
         parts.append("<div>votes: " + ", ".join(f"<code>{e(str(a))}</code>: {e(_fmt(v))}" for a, v in ranked)
                      + "</div>")
+    from ttc.render import result_pictures_html  # the vote chart and the search tree, inline SVG
+
+    parts.append(result_pictures_html(result))
     if result.candidates:
         chosen = result.details.get("chosen")
         score_names = sorted({k for c in result.candidates for k in c.scores})

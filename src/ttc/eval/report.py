@@ -261,8 +261,10 @@ class EvalReport:
     def plot(self, path: str | os.PathLike | None = None, ax: Any = None) -> Any:
         """Accuracy (with 95% CI bars) against mean tokens per problem, one line per strategy.
 
-        Points of a strategy are its settings (n or token budget) in increasing cost. Saves a PNG
-        when `path` is given; returns the matplotlib Figure.
+        Points of a strategy are its settings (n or token budget) in increasing cost. A *partial*
+        setting (fewer problems done than the report covers: a run still going or interrupted) is
+        drawn hollow, joined by a dotted line and labelled with its count, e.g. "n=16 (12/50)".
+        Saves a PNG when `path` is given; returns the matplotlib Figure.
         """
         from matplotlib.figure import Figure  # no pyplot: no GUI backend, works headless (Agg)
 
@@ -278,14 +280,30 @@ class EvalReport:
         log = bool(costs) and min(costs) > 0 and max(costs) / min(costs) > 4
         span = (max(costs) - min(costs)) if costs else 0.0
         placed: list[tuple[str, float, float]] = []
+        done = _problems_done(self.records)
+        total = len(set().union(*done.values())) if done else 0
+        partial = {k for k, ids in done.items() if len(ids) < total}
+        from matplotlib.lines import Line2D
+
+        legend: list[tuple[Any, str]] = []
         for j, (strategy, rows) in enumerate(lines.items()):
             rows = sorted(rows, key=lambda r: r.mean_tokens)
             # dodge: strategies at the same cost sit side by side instead of on top of each other
             shift = j - (len(lines) - 1) / 2
             xs = [r.mean_tokens * (1.02 ** shift) if log else r.mean_tokens + 0.01 * span * shift for r in rows]
             ys = [r.accuracy for r in rows]
-            err = [[r.accuracy - r.ci_low for r in rows], [r.ci_high - r.accuracy for r in rows]]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=strategy)
+            # max(0, ...): at accuracy 1.0 the Wilson bound can fall a rounding error below it
+            err = [[max(0.0, r.accuracy - r.ci_low) for r in rows], [max(0.0, r.ci_high - r.accuracy) for r in rows]]
+            colour = f"C{j % 10}"
+            ax.errorbar(xs, ys, yerr=err, fmt="none", capsize=3, ecolor=colour)
+            hollow = [r.setting in partial for r in rows]
+            for k in range(1, len(rows)):  # the line: dotted where it leads to or from a partial setting
+                ax.plot(xs[k - 1:k + 1], ys[k - 1:k + 1], color=colour,
+                        linestyle=":" if hollow[k - 1] or hollow[k] else "-")
+            for x, y, h in zip(xs, ys, hollow):  # markers: filled when finished, hollow when partial
+                ax.plot([x], [y], marker="o", linestyle="none", color=colour, markerfacecolor="white" if h else colour,
+                        markersize=7 if h else 6, markeredgewidth=1.5 if h else 1.0)
+            legend.append((Line2D([], [], color=colour, marker="o"), strategy))
             # one label per point; settings that landed on the same point share it ("n=1, B=200/500")
             points: list[tuple[float, float, list[SettingSummary]]] = []
             for r, x, y in zip(rows, xs, ys):
@@ -296,6 +314,9 @@ class EvalReport:
                     same[2].append(r)
             for x, y, group in points:
                 tag = _point_label(group)
+                if any(r.setting in partial for r in group):
+                    tag += " (" + ", ".join(f"{len(done[r.setting])}/{total}" for r in group
+                                           if r.setting in partial) + ")"
                 if not any(t == tag and abs(y - py) < 0.02 and _near(x, px, log, span) for t, px, py in placed):
                     ax.annotate(tag, (x, y), textcoords="offset points", xytext=(4, 4 if j % 2 == 0 else -11),
                                 fontsize=7, color=f"C{j % 10}")
@@ -314,7 +335,10 @@ class EvalReport:
         ax.set_title(self.title, fontsize=10)
         ax.grid(True, alpha=0.3)
         if lines:
-            ax.legend(fontsize=8)
+            if partial & {r.setting for rows in lines.values() for r in rows}:
+                legend.append((Line2D([], [], marker="o", linestyle=":", color="grey", markerfacecolor="white"),
+                               f"partial (problems done / {total})"))
+            ax.legend([h for h, _ in legend], [t for _, t in legend], fontsize=8)
         if path is not None:
             fig.savefig(path, dpi=150, bbox_inches="tight")
         return fig
@@ -330,6 +354,14 @@ class EvalReport:
         self.to_csv(paths["csv"])
         self.plot(paths["plot"])
         return paths
+
+
+def _problems_done(records: Sequence[Mapping[str, Any]]) -> dict[str, set[str]]:
+    """The problem ids each setting has a record for."""
+    done: dict[str, set[str]] = {}
+    for r in records:
+        done.setdefault(str(r["setting"]), set()).add(str(r.get("problem_id")))
+    return done
 
 
 def _near(a: float, b: float, log: bool, span: float, tolerance: float = 0.05) -> bool:
