@@ -7,7 +7,7 @@
 """
 
 from ttc import answers, backends, display, eval, verifiers  # display: Result renders in Jupyter
-from ttc import probes
+from ttc import models, probes, votes
 from ttc.context import Budget, Context
 from ttc.errors import (AnswerNotFound, BackendUnavailable, BudgetExhausted, GenerationError, InvalidInput,
                         MalformedResponse, ModelNotFound, TTCError)
@@ -28,5 +28,5 @@ __all__ = [
     "ModelNotFound", "Problem", "Result", "Sample", "Sampler", "SamplingParams", "Step", "Strategy", "TTCError",
     "Trace", "Usage", "answers", "asolve_many", "backends", "eval", "run_sync", "solve_many", "verifiers",
 ]
-__all__ += ["EarlyExit", "FirstFinish", "probes"]
+__all__ += ["EarlyExit", "FirstFinish", "models", "probes", "votes"]
 __all__ += ["AStar", "BeamSearch", "DVTS", "ParticleFilter", "StepConfig", "steps"]

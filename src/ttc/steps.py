@@ -28,6 +28,7 @@ from ttc.context import Context
 from ttc.errors import BudgetExhausted, InvalidInput
 from ttc.prompts import ChatPrompt
 from ttc.types import Candidate, Completion, Problem, SamplingParams, Step, Trace, Usage
+from ttc.votes import vote_weights, weighted_vote
 
 DEFAULT_DELIMITER = "\n\n"
 #: why a trace stopped growing
@@ -391,19 +392,20 @@ def check_selection(select: str) -> str:
     return select
 
 
-def select_answer(candidates: Sequence[Candidate], weights: Sequence[float], select: str) -> tuple[str | None, dict]:
-    """The answer chosen among `candidates` (weights: one per candidate, higher is better)."""
+def select_answer(candidates: Sequence[Candidate], weights: Sequence[float], select: str,
+                  name: str = "prm") -> tuple[str | None, dict]:
+    """The answer chosen among `candidates` (weights: one per candidate, higher is better; `name`:
+    the scorer, named in errors). Weighted votes follow `ttc.votes`: -inf weighs 0, negative
+    weights are refused, an all-zero vote falls back to the unweighted plurality."""
     check_selection(select)
     if not candidates:
         return None, {}
     if select == "best":
         best = max(range(len(candidates)), key=lambda i: weights[i])  # max keeps the first of equals
         return candidates[best].answer, {"chosen": best}
-    groups = answers.group([c.answer for c in candidates])
-    votes = {candidates[g[0]].answer: (sum(weights[i] for i in g) if select == "weighted" else float(len(g)))
-             for g in groups}
-    answer = max(votes, key=votes.get) if votes else None
-    return answer, {"votes": votes}
+    vote = vote_weights(name, weights) if select == "weighted" else None
+    answer, votes, info = weighted_vote([c.answer for c in candidates], vote)
+    return answer, {"votes": votes, **info}
 
 
 def make_candidate(tree: SearchTree, node: Node, score_name: str, value: float | None) -> Candidate:
