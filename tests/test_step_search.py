@@ -282,7 +282,78 @@ def test_finished_particles_stop_but_stay_in_the_population():
     fast = [n for n in result.tree if n.trace.steps and names(n.trace) == ["fast"]]
     assert all(not n.children for n in fast)
     assert result.answer == "1"
-    assert result.details["rounds"] >= 1
+    history = result.details["history"]
+    assert len(history) >= 2  # slow particles survived round 0 and were extended once more
+    fast_ids = {n.id for n in fast}
+    kept = [history[0]["nodes"][i] for i in history[0]["resampled"]]
+    # the finished particles resampled in round 0 are, unchanged, part of round 1's population
+    assert [n for n in history[1]["nodes"] if n in fast_ids] == [n for n in kept if n in fast_ids] != []
+    assert_population_carried(result)
+
+
+def assert_population_carried(result: ttc.Result) -> None:
+    """Round r+1 starts from the particles resampled at round r: particle i of round r+1 is the
+    resampled particle i itself (finished) or its child (extended)."""
+    history = result.details["history"]
+    for before, after in zip(history, history[1:]):
+        for i, j in enumerate(before["resampled"]):
+            parent = result.tree[before["nodes"][j]]
+            node = result.tree[after["nodes"][i]]
+            assert node is parent if parent.finished else node.parent == parent.id
+
+
+def test_particle_filter_carries_the_resampled_population_into_the_next_round():
+    tree = chain_tree(depth=3, branching=3)
+    result = ttc.ParticleFilter(particles=9, prm=tree.prm()).solve("q?", tree.backend(), seed=4)
+    history = result.details["history"]
+    assert len(history) == 3
+    # the resampling is not the identity here, so a filter that ignores it fails
+    assert any(h["resampled"] != list(range(9)) for h in history[:-1])
+    assert_population_carried(result)
+    # and the final population is the last round's resampled particles
+    last = [history[-1]["nodes"][i] for i in history[-1]["resampled"]]
+    assert sorted(Counter(last).values()) == sorted(result.details["multiplicity"])
+
+
+def test_particle_filter_select_best_picks_the_best_final_particle():
+    # three finished answers of PRM 0.3, 0.9, 0.5; a huge temperature gives uniform weights, so
+    # systematic resampling keeps each particle exactly once: best must choose 0.9's answer
+    tree = ToyTree({"root": ["a", "b", "c"]}, {"a": 0.3, "b": 0.9, "c": 0.5}, {"a": "1", "b": "2", "c": "3"})
+    for seed in range(3):
+        result = ttc.ParticleFilter(particles=3, prm=tree.prm(), temperature=1e9, resampling="systematic",
+                                    select="best").solve("q?", tree.backend(), seed=seed)
+        assert result.details["multiplicity"] == [1, 1, 1]
+        assert result.answer == "2", seed
+
+
+def test_particle_filter_refuses_a_prm_whose_scores_are_not_probabilities():
+    # clipping made 5.0 and 2.0 the same weight; the error names the PRM
+    tree = ToyTree({"root": ["a", "b"]}, {"a": 5.0, "b": 2.0}, {"a": "1", "b": "2"})
+    prm = ProgrammaticPRM(lambda p, steps: tree.scores[tree.name(steps[-1])], name="raw_logits")
+    with pytest.raises(InvalidInput, match="'raw_logits'.*probabilities"):
+        ttc.ParticleFilter(particles=2, prm=prm).solve("q?", tree.backend(), seed=0)
+
+
+def test_a_budget_stopped_particle_filter_answers_from_a_finished_particle():
+    # review repro: F finishes (0.6), U does not (0.9); the verifier budget stops the filter after
+    # one round; the answer used to be "3", read out of U's partial "5 + 3 ="
+    script = lambda prompt, params, i: ["Step F: \\boxed{8}", "Step U: 5 + 3 =\n\n"][i % 2]
+    score = {"F": 0.6, "U": 0.9}
+    prm = ProgrammaticPRM(lambda p, s: score[re.match(r"Step (\w+)", s[-1]).group(1)])
+    seen = Counter()
+    for seed in range(8):
+        result = ttc.ParticleFilter(particles=4, prm=prm).solve("q?", Scripted(script), seed=seed,
+                                                                budget=Budget(verifier_calls=4))
+        assert result.details["stopped_by"] == "verifier_budget"
+        (last,) = result.details["history"]
+        population = [result.tree[last["nodes"][i]] for i in last["resampled"]]
+        if any(p.finished for p in population):  # a finished particle survived: it answers
+            assert result.answer == "8", seed
+            assert all(c.finish_reason == "boxed" for c in result.candidates)
+        else:  # only partial particles survived: they are all there is
+            assert result.answer == "3", seed
+        seen[any(p.finished for p in population)] += 1
+    assert seen[True] >= 2 and seen[False] >= 2  # both cases occur among these seeds
 
 
 # -- budgets and usage ------------------------------------------------------------------------
