@@ -163,6 +163,32 @@ def test_dvts_keeps_independent_subtrees():
     assert_usage_exact(result)
 
 
+def _dvts_repro(a1: float):
+    # one subtree: root -> F (boxed 1, PRM 0.95), A (0.5), B (0.4); A -> A1 (boxed 2), B -> B1 (boxed 3)
+    tree = ToyTree({"root": ["F", "A", "B"], "A": ["A1"], "B": ["B1"]},
+                   {"F": .95, "A": .5, "B": .4, "A1": a1, "B1": .2}, {"F": "1", "A1": "2", "B1": "3"})
+    return tree, tree.prm()
+
+
+@pytest.mark.parametrize("select", ["weighted", "best"])
+def test_dvts_stops_a_subtree_when_its_best_sample_finishes(select):
+    # search-and-learn's _dvts: the best of the 3 samples (F, 0.95) finished, so the subtree ends
+    # after round 1 with "1"; it used to spend a second round on A and let 3 x A1 (0.35) outvote F
+    tree, prm = _dvts_repro(0.35)
+    result = ttc.DVTS(subtrees=1, expansions=3, prm=prm, select=select).solve("q?", tree.backend(), seed=0)
+    assert (result.details["rounds"], result.details["generated"]) == (1, 3)
+    assert result.answer == "1"
+    assert [c.answer for c in result.candidates] == ["1"]
+
+
+def test_dvts_continues_a_subtree_whose_best_sample_is_unfinished():
+    # F (0.4) finished but A (0.9) is better: the subtree goes on from A; its last round (A1) is the pool
+    tree = ToyTree({"root": ["F", "A"], "A": ["A1"]}, {"F": .4, "A": .9, "A1": .3}, {"F": "1", "A1": "2"})
+    result = ttc.DVTS(subtrees=1, expansions=2, prm=tree.prm()).solve("q?", tree.backend(), seed=0)
+    assert result.details["rounds"] == 2
+    assert result.answer == "2" and [c.answer for c in result.candidates] == ["2", "2"]
+
+
 def test_particle_filter_concentrates_on_the_good_path():
     tree = chain_tree(depth=3, branching=2)
     result = ttc.ParticleFilter(particles=16, prm=tree.prm(), temperature=0.5).solve("q?", tree.backend(), seed=1)
