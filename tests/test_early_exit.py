@@ -388,3 +388,14 @@ def test_a_seed_in_the_sampling_params_makes_the_run_reproducible(make):
     first, second = run(), run()
     assert first == second and None not in first
     assert len(set(first)) == 3  # candidates still differ from each other
+
+
+@pytest.mark.parametrize("mode", ["chunks", "stream"])
+def test_hidden_state_probe_cuts_before_a_multi_token_cue(mode):
+    trace = "a b let me c ready d let me e f g h i j k l m n o p q r s t u v \\boxed{1}"
+    llm = HiddenScripted(trace_script(trace, lambda w: " 8"))
+    probe = HiddenStateProbe(ready_probe(), cues=("let me",), every=8)
+    c = EarlyExit(probe, params=PARAMS, mode=mode).solve("q", llm).candidates[0]
+    assert c.finish_reason == "early_exit"
+    assert c.text == "a b let me c ready d " + PLAIN_SUFFIX + " 8"  # not "... d let " + suffix
+    assert c.scores["exit_tokens"] == trace.split(" ").index("let", 3) * 2
