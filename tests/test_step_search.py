@@ -544,8 +544,17 @@ def test_scripted_steps_get_the_delimiter_ids_appended_and_traces_finish_for_eac
     assert reasons == [None, "boxed"]
     assert trace.text == "x = 2\n\nso \\boxed{2}"
     assert ctx.generator.decode(list(stepper.prompt_ids) + list(trace.token_ids)).endswith(trace.text)
-    # the step limit
-    _, _, trace, reasons = asyncio.run(steps(lambda p, params, i: "again\n\n", StepConfig(max_steps=3)))
+    # the step limit: the last step is a final completion without the delimiter stop, which the
+    # model ends (eos) or the token limit cuts (max_steps); final_completion=False: a plain step
+    ctx, _, trace, reasons = asyncio.run(steps(lambda p, params, i: "again\n\nand again", StepConfig(max_steps=3)))
+    assert reasons == [None, None, "eos"] and len(trace.steps) == 3
+    assert trace.steps[-1].text == "again\n\nand again"
+    assert [params.stop for _, params in ctx.generator.requests] == [("\n\n",), ("\n\n",), ()]
+    _, _, trace, reasons = asyncio.run(steps(lambda p, params, i: "again " * 50,
+                                             StepConfig(max_steps=2, final_step_tokens=7)))
+    assert reasons == [None, "max_steps"] and len(trace.steps) == 2
+    _, _, trace, reasons = asyncio.run(steps(lambda p, params, i: "again\n\n",
+                                             StepConfig(max_steps=3, final_completion=False)))
     assert reasons == [None, None, "max_steps"] and len(trace.steps) == 3
     # the model has nothing more to say: an empty completion ends it
     _, _, trace, reasons = asyncio.run(steps(lambda p, params, i: "" if "HELLO" in p else "HELLO\n\n", StepConfig()))
@@ -554,6 +563,22 @@ def test_scripted_steps_get_the_delimiter_ids_appended_and_traces_finish_for_eac
     _, _, trace, reasons = asyncio.run(steps(
         lambda p, params, i: "a b c d e f" if "a b" not in p else "\\boxed{1}", StepConfig(max_step_tokens=3)))
     assert reasons == [None, "boxed"] and trace.steps[0].text == "a b"
+
+
+@pytest.mark.parametrize("make", [
+    lambda prm, steps: ttc.BeamSearch(1, 2, prm, steps=steps), lambda prm, steps: ttc.DVTS(1, 2, prm, steps=steps),
+    lambda prm, steps: ttc.AStar(prm, 2, steps=steps), lambda prm, steps: ttc.ParticleFilter(2, prm, steps=steps)])
+def test_a_trace_at_max_steps_is_completed_before_it_is_answered(make):
+    # review repro: at max_steps=2 the trace "... 12 + 5 is" was answered "5" from partial text;
+    # search-and-learn's last iteration generates to the end: the final step completes the solution
+    def script(prompt, params, i):
+        k = prompt.count("Step ")
+        rest = ["Step 1: we have 12 apples and 5 pears.\n\n", "Step 2: 12 + 5 is\n\n", "Step 3: 17, so \\boxed{17}"]
+        return "".join(rest[min(k, 2):])
+    prm = ProgrammaticPRM(lambda p, s: 0.9)
+    result = make(prm, StepConfig(max_steps=2)).solve("How many fruits?", Scripted(script), seed=0)
+    assert result.answer == "17"
+    assert all(c.finish_reason == "boxed" for c in result.candidates)
 
 
 def test_requests_use_the_step_budget_and_the_delimiter_as_stop():
