@@ -728,6 +728,10 @@ def test_registry_builds_step_searches():
     assert isinstance(beam, ttc.BeamSearch) and (beam.width, beam.expansions) == (2, 4) and beam.prm is prm
     dvts = make_strategy("dvts", n=8, verifier=prm)
     assert isinstance(dvts, ttc.DVTS) and dvts.diverse and dvts.n == 8
+    # n as the docs say: max(1, n // 4) beams (subtrees) x n // beams expansions
+    for name in ("beam", "dvts"):
+        shapes = {n: (s.width, s.expansions) for n in (16, 10, 6, 3) for s in [make_strategy(name, n=n, verifier=prm)]}
+        assert shapes == {16: (4, 4), 10: (2, 5), 6: (1, 6), 3: (1, 3)}, name
     assert isinstance(make_strategy("astar", n=3, verifier=prm), ttc.AStar)
     pf = make_strategy("particle_filter", n=5)
     assert isinstance(pf, ttc.ParticleFilter) and pf.particles == 5 and isinstance(pf.prm, LLMJudge)

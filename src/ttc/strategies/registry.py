@@ -63,7 +63,8 @@ def _step_search_args(verifier: Any, params: Any) -> dict[str, Any]:
 
 
 def _beam(n: int, verifier: Verifier | None, params: Any) -> Strategy:
-    """n = steps sampled per round (Snell et al.'s N): n // 4 beams of 4 expansions (n < 4: one beam)."""
+    """n = steps sampled per round (Snell et al.'s N): max(1, n // 4) beams of n // beams expansions
+    (16: 4 x 4; 10: 2 x 5; n < 8: one beam of n), as docs/strategies/step_search.md says."""
     from ttc.strategies.beam import BeamSearch
 
     width = max(1, n // 4)
@@ -71,7 +72,7 @@ def _beam(n: int, verifier: Verifier | None, params: Any) -> Strategy:
 
 
 def _dvts(n: int, verifier: Verifier | None, params: Any) -> Strategy:
-    """n = steps sampled per round: n // 4 subtrees of 4 expansions (n < 4: one subtree)."""
+    """n = steps sampled per round: max(1, n // 4) subtrees of n // subtrees expansions."""
     from ttc.strategies.beam import DVTS
 
     subtrees = max(1, n // 4)
