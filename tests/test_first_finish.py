@@ -139,7 +139,7 @@ def test_a_stream_cut_at_max_tokens_is_not_a_finisher(require_answer):
     # the paper returns the first trace to *complete*: a fast stream cut at max_tokens (whose last
     # number "9" would be read as its answer) used to win; the slower complete trace must
     cut = "quick 1 2 3 4 5 6 7 8 9 " * 10
-    llm = paced([cut, MEDIUM], fast="quick", slow_latency=0.002)
+    llm = paced([cut, MEDIUM], fast="quick", slow_latency=0.02)  # 11 x 20 ms against 20 x 0.5 ms
     result = FirstFinish(n=2, params=ttc.SamplingParams(max_tokens=20),
                          require_answer=require_answer).solve("q", llm)
     assert result.candidates[0].finish_reason == "length"  # it did finish streaming first
