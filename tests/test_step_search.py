@@ -195,6 +195,10 @@ def test_particle_filter_concentrates_on_the_good_path():
     assert result.answer == "1"
     assert result.details["stopped_by"] == "all_finished"
     assert len(result.details["ess"]) == result.details["rounds"] == 3
+    # the population concentrates: a bad step weighs e^-7.2 of a good one at T = 0.5, so after
+    # resampling every final particle is on the all-good path (a filter that skips resampling fails)
+    on_good = sum(m for c, m in zip(result.candidates, result.details["multiplicity"]) if c.answer == "1")
+    assert on_good == 16
     assert_usage_exact(result)
 
 
