@@ -75,3 +75,26 @@ def test_hidden_state_probe_reads_real_hidden_states(llm):
     assert_usage_is_sum_of_candidates(result)
     hidden = asyncio.run(llm.hidden_states(list(range(10, 20)), [0, 9]))
     assert hidden.shape == (2, dim) and np.isfinite(hidden).all()
+
+
+def test_deepconf_on_the_real_model(llm):
+    # the per-question bar comes from the real top-k logprobs of this question's warm-up traces
+    import math
+
+    from ttc.probes import lowest_group_confidence
+
+    strategy = ttc.DeepConf(n=4, warmup=2, keep=0.5, window=4, top_k=3, every=8, params=PARAMS, prompt=DEMO_PROMPT)
+    result = strategy.solve(demo_problems(1)[0], llm, seed=0)
+    assert result.ok, result.error
+    assert len(result.candidates) == 4
+    warm = [lowest_group_confidence(c.completion, 4) for c in result.candidates[:2]]
+    assert all(math.isfinite(w) and w >= math.log(3) for w in warm)  # top-3 confidences, not logprobs
+    assert result.details["threshold"] == pytest.approx(sum(warm) / 2)  # the median of two
+    bar = result.details["threshold"]
+    for c in result.candidates[2:]:  # a dropped online trace dipped under the bar
+        assert c.finish_reason != "dropped" or c.scores["lowest_group_confidence"] < bar
+    # the voters are exactly the traces that reached the bar with an answer and were not dropped
+    assert result.details["voters"] == [i for i, c in enumerate(result.candidates)
+                                        if c.scores["lowest_group_confidence"] >= bar and c.answer is not None
+                                        and c.finish_reason != "dropped"]
+    assert_usage_is_sum_of_candidates(result)

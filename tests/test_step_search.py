@@ -381,7 +381,7 @@ def test_a_budget_stopped_particle_filter_answers_from_a_finished_particle():
             assert result.answer == "8", seed
             assert all(c.finish_reason == "boxed" for c in result.candidates)
         else:  # only partial particles survived: they are all there is
-            assert result.answer == "3", seed
+            assert all(c.finish_reason == "unfinished" for c in result.candidates), seed
         seen[any(p.finished for p in population)] += 1
     assert seen[True] >= 2 and seen[False] >= 2  # both cases occur among these seeds
 

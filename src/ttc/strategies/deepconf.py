@@ -53,7 +53,9 @@ class DeepConf(Strategy):
     whole trace; pass window=2048 to match); answers vote by math-verify equivalence rather than
     string equality; the online stop is checked every `every` tokens in chunks (each check scans
     every window, so the stop is placed where the dip happened, but the rest of the chunk was
-    generated and is counted), where the paper stops inside vLLM at the token; the paper's adaptive
+    generated and is counted), where the paper stops inside vLLM at the token (a dip in a trace's
+    last chunk, which is not probed, is caught afterwards: that trace does not vote, as in the
+    paper's code, which also drops final traces whose confidence is under the bar); the paper's adaptive
     sampling (stop drawing traces once the vote's consensus reaches tau) is not implemented: all
     n traces are drawn. A trace the token budget cannot start is left out (the others still vote).
     `details` records the bar, every trace's confidence and which traces voted.
