@@ -178,8 +178,13 @@ def test_majority_vote_over_early_exit_candidates():
     assert all(c.finish_reason == "early_exit" for c in result.candidates)
     assert all(c.completion.num_tokens == 16 for c in result.candidates)
     votes = result.details["votes"]
-    assert sum(votes.values()) == 8 and set(votes) <= {"3", "7"}
-    assert result.answer == max(votes, key=votes.get)
+    # each candidate's trace says which answer it reached: the vote must count those
+    odd = sum(c.text.startswith("odd") for c in result.candidates)
+    assert votes == {"3": float(odd), "7": float(8 - odd)}
+    assert odd == 6 and result.answer == "3"  # seed 1 draws six odd seeds: "3" must win
+    for seed, want in ((0, "7"), (3, "3")):  # seed 3 ties 4-4: the first-seen answer ("3") wins
+        other = strategy.solve("q", Scripted(script), seed=seed)
+        assert other.answer == want, seed
     assert_usage_is_sum_of_candidates(result)
     # same seed, same run
     again = strategy.solve("q", Scripted(script), seed=1)
@@ -270,3 +275,127 @@ def test_registry_builds_early_exit_and_first_finish():
     ffs = make_strategy("first_finish", n=2, params=PARAMS)
     assert isinstance(ffs, ttc.FirstFinish)
     assert ffs.solve("q", Scripted(["\\boxed{4}"])).answer == "4"
+
+
+# -- regressions of the fidelity review -------------------------------------------------------
+def _probe_replying(suffix, reply):
+    def script(prompt, params, i):
+        if prompt.endswith(suffix):
+            return reply
+        return TRACE[len(generated(prompt)):]
+    return Scripted(script)
+
+
+@pytest.mark.parametrize("mode", ["chunks", "stream"])
+def test_boxed_probe_sees_hedging_after_the_box(mode):
+    # Dynasor reads the whole probe response: "7} Wait, let me recheck" is a hedged answer and must
+    # not count; the boxed probe used to stop at "}" and exit after 16 tokens
+    from ttc.probes import BOXED_SUFFIX
+
+    for suffix, reply in ((BOXED_SUFFIX, "7} Wait, let me recheck"), (PLAIN_SUFFIX, " 7. Wait, let me recheck")):
+        probe = AnswerConsistency(every=8, window=2, suffix=suffix)
+        c = EarlyExit(probe, params=PARAMS, mode=mode).solve("q", _probe_replying(suffix, reply)).candidates[0]
+        assert (c.finish_reason, c.scores["exit_tokens"]) == ("stop", len(Scripted([""])._ids(TRACE))), suffix
+    # the same reply without the hedge exits, and the text ends with the closed box only
+    probe = AnswerConsistency(every=8, window=2, suffix=BOXED_SUFFIX)
+    result = EarlyExit(probe, params=PARAMS, mode=mode).solve("q", _probe_replying(BOXED_SUFFIX, "7} so done"))
+    assert result.candidates[0].finish_reason == "early_exit" and result.answer == "7"
+    assert result.candidates[0].text.endswith("\\boxed{7}")
+
+
+def test_boxed_probe_reads_up_to_the_first_unpaired_brace():
+    from ttc.probes import BOXED_SUFFIX
+    from ttc.probes.base import read_answer
+
+    assert read_answer(BOXED_SUFFIX, "\\frac{1}{2}} and so on") == "\\frac{1}{2}"
+    probe = AnswerConsistency(every=8, window=2, suffix=BOXED_SUFFIX)
+    result = EarlyExit(probe, params=PARAMS).solve("q", _probe_replying(BOXED_SUFFIX, "\\frac{1}{2}} done."))
+    assert result.answer == "\\frac{1}{2}"
+    assert result.candidates[0].text.endswith("\\boxed{\\frac{1}{2}}")
+
+
+def _budget_script(prompt, params, i):
+    if prompt.endswith(PLAIN_SUFFIX):
+        return f" {len(prompt)}"  # never agrees: only the budget stops the trace
+    return TRACE[len(generated(prompt)):]
+
+
+@pytest.mark.parametrize("mode", ["chunks", "stream"])
+def test_the_budget_ends_the_trace_in_both_modes(mode):
+    # stream mode used to fail the candidate with BudgetExhausted when a probe no longer fit
+    probe = AnswerConsistency(every=8, window=3, suffix=PLAIN_SUFFIX)
+    result = EarlyExit(probe, params=ttc.SamplingParams(max_tokens=400), mode=mode).solve(
+        "q", Scripted(_budget_script), budget=ttc.Budget(tokens=600, min_candidate_tokens=1))
+    c = result.candidates[0]
+    assert c.finish_reason == "length"
+    assert 0 < result.usage.total_tokens <= 600
+    assert_usage_is_sum_of_candidates(result)
+
+
+def test_a_vote_over_stream_mode_early_exit_survives_the_budget():
+    probe = AnswerConsistency(every=8, window=3, suffix=PLAIN_SUFFIX)
+    vote = ttc.MajorityVote(n=2, sample=EarlyExit(probe, params=ttc.SamplingParams(max_tokens=400), mode="stream"))
+    result = vote.solve("q", Scripted(_budget_script), budget=ttc.Budget(tokens=900, min_candidate_tokens=1))
+    assert result.ok and result.usage.total_tokens <= 900
+    assert all(c.finish_reason == "length" for c in result.candidates)
+
+
+def test_top_k_token_confidence_is_refused_in_stream_mode():
+    # streams carry no top-k: the probe would silently switch to another scale
+    with pytest.raises(ttc.InvalidInput, match="top-5.*chunks"):
+        EarlyExit(TokenConfidence(top_k=5), mode="stream")
+    EarlyExit(TokenConfidence(top_k=0), mode="stream")  # the sampled token's logprob streams fine
+
+
+def test_token_confidence_with_top_k_uses_the_top_k_confidence_in_chunk_mode():
+    # every token: the sampled token has p = 0.99, but the top-5 mass is spread. DeepConf's token
+    # confidence -mean(top-5 logprobs) = 2.0 here; the sampled logprob is -0.01. A threshold of 1.5
+    # keeps the trace with the top-k formula and would drop it with any sampled-token formula
+    # (and a threshold of 2.5 drops it): the test tells the formulas apart.
+    top = {1: -0.01, 2: -2.0, 3: -2.5, 4: -2.7, 5: -2.79}  # mean -2.0
+    def script(prompt, params, i):
+        if prompt.endswith(PLAIN_SUFFIX):
+            return " 7"
+        done = generated(prompt)
+        n_done = len(Scripted([""])._ids(done)) if done else 0
+        rest = TRACE[len(done):]
+        n = 127 - n_done
+        return ScriptedResponse(rest, tuple([-0.01] * n), tuple([top] * n))
+    for threshold, reason in ((1.5, "stop"), (2.5, "dropped")):
+        probe = TokenConfidence(window=8, threshold=threshold, top_k=5, every=16)
+        c = EarlyExit(probe, params=PARAMS).solve("q", Scripted(script)).candidates[0]
+        assert c.finish_reason == reason, threshold
+    assert c.scores["token_confidence"] == pytest.approx(2.0)
+    assert c.scores["exit_tokens"] == 8
+
+
+@pytest.mark.parametrize("make", ["first_finish", "early_exit"])
+def test_a_seed_in_the_sampling_params_makes_the_run_reproducible(make):
+    # without a run seed, SamplingParams(seed=5) used to be replaced by fresh random seeds
+    def run():
+        seen = []
+        def script(prompt, params, i):
+            if not prompt.endswith(PLAIN_SUFFIX):
+                seen.append(params.seed)
+            return "\\boxed{1}"
+        params = ttc.SamplingParams(max_tokens=20, seed=5)
+        if make == "first_finish":
+            ttc.FirstFinish(n=3, params=params).solve("q", Scripted(script))
+        else:
+            probe = AnswerConsistency(every=8, suffix=PLAIN_SUFFIX)
+            ttc.MajorityVote(n=3, sample=EarlyExit(probe, params=params)).solve("q", Scripted(script))
+        return seen
+    first, second = run(), run()
+    assert first == second and None not in first
+    assert len(set(first)) == 3  # candidates still differ from each other
+
+
+@pytest.mark.parametrize("mode", ["chunks", "stream"])
+def test_hidden_state_probe_cuts_before_a_multi_token_cue(mode):
+    trace = "a b let me c ready d let me e f g h i j k l m n o p q r s t u v \\boxed{1}"
+    llm = HiddenScripted(trace_script(trace, lambda w: " 8"))
+    probe = HiddenStateProbe(ready_probe(), cues=("let me",), every=8)
+    c = EarlyExit(probe, params=PARAMS, mode=mode).solve("q", llm).candidates[0]
+    assert c.finish_reason == "early_exit"
+    assert c.text == "a b let me c ready d " + PLAIN_SUFFIX + " 8"  # not "... d let " + suffix
+    assert c.scores["exit_tokens"] == trace.split(" ").index("let", 3) * 2

@@ -11,7 +11,7 @@ from ttc.probes import PLAIN_SUFFIX, AnswerConsistency, HiddenStateProbe, Linear
 from ttc.strategies.early_exit import EarlyExit
 from ttc.strategies.first_finish import FirstFinish
 
-from helpers import assert_usage_is_sum_of_candidates
+from helpers import assert_top_k_confidence_exits_where_deepconf_says, assert_usage_is_sum_of_candidates
 
 pytestmark = pytest.mark.slow
 PARAMS = ttc.SamplingParams(temperature=0.7, max_tokens=24, logprobs=True)
@@ -44,7 +44,8 @@ def test_early_exit_probes_on_the_real_model(llm):
     problems = demo_problems(1)
     consistency = EarlyExit(AnswerConsistency(every=8, window=2, suffix=PLAIN_SUFFIX), params=PARAMS,
                             prompt=DEMO_PROMPT)
-    confidence = EarlyExit(TokenConfidence(window=4, threshold=100.0, top_k=3, action="exit"), params=PARAMS,
+    # the sampled token's logprob streams: a threshold above 0 exits at the first full window
+    confidence = EarlyExit(TokenConfidence(window=4, threshold=0.0, top_k=0, action="exit"), params=PARAMS,
                            prompt=DEMO_PROMPT, mode="stream")
     results = ttc.solve_many(consistency, problems, llm, seed=0, progress=False)
     results += ttc.solve_many(confidence, problems, llm, seed=0, progress=False)
@@ -52,11 +53,15 @@ def test_early_exit_probes_on_the_real_model(llm):
         assert r.ok, r.error
         assert_usage_is_sum_of_candidates(r)
         assert r.candidates[0].completion.num_tokens <= PARAMS.max_tokens
-    # an impossible confidence threshold exits at the first full window, with a forced answer
-    for r in results[1:]:
+    for r in results[1:]:  # logprobs are < 0 everywhere: the first window already falls under 0
         c = r.candidates[0]
         assert c.finish_reason == "early_exit" and c.scores["exit_tokens"] == 4
+        assert c.scores["token_confidence"] < 0
         assert PLAIN_SUFFIX in c.text
+
+
+def test_top_k_token_confidence_on_the_real_model(llm):
+    assert_top_k_confidence_exits_where_deepconf_says(llm, demo_problems(6), DEMO_PROMPT, top_k=3)
 
 
 def test_hidden_state_probe_reads_real_hidden_states(llm):
@@ -70,3 +75,26 @@ def test_hidden_state_probe_reads_real_hidden_states(llm):
     assert_usage_is_sum_of_candidates(result)
     hidden = asyncio.run(llm.hidden_states(list(range(10, 20)), [0, 9]))
     assert hidden.shape == (2, dim) and np.isfinite(hidden).all()
+
+
+def test_deepconf_on_the_real_model(llm):
+    # the per-question bar comes from the real top-k logprobs of this question's warm-up traces
+    import math
+
+    from ttc.probes import lowest_group_confidence
+
+    strategy = ttc.DeepConf(n=4, warmup=2, keep=0.5, window=4, top_k=3, every=8, params=PARAMS, prompt=DEMO_PROMPT)
+    result = strategy.solve(demo_problems(1)[0], llm, seed=0)
+    assert result.ok, result.error
+    assert len(result.candidates) == 4
+    warm = [lowest_group_confidence(c.completion, 4) for c in result.candidates[:2]]
+    assert all(math.isfinite(w) and w >= math.log(3) for w in warm)  # top-3 confidences, not logprobs
+    assert result.details["threshold"] == pytest.approx(sum(warm) / 2)  # the median of two
+    bar = result.details["threshold"]
+    for c in result.candidates[2:]:  # a dropped online trace dipped under the bar
+        assert c.finish_reason != "dropped" or c.scores["lowest_group_confidence"] < bar
+    # the voters are exactly the traces that reached the bar with an answer and were not dropped
+    assert result.details["voters"] == [i for i, c in enumerate(result.candidates)
+                                        if c.scores["lowest_group_confidence"] >= bar and c.answer is not None
+                                        and c.finish_reason != "dropped"]
+    assert_usage_is_sum_of_candidates(result)

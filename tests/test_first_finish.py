@@ -132,3 +132,23 @@ def test_failures_of_some_candidates_do_not_lose_the_others():
     assert result.details["failed"] == 1
     assert result.candidates[0].finish_reason == "failed"
     assert_usage_is_sum_of_candidates(result)
+
+
+@pytest.mark.parametrize("require_answer", [True, False])
+def test_a_stream_cut_at_max_tokens_is_not_a_finisher(require_answer):
+    # the paper returns the first trace to *complete*: a fast stream cut at max_tokens (whose last
+    # number "9" would be read as its answer) used to win; the slower complete trace must
+    cut = "quick 1 2 3 4 5 6 7 8 9 " * 10
+    llm = paced([cut, MEDIUM], fast="quick", slow_latency=0.02)  # 11 x 20 ms against 20 x 0.5 ms
+    result = FirstFinish(n=2, params=ttc.SamplingParams(max_tokens=20),
+                         require_answer=require_answer).solve("q", llm)
+    assert result.candidates[0].finish_reason == "length"  # it did finish streaming first
+    assert result.details["finish_order"][0] == 0
+    assert result.details["chosen"] == [1] and result.answer == "3"
+
+
+def test_when_every_stream_is_cut_the_earliest_with_an_answer_is_used():
+    llm = paced(["quick 1 2 3 4 5 6 7 8 9 " * 10, "slow 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4"], fast="quick")
+    result = FirstFinish(n=2, params=ttc.SamplingParams(max_tokens=10)).solve("q", llm)
+    assert [c.finish_reason for c in result.candidates] == ["length", "length"]
+    assert result.details["chosen"] == [0]

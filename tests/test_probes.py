@@ -183,3 +183,31 @@ def test_cli_probes_train_and_calibrate(tmp_path, capsys):
     assert main(["probes", "calibrate", "--probe", str(tmp_path / "nope.npz"), "--data", str(data),
                  "--alpha", "0.1"]) == 2
     assert "no probe file" in capsys.readouterr().err
+
+
+def test_multi_token_cues_are_cut_before_their_first_token():
+    # review repro: the exit prefix of "let me" kept "let " (the cut was at the cue's last token)
+    from ttc.probes.hidden_state import find_cue_spans
+
+    llm = ttc.backends.Scripted(["x"])
+    ids = llm._ids("so 5 + 3 = 8 . let me check")
+    ((first, last),) = find_cue_spans(llm, ids, ("let me",))
+    assert llm.decode(ids[:first]) == "so 5 + 3 = 8 . "
+    assert llm.decode(ids[first:last + 1]) == "let me"
+    assert find_cues(llm, ids, ("let me",)) == [last]  # the hidden state is still read at the last token
+
+
+def test_forced_exits_for_training_cut_before_a_multi_token_cue():
+    trace = "a b let me c ready let me d \\boxed{3}"
+    suffix = "\nThe final answer is"
+
+    def script(prompt, params, i):
+        if prompt.endswith(suffix):  # a prefix that still holds part of the cue answers wrongly
+            return " 9" if prompt[: -len(suffix)].rstrip().endswith("let") else " 3"
+        return trace
+
+    llm = HiddenScripted(script)
+    data = asyncio.run(collect_forced_exits(llm, [ttc.Problem("q1", answer="3")], cues=("let me",), suffix=suffix))
+    assert data.answers == ["3", "3"] and data.labels.tolist() == [1, 1]
+    probe_prompts = [p for p, _ in llm.requests if p.endswith(suffix)]
+    assert len(probe_prompts) == 2 and all(not p[: -len(suffix)].endswith("let ") for p in probe_prompts)

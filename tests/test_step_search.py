@@ -163,12 +163,42 @@ def test_dvts_keeps_independent_subtrees():
     assert_usage_exact(result)
 
 
+def _dvts_repro(a1: float):
+    # one subtree: root -> F (boxed 1, PRM 0.95), A (0.5), B (0.4); A -> A1 (boxed 2), B -> B1 (boxed 3)
+    tree = ToyTree({"root": ["F", "A", "B"], "A": ["A1"], "B": ["B1"]},
+                   {"F": .95, "A": .5, "B": .4, "A1": a1, "B1": .2}, {"F": "1", "A1": "2", "B1": "3"})
+    return tree, tree.prm()
+
+
+@pytest.mark.parametrize("select", ["weighted", "best"])
+def test_dvts_stops_a_subtree_when_its_best_sample_finishes(select):
+    # search-and-learn's _dvts: the best of the 3 samples (F, 0.95) finished, so the subtree ends
+    # after round 1 with "1"; it used to spend a second round on A and let 3 x A1 (0.35) outvote F
+    tree, prm = _dvts_repro(0.35)
+    result = ttc.DVTS(subtrees=1, expansions=3, prm=prm, select=select).solve("q?", tree.backend(), seed=0)
+    assert (result.details["rounds"], result.details["generated"]) == (1, 3)
+    assert result.answer == "1"
+    assert [c.answer for c in result.candidates] == ["1"]
+
+
+def test_dvts_continues_a_subtree_whose_best_sample_is_unfinished():
+    # F (0.4) finished but A (0.9) is better: the subtree goes on from A; its last round (A1) is the pool
+    tree = ToyTree({"root": ["F", "A"], "A": ["A1"]}, {"F": .4, "A": .9, "A1": .3}, {"F": "1", "A1": "2"})
+    result = ttc.DVTS(subtrees=1, expansions=2, prm=tree.prm()).solve("q?", tree.backend(), seed=0)
+    assert result.details["rounds"] == 2
+    assert result.answer == "2" and [c.answer for c in result.candidates] == ["2", "2"]
+
+
 def test_particle_filter_concentrates_on_the_good_path():
     tree = chain_tree(depth=3, branching=2)
     result = ttc.ParticleFilter(particles=16, prm=tree.prm(), temperature=0.5).solve("q?", tree.backend(), seed=1)
     assert result.answer == "1"
     assert result.details["stopped_by"] == "all_finished"
     assert len(result.details["ess"]) == result.details["rounds"] == 3
+    # the population concentrates: a bad step weighs e^-7.2 of a good one at T = 0.5, so after
+    # resampling every final particle is on the all-good path (a filter that skips resampling fails)
+    on_good = sum(m for c, m in zip(result.candidates, result.details["multiplicity"]) if c.answer == "1")
+    assert on_good == 16
     assert_usage_exact(result)
 
 
@@ -282,7 +312,78 @@ def test_finished_particles_stop_but_stay_in_the_population():
     fast = [n for n in result.tree if n.trace.steps and names(n.trace) == ["fast"]]
     assert all(not n.children for n in fast)
     assert result.answer == "1"
-    assert result.details["rounds"] >= 1
+    history = result.details["history"]
+    assert len(history) >= 2  # slow particles survived round 0 and were extended once more
+    fast_ids = {n.id for n in fast}
+    kept = [history[0]["nodes"][i] for i in history[0]["resampled"]]
+    # the finished particles resampled in round 0 are, unchanged, part of round 1's population
+    assert [n for n in history[1]["nodes"] if n in fast_ids] == [n for n in kept if n in fast_ids] != []
+    assert_population_carried(result)
+
+
+def assert_population_carried(result: ttc.Result) -> None:
+    """Round r+1 starts from the particles resampled at round r: particle i of round r+1 is the
+    resampled particle i itself (finished) or its child (extended)."""
+    history = result.details["history"]
+    for before, after in zip(history, history[1:]):
+        for i, j in enumerate(before["resampled"]):
+            parent = result.tree[before["nodes"][j]]
+            node = result.tree[after["nodes"][i]]
+            assert node is parent if parent.finished else node.parent == parent.id
+
+
+def test_particle_filter_carries_the_resampled_population_into_the_next_round():
+    tree = chain_tree(depth=3, branching=3)
+    result = ttc.ParticleFilter(particles=9, prm=tree.prm()).solve("q?", tree.backend(), seed=4)
+    history = result.details["history"]
+    assert len(history) == 3
+    # the resampling is not the identity here, so a filter that ignores it fails
+    assert any(h["resampled"] != list(range(9)) for h in history[:-1])
+    assert_population_carried(result)
+    # and the final population is the last round's resampled particles
+    last = [history[-1]["nodes"][i] for i in history[-1]["resampled"]]
+    assert sorted(Counter(last).values()) == sorted(result.details["multiplicity"])
+
+
+def test_particle_filter_select_best_picks_the_best_final_particle():
+    # three finished answers of PRM 0.3, 0.9, 0.5; a huge temperature gives uniform weights, so
+    # systematic resampling keeps each particle exactly once: best must choose 0.9's answer
+    tree = ToyTree({"root": ["a", "b", "c"]}, {"a": 0.3, "b": 0.9, "c": 0.5}, {"a": "1", "b": "2", "c": "3"})
+    for seed in range(3):
+        result = ttc.ParticleFilter(particles=3, prm=tree.prm(), temperature=1e9, resampling="systematic",
+                                    select="best").solve("q?", tree.backend(), seed=seed)
+        assert result.details["multiplicity"] == [1, 1, 1]
+        assert result.answer == "2", seed
+
+
+def test_particle_filter_refuses_a_prm_whose_scores_are_not_probabilities():
+    # clipping made 5.0 and 2.0 the same weight; the error names the PRM
+    tree = ToyTree({"root": ["a", "b"]}, {"a": 5.0, "b": 2.0}, {"a": "1", "b": "2"})
+    prm = ProgrammaticPRM(lambda p, steps: tree.scores[tree.name(steps[-1])], name="raw_logits")
+    with pytest.raises(InvalidInput, match="'raw_logits'.*probabilities"):
+        ttc.ParticleFilter(particles=2, prm=prm).solve("q?", tree.backend(), seed=0)
+
+
+def test_a_budget_stopped_particle_filter_answers_from_a_finished_particle():
+    # review repro: F finishes (0.6), U does not (0.9); the verifier budget stops the filter after
+    # one round; the answer used to be "3", read out of U's partial "5 + 3 ="
+    script = lambda prompt, params, i: ["Step F: \\boxed{8}", "Step U: 5 + 3 =\n\n"][i % 2]
+    score = {"F": 0.6, "U": 0.9}
+    prm = ProgrammaticPRM(lambda p, s: score[re.match(r"Step (\w+)", s[-1]).group(1)])
+    seen = Counter()
+    for seed in range(8):
+        result = ttc.ParticleFilter(particles=4, prm=prm).solve("q?", Scripted(script), seed=seed,
+                                                                budget=Budget(verifier_calls=4))
+        assert result.details["stopped_by"] == "verifier_budget"
+        (last,) = result.details["history"]
+        population = [result.tree[last["nodes"][i]] for i in last["resampled"]]
+        if any(p.finished for p in population):  # a finished particle survived: it answers
+            assert result.answer == "8", seed
+            assert all(c.finish_reason == "boxed" for c in result.candidates)
+        else:  # only partial particles survived: they are all there is
+            assert all(c.finish_reason == "unfinished" for c in result.candidates), seed
+        seen[any(p.finished for p in population)] += 1
+    assert seen[True] >= 2 and seen[False] >= 2  # both cases occur among these seeds
 
 
 # -- budgets and usage ------------------------------------------------------------------------
@@ -447,8 +548,17 @@ def test_scripted_steps_get_the_delimiter_ids_appended_and_traces_finish_for_eac
     assert reasons == [None, "boxed"]
     assert trace.text == "x = 2\n\nso \\boxed{2}"
     assert ctx.generator.decode(list(stepper.prompt_ids) + list(trace.token_ids)).endswith(trace.text)
-    # the step limit
-    _, _, trace, reasons = asyncio.run(steps(lambda p, params, i: "again\n\n", StepConfig(max_steps=3)))
+    # the step limit: the last step is a final completion without the delimiter stop, which the
+    # model ends (eos) or the token limit cuts (max_steps); final_completion=False: a plain step
+    ctx, _, trace, reasons = asyncio.run(steps(lambda p, params, i: "again\n\nand again", StepConfig(max_steps=3)))
+    assert reasons == [None, None, "eos"] and len(trace.steps) == 3
+    assert trace.steps[-1].text == "again\n\nand again"
+    assert [params.stop for _, params in ctx.generator.requests] == [("\n\n",), ("\n\n",), ()]
+    _, _, trace, reasons = asyncio.run(steps(lambda p, params, i: "again " * 50,
+                                             StepConfig(max_steps=2, final_step_tokens=7)))
+    assert reasons == [None, "max_steps"] and len(trace.steps) == 2
+    _, _, trace, reasons = asyncio.run(steps(lambda p, params, i: "again\n\n",
+                                             StepConfig(max_steps=3, final_completion=False)))
     assert reasons == [None, None, "max_steps"] and len(trace.steps) == 3
     # the model has nothing more to say: an empty completion ends it
     _, _, trace, reasons = asyncio.run(steps(lambda p, params, i: "" if "HELLO" in p else "HELLO\n\n", StepConfig()))
@@ -457,6 +567,22 @@ def test_scripted_steps_get_the_delimiter_ids_appended_and_traces_finish_for_eac
     _, _, trace, reasons = asyncio.run(steps(
         lambda p, params, i: "a b c d e f" if "a b" not in p else "\\boxed{1}", StepConfig(max_step_tokens=3)))
     assert reasons == [None, "boxed"] and trace.steps[0].text == "a b"
+
+
+@pytest.mark.parametrize("make", [
+    lambda prm, steps: ttc.BeamSearch(1, 2, prm, steps=steps), lambda prm, steps: ttc.DVTS(1, 2, prm, steps=steps),
+    lambda prm, steps: ttc.AStar(prm, 2, steps=steps), lambda prm, steps: ttc.ParticleFilter(2, prm, steps=steps)])
+def test_a_trace_at_max_steps_is_completed_before_it_is_answered(make):
+    # review repro: at max_steps=2 the trace "... 12 + 5 is" was answered "5" from partial text;
+    # search-and-learn's last iteration generates to the end: the final step completes the solution
+    def script(prompt, params, i):
+        k = prompt.count("Step ")
+        rest = ["Step 1: we have 12 apples and 5 pears.\n\n", "Step 2: 12 + 5 is\n\n", "Step 3: 17, so \\boxed{17}"]
+        return "".join(rest[min(k, 2):])
+    prm = ProgrammaticPRM(lambda p, s: 0.9)
+    result = make(prm, StepConfig(max_steps=2)).solve("How many fruits?", Scripted(script), seed=0)
+    assert result.answer == "17"
+    assert all(c.finish_reason == "boxed" for c in result.candidates)
 
 
 def test_requests_use_the_step_budget_and_the_delimiter_as_stop():
@@ -606,6 +732,10 @@ def test_registry_builds_step_searches():
     assert isinstance(beam, ttc.BeamSearch) and (beam.width, beam.expansions) == (2, 4) and beam.prm is prm
     dvts = make_strategy("dvts", n=8, verifier=prm)
     assert isinstance(dvts, ttc.DVTS) and dvts.diverse and dvts.n == 8
+    # n as the docs say: max(1, n // 4) beams (subtrees) x n // beams expansions
+    for name in ("beam", "dvts"):
+        shapes = {n: (s.width, s.expansions) for n in (16, 10, 6, 3) for s in [make_strategy(name, n=n, verifier=prm)]}
+        assert shapes == {16: (4, 4), 10: (2, 5), 6: (1, 6), 3: (1, 3)}, name
     assert isinstance(make_strategy("astar", n=3, verifier=prm), ttc.AStar)
     pf = make_strategy("particle_filter", n=5)
     assert isinstance(pf, ttc.ParticleFilter) and pf.particles == 5 and isinstance(pf.prm, LLMJudge)

@@ -281,3 +281,88 @@ def test_arun_can_be_awaited_directly():
         return await ttc.MajorityVote(n=3).arun("q", cycling("2"))
 
     assert asyncio.run(main()).answer == "2"
+
+
+# -- the one rule for verifier scores (ttc.votes) ----------------------------------------------
+def _logprob_votes():
+    return Scripted([ScriptedResponse(r"\boxed{4}", (-0.5,)), ScriptedResponse(r"\boxed{4}", (-0.5,)),
+                     ScriptedResponse(r"\boxed{5}", (-0.5,))])
+
+
+def test_mean_logprob_weighted_vote_is_not_inverted_through_the_registry():
+    # review repro: summing mean logprobs (<= 0) made the minority answer win ({'4': -1.0, '5': -0.5} -> 5)
+    from ttc.strategies.registry import make_strategy
+
+    result = make_strategy("majority", n=3, verifier=LogprobConfidence("mean_logprob")).solve("q", _logprob_votes())
+    assert result.answer == "4"
+    assert result.details["votes"] == pytest.approx({"4": 2 * math.exp(-0.5), "5": math.exp(-0.5)})
+
+
+def test_mean_logprob_is_log_scale_and_self_certainty_is_not():
+    assert LogprobConfidence("mean_logprob").log_scale is True
+    assert LogprobConfidence("self_certainty").log_scale is False
+
+
+def test_early_exit_vote_with_mean_logprob_is_not_inverted():
+    from ttc.strategies.registry import make_strategy
+
+    strategy = make_strategy("early_exit", n=3, verifier=LogprobConfidence("mean_logprob"))
+    assert strategy.solve("q", _logprob_votes()).answer == "4"
+
+
+def test_negative_weights_of_a_non_log_scale_verifier_are_refused_naming_it():
+    scores = iter([-1.0, -1.0, -0.5])
+    verifier = Programmatic(lambda p, c: next(scores), name="signed")
+    with pytest.raises(ttc.InvalidInput, match="'signed'.*negative"):
+        ttc.MajorityVote(n=3, verifier=verifier).solve("q", cycling("4", "4", "5"))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+@pytest.mark.parametrize("strategy", ["majority", "best_of_n"])
+def test_nan_and_plus_inf_scores_are_refused_naming_the_verifier(bad, strategy):
+    verifier = Programmatic(lambda p, c: bad, name="broken")
+    make = ttc.MajorityVote if strategy == "majority" else ttc.BestOfN
+    with pytest.raises(ttc.InvalidInput, match="'broken'"):
+        make(n=2, verifier=verifier).solve("q", cycling("4", "5"))
+
+
+def test_minus_inf_weighs_zero_in_a_vote_and_has_probability_zero_in_soft_best_of_n():
+    scores = {"4": -math.inf, "5": 0.25}
+    verifier = Programmatic(lambda p, c: scores[c.answer], name="v")
+    result = ttc.MajorityVote(n=3, verifier=verifier).solve("q", cycling("4", "4", "5"))
+    assert result.answer == "5" and result.details["votes"] == {"4": 0.0, "5": 0.25}
+    for seed in range(20):
+        soft = ttc.BestOfN(n=3, verifier=verifier, selection="softmax").solve("q", cycling("4", "4", "5"), seed=seed)
+        assert soft.answer == "5"
+
+
+def test_all_zero_weighted_vote_falls_back_to_the_unweighted_plurality():
+    # review repro: every trace under the confidence filter's threshold -> weights all 0; the
+    # first-seen answer ("4") used to win silently over the plurality ("5", 3 of 4)
+    from ttc.probes import TokenConfidence
+
+    shaky = lambda a: ScriptedResponse(f"hmm \\boxed{{{a}}}", (-3.0, -3.0, -3.0))
+    llm = Scripted([shaky(4), shaky(5), shaky(5), shaky(5)])
+    probe = TokenConfidence(window=2, threshold=-1.0, top_k=0)
+    result = ttc.MajorityVote(n=4, verifier=probe.filter(),
+                              sample=ttc.Sample(params=ttc.SamplingParams(logprobs=True))).solve("q", llm)
+    assert result.details["votes"] == {"4": 0.0, "5": 0.0}
+    assert result.answer == "5"
+    assert result.details["vote_fallback"] == ttc.votes.ALL_ZERO_FALLBACK
+
+
+def test_weighted_vote_with_positive_weights_records_no_fallback():
+    scores = {"4": 0.9, "5": 0.2}
+    verifier = Programmatic(lambda p, c: scores[c.answer], name="v")
+    result = ttc.MajorityVote(n=3, verifier=verifier).solve("q", cycling("4", "5", "5"))
+    assert result.answer == "4" and "vote_fallback" not in result.details
+
+
+def test_import_ttc_alone_exposes_models_smollm2():
+    # in a fresh interpreter: other tests import ttc.models, which would hide the AttributeError
+    import subprocess
+    import sys
+
+    code = "import ttc; print(callable(ttc.models.smollm2), callable(ttc.votes.weighted_vote))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]

@@ -16,7 +16,7 @@ from ttc.strategies.early_exit import EarlyExit
 from ttc.strategies.first_finish import FirstFinish
 from ttc.verifiers import LLMJudge
 
-from helpers import assert_usage_is_sum_of_candidates
+from helpers import assert_top_k_confidence_exits_where_deepconf_says, assert_usage_is_sum_of_candidates
 
 pytestmark = pytest.mark.slow
 
@@ -28,12 +28,14 @@ BUDGET = ttc.Budget(tokens=600, verifier_calls=8)
 def seeded_strategies() -> dict[str, ttc.Strategy]:
     consistency = EarlyExit(AnswerConsistency(every=8, window=2, suffix=PLAIN_SUFFIX, answer_tokens=4),
                             params=PARAMS, prompt=DEMO_PROMPT)
-    confidence = EarlyExit(TokenConfidence(window=4, threshold=100.0, top_k=2, action="exit"), params=PARAMS,
-                           prompt=DEMO_PROMPT, mode="stream", answer_tokens=4)
+    # top-2 token confidence is >= log 2 = 0.69: a threshold of 1.0 stops only a trace that hesitates,
+    # while the sampled token's logprob (<= 0) would stop every trace at its first window
+    confidence = EarlyExit(TokenConfidence(window=4, threshold=1.0, top_k=2, action="exit"), params=PARAMS,
+                           prompt=DEMO_PROMPT, mode="chunks", answer_tokens=4)
     step = {"steps": STEPS, "params": PARAMS, "prompt": DEMO_PROMPT}
     return {
         "early_exit_consistency": consistency,
-        "early_exit_confidence_stream": confidence,
+        "early_exit_confidence_chunks": confidence,
         "majority_of_early_exits": ttc.MajorityVote(n=2, sample=consistency),
         "beam": ttc.BeamSearch(2, 2, LLMJudge(), **step),
         "dvts": ttc.DVTS(2, 2, LLMJudge(), **step),
@@ -80,3 +82,9 @@ def test_first_finish_cancels_the_others_on_vllm(backend, vllm_engine, http):
     assert winner.usage.completion_tokens == winner.completion.num_tokens > 0
     assert_usage_is_sum_of_candidates(result)
     assert all(c.usage.completion_tokens <= PARAMS.max_tokens for c in result.candidates)
+
+
+@pytest.mark.parametrize("backend", ["engine", "http"])
+def test_top_k_token_confidence_on_vllm(backend, vllm_engine, http):
+    llm = vllm_engine if backend == "engine" else http
+    assert_top_k_confidence_exits_where_deepconf_says(llm, demo_problems(6), DEMO_PROMPT, top_k=2)

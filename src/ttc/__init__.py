@@ -7,14 +7,14 @@
 """
 
 from ttc import answers, backends, display, eval, verifiers  # display: Result renders in Jupyter
-from ttc import probes
+from ttc import models, probes, votes
 from ttc.context import Budget, Context
 from ttc.errors import (AnswerNotFound, BackendUnavailable, BudgetExhausted, GenerationError, InvalidInput,
                         MalformedResponse, ModelNotFound, TTCError)
 from ttc.prompts import ChatPrompt
 from ttc.runner import asolve_many, run_sync, solve_many
 from ttc.strategies import BestOfN, MajorityVote, Sample, Sampler, Strategy
-from ttc.strategies import EarlyExit, FirstFinish
+from ttc.strategies import DeepConf, EarlyExit, FirstFinish
 from ttc.strategies import AStar, BeamSearch, DVTS, ParticleFilter
 from ttc import steps
 from ttc.steps import StepConfig
@@ -28,5 +28,5 @@ __all__ = [
     "ModelNotFound", "Problem", "Result", "Sample", "Sampler", "SamplingParams", "Step", "Strategy", "TTCError",
     "Trace", "Usage", "answers", "asolve_many", "backends", "eval", "run_sync", "solve_many", "verifiers",
 ]
-__all__ += ["EarlyExit", "FirstFinish", "probes"]
+__all__ += ["DeepConf", "EarlyExit", "FirstFinish", "models", "probes", "votes"]
 __all__ += ["AStar", "BeamSearch", "DVTS", "ParticleFilter", "StepConfig", "steps"]

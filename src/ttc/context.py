@@ -52,10 +52,19 @@ class Context:
         self.budget = budget or Budget()
         self.seed = seed
         self.rng = random.Random(seed)
+        self._seed_rngs: dict[int, random.Random] = {}
         self.usage = Usage()
         self._reserved_tokens = 0
         self._start = time.monotonic()
         self._deadline = None if self.budget.seconds is None else self._start + self.budget.seconds
+
+    def seed_rng(self, seed: int | None = None) -> random.Random | None:
+        """The RNG that draws per-candidate request seeds for this run: for a sampler's own
+        `SamplingParams.seed`, one `Random(seed)` per run (so that seed alone makes the run
+        reproducible, as it does for `Sample`); else the run's seeded RNG; None when unseeded."""
+        if seed is not None:
+            return self._seed_rngs.setdefault(seed, random.Random(seed))
+        return self.rng if self.seed is not None else None
 
     # -- time ---------------------------------------------------------------------------------
     def elapsed(self) -> float:

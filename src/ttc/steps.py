@@ -13,6 +13,13 @@ when the backend cut them. A stopped completion that did not stop at the delimit
 
 A trace is finished when its last step ended with EOS ("eos"), when its text holds a closed
 \\boxed{...} ("boxed"), or when it reached the maximum number of steps ("max_steps").
+
+The last step a trace may take (step `max_steps`) is generated as search-and-learn's last iteration
+does: without the delimiter as a stop, so the model completes its solution (up to
+`final_step_tokens`) and the trace is answered from a finished text, not from a cut-off partial
+one. It ends "eos" or "boxed" when the model finishes, "max_steps" when the token limit cuts it.
+`StepConfig(final_completion=False)` restores the plain step (the trace is then answered from its
+partial text).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from ttc.context import Context
 from ttc.errors import BudgetExhausted, InvalidInput
 from ttc.prompts import ChatPrompt
 from ttc.types import Candidate, Completion, Problem, SamplingParams, Step, Trace, Usage
+from ttc.votes import vote_weights, weighted_vote
 
 DEFAULT_DELIMITER = "\n\n"
 #: why a trace stopped growing
@@ -38,19 +46,32 @@ STEP_PARAMS = SamplingParams(temperature=0.8, top_p=1.0, max_tokens=256)
 
 @dataclass(frozen=True)
 class StepConfig:
-    """What a step is: text up to `delimiter`, at most `max_step_tokens` tokens, `max_steps` per trace."""
+    """What a step is: text up to `delimiter`, at most `max_step_tokens` tokens, `max_steps` per trace.
+
+    final_completion: the last allowed step is generated without the delimiter as a stop (the
+        model completes its solution), as search-and-learn's last iteration; False: a plain step.
+    final_step_tokens: the token limit of that final completion (None: `max_step_tokens`).
+    """
 
     delimiter: str = DEFAULT_DELIMITER
     max_steps: int = 12
     max_step_tokens: int = 256
+    final_completion: bool = True
+    final_step_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.delimiter, str) or not self.delimiter:
             raise InvalidInput(f"StepConfig.delimiter must be a non-empty string, got {self.delimiter!r}")
-        for name in ("max_steps", "max_step_tokens"):
+        for name in ("max_steps", "max_step_tokens", "final_step_tokens"):
             value = getattr(self, name)
+            if value is None and name == "final_step_tokens":
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise InvalidInput(f"StepConfig.{name} must be a positive integer, got {value!r}")
+
+    def is_final(self, steps_so_far: int) -> bool:
+        """Whether the next step of a trace with `steps_so_far` steps is its final completion."""
+        return self.final_completion and steps_so_far + 1 >= self.max_steps
 
 
 def has_closed_box(text: str) -> bool:
@@ -183,8 +204,11 @@ class Stepper:
             prompt: Any = list(self.prompt_ids) + list(trace.token_ids)
         else:
             prompt = self.prompt_text + trace.text
+        final = self.config.is_final(len(trace.steps))  # the last step completes the solution
+        max_tokens = (self.config.final_step_tokens or self.config.max_step_tokens) if final else \
+            self.config.max_step_tokens
         params = SamplingParams(n=n, temperature=self.params.temperature, top_p=self.params.top_p,
-                                max_tokens=self.config.max_step_tokens, stop=(self.config.delimiter,),
+                                max_tokens=max_tokens, stop=() if final else (self.config.delimiter,),
                                 seed=seed, logprobs=self.params.logprobs, top_logprobs=self.params.top_logprobs)
         return prompt, params
 
@@ -231,6 +255,8 @@ class Stepper:
 
     def _extend(self, trace: Trace, completion: Completion, usage: Usage) -> Expansion:
         text, ids = completion.text, tuple(completion.token_ids)
+        if self.config.is_final(len(trace.steps)):
+            return self._final(trace, completion, usage)
         finish = None
         at_delimiter = kept = False
         if completion.finish_reason == "stop":
@@ -249,6 +275,19 @@ class Stepper:
                 ids += self.delimiter_ids
         new = Trace(steps=[*trace.steps, Step(text=text, token_ids=ids)])
         new.finished = finish is not None
+        return Expansion(trace=new, completion=completion, usage=usage, finish_reason=finish)
+
+
+    def _final(self, trace: Trace, completion: Completion, usage: Usage) -> Expansion:
+        """The final completion (generated without the delimiter stop): the trace ends here."""
+        if has_closed_box(trace.text + completion.text):
+            finish = "boxed"
+        elif completion.finish_reason == "stop":
+            finish = "eos"
+        else:
+            finish = "max_steps"  # cut by the token limit before the model finished
+        new = Trace(steps=[*trace.steps, Step(text=completion.text, token_ids=tuple(completion.token_ids))])
+        new.finished = True
         return Expansion(trace=new, completion=completion, usage=usage, finish_reason=finish)
 
 
@@ -391,19 +430,20 @@ def check_selection(select: str) -> str:
     return select
 
 
-def select_answer(candidates: Sequence[Candidate], weights: Sequence[float], select: str) -> tuple[str | None, dict]:
-    """The answer chosen among `candidates` (weights: one per candidate, higher is better)."""
+def select_answer(candidates: Sequence[Candidate], weights: Sequence[float], select: str,
+                  name: str = "prm") -> tuple[str | None, dict]:
+    """The answer chosen among `candidates` (weights: one per candidate, higher is better; `name`:
+    the scorer, named in errors). Weighted votes follow `ttc.votes`: -inf weighs 0, negative
+    weights are refused, an all-zero vote falls back to the unweighted plurality."""
     check_selection(select)
     if not candidates:
         return None, {}
     if select == "best":
         best = max(range(len(candidates)), key=lambda i: weights[i])  # max keeps the first of equals
         return candidates[best].answer, {"chosen": best}
-    groups = answers.group([c.answer for c in candidates])
-    votes = {candidates[g[0]].answer: (sum(weights[i] for i in g) if select == "weighted" else float(len(g)))
-             for g in groups}
-    answer = max(votes, key=votes.get) if votes else None
-    return answer, {"votes": votes}
+    vote = vote_weights(name, weights) if select == "weighted" else None
+    answer, votes, info = weighted_vote([c.answer for c in candidates], vote)
+    return answer, {"votes": votes, **info}
 
 
 def make_candidate(tree: SearchTree, node: Node, score_name: str, value: float | None) -> Candidate:

@@ -22,10 +22,12 @@ _TOKEN = re.compile(r"\s+|[^\s]+")
 
 @dataclass(frozen=True)
 class ScriptedResponse:
-    """A scripted completion with explicit per-token logprobs (one per token of `text`)."""
+    """A scripted completion with explicit per-token logprobs (one per token of `text`) and,
+    optionally, per-token top logprobs (returned when a request asks for top_logprobs)."""
 
     text: str
     logprobs: tuple[float, ...] | None = None
+    top_logprobs: tuple[dict[int, float], ...] | None = None
 
 
 Response = Union[str, ScriptedResponse]
@@ -130,4 +132,8 @@ class Scripted(Generator):
         if params.logprobs or params.top_logprobs:
             given = response.logprobs
             logprobs = tuple(given[: len(ids)]) if given is not None else (self.default_logprob,) * len(ids)
-        return Completion(text=text, token_ids=tuple(ids), finish_reason=finish, logprobs=logprobs)
+        top = None
+        if params.top_logprobs and response.top_logprobs is not None:
+            top = tuple(dict(list(t.items())[: params.top_logprobs]) for t in response.top_logprobs[: len(ids)])
+        return Completion(text=text, token_ids=tuple(ids), finish_reason=finish, logprobs=logprobs,
+                          top_logprobs=top)

@@ -6,6 +6,15 @@ the model's short greedy answer is read; once the last `window` probe answers ag
 is taken to be certain and the trace stops with that answer. Probe requests are ordinary
 generator requests (prompt = prompt + trace + suffix, a few completion tokens): their tokens are
 counted in the candidate's usage, and a prefix-caching backend reuses the trace's KV cache.
+
+As in Dynasor's code (`dynasor/cot.py`), a boxed probe generates its tokens without stopping at
+the box, reads the answer up to the first unpaired "}", and counts the answer as uncertain when the
+whole probe response hedges. Deviations from Dynasor, by choice: the probe wording
+(`BOXED_SUFFIX`, "... Oh, I suddenly got the answer to the whole problem, the final answer is
+\\boxed{", is Dynasor's paper wording; its code uses "**Final Answer**\n\n\\[ \\boxed{"), 12 probe
+tokens by default instead of 20 (`answer_tokens`), and the hedge list `HEDGES` (whole words:
+wait, hmm, not sure, maybe) instead of Dynasor's substrings (wait, hold, but, okay, no, hmm), whose
+"no" and "but" match inside many words; pass `hedges=` to change it.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import re
 from ttc.answers import equivalent
 from ttc.context import Context
 from ttc.errors import InvalidInput
-from ttc.probes.base import BOXED_SUFFIX, CONTINUE, EXIT, Decision, Probe, TraceState, elicit_answer
+from ttc.probes.base import BOXED_SUFFIX, CONTINUE, EXIT, Decision, Probe, TraceState, elicit
 
 #: probe answers containing these words are not counted as certain (Dynasor drops hedged answers)
 HEDGES = ("wait", "hmm", "not sure", "maybe")
@@ -50,9 +59,10 @@ class AnswerConsistency(Probe):
     async def check(self, state: TraceState, ctx: Context) -> Decision:
         if len(state.token_ids) < self.min_tokens:
             return Decision(CONTINUE)
-        answer, appended = await elicit_answer(state, ctx, self.suffix, self.answer_tokens)
-        if answer is not None and any(re.search(rf"\b{re.escape(h)}\b", appended[len(self.suffix):].lower()) for h in self.hedges):
-            answer = None
+        got = await elicit(state, ctx, self.suffix, self.answer_tokens)
+        answer, appended = got.answer, got.appended
+        if answer is not None and any(re.search(rf"\b{re.escape(h)}\b", got.response.lower()) for h in self.hedges):
+            answer = None  # the whole probe response is checked, after the box too (as Dynasor)
         history = state.memory.setdefault(self.name, [])
         history.append(answer)
         last = history[-self.window:]

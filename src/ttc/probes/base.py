@@ -103,27 +103,63 @@ class Probe(abc.ABC):
         return f"{type(self).__name__}({fields})"
 
 
-async def elicit_answer(state: TraceState, ctx: Context, suffix: str, max_tokens: int = 12,
-                        upto: int | None = None) -> tuple[str | None, str]:
-    """Force an answer now: append `suffix` to the trace (cut after `upto` tokens) and read a short
-    greedy continuation. Returns (answer, the text that was appended after the trace).
+@dataclass
+class Elicited:
+    """A forced answer: the answer read, the text that ends the candidate (suffix + the answer,
+    closed), and the whole probe response (for hedge checks)."""
 
-    The request is charged to the trace. A suffix ending in "{" (a \\boxed{) stops at "}".
+    answer: str | None
+    appended: str
+    response: str
+
+
+async def elicit(state: TraceState, ctx: Context, suffix: str, max_tokens: int = 12,
+                 upto: int | None = None) -> Elicited:
+    """Force an answer now: append `suffix` to the trace (cut after `upto` tokens) and read a short
+    greedy continuation. The request is charged to the trace.
+
+    A suffix ending in "{" (a \\boxed{) is answered as Dynasor does: `max_tokens` tokens without a
+    stop, the answer read up to the first unpaired "}", and the whole response kept, so that hedging
+    after the box ("7} Wait, ...") is seen. Other suffixes stop at the end of the line.
     """
     ids = await suffix_ids(ctx, suffix)
     trace = state.token_ids if upto is None else state.token_ids[:upto]
     boxed = suffix.rstrip().endswith("{")
-    params = SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens, stop=("}",) if boxed else ("\n",))
+    params = SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens, stop=() if boxed else ("\n",))
     (completion, usage), = await ctx.generate(list(state.prompt_ids) + list(trace) + ids, params)
     state.charge(usage)
     out = completion.text
-    return read_answer(suffix, out), suffix + out + ("}" if boxed else "")
+    if not boxed:
+        return Elicited(read_answer(suffix, out), suffix + out, out)
+    close = unpaired_brace(out)
+    return Elicited(read_answer(suffix, out), suffix + (out + "}" if close is None else out[: close + 1]), out)
+
+
+async def elicit_answer(state: TraceState, ctx: Context, suffix: str, max_tokens: int = 12,
+                        upto: int | None = None) -> tuple[str | None, str]:
+    """`elicit`'s (answer, the text that was appended after the trace)."""
+    got = await elicit(state, ctx, suffix, max_tokens, upto)
+    return got.answer, got.appended
+
+
+def unpaired_brace(text: str) -> int | None:
+    """Index of the first "}" in `text` that closes a brace opened before it (None: there is none)."""
+    depth = 0
+    for i, ch in enumerate(text):
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            if depth == 0:
+                return i
+            depth -= 1
+    return None
 
 
 def read_answer(suffix: str, out: str) -> str | None:
     """The answer in a probe's continuation `out` of `suffix` (None when there is none)."""
     if suffix.rstrip().endswith("{"):
-        value = out.split("}")[0].strip().rstrip(".").strip().strip("$").strip()
+        close = unpaired_brace(out)
+        value = (out if close is None else out[:close]).strip().rstrip(".").strip().strip("$").strip()
         return value or None
     return extract(out) if out.strip() else None
 

@@ -7,6 +7,14 @@ under a threshold calibrated on warm-up traces; DeepConf-offline filters finishe
 their lowest group confidence before voting. Both are here: `TokenConfidence` as an EarlyExit
 probe, `TokenConfidence.filter()` as a verifier for MajorityVote / BestOfN.
 
+The probe keeps a user-set threshold (one bar for every question, e.g. from `calibrate_threshold`
+on other problems' warm-up traces): that is a deviation from DeepConf-online, which calibrates the
+bar per question on its first 16 traces, lets those warm-up traces vote, and weights the vote by
+confidence. `ttc.DeepConf` is that per-question form. For the offline filter, `filter(keep=0.1,
+weighted=True)` is DeepConf-offline's per-question top-eta filter with a confidence-weighted vote;
+`filter()` without `keep` uses the absolute threshold instead (and can drop every trace of a
+question; the vote then falls back to the unweighted plurality, see `ttc.votes`).
+
 Without top-k logprobs (a stream, or a backend that returns only the sampled token's logprob)
 the token confidence is that logprob instead (mean logprob over the window): a different
 scale, so thresholds must be calibrated in the same mode they are used in.
@@ -121,33 +129,44 @@ class TokenConfidence(Probe):
     def score(self, completion: Completion) -> float:
         return lowest_group_confidence(completion, self.window, self.mode)
 
-    def filter(self, weighted: bool = False) -> "ConfidenceFilter":
-        """This probe as a verifier: 1 for traces whose lowest group confidence reaches the threshold,
-        else 0 (`weighted=True`: the confidence itself instead of 1, for top-k confidences, which
-        are positive). `MajorityVote(n, verifier=probe.filter())` is DeepConf-offline's filtered vote."""
-        return ConfidenceFilter(self, weighted)
+    def filter(self, weighted: bool = False, keep: float | None = None) -> "ConfidenceFilter":
+        """This probe as a verifier: 1 for traces whose lowest group confidence reaches the bar, else 0
+        (`weighted=True`: the confidence itself instead of 1, for top-k confidences, which are positive).
+
+        The bar is the probe's `threshold`, or with `keep` DeepConf-offline's own: the (1 - keep) x
+        100-th percentile of this question's candidates (keep=0.1: the top 10%), so a question never
+        loses every trace. `MajorityVote(n, verifier=probe.filter(weighted=True, keep=0.1))` is
+        DeepConf-offline (top-eta filter, then a confidence-weighted vote)."""
+        return ConfidenceFilter(self, weighted, keep)
 
 
 class ConfidenceFilter(Verifier):
-    """DeepConf-offline as a free verifier: keep (1) or drop (0) each finished candidate."""
+    """DeepConf-offline as a free verifier: keep (1, or the confidence) or drop (0) each finished
+    candidate, by the probe's threshold or by a per-question top-`keep` fraction."""
 
     free = True
 
-    def __init__(self, probe: TokenConfidence, weighted: bool = False):
+    def __init__(self, probe: TokenConfidence, weighted: bool = False, keep: float | None = None):
+        if keep is not None and not 0 < keep <= 1:
+            raise InvalidInput(f"keep must be in (0, 1], got {keep!r}")
         self.probe = probe
         self.weighted = weighted
+        self.keep = keep
         self.name = "confidence_filter"
         self.required_top_logprobs = probe.top_k
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[float]:
-        scores = []
+        confs = []
         for c in candidates:
             if c.completion is None:
                 raise InvalidInput("ConfidenceFilter needs candidates that carry their completion")
             if c.completion.logprobs is None and not c.completion.top_logprobs and c.completion.token_ids:
                 raise InvalidInput("ConfidenceFilter needs logprobs: sample with SamplingParams(logprobs=True)")
             conf = self.probe.score(c.completion)
-            keep = conf >= self.probe.threshold
             c.scores["lowest_group_confidence"] = conf
-            scores.append((max(conf, 0.0) if self.weighted else 1.0) if keep else 0.0)
-        return scores
+            confs.append(conf)
+        bar = self.probe.threshold
+        if self.keep is not None:  # DeepConf-offline: this question's top `keep` fraction
+            finite = [x for x in confs if math.isfinite(x)]
+            bar = float(np.percentile(finite, (1.0 - self.keep) * 100.0)) if finite else math.inf
+        return [((max(conf, 0.0) if self.weighted else 1.0) if conf >= bar else 0.0) for conf in confs]

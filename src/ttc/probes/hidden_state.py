@@ -108,6 +108,14 @@ def find_cues(generator: Generator, token_ids: Sequence[int], cues: Sequence[str
               pieces: list[str] | None = None) -> list[int]:
     """Positions i >= start where the decoded text up to token i ends with a cue (i is the cue's
     last token). `pieces` caches the decoded text of each token across calls."""
+    return [end for _, end in find_cue_spans(generator, token_ids, cues, start, pieces)]
+
+
+def find_cue_spans(generator: Generator, token_ids: Sequence[int], cues: Sequence[str], start: int = 0,
+                   pieces: list[str] | None = None) -> list[tuple[int, int]]:
+    """(first, last) token of every cue whose last token is at i >= start. The probe reads the
+    hidden state at `last`; an exit cuts the trace before `first`, so a multi-token cue ("let me")
+    leaves none of its tokens in the exit prefix. `pieces` caches each token's decoded text."""
     decode = getattr(generator, "decode", None)
     if decode is None:
         raise InvalidInput(f"{type(generator).__name__} has no decode(): cannot find cue tokens")
@@ -118,9 +126,16 @@ def find_cues(generator: Generator, token_ids: Sequence[int], cues: Sequence[str
         pieces.append(decode([token_ids[len(pieces)]]))
     found = []
     for i in range(start, len(token_ids)):
-        tail = "".join(pieces[max(0, i - 8): i + 1])
-        if pieces[i] and pattern.search(tail):
-            found.append(i)
+        first = max(0, i - 8)
+        match = pattern.search("".join(pieces[first: i + 1])) if pieces[i] else None
+        if match is None:
+            continue
+        offset = 0
+        for j in range(first, i + 1):  # the token holding the cue's first character
+            offset += len(pieces[j])
+            if offset > match.start():
+                found.append((j, i))
+                break
     return found
 
 
@@ -165,20 +180,21 @@ class HiddenStateProbe(Probe):
 
     async def check(self, state: TraceState, ctx: Context) -> Decision:
         pieces = state.memory.setdefault(self.name + ".pieces", [])
-        positions = [p for p in find_cues(ctx.generator, state.token_ids, self.cues, state.scanned, pieces)
-                     if p >= self.min_tokens and p > 0]
+        spans = [(first, last) for first, last in
+                 find_cue_spans(ctx.generator, state.token_ids, self.cues, state.scanned, pieces)
+                 if last >= self.min_tokens and first > 0]
         state.scanned = len(state.token_ids)
-        if not positions:
+        if not spans:
             return Decision(CONTINUE)
         offset = len(state.prompt_ids)
         ids = list(state.prompt_ids) + list(state.token_ids)
-        hidden = await hidden_states(ctx, ids, [offset + p for p in positions])
+        hidden = await hidden_states(ctx, ids, [offset + last for _, last in spans])
         state.usage.verifier_calls += 1
         state.usage.verifier_tokens += len(ids)
         probs = self.probe.predict_proba(hidden)
         history = state.memory.setdefault(self.name, [])
-        for pos, p in zip(positions, probs):
-            history.append((pos, float(p)))
+        for (first, last), p in zip(spans, probs):
+            history.append((last, float(p)))
             if p > self.threshold:
-                return Decision(EXIT, at=pos, score=float(p))
+                return Decision(EXIT, at=first, score=float(p))  # cut before the cue's first token
         return Decision(CONTINUE, score=float(probs.max()))

@@ -28,7 +28,7 @@ from ttc.context import Context
 from ttc.errors import InvalidInput
 from ttc.probes.base import PLAIN_SUFFIX, TraceState, elicit_answer
 from ttc.probes.conformal import fit_logistic, premature_exit_rate
-from ttc.probes.hidden_state import DEFAULT_CUES, LinearProbe, find_cues
+from ttc.probes.hidden_state import DEFAULT_CUES, LinearProbe, find_cue_spans
 from ttc.prompts import ChatPrompt
 from ttc.types import Problem, SamplingParams
 
@@ -100,18 +100,20 @@ async def collect_forced_exits(generator: Generator, problems: Sequence[Problem]
             (completion, _), = await ctx.generate(
                 prompt_ids, params.replace(n=1, seed=seed * 100_003 + index * 101 + sample))
             tokens = list(completion.token_ids)
-            positions = [p for p in find_cues(generator, tokens, cues) if p > 0]
-            if len(positions) > max_exits_per_trace:
-                keep = np.linspace(0, len(positions) - 1, max_exits_per_trace).round().astype(int)
-                positions = [positions[i] for i in sorted(set(keep))]
-            if not positions:
+            spans = [(first, last) for first, last in find_cue_spans(generator, tokens, cues) if first > 0]
+            if len(spans) > max_exits_per_trace:
+                keep = np.linspace(0, len(spans) - 1, max_exits_per_trace).round().astype(int)
+                spans = [spans[i] for i in sorted(set(keep))]
+            if not spans:
                 return []
+            positions = [last for _, last in spans]  # hidden state at the cue's last token
+            cuts = [first for first, _ in spans]  # the forced exit cuts before the cue
             hidden = np.asarray(await generator.hidden_states(prompt_ids + tokens,
                                                               [len(prompt_ids) + p for p in positions]))
             reference = problem.answer if label == "gold" else extract(completion.text)
             state = TraceState(problem=problem, prompt_ids=prompt_ids, token_ids=tokens, text=completion.text)
-            forced = await asyncio.gather(*(elicit_answer(state, ctx, suffix, answer_tokens, upto=p)
-                                            for p in positions))
+            forced = await asyncio.gather(*(elicit_answer(state, ctx, suffix, answer_tokens, upto=cut)
+                                            for cut in cuts))
             return [(h, int(a is not None and reference is not None and equivalent(a, reference)), index, p, a)
                     for h, p, (a, _) in zip(hidden, positions, forced)]
 

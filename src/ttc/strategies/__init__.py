@@ -9,7 +9,9 @@ from ttc.strategies.sample import Sample
 from ttc.strategies.astar import AStar
 from ttc.strategies.beam import DVTS, BeamSearch
 from ttc.strategies.particle import ParticleFilter
+from ttc.strategies.deepconf import DeepConf
 
 __all__ = ["BestOfN", "MajorityVote", "Sample", "Sampler", "Strategy"]
 __all__ += ["EarlyExit", "FirstFinish", "StreamSample"]
 __all__ += ["AStar", "BeamSearch", "DVTS", "ParticleFilter"]
+__all__ += ["DeepConf"]

@@ -20,10 +20,11 @@ class AStar(StepSearch):
     Decoding as a search in the space of partial solutions. A priority queue (the open set)
     holds scored partial traces; each iteration pops the one with the lowest f = g + h, samples
     `expansions` candidate next steps from it (one request), scores them with the PRM in one
-    batched call and pushes them all. The heuristic is the paper's h(s) = 1 - r(s), with r(s) the
-    PRM score of the partial trace (aggregated with `aggregation`, default the latest step's).
-    The search stops when a finished trace is popped (the A* goal test: no open state has a lower
-    f), after `solutions` finished traces if more are asked for, after `max_expansions` pops, or
+    batched call and pushes them all. The heuristic is h(s) = 1 - r(s), with r(s) the PRM score
+    of the partial trace (aggregated with `aggregation`, default the latest step's): ttc's choice,
+    not taken from the paper (whose g/h decomposition we could not read); h is neither 0 at goals
+    nor admissible, so the search is a best-first heuristic search with no optimality guarantee.
+    The search stops when a finished trace is popped (the A* goal test), after `solutions` finished traces if more are asked for, after `max_expansions` pops, or
     when the token or PRM-call budget runs out; then the answer is taken from the finished traces
     popped (best: lowest f; `select="weighted"`: a vote weighted by PRM score), else from those
     generated, else from the best partial trace. Because a poor branch is abandoned as soon as a

@@ -27,7 +27,11 @@ class BeamSearch(StepSearch):
 
     `diverse=True` is DVTS (diverse verifier tree search, Beeching et al., 2024, "Scaling
     test-time compute with open models"): `width` independent subtrees, each a beam of one that
-    keeps the best of its `expansions` samples per step; finished subtrees stop. Use `DVTS`.
+    continues from the best of its `expansions` samples per step (ranked over all of them,
+    finished or not); a subtree stops as soon as that best sample is finished. As in
+    search-and-learn's `_dvts`, the answer pool is each subtree's last round of samples (its
+    finished ones: an unfinished sibling has no final answer yet); finished samples that lost to
+    a better sibling in an earlier round are not candidates. Use `DVTS`.
 
     Deviations: no lookahead rollouts (Snell's lookahead search is a separate method);
     duplicate beams (the same trace text sampled twice) are kept only once when `unique=True`
@@ -69,6 +73,7 @@ class BeamSearch(StepSearch):
             keep = self.width
         per_group = keep * self.expansions
         completed: list[Node] = []
+        last_round: dict[int, list[Node]] = {}  # DVTS: each subtree's latest samples
         rounds = 0
         stop = None
         while any(groups) and stop is None:
@@ -106,11 +111,20 @@ class BeamSearch(StepSearch):
             rounds += 1
             for g in range(len(groups)):
                 children = [node for gg, node in new if gg == g]
+                if self.diverse:
+                    if not children:  # the budget gave this subtree no sample this round
+                        continue
+                    last_round[g] = children
+                    best = max(children, key=lambda c: c.value)  # max keeps the first of equals
+                    groups[g] = [] if best.finished else [best]  # a subtree ends with its best sample
+                    continue
                 completed += [c for c in children if c.finished]
                 live = sorted((c for c in children if not c.finished), key=lambda c: -c.value)  # stable
                 groups[g] = self._top(live, keep)
             if exhausted:
                 stop = "token_budget"
+        if self.diverse:
+            completed = [c for children in last_round.values() for c in children if c.finished]
         final = completed
         if not final:  # nothing finished within the budget: the best partial traces
             final = [n for beams in groups for n in beams if n.value is not None]

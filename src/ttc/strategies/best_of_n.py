@@ -22,6 +22,9 @@ class BestOfN(Strategy):
     `selection="softmax"` is Soft Best-of-N (Verdun et al., 2025, "Soft Best-of-n Sampling for
     Model Alignment"): pick candidate i with probability proportional to exp(score_i / temperature),
     drawn from the run's seeded RNG; temperature -> 0 recovers the max.
+
+    Scores follow `ttc.votes`: NaN and +inf are refused (naming the verifier), -inf is the worst
+    (never chosen by softmax unless every score is -inf).
     """
 
     name = "best_of_n"

@@ -33,7 +33,8 @@ class EarlyExit(Sampler):
     (it does not vote) unless `on_drop="answer"`. A trace that ends on its own is answered as usual.
 
     Wrappers compose: `MajorityVote(n=8, sample=EarlyExit(probe))`. Each candidate of a seeded run
-    gets its own seed, drawn from the run's RNG.
+    gets its own seed, drawn from `Random(params.seed)` when the params carry a seed (that seed alone
+    makes the run reproducible, as with `Sample`), else from the run's RNG (`solve(..., seed=)`).
     """
 
     name = "early_exit"
@@ -45,6 +46,10 @@ class EarlyExit(Sampler):
             raise InvalidInput(f"EarlyExit needs a ttc probe (ttc.probes.*), got {type(probe).__name__}")
         if mode not in MODES:
             raise InvalidInput(f"unknown EarlyExit mode {mode!r}; known: {', '.join(MODES)}")
+        if mode == "stream" and probe.required_top_logprobs:
+            raise InvalidInput(f"probe {probe.name!r} needs top-{probe.required_top_logprobs} logprobs per token, "
+                               f"which streams do not carry: use mode='chunks' (or top_k=0 for the sampled "
+                               f"token's logprob)")
         if on_drop not in ("abstain", "answer"):
             raise InvalidInput(f"on_drop must be 'abstain' or 'answer', got {on_drop!r}")
         self.probe = probe
@@ -60,9 +65,8 @@ class EarlyExit(Sampler):
                                  if scan_every_token is None else scan_every_token)
 
     async def candidate(self, problem: Problem, ctx: Context) -> Candidate:
-        seed = self.params.seed if self.params.seed is not None else ctx.seed
-        if seed is not None:  # drawn before any await: the same run gives the same seeds
-            seed = ctx.rng.randrange(2**31)
+        rng = ctx.seed_rng(self.params.seed)  # drawn before any await: the same run gives the same seeds
+        seed = None if rng is None else rng.randrange(2**31)
         missing = self.probe.required_capabilities - ctx.generator.capabilities
         if missing:
             raise InvalidInput(f"probe {self.probe.name!r} needs backend capabilities {sorted(missing)}, "
@@ -122,7 +126,11 @@ class EarlyExit(Sampler):
                     break
                 if len(state.token_ids) >= next_check:
                     next_check = len(state.token_ids) + every
-                    decision = await self.probe.check(state, ctx)
+                    try:
+                        decision = await self.probe.check(state, ctx)
+                    except BudgetExhausted:  # as in chunk mode: the budget ends the trace
+                        decision = None
+                        break
                     if decision.stop:
                         finish = decision.action
                         break

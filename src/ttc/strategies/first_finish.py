@@ -21,7 +21,8 @@ from ttc.types import Candidate, Problem, Prompt, Result, SamplingParams, Usage
 class StreamSample(Sampler):
     """Plain sampling through a stream: the candidate's tokens are counted as they arrive, so a
     candidate cancelled midway has spent exactly the tokens it received. Each candidate of a
-    seeded run gets its own seed, drawn from the run's RNG."""
+    seeded run gets its own seed, drawn from `Random(params.seed)` when the params carry a seed,
+    else from the run's RNG (`solve(..., seed=)`)."""
 
     name = "stream_sample"
 
@@ -30,9 +31,8 @@ class StreamSample(Sampler):
         self.prompt = prompt
 
     async def candidate(self, problem: Problem, ctx: Context) -> Candidate:
-        seed = self.params.seed if self.params.seed is not None else ctx.seed
-        if seed is not None:  # drawn before any await: the same run gives the same seeds
-            seed = ctx.rng.randrange(2**31)
+        rng = ctx.seed_rng(self.params.seed)  # drawn before any await: the same run gives the same seeds
+        seed = None if rng is None else rng.randrange(2**31)
         prompt = await self.prompt.render(problem, ctx.generator)
         async with ctx.stream(prompt, self.params.replace(seed=seed)) as s:
             async for _ in s:
@@ -87,8 +87,10 @@ class FirstFinish(Strategy):
     and cancel the others; shorter traces are likelier to be right, and latency is one trace's.
 
     k > 1 waits for the first k and takes a majority vote among them (ties: the earliest finisher).
-    `require_answer` (default True) only counts finishers with an extractable answer towards k;
-    if every candidate finishes without one, the earliest finishers are used anyway.
+    As in the paper, only a trace that completed is a finisher: a stream cut at `max_tokens`
+    (finish_reason "length") is not one, and the search waits for the next. `require_answer`
+    (default True) also only counts finishers with an extractable answer towards k. If no candidate
+    finishes that way, the earliest ones with an answer (else the earliest ones) are used anyway.
 
     `sample` is the single-candidate strategy repeated (default: streamed plain sampling; a plain
     `Sample` is streamed too, with its params and prompt). Cancelled candidates are kept in the
@@ -141,8 +143,8 @@ class FirstFinish(Strategy):
                 await asyncio.gather(*pending, return_exceptions=True)
         if not finished:
             raise errors[0]
-        chosen = [f for f in finished if f[2].answer is not None] if self.require_answer else list(finished)
-        chosen = (chosen or finished)[: self.k]
+        chosen = [f for f in finished if self._finisher(f[2])]
+        chosen = (chosen or [f for f in finished if f[2].answer is not None] or finished)[: self.k]
         candidates: list[Candidate] = []
         seconds: list[float | None] = [None] * self.n
         done_by_index = {i: (t, c) for i, t, c in finished}
@@ -166,6 +168,11 @@ class FirstFinish(Strategy):
                                "failed": len(errors)})
 
     def _counted(self, finished: list[tuple[int, float, Candidate]]) -> int:
-        if not self.require_answer:
-            return len(finished)
-        return sum(c.answer is not None for _, _, c in finished)
+        return sum(self._finisher(c) for _, _, c in finished)
+
+    def _finisher(self, candidate: Candidate) -> bool:
+        """Whether a done candidate counts as finished: it completed (not cut at max_tokens) and,
+        with `require_answer`, has an answer."""
+        if candidate.finish_reason == "length":
+            return False
+        return candidate.answer is not None or not self.require_answer

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ttc import answers
 from ttc.context import Context
 from ttc.strategies.base import Sampler, Strategy
 from ttc.strategies.wrapping import check_n, sampler_for
 from ttc.types import Problem, Result
 from ttc.verifiers.base import Verifier, score_candidates
+from ttc.votes import vote_weights, weighted_vote
 
 
 class MajorityVote(Strategy):
@@ -16,9 +16,12 @@ class MajorityVote(Strategy):
     frequent one. Answers vote together when `ttc.answers.equivalent` says they are equal.
 
     With a `verifier`, each vote is weighted by the candidate's score (weighted self-consistency,
-    as in Li et al., 2023, "Making Language Models Better Reasoners with Step-Aware Verifier");
-    scores should be non-negative (probabilities). Ties go to the answer seen first.
-    Candidates without an extractable answer do not vote.
+    as in Li et al., 2023, "Making Language Models Better Reasoners with Step-Aware Verifier"),
+    by the rule of `ttc.votes`: scores of a log-scale verifier (`mean_logprob`) are exponentiated,
+    -inf weighs 0, other negative scores and NaN/+inf are refused. Ties go to the answer seen
+    first. If every weight is 0 (a confidence filter that dropped every trace), the unweighted
+    plurality decides and `details["vote_fallback"]` says so. Candidates without an extractable
+    answer do not vote.
     """
 
     name = "majority"
@@ -32,9 +35,8 @@ class MajorityVote(Strategy):
         candidates = await self.sample.candidates(problem, ctx, self.n)
         weights = [1.0] * len(candidates)
         if self.verifier is not None:
-            weights = await score_candidates(self.verifier, problem, candidates, ctx)
-        groups = answers.group([c.answer for c in candidates])
-        votes = {candidates[g[0]].answer: sum(weights[i] for i in g) for g in groups}
-        answer = max(votes, key=votes.get) if votes else None  # max keeps the first of equals
+            scores = await score_candidates(self.verifier, problem, candidates, ctx)
+            weights = vote_weights(self.verifier.name, scores, self.verifier.log_scale)
+        answer, votes, info = weighted_vote([c.answer for c in candidates], weights)
         return Result(problem=problem, answer=answer, candidates=candidates, usage=ctx.usage,
-                      strategy=self.name, details={"votes": votes})
+                      strategy=self.name, details={"votes": votes, **info})

@@ -73,6 +73,14 @@ def resample(weights: Sequence[float], n: int, rng: random.Random, method: str =
     return out
 
 
+def check_probability(prm: ProcessRewardModel, score: float | None) -> None:
+    """Refuse a PRM score that is not a probability: the particle weights are logits of probabilities."""
+    if score is not None and not 0.0 <= score <= 1.0:
+        raise InvalidInput(f"ParticleFilter weights particles by logit(PRM score), so PRM {prm.name!r} must "
+                           f"return probabilities in [0, 1]; it returned {score!r} (rescale its scores, e.g. "
+                           f"with a sigmoid, in a ProcessRewardModel wrapper)")
+
+
 class ParticleFilter(StepSearch):
     """Particle filtering (Puri et al., 2025, "A Probabilistic Inference Approach to Inference-Time
     Scaling of LLMs using Particle-Based Monte Carlo Methods").
@@ -88,10 +96,17 @@ class ParticleFilter(StepSearch):
     that of the final particle with the best PRM score (`select="best"`), or a vote over the final
     particles weighted by their PRM scores (`select="weighted"`; "majority": by count).
 
+    The PRM's scores must be probabilities in [0, 1] (the weights are their logits): a score
+    outside is refused with an error naming the PRM, rather than clipped (clipping would give
+    5.0 and 2.0 the same weight).
+
     Deviations: the budget is enforced mid-filter: a round is only started if the PRM budget
     covers every live particle, and when the token budget refuses some requests those particles
-    keep their previous step. `details["history"]` records, per round, the particles' tree
-    nodes, scores, normalised weights, ESS and resampled indices.
+    keep their previous step. When the budget stops the filter while some particles are still
+    unfinished, the answer is chosen among the finished ones if there are any (an unfinished
+    particle's text has no final answer yet), as BeamSearch and AStar do; only when none has
+    finished do the partial particles compete. `details["history"]` records, per round, the
+    particles' tree nodes, scores, normalised weights, ESS and resampled indices.
     """
 
     name = "particle"
@@ -148,6 +163,8 @@ class ParticleFilter(StepSearch):
                     particles[i] = parent
                 stop = "verifier_budget"
                 break
+            for node in new:
+                check_probability(self.prm, node.score)
             scores = [p.score for p in particles]
             logits = [-math.inf if s is None else logit(s) for s in scores]
             weights = softmax(logits, self.temperature)
@@ -159,6 +176,8 @@ class ParticleFilter(StepSearch):
             if exhausted:
                 stop = "token_budget"
                 break
+        if any(p.finished for p in particles):  # a budget stop: partial particles have no answer yet
+            particles = [p for p in particles if p.finished]
         counts = Counter(p.id for p in particles if p.value is not None)
         final = [tree[node_id] for node_id in counts]
         if self.select == "best":

@@ -43,6 +43,14 @@ def _early_exit(n: int, verifier: Verifier | None, params: Any) -> Strategy:
     return sample if n == 1 else MajorityVote(n=n, sample=sample, verifier=verifier)
 
 
+def _deepconf(n: int, verifier: Verifier | None, params: Any) -> Strategy:
+    """DeepConf-online over n traces: the first min(16, n // 2) are the per-question warm-up
+    (the paper: 16 of 256); traces vote weighted by their own confidence (a verifier is not used)."""
+    from ttc.strategies.deepconf import DeepConf
+
+    return DeepConf(n=n, warmup=min(16, max(1, n // 2)), params=params)
+
+
 def _step_search_args(verifier: Any, params: Any) -> dict[str, Any]:
     """PRM, step config and step sampling for a step search built by name.
 
@@ -63,7 +71,8 @@ def _step_search_args(verifier: Any, params: Any) -> dict[str, Any]:
 
 
 def _beam(n: int, verifier: Verifier | None, params: Any) -> Strategy:
-    """n = steps sampled per round (Snell et al.'s N): n // 4 beams of 4 expansions (n < 4: one beam)."""
+    """n = steps sampled per round (Snell et al.'s N): max(1, n // 4) beams of n // beams expansions
+    (16: 4 x 4; 10: 2 x 5; n < 8: one beam of n), as docs/strategies/step_search.md says."""
     from ttc.strategies.beam import BeamSearch
 
     width = max(1, n // 4)
@@ -71,7 +80,7 @@ def _beam(n: int, verifier: Verifier | None, params: Any) -> Strategy:
 
 
 def _dvts(n: int, verifier: Verifier | None, params: Any) -> Strategy:
-    """n = steps sampled per round: n // 4 subtrees of 4 expansions (n < 4: one subtree)."""
+    """n = steps sampled per round: max(1, n // 4) subtrees of n // subtrees expansions."""
     from ttc.strategies.beam import DVTS
 
     subtrees = max(1, n // 4)
@@ -99,6 +108,7 @@ STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "best_of_n": _best_of_n,
     "first_finish": _first_finish,
     "early_exit": _early_exit,
+    "deepconf": _deepconf,
     "beam": _beam,
     "dvts": _dvts,
     "astar": _astar,
@@ -106,6 +116,7 @@ STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
 }
 ALIASES = {"self_consistency": "majority", "vote": "majority", "bon": "best_of_n", "best-of-n": "best_of_n"}
 ALIASES.update({"ffs": "first_finish", "first-finish": "first_finish", "early-exit": "early_exit"})
+ALIASES.update({"deepconf_online": "deepconf", "deepconf-online": "deepconf"})
 ALIASES.update({"beam_search": "beam", "beam-search": "beam", "a*": "astar", "a_star": "astar",
                 "particle_filter": "particle", "particle-filter": "particle", "pf": "particle"})
 

@@ -83,7 +83,7 @@ class StepSearch(Strategy):
         if weights is None:
             weights = [n.value if n.value is not None else float("-inf") for n in final]
         candidates = [make_candidate(tree, n, self.prm.name, n.value) for n in final]
-        answer, chosen = select_answer(candidates, list(weights), select or self.select)
+        answer, chosen = select_answer(candidates, list(weights), select or self.select, name=self.prm.name)
         info = {"select": self.select, "nodes": len(tree), "finished": sum(n.finished for n in final)}
         info.update(chosen)
         info.update(details or {})

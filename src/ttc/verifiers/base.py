@@ -8,6 +8,7 @@ from typing import Sequence
 from ttc.context import Context
 from ttc.errors import InvalidInput
 from ttc.types import Candidate, Problem
+from ttc.votes import check_scores
 
 
 class Verifier(abc.ABC):
@@ -15,12 +16,19 @@ class Verifier(abc.ABC):
 
     `free` verifiers (computed from what generation already returned, like logprob confidence)
     spend no verifier calls; all others count one call per candidate scored.
+
+    Scores follow one rule everywhere (`ttc.votes`): NaN and +inf are refused, -inf means "the
+    worst" (weight 0, probability 0). A verifier whose scores are log-probabilities declares
+    `log_scale = True`; weighted votes then use exp(score). Other scores must be >= 0 to weight
+    a vote.
     """
 
     name: str = "verifier"
     free: bool = False
     #: top-k logprobs per token this verifier needs from generation (0: none)
     required_top_logprobs: int = 0
+    #: scores are log-probabilities (<= 0): weighted votes exponentiate them
+    log_scale: bool = False
 
     @abc.abstractmethod
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[float]:
@@ -39,7 +47,7 @@ async def score_candidates(verifier: Verifier, problem: Problem, candidates: Seq
     if not verifier.free:
         ctx.reserve_verifier_calls(len(candidates))
     tokens_before = ctx.usage.verifier_tokens
-    scores = [float(s) for s in await verifier.score(problem, candidates, ctx)]
+    scores = check_scores(verifier.name, await verifier.score(problem, candidates, ctx))
     if len(scores) != len(candidates):
         raise InvalidInput(f"verifier {verifier.name!r} returned {len(scores)} scores for {len(candidates)} candidates")
     spent = ctx.usage.verifier_tokens - tokens_before

@@ -43,6 +43,10 @@ class LogprobConfidence(Verifier):
 
     `self_certainty` needs top-k logprobs; strategies that own their sampler ask for `top_k` of
     them automatically (see `required_top_logprobs`).
+
+    `mean_logprob` is a log-probability (<= 0): it declares `log_scale`, so a weighted vote uses
+    exp(mean logprob), the geometric-mean token probability. `self_certainty` is >= 0 (the top-k
+    mean of -log p is at least log k) and weights votes as it is.
     """
 
     free = True
@@ -53,6 +57,7 @@ class LogprobConfidence(Verifier):
         self.kind = kind
         self.name = kind
         self.required_top_logprobs = top_k if kind == "self_certainty" else 0
+        self.log_scale = kind == "mean_logprob"
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[float]:
         fn = mean_logprob if self.kind == "mean_logprob" else self_certainty

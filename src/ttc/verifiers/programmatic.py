@@ -13,11 +13,15 @@ ScoreFn = Callable[[Problem, Candidate], Union[float, Awaitable[float]]]
 
 
 class Programmatic(Verifier):
-    """Scores each candidate with `fn(problem, candidate) -> float` (sync or async)."""
+    """Scores each candidate with `fn(problem, candidate) -> float` (sync or async).
 
-    def __init__(self, fn: ScoreFn, name: str = "programmatic"):
+    `log_scale=True` declares the scores log-probabilities (weighted votes use exp(score)).
+    """
+
+    def __init__(self, fn: ScoreFn, name: str = "programmatic", log_scale: bool = False):
         self.fn = fn
         self.name = name
+        self.log_scale = bool(log_scale)
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[float]:
         scores = []
