@@ -172,6 +172,15 @@ class Usage:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"total_tokens": self.total_tokens}
 
+    def token_summary(self) -> str:
+        """E.g. "87 prompt + 512 completion tokens (prompt processed: 348, 261 cached)"."""
+        text = f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens"
+        if self.processed_prompt_tokens != self.prompt_tokens or self.cached_prompt_tokens:
+            text += f" (prompt processed: {self.processed_prompt_tokens}, {self.cached_prompt_tokens} cached)"
+        if self.estimated:
+            text += " (estimated: the server reported no usage)"
+        return text
+
 
 @dataclass
 class Step:
