@@ -13,7 +13,6 @@ the sum of the usage objects the server sent.
 instead of starting one.
 """
 
-import json
 import os
 import re
 import time
@@ -24,6 +23,7 @@ import pytest
 import ttc
 from ttc.backends.openai_compatible import OpenAICompatible
 from ttc.demo import DEMO_PROMPT, demo_problems
+from ttc.models import smollm2
 from ttc.steps import StepConfig
 
 pytestmark = pytest.mark.slow
@@ -141,11 +141,16 @@ def test_usage_equals_the_engines_counters(vllm_engine):
         assert_matches_counters(ttc.Usage.total([r.usage for r in results]), before, after)
 
 
-def test_usage_equals_the_sum_of_transformers_serve_usage_objects(transformers_server):
+@pytest.mark.parametrize("n", [1, 3])
+def test_usage_equals_the_sum_of_transformers_serve_usage_objects(n, transformers_server):
     """`transformers serve` sends no token ids: completion tokens come from its usage objects
     (ttc counted 0 before). The usage objects are recorded as they arrive, by wrapping the
-    backend's request method, and summed. Needs the `transformers_server` fixture (`.url`)."""
-    llm = OpenAICompatible(transformers_server.url, use_chat=True)
+    backend's request method, and summed. With n=3 (a server that answers one choice whatever n
+    is), the problem either works (n split into requests) or fails; either way its usage is what
+    the server counted. Needs the `transformers_server` fixture (`.url`, optionally `.model`)."""
+    # its /v1/models lists nothing for a preloaded folder: name the served model
+    model = getattr(transformers_server, "model", None) or smollm2()
+    llm = OpenAICompatible(transformers_server.url, model=model, use_chat=True)
     sent: list[dict] = []
     original = llm._request
 
@@ -155,14 +160,15 @@ def test_usage_equals_the_sum_of_transformers_serve_usage_objects(transformers_s
             sent.append(data["usage"])
         return data
     llm._request = recording
+    sample = ttc.Sample(params=ttc.SamplingParams(temperature=0.8, max_tokens=24), prompt=DEMO_PROMPT)
+    strategy = sample if n == 1 else ttc.MajorityVote(n=n, sample=sample)
     try:
-        result = ttc.Sample(params=ttc.SamplingParams(temperature=0.8, max_tokens=24),
-                            prompt=DEMO_PROMPT).solve(demo_problems(1, seed=2)[0], llm, seed=1)
+        result = ttc.solve_many(strategy, demo_problems(1, seed=2), llm, progress=False, seed=1)[0]
     finally:
         ttc.run_sync(llm.aclose())
-    assert result.ok, result.error
+    if n == 1:
+        assert result.ok, result.error
     assert sent, "transformers serve sent no usage object"
     assert result.usage.prompt_tokens == sum(u["prompt_tokens"] for u in sent)
     assert result.usage.completion_tokens == sum(u["completion_tokens"] for u in sent) > 0
-    assert not result.usage.estimated
-    json.dumps(result.usage.to_dict())  # and it still serialises
+    assert result.usage.generator_calls == len(sent) and not result.usage.estimated
