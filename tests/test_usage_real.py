@@ -31,6 +31,7 @@ pytestmark = pytest.mark.slow
 PARAMS = ttc.SamplingParams(temperature=0.8, max_tokens=32)
 STEPS = StepConfig(max_steps=3, max_step_tokens=16)
 COUNTERS = ("prompt_tokens_total", "generation_tokens_total", "prompt_tokens_cached_total")
+BUSY = ("num_requests_running", "num_requests_waiting")
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +43,10 @@ def server_root(request):
 
 
 def read_counters(text: str) -> dict[str, float]:
-    """The vLLM token counters from a Prometheus text exposition (summed over engines)."""
+    """The vLLM token counters and request gauges from a Prometheus text exposition (summed over
+    engines)."""
     out = {}
-    for name in COUNTERS:
+    for name in COUNTERS + BUSY:
         values = re.findall(rf"^vllm:{name}\{{[^}}]*\}} ([0-9.e+]+)$", text, re.M)
         assert values, f"vllm:{name} is not on /metrics"
         out[name] = sum(float(v) for v in values)
@@ -52,17 +54,21 @@ def read_counters(text: str) -> dict[str, float]:
 
 
 def settled(read) -> dict[str, float]:
-    """The counters once two reads 0.2 s apart agree: vLLM records an iteration's stats just
-    after handing its outputs out (after an await when a stop string ended a request), so the
-    last request's tokens can reach the counters a moment after its answer."""
+    """The counters once no request is running or waiting and two reads 0.2 s apart agree.
+
+    Idle first: a request of an earlier test (a cancelled stream the server has not aborted yet)
+    would add its tokens to the counters meanwhile. Then stable: vLLM records an iteration's
+    stats just after handing its outputs out (after an await when a stop string ended a
+    request), so the last request's tokens can reach the counters a moment after its answer."""
     last = read()
-    for _ in range(50):
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
         time.sleep(0.2)
         now = read()
-        if now == last:
+        if now == last and not any(now[b] for b in BUSY):
             return now
         last = now
-    raise AssertionError("the vLLM counters did not settle within 10 s")
+    raise AssertionError(f"the vLLM server did not go idle within 300 s: {last}")
 
 
 def server_counters(root: str) -> dict[str, float]:
