@@ -131,6 +131,27 @@ def test_cached_tokens_of_one_sample_requests_equal_the_servers_hits(server_root
     assert usage.cached_prompt_tokens > 0  # the 2nd and 3rd requests reuse the 1st one's blocks
 
 
+def test_a_streams_usage_is_the_servers_last_chunk_and_equals_its_counters(server_root):
+    """A stream asks for the server's usage chunk (`stream_options.include_usage`) and reads it
+    after the finish chunk; run to its end, it equals the counters."""
+    llm = OpenAICompatible(server_root + "/v1")
+    prompt = "Count from one to twenty: one, two,"
+    params = ttc.SamplingParams(temperature=0.8, max_tokens=24, seed=4)
+
+    async def go():
+        ctx = ttc.Context(llm)
+        async with ctx.stream(prompt, params) as s:
+            deltas = [d async for d in s]
+        await llm.aclose()
+        return ctx, s, deltas
+    before = server_counters(server_root)
+    ctx, s, deltas = ttc.run_sync(go())
+    after = server_counters(server_root)
+    assert deltas[-1].usage is not None and deltas[-1].usage.completion_tokens == len(s.token_ids) > 0
+    assert s.finish_reason in ("stop", "length") and ctx.usage.counts() == s.usage.counts()
+    assert_matches_counters(s.usage, before, after)
+
+
 def test_usage_equals_the_engines_counters(vllm_engine):
     """The same check through the in-process engine, whose counters are this process's Prometheus
     registry (the `vllm_engine` fixture keeps stats logging on for this)."""
