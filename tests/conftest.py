@@ -5,6 +5,8 @@ vLLM fixtures (session-scoped, created only when a test asks for them):
   SmolLM2-135M-Instruct with the CPU flags of ENVIRONMENT.md; ready within a bounded wait, torn
   down (process group: terminate, then kill) at the end of the session, also on failure.
 - `vllm_engine`: an in-process `ttc.backends.VLLMEngine` of the same model, shut down at the end.
+  Both keep their token counters readable (server: `--enable-prompt-tokens-details` and /metrics;
+  engine: stats logging on, so this process's Prometheus registry has them).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def vllm_server():
     from ttc.backends.vllm_server import VLLMServer
     from ttc.errors import BackendUnavailable
 
-    server = VLLMServer(startup_timeout=VLLM_STARTUP_TIMEOUT)
+    # prompt-token details: the server's usage reports its prefix-cache hits (test_usage_real.py)
+    server = VLLMServer(startup_timeout=VLLM_STARTUP_TIMEOUT, args=("--enable-prompt-tokens-details",))
     try:
         server.start()  # stops the server itself if it dies or times out
     except BackendUnavailable as exc:
@@ -47,7 +50,7 @@ def vllm_engine():
     _require_vllm()
     from ttc.backends.vllm_engine import VLLMEngine
 
-    engine = VLLMEngine()
+    engine = VLLMEngine(disable_log_stats=False)  # its token counters are read in test_usage_real.py
     try:
         yield engine
     finally:

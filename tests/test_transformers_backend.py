@@ -54,6 +54,10 @@ def test_n8_is_one_prefill_and_finished_sequences_leave_the_batch(llm, chat):
     assert len(gen.completions) == 8 and gen.prompt_tokens == len(chat)
     assert (stats.prefill_calls, stats.batches, stats.requests, stats.sequences) == (1, 1, 1, 8)
     assert stats.prefill_tokens == len(chat)  # the prompt once, not 8 times
+    # usage: billed once, processed once per sequence, all but the one prefill from the KV copy
+    u = gen.usage()
+    assert (u.prompt_tokens, u.processed_prompt_tokens, u.cached_prompt_tokens) == (len(chat), 8 * len(chat),
+                                                                                    7 * len(chat))
     lengths = [c.num_tokens for c in gen.completions]
     assert all(1 <= n <= 8 for n in lengths)
     assert stats.generated_tokens == sum(lengths)
@@ -79,6 +83,10 @@ def test_concurrent_requests_share_batches_and_get_their_own_results(llm, chat):
     if stats.batches == 1:
         assert stats.prefill_tokens == sum(len(p) for p in [run(llm.tokenize(COUNTING)), chat,
                                                             run(llm.tokenize(prompts[2]))])
+    # processed - cached is exactly what the model prefilled, however the requests were batched
+    usages = [g.usage() for g in gens]
+    assert sum(u.processed_prompt_tokens - u.cached_prompt_tokens for u in usages) == stats.prefill_tokens
+    assert all(u.processed_prompt_tokens == 2 * u.prompt_tokens for u in usages)
     for gen, expected in zip(gens, solo + [solo[0]]):
         assert [c.token_ids for c in gen.completions] == [expected, expected]
 
@@ -134,6 +142,8 @@ def test_requests_larger_than_max_batch_size_are_split_without_changing_results(
     try:
         split = run(small.generate(COUNTING, params))
         assert small.stats.batches == 3 and small.stats.sequences == 5
+        u = split.usage()  # split over 3 batches: the prompt was prefilled 3 times, 2 of 5 copies cached
+        assert u.processed_prompt_tokens - u.cached_prompt_tokens == small.stats.prefill_tokens == 3 * u.prompt_tokens
     finally:
         small.close()
     assert [c.token_ids for c in split.completions] == [c.token_ids for c in whole.completions]

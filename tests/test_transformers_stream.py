@@ -72,16 +72,20 @@ def test_a_cancelled_stream_leaves_the_batch_and_the_others_go_on(llm, chat):
             async for _ in s:
                 if len(s.token_ids) >= limit:
                     break
-        return s.completion()
+        return s.completion(), s.usage
 
     async def main():
         llm.reset_stats()
-        cut, full = await asyncio.gather(take(short, 3), take(long, 10_000))
+        (cut, cut_usage), (full, full_usage) = await asyncio.gather(take(short, 3), take(long, 10_000))
         stats = llm.reset_stats()
         reference = (await llm.generate(chat, long)).completions[0]
-        return cut, full, stats, reference
+        return cut, full, stats, reference, (cut_usage, full_usage)
 
-    cut, full, stats, reference = run(main())
+    cut, full, stats, reference, usages = run(main())
+    # usage: each stream processed the prompt, the shared prefill ran once (the other copy is cached)
+    assert [u.completion_tokens for u in usages] == [cut.num_tokens, full.num_tokens]
+    assert [u.processed_prompt_tokens for u in usages] == [len(chat)] * 2
+    assert sum(u.processed_prompt_tokens - u.cached_prompt_tokens for u in usages) == stats.prefill_tokens
     assert cut.finish_reason == "cancelled" and cut.num_tokens == 3
     assert full.token_ids == reference.token_ids  # the other sequence was not disturbed
     assert stats.batches == 1  # both streams shared one decode batch

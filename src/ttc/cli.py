@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if "votes" in result.details:
             print(f"votes: {result.details['votes']}")
         u = result.usage
-        print(f"usage: {u.prompt_tokens} prompt + {u.completion_tokens} completion tokens, "
+        print(f"usage: {u.token_summary()}, "
               f"{u.generator_calls} generator calls, {u.verifier_calls} verifier calls, {u.wall_seconds:.1f} s")
         if args.show:
             for i, c in enumerate(result.candidates):

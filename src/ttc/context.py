@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 from ttc.backends.base import Delta, Generator
-from ttc.errors import BudgetExhausted, InvalidInput
+from ttc.errors import BudgetExhausted, GenerationError, InvalidInput
 from ttc.types import Completion, Prompt, SamplingParams, Usage
 
 
@@ -22,7 +22,10 @@ from ttc.types import Completion, Prompt, SamplingParams, Usage
 class Budget:
     """Hard limits for one problem.
 
-    tokens: prompt + completion tokens the generator may process (prompts count once per request).
+    tokens: billed prompt tokens + completion tokens the generator may spend (`Usage.total_tokens`:
+        a prompt counts once per request, as servers bill it, whatever n is; the processed and
+        cached prompt counts are reported beside it in `Usage`). A request's prompt is charged
+        at least its own length, even if a backend reports less.
     seconds: wall-clock time; requests still running at the deadline are cancelled.
     verifier_calls: candidates or steps a verifier may score.
     min_candidate_tokens: a request whose per-candidate share of the remaining token budget falls
@@ -129,7 +132,7 @@ class Context:
             completion, usage = s.completion(), s.usage   # tokens received so far, counted
         """
         params, reserved = await self._reserve(prompt, params.replace(n=1))
-        prompt_tokens = await self._prompt_length(prompt)
+        prompt_tokens = reserved - params.max_tokens if reserved else await self._prompt_length(prompt)
         handle = Stream(self, self.generator.stream(prompt, params), prompt_tokens)
         try:
             yield handle
@@ -142,24 +145,35 @@ class Context:
     async def generate(self, prompt: Prompt, params: SamplingParams) -> list[tuple[Completion, Usage]]:
         """Run one request within the budget; return each completion with the usage it accounts for.
 
-        The first completion's usage carries the request's prompt tokens and the generator call,
-        every completion carries its own completion tokens, so the usages sum to the request's cost.
+        The first completion's usage carries the request's prompt tokens (billed, processed and
+        cached) and the generator call, every completion carries its own completion tokens, so
+        the usages sum to the request's cost. A request that failed after the backend had
+        spent tokens (e.g. an answer ttc rejects) still adds them to the problem's usage.
         """
         params, reserved = await self._reserve(prompt, params)
+        prompt_len = reserved - params.n * params.max_tokens if reserved else 0
         try:
             timeout = self.remaining_seconds()
             try:
                 gen = await asyncio.wait_for(self.generator.generate(prompt, params), timeout)
             except asyncio.TimeoutError:
                 raise BudgetExhausted(f"time budget of {self.budget.seconds} s exhausted") from None
+            except GenerationError as exc:
+                if isinstance(exc.usage, Usage):
+                    self.usage.add(_at_least(exc.usage, prompt_len, params.n))
+                raise
         finally:
             self._reserved_tokens -= reserved
         out = []
+        request = _at_least(gen.usage(), prompt_len, len(gen.completions))
         for i, completion in enumerate(gen.completions):
-            u = Usage(completion_tokens=completion.num_tokens)
+            u = Usage(completion_tokens=gen.tokens_of(i))
             if i == 0:
-                u.prompt_tokens = gen.prompt_tokens
+                u.prompt_tokens = request.prompt_tokens
+                u.processed_prompt_tokens = request.processed_prompt_tokens
+                u.cached_prompt_tokens = request.cached_prompt_tokens
                 u.generator_calls = 1
+            u.estimated = request.estimated
             self.usage.add(u)
             out.append((completion, u))
         return out
@@ -184,13 +198,26 @@ class Context:
 
 
 
+def _at_least(usage: Usage, prompt_len: int, sequences: int) -> Usage:
+    """`usage` with its prompt charged at least `prompt_len` tokens (the length ttc measured
+    before sending), so a backend that reports less (or nothing) cannot under-count a budget."""
+    if usage.prompt_tokens >= prompt_len:
+        return usage
+    out = Usage()
+    out.add(usage)
+    out.prompt_tokens = prompt_len
+    out.processed_prompt_tokens = max(usage.processed_prompt_tokens, sequences * prompt_len)
+    return out
+
+
 class Stream:
     """One streamed completion: iterate for deltas; tokens are counted in usage as they arrive."""
 
     def __init__(self, ctx: Context, deltas: AsyncIterator[Delta], prompt_tokens: int):
         self._ctx = ctx
         self._deltas = deltas
-        self.usage = Usage(prompt_tokens=prompt_tokens, generator_calls=1)
+        self._prompt_len = prompt_tokens
+        self.usage = Usage(prompt_tokens=prompt_tokens, processed_prompt_tokens=prompt_tokens, generator_calls=1)
         ctx.usage.add(self.usage)
         self.token_ids: list[int] = []
         self.logprobs: list[float] | None = None
@@ -211,11 +238,28 @@ class Stream:
         self.token_ids.extend(delta.token_ids)
         if delta.logprobs is not None:
             self.logprobs = (self.logprobs or []) + list(delta.logprobs)
-        n = len(delta.token_ids)
-        self.usage.completion_tokens += n
-        self._ctx.usage.completion_tokens += n
+        if delta.usage is not None:
+            self._take_over(delta.usage)
+        else:
+            n = len(delta.token_ids)
+            self.usage.completion_tokens += n
+            self._ctx.usage.completion_tokens += n
         self.finish_reason = delta.finish_reason
         return delta
+
+    def _take_over(self, reported: Usage) -> None:
+        """Replace this stream's counts by the backend's (prompt charged at least its length)."""
+        new = Usage(prompt_tokens=max(reported.prompt_tokens, self._prompt_len),
+                    processed_prompt_tokens=max(reported.processed_prompt_tokens, self._prompt_len),
+                    cached_prompt_tokens=reported.cached_prompt_tokens,
+                    completion_tokens=reported.completion_tokens, generator_calls=1,
+                    estimated=reported.estimated)
+        total = self._ctx.usage
+        for name in ("prompt_tokens", "processed_prompt_tokens", "cached_prompt_tokens", "completion_tokens"):
+            setattr(total, name, getattr(total, name) + getattr(new, name) - getattr(self.usage, name))
+            setattr(self.usage, name, getattr(new, name))
+        self.usage.estimated = new.estimated
+        total.estimated = total.estimated or new.estimated
 
     async def close(self) -> None:
         """Stop the request if it is still running (the backend aborts it)."""

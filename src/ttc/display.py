@@ -35,7 +35,7 @@ def _verdict(result: Result) -> str:
 
 def _usage_line(result: Result) -> str:
     u = result.usage
-    parts = [f"{u.prompt_tokens} prompt + {u.completion_tokens} completion tokens",
+    parts = [u.token_summary(),
              f"{u.generator_calls} generator call{'s' if u.generator_calls != 1 else ''}"]
     if u.verifier_calls or u.verifier_tokens:
         parts.append(f"{u.verifier_calls} verifier calls ({u.verifier_tokens} tokens)")

@@ -20,7 +20,13 @@ class BudgetExhausted(TTCError):
 
 
 class GenerationError(TTCError):
-    """A backend failed to produce completions (server down, malformed response, ...)."""
+    """A backend failed to produce completions (server down, malformed response, ...).
+
+    `usage` is what the failed request already cost when the backend knows it (a server that
+    answered, and reported its usage, with something ttc rejects); the problem's usage keeps it.
+    """
+
+    usage = None  # ttc.types.Usage | None, set by the backend that raises
 
 
 class BackendUnavailable(GenerationError):

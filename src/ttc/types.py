@@ -110,8 +110,24 @@ class Completion:
 class Usage:
     """Compute spent. Token and call counts add up exactly; `wall_seconds` is elapsed time.
 
-    Prompt tokens are counted once per generator request (a request for n samples prefills its
-    prompt once), completion tokens once per generated token.
+    Prompt tokens have two honest meanings, and both are reported:
+
+    - `prompt_tokens` (billed): the prompt once per generator request, as the server's
+      `usage.prompt_tokens` says (vLLM and the OpenAI API count an n-sample request's prompt
+      once). `Budget(tokens=...)` and `total_tokens` use this one.
+    - `processed_prompt_tokens`: the prompt once per generated sequence, since an n-sample
+      request runs its prompt n times unless cached (vLLM's `vllm:prompt_tokens_total` counts
+      this). `cached_prompt_tokens` is the part of it served from a prefix cache, where the
+      backend knows it: the transformers backend prefills a prompt once and copies its KV cache
+      to the n candidates (n x prompt processed, (n-1) x prompt cached); vLLM reports its hits in
+      `prompt_tokens_details.cached_tokens` (server started with `--enable-prompt-tokens-details`)
+      or `RequestOutput.num_cached_tokens`, which for an n > 1 request are the hits of one of its
+      n sequences, so a lower bound.
+
+    `completion_tokens` are the tokens the backend generated (the server's
+    `usage.completion_tokens` where it sends one). `estimated` is True when some count was not
+    reported by the backend and ttc had to estimate it (a server that sends no `usage` and no
+    token ids): the numbers are then approximate, never a silent zero.
     """
 
     prompt_tokens: int = 0
@@ -120,9 +136,13 @@ class Usage:
     verifier_calls: int = 0
     verifier_tokens: int = 0
     wall_seconds: float = 0.0
+    processed_prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
+        """Billed prompt tokens + completion tokens: what `Budget(tokens=...)` counts."""
         return self.prompt_tokens + self.completion_tokens
 
     def add(self, other: "Usage") -> None:
@@ -132,6 +152,9 @@ class Usage:
         self.generator_calls += other.generator_calls
         self.verifier_calls += other.verifier_calls
         self.verifier_tokens += other.verifier_tokens
+        self.processed_prompt_tokens += other.processed_prompt_tokens
+        self.cached_prompt_tokens += other.cached_prompt_tokens
+        self.estimated = self.estimated or other.estimated
 
     @classmethod
     def total(cls, usages: Sequence["Usage"]) -> "Usage":
@@ -140,13 +163,23 @@ class Usage:
             out.add(u)
         return out
 
-    def counts(self) -> tuple[int, int, int, int, int]:
+    def counts(self) -> tuple[int, ...]:
         """The additive part, for exact comparisons."""
         return (self.prompt_tokens, self.completion_tokens, self.generator_calls,
-                self.verifier_calls, self.verifier_tokens)
+                self.verifier_calls, self.verifier_tokens, self.processed_prompt_tokens,
+                self.cached_prompt_tokens)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"total_tokens": self.total_tokens}
+
+    def token_summary(self) -> str:
+        """E.g. "87 prompt + 512 completion tokens (prompt processed: 348, 261 cached)"."""
+        text = f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens"
+        if self.processed_prompt_tokens != self.prompt_tokens or self.cached_prompt_tokens:
+            text += f" (prompt processed: {self.processed_prompt_tokens}, {self.cached_prompt_tokens} cached)"
+        if self.estimated:
+            text += " (estimated: the server reported no usage)"
+        return text
 
 
 @dataclass

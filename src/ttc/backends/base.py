@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Sequence
 
 from ttc.errors import InvalidInput
-from ttc.types import Completion, Prompt, SamplingParams
+from ttc.types import Completion, Prompt, SamplingParams, Usage
 
 #: Capability names a backend may declare in `Generator.capabilities`.
 STREAM = "stream"                  # tokens can be watched as they arrive and a request cancelled
@@ -22,23 +22,56 @@ TOKEN_IDS = "token_ids"            # completions carry real token ids usable as 
 
 @dataclass(frozen=True)
 class Generation:
-    """The answer to one `generate` request: the prompt's length and its n completions."""
+    """The answer to one `generate` request: its n completions and what the backend counted.
+
+    `prompt_tokens` is the billed prompt (once per request, the server's `usage.prompt_tokens`).
+    The optional counts default to what the completions show: `completion_tokens` (one count per
+    completion; None = each completion's token ids), `processed_prompt_tokens` (None = n x
+    prompt_tokens: the prompt once per sequence), `cached_prompt_tokens` (of the processed ones,
+    those served from a prefix cache, where known). `estimated` marks counts the backend had to
+    guess (a server that sent no usage).
+    """
 
     prompt_tokens: int
     completions: list[Completion]
+    completion_tokens: tuple[int, ...] | None = None
+    processed_prompt_tokens: int | None = None
+    cached_prompt_tokens: int = 0
+    estimated: bool = False
+
+    def tokens_of(self, i: int) -> int:
+        """Completion tokens of the i-th completion, as the backend counted them."""
+        if self.completion_tokens is not None:
+            return self.completion_tokens[i]
+        return self.completions[i].num_tokens
+
+    def usage(self) -> Usage:
+        """The whole request's usage (one generator call)."""
+        processed = self.processed_prompt_tokens
+        if processed is None:
+            processed = len(self.completions) * self.prompt_tokens
+        return Usage(prompt_tokens=self.prompt_tokens, processed_prompt_tokens=processed,
+                     cached_prompt_tokens=self.cached_prompt_tokens, generator_calls=1,
+                     completion_tokens=sum(self.tokens_of(i) for i in range(len(self.completions))),
+                     estimated=self.estimated)
 
 
 @dataclass(frozen=True)
 class Delta:
     """A piece of a streamed completion: the tokens that arrived since the last delta.
 
-    The last delta of a stream has `finish_reason` set ("stop" or "length").
+    The last delta of a stream has `finish_reason` set ("stop" or "length"). `usage`, when a
+    backend sets it (at least on the last delta, where it knows more than the token ids show,
+    e.g. a server's final usage chunk), is its count of the whole request so far: billed,
+    processed and cached prompt tokens and the completion tokens generated up to this delta.
+    The stream's usage takes it over; without it, completion tokens are the token ids received.
     """
 
     text: str
     token_ids: tuple[int, ...]
     logprobs: tuple[float, ...] | None = None
     finish_reason: str | None = None
+    usage: Usage | None = None
 
 
 class Generator(abc.ABC):
@@ -71,7 +104,8 @@ class Generator(abc.ABC):
             raise InvalidInput(f"stream() produces one completion; got n={params.n}")
         generation = await self.generate(prompt, params)
         completion = generation.completions[0]
-        yield Delta(completion.text, completion.token_ids, completion.logprobs, completion.finish_reason)
+        yield Delta(completion.text, completion.token_ids, completion.logprobs, completion.finish_reason,
+                    usage=generation.usage())
 
     @property
     def model_name(self) -> str:

@@ -18,12 +18,14 @@ and clear errors: no server -> `BackendUnavailable`, unparseable answer -> `Malf
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import operator
 import os
 import random
 import time
 import urllib.request
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Sequence
@@ -33,7 +35,7 @@ import aiohttp
 
 from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator
 from ttc.errors import BackendUnavailable, GenerationError, InvalidInput, MalformedResponse
-from ttc.types import Completion, Prompt, SamplingParams
+from ttc.types import Completion, Prompt, SamplingParams, Usage
 
 __all__ = ["ChatMessages", "HTTPStatusError", "OpenAICompatible", "RequestRejected"]
 
@@ -145,6 +147,52 @@ def _finish_reason(reason: Any) -> str:
     return reason
 
 
+def _read_usage(data: Any) -> tuple[int | None, int | None, int | None]:
+    """(prompt_tokens, completion_tokens, cached prompt tokens) of a response's `usage` object
+    (or a stream's last chunk's); None for what the server did not send."""
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        return None, None, None
+
+    def count(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+    details = usage.get("prompt_tokens_details")
+    cached = count(details.get("cached_tokens")) if isinstance(details, dict) else None
+    return count(usage.get("prompt_tokens")), count(usage.get("completion_tokens")), cached
+
+
+def _estimate_tokens(text: str | None) -> int:
+    """A token count for text no one counted: about 4 characters per token (English prose)."""
+    return 0 if not text else max(1, round(len(text) / 4))
+
+
+def _prompt_length(prompt: Prompt) -> tuple[int, bool]:
+    """(prompt length, whether it is estimated): exact for token ids, estimated for text."""
+    if isinstance(prompt, ChatMessages):
+        return sum(_estimate_tokens(m["content"]) + 4 for m in prompt.messages), True
+    if isinstance(prompt, str):
+        return _estimate_tokens(prompt), True
+    return len(prompt), False
+
+
+def _split_completion_tokens(completions: Sequence[Completion], total: int | None) -> tuple[int, ...] | None:
+    """The server's completion-token total spread over the completions: each completion's token
+    ids when they add up to it, else in proportion to them (or to the text lengths when a
+    completion has no ids), so that the per-candidate counts sum to exactly what the server counted."""
+    if total is None:
+        return None
+    ids = [c.num_tokens for c in completions]
+    if sum(ids) == total or not completions:
+        return tuple(ids) if completions else ()
+    weights = ids if all(ids) else [len(c.text) + 1 for c in completions]
+    shares = [total * w / sum(weights) for w in weights]
+    counts = [int(x) for x in shares]
+    for i in sorted(range(len(shares)), key=lambda i: counts[i] - shares[i])[: total - sum(counts)]:
+        counts[i] += 1
+    return tuple(counts)
+
+
 class OpenAICompatible(Generator):
     """Generate through an OpenAI-compatible server (vLLM's or another).
 
@@ -202,6 +250,8 @@ class OpenAICompatible(Generator):
         self._states: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]" = weakref.WeakKeyDictionary()
         self._next = 0
         self.retries = 0  # attempts repeated after a failure, for tests and monitoring
+        self._stream_usage = True  # ask streams for a last usage chunk (off if the server refuses)
+        self._warned_no_usage = False
         if self._model is None:
             self._model = self._discover_model()
 
@@ -277,15 +327,24 @@ class OpenAICompatible(Generator):
             return await self.chat(prompt.messages, params)
         payload = await self._completion_payload(prompt, params, stream=False)
         data = await self._request_with_extensions("POST", "/completions", payload)
-        return await self._parse_completions(data, params)
+        try:
+            completions = await self._parse_completions(data, params)
+        except MalformedResponse as exc:
+            exc.usage = self._rejected_usage(data, prompt)
+            raise
+        return self._generation(data, completions, prompt)
 
     async def chat(self, messages: Sequence[dict[str, str]], params: SamplingParams) -> Generation:
         """`params.n` assistant replies to `messages` from `/v1/chat/completions`."""
         payload = await self._chat_payload(messages, params, stream=False)
         data = await self._request_with_extensions("POST", "/chat/completions", payload)
-        choices = self._choices(data, params.n)
-        completions = [self._chat_choice(c, params) for c in choices]
-        return Generation(prompt_tokens=self._prompt_tokens(data), completions=completions)
+        try:
+            choices = self._choices(data, params.n)
+            completions = [self._chat_choice(c, params) for c in choices]
+        except MalformedResponse as exc:
+            exc.usage = self._rejected_usage(data, ChatMessages(messages))
+            raise
+        return self._generation(data, completions, ChatMessages(messages))
 
     async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Delta]:
         """Stream one completion; closing the iterator early closes the connection, and vLLM
@@ -300,17 +359,27 @@ class OpenAICompatible(Generator):
         async with state.semaphore:
             response, replica = await self._open_stream(path, payload)
             finished = False
+            last: Delta | None = None  # the finish delta, held back until the usage chunk arrives
+            reported: Any = None       # the server's usage object (a last chunk with no choices)
+            received: list[Delta] = []
             try:
                 async for chunk in self._sse(response):
-                    delta = self._stream_delta(chunk, params, chat=path == "/chat/completions")
-                    if delta is None:
-                        continue
-                    finished = delta.finish_reason is not None
-                    yield delta
-                    if finished:
+                    if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
+                        reported = chunk["usage"]
+                    delta = None if last is not None else \
+                        self._stream_delta(chunk, params, chat=path == "/chat/completions")
+                    if delta is not None:
+                        received.append(delta)
+                        if delta.finish_reason is None:
+                            yield delta
+                            continue
+                        last = delta
+                    if last is not None and (reported is not None or not self._stream_usage):
                         break
-                if not finished:
+                if last is None:
                     raise MalformedResponse(f"the stream from {replica.base} ended without a finish_reason")
+                finished = True
+                yield dataclasses.replace(last, usage=self._stream_usage_of(reported, received, prompt))
             finally:
                 if not finished:
                     response.close()  # drop the connection: vLLM aborts the request
@@ -385,6 +454,8 @@ class OpenAICompatible(Generator):
                 payload["return_tokens_as_token_ids"] = True
         if stream:
             payload["stream"] = True
+            if self._stream_usage:
+                payload["stream_options"] = {"include_usage": True}
         return payload
 
     async def _chat_payload(self, messages: Sequence[dict[str, str]], params: SamplingParams,
@@ -403,6 +474,8 @@ class OpenAICompatible(Generator):
                 payload["return_tokens_as_token_ids"] = True
         if stream:
             payload["stream"] = True
+            if self._stream_usage:
+                payload["stream_options"] = {"include_usage": True}
         return payload
 
     # -- responses --------------------------------------------------------------------------
@@ -415,14 +488,66 @@ class OpenAICompatible(Generator):
             raise MalformedResponse(f"asked for {n} completions, the server returned {len(choices)}")
         return sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c.get("index"), int) else 0)
 
-    @staticmethod
-    def _prompt_tokens(data: dict[str, Any]) -> int:
-        usage = data.get("usage")
-        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-            return usage["prompt_tokens"]
-        return 0
+    # -- usage ------------------------------------------------------------------------------
+    def _generation(self, data: Any, completions: list[Completion], prompt: Prompt) -> Generation:
+        """The completions with the usage the server reported; what it did not report is
+        counted from token ids, else estimated (and marked so)."""
+        prompt_tokens, completion_total, cached = _read_usage(data)
+        estimated = False
+        if prompt_tokens is None:
+            prompt_tokens, estimated = _prompt_length(prompt)
+        counts = _split_completion_tokens(completions, completion_total)
+        if counts is None:
+            counts = tuple(c.num_tokens if c.token_ids else _estimate_tokens(c.text) for c in completions)
+            estimated = estimated or any(not c.token_ids and c.text for c in completions)
+        if estimated:
+            self._warn_no_usage()
+        return Generation(prompt_tokens=prompt_tokens, completions=completions, completion_tokens=counts,
+                          processed_prompt_tokens=prompt_tokens * len(completions),
+                          cached_prompt_tokens=cached or 0, estimated=estimated)
 
-    async def _parse_completions(self, data: Any, params: SamplingParams) -> Generation:
+    def _rejected_usage(self, data: Any, prompt: Prompt) -> Usage:
+        """What an answer ttc rejects already cost: the server's usage, else an estimate."""
+        prompt_tokens, completion_total, cached = _read_usage(data)
+        choices = data.get("choices") if isinstance(data, dict) else None
+        choices = [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
+        estimated = prompt_tokens is None or completion_total is None
+        if prompt_tokens is None:
+            prompt_tokens, _ = _prompt_length(prompt)
+        if completion_total is None:
+            texts = [c.get("text") if "text" in c else (c.get("message") or {}).get("content") for c in choices]
+            completion_total = sum(_estimate_tokens(t) for t in texts if isinstance(t, str))
+        return Usage(prompt_tokens=prompt_tokens, processed_prompt_tokens=prompt_tokens * max(1, len(choices)),
+                     cached_prompt_tokens=cached or 0, completion_tokens=completion_total, generator_calls=1,
+                     estimated=estimated)
+
+    def _stream_usage_of(self, reported: Any, received: list[Delta], prompt: Prompt) -> Usage:
+        """A finished stream's usage: the server's last usage chunk, else counted (or estimated)."""
+        prompt_tokens, completion_tokens, cached = _read_usage({"usage": reported})
+        estimated = False
+        if prompt_tokens is None:
+            prompt_tokens, estimated = _prompt_length(prompt)
+        if completion_tokens is None:
+            completion_tokens = 0
+            for d in received:
+                if d.token_ids:
+                    completion_tokens += len(d.token_ids)
+                elif d.text:
+                    completion_tokens += _estimate_tokens(d.text)
+                    estimated = True
+        if estimated:
+            self._warn_no_usage()
+        return Usage(prompt_tokens=prompt_tokens, processed_prompt_tokens=prompt_tokens,
+                     cached_prompt_tokens=cached or 0, completion_tokens=completion_tokens,
+                     generator_calls=1, estimated=estimated)
+
+    def _warn_no_usage(self) -> None:
+        if not self._warned_no_usage:
+            self._warned_no_usage = True
+            warnings.warn(f"{self.base_url} reported no token usage: ttc estimates it (Usage.estimated is True)",
+                          stacklevel=3)
+
+    async def _parse_completions(self, data: Any, params: SamplingParams) -> list[Completion]:
         choices = self._choices(data, params.n)
         completions = []
         for choice in choices:
@@ -437,7 +562,7 @@ class OpenAICompatible(Generator):
                 raise MalformedResponse(f"{len(logprobs)} logprobs for {len(ids)} tokens")
             completions.append(Completion(text=text, token_ids=ids, finish_reason=_finish_reason(choice.get("finish_reason")),
                                           logprobs=logprobs, top_logprobs=top))
-        return Generation(prompt_tokens=self._prompt_tokens(data), completions=completions)
+        return completions
 
     def _completion_logprobs(self, lp: Any, params: SamplingParams
                              ) -> tuple[tuple[float, ...] | None, tuple[dict[int, float], ...] | None, list[int] | None]:
@@ -707,6 +832,10 @@ class OpenAICompatible(Generator):
                     replica.outstanding -= 1
                 error = self._status_error(response.status, body, url)
                 if isinstance(error, RequestRejected):
+                    if "stream_options" in payload and "stream_options" in error.server_message:
+                        self._stream_usage = False
+                        payload = {k: v for k, v in payload.items() if k != "stream_options"}
+                        continue
                     if self.vllm_extensions and any(f in error.server_message for f in _EXTENSION_FIELDS):
                         self.vllm_extensions = False
                         self.capabilities = self.capabilities - {TOKEN_IDS}

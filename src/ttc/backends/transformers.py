@@ -37,7 +37,7 @@ import torch
 from ttc.backends.base import HIDDEN_STATES, STREAM, TOKEN_IDS, Delta, Generation, Generator
 from ttc.errors import GenerationError, InvalidInput, ModelNotFound
 from ttc.models import SMOLLM2_NAME, resolve_model
-from ttc.types import Completion, Prompt, SamplingParams
+from ttc.types import Completion, Prompt, SamplingParams, Usage
 
 __all__ = ["Transformers", "TransformersStats"]
 
@@ -89,6 +89,15 @@ class _Request:
     next_index: int = 0      # first sample index not yet scheduled
     remaining: int = 0       # samples not yet finished
     started: bool = False
+    prefilled: int = 0       # prompt tokens actually run through the model for this request
+
+    def usage(self, completion_tokens: int) -> Usage:
+        """This request's usage: the prompt once per sequence is processed; all but what this
+        request itself prefilled came from the KV copy (cached)."""
+        processed = len(self.prompt) * self.params.n
+        return Usage(prompt_tokens=len(self.prompt), processed_prompt_tokens=processed,
+                     cached_prompt_tokens=max(0, processed - self.prefilled),
+                     completion_tokens=completion_tokens, generator_calls=1)
 
     def is_cancelled(self) -> bool:
         return self.cancelled.is_set() or (self.future is not None and self.future.cancelled())
@@ -585,7 +594,10 @@ class Transformers(Generator):
         request.results[seq.index] = completion
         request.remaining -= 1
         if request.remaining == 0:
-            request.deliver(Generation(prompt_tokens=len(request.prompt), completions=list(request.results)))
+            u = request.usage(0)
+            request.deliver(Generation(prompt_tokens=u.prompt_tokens, completions=list(request.results),
+                                       processed_prompt_tokens=u.processed_prompt_tokens,
+                                       cached_prompt_tokens=u.cached_prompt_tokens))
 
     def _send(self, seq: _Seq, final: Completion | None = None) -> None:
         """Deliver the tokens decoded since the last delta, holding back a possible stop string's start."""
@@ -599,7 +611,8 @@ class Transformers(Generator):
         logprobs = tuple(seq.logprobs[seq.sent_tokens:]) if seq.logprobs else None
         seq.sent_tokens = len(seq.tokens)
         seq.request.send(Delta(text=text, token_ids=tokens, logprobs=logprobs,
-                               finish_reason=None if final is None else final.finish_reason))
+                               finish_reason=None if final is None else final.finish_reason,
+                               usage=seq.request.usage(seq.sent_tokens)))
 
     # -- the model loop ---------------------------------------------------------------------
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
@@ -620,7 +633,9 @@ class Transformers(Generator):
         device = self.device
         prompts: dict[tuple[int, ...], int] = {}
         for request, _ in batch:
-            prompts.setdefault(request.prompt, len(prompts))
+            if request.prompt not in prompts:  # a prompt shared by requests is prefilled once
+                prompts[request.prompt] = len(prompts)
+                request.prefilled += len(request.prompt)
             if not request.started:
                 request.started = True
                 self.stats.requests += 1

@@ -25,7 +25,7 @@ from typing import Any, AsyncIterator, Coroutine, Sequence, TypeVar
 from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator
 from ttc.errors import BackendUnavailable, GenerationError, InvalidInput, ModelNotFound, TTCError
 from ttc.models import SMOLLM2_NAME, resolve_model
-from ttc.types import Completion, Prompt, SamplingParams
+from ttc.types import Completion, Prompt, SamplingParams, Usage
 
 __all__ = ["VLLMEngine", "CPU_DEFAULTS"]
 
@@ -390,22 +390,34 @@ class VLLMEngine(Generator):
             raise GenerationError("vLLM ended the request without a final output")
         outputs = sorted(final.outputs, key=lambda o: o.index)
         completions = [self._completion(o, params) for o in outputs]
-        return Generation(prompt_tokens=len(final.prompt_token_ids or ()), completions=completions)
+        prompt_tokens = len(final.prompt_token_ids or ())
+        # vLLM's num_cached_tokens: prefix-cache hits of the prompt (for n > 1, of one of the n
+        # sequences: the parent request reports its last finished child's)
+        cached = getattr(final, "num_cached_tokens", None) or 0
+        return Generation(prompt_tokens=prompt_tokens, completions=completions,
+                          processed_prompt_tokens=prompt_tokens * len(completions), cached_prompt_tokens=cached)
 
     async def _stream(self, engine_prompt: Any, vllm_params: Any, params: SamplingParams) -> AsyncIterator[Delta]:
         request_id = f"ttc-{uuid.uuid4().hex}"
         finished = False
         outputs = self.engine.generate(engine_prompt, vllm_params, request_id)
+        generated = 0
         try:
             async for out in outputs:
                 o = out.outputs[0]
                 finished = out.finished
+                generated += len(o.token_ids)
                 logprobs = None
                 if o.logprobs is not None and (params.logprobs or params.top_logprobs):
                     logprobs = tuple(float(step[t].logprob) for step, t in zip(o.logprobs, o.token_ids))
                 reason = _finish_reason(o.finish_reason) if out.finished else None
                 if o.text or o.token_ids or reason is not None:
-                    yield Delta(text=o.text, token_ids=tuple(o.token_ids), logprobs=logprobs, finish_reason=reason)
+                    prompt_tokens = len(out.prompt_token_ids or ())
+                    usage = Usage(prompt_tokens=prompt_tokens, processed_prompt_tokens=prompt_tokens,
+                                  cached_prompt_tokens=getattr(out, "num_cached_tokens", None) or 0,
+                                  completion_tokens=generated, generator_calls=1)
+                    yield Delta(text=o.text, token_ids=tuple(o.token_ids), logprobs=logprobs, finish_reason=reason,
+                                usage=usage)
         except (GeneratorExit, asyncio.CancelledError):
             raise
         except BaseException as exc:

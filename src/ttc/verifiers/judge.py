@@ -104,7 +104,7 @@ class LLMJudge(ProcessRewardModel):
         except asyncio.TimeoutError:
             raise BudgetExhausted(f"time budget of {ctx.budget.seconds} s exhausted") from None
         completion = generation.completions[0]
-        ctx.record_verifier_tokens(generation.prompt_tokens + completion.num_tokens)
+        ctx.record_verifier_tokens(generation.prompt_tokens + generation.tokens_of(0))  # as the backend counted
         return await self.p_yes(generator, completion)
 
     async def p_yes(self, generator: Generator, completion: Completion) -> float:
