@@ -8,6 +8,7 @@ import sys
 from typing import Sequence
 
 from ttc.backends.factory import BACKENDS, make_backend
+from ttc.backends.threads import parse_threads
 from ttc.errors import TTCError
 from ttc.types import SamplingParams
 
@@ -16,6 +17,10 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="transformers", help="generator backend")
     p.add_argument("--model", default=None, help="HF id or local folder (default: embedded SmolLM2-135M-Instruct)")
     p.add_argument("--url", default=None, help="base URL of an OpenAI-compatible server (--backend openai)")
+    p.add_argument("--threads", type=parse_threads, default="auto",
+                   help="CPU threads of the transformers backend: auto (OMP_NUM_THREADS if set, else half "
+                   "the physical cores: torch's one-per-core collapses on a busy machine), torch (its "
+                   "default), or a count")
 
 
 def _int_list(text: str) -> list[int]:
@@ -27,7 +32,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ttc.runner import run_sync
 
     problems = demo_problems(args.problems, seed=args.seed)
-    backend = make_backend(args.backend, args.model, args.url)
+    backend = make_backend(args.backend, args.model, args.url, threads=args.threads)
     print(f"ttc demo: {len(problems)} addition word problems, backend={args.backend}, "
           f"model={getattr(backend, 'model_name', args.model)}", file=sys.stderr)
     try:
@@ -47,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens, logprobs=True, seed=args.seed)
     verifier = LogprobConfidence(args.verifier) if args.verifier else None
     strategy = make_strategy(args.strategy, n=args.n, verifier=verifier, params=params)
-    backend = make_backend(args.backend, args.model, args.url)
+    backend = make_backend(args.backend, args.model, args.url, threads=args.threads)
     try:
         result = strategy.solve(args.question, backend, seed=args.seed)
     finally:

@@ -31,6 +31,7 @@ from typing import Any, AsyncIterator, Callable, Sequence
 import torch
 
 from ttc.backends.base import HIDDEN_STATES, STREAM, TOKEN_IDS, Delta, Generation, Generator
+from ttc.backends.threads import Threads, resolve_threads
 from ttc.errors import GenerationError, InvalidInput, ModelNotFound
 from ttc.models import SMOLLM2_NAME, resolve_model
 from ttc.types import Completion, Prompt, SamplingParams
@@ -198,21 +199,24 @@ class Transformers(Generator):
     sequences decoded together; a request with more candidates is split over several batches.
     `batch_window`: seconds the worker waits after a request arrives at an idle backend, so
     that requests issued together (asyncio.gather) share a batch. `max_model_len` overrides
-    the context length read from the config. `num_threads` sets torch's CPU threads, process-wide
-    (1 is much faster when other processes compete for a small CPU). Other keyword arguments go
-    to `from_pretrained`.
+    the context length read from the config. `num_threads` sets torch's CPU threads, process-wide,
+    on a CPU device: "auto" (default) = `OMP_NUM_THREADS` if set, else half the physical cores
+    (torch's own default of one per core collapses when other processes compete for the CPU;
+    see `ttc.backends.threads`), "torch" = leave torch's setting, or a count. Other keyword
+    arguments go to `from_pretrained`.
     """
 
     capabilities = frozenset({TOKEN_IDS, HIDDEN_STATES, STREAM})
 
     def __init__(self, model: str | None = None, device: str = "auto", dtype: Any = None,
                  max_batch_size: int = 64, *, batch_window: float = 0.02,
-                 max_model_len: int | None = None, num_threads: int | None = None,
+                 max_model_len: int | None = None, num_threads: Threads | None = "auto",
                  trust_remote_code: bool = False, **model_kwargs: Any):
         path = resolve_model(model)
-        if num_threads is not None:
-            torch.set_num_threads(num_threads)
         torch_device = _as_device(device)
+        threads = resolve_threads(num_threads)
+        if threads is not None and torch_device.type == "cpu":
+            torch.set_num_threads(threads)
         torch_dtype = _as_dtype(dtype, torch_device)
         try:
             hf_model, tokenizer = self._load(path, torch_dtype, trust_remote_code, model_kwargs)

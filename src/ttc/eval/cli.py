@@ -43,7 +43,8 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
     from ttc.verifiers import LogprobConfidence
 
     # the backend is built only after the strategies and the dataset were checked (no model load for a typo)
-    return dict(backend=args.backend, model=args.model, url=args.url, split=args.split, limit=args.limit, output=args.output,
+    return dict(backend=args.backend, model=args.model, url=args.url, threads=args.threads,
+                split=args.split, limit=args.limit, output=args.output,
                 verifier=LogprobConfidence(args.verifier) if args.verifier else None,
                 max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
                 concurrency=args.concurrency, progress=not args.quiet, retry_errors=args.retry_errors,

@@ -396,15 +396,15 @@ def _problems(dataset: Any, split: str | None, limit: int | None, dataset_option
     return problems
 
 
-def _generator(generator: Generator | None, backend: str, model: str | None, url: str | None
-               ) -> tuple[Generator, bool]:
+def _generator(generator: Generator | None, backend: str, model: str | None, url: str | None,
+               threads: Any = "auto") -> tuple[Generator, bool]:
     if generator is not None:
         if not isinstance(generator, Generator):
             raise InvalidInput(f"expected a ttc Generator backend, got {type(generator).__name__}")
         return generator, False
     from ttc.backends.factory import make_backend
 
-    return make_backend(backend, model, url), True
+    return make_backend(backend, model, url, threads=threads), True
 
 
 def evaluate(strategies: Any = "majority", dataset: Any = "gsm8k", generator: Generator | None = None, *,
@@ -413,7 +413,7 @@ def evaluate(strategies: Any = "majority", dataset: Any = "gsm8k", generator: Ge
              verifier: Verifier | None = None, max_tokens: int = 256, temperature: float = 0.7,
              seed: int | None = 0, concurrency: int = 32, progress: bool = True, retry_errors: bool = False,
              backend: str = "transformers", model: str | None = None, url: str | None = None,
-             save_report: bool = True, **dataset_options: Any) -> EvalReport:
+             threads: Any = "auto", save_report: bool = True, **dataset_options: Any) -> EvalReport:
     """Evaluate strategies on a dataset; return an `EvalReport` (accuracy, tokens, latency per setting).
 
     strategies: registry names ("majority", "sample,majority,best_of_n") run at every `n`, or
@@ -421,7 +421,8 @@ def evaluate(strategies: Any = "majority", dataset: Any = "gsm8k", generator: Ge
         `temperature` and `verifier` then do not apply).
     dataset: anything `ttc.eval.load_dataset` takes; `split`, `limit` and `dataset_options`
         (question_field=, answer_field=, ...) go to it.
-    generator: a ttc backend; default: `make_backend(backend, model, url)`, closed at the end.
+    generator: a ttc backend; default: `make_backend(backend, model, url, threads=threads)`, closed
+        at the end (`threads`: the transformers backend's CPU threads, see `ttc.backends.threads`).
     output: JSONL file the records stream to; re-running resumes it. With `save_report`, the
         summary (.summary.md, .summary.csv) and the accuracy-vs-tokens plot (.png) are saved
         beside it.
@@ -431,7 +432,7 @@ def evaluate(strategies: Any = "majority", dataset: Any = "gsm8k", generator: Ge
                               tokens_budget=tokens_budget, verifier=verifier, max_tokens=max_tokens,
                               temperature=temperature, seed=seed, concurrency=concurrency, progress=progress,
                               retry_errors=retry_errors, backend=backend, model=model, url=url,
-                              save_report=save_report, **dataset_options))
+                              threads=threads, save_report=save_report, **dataset_options))
 
 
 async def aevaluate(strategies: Any = "majority", dataset: Any = "gsm8k", generator: Generator | None = None, *,
@@ -440,12 +441,13 @@ async def aevaluate(strategies: Any = "majority", dataset: Any = "gsm8k", genera
                     verifier: Verifier | None = None, max_tokens: int = 256, temperature: float = 0.7,
                     seed: int | None = 0, concurrency: int = 32, progress: bool = True,
                     retry_errors: bool = False, backend: str = "transformers", model: str | None = None,
-                    url: str | None = None, save_report: bool = True, **dataset_options: Any) -> EvalReport:
+                    url: str | None = None, threads: Any = "auto", save_report: bool = True,
+                    **dataset_options: Any) -> EvalReport:
     """Async `evaluate` (same arguments)."""
     params = SamplingParams(temperature=temperature, max_tokens=max_tokens, logprobs=True)
     planned = plan(strategies, n, verifier=verifier, params=params, tokens=tokens_budget)
     problems = _problems(dataset, split, limit, dataset_options)
-    gen, owned = _generator(generator, backend, model, url)
+    gen, owned = _generator(generator, backend, model, url, threads)
     try:
         config = EvalConfig(_dataset_label(dataset, problems), gen.model_name, max_tokens, temperature, seed)
         records = await arun_settings(planned, problems, gen, output=output, seed=seed, concurrency=concurrency,
@@ -503,7 +505,7 @@ async def acompare(strategies: Any = "majority,best_of_n", dataset: Any = "gsm8k
                    verifier: Verifier | None = None, max_tokens: int = 256, temperature: float = 0.7,
                    seed: int | None = 0, concurrency: int = 32, progress: bool = True, retry_errors: bool = False,
                    backend: str = "transformers", model: str | None = None, url: str | None = None,
-                   save_report: bool = True, **dataset_options: Any) -> EvalReport:
+                   threads: Any = "auto", save_report: bool = True, **dataset_options: Any) -> EvalReport:
     """Run each named strategy at each per-problem token budget B (prompt + completion tokens).
 
     Every setting is held to `ttc.Budget(tokens=B)` on every problem (enforced: no problem spends
@@ -517,7 +519,7 @@ async def acompare(strategies: Any = "majority,best_of_n", dataset: Any = "gsm8k
         raise InvalidInput("compare takes strategy names (e.g. 'majority,best_of_n')")
     problems = _problems(dataset, split, limit, dataset_options)
     params = SamplingParams(temperature=temperature, max_tokens=max_tokens, logprobs=True)
-    gen, owned = _generator(generator, backend, model, url)
+    gen, owned = _generator(generator, backend, model, url, threads)
     try:
         prompt_len = await prompt_tokens(problems, gen)
         planned: list[Planned] = []
