@@ -287,6 +287,7 @@ class Transformers(Generator):
         self._logits_to_keep = "logits_to_keep" in forward_params
         self._pass_cache_position = "cache_position" in forward_params  # transformers 4.x
         self.stats = TransformersStats()
+        self._decoded = 0  # tokens sampled since construction (not reset with stats), for progress
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -309,6 +310,10 @@ class Transformers(Generator):
     @property
     def model_name(self) -> str:
         return self._name
+
+    def tokens_generated(self) -> int:
+        """Tokens sampled so far (all requests, counted at every decode step)."""
+        return self._decoded
 
     def reset_stats(self) -> TransformersStats:
         """Start counting afresh; returns the counters up to now."""
@@ -645,6 +650,7 @@ class Transformers(Generator):
             tokens = self._sample(logits, active, temps, top_ps)  # waits for the device (.tolist())
             self.stats.model_seconds += time.perf_counter() - started  # counted before answers go out
             self.stats.generated_tokens += len(active)
+            self._decoded += len(active)
             keep = []
             for j, seq in enumerate(active):
                 if seq.request.cancelled.is_set():

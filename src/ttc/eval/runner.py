@@ -196,6 +196,7 @@ def make_record(problem: Problem, setting: Setting, result: Result, run_info: Ma
         "gold": gold,
         "correct": result.is_correct(),
         "error": result.error,
+        "truncated": result.truncated,  # candidates cut at max_tokens
         "usage": result.usage.to_dict(),
         "latency_s": round(result.usage.wall_seconds, 4),
         "candidates": candidates,
@@ -266,6 +267,20 @@ def plan(strategies: Any, n: int | str | Iterable[int] = 1, *, verifier: Verifie
     return out
 
 
+def prompt_label(strategy: Strategy) -> str | None:
+    """The prompt a strategy samples with, as recorded in results files (None when it has none
+    that ttc can see). Found on the strategy or on the sampler it repeats (`sample=`)."""
+    seen: set[int] = set()
+    item: Any = strategy
+    while item is not None and id(item) not in seen:
+        seen.add(id(item))
+        prompt = getattr(item, "prompt", None)
+        if prompt is not None:
+            return repr(prompt)
+        item = getattr(item, "sample", None)
+    return None
+
+
 # -- running ------------------------------------------------------------------------------------
 class _Resumable(Strategy):
     """Runs `inner`, except for problems already in the results file (their record is replayed)."""
@@ -297,17 +312,18 @@ async def arun_settings(planned: Sequence[Planned], problems: Sequence[Problem],
     if any(i is None for i in ids) or len(set(ids)) != len(ids):
         raise InvalidInput("evaluation needs problems with unique ids (load them with ttc.eval.load_dataset)")
     keys = {p.setting.key for p in planned}
+    prompts = {p.setting.key: prompt_label(p.strategy) for p in planned}
     file = ResultsFile(output) if output is not None else None
     new_records: list[dict[str, Any]] = []
     try:
         existing = file.records if file else []
+        if file:
+            _check_config(file.path, existing, prompts, run_info)
         if file and retry_errors:
             kept = [r for r in existing if not (r.get("error") and r["setting"] in keys)]
             if len(kept) != len(existing):
                 file.rewrite(kept)
                 existing = kept
-        if file:
-            _warn_on_changed_config(file.path, existing, keys, run_info)
         done: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in keys}
         for record in existing:
             if record["setting"] in done:
@@ -324,7 +340,7 @@ async def arun_settings(planned: Sequence[Planned], problems: Sequence[Problem],
                 problem = problems[index]
                 if problem.id in finished:
                     return  # replayed from the file
-                record = make_record(problem, setting, result, run_info)
+                record = make_record(problem, setting, result, {**run_info, "prompt": prompts[setting.key]})
                 finished[problem.id] = record
                 if file:
                     file.append(record)
@@ -348,17 +364,32 @@ async def arun_settings(planned: Sequence[Planned], problems: Sequence[Problem],
     return sorted(grid.values(), key=lambda r: (setting_order[r["setting"]], order[str(r["problem_id"])]))
 
 
-def _warn_on_changed_config(path: Path, records: Sequence[Mapping[str, Any]], keys: set[str],
-                            run_info: Mapping[str, Any]) -> None:
+#: run settings that change what a result means: a file made with others is refused
+REFUSED_CHANGES = ("model", "max_tokens", "temperature", "prompt")
+
+
+def _check_config(path: Path, records: Sequence[Mapping[str, Any]], prompts: Mapping[str, str | None],
+                  run_info: Mapping[str, Any]) -> None:
+    """Refuse to resume a results file made with another model, max_tokens, temperature or
+    prompt (their results would be mixed into one table); warn about another seed."""
     for record in records:
-        if record["setting"] not in keys:
+        key = record["setting"]
+        if key not in prompts:
             continue
-        for name in ("model", "max_tokens", "temperature", "seed"):
-            if name in run_info and name in record and record[name] != run_info[name]:
-                warnings.warn(f"{path} has results made with {name}={record[name]!r}, this run uses "
-                              f"{run_info[name]!r}: they are kept and not re-run; use another output "
-                              f"file to start over", ResultsWarning, stacklevel=3)
-                return
+        wanted = {**run_info, "prompt": prompts[key]}
+        for name in REFUSED_CHANGES:
+            if name in wanted and name in record and record[name] != wanted[name]:
+                raise InvalidInput(
+                    f"{path} has results made with {name}={record[name]!r} (setting {key}), but this run "
+                    f"uses {name}={wanted[name]!r}: they would be mixed into one table. Write this run to "
+                    f"another file (--output / output=), or delete {path} to start over")
+    for record in records:
+        name = "seed"
+        if record["setting"] in prompts and name in run_info and name in record and record[name] != run_info[name]:
+            warnings.warn(f"{path} has results made with {name}={record[name]!r}, this run uses "
+                          f"{run_info[name]!r}: they are kept and not re-run; use another output "
+                          f"file to start over", ResultsWarning, stacklevel=3)
+            return
 
 
 @dataclass
