@@ -33,7 +33,7 @@ import torch
 from ttc.backends.base import HIDDEN_STATES, STREAM, TOKEN_IDS, Delta, Generation, Generator
 from ttc.backends.threads import Threads, resolve_threads
 from ttc.errors import GenerationError, InvalidInput, ModelNotFound
-from ttc.models import SMOLLM2_NAME, resolve_model
+from ttc.models import SMOLLM2_NAME, check_hub_model, resolve_model
 from ttc.types import Completion, Prompt, SamplingParams
 
 __all__ = ["Transformers", "TransformersStats"]
@@ -213,6 +213,8 @@ class Transformers(Generator):
                  max_model_len: int | None = None, num_threads: Threads | None = "auto",
                  trust_remote_code: bool = False, **model_kwargs: Any):
         path = resolve_model(model)
+        if "local_files_only" not in model_kwargs:
+            check_hub_model(path)  # offline, a hub id fails now instead of after the loaders' retries
         torch_device = _as_device(device)
         threads = resolve_threads(num_threads)
         if threads is not None and torch_device.type == "cpu":

@@ -84,6 +84,8 @@ class SettingSummary:
     def from_records(cls, setting: str, records: Sequence[Mapping[str, Any]]) -> "SettingSummary":
         first = records[0]
         graded = [r for r in records if r.get("correct") is not None]
+        if all(r.get("error") for r in records):
+            graded = []  # nothing was answered: no accuracy at all, rather than a 0 as if the model had tried
         correct = sum(bool(r["correct"]) for r in graded)
         low, high = wilson_interval(correct, len(graded)) if graded else (None, None)
         usages = [r.get("usage") or {} for r in records]
@@ -119,6 +121,8 @@ def _pass_rates(records: Sequence[Mapping[str, Any]]) -> tuple[float | None, flo
     no problem has graded candidates.
     """
     p1, pn, counted = 0.0, 0.0, 0
+    if all(r.get("error") for r in records):
+        return None, None
     for r in records:
         if r.get("correct") is None:
             continue
