@@ -12,7 +12,6 @@ import torch
 
 import ttc
 from ttc.backends import Scripted
-from ttc.backends.threads import parse_threads, resolve_threads
 from ttc.errors import InvalidInput, ModelNotFound
 from ttc.eval import EvalReport, evaluate
 from ttc.strategies import BestOfN, MajorityVote, Sample
@@ -27,6 +26,7 @@ PROBLEM = Problem(question="What is 2 + 3?", answer="5", id="p")
 # -- threads ----------------------------------------------------------------------------------
 def test_auto_threads_is_half_the_physical_cores_unless_omp_num_threads_is_set(monkeypatch):
     import ttc.backends.threads as threads
+    from ttc.backends.threads import parse_threads, resolve_threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     for cores, expected in [(1, 1), (2, 1), (3, 1), (8, 4), (64, 32)]:
