@@ -166,17 +166,21 @@ def test_report_of_a_missing_file_says_it_does_not_exist(tmp_path, capsys):
     assert f"{tmp_path / 'missing.jsonl'} does not exist" in capsys.readouterr().err
 
 
-def test_run_with_a_missing_model_folder_fails_before_importing_torch():
+@pytest.mark.parametrize("model,message", [
+    ("/no/such/folder", "model folder '/no/such/folder' does not exist"),
+    ("no-org/no-model", "'no-org/no-model' is not in the local cache and the hub is unreachable")])
+def test_run_with_a_model_that_cannot_load_fails_before_importing_torch(model, message):
     code = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {SRC!r})
         from ttc.cli import main
-        rc = main(["run", "what is 1 + 1?", "--model", "/no/such/folder"])
+        rc = main(["run", "what is 1 + 1?", "--model", {model!r}])
         print(rc, "torch" in sys.modules, "transformers" in sys.modules)
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert proc.stdout.split() == ["2", "False", "False"], proc.stderr
-    assert "model folder '/no/such/folder' does not exist" in proc.stderr
+    assert message in proc.stderr
 
 
 @pytest.mark.parametrize("name,value", [("model", "other-model"), ("max_tokens", 17), ("temperature", 0.1)])
