@@ -48,10 +48,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                           seed=args.seed, progress=not args.quiet, on_row=on_row))
     except KeyboardInterrupt:
         if not rows:
-            print("ttc demo: interrupted before the first setting finished", file=sys.stderr)
+            print(("\n" if not args.quiet else "") + "ttc demo: interrupted before the first setting finished",
+                  file=sys.stderr)
         else:
             print(format_footer(len(problems)), flush=True)
-            print(f"ttc demo: interrupted; the {len(rows)} row{'s' if len(rows) != 1 else ''} above "
+            print(("\n" if not args.quiet else "") + f"ttc demo: interrupted; the {len(rows)} row{'s' if len(rows) != 1 else ''} above "
                   f"finished", file=sys.stderr)
         return 130
     finally:
