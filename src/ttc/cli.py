@@ -8,6 +8,7 @@ import sys
 from typing import Sequence
 
 from ttc.backends.factory import BACKENDS, make_backend
+from ttc.backends.threads import parse_threads
 from ttc.errors import TTCError
 from ttc.types import SamplingParams
 
@@ -16,6 +17,10 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="transformers", help="generator backend")
     p.add_argument("--model", default=None, help="HF id or local folder (default: embedded SmolLM2-135M-Instruct)")
     p.add_argument("--url", default=None, help="base URL of an OpenAI-compatible server (--backend openai)")
+    p.add_argument("--threads", type=parse_threads, default="auto",
+                   help="CPU threads of the transformers backend: auto = OMP_NUM_THREADS if set, else half "
+                   "the physical cores (torch's one per core collapses on a busy machine); torch = torch's "
+                   "own choice; or a count (default: auto)")
 
 
 def _int_list(text: str) -> list[int]:
@@ -23,20 +28,72 @@ def _int_list(text: str) -> list[int]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ttc.demo import demo_problems, format_table, run_demo
+    from ttc.demo import demo_problems, format_footer, format_header, format_row, run_demo
     from ttc.runner import run_sync
 
     problems = demo_problems(args.problems, seed=args.seed)
-    backend = make_backend(args.backend, args.model, args.url)
+    backend = make_backend(args.backend, args.model, args.url, threads=args.threads)
     print(f"ttc demo: {len(problems)} addition word problems, backend={args.backend}, "
           f"model={getattr(backend, 'model_name', args.model)}", file=sys.stderr)
+    rows: list = []
+
+    def on_row(row) -> None:  # noqa: ANN001 - called on ttc's loop thread as each setting finishes
+        if not rows:
+            print(format_header(), flush=True)
+        rows.append(row)
+        print(format_row(row), flush=True)
+
     try:
-        rows = run_sync(run_demo(backend, problems, ns=_int_list(args.n), max_tokens=args.max_tokens,
-                                 seed=args.seed, progress=not args.quiet))
+        run_sync(run_demo(backend, problems, ns=_int_list(args.n), max_tokens=args.max_tokens,
+                          seed=args.seed, progress=not args.quiet, on_row=on_row))
+    except KeyboardInterrupt:
+        if not rows:
+            print(("\n" if not args.quiet else "") + "ttc demo: interrupted before the first setting finished",
+                  file=sys.stderr)
+        else:
+            print(format_footer(len(problems)), flush=True)
+            print(("\n" if not args.quiet else "") + f"ttc demo: interrupted; the {len(rows)} row{'s' if len(rows) != 1 else ''} above "
+                  f"finished", file=sys.stderr)
+        return 130
     finally:
         run_sync(backend.aclose())
-    print(format_table(rows, len(problems)))
+    print(format_footer(len(problems)))
     return 0
+
+
+def _solve_with_progress(strategy, question: str, backend, seed: int | None, total: int | None,  # noqa: ANN001
+                         enabled: bool):
+    """Solve one question with a tqdm bar on stderr counting the tokens the backend has decoded.
+
+    The bar follows `backend.tokens_generated()` (polled twice a second), so a vote's n
+    candidates, which arrive together, still show progress while they are decoded. Backends
+    that cannot count tokens before a request finishes show the elapsed time only.
+    """
+    import threading
+
+    from tqdm.auto import tqdm
+
+    start = backend.tokens_generated()
+    bar = tqdm(total=total if start is not None else None, unit="tok", desc=f"{strategy.name} tokens",
+               disable=not enabled, file=sys.stderr, dynamic_ncols=True, leave=False)
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(0.5):
+            now = backend.tokens_generated()
+            if now is not None and start is not None:
+                bar.update(max(0, now - start - bar.n))
+            else:
+                bar.refresh()
+
+    thread = threading.Thread(target=poll, name="ttc-progress", daemon=True)
+    thread.start()
+    try:
+        return strategy.solve(question, backend, seed=seed)
+    finally:
+        stop.set()
+        thread.join()
+        bar.close()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -47,9 +104,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens, logprobs=True, seed=args.seed)
     verifier = LogprobConfidence(args.verifier) if args.verifier else None
     strategy = make_strategy(args.strategy, n=args.n, verifier=verifier, params=params)
-    backend = make_backend(args.backend, args.model, args.url)
+    backend = make_backend(args.backend, args.model, args.url, threads=args.threads)
     try:
-        result = strategy.solve(args.question, backend, seed=args.seed)
+        # an upper bound for the strategies that sample n whole candidates; others show a count only
+        whole = strategy.name in ("sample", "majority", "best_of_n", "first_finish")
+        total = getattr(strategy, "n", 1) * args.max_tokens if whole else None
+        result = _solve_with_progress(strategy, args.question, backend, args.seed, total,
+                                      enabled=not args.quiet and not args.json)
     finally:
         run_sync(backend.aclose())
     if args.json:
@@ -61,10 +122,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         u = result.usage
         print(f"usage: {u.token_summary()}, "
               f"{u.generator_calls} generator calls, {u.verifier_calls} verifier calls, {u.wall_seconds:.1f} s")
+        if result.candidates:
+            print(f"cut at max_tokens: {result.truncated}/{len(result.candidates)} candidates")
+        if "truncation" in result.details:
+            print(f"warning: {result.details['truncation']} (--max-tokens)")
         if args.show:
             for i, c in enumerate(result.candidates):
-                print(f"--- candidate {i}: answer={c.answer} scores={c.scores}\n{c.text}")
+                print(f"--- candidate {i}: answer={c.answer} scores={c.scores} finish={c.finish_reason}\n{c.text}")
     return 0
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already names it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = (action.help or "").strip()
+        default = action.default
+        if default is None or default is False or default == argparse.SUPPRESS or not action.option_strings \
+                or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+def _defaults_in_help(parser: argparse.ArgumentParser) -> None:
+    """Give `parser` and all its subcommands' parsers the formatter that shows defaults."""
+    parser.formatter_class = _HelpFormatter
+    for action in parser._actions:
+        if action.help is None and action.option_strings and action.default is not None \
+                and action.default is not False:
+            action.help = "(default: %(default)s)"  # argparse prints no help line for an option without help
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _defaults_in_help(child)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_args(demo)
     demo.add_argument("--problems", type=int, default=40, help="number of demo problems")
     demo.add_argument("--n", default="1,4,16", help="comma-separated numbers of candidates")
-    demo.add_argument("--max-tokens", type=int, default=96)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--max-tokens", type=int, default=96, help="completion tokens per candidate")
+    demo.add_argument("--seed", type=int, default=0, help="problem generator and sampling seed")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
 
@@ -87,11 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n", type=int, default=8, help="number of candidates")
     run.add_argument("--verifier", choices=["mean_logprob", "self_certainty"], default=None,
                      help="logprob-confidence verifier (weights votes; picks for best_of_n)")
-    run.add_argument("--max-tokens", type=int, default=256)
-    run.add_argument("--temperature", type=float, default=0.7)
-    run.add_argument("--seed", type=int, default=None)
+    run.add_argument("--max-tokens", type=int, default=256, help="completion tokens per candidate")
+    run.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
+    run.add_argument("--seed", type=int, default=None, help="sampling seed (default: none, a new sample each run)")
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
     run.add_argument("--show", action="store_true", help="print every candidate")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
 
     from ttc.eval.cli import register as register_eval_commands
@@ -101,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ttc.probes.cli import register as register_probe_commands
 
     register_probe_commands(sub, _add_backend_args)  # `ttc probes collect|train|calibrate`
+    _defaults_in_help(parser)
     return parser
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ttc.backends.base import Generator
 from ttc.prompts import ChatPrompt
@@ -58,7 +58,10 @@ def demo_strategies(ns: Sequence[int], params: SamplingParams) -> list[tuple[Str
 
 
 async def run_demo(generator: Generator, problems: Sequence[Problem], ns: Sequence[int] = (1, 4, 16),
-                   max_tokens: int = 96, seed: int = 0, concurrency: int = 64, progress: bool = True) -> list[Row]:
+                   max_tokens: int = 96, seed: int = 0, concurrency: int = 64, progress: bool = True,
+                   on_row: Callable[[Row], None] | None = None) -> list[Row]:
+    """One Row per demo setting; `on_row(row)` is called as each setting finishes (the CLI prints it
+    at once, so an interrupted demo still shows the settings that finished)."""
     params = SamplingParams(temperature=0.7, max_tokens=max_tokens, logprobs=True)
     rows = []
     for strategy, n in demo_strategies(ns, params):
@@ -71,14 +74,23 @@ async def run_demo(generator: Generator, problems: Sequence[Problem], ns: Sequen
                         errors=sum(not r.ok for r in results),
                         tokens_per_problem=sum(r.usage.total_tokens for r in results) / len(results),
                         seconds=seconds))
+        if on_row is not None:
+            on_row(rows[-1])
     return rows
 
 
+def format_header() -> str:
+    return f"{'strategy':<12} {'n':>3} {'accuracy':>9} {'tokens/problem':>15} {'seconds':>8}\n" + "-" * 51
+
+
+def format_row(r: Row) -> str:
+    err = f"  ({r.errors} failed)" if r.errors else ""
+    return f"{r.strategy:<12} {r.n:>3} {r.accuracy:>9.3f} {r.tokens_per_problem:>15.1f} {r.seconds:>8.1f}{err}"
+
+
+def format_footer(problems: int) -> str:
+    return f"({problems} problems; tokens = prompt + completion per problem)"
+
+
 def format_table(rows: Sequence[Row], problems: int) -> str:
-    lines = [f"{'strategy':<12} {'n':>3} {'accuracy':>9} {'tokens/problem':>15} {'seconds':>8}",
-             "-" * 51]
-    for r in rows:
-        err = f"  ({r.errors} failed)" if r.errors else ""
-        lines.append(f"{r.strategy:<12} {r.n:>3} {r.accuracy:>9.3f} {r.tokens_per_problem:>15.1f} {r.seconds:>8.1f}{err}")
-    lines.append(f"({problems} problems; tokens = prompt + completion per problem)")
-    return "\n".join(lines)
+    return "\n".join([format_header(), *(format_row(r) for r in rows), format_footer(problems)])

@@ -111,3 +111,58 @@ def resolve_model(name_or_path: str | None) -> str:
     if looks_like_path:
         raise ModelNotFound(f"model folder {name_or_path!r} does not exist")
     return name_or_path
+
+
+def hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
+    """(whether the Hugging Face hub endpoint accepts a TCP connection within `timeout`, why not).
+
+    `HF_HUB_OFFLINE=1` means unreachable without trying. Name resolution runs in a daemon thread
+    so that a resolver without network cannot hold the caller longer than `timeout`.
+    """
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False, "HF_HUB_OFFLINE is set"
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    url = urlparse(endpoint)
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    outcome: list[str] = []
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append("")
+        except OSError as exc:
+            outcome.append(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=attempt, name="ttc-hub-check", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return False, f"no answer from {host}:{port} within {timeout:g} s"
+    return outcome[0] == "", (outcome[0] and f"{host}:{port}: {outcome[0]}")
+
+
+def check_hub_model(name: str, timeout: float = 3.0) -> None:
+    """Fail fast for a hub id that can only come from an unreachable hub.
+
+    A local folder, or a hub id whose config is in the local hub cache, passes. Otherwise the hub
+    is probed once (`hub_reachable`); if it cannot be reached, raise ModelNotFound at once instead
+    of letting the loaders retry for minutes (vLLM spent 195 s offline before failing).
+    """
+    if os.path.isdir(name):
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception:  # an id the cache cannot even name (malformed): let the loader report it
+        cached = None
+    if isinstance(cached, str):
+        return
+    reachable, why = hub_reachable(timeout)
+    if not reachable:
+        raise ModelNotFound(f"model {name!r} is not in the local cache and the hub is unreachable ({why}): "
+                            f"pass a local model folder (or download it where the hub is reachable)")

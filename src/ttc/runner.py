@@ -54,6 +54,16 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         raise
 
 
+def note_truncation(result: Result) -> Result:
+    """Say so in `details["truncation"]` when most (over half) of several candidates were cut at
+    max_tokens: the answer then rests on unfinished traces, and max_tokens is the thing to raise."""
+    total, cut = len(result.candidates), result.truncated
+    if total > 1 and 2 * cut > total:
+        result.details["truncation"] = (f"{cut}/{total} candidates were cut at max_tokens before finishing: "
+                                        f"the answer rests mostly on unfinished traces; raise max_tokens")
+    return result
+
+
 async def solve_one(strategy: "Strategy", problem: Problem | str, generator: Generator, *,
                     budget: Budget | None = None, seed: int | None = None) -> Result:
     """Solve one problem; raises on failure (see `asolve_many` for per-problem error records)."""
@@ -61,7 +71,7 @@ async def solve_one(strategy: "Strategy", problem: Problem | str, generator: Gen
     ctx = Context(generator, budget, seed)
     result = await strategy.run(problem, ctx)
     result.usage = ctx.finish()
-    return result
+    return note_truncation(result)
 
 
 async def asolve_many(strategy: "Strategy", problems: Iterable[Problem | str], generator: Generator, *,
@@ -93,7 +103,7 @@ async def asolve_many(strategy: "Strategy", problems: Iterable[Problem | str], g
                 try:
                     problem.validate()
                     ctx = Context(generator, budget, None if seed is None else seed + index)
-                    result = await strategy.run(problem, ctx)
+                    result = note_truncation(await strategy.run(problem, ctx))
                     result.usage = ctx.finish()
                 except Exception as exc:  # one bad problem never loses the others
                     result = Result.failed(problem, strategy.name, exc, ctx.finish() if ctx else Usage())

@@ -244,6 +244,16 @@ class Result:
         return self.error is None
 
     @property
+    def correct(self) -> bool | None:
+        """Whether the answer matches the problem's gold answer; None without gold (as in `to_dict()`)."""
+        return self.is_correct()
+
+    @property
+    def truncated(self) -> int:
+        """How many candidates were cut at max_tokens (finish_reason "length") before finishing."""
+        return sum(1 for c in self.candidates if c.finish_reason == "length")
+
+    @property
     def text(self) -> str | None:
         """The text of the candidate that supplied the answer (first match), if any."""
         for c in self.candidates:
@@ -271,6 +281,7 @@ class Result:
             "usage": self.usage.to_dict(),
             "details": self.details,
             "error": self.error,
+            "truncated": self.truncated,
             "candidates": [
                 {"answer": c.answer, "scores": c.scores, "finish_reason": c.finish_reason,
                  "completion_tokens": c.usage.completion_tokens}

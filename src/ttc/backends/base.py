@@ -107,6 +107,15 @@ class Generator(abc.ABC):
         yield Delta(completion.text, completion.token_ids, completion.logprobs, completion.finish_reason,
                     usage=generation.usage())
 
+    def tokens_generated(self) -> int | None:
+        """Completion tokens decoded so far by this backend, in-flight requests included.
+
+        For progress displays: a vote's n candidates arrive together when its one request
+        finishes, so counting finished candidates would jump from 0 to n. None when the backend
+        cannot see tokens before a request finishes (the default).
+        """
+        return None
+
     @property
     def model_name(self) -> str:
         return type(self).__name__

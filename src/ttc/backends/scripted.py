@@ -62,6 +62,7 @@ class Scripted(Generator):
         self.latency = latency
         self.token_latency = token_latency
         self.streamed_tokens = 0
+        self.generated_tokens = 0  # completion tokens of every answered request (and streamed one)
         self.requests: list[tuple[str, SamplingParams]] = []
         self._vocab: dict[str, int] = {}
         self._words: list[str] = []
@@ -97,7 +98,11 @@ class Scripted(Generator):
         if self.latency:
             await asyncio.sleep(self.latency)
         completions = [self._complete(self._script(text, params, i), params) for i in range(params.n)]
+        self.generated_tokens += sum(len(c.token_ids) for c in completions)
         return Generation(prompt_tokens=len(self._ids(text)), completions=completions)
+
+    def tokens_generated(self) -> int:
+        return self.generated_tokens
 
     async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Delta]:
         """Token-by-token stream; `token_latency` may be a function of (completion text, token index)."""

@@ -35,8 +35,9 @@ from typing import Any, AsyncIterator, Callable, Sequence
 import torch
 
 from ttc.backends.base import HIDDEN_STATES, STREAM, TOKEN_IDS, Delta, Generation, Generator
+from ttc.backends.threads import Threads, resolve_threads
 from ttc.errors import GenerationError, InvalidInput, ModelNotFound
-from ttc.models import SMOLLM2_NAME, resolve_model
+from ttc.models import SMOLLM2_NAME, check_hub_model, resolve_model
 from ttc.types import Completion, Prompt, SamplingParams, Usage
 
 __all__ = ["Transformers", "TransformersStats"]
@@ -212,23 +213,29 @@ class Transformers(Generator):
     sequences decoded together; a request with more candidates is split over several batches.
     `batch_window`: seconds the worker waits after a request arrives at an idle backend, so
     that requests issued together (asyncio.gather) share a batch. `max_model_len` overrides
-    the context length read from the config. `num_threads` sets torch's CPU threads, process-wide
-    (1 is much faster when other processes compete for a small CPU). `decode`: "auto" = a static
-    KV cache replayed as CUDA graphs on CUDA (`ttc.backends.static_decode`; no prefix reuse across
-    requests there), the dynamic cache elsewhere; "static" forces the static cache (CUDA graphs
-    only on CUDA), "dynamic" the dynamic cache. Other keyword arguments go to `from_pretrained`.
+    the context length read from the config. `num_threads` sets torch's CPU threads, process-wide,
+    on a CPU device: "auto" (default) = `OMP_NUM_THREADS` if set, else half the physical cores
+    (torch's own default of one per core collapses when other processes compete for the CPU;
+    see `ttc.backends.threads`), "torch" = leave torch's setting, or a count. `decode`: "auto" = a
+    static KV cache replayed as CUDA graphs on CUDA (`ttc.backends.static_decode`; no prefix reuse
+    across requests there), the dynamic cache elsewhere; "static" forces the static cache (CUDA
+    graphs only on CUDA), "dynamic" the dynamic cache. Other keyword arguments go to
+    `from_pretrained`.
     """
 
     capabilities = frozenset({TOKEN_IDS, HIDDEN_STATES, STREAM})
 
     def __init__(self, model: str | None = None, device: str = "auto", dtype: Any = None,
                  max_batch_size: int = 64, *, batch_window: float = 0.02,
-                 max_model_len: int | None = None, num_threads: int | None = None,
+                 max_model_len: int | None = None, num_threads: Threads | None = "auto",
                  trust_remote_code: bool = False, decode: str = "auto", **model_kwargs: Any):
         path = resolve_model(model)
-        if num_threads is not None:
-            torch.set_num_threads(num_threads)
+        if "local_files_only" not in model_kwargs:
+            check_hub_model(path)  # offline, a hub id fails now instead of after the loaders' retries
         torch_device = _as_device(device)
+        threads = resolve_threads(num_threads)
+        if threads is not None and torch_device.type == "cpu":
+            torch.set_num_threads(threads)
         torch_dtype = _as_dtype(dtype, torch_device)
         try:
             hf_model, tokenizer = self._load(path, torch_dtype, trust_remote_code, model_kwargs)
@@ -302,6 +309,7 @@ class Transformers(Generator):
         self._logits_to_keep = "logits_to_keep" in forward_params
         self._pass_cache_position = "cache_position" in forward_params  # transformers 4.x
         self.stats = TransformersStats()
+        self._decoded = 0  # tokens sampled since construction (not reset with stats), for progress
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -340,6 +348,10 @@ class Transformers(Generator):
     @property
     def model_name(self) -> str:
         return self._name
+
+    def tokens_generated(self) -> int:
+        """Tokens sampled so far (all requests, counted at every decode step)."""
+        return self._decoded
 
     def reset_stats(self) -> TransformersStats:
         """Start counting afresh; returns the counters up to now."""
@@ -689,6 +701,7 @@ class Transformers(Generator):
             tokens = self._sample(logits, active, temps, top_ps)  # waits for the device (.tolist())
             self.stats.model_seconds += time.perf_counter() - started  # counted before answers go out
             self.stats.generated_tokens += len(active)
+            self._decoded += len(active)
             keep = []
             for j, seq in enumerate(active):
                 if seq.request.cancelled.is_set():

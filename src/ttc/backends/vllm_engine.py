@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator, Coroutine, Sequence, TypeVar
 
 from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator
 from ttc.errors import BackendUnavailable, GenerationError, InvalidInput, ModelNotFound, TTCError
-from ttc.models import SMOLLM2_NAME, resolve_model
+from ttc.models import SMOLLM2_NAME, check_hub_model, resolve_model
 from ttc.types import Completion, Prompt, SamplingParams, Usage
 
 __all__ = ["VLLMEngine", "CPU_DEFAULTS"]
@@ -121,6 +121,7 @@ class VLLMEngine(Generator):
 
     def __init__(self, model: str | None = None, **engine_kwargs: Any):
         path = resolve_model(model)
+        check_hub_model(path)  # offline, a hub id fails now instead of after minutes of retries
         kwargs = self._engine_kwargs(path, engine_kwargs)
         self._thread: _LoopThread | None = _LoopThread("ttc-vllm-engine")
         try:

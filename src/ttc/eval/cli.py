@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, Callable
 
@@ -26,7 +27,7 @@ def _run_args(p: argparse.ArgumentParser, output: str) -> None:
     p.add_argument("--verifier", choices=["mean_logprob", "self_certainty"], default=None,
                    help="logprob-confidence verifier (weights votes; picks for best_of_n)")
     p.add_argument("--max-tokens", type=int, default=256, help="completion tokens per candidate")
-    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
     p.add_argument("--seed", type=int, default=0, help="problem i samples with seed SEED+i")
     p.add_argument("--concurrency", type=int, default=32, help="problems solved at once")
     p.add_argument("--retry-errors", action="store_true", help="re-run problems whose stored result is an error")
@@ -43,7 +44,8 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
     from ttc.verifiers import LogprobConfidence
 
     # the backend is built only after the strategies and the dataset were checked (no model load for a typo)
-    return dict(backend=args.backend, model=args.model, url=args.url, split=args.split, limit=args.limit, output=args.output,
+    return dict(backend=args.backend, model=args.model, url=args.url, threads=args.threads,
+                split=args.split, limit=args.limit, output=args.output,
                 verifier=LogprobConfidence(args.verifier) if args.verifier else None,
                 max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
                 concurrency=args.concurrency, progress=not args.quiet, retry_errors=args.retry_errors,
@@ -51,13 +53,20 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _finish(report: Any, output: str) -> int:
+    """Print the table and where the files are; exit 1 with one line per setting whose every
+    problem failed (a run that produced nothing must not look like a run that answered wrong)."""
     from ttc.eval.runner import report_prefix
 
     print(report.table())
     prefix = report_prefix(output)
     print(f"results: {output}\nsummary: {prefix}.summary.md, {prefix}.summary.csv\nplot:    {prefix}.png",
           file=sys.stderr)
-    return 0
+    failed = report.failed_settings()
+    for setting, count, error in failed:
+        where = f"{setting}: " if len(report.rows) > 1 else ""
+        print(f"ttc: error: {where}{count}/{count} problems failed: {error}; re-run with --retry-errors",
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _plain_warnings() -> None:
@@ -101,6 +110,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ttc.eval.runner import report_prefix
 
     _plain_warnings()
+    if not os.path.exists(args.results):
+        print(f"ttc: error: {args.results} does not exist", file=sys.stderr)
+        return 2
     report = EvalReport.from_jsonl(args.results)
     if not report.records:
         print(f"ttc: error: {args.results} has no results", file=sys.stderr)

@@ -77,11 +77,15 @@ class SettingSummary:
     latency_p50: float | None
     latency_p95: float | None
     errors: int
+    #: share of all candidates cut at max_tokens (finish_reason "length"); None without candidates
+    cut: float | None = None
 
     @classmethod
     def from_records(cls, setting: str, records: Sequence[Mapping[str, Any]]) -> "SettingSummary":
         first = records[0]
         graded = [r for r in records if r.get("correct") is not None]
+        if all(r.get("error") for r in records):
+            graded = []  # nothing was answered: no accuracy at all, rather than a 0 as if the model had tried
         correct = sum(bool(r["correct"]) for r in graded)
         low, high = wilson_interval(correct, len(graded)) if graded else (None, None)
         usages = [r.get("usage") or {} for r in records]
@@ -96,7 +100,13 @@ class SettingSummary:
             mean_completion_tokens=_mean(u.get("completion_tokens", 0) for u in usages),
             mean_verifier_calls=_mean(u.get("verifier_calls", 0) for u in usages),
             latency_p50=percentile(latencies, 50), latency_p95=percentile(latencies, 95),
-            errors=sum(1 for r in records if r.get("error")))
+            errors=sum(1 for r in records if r.get("error")), cut=_cut_share(records))
+
+
+def _cut_share(records: Sequence[Mapping[str, Any]]) -> float | None:
+    """Share of the candidates (over all records) that were cut at max_tokens."""
+    reasons = [c.get("finish_reason") for r in records for c in r.get("candidates") or []]
+    return sum(1 for x in reasons if x == "length") / len(reasons) if reasons else None
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -111,6 +121,8 @@ def _pass_rates(records: Sequence[Mapping[str, Any]]) -> tuple[float | None, flo
     no problem has graded candidates.
     """
     p1, pn, counted = 0.0, 0.0, 0
+    if all(r.get("error") for r in records):
+        return None, None
     for r in records:
         if r.get("correct") is None:
             continue
@@ -138,10 +150,11 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("pass_at_1", "pass@1", ".3f"),
     ("pass_at_n", "pass@n", ".3f"),
     ("mean_tokens", "tokens/problem", ".0f"),
+    ("cut", "cut", ".0%"),
     ("mean_verifier_calls", "verifier calls", ".1f"),
     ("latency_p50", "latency p50 (s)", ".2f"),
     ("latency_p95", "latency p95 (s)", ".2f"),
-    ("errors", "errors", "d"),
+    ("errors", "failed", "d"),
 )
 
 
@@ -167,13 +180,43 @@ class EvalReport:
         return " · ".join(parts) or "evaluation"
 
     # -- data -----------------------------------------------------------------------------------
-    @property
-    def rows(self) -> list[SettingSummary]:
-        """One summary per setting, in the order the settings first appear in the records."""
+    def _groups(self) -> dict[str, list[Mapping[str, Any]]]:
         groups: dict[str, list[Mapping[str, Any]]] = {}
         for r in self.records:
             groups.setdefault(str(r["setting"]), []).append(r)
-        return [SettingSummary.from_records(k, v) for k, v in groups.items()]
+        return groups
+
+    @property
+    def rows(self) -> list[SettingSummary]:
+        """One summary per setting, in the order the settings first appear in the records."""
+        return [SettingSummary.from_records(k, v) for k, v in self._groups().items()]
+
+    def plot_rows(self) -> list[SettingSummary]:
+        """What the plot shows: per setting, the summary of its problems that did not fail.
+
+        A failed problem has no answer and (often) no tokens: plotting it as a wrong answer at
+        0 tokens would draw a point as if the model had tried. Settings whose every problem
+        failed are left out; `errors` keeps the number of failed problems left out.
+        """
+        out = []
+        for key, records in self._groups().items():
+            answered = [r for r in records if not r.get("error")]
+            if not answered:
+                continue
+            row = SettingSummary.from_records(key, answered)
+            row.errors = len(records) - len(answered)
+            out.append(row)
+        return out
+
+    def failed_settings(self) -> list[tuple[str, int, str]]:
+        """(setting, problems, first error) for every setting whose problems all failed."""
+        out = []
+        for key, records in self._groups().items():
+            errors = [str(r["error"]) for r in records if r.get("error")]
+            if errors and len(errors) == len(records):
+                first = errors[0].strip().splitlines()[0] if errors[0].strip() else "unknown error"
+                out.append((key, len(records), first if len(first) <= 300 else first[:300] + "…"))
+        return out
 
     def __getitem__(self, setting: str) -> SettingSummary:
         for row in self.rows:
@@ -208,9 +251,10 @@ class EvalReport:
         return "\n".join(out)
 
     def _footnote(self) -> str:
-        return ("accuracy: share of problems answered correctly (failed ones count as wrong), Wilson 95% CI; "
+        return ("accuracy: correct answers over all problems, Wilson 95% CI (a failed problem has no answer; "
+                "failures are counted under 'failed' and left out of the plot); "
                 "pass@1/pass@n: unbiased estimates from the candidates' correctness; "
-                "tokens: prompt + completion per problem")
+                "tokens: prompt + completion per problem; cut: share of candidates cut at max_tokens")
 
     def to_markdown(self) -> str:
         """The summary as a Markdown table (with the title as a heading)."""
@@ -261,9 +305,11 @@ class EvalReport:
     def plot(self, path: str | os.PathLike | None = None, ax: Any = None) -> Any:
         """Accuracy (with 95% CI bars) against mean tokens per problem, one line per strategy.
 
-        Points of a strategy are its settings (n or token budget) in increasing cost. A *partial*
-        setting (fewer problems done than the report covers: a run still going or interrupted) is
-        drawn hollow, joined by a dotted line and labelled with its count, e.g. "n=16 (12/50)".
+        Points of a strategy are its settings (n or token budget) in increasing cost, computed
+        over the problems that did not fail (see `plot_rows`; a point's label says how many
+        failed, and a setting that failed everywhere is not drawn). A *partial* setting (fewer
+        problems done than the report covers: a run still going or interrupted) is drawn hollow,
+        joined by a dotted line and labelled with its count, e.g. "n=16 (12/50)".
         Saves a PNG when `path` is given; returns the matplotlib Figure.
         """
         from matplotlib.figure import Figure  # no pyplot: no GUI backend, works headless (Agg)
@@ -273,7 +319,7 @@ class EvalReport:
         fig = ax.figure if ax is not None else Figure(figsize=(7, 4.5), dpi=100)
         ax = ax if ax is not None else fig.add_subplot()
         lines: dict[str, list[SettingSummary]] = {}
-        for row in self.rows:
+        for row in self.plot_rows():
             if row.accuracy is not None:
                 lines.setdefault(row.strategy, []).append(row)
         costs = [r.mean_tokens for rows in lines.values() for r in rows]
@@ -371,7 +417,8 @@ def _near(a: float, b: float, log: bool, span: float, tolerance: float = 0.05) -
 def _point_label(rows: Sequence[SettingSummary]) -> str:
     ns = "/".join(dict.fromkeys(str(r.n) for r in rows))
     budgets = "/".join(dict.fromkeys(str(r.tokens_budget) for r in rows if r.tokens_budget))
-    return f"n={ns}" + (f", B={budgets}" if budgets else "")
+    failed = sum(r.errors for r in rows)
+    return f"n={ns}" + (f", B={budgets}" if budgets else "") + (f", {failed} failed" if failed else "")
 
 
 def _show_figures_in_notebooks() -> None:

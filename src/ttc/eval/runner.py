@@ -196,6 +196,7 @@ def make_record(problem: Problem, setting: Setting, result: Result, run_info: Ma
         "gold": gold,
         "correct": result.is_correct(),
         "error": result.error,
+        "truncated": result.truncated,  # candidates cut at max_tokens
         "usage": result.usage.to_dict(),
         "latency_s": round(result.usage.wall_seconds, 4),
         "candidates": candidates,
@@ -266,6 +267,20 @@ def plan(strategies: Any, n: int | str | Iterable[int] = 1, *, verifier: Verifie
     return out
 
 
+def prompt_label(strategy: Strategy) -> str | None:
+    """The prompt a strategy samples with, as recorded in results files (None when it has none
+    that ttc can see). Found on the strategy or on the sampler it repeats (`sample=`)."""
+    seen: set[int] = set()
+    item: Any = strategy
+    while item is not None and id(item) not in seen:
+        seen.add(id(item))
+        prompt = getattr(item, "prompt", None)
+        if prompt is not None:
+            return repr(prompt)
+        item = getattr(item, "sample", None)
+    return None
+
+
 # -- running ------------------------------------------------------------------------------------
 class _Resumable(Strategy):
     """Runs `inner`, except for problems already in the results file (their record is replayed)."""
@@ -297,17 +312,18 @@ async def arun_settings(planned: Sequence[Planned], problems: Sequence[Problem],
     if any(i is None for i in ids) or len(set(ids)) != len(ids):
         raise InvalidInput("evaluation needs problems with unique ids (load them with ttc.eval.load_dataset)")
     keys = {p.setting.key for p in planned}
+    prompts = {p.setting.key: prompt_label(p.strategy) for p in planned}
     file = ResultsFile(output) if output is not None else None
     new_records: list[dict[str, Any]] = []
     try:
         existing = file.records if file else []
+        if file:
+            _check_config(file.path, existing, prompts, run_info)
         if file and retry_errors:
             kept = [r for r in existing if not (r.get("error") and r["setting"] in keys)]
             if len(kept) != len(existing):
                 file.rewrite(kept)
                 existing = kept
-        if file:
-            _warn_on_changed_config(file.path, existing, keys, run_info)
         done: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in keys}
         for record in existing:
             if record["setting"] in done:
@@ -324,7 +340,7 @@ async def arun_settings(planned: Sequence[Planned], problems: Sequence[Problem],
                 problem = problems[index]
                 if problem.id in finished:
                     return  # replayed from the file
-                record = make_record(problem, setting, result, run_info)
+                record = make_record(problem, setting, result, {**run_info, "prompt": prompts[setting.key]})
                 finished[problem.id] = record
                 if file:
                     file.append(record)
@@ -348,17 +364,32 @@ async def arun_settings(planned: Sequence[Planned], problems: Sequence[Problem],
     return sorted(grid.values(), key=lambda r: (setting_order[r["setting"]], order[str(r["problem_id"])]))
 
 
-def _warn_on_changed_config(path: Path, records: Sequence[Mapping[str, Any]], keys: set[str],
-                            run_info: Mapping[str, Any]) -> None:
+#: run settings that change what a result means: a file made with others is refused
+REFUSED_CHANGES = ("model", "max_tokens", "temperature", "prompt")
+
+
+def _check_config(path: Path, records: Sequence[Mapping[str, Any]], prompts: Mapping[str, str | None],
+                  run_info: Mapping[str, Any]) -> None:
+    """Refuse to resume a results file made with another model, max_tokens, temperature or
+    prompt (their results would be mixed into one table); warn about another seed."""
     for record in records:
-        if record["setting"] not in keys:
+        key = record["setting"]
+        if key not in prompts:
             continue
-        for name in ("model", "max_tokens", "temperature", "seed"):
-            if name in run_info and name in record and record[name] != run_info[name]:
-                warnings.warn(f"{path} has results made with {name}={record[name]!r}, this run uses "
-                              f"{run_info[name]!r}: they are kept and not re-run; use another output "
-                              f"file to start over", ResultsWarning, stacklevel=3)
-                return
+        wanted = {**run_info, "prompt": prompts[key]}
+        for name in REFUSED_CHANGES:
+            if name in wanted and name in record and record[name] != wanted[name]:
+                raise InvalidInput(
+                    f"{path} has results made with {name}={record[name]!r} (setting {key}), but this run "
+                    f"uses {name}={wanted[name]!r}: they would be mixed into one table. Write this run to "
+                    f"another file (--output / output=), or delete {path} to start over")
+    for record in records:
+        name = "seed"
+        if record["setting"] in prompts and name in run_info and name in record and record[name] != run_info[name]:
+            warnings.warn(f"{path} has results made with {name}={record[name]!r}, this run uses "
+                          f"{run_info[name]!r}: they are kept and not re-run; use another output "
+                          f"file to start over", ResultsWarning, stacklevel=3)
+            return
 
 
 @dataclass
@@ -396,15 +427,15 @@ def _problems(dataset: Any, split: str | None, limit: int | None, dataset_option
     return problems
 
 
-def _generator(generator: Generator | None, backend: str, model: str | None, url: str | None
-               ) -> tuple[Generator, bool]:
+def _generator(generator: Generator | None, backend: str, model: str | None, url: str | None,
+               threads: Any = "auto") -> tuple[Generator, bool]:
     if generator is not None:
         if not isinstance(generator, Generator):
             raise InvalidInput(f"expected a ttc Generator backend, got {type(generator).__name__}")
         return generator, False
     from ttc.backends.factory import make_backend
 
-    return make_backend(backend, model, url), True
+    return make_backend(backend, model, url, threads=threads), True
 
 
 def evaluate(strategies: Any = "majority", dataset: Any = "gsm8k", generator: Generator | None = None, *,
@@ -413,7 +444,7 @@ def evaluate(strategies: Any = "majority", dataset: Any = "gsm8k", generator: Ge
              verifier: Verifier | None = None, max_tokens: int = 256, temperature: float = 0.7,
              seed: int | None = 0, concurrency: int = 32, progress: bool = True, retry_errors: bool = False,
              backend: str = "transformers", model: str | None = None, url: str | None = None,
-             save_report: bool = True, **dataset_options: Any) -> EvalReport:
+             threads: Any = "auto", save_report: bool = True, **dataset_options: Any) -> EvalReport:
     """Evaluate strategies on a dataset; return an `EvalReport` (accuracy, tokens, latency per setting).
 
     strategies: registry names ("majority", "sample,majority,best_of_n") run at every `n`, or
@@ -421,7 +452,8 @@ def evaluate(strategies: Any = "majority", dataset: Any = "gsm8k", generator: Ge
         `temperature` and `verifier` then do not apply).
     dataset: anything `ttc.eval.load_dataset` takes; `split`, `limit` and `dataset_options`
         (question_field=, answer_field=, ...) go to it.
-    generator: a ttc backend; default: `make_backend(backend, model, url)`, closed at the end.
+    generator: a ttc backend; default: `make_backend(backend, model, url, threads=threads)`, closed
+        at the end (`threads`: the transformers backend's CPU threads, see `ttc.backends.threads`).
     output: JSONL file the records stream to; re-running resumes it. With `save_report`, the
         summary (.summary.md, .summary.csv) and the accuracy-vs-tokens plot (.png) are saved
         beside it.
@@ -431,7 +463,7 @@ def evaluate(strategies: Any = "majority", dataset: Any = "gsm8k", generator: Ge
                               tokens_budget=tokens_budget, verifier=verifier, max_tokens=max_tokens,
                               temperature=temperature, seed=seed, concurrency=concurrency, progress=progress,
                               retry_errors=retry_errors, backend=backend, model=model, url=url,
-                              save_report=save_report, **dataset_options))
+                              threads=threads, save_report=save_report, **dataset_options))
 
 
 async def aevaluate(strategies: Any = "majority", dataset: Any = "gsm8k", generator: Generator | None = None, *,
@@ -440,12 +472,13 @@ async def aevaluate(strategies: Any = "majority", dataset: Any = "gsm8k", genera
                     verifier: Verifier | None = None, max_tokens: int = 256, temperature: float = 0.7,
                     seed: int | None = 0, concurrency: int = 32, progress: bool = True,
                     retry_errors: bool = False, backend: str = "transformers", model: str | None = None,
-                    url: str | None = None, save_report: bool = True, **dataset_options: Any) -> EvalReport:
+                    url: str | None = None, threads: Any = "auto", save_report: bool = True,
+                    **dataset_options: Any) -> EvalReport:
     """Async `evaluate` (same arguments)."""
     params = SamplingParams(temperature=temperature, max_tokens=max_tokens, logprobs=True)
     planned = plan(strategies, n, verifier=verifier, params=params, tokens=tokens_budget)
     problems = _problems(dataset, split, limit, dataset_options)
-    gen, owned = _generator(generator, backend, model, url)
+    gen, owned = _generator(generator, backend, model, url, threads)
     try:
         config = EvalConfig(_dataset_label(dataset, problems), gen.model_name, max_tokens, temperature, seed)
         records = await arun_settings(planned, problems, gen, output=output, seed=seed, concurrency=concurrency,
@@ -503,7 +536,7 @@ async def acompare(strategies: Any = "majority,best_of_n", dataset: Any = "gsm8k
                    verifier: Verifier | None = None, max_tokens: int = 256, temperature: float = 0.7,
                    seed: int | None = 0, concurrency: int = 32, progress: bool = True, retry_errors: bool = False,
                    backend: str = "transformers", model: str | None = None, url: str | None = None,
-                   save_report: bool = True, **dataset_options: Any) -> EvalReport:
+                   threads: Any = "auto", save_report: bool = True, **dataset_options: Any) -> EvalReport:
     """Run each named strategy at each per-problem token budget B (prompt + completion tokens).
 
     Every setting is held to `ttc.Budget(tokens=B)` on every problem (enforced: no problem spends
@@ -517,7 +550,7 @@ async def acompare(strategies: Any = "majority,best_of_n", dataset: Any = "gsm8k
         raise InvalidInput("compare takes strategy names (e.g. 'majority,best_of_n')")
     problems = _problems(dataset, split, limit, dataset_options)
     params = SamplingParams(temperature=temperature, max_tokens=max_tokens, logprobs=True)
-    gen, owned = _generator(generator, backend, model, url)
+    gen, owned = _generator(generator, backend, model, url, threads)
     try:
         prompt_len = await prompt_tokens(problems, gen)
         planned: list[Planned] = []

@@ -59,7 +59,7 @@ def _collect(args: argparse.Namespace) -> Any:
         from ttc.demo import DEMO_PROMPT as prompt
     else:
         prompt = ChatPrompt()
-    backend = make_backend(args.backend, args.model, args.url)
+    backend = make_backend(args.backend, args.model, args.url, threads=args.threads)
     try:
         params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens)
         return run_sync(collect_forced_exits(

@@ -7,7 +7,7 @@ import math
 from ttc.context import Context
 from ttc.errors import InvalidInput
 from ttc.strategies.base import Sampler, Strategy
-from ttc.strategies.wrapping import check_n, sampler_for
+from ttc.strategies.wrapping import as_verifier, check_n, sampler_for
 from ttc.types import Problem, Result
 from ttc.verifiers.base import Verifier, score_candidates
 
@@ -38,7 +38,7 @@ class BestOfN(Strategy):
         if temperature <= 0:
             raise InvalidInput(f"temperature must be positive, got {temperature!r}")
         self.n = check_n(n)
-        self.verifier = verifier
+        self.verifier = verifier = as_verifier(verifier)
         self.selection = selection
         self.temperature = temperature
         self.sample = sampler_for(sample, verifier)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ttc.context import Context
 from ttc.strategies.base import Sampler, Strategy
-from ttc.strategies.wrapping import check_n, sampler_for
+from ttc.strategies.wrapping import as_verifier, check_n, sampler_for
 from ttc.types import Problem, Result
 from ttc.verifiers.base import Verifier, score_candidates
 from ttc.votes import vote_weights, weighted_vote
@@ -28,7 +28,7 @@ class MajorityVote(Strategy):
 
     def __init__(self, n: int = 8, sample: Sampler | None = None, verifier: Verifier | None = None):
         self.n = check_n(n)
-        self.verifier = verifier
+        self.verifier = verifier = as_verifier(verifier)
         self.sample = sampler_for(sample, verifier)
 
     async def run(self, problem: Problem, ctx: Context) -> Result:

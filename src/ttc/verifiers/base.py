@@ -35,6 +35,21 @@ class Verifier(abc.ABC):
         """One score per candidate, in order."""
 
 
+def as_numbers(verifier: Verifier, values: Sequence[object]) -> list[float]:
+    """The scores as floats; None, a string or anything float() refuses raises InvalidInput
+    naming the verifier (instead of a bare TypeError from deep inside a strategy)."""
+    out = []
+    for i, value in enumerate(values):
+        try:
+            if value is None or isinstance(value, (str, bytes, bool)):
+                raise TypeError
+            out.append(float(value))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise InvalidInput(f"verifier {verifier.name!r} ({type(verifier).__name__}) returned {value!r} "
+                               f"for candidate {i}: a score must be a number") from None
+    return out
+
+
 async def score_candidates(verifier: Verifier, problem: Problem, candidates: Sequence[Candidate],
                            ctx: Context) -> list[float]:
     """Score `candidates`, enforce the verifier budget, and charge each candidate its share.
@@ -47,7 +62,7 @@ async def score_candidates(verifier: Verifier, problem: Problem, candidates: Seq
     if not verifier.free:
         ctx.reserve_verifier_calls(len(candidates))
     tokens_before = ctx.usage.verifier_tokens
-    scores = check_scores(verifier.name, await verifier.score(problem, candidates, ctx))
+    scores = check_scores(verifier.name, as_numbers(verifier, await verifier.score(problem, candidates, ctx)))
     if len(scores) != len(candidates):
         raise InvalidInput(f"verifier {verifier.name!r} returned {len(scores)} scores for {len(candidates)} candidates")
     spent = ctx.usage.verifier_tokens - tokens_before

@@ -7,7 +7,7 @@ from typing import Awaitable, Callable, Sequence, Union
 
 from ttc.context import Context
 from ttc.types import Candidate, Problem
-from ttc.verifiers.base import Verifier
+from ttc.verifiers.base import Verifier, as_numbers
 
 ScoreFn = Callable[[Problem, Candidate], Union[float, Awaitable[float]]]
 
@@ -29,8 +29,8 @@ class Programmatic(Verifier):
             value = self.fn(problem, candidate)
             if inspect.isawaitable(value):
                 value = await value
-            scores.append(float(value))
-        return scores
+            scores.append(value)
+        return as_numbers(self, scores)
 
 
 def gold_answer_oracle() -> Programmatic:

@@ -1,0 +1,212 @@
+"""A newcomer's first hour (issue 12): loud failures, partial results, defaults in --help.
+
+The CLI runs in a subprocess (real exit codes, a real SIGINT) with `make_backend` replaced by a
+Scripted backend, so no model is loaded.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from ttc.cli import build_parser, main
+from ttc.eval import EvalReport, evaluate
+from ttc.errors import InvalidInput
+
+from eval_helpers import addition_problems, scripted, write_jsonl
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+TESTS = str(Path(__file__).resolve().parent)
+
+#: a subprocess prelude: `ttc` with make_backend replaced by BACKEND (defined by the caller's code)
+PRELUDE = textwrap.dedent("""
+    import asyncio, sys
+    sys.path[:0] = [{src!r}, {tests!r}]
+    import ttc.backends.factory as factory, ttc.cli as cli
+    from ttc.backends import Scripted
+    from ttc.errors import BackendUnavailable
+    {backend}
+    factory.make_backend = cli.make_backend = lambda *a, **k: BACKEND
+    sys.exit(cli.main(sys.argv[1:]))
+""")
+
+
+def cli(args, backend_code, **kwargs):
+    code = PRELUDE.format(src=SRC, tests=TESTS, backend=textwrap.indent(textwrap.dedent(backend_code), "").strip())
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, **kwargs)
+
+
+FAILING = """
+class Down(Scripted):
+    async def generate(self, prompt, params):
+        raise BackendUnavailable("cannot reach http://127.0.0.1:9/v1: connection refused")
+BACKEND = Down(["x"])
+"""
+
+
+def test_eval_whose_every_problem_failed_exits_nonzero_with_one_line(tmp_path):
+    data = write_jsonl(tmp_path / "p.jsonl", addition_problems(3))
+    out = tmp_path / "r.jsonl"
+    proc = cli(["eval", "--dataset", str(data), "--output", str(out), "--quiet"], FAILING)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    lines = [x for x in stderr.splitlines() if x.startswith("ttc: error:")]
+    assert lines == ["ttc: error: 3/3 problems failed: BackendUnavailable: cannot reach http://127.0.0.1:9/v1: "
+                     "connection refused; re-run with --retry-errors"]
+    # the table shows the failures in their own column and no accuracy (nothing was answered)
+    row = EvalReport.from_jsonl(out).rows[0]
+    assert row.errors == 3 and row.accuracy is None and row.pass_at_1 is None
+
+
+def test_compare_with_a_failed_setting_names_it_and_exits_nonzero(tmp_path):
+    data = write_jsonl(tmp_path / "p.jsonl", addition_problems(2))
+    backend = """
+    from eval_helpers import script
+    class HalfDown(Scripted):  # best_of_n's requests fail, majority's work
+        async def generate(self, prompt, params):
+            if params.top_logprobs or params.n == 3:
+                raise BackendUnavailable("down")
+            return await super().generate(prompt, params)
+    BACKEND = HalfDown(script)
+    """
+    proc = cli(["compare", "--dataset", str(data), "--strategies", "sample,majority", "--tokens-budget", "10000",
+                "--max-tokens", "3000", "--output", str(tmp_path / "c.jsonl"), "--quiet"], backend)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    errors = [x for x in stderr.splitlines() if x.startswith("ttc: error:")]
+    assert errors == ["ttc: error: majority@n=3,tokens=10000: 2/2 problems failed: BackendUnavailable: down; "
+                      "re-run with --retry-errors"]
+    assert "sample@n=1,tokens=10000" in stdout
+
+
+def test_eval_that_answered_exits_zero(tmp_path):
+    data = write_jsonl(tmp_path / "p.jsonl", addition_problems(3))
+    proc = cli(["eval", "--dataset", str(data), "--output", str(tmp_path / "r.jsonl"), "--quiet"],
+               "from eval_helpers import script\nBACKEND = Scripted(script)")
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "ttc: error" not in stderr
+
+
+SLOW_VOTES = """
+class SlowVotes(Scripted):  # plain sampling answers at once; a vote's n>1 request never finishes
+    async def generate(self, prompt, params):
+        if params.n > 1:
+            await asyncio.sleep(3600)
+        return await super().generate(prompt, params)
+BACKEND = SlowVotes(["The answer is 7."])
+"""
+
+
+def test_interrupted_demo_prints_the_rows_that_finished():
+    proc = cli(["demo", "--problems", "3", "--n", "1,4", "--quiet"], SLOW_VOTES)
+    killer = threading.Timer(120, proc.kill)  # a guard: a hang fails the test instead of blocking the suite
+    killer.start()
+    try:
+        seen = []
+        for line in proc.stdout:  # rows are printed as each setting finishes, before the demo ends
+            seen.append(line.rstrip("\n"))
+            if line.startswith("sample"):
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, stderr = proc.communicate(timeout=60)
+    finally:
+        killer.cancel()
+    stdout = seen + rest.splitlines()
+    assert proc.returncode == 130, stderr
+    assert stdout[0].split() == ["strategy", "n", "accuracy", "tokens/problem", "seconds"]
+    rows = [x for x in stdout if x.split() and x.split()[0] in ("sample", "majority", "best_of_n")]
+    assert len(rows) == 1 and rows[0].split()[:2] == ["sample", "1"]
+    assert stdout[-1] == "(3 problems; tokens = prompt + completion per problem)"
+    assert "interrupted; the 1 row above finished" in stderr
+
+
+def test_every_option_of_every_command_shows_its_default():
+    missing, commands = [], 0
+
+    def walk(parser, path):
+        nonlocal commands
+        commands += 1
+        text = " ".join(parser.format_help().split())
+        for action in parser._actions:
+            if hasattr(action, "choices") and isinstance(action.choices, dict):  # subcommands
+                for name, child in action.choices.items():
+                    walk(child, path + [name])
+                continue
+            d = action.default
+            if not action.option_strings or d is None or d is False or d == "==SUPPRESS==":
+                continue
+            line = parser.formatter_class(prog="x")._get_help_string(action) % {"default": d}
+            if "default" not in line or " ".join(line.split()) not in text:
+                missing.append((" ".join(path), action.option_strings[0]))
+
+    walk(build_parser(), [])
+    assert commands >= 9 and missing == []
+
+
+def test_run_help_names_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for piece in ("--n N number of candidates (default: 8)", "(default: auto)", "(default: majority)",
+                  "completion tokens per candidate (default: 256)"):
+        assert piece in text
+
+
+def test_report_of_a_missing_file_says_it_does_not_exist(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing.jsonl")]) == 2
+    assert f"{tmp_path / 'missing.jsonl'} does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model,message", [
+    ("/no/such/folder", "model folder '/no/such/folder' does not exist"),
+    ("no-org/no-model", "'no-org/no-model' is not in the local cache and the hub is unreachable")])
+def test_run_with_a_model_that_cannot_load_fails_before_importing_torch(model, message):
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {SRC!r})
+        from ttc.cli import main
+        rc = main(["run", "what is 1 + 1?", "--model", {model!r}])
+        print(rc, "torch" in sys.modules, "transformers" in sys.modules)
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.stdout.split() == ["2", "False", "False"], proc.stderr
+    assert message in proc.stderr
+
+
+@pytest.mark.parametrize("name,value", [("model", "other-model"), ("max_tokens", 17), ("temperature", 0.1)])
+def test_results_made_with_another_setting_are_refused(tmp_path, name, value):
+    out = tmp_path / "r.jsonl"
+    problems = addition_problems(3)
+    evaluate("majority", problems[:2], scripted(), output=out, progress=False, save_report=False)
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    for r in records:
+        r[name] = value
+    out.write_text("".join(json.dumps(r) + "\n" for r in records))
+    before = out.read_text()
+    with pytest.raises(InvalidInput, match=rf"made with {name}={value!r}.*--output"):
+        evaluate("majority", problems, scripted(), output=out, progress=False, save_report=False)
+    assert out.read_text() == before  # nothing appended, nothing merged
+
+
+def test_results_made_with_another_prompt_are_refused(tmp_path):
+    from ttc.prompts import ChatPrompt
+    from ttc.strategies import MajorityVote, Sample
+
+    out = tmp_path / "r.jsonl"
+    problems = addition_problems(2)
+    evaluate({"vote": MajorityVote(n=2)}, problems, scripted(), output=out, progress=False, save_report=False)
+    other = MajorityVote(n=2, sample=Sample(prompt=ChatPrompt(instruction="Q: {question}\nA:")))
+    with pytest.raises(InvalidInput, match=r"made with prompt=.*another file \(--output"):
+        evaluate({"vote": other}, problems, scripted(), output=out, progress=False, save_report=False)
+    # the same prompt resumes as before
+    evaluate({"vote": MajorityVote(n=2)}, problems, scripted(), output=out, progress=False, save_report=False)
