@@ -47,7 +47,7 @@ _STATED_RE = re.compile(
     re.IGNORECASE)
 #: where a stated answer's sentence ends: a period not inside a number, a new line, or a clause
 _SENTENCE_END_RE = re.compile(
-    r"\.(?=\s|$)|\n|;|\s(?:because|since|which|so|as|but|where|when|if|I hope)\b|,\s+(?:so|and|which|because|since)\b")
+    r"\.(?=\s|$)|\n|;|\s(?:because|since|which|so|as|but|where|when|if|I hope)\b|,\s+(?:so|which|because|since)\b|,\s+and\s+(?![-\d\\$(])")
 #: a LaTeX command, or \text{...}-like groups whose words are not plain prose
 _COMMAND_RE = re.compile(
     r"\\(?:text|textbf|mathrm|mbox|textrm|operatorname|begin|end)\s*\{[^{}]*\}|\\[A-Za-z]+")
@@ -172,6 +172,11 @@ def _last_number(text: str) -> str | None:
     if found:
         found = _clean(found)
     if found:
+        value = _as_number(found)
+        if value is not None:  # math-verify reports "1,250" as "1250": give the form in the text
+            written = [n for n in _NUMBER_RE.findall(masked) if _as_number(n.rstrip(",")) == value]
+            if written:
+                return _clean(written[-1])
         return found
     numbers = _LAST_VALUE_RE.findall(masked)
     return _clean(numbers[-1]) if numbers else None

@@ -30,11 +30,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     backend = make_backend(args.backend, args.model, args.url)
     print(f"ttc demo: {len(problems)} addition word problems, backend={args.backend}, "
           f"model={getattr(backend, 'model_name', args.model)}", file=sys.stderr)
+    outputs: list[dict] | None = [] if args.save else None
     try:
         rows = run_sync(run_demo(backend, problems, ns=_int_list(args.n), max_tokens=args.max_tokens,
-                                 seed=args.seed, progress=not args.quiet))
+                                 seed=args.seed, progress=not args.quiet, outputs=outputs))
     finally:
         run_sync(backend.aclose())
+    if outputs is not None:
+        with open(args.save, "w") as f:
+            f.writelines(json.dumps(record) + "\n" for record in outputs)
     print(format_table(rows, len(problems)))
     return 0
 
@@ -78,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-tokens", type=int, default=96)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--save", default=None, metavar="PATH",
+                      help="write every result, with its candidates' texts, to PATH (JSON lines)")
     demo.set_defaults(func=cmd_demo)
 
     run = sub.add_parser("run", help="solve one question with a strategy")

@@ -16,7 +16,6 @@ call starts a fresh helper. Calls from several threads take turns on a lock.
 from __future__ import annotations
 
 import atexit
-import functools
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 #: math-verify's own per-call timeout inside the helper (seconds)
@@ -64,6 +64,7 @@ def slow(seconds):  # a test hook: a call that outlives any short deadline
     return True
 
 ops = {"find": find, "verify": check, "slow": slow}
+check("\\frac{1}{2}", "0.5"), find("x = 1/2")  # load sympy's lazy parts before any deadline runs
 sys.stdout.write("ready\n"); sys.stdout.flush()
 for line in sys.stdin:
     op, args = json.loads(line)
@@ -155,17 +156,51 @@ def call(op: str, *args: Any, deadline: float | None = None) -> Any:
     return _HELPER.call(op, *args, deadline=deadline)
 
 
-@functools.lru_cache(maxsize=8192)
+class _Cache:
+    """Results of finished calls, newest kept; a call that ran past its deadline is not stored, so
+    a busy moment does not make an answer wrong for the rest of the process."""
+
+    def __init__(self, size: int = 8192) -> None:
+        self.size = size
+        self.data: OrderedDict[tuple, Any] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, op: str, *args: Any) -> Any:
+        key = (op, *args)
+        with self.lock:
+            if key in self.data:
+                self.data.move_to_end(key)
+                return self.data[key]
+        hits = _HELPER.deadline_hits
+        result = call(op, *args)
+        if _HELPER.deadline_hits == hits:
+            with self.lock:
+                self.data[key] = result
+                while len(self.data) > self.size:
+                    self.data.popitem(last=False)
+        return result
+
+    def clear(self) -> None:
+        with self.lock:
+            self.data.clear()
+
+
+_CACHE = _Cache()
+
+
 def find(text: str) -> str | None:
     """The answer math-verify's extraction finds in `text` (its rightmost parseable math), as text."""
     if not text or len(text) > MAX_CHARS:
         return None
-    return call("find", text)
+    return _CACHE.get("find", text)
 
 
-@functools.lru_cache(maxsize=8192)
 def verify(gold: str, pred: str) -> bool:
     """Whether math-verify judges two bare answers equal (False when it cannot tell in time)."""
     if len(gold) > MAX_CHARS or len(pred) > MAX_CHARS:
         return False
-    return bool(call("verify", gold, pred))
+    return bool(_CACHE.get("verify", gold, pred))
+
+
+def clear_cache() -> None:
+    _CACHE.clear()

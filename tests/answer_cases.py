@@ -1,0 +1,213 @@
+r"""The answer-extraction table: texts phrased the ways models write answers, with the answer each
+must give and where it comes from.
+
+Sources of the phrasings: SmolLM2-135M-Instruct outputs sampled with `ttc.models.smollm2()` and
+`ttc.backends.Transformers` (the demo prompt and the default boxed prompt on GSM8K; the "smollm2"
+rows, copied as generated), the MATH-500 and GSM8K reference solutions in ../shared/data (the
+"math500"/"gsm8k" rows), the Minerva/lm-eval "Final Answer: The final answer is X. I hope it is
+correct." format, markdown answers of chat models, and the review's failing examples
+(../shared/reviews/fidelity-audit-60e66bf.md, section 7; the "review" rows).
+
+EXTRACT rows: (text, finished, expected answer as written, expected source). A None answer has a
+None source. `finished=False` is a trace cut at max_tokens.
+EQUIVALENT rows: (a, b, expected): either side may be a bare answer or a whole solution.
+"""
+
+B = "\\"  # one backslash, for readability where raw strings would not do
+
+EXTRACT = [
+    # -- the review's failing examples (section 7) --------------------------------------------
+    ("The answer is 3/4.", True, "3/4", "stated"),
+    ("The answer is 3/4", True, "3/4", "stated"),
+    (r"The answer is \frac{14}{3}.", True, r"\frac{14}{3}", "stated"),
+    (r"The answer is \frac{3}{4}.", True, r"\frac{3}{4}", "stated"),
+    ("So the final answer is 2^{10}.", True, "2^{10}", "stated"),
+    ("The final answer is 2^{10}", True, "2^{10}", "stated"),
+    ("To find the answer, we multiply 6 by 7 to get 42.", True, "42", "last_number"),
+    ("So it is 1/2", True, "1/2", "last_number"),
+    (r"The answer is (3, \frac{\pi}{2}).", True, r"(3, \frac{\pi}{2})", "stated"),
+    (r"The answer is 90^\circ.", True, r"90^\circ", "stated"),
+    ("We need the answer. I arrive at the total 12 after adding.", True, "12", "last_number"),
+    ("We need the answer. I arrive at the total after adding.", True, None, None),
+    ("Let's compute the answer step by step: 12 - 5 = 7", True, "7", "last_number"),
+    ("...to express the answer as a percentage: 32 water type / 96 Pokemon * 100% = 33.333...%, "
+     "which rounds down to 33%", True, "33", "last_number"),
+    # -- boxed, with nested braces; the last closed box wins -----------------------------------
+    (r"so \boxed{\frac{1}{2}} done", True, r"\frac{1}{2}", "boxed"),
+    (r"first \boxed{3} then \boxed{x^{2}+1}", True, "x^{2}+1", "boxed"),
+    (r"$\boxed{\frac{\sqrt{3}}{2}}$", True, r"\frac{\sqrt{3}}{2}", "boxed"),
+    (r"\fbox{7}", True, "7", "boxed"),
+    (r"Thus $x = \boxed{-5}$.", True, "-5", "boxed"),
+    (r"\boxed 5", True, "5", "boxed"),
+    (r"The answer is \boxed{12} apples. I hope it is correct.", True, "12", "boxed"),
+    (r"\boxed{\text{Evelyn}}", True, "Evelyn", "boxed"),
+    (r"\boxed{\textbf{(C)}}", True, "(C)", "boxed"),
+    (r"\boxed{5\text{ cm}}", True, r"5\text{ cm}", "boxed"),
+    (r"\boxed{\left( 3, \frac{\pi}{2} \right)}", True, r"\left( 3, \frac{\pi}{2} \right)", "boxed"),
+    (r"\boxed{\begin{pmatrix} 1 \\ -2 \end{pmatrix}}", True, r"\begin{pmatrix} 1 \\ -2 \end{pmatrix}", "boxed"),
+    (r"\boxed{[-2, 7)}", True, "[-2, 7)", "boxed"),
+    (r"\boxed{\{1, 2, 3\}}", True, r"\{1, 2, 3\}", "boxed"),
+    (r"\boxed{x \geq 5}", True, r"x \geq 5", "boxed"),
+    (r"\boxed{1,000}", True, "1,000", "boxed"),
+    (r"\boxed{\$18.50}", True, r"\$18.50", "boxed"),
+    (r"\boxed{ 42 }.", True, "42", "boxed"),
+    (r"\boxed{$42$}", True, "42", "boxed"),
+    (r"So we get \boxed{6} and then \boxed{7}. Wait, I made an error: \boxed{8}", True, "8", "boxed"),
+    # a box cut by max_tokens is no box: an earlier closed one, else the fallback (finished only)
+    (r"first \boxed{3} then \boxed{4 +", True, "3", "boxed"),
+    (r"unclosed \boxed{3 and 5", True, "5", "last_number"),
+    (r"unclosed \boxed{3 and 5", False, None, None),
+    # -- GSM8K's #### -------------------------------------------------------------------------
+    ("Natalia sold 48/2 = 24 clips in May.\n#### 72", True, "72", "hashes"),
+    ("#### 1,000", True, "1,000", "hashes"),
+    ("She makes 9 * 2 = $<<9*2=18>>18 every day at the farmer's market.\n#### 18", True, "18", "hashes"),
+    ("It is 5.\n#### -3", True, "-3", "hashes"),
+    ("#### 0.5", False, "0.5", "hashes"),
+    ("We compute 3 + 4.\n\n#### 7\n", True, "7", "hashes"),
+    # -- stated answers ------------------------------------------------------------------------
+    ("The answer is 42.", True, "42", "stated"),
+    ("The answer is 42", False, "42", "stated"),  # explicit: read even from a cut trace
+    ("The final answer is $12.50", True, "12.50", "stated"),
+    ("The answer is: 15 apples", True, "15", "stated"),
+    ("**Answer:** 42", True, "42", "stated"),
+    ("**Answer**: 42", True, "42", "stated"),
+    ("**Final Answer:** $\\frac{7}{2}$", True, r"\frac{7}{2}", "stated"),
+    ("**Final Answer**\nThe final answer is 11.", True, "11", "stated"),
+    ("Final answer: $-12.5$", True, "-12.5", "stated"),
+    ("final answer: 3", True, "3", "stated"),
+    ("Answer: 17", True, "17", "stated"),
+    ("ANSWER: 17", True, "17", "stated"),
+    ("The answer to the question is 64.", True, "64", "stated"),
+    ("The answer to this problem is $\\sqrt{2}$.", True, r"\sqrt{2}", "stated"),
+    ("So, the answer is 1,234,567.", True, "1,234,567", "stated"),
+    ("The answer is -7 because 3-10=-7", True, "-7", "stated"),
+    ("The answer is 5, so she has 5 left.", True, "5", "stated"),
+    ("the answer is $18 per day.", True, "18", "stated"),
+    ("The answer is approximately 3.14.", True, "3.14", "stated"),
+    ("So the answer is that she has 18 apples left.", True, "18", "stated"),
+    ("Hence the answer is \\( \\dfrac{7}{2} \\)", True, r"\dfrac{7}{2}", "stated"),
+    ("The answer is \\[ \\frac{1}{3} \\]", True, r"\frac{1}{3}", "stated"),
+    ("The answer is $$x^2 - 1$$", True, "x^2 - 1", "stated"),
+    ("The answer is \\text{Evelyn}.", True, "Evelyn", "stated"),
+    ("The answer is (C).", True, "(C)", "stated"),
+    ("Therefore the answer would be 24 hours.", True, "24", "stated"),
+    ("The correct answer is 9.", True, "9", "stated"),
+    ("My answer = 81", True, "81", "stated"),
+    ("The answer is 90 degrees.", True, "90", "stated"),
+    ("The answer is 2.5 km; she walks the rest.", True, "2.5", "stated"),
+    ("The answer is 100%.", True, "100%", "stated"),
+    ("The answer is x = 5 or x = -2.", True, "x = 5 or x = -2", "stated"),
+    ("The answer is 7.\nLet me double-check: 3 + 4 = 7.", True, "7", "stated"),
+    ("The answer is 7. Check: 4 + 3 = 7 and 2 times 7 = 14.", True, "7", "stated"),
+    # a phrase without a copula is not a stated answer: the last number of a finished trace
+    ("The answer key lists 12 but I get 13", True, "13", "last_number"),
+    ("I hope the answer is helpful. The total is 18", True, "18", "last_number"),
+    ("I hope the answer is helpful. The total is 18", False, None, None),
+    ("The answer is correct since 4 + 4 = 8", True, "8", "last_number"),
+    # the Minerva / lm-eval format, with its "I hope it is correct" tail
+    ("Final Answer: The final answer is $\\frac{3}{4}$. I hope it is correct.", True, r"\frac{3}{4}", "stated"),
+    ("Final Answer: The final answer is $5$. I hope it is correct.", True, "5", "stated"),
+    ("Final Answer: The final answer is 2005. I hope it is correct.", True, "2005", "stated"),
+    ("Final Answer: The final answer is $(1,2)$. I hope it is correct.", True, "(1,2)", "stated"),
+    ("Final Answer: The final answer is $x^2+7x+10$. I hope it is correct.", True, "x^2+7x+10", "stated"),
+    ("Final Answer: The final answer is 12 I hope it is correct.", True, "12", "stated"),
+    # -- fractions, powers, negatives, decimals, separators -------------------------------------
+    ("The answer is \\dfrac{5}{8}.", True, r"\dfrac{5}{8}", "stated"),
+    ("The answer is -\\frac{1}{2}.", True, r"-\frac{1}{2}", "stated"),
+    ("The answer is 5/8 of the pie.", True, "5/8", "stated"),
+    ("The answer is 3^4 = 81.", True, "3^4 = 81", "stated"),
+    ("The answer is -15.", True, "-15", "stated"),
+    ("The answer is 0.25.", True, "0.25", "stated"),
+    ("The answer is .5", True, ".5", "stated"),
+    ("The answer is 12,345.67.", True, "12,345.67", "stated"),
+    ("The answer is $1,000,000.", True, "1,000,000", "stated"),
+    ("The answer is 10^{6}.", True, "10^{6}", "stated"),
+    ("The answer is 2\\sqrt{5}.", True, r"2\sqrt{5}", "stated"),
+    ("The answer is \\pi.", True, r"\pi", "stated"),
+    ("The answer is 6\\pi.", True, r"6\pi", "stated"),
+    # -- degrees, units, text -----------------------------------------------------------------
+    ("The answer is $45^\\circ$.", True, r"45^\circ", "stated"),
+    ("The answer is $5\\text{ cm}$.", True, r"5\text{ cm}", "stated"),
+    ("The answer is \\$32.", True, r"\$32", "stated"),
+    ("The answer is 8 feet.", True, "8", "stated"),
+    ("The answer is 3 hours and 20 minutes.", True, "3", "stated"),
+    # -- tuples, intervals, matrices, inequalities, sets, expressions -------------------------
+    ("The answer is (2, -3).", True, "(2, -3)", "stated"),
+    ("The answer is $(-\\infty, 3]$.", True, r"(-\infty, 3]", "stated"),
+    ("The answer is [2, 5).", True, "[2, 5)", "stated"),
+    ("The answer is $\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}$.", True, r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", "stated"),
+    ("The answer is $x \\geq 5$.", True, r"x \geq 5", "stated"),
+    ("The answer is x >= 5.", True, "x >= 5", "stated"),
+    ("The answer is \\{1, 2, 3\\}.", True, r"\{1, 2, 3\}", "stated"),
+    ("The answer is $x^2 + 2x + 1$.", True, "x^2 + 2x + 1", "stated"),
+    ("The answer is 3x + 2.", True, "3x + 2", "stated"),
+    ("The answer is $a = 4$.", True, "a = 4", "stated"),
+    ("The answer is 1, 2, and 3.", True, "1, 2, and 3", "stated"),
+    # -- the last-number fallback, finished traces only ----------------------------------------
+    ("we get 3 apples and 7 pears", True, "7", "last_number"),
+    ("we get 3 apples and 7 pears", False, None, None),
+    ("a negative: -4", True, "-4", "last_number"),
+    ("So she has 5 + 6 = 11 apples.", True, "11", "last_number"),
+    ("Total: $1,250.", True, "1,250", "last_number"),
+    ("It costs \\$12.", True, "12", "last_number"),
+    ("Each person gets $\\frac{2}{3}$ of a pizza.", True, r"\frac{2}{3}", "last_number"),
+    ("Each person gets 2/3 of a pizza.", True, "2/3", "last_number"),
+    ("The ratio is 0.75", True, "0.75", "last_number"),
+    ("First 2 + 3 = 5, then 5 * 4 = 20", True, "20", "last_number"),
+    ("First 2 + 3 = 5, then 5 * 4 = 20", False, None, None),
+    ("Step 1: we add. Step 2: 9", True, "9", "last_number"),
+    # -- nothing to find -----------------------------------------------------------------------
+    ("", True, None, None),
+    ("no digits here at all", True, None, None),
+    ("I do not know.", True, None, None),
+    ("The answer is", True, None, None),
+    ("The answer is not clear.", True, None, None),
+    # -- reference solutions (MATH-500 and GSM8K test sets; the sweep checks them all) ----------
+    ("We have that $r = \\sqrt{0^2 + 3^2} = 3.$ ... Therefore, the polar coordinates are "
+     "$\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}.$", True, r"\left( 3, \frac{\pi}{2} \right)", "boxed"),
+    ("Evaluating, $f(-2) = \\frac{3(-2) - 2}{-2 - 2} = \\frac{-8}{-4} = 2$ ... so the answer is "
+     "$2+\\frac{5}{3}+\\frac{4}{2} = \\boxed{\\frac{14}{3}}$", True, r"\frac{14}{3}", "boxed"),
+    ("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18 every day at "
+     "the farmer\u2019s market.\n#### 18", True, "18", "hashes"),
+    ("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18 every day at "
+     "the farmer\u2019s market.", True, "18", "last_number"),
+    # -- real SmolLM2-135M-Instruct outputs (demo prompt / boxed prompt), as generated --------
+]
+
+#: real SmolLM2 outputs: (text, finish_reason, expected answer, expected source), filled below
+SMOLLM2: list[tuple[str, str, str | None, str | None]] = []
+
+EQUIVALENT = [
+    # bare answers
+    ("0.5", r"\frac{1}{2}", True), ("1,000", "1000", True), ("12.50", "12.5", True), ("x+1", "1+x", True),
+    ("2.0", "2", True), ("75%", "75", True), (r"\$18", "18", True), (r"\dfrac{3}{4}", "0.75", True),
+    ("-3", "-3.0", True), ("3/4", r"\frac{3}{4}", True), ("2^{10}", "1024", True), (r"90^\circ", "90", True),
+    (r"x \geq 5", "x >= 5", True), (r"x \ge 5", r"x \geq 5", True), ("x = 5", "5", True),
+    (r"\text{Evelyn}", "Evelyn", True), (r"\text{(C)}", "C", True), (r"5\text{ cm}", "5", True),
+    ("(3, \\frac{\\pi}{2})", r"\left( 3, \frac{\pi}{2} \right)", True), ("[2, 5)", "[2,5)", True),
+    (r"\{1,2,3\}", r"\{3,2,1\}", True), (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}", True),
+    ("x^2+2x+1", "(x+1)^2", True), (r"2\sqrt{5}", r"\sqrt{20}", True), ("12,345.67", "12345.67", True),
+    (r"(-\infty, 3]", r"(-\infty,3]", True),
+    ("2", "3", False), ("0.5", r"\frac{1}{3}", False), ("x+1", "x-1", False), (None, "1", False), ("1", None, False),
+    ("1000", "100", False), ("12", "1,2", False), ("2", "2.0001", False), ("(1,2)", "(2,1)", False),
+    ("[2, 5)", "[2, 5]", False), (r"x \geq 5", r"x > 5", False), ("-3", "3", False),
+    (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix} 2 \\ 1 \end{pmatrix}", False),
+    # a whole solution on either side
+    ("The answer is 3/4.", r"\frac{3}{4}", True),
+    (r"\frac{3}{4}", "The answer is 3/4.", True),
+    (r"\boxed{0.5}", r"The answer is \frac{1}{2}.", True),
+    ("So she has 5 + 6 = 11 apples.", "11", True),
+    ("11", "So she has 5 + 6 = 11 apples.", True),
+    ("Natalia sold 48/2 = 24 clips in May.\n#### 72", "72", True),
+    ("Final Answer: The final answer is $x^2+7x+10$. I hope it is correct.", "(x+2)(x+5)", True),
+    ("Therefore the answer is \\boxed{\\frac{14}{3}}.", "The final answer is 14/3. I hope it is correct.", True),
+    ("To find the answer, we multiply 6 by 7 to get 42.", "42", True),
+    ("To find the answer, we multiply 6 by 7 to get 42.", "6", False),
+    ("The answer is 3/4.", "3", False),
+    ("The final answer is 2^{10}.", "1024", True),
+    ("The final answer is 2^{10}.", "2", False),
+    ("The answer is (3, \\frac{\\pi}{2}).", "(3,\\frac{\\pi}{2})", True),
+    ("The answer is 90^\\circ.", "90", True),
+    ("The answer is $x \\geq 5$.", "x >= 5", True),
+    ("I give up.", "5", False),
+]
