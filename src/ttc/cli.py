@@ -30,15 +30,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     backend = make_backend(args.backend, args.model, args.url)
     print(f"ttc demo: {len(problems)} addition word problems, backend={args.backend}, "
           f"model={getattr(backend, 'model_name', args.model)}", file=sys.stderr)
-    outputs: list[dict] | None = [] if args.save else None
+    saved = open(args.save, "w") if args.save else None
+
+    def save(record: dict) -> None:
+        saved.write(json.dumps(record) + "\n")
+        saved.flush()
+
     try:
         rows = run_sync(run_demo(backend, problems, ns=_int_list(args.n), max_tokens=args.max_tokens,
-                                 seed=args.seed, progress=not args.quiet, outputs=outputs))
+                                 seed=args.seed, progress=not args.quiet, save=save if saved else None))
     finally:
         run_sync(backend.aclose())
-    if outputs is not None:
-        with open(args.save, "w") as f:
-            f.writelines(json.dumps(record) + "\n" for record in outputs)
+        if saved is not None:
+            saved.close()
     print(format_table(rows, len(problems)))
     return 0
 

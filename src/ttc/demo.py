@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ttc.backends.base import Generator
 from ttc.prompts import ChatPrompt
@@ -59,9 +59,10 @@ def demo_strategies(ns: Sequence[int], params: SamplingParams) -> list[tuple[Str
 
 async def run_demo(generator: Generator, problems: Sequence[Problem], ns: Sequence[int] = (1, 4, 16),
                    max_tokens: int = 96, seed: int = 0, concurrency: int = 64, progress: bool = True,
-                   outputs: list[dict] | None = None) -> list[Row]:
-    """One row per strategy; with `outputs`, every result (with its candidates' texts) is appended
-    to it, so the samples can be graded again later (`benchmarks/regrade_demo.py`)."""
+                   save: Callable[[dict], None] | None = None) -> list[Row]:
+    """One row per strategy; with `save`, every result (with its candidates' texts) is passed to it
+    as soon as its strategy is done, so the samples can be graded again later
+    (`benchmarks/regrade_demo.py`)."""
     params = SamplingParams(temperature=0.7, max_tokens=max_tokens, logprobs=True)
     rows = []
     for strategy, n in demo_strategies(ns, params):
@@ -70,12 +71,12 @@ async def run_demo(generator: Generator, problems: Sequence[Problem], ns: Sequen
                                     progress=progress)
         seconds = time.perf_counter() - start
         correct = sum(bool(r.is_correct()) for r in results)
-        if outputs is not None:
+        if save is not None:
             for r in results:
                 record = r.to_dict() | {"n": n}
                 for c, saved in zip(r.candidates, record["candidates"]):
                     saved["text"] = c.text
-                outputs.append(record)
+                save(record)
         rows.append(Row(strategy=strategy.name, n=n, accuracy=correct / len(results),
                         errors=sum(not r.ok for r in results),
                         tokens_per_problem=sum(r.usage.total_tokens for r in results) / len(results),
