@@ -171,11 +171,33 @@ EXTRACT = [
      "the farmer\u2019s market.\n#### 18", True, "18", "hashes"),
     ("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18 every day at "
      "the farmer\u2019s market.", True, "18", "last_number"),
-    # -- real SmolLM2-135M-Instruct outputs (demo prompt / boxed prompt), as generated --------
 ]
 
-#: real SmolLM2 outputs: (text, finish_reason, expected answer, expected source), filled below
-SMOLLM2: list[tuple[str, str, str | None, str | None]] = []
+#: real SmolLM2-135M-Instruct outputs, as generated: (text, finish_reason, expected answer, expected
+#: source); each expectation was checked by reading the text
+SMOLLM2: list[tuple[str, str, str | None, str | None]] = [
+    # `ttc demo --problems 20 --save` (seed 0), the Sample row: each problem's one sample
+    ("Suma: 3 (number of cards Leo will have) + 2 (remaining cards) = 5\nLeo has 2 more cards now.\nThe answer is 5.", "stop", "5", "stated"),
+    ("Noah has 8 - 6 = 2 shells left.\nNoah now has 2 + 2 = 4 shells.\nNoah has 4 shells remaining.\nThe answer is 4.", "stop", "4", "stated"),
+    ("1. Emma gets 5 - 4 = 1 cookie.\n2. Emma has 5 cookies.\n3. 5 + 1 = 6.\n4. Emma has 6 cookies.", "stop", "6", "last_number"),
+    ("Sam gets 6 more stickers. To find out how many stickers Sam has now, we need to divide 3 (the number of stickers) by 6 (the number of stickers). This results in 3 stickers.\nThe total number of stickers Sam has now is the sum of the number of stickers he got and the number of stickers he has now, which is 3 + 6 or 9, 3 + 6 = 9, 3 +", "length", None, None),
+    ("Noah has 6 stickers in total. 3 more stickers later, Noah gets 3 stickers in total.\nThe answer is 3.", "stop", "3", "stated"),
+    ("3 + 3 = 6\nAnna has 6 cookies now.", "stop", "6", "last_number"),
+    ("This is a classic logic puzzle. If there are 7 cards, and Mia gets 5 more cards, then the total number of cards Mia has now is 7 + 5 = 12 cards.", "stop", "12", "last_number"),
+    ("Noah has 9 - 6 = 1 shell.\nNoah has 1 + 1 + 1 = 2 shells now.\nNoah has 1 + 2 + 3 = 4 shells now.", "stop", "4", "last_number"),
+    ("Tom gets 3 apples more than 8 apples. Therefore, Tom has 3 + 8 = 11 apples now.", "stop", "11", "last_number"),
+    ("Tom has 7 - 5 = 1 shell.\nTom has 1 + 1 = 2 shells now.\nThe answer is 2.", "stop", "2", "stated"),
+    ("To solve this problem, we'll first calculate the total number of pencils Mia has.\nMia has 5 pencils, so she has a total of 5 pencils (1 pencil plus 1 additional pencil).\nThe answer is 5 + 1 = 6.\n\nThe final answer is 6 pencils.", "stop", "6", "stated"),
+    ("1. Total number of stickers = 9\n2. Number of stickers Lucy gets = 3\n3. Lucy gets 3 more stickers = 9 - 3 = 5 stickers\n4. Number of stickers Lucy has now = Number of stickers Lucy has now = Total stickers - Number of stickers Lucy gets = 9 - 5 = 24 stickers\n\nThe answer is 24.", "stop", "24", "stated"),
+    ("Anna has 9 - 3 = 4 cookies.\n\nIn 9 days (1 month) she will have 4 * 12 = 44 cookies.", "stop", "44", "last_number"),
+    ("Sam has 3 + 7 = 10 books.\nSam has 10 books now.", "stop", "10", "last_number"),
+    ("Noah has 6 + 9 = 15 marbles.", "stop", "15", "last_number"),
+    ("Let's break this down step by step. Anna has 7 cards. If she gets 5 more cards, she needs to have 7 - 5 = 1 card left. This can be represented as 1 - 2 = 1. Adding 1 to 1 is 2. Now, adding 1 to 1 is 2. Therefore, Anna has 2 cards. The final answer is 2.", "stop", "2", "stated"),
+    ("Sammy gets 4 more stickers than Sam, so to find the final answer, we need to add 4 to the number of stickers Sam has.\nSammy has 5 + 4 = 9 stickers.\nSo, Sam has 9 stickers now.", "stop", "9", "last_number"),
+    ("Tom has 9 books, and Tom gets 3 more books. 9 + 3 = 12, so Tom has 12 books now.", "stop", "12", "last_number"),
+    ("Thirty-five (thirty-five)\n\nThe answer is 35.", "stop", "35", "stated"),
+    ("Drools: 10\n\nThe answer is 11.\n\nThe original answer was 7.", "stop", "11", "stated"),
+]
 
 EQUIVALENT = [
     # bare answers
