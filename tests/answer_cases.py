@@ -104,6 +104,9 @@ EXTRACT = [
     ("I hope the answer is helpful. The total is 18", True, "18", "last_number"),
     ("I hope the answer is helpful. The total is 18", False, None, None),
     ("The answer is correct since 4 + 4 = 8", True, "8", "last_number"),
+    ("The answer is a bit tricky, but we get 7", True, "7", "last_number"),
+    ("The answer is 2 pi.", True, "2 pi", "stated"),
+    ("That leaves 40-24 = 16 people that think horse #12 will win", True, "12", "last_number"),
     # the Minerva / lm-eval format, with its "I hope it is correct" tail
     ("Final Answer: The final answer is $\\frac{3}{4}$. I hope it is correct.", True, r"\frac{3}{4}", "stated"),
     ("Final Answer: The final answer is $5$. I hope it is correct.", True, "5", "stated"),

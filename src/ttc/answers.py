@@ -52,9 +52,13 @@ _SENTENCE_END_RE = re.compile(
 _COMMAND_RE = re.compile(
     r"\\(?:text|textbf|mathrm|mbox|textrm|operatorname|begin|end)\s*\{[^{}]*\}|\\[A-Za-z]+")
 _WORD_RE = re.compile(r"(?<![A-Za-z\\])[A-Za-z]{2,}")
-_CONNECTORS = {"and", "or"}
-#: math in a stated answer: a digit, a LaTeX command, an operator, or a lone letter choice like "C" or "(C)"
-_MATHY_RE = re.compile(r"\d|\\[A-Za-z]|[=<>^_+*/{}]|\\infty|^\(?[A-Za-z]\)?$")
+#: words that do not end an answer: connectors, and math written without backslashes
+_CONNECTORS = {"and", "or", "pi", "sqrt", "sin", "cos", "tan", "log", "ln", "mod", "infty"}
+#: math in a stated answer: a digit, a LaTeX command, an operator, or a choice letter ("C", "(c)")
+_MATHY_RE = re.compile(r"\d|\\[A-Za-z]|[=<>^_+*/{}]|^\(?[A-E]\)?$|^\([a-e]\)$")
+#: a trace end with any of these needs math-verify to find its last value; without them it is plain
+#: numbers and words, and the last number is read directly (ttc's fast path)
+_MATH_MARKS_RE = re.compile(r"[\\$/^{]")
 #: how much of a trace's end the last-number fallback looks at
 _TAIL_CHARS = 400
 #: a stated answer's sentence longer than this is not an answer
@@ -166,8 +170,9 @@ def _last_number(text: str) -> str | None:
         cut = cut if cut != -1 else tail.find(" ")
         tail = tail[cut + 1:] if cut != -1 else tail
     masked = re.sub(r"answer", "result", tail, flags=re.IGNORECASE)
-    if _LAST_VALUE_RE.search(masked) is None and "\\" not in masked:
-        return None  # no number at all: nothing for math-verify to find
+    if _MATH_MARKS_RE.search(masked) is None:
+        numbers = _NUMBER_RE.findall(masked)
+        return _clean(numbers[-1]) if numbers else None
     found = mathparse.find(masked)
     if found:
         found = _clean(found)
@@ -249,12 +254,12 @@ def _looks_bare(text: str) -> bool:
 
 def _answer_of(text: str) -> str | None:
     """The answer to compare in `text`: its explicit answer, itself when bare, else its last number."""
-    answer, source = read_answer(text, True)
-    if source in EXPLICIT:
+    answer, source = read_answer(text, False)  # explicit answers only
+    if source is not None:
         return answer
     if _looks_bare(text):
         return _clean(text) or None
-    return answer
+    return read_answer(text, True)[0]
 
 
 def equivalent(pred: str | None, gold: str | None) -> bool:
