@@ -45,7 +45,9 @@ log = logging.getLogger(__name__)
 # child (running a user's unguarded script twice), and fork is unsafe in a process that runs
 # threads. The child imports only math-verify.
 _WORKER = r"""
-import json, logging, sys, time
+import sys
+sys.path = [p for p in sys.path if p not in ("", ".")]  # `python -c` puts the caller's folder first
+import json, logging, time
 logging.disable(logging.CRITICAL)  # its timeout notices are expected: ttc reads "no result"
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 T = int(sys.argv[1])
