@@ -64,6 +64,10 @@ EXTRACT = [
     ("It is 5.\n#### -3", True, "-3", "hashes"),
     ("#### 0.5", False, "0.5", "hashes"),
     ("We compute 3 + 4.\n\n#### 7\n", True, "7", "hashes"),
+    # a markdown heading is no GSM8K answer line
+    ("#### Step 1: Add the apples\nShe has 3 + 4 = 7.\n#### Step 2: Answer\nThe answer is 7.", True, "7", "stated"),
+    ("#### Step 1\nWe get 9 apples.", True, "9", "last_number"),
+    ("#### Step 1\nWe get 9 apples", False, None, None),
     # -- stated answers ------------------------------------------------------------------------
     ("The answer is 42.", True, "42", "stated"),
     ("The answer is 42", False, "42", "stated"),  # explicit: read even from a cut trace

@@ -131,6 +131,15 @@ def _math_env(rest: str) -> str | None:
     return None
 
 
+def _hashes(text: str) -> str | None:
+    """The value of the last GSM8K "#### X" line; a markdown heading ("#### Step 1: ...") is none."""
+    for value in reversed(_HASHES_RE.findall(text)):
+        value = _clean(value)
+        if value and _MATHY_RE.search(value) and not _plain_words(value):
+            return value
+    return None
+
+
 def _stated(text: str) -> str | None:
     """The last "the answer is X" whose X holds math, as written (None when there is none)."""
     for anchor in reversed(list(_STATED_RE.finditer(text))):
@@ -201,11 +210,9 @@ def read_answer(text: str | None, finished: bool = True) -> tuple[str | None, st
         boxed = _clean(boxed)
         if boxed:
             return boxed, "boxed"
-    hashes = _HASHES_RE.findall(text)
+    hashes = _hashes(text)
     if hashes:
-        value = _clean(hashes[-1])
-        if value:
-            return value, "hashes"
+        return hashes, "hashes"
     stated = _stated(text)
     if stated:
         return stated, "stated"
