@@ -179,3 +179,49 @@ def test_the_plain_probe_suffix_reads_the_forced_answer_whole():
     assert probe_answer("\n\nSo we get", r" $\frac{3}{4}$") == r"\frac{3}{4}"
     assert probe_answer(BOXED_SUFFIX, "3/4") == "3/4"  # the boxed suffix's continuation stops at "}"
     assert probe_answer(PLAIN_SUFFIX, "   ") is None
+
+
+@pytest.mark.parametrize("finish_reason, expected", [
+    ("eos", ("7", "last_number")),      # the model ended the trace: its last number may answer
+    ("boxed", ("7", "last_number")),
+    ("max_steps", (None, None)),        # cut at the step limit: not a finished trace
+    (None, (None, None)),               # unfinished (a budget stopped the search)
+])
+def test_a_step_search_candidate_uses_the_fallback_only_for_a_finished_trace(finish_reason, expected):
+    from ttc.steps import Expansion, SearchTree, make_candidate
+    from ttc.types import Step, Trace, Usage
+
+    tree = SearchTree()
+    trace = Trace(steps=[Step(text="We add 3 and 4 to get 7")], finished=finish_reason is not None)
+    node = tree.add(tree.root, Expansion(trace=trace, completion=None, usage=Usage(), finish_reason=finish_reason))
+    c = make_candidate(tree, node, "prm", None)
+    assert (c.answer, c.answer_source) == expected
+
+
+def test_a_step_search_candidate_keeps_an_explicit_answer_at_the_step_limit():
+    from ttc.steps import Expansion, SearchTree, make_candidate
+    from ttc.types import Step, Trace, Usage
+
+    tree = SearchTree()
+    trace = Trace(steps=[Step(text="The answer is 3/4. Now let me also check"), Step(text=" 1 + 2")], finished=True)
+    node = tree.add(tree.root, Expansion(trace=trace, completion=None, usage=Usage(), finish_reason="max_steps"))
+    assert (make_candidate(tree, node, "prm", None).answer, make_candidate(tree, node, "prm", None).answer_source) \
+        == ("3/4", "stated")
+
+
+def test_first_finish_reads_the_finish_reason_of_each_stream():
+    llm = Scripted(["we get 3 apples and 7 pears", "so far 3 and 4 and 5 and 6 and 7 and"])  # 13 and 19 tokens
+    result = ttc.FirstFinish(n=2, k=2, params=SamplingParams(max_tokens=14), require_answer=False).solve("q", llm)
+    by_reason = {c.finish_reason: (c.answer, c.answer_source) for c in result.candidates}
+    assert by_reason == {"stop": ("7", "last_number"), "length": (None, None)}
+
+
+@pytest.mark.parametrize("max_tokens, expected", [(400, ("7", "last_number")), (9, (None, None))])
+def test_early_exit_reads_a_naturally_ended_trace_by_its_finish_reason(max_tokens, expected):
+    from ttc.probes import AnswerConsistency
+    from ttc.strategies.early_exit import EarlyExit
+
+    llm = Scripted(["we get 3 apples and 7 pears"])  # 13 tokens (words and spaces): cut at 9
+    probe = AnswerConsistency(every=1000, window=2, suffix=PLAIN_SUFFIX)  # never probes this short trace
+    (c,) = EarlyExit(probe, params=SamplingParams(max_tokens=max_tokens)).solve("q", llm).candidates
+    assert (c.answer, c.answer_source) == expected
