@@ -186,7 +186,7 @@ class Candidate:
     trace: Trace | None = None
     finish_reason: str | None = None
     #: where `answer` came from (`ttc.answers.SOURCES`: "boxed", "hashes", "stated", or
-    #: "last_number", the fallback guess); None when no answer was read from the text
+    #: "last_number", the fallback guess); None when there is no answer or a probe forced it (EarlyExit)
     answer_source: str | None = None
 
 
