@@ -132,7 +132,9 @@ def _math_env(rest: str) -> str | None:
 
 
 def _hashes(text: str) -> str | None:
-    """The value of the last GSM8K "#### X" line; a markdown heading ("#### Step 1: ...") is none."""
+    """The value of the last GSM8K "#### X" line; a markdown heading ("#### Step 1: ...") is none.
+
+    Hand-written: math-verify has no notion of GSM8K's answer line."""
     for value in reversed(_HASHES_RE.findall(text)):
         value = _clean(value)
         if value and _MATHY_RE.search(value) and not _plain_words(value):
@@ -141,7 +143,13 @@ def _hashes(text: str) -> str | None:
 
 
 def _stated(text: str) -> str | None:
-    """The last "the answer is X" whose X holds math, as written (None when there is none)."""
+    """The last "the answer is X" whose X holds math, as written (None when there is none).
+
+    Hand-written around math-verify: its anchors take the first number within 50 characters of
+    "answer" (with or without "is"), and report normalised LaTeX rather than the model's text. Here
+    the extent of X is the rest of its sentence (or the math environment that opens it); math-verify
+    is asked only when X starts with prose ("approximately 3.14").
+    """
     for anchor in reversed(list(_STATED_RE.finditer(text))):
         rest = text[anchor.end():].lstrip(" \t*:")
         span = _math_env(rest)
