@@ -36,6 +36,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"ttc demo: {len(problems)} addition word problems, backend={args.backend}, "
           f"model={getattr(backend, 'model_name', args.model)}", file=sys.stderr)
     rows: list = []
+    saved = open(args.save, "w") if args.save else None
+
+    def save(record: dict) -> None:
+        saved.write(json.dumps(record) + "\n")
+        saved.flush()
 
     def on_row(row) -> None:  # noqa: ANN001 - called on ttc's loop thread as each setting finishes
         if not rows:
@@ -45,7 +50,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     try:
         run_sync(run_demo(backend, problems, ns=_int_list(args.n), max_tokens=args.max_tokens,
-                          seed=args.seed, progress=not args.quiet, on_row=on_row))
+                          seed=args.seed, progress=not args.quiet, on_row=on_row,
+                          save=save if saved else None))
     except KeyboardInterrupt:
         if not rows:
             print(("\n" if not args.quiet else "") + "ttc demo: interrupted before the first setting finished",
@@ -57,6 +63,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 130
     finally:
         run_sync(backend.aclose())
+        if saved is not None:
+            saved.close()
     print(format_footer(len(problems)))
     return 0
 
@@ -167,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-tokens", type=int, default=96, help="completion tokens per candidate")
     demo.add_argument("--seed", type=int, default=0, help="problem generator and sampling seed")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--save", default=None, metavar="PATH",
+                      help="write every result, with its candidates' texts, to PATH (JSON lines)")
     demo.set_defaults(func=cmd_demo)
 
     run = sub.add_parser("run", help="solve one question with a strategy")

@@ -59,9 +59,12 @@ def demo_strategies(ns: Sequence[int], params: SamplingParams) -> list[tuple[Str
 
 async def run_demo(generator: Generator, problems: Sequence[Problem], ns: Sequence[int] = (1, 4, 16),
                    max_tokens: int = 96, seed: int = 0, concurrency: int = 64, progress: bool = True,
-                   on_row: Callable[[Row], None] | None = None) -> list[Row]:
+                   on_row: Callable[[Row], None] | None = None,
+                   save: Callable[[dict], None] | None = None) -> list[Row]:
     """One Row per demo setting; `on_row(row)` is called as each setting finishes (the CLI prints it
-    at once, so an interrupted demo still shows the settings that finished)."""
+    at once, so an interrupted demo still shows the settings that finished). With `save`, every
+    result (with its candidates' texts) is passed to it as soon as its strategy is done, so the
+    samples can be graded again later (`benchmarks/regrade_demo.py`)."""
     params = SamplingParams(temperature=0.7, max_tokens=max_tokens, logprobs=True)
     rows = []
     for strategy, n in demo_strategies(ns, params):
@@ -70,6 +73,12 @@ async def run_demo(generator: Generator, problems: Sequence[Problem], ns: Sequen
                                     progress=progress)
         seconds = time.perf_counter() - start
         correct = sum(bool(r.is_correct()) for r in results)
+        if save is not None:
+            for r in results:
+                record = r.to_dict() | {"n": n}
+                for c, saved in zip(r.candidates, record["candidates"]):
+                    saved["text"] = c.text
+                save(record)
         rows.append(Row(strategy=strategy.name, n=n, accuracy=correct / len(results),
                         errors=sum(not r.ok for r in results),
                         tokens_per_problem=sum(r.usage.total_tokens for r in results) / len(results),

@@ -450,5 +450,6 @@ def make_candidate(tree: SearchTree, node: Node, score_name: str, value: float |
     """A candidate from a tree node; its usage is that of the steps on its path."""
     text = node.trace.text
     scores = {} if value is None else {score_name: float(value)}
-    return Candidate(text=text, answer=answers.extract(text), scores=scores, usage=tree.path_usage(node),
+    finished = node.finish_reason not in (None, "max_steps", "length")  # a step-capped trace is cut, not finished
+    return Candidate(text=text, **answers.answer_fields(text, finished), scores=scores, usage=tree.path_usage(node),
                      trace=node.trace, finish_reason=node.finish_reason or "unfinished")

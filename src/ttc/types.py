@@ -218,6 +218,9 @@ class Candidate:
     usage: Usage = field(default_factory=Usage)
     trace: Trace | None = None
     finish_reason: str | None = None
+    #: where `answer` came from (`ttc.answers.SOURCES`: "boxed", "hashes", "stated", or
+    #: "last_number", the fallback guess); None when there is no answer or a probe forced it (EarlyExit)
+    answer_source: str | None = None
 
 
 @dataclass
@@ -283,7 +286,7 @@ class Result:
             "error": self.error,
             "truncated": self.truncated,
             "candidates": [
-                {"answer": c.answer, "scores": c.scores, "finish_reason": c.finish_reason,
+                {"answer": c.answer, "answer_source": c.answer_source, "scores": c.scores, "finish_reason": c.finish_reason,
                  "completion_tokens": c.usage.completion_tokens}
                 for c in self.candidates
             ],

@@ -161,7 +161,9 @@ def read_answer(suffix: str, out: str) -> str | None:
         close = unpaired_brace(out)
         value = (out if close is None else out[:close]).strip().rstrip(".").strip().strip("$").strip()
         return value or None
-    return extract(out) if out.strip() else None
+    # a forced answer is explicit by construction: read it as stated after the suffix ("The final
+    # answer is \frac{3}{4}." -> \frac{3}{4}), or, for a suffix without "answer", as the continuation's value
+    return (extract(suffix + out, finished=False) or extract(out)) if out.strip() else None
 
 
 async def suffix_ids(ctx: Context, suffix: str) -> list[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ttc.answers import extract
+from ttc.answers import read_answer
 from ttc.context import Context
 from ttc.errors import BudgetExhausted, InvalidInput
 from ttc.probes.base import DROP, EXIT, PLAIN_SUFFIX, Decision, Probe, TraceState, elicit_answer
@@ -146,7 +146,7 @@ class EarlyExit(Sampler):
                   "exit_tokens": float(len(state.token_ids))}
         if decision is not None and decision.score is not None:
             scores[self.probe.name] = decision.score
-        text, answer, reason = state.text, None, finish
+        text, answer, reason, source = state.text, None, finish, None
         if finish == EXIT or (finish == DROP and self.on_drop == "answer"):
             cut = decision.at if decision is not None and decision.at is not None else len(state.token_ids)
             if cut < len(state.token_ids):
@@ -168,11 +168,11 @@ class EarlyExit(Sampler):
             if decision is not None and decision.at is not None:
                 scores["exit_tokens"] = float(decision.at)
         else:
-            answer = extract(state.text)
+            answer, source = read_answer(state.text, finished=finish != "length")
         scores["probe_calls"] = float(state.probe_calls)
         scores["probe_tokens"] = float(state.probe_tokens)
         return Candidate(text=text, answer=answer, completion=completion, usage=state.usage, scores=scores,
-                         finish_reason=reason)
+                         finish_reason=reason, answer_source=source)
 
 
 def _append(state: TraceState, text: str, ids: Sequence[int], logprobs: Sequence[float] | None,

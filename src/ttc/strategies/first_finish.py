@@ -8,7 +8,7 @@ import time
 from typing import Any, AsyncIterator
 
 from ttc import answers
-from ttc.answers import extract
+from ttc.answers import answer_fields
 from ttc.context import Context, Stream
 from ttc.errors import InvalidInput
 from ttc.prompts import ChatPrompt
@@ -38,7 +38,7 @@ class StreamSample(Sampler):
             async for _ in s:
                 pass
         c = s.completion()
-        return Candidate(text=c.text, answer=extract(c.text), completion=c, usage=s.usage,
+        return Candidate(text=c.text, **answer_fields(c.text, c.finish_reason != "length"), completion=c, usage=s.usage,
                          finish_reason=c.finish_reason)
 
 

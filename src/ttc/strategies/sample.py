@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ttc.answers import extract
+from ttc.answers import answer_fields
 from ttc.context import Context
 from ttc.prompts import ChatPrompt
 from ttc.strategies.base import Sampler
@@ -32,7 +32,7 @@ class Sample(Sampler):
         seed = self.params.seed if self.params.seed is not None else ctx.seed
         params = self.params.replace(n=k, seed=seed)
         return [
-            Candidate(text=c.text, answer=extract(c.text), completion=c, usage=usage,
+            Candidate(text=c.text, **answer_fields(c.text, c.finish_reason != "length"), completion=c, usage=usage,
                       finish_reason=c.finish_reason)
             for c, usage in await ctx.generate(prompt, params)
         ]
