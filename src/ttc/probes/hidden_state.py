@@ -108,7 +108,7 @@ def find_cues(generator: Generator, token_ids: Sequence[int], cues: Sequence[str
               pieces: list[str] | None = None) -> list[int]:
     """Positions i >= start where the decoded text up to token i ends with a cue (i is the cue's
     last token). `pieces` caches the decoded text of each token across calls."""
-    decode = getattr(generator, "decode", None)
+    decode = generator.decode if generator.can_decode else None
     if decode is None:
         raise InvalidInput(f"{type(generator).__name__} has no decode(): cannot find cue tokens")
     pattern = cue_pattern(cues)

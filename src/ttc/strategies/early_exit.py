@@ -178,7 +178,7 @@ def _append(state: TraceState, text: str, ids: Sequence[int], logprobs: Sequence
 
 
 async def _decode_prefix(ctx: Context, state: TraceState, cut: int) -> str:
-    decode = getattr(ctx.generator, "decode", None)
+    decode = ctx.generator.decode if ctx.generator.can_decode else None
     if decode is not None:
         return decode(state.token_ids[:cut])
     return state.text  # no decoder: keep the whole text (the answer is still forced at the cut)
