@@ -10,7 +10,7 @@ from ttc import answers, backends, display, eval, verifiers  # display: Result r
 from ttc import probes
 from ttc.context import Budget, Context
 from ttc.errors import (AnswerNotFound, BackendUnavailable, BudgetExhausted, GenerationError, InvalidInput,
-                        MalformedResponse, ModelNotFound, TTCError)
+                        MalformedResponse, ModelNotFound, TTCError, Unsupported)
 from ttc.prompts import ChatPrompt
 from ttc.runner import asolve_many, run_sync, solve_many
 from ttc.strategies import BestOfN, MajorityVote, Sample, Sampler, Strategy
@@ -29,4 +29,5 @@ __all__ = [
     "Trace", "Usage", "answers", "asolve_many", "backends", "eval", "run_sync", "solve_many", "verifiers",
 ]
 __all__ += ["EarlyExit", "FirstFinish", "probes"]
+__all__ += ["Unsupported"]
 __all__ += ["AStar", "BeamSearch", "DVTS", "ParticleFilter", "StepConfig", "steps"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 from ttc.backends.base import Delta, Generator
-from ttc.errors import BudgetExhausted, InvalidInput
+from ttc.errors import BudgetExhausted, InvalidInput, Unsupported
 from ttc.types import Completion, Prompt, SamplingParams, Usage
 
 
@@ -120,7 +120,10 @@ class Context:
             completion, usage = s.completion(), s.usage   # tokens received so far, counted
         """
         params, reserved = await self._reserve(prompt, params.replace(n=1))
-        prompt_tokens = await self._prompt_length(prompt)
+        try:
+            prompt_tokens = await self._prompt_length(prompt)
+        except Unsupported:  # a server without /tokenize and no local tokenizer: nothing to count with here
+            prompt_tokens = 0
         handle = Stream(self, self.generator.stream(prompt, params), prompt_tokens)
         try:
             yield handle

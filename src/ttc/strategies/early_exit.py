@@ -6,7 +6,8 @@ from typing import Sequence
 
 from ttc.answers import extract
 from ttc.context import Context
-from ttc.errors import BudgetExhausted, InvalidInput
+from ttc.backends.base import TOKEN_IDS
+from ttc.errors import BudgetExhausted, InvalidInput, Unsupported
 from ttc.probes.base import DROP, EXIT, PLAIN_SUFFIX, Decision, Probe, TraceState, elicit_answer
 from ttc.prompts import ChatPrompt
 from ttc.strategies.base import Sampler
@@ -63,7 +64,12 @@ class EarlyExit(Sampler):
         seed = self.params.seed if self.params.seed is not None else ctx.seed
         if seed is not None:  # drawn before any await: the same run gives the same seeds
             seed = ctx.rng.randrange(2**31)
-        missing = self.probe.required_capabilities - ctx.generator.capabilities
+        capabilities = await ctx.generator.detect_capabilities()
+        if TOKEN_IDS not in capabilities:
+            raise Unsupported(f"EarlyExit continues and probes traces as token ids: it needs a backend with token "
+                              f"ids ({type(ctx.generator).__name__} here has none: on a server, vLLM's /tokenize "
+                              f"and return_token_ids); use FirstFinish or MajorityVote on this backend")
+        missing = self.probe.required_capabilities - capabilities
         if missing:
             raise InvalidInput(f"probe {self.probe.name!r} needs backend capabilities {sorted(missing)}, "
                                f"which {type(ctx.generator).__name__} does not declare")
