@@ -68,7 +68,8 @@ class ServerFeatures:
     when asked; `max_top_logprobs`: the most top alternatives per token it gives (e.g. 5 or 20);
     `n`: "honoured", "ignored" (one choice whatever n) or "rejected" (4xx for n > 1);
     `stop_reason`: choices say which stop string ended them (vLLM; None there means EOS);
-    `stop_in_text`: a matched stop string stays in the text (transformers serve);
+    `stop_in_text`: a matched stop string stays in the text (transformers serve keeps the token
+    that completed it);
     `continue_final_message`: a chat request can continue the last assistant message;
     `usage`: responses carry a `usage` object; `stream_usage`: a stream's chunks carry one;
     `prefix_caching`: from vLLM's `vllm:cache_config_info` on /metrics.
@@ -449,7 +450,9 @@ class OpenAICompatible(Generator):
             status, data = await self._try("POST", path, payload)
             text = self._probe_text(data, path) if status == 200 else None
             if text is not None and text.strip():
-                f.stop_in_text = any(text.endswith(x) for x in stops)
+                # a server that cuts stop strings never sends one (it stops at the first); one that
+                # keeps them sends the token that completed one (HF's stop_strings)
+                f.stop_in_text = any(x in text for x in stops)
         if f.chat and f.continue_final_message is None and not f.tokenize and self.tokenizer is None:
             f.continue_final_message = await self._probe_continue(one)
         if f.prefix_caching is None:
@@ -896,7 +899,7 @@ class OpenAICompatible(Generator):
         if ids and eos:
             return ids[-1] in eos
         if self.features.stop_in_text and params.stop:
-            return not any(text.endswith(s) for s in params.stop)
+            return not any(s in text for s in params.stop)
         return None
 
     def _completion_logprobs(self, lp: Any, params: SamplingParams
