@@ -38,6 +38,25 @@ def particles(server: FakeOpenAI, **kwargs):
     return ttc.ParticleFilter(particles=2, prm=PRM).solve(QUESTION, backend(server, **kwargs), seed=7)
 
 
+def step_searches(server: FakeOpenAI, **kwargs):
+    """The step-search family: ParticleFilter and BeamSearch, each on a fresh backend."""
+    return [particles(server, **kwargs),
+            ttc.BeamSearch(width=2, expansions=2, prm=PRM).solve(QUESTION, backend(server, **kwargs), seed=7)]
+
+
+def best_of_n(server: FakeOpenAI, **kwargs):
+    """BestOfN with a logprob verifier; its scores must be real numbers."""
+    r = ttc.BestOfN(n=4, verifier=ttc.verifiers.LogprobConfidence()).solve(QUESTION, backend(server, **kwargs), seed=7)
+    scores = [c.scores["mean_logprob"] for c in r.candidates]
+    assert len(scores) == 4 and all(math.isfinite(x) for x in scores), scores
+    return r
+
+
+def early_exit(server: FakeOpenAI, mode: str = "stream", **kwargs):
+    probe = ttc.probes.AnswerConsistency(every=4, window=2)
+    return ttc.EarlyExit(probe, mode=mode).solve(QUESTION, backend(server, **kwargs), seed=7)
+
+
 def completion_requests(server: FakeOpenAI):
     return [b for p, b in server.requests if p in ("/v1/completions", "/v1/chat/completions")]
 
@@ -69,6 +88,10 @@ def test_vllm_like_every_family_and_eos_ends_step_search_traces():
         assert r.answer == "5" and len(r.candidates) == 4
         assert [len(b.get("prompt", [])) > 0 for b in completion_requests(s)] == [True]  # one n=4 request
         assert first_finish(s).answer in ("5", "6")
+        best_of_n(s)
+        for mode in ("chunks", "stream"):
+            assert early_exit(s, mode).ok
+        assert_step_search_finished_at_eos(step_searches(s)[1], s)
         s.requests.clear()
         r = particles(s)
         assert_step_search_finished_at_eos(r, s)
@@ -90,6 +113,11 @@ def test_prefix_caching_off_is_detected_and_warned_once():
             ttc.run_sync(llm.probe())
         assert llm.features.prefix_caching is False and "prefix_caching" not in llm.capabilities
         assert_step_search_finished_at_eos(ttc.ParticleFilter(particles=2, prm=PRM).solve(QUESTION, llm, seed=1), s)
+        assert len(vote(s).candidates) == 4 and first_finish(s).ok and early_exit(s).ok
+        best_of_n(s)
+        with pytest.warns(RuntimeWarning, match="prefix caching is off"):
+            for r in step_searches(s):
+                assert_step_search_finished_at_eos(r, s)
 
 
 # -- OpenAI-like: no /tokenize, strict fields, string logprob tokens, logprobs <= 5 ----------------
@@ -117,12 +145,14 @@ def test_openai_like_step_search_without_tokenizer_is_one_clear_error():
     with FakeOpenAI("openai") as s:
         with pytest.raises(Unsupported, match="tokenizer=.*continue_final_message"):
             particles(s)
+        with pytest.raises(Unsupported, match="tokenizer=.*continue_final_message"):
+            ttc.BeamSearch(width=2, expansions=2, prm=PRM).solve(QUESTION, backend(s))
 
 
 def test_openai_like_step_search_with_a_local_tokenizer_applies_the_template_itself():
     with FakeOpenAI("openai") as s:
-        r = particles(s, tokenizer=s.tokenizer())
-        assert_step_search_finished_one_step_late(r)
+        for r in step_searches(s, tokenizer=s.tokenizer()):
+            assert_step_search_finished_one_step_late(r)
         steps = [b for b in completion_requests(s) if b.get("stop") == ["\n\n"]]
         assert steps and all(b["prompt"].startswith("<|user|>\n") for b in steps)  # the template, not "<user>"  # the chat template, not ttc's "<user>" rendering
 
@@ -139,19 +169,21 @@ def test_n_split_into_single_requests_seeded_seed_plus_i(preset):
         assert llm.features.n == ("ignored" if preset == "no_n" else "rejected")
         r = vote(s)
         assert r.answer == "5" and len(r.candidates) == 4
+        best_of_n(s)
 
 
 @pytest.mark.parametrize("preset", ["no_n", "reject_n"])
 def test_n_split_step_search(preset):
     with FakeOpenAI(preset) as s:
-        r = ttc.BeamSearch(width=2, expansions=2, prm=PRM).solve(QUESTION, backend(s), seed=1)
-        assert_step_search_finished_at_eos(r, s)
+        for r in step_searches(s):
+            assert_step_search_finished_at_eos(r, s)
 
 
 @pytest.mark.parametrize("preset", ["no_n", "reject_n"])
 def test_n_split_stream(preset):
     with FakeOpenAI(preset) as s:
         assert first_finish(s).answer in ("5", "6")
+        assert early_exit(s).ok
 
 
 # -- chat only ---------------------------------------------------------------------------------------
@@ -160,11 +192,14 @@ def test_chat_only_sampling():
         r = vote(s)
         assert r.answer == "5" and len(r.candidates) == 4
         assert all(p == "/v1/chat/completions" for p, _ in s.requests if p.startswith("/v1/c"))
+        best_of_n(s)
 
 
 def test_chat_only_stream():
     with FakeOpenAI("chat_only") as s:
         assert first_finish(s).answer in ("5", "6")
+        with pytest.raises(Unsupported, match="EarlyExit .*token ids"):
+            early_exit(s)
 
 
 def test_chat_only_step_search_continues_the_assistant_message():
@@ -173,6 +208,7 @@ def test_chat_only_step_search_continues_the_assistant_message():
         ttc.Sample().solve(QUESTION, llm)  # an earlier request must not change the prompt format (D3)
         r = ttc.ParticleFilter(particles=2, prm=PRM).solve(QUESTION, llm, seed=7)
         assert_step_search_finished_one_step_late(r)
+        assert_step_search_finished_one_step_late(step_searches(s)[1])
         steps = [b for p, b in s.requests if p == "/v1/chat/completions" and b.get("stop")]
         assert steps and all(b["messages"][0]["role"] in ("system", "user") for b in steps)
         continued = [b for b in steps if b.get("continue_final_message")]
@@ -191,7 +227,9 @@ def test_no_logprobs_vote_works_and_logprob_verifier_names_what_is_missing():
 def test_no_logprobs_stream_and_step_search():
     with FakeOpenAI("no_logprobs") as s:
         assert first_finish(s).answer in ("5", "6")
-        assert_step_search_finished_at_eos(particles(s), s)
+        assert early_exit(s).ok  # AnswerConsistency needs no logprobs
+        for r in step_searches(s):
+            assert_step_search_finished_at_eos(r, s)
 
 
 # -- rate limits with Retry-After -----------------------------------------------------------------
@@ -201,6 +239,7 @@ def test_retry_after_is_obeyed_by_sampling():
         results = ttc.solve_many(ttc.MajorityVote(n=2), [QUESTION] * 4, llm, progress=False, concurrency=2)
         assert all(r.ok for r in results), [r.error for r in results]
         assert 429 in s.statuses
+        best_of_n(s, max_retries=6)
 
 
 def test_retry_after_waits_as_asked_and_is_capped():
@@ -223,8 +262,10 @@ def test_retry_after_waits_as_asked_and_is_capped():
 def test_retry_after_stream_and_step_search():
     with FakeOpenAI("ratelimit", retry_after=0.2) as s:
         assert first_finish(s, max_retries=6).answer in ("5", "6")
+        assert early_exit(s, max_retries=6).ok
     with FakeOpenAI("ratelimit", retry_after=0.2) as s:
-        assert_step_search_finished_at_eos(particles(s, max_retries=6), s)
+        for r in step_searches(s, max_retries=6):
+            assert_step_search_finished_at_eos(r, s)
 
 
 # -- SSE comments, no usage, slow first byte --------------------------------------------------------
@@ -233,6 +274,7 @@ def test_sampling(preset):
     with FakeOpenAI(preset) as s:
         r = vote(s)
         assert r.answer == "5" and len(r.candidates) == 4
+        best_of_n(s)
 
 
 @pytest.mark.parametrize("preset", ["sse_comments", "no_usage", "slow"])
@@ -241,12 +283,14 @@ def test_stream(preset):
         r = first_finish(s)
         assert r.answer in ("5", "6")
         assert r.candidates[0].text.endswith(("The answer is 5.", "The answer is 6."))
+        assert early_exit(s).ok
 
 
 @pytest.mark.parametrize("preset", ["sse_comments", "no_usage", "slow"])
 def test_step_search(preset):
     with FakeOpenAI(preset) as s:
-        assert_step_search_finished_at_eos(particles(s), s)
+        for r in step_searches(s):
+            assert_step_search_finished_at_eos(r, s)
 
 
 # -- other fixes -------------------------------------------------------------------------------------
