@@ -68,7 +68,7 @@ PRESETS = {
     "ratelimit": Behaviour(ratelimit=True),
     "sse_comments": Behaviour(sse_comments=True),
     "no_usage": Behaviour(usage=False),
-    "slow": Behaviour(slow=0.5),
+    "slow": Behaviour(slow=0.2),
     "no_prefix_caching": Behaviour(metrics='vllm:cache_config_info{enable_prefix_caching="False"} 1.0\n'),
 }
 

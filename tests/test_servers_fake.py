@@ -113,9 +113,10 @@ def test_prefix_caching_off_is_detected_and_warned_once():
             ttc.run_sync(llm.probe())
         assert llm.features.prefix_caching is False and "prefix_caching" not in llm.capabilities
         assert_step_search_finished_at_eos(ttc.ParticleFilter(particles=2, prm=PRM).solve(QUESTION, llm, seed=1), s)
-        assert len(vote(s).candidates) == 4 and first_finish(s).ok and early_exit(s).ok
+        assert len(vote(s).candidates) == 4 and first_finish(s).ok
         best_of_n(s)
         with pytest.warns(RuntimeWarning, match="prefix caching is off"):
+            assert early_exit(s).ok
             for r in step_searches(s):
                 assert_step_search_finished_at_eos(r, s)
 

@@ -220,6 +220,18 @@ def _load_tokenizer(source: Any) -> Any:
     return AutoTokenizer.from_pretrained(str(source), local_files_only=True)
 
 
+def _local_tokenizer_exists(name: str) -> bool:
+    """Whether `name` is a folder or a hub id cached on this machine (checked without loading)."""
+    if os.path.isdir(name):
+        return True
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "tokenizer_config.json"), str)
+    except Exception:  # not a valid repo id, or huggingface_hub missing
+        return False
+
+
 def _finish_reason(reason: Any) -> str:
     if reason is None:
         return "stop"
@@ -346,7 +358,7 @@ class OpenAICompatible(Generator):
                 self._tokenizer = source
             else:
                 name = source if source is not None else self._model
-                if name:
+                if name and (source is not None or _local_tokenizer_exists(str(name))):
                     try:
                         self._tokenizer = _load_tokenizer(name)
                     except Exception as exc:  # not local, not a tokenizer, transformers missing
