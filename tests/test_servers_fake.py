@@ -102,6 +102,7 @@ def test_vllm_like_every_family_and_eos_ends_step_search_traces():
         ttc.run_sync(llm.probe())
         assert llm.features.stop_reason and llm.features.n == "honoured" and llm.features.tokenize
         assert llm.features.max_top_logprobs == 20 and llm.features.prefix_caching is True
+        assert llm.features.stream_usage is True and llm.features.usage is True
         assert {TOKEN_IDS, "prefix_caching"} <= llm.capabilities
         assert llm.describe()["features"]["n"] == "honoured"
 

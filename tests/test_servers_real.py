@@ -66,6 +66,7 @@ def test_transformers_serve_features_are_detected(serve_llm):
     assert (f.tokenize, f.completions, f.chat, f.token_ids, f.logprobs, f.n) == \
         (False, True, True, False, False, "ignored")
     assert f.stop_in_text is True and not f.stop_reason and f.usage is True and f.prefix_caching is None
+    assert f.stream_usage is True
     assert serve_llm.capabilities == {STREAM}
     assert serve_llm.tokenizer is not None and serve_llm.eos_token_ids  # found offline from the folder name
     assert serve_llm.describe()["features"]["n"] == "ignored"
@@ -99,6 +100,7 @@ def test_vllm_features_are_detected(vllm_server):
         assert (f.tokenize, f.completions, f.chat, f.token_ids, f.logprobs, f.n, f.stop_reason) == \
             (True, True, True, True, True, "honoured", True)
         assert f.max_top_logprobs == 20 and f.prefix_caching is True  # read from vllm:cache_config_info
+        assert f.stream_usage is True and f.usage is True
         assert {TOKEN_IDS, STREAM, PREFIX_CACHING} <= llm.capabilities
     finally:
         ttc.run_sync(llm.aclose())

@@ -465,6 +465,8 @@ class OpenAICompatible(Generator):
                 # a server that cuts stop strings never sends one (it stops at the first); one that
                 # keeps them sends the token that completed one (HF's stop_strings)
                 f.stop_in_text = any(x in text for x in stops)
+        if f.stream_usage is None:
+            f.stream_usage = await self._probe_stream_usage(path, base)
         if f.chat and f.continue_final_message is None and not f.tokenize and self.tokenizer is None:
             f.continue_final_message = await self._probe_continue(one)
         if f.prefix_caching is None:
@@ -498,6 +500,23 @@ class OpenAICompatible(Generator):
             return choice["text"] if path == "/completions" else choice["message"]["content"]
         except (KeyError, IndexError, TypeError):
             return None
+
+    async def _probe_stream_usage(self, path: str, base: dict[str, Any]) -> bool:
+        """Whether a stream carries a `usage` object (asked for with stream_options where accepted)."""
+        state = self._state()
+        for payload in ({**base, "stream": True, "stream_options": {"include_usage": True}}, {**base, "stream": True}):
+            try:
+                async with state.session.post(self.base_url + path, json=payload, headers=self._headers,
+                                              timeout=self._timeout()) as response:
+                    if response.status >= 400:
+                        continue
+                    async for chunk in self._sse(response):
+                        if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
+                            return True
+                    return False
+            except (aiohttp.ClientError, asyncio.TimeoutError, GenerationError):
+                return False
+        return False
 
     async def _probe_continue(self, one: dict[str, Any]) -> bool:
         """Whether the server continues a final assistant message (`continue_final_message`):
@@ -823,6 +842,8 @@ class OpenAICompatible(Generator):
                 payload["return_tokens_as_token_ids"] = True
         if stream:
             payload["stream"] = True
+            if self.features.stream_usage is not False:
+                payload["stream_options"] = {"include_usage": True}  # the usage in a last chunk
         return payload
 
     def _wants_logprobs(self, params: SamplingParams) -> bool:
@@ -853,6 +874,8 @@ class OpenAICompatible(Generator):
                 payload["return_tokens_as_token_ids"] = True
         if stream:
             payload["stream"] = True
+            if self.features.stream_usage is not False:
+                payload["stream_options"] = {"include_usage": True}  # the usage in a last chunk
         return payload
 
     # -- responses --------------------------------------------------------------------------
@@ -1218,6 +1241,10 @@ class OpenAICompatible(Generator):
                     replica.outstanding -= 1
                 error = self._status_error(response.status, body, url, response.headers)
                 if isinstance(error, RequestRejected):
+                    if "stream_options" in payload and "stream_options" in error.server_message:
+                        self.features.stream_usage = False
+                        payload = {k: v for k, v in payload.items() if k != "stream_options"}
+                        continue
                     if self.vllm_extensions and any(f in error.server_message for f in _EXTENSION_FIELDS):
                         self.vllm_extensions = False
                         self.features.token_ids = False
