@@ -66,7 +66,7 @@ def test_transformers_serve_features_are_detected(serve_llm):
     assert (f.tokenize, f.completions, f.chat, f.token_ids, f.logprobs, f.n) == \
         (False, True, True, False, False, "ignored")
     assert f.stop_in_text is True and not f.stop_reason and f.usage is True and f.prefix_caching is None
-    assert f.stream_usage is True
+    assert f.stream_usage is True and f.continue_final_message is False  # 422: unexpected field
     assert serve_llm.capabilities == {STREAM}
     assert serve_llm.tokenizer is not None and serve_llm.eos_token_ids  # found offline from the folder name
     assert serve_llm.describe()["features"]["n"] == "ignored"

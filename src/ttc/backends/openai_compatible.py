@@ -467,7 +467,7 @@ class OpenAICompatible(Generator):
                 f.stop_in_text = any(x in text for x in stops)
         if f.stream_usage is None:
             f.stream_usage = await self._probe_stream_usage(path, base)
-        if f.chat and f.continue_final_message is None and not f.tokenize and self.tokenizer is None:
+        if f.chat and f.continue_final_message is None and not f.tokenize:
             f.continue_final_message = await self._probe_continue(one)
         if f.prefix_caching is None:
             f.prefix_caching = await self._probe_prefix_caching()
