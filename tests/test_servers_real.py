@@ -37,7 +37,7 @@ def strategies() -> dict[str, ttc.Strategy]:
         "sample": sample,
         "majority": ttc.MajorityVote(n=2, sample=sample),
         "best_of_n_self_certainty": ttc.BestOfN(n=2, verifier=ttc.verifiers.LogprobConfidence("self_certainty"),
-                                                sample=sample),
+                                                sample=ttc.Sample(params=PARAMS.replace(top_logprobs=5))),
         "first_finish": ttc.FirstFinish(n=2, params=PARAMS),
         "early_exit": ttc.EarlyExit(ttc.probes.AnswerConsistency(every=8), params=PARAMS),
         "beam": ttc.BeamSearch(2, 1, PRM, **step),
@@ -128,5 +128,40 @@ def test_step_search_on_vllm_never_continues_a_trace_that_ended_in_eos(vllm_serv
                     ended_in_eos += 1
                     assert node.finish_reason == "eos" and not node.children, node
         assert ended_in_eos > 0  # the test saw the case it is about
+    finally:
+        ttc.run_sync(llm.aclose())
+
+
+@pytest.fixture(scope="module")
+def vllm_server_without_prefix_caching():
+    """A second real vLLM server, started with --no-enable-prefix-caching (module-scoped: one start)."""
+    from ttc.backends.vllm_server import VLLMServer
+    from ttc.errors import BackendUnavailable
+
+    server = VLLMServer(args=["--no-enable-prefix-caching"])
+    try:
+        server.start()
+    except BackendUnavailable as exc:
+        pytest.fail(f"could not start a vLLM server without prefix caching: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_vllm_without_prefix_caching_is_detected_and_every_strategy_works(vllm_server_without_prefix_caching):
+    """The prefix-caching flag is read from /metrics (not declared for every server), with one
+    warning; every strategy still runs (each continuation is prefilled again)."""
+    llm = OpenAICompatible(vllm_server_without_prefix_caching.url)
+    try:
+        with pytest.warns(RuntimeWarning, match="prefix caching is off"):
+            f = ttc.run_sync(llm.probe())
+        assert f.prefix_caching is False and PREFIX_CACHING not in llm.capabilities
+        assert TOKEN_IDS in llm.capabilities
+        for name, strategy in strategies().items():
+            result = strategy.solve(QUESTION, llm, seed=1)
+            assert result.ok and result.candidates, (name, result.error)
+            if name == "best_of_n_self_certainty":
+                assert all(c.scores["self_certainty"] > float("-inf") for c in result.candidates)
     finally:
         ttc.run_sync(llm.aclose())
