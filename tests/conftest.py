@@ -55,3 +55,79 @@ def vllm_engine():
         yield engine
     finally:
         engine.close()
+
+
+# -- transformers serve (appended; self-contained) ------------------------------------------------
+TRANSFORMERS_SERVE_STARTUP_TIMEOUT = float(os.environ.get("TTC_TEST_TRANSFORMERS_SERVE_STARTUP_TIMEOUT", "240"))
+
+
+@pytest.fixture(scope="session")
+def transformers_serve(tmp_path_factory):
+    """A real `transformers serve` (a non-vLLM OpenAI-compatible server: no /tokenize, no logprobs,
+    one choice whatever n) serving the embedded SmolLM2 folder on 127.0.0.1 (free port), offline.
+
+    Yields `(url, model)`: its /v1 base URL and the model name requests must carry (the folder:
+    its /v1/models lists nothing for a preloaded folder). Ready within a bounded wait; its process
+    group is terminated, then killed, at the end of the session, also on failure.
+    $TTC_TEST_TRANSFORMERS_SERVE_URL="URL MODEL" uses an already running server instead.
+    """
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from ttc.models import smollm2
+
+    running = os.environ.get("TTC_TEST_TRANSFORMERS_SERVE_URL")  # "URL MODEL": reuse a server you started
+    if running:
+        url, model = running.split()
+        yield url, model
+        return
+    exe = Path(sys.executable).parent / "transformers"
+    if not exe.exists():
+        pytest.fail("`transformers serve` is not installed: pip install 'transformers[serving]'", pytrace=False)
+    folder = str(smollm2())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    hub = tmp_path_factory.mktemp("hf-hub")  # it needs an existing hub cache folder, else every request is a 500
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "OMP_NUM_THREADS": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    log = open(tmp_path_factory.mktemp("transformers-serve") / "server.log", "w+")
+    proc = subprocess.Popen([str(exe), "serve", folder, "--host", "127.0.0.1", "--port", str(port),
+                             "--device", "cpu"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+    def stop() -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        log.close()
+
+    try:
+        deadline = time.monotonic() + TRANSFORMERS_SERVE_STARTUP_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"transformers serve exited with {proc.returncode}: {log.read()[-2000:]}", pytrace=False)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"transformers serve not ready in {TRANSFORMERS_SERVE_STARTUP_TIMEOUT:.0f} s: "
+                            f"{log.read()[-2000:]}", pytrace=False)
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/v1", folder
+    finally:
+        stop()

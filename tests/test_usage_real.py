@@ -169,15 +169,14 @@ def test_usage_equals_the_engines_counters(vllm_engine):
 
 
 @pytest.mark.parametrize("n", [1, 3])
-def test_usage_equals_the_sum_of_transformers_serve_usage_objects(n, transformers_server):
+def test_usage_equals_the_sum_of_transformers_serve_usage_objects(n, transformers_serve):
     """`transformers serve` sends no token ids: completion tokens come from its usage objects
     (ttc counted 0 before). The usage objects are recorded as they arrive, by wrapping the
     backend's request method, and summed. With n=3 (a server that answers one choice whatever n
-    is), the problem either works (n split into requests) or fails; either way its usage is what
-    the server counted. Needs the `transformers_server` fixture (`.url`, optionally `.model`)."""
+    is), n is split into single requests, and the usage is the sum of theirs. Uses the `transformers_serve` fixture (`(url, model)`)."""
     # its /v1/models lists nothing for a preloaded folder: name the served model
-    model = getattr(transformers_server, "model", None) or smollm2()
-    llm = OpenAICompatible(transformers_server.url, model=model, use_chat=True)
+    url, model = transformers_serve
+    llm = OpenAICompatible(url, model=model, use_chat=True)
     sent: list[dict] = []
     original = llm._request
 
@@ -193,8 +192,8 @@ def test_usage_equals_the_sum_of_transformers_serve_usage_objects(n, transformer
         result = ttc.solve_many(strategy, demo_problems(1, seed=2), llm, progress=False, seed=1)[0]
     finally:
         ttc.run_sync(llm.aclose())
-    if n == 1:
-        assert result.ok, result.error
+    assert result.ok, result.error  # n=3: split into single requests (the server answers one choice)
+    assert len(result.candidates) == n
     assert sent, "transformers serve sent no usage object"
     assert result.usage.prompt_tokens == sum(u["prompt_tokens"] for u in sent)
     assert result.usage.completion_tokens == sum(u["completion_tokens"] for u in sent) > 0

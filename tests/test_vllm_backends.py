@@ -69,7 +69,7 @@ def test_prompts_and_tokens_agree_between_engine_and_server(vllm_server, vllm_en
     assert run(vllm_engine.tokenize(text)) == server_ids
     assert vllm_engine.decode(chat_ids).endswith("assistant\n")
     assert {TOKEN_IDS, PREFIX_CACHING, STREAM} <= vllm_engine.capabilities
-    assert {TOKEN_IDS, PREFIX_CACHING, STREAM} <= OpenAICompatible(vllm_server.url).capabilities
+    assert {TOKEN_IDS, PREFIX_CACHING, STREAM} <= run(with_client(vllm_server.url, lambda llm: llm.detect_capabilities()))
 
 
 def test_same_seeded_request_gives_identical_completions_everywhere(vllm_server, vllm_engine, chat_ids):

@@ -10,7 +10,7 @@ from ttc import answers, backends, display, eval, verifiers  # display: Result r
 from ttc import models, probes, votes
 from ttc.context import Budget, Context
 from ttc.errors import (AnswerNotFound, BackendUnavailable, BudgetExhausted, GenerationError, InvalidInput,
-                        MalformedResponse, ModelNotFound, TTCError)
+                        MalformedResponse, ModelNotFound, TTCError, Unsupported)
 from ttc.prompts import ChatPrompt
 from ttc.runner import asolve_many, run_sync, solve_many
 from ttc.strategies import BestOfN, MajorityVote, Sample, Sampler, Strategy
@@ -28,5 +28,5 @@ __all__ = [
     "ModelNotFound", "Problem", "Result", "Sample", "Sampler", "SamplingParams", "Step", "Strategy", "TTCError",
     "Trace", "Usage", "answers", "asolve_many", "backends", "eval", "run_sync", "solve_many", "verifiers",
 ]
-__all__ += ["DeepConf", "EarlyExit", "FirstFinish", "models", "probes", "votes"]
+__all__ += ["DeepConf", "EarlyExit", "FirstFinish", "Unsupported", "models", "probes", "votes"]
 __all__ += ["AStar", "BeamSearch", "DVTS", "ParticleFilter", "StepConfig", "steps"]

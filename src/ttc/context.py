@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 from ttc.backends.base import Delta, Generator
-from ttc.errors import BudgetExhausted, GenerationError, InvalidInput
+from ttc.errors import BudgetExhausted, GenerationError, InvalidInput, Unsupported
 from ttc.types import Completion, Prompt, SamplingParams, Usage
 
 
@@ -132,7 +132,13 @@ class Context:
             completion, usage = s.completion(), s.usage   # tokens received so far, counted
         """
         params, reserved = await self._reserve(prompt, params.replace(n=1))
-        prompt_tokens = reserved - params.max_tokens if reserved else await self._prompt_length(prompt)
+        if reserved:
+            prompt_tokens = reserved - params.max_tokens
+        else:
+            try:
+                prompt_tokens = await self._prompt_length(prompt)
+            except Unsupported:  # no /tokenize and no local tokenizer: the server's stream usage counts it
+                prompt_tokens = 0
         handle = Stream(self, self.generator.stream(prompt, params), prompt_tokens)
         try:
             yield handle

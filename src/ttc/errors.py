@@ -11,6 +11,11 @@ class InvalidInput(TTCError, ValueError):
     """A problem, parameter or configuration is malformed (empty prompt, n <= 0, ...)."""
 
 
+class Unsupported(InvalidInput):
+    """The backend (or the server behind it) lacks a feature this call needs; the message names it
+    and says what would provide it (e.g. a local tokenizer for a server without /tokenize)."""
+
+
 class ModelNotFound(TTCError, FileNotFoundError):
     """A model name or folder could not be resolved to weights on this machine."""
 

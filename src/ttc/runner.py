@@ -126,4 +126,13 @@ async def asolve_many(strategy: "Strategy", problems: Iterable[Problem | str], g
 def solve_many(strategy: "Strategy", problems: Iterable[Problem | str], generator: Generator, **kwargs: Any
                ) -> list[Result]:
     """Sync `asolve_many`: works in scripts and inside Jupyter. Same arguments."""
-    return run_sync(asolve_many(strategy, problems, generator, **kwargs))
+    return run_sync(closing_loop(generator, asolve_many(strategy, problems, generator, **kwargs)))
+
+
+async def closing_loop(generator: Generator, coro: Coroutine[Any, Any, T]) -> T:
+    """Await `coro`, then release what `generator` bound to this loop (HTTP sessions): the sync
+    API gives the caller no place to do it, and an open aiohttp session warns at exit."""
+    try:
+        return await coro
+    finally:
+        await generator.close_loop()

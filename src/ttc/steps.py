@@ -9,7 +9,14 @@ Backends differ in what a stopped completion's token ids hold: vLLM and ttc's tr
 backend keep the token that completed the stop string (and EOS), the scripted backend cuts both
 from text and ids. `Stepper` tells the cases apart with the backend's `decode` when it has one
 (the delimiter shows up in the decoded ids iff they kept it), and appends the delimiter's own ids
-when the backend cut them. A stopped completion that did not stop at the delimiter ended with EOS.
+when the backend cut them. A stopped completion that did not stop at the delimiter ended with EOS;
+a backend that knows which it was says so in `Completion.eos` (OpenAICompatible reads vLLM's
+`stop_reason`), and that wins.
+
+Backends without token ids (a server without /tokenize or return_token_ids) continue traces as
+text: the rendered prompt extended by the steps so far (`Generator.continue_prompt`: plain text
+for a chat template applied locally, an assistant message continued with
+`continue_final_message` for a chat prompt). Steps are then re-tokenised by the server.
 
 A trace is finished when its last step ended with EOS ("eos"), when its text holds a closed
 \\boxed{...} ("boxed"), or when it reached the maximum number of steps ("max_steps").
@@ -30,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 from ttc import answers
-from ttc.backends.base import TOKEN_IDS
+from ttc.backends.base import TOKEN_IDS, Generator
 from ttc.context import Context
 from ttc.errors import BudgetExhausted, InvalidInput
 from ttc.prompts import ChatPrompt
@@ -124,12 +131,11 @@ class Expansion:
         return self.trace.steps[-1]
 
 
-def _eos_ids(generator: Any) -> frozenset[int]:
-    ids = getattr(generator, "eos_token_ids", None)
-    if ids:
-        return frozenset(int(i) for i in ids)
-    tokenizer = getattr(generator, "tokenizer", None)
-    eos = getattr(tokenizer, "eos_token_id", None)
+def _eos_ids(generator: Generator) -> frozenset[int]:
+    """The backend's declared EOS ids, else its tokenizer's."""
+    if generator.eos_token_ids:
+        return frozenset(int(i) for i in generator.eos_token_ids)
+    eos = getattr(generator.tokenizer, "eos_token_id", None) if generator.tokenizer is not None else None
     if eos is None:
         return frozenset()
     return frozenset([int(eos)] if isinstance(eos, int) else [int(i) for i in eos])
@@ -154,21 +160,23 @@ class Stepper:
         self.config = config
         self.params = params
         self.prompt = prompt
-        generator = ctx.generator
-        decode = getattr(generator, "decode", None)
-        self._decode: Callable[[Sequence[int]], str] | None = decode if callable(decode) else None
-        self._eos = _eos_ids(generator)
-        self.use_token_ids = TOKEN_IDS in generator.capabilities
+        self._decode: Callable[[Sequence[int]], str] | None = None
+        self._eos: frozenset[int] = frozenset()
+        self.use_token_ids = False
         if params.seed is not None:
             self._rng: random.Random | None = random.Random(params.seed)
         else:
             self._rng = ctx.rng if ctx.seed is not None else None
         self.prompt_ids: tuple[int, ...] = ()
-        self.prompt_text = ""
+        self.prompt_text: Any = ""
         self.delimiter_ids: tuple[int, ...] = ()
 
     async def start(self) -> "Stepper":
         generator = self.ctx.generator
+        capabilities = await generator.detect_capabilities()  # a server is asked once, before any branch
+        self.use_token_ids = TOKEN_IDS in capabilities
+        self._decode = generator.decode if generator.can_decode else None
+        self._eos = _eos_ids(generator)
         rendered = await self.prompt.render(self.problem, generator)
         if self.use_token_ids:
             self.prompt_ids = tuple(rendered) if not isinstance(rendered, str) else \
@@ -176,6 +184,7 @@ class Stepper:
             self.delimiter_ids = await self._piece_ids(self.config.delimiter)
         elif isinstance(rendered, str):
             self.prompt_text = rendered
+            generator.continue_prompt(rendered, self.config.delimiter)  # fails now if it cannot continue
         elif self._decode is not None:
             self.prompt_text = self._decode(rendered)
         else:
@@ -203,7 +212,7 @@ class Stepper:
         if self.use_token_ids:
             prompt: Any = list(self.prompt_ids) + list(trace.token_ids)
         else:
-            prompt = self.prompt_text + trace.text
+            prompt = self.ctx.generator.continue_prompt(self.prompt_text, trace.text)
         final = self.config.is_final(len(trace.steps))  # the last step completes the solution
         max_tokens = (self.config.final_step_tokens or self.config.max_step_tokens) if final else \
             self.config.max_step_tokens
@@ -237,6 +246,13 @@ class Stepper:
         """(ended at the delimiter, its token ids already hold the delimiter) for a completion."""
         if completion.finish_reason != "stop":
             return False, False
+        if completion.eos is not None:  # the backend knows whether EOS or a stop string ended it
+            if completion.eos:
+                return False, False
+            kept = bool(completion.token_ids) and (
+                self.config.delimiter in self._decode(completion.token_ids) if self._decode is not None
+                else self.use_token_ids)
+            return True, kept
         ids = completion.token_ids
         if self._decode is not None and ids:
             if self.config.delimiter in self._decode(ids):
@@ -269,8 +285,8 @@ class Stepper:
             finish = "max_steps"
         # the delimiter belongs to the step when the model wrote it (or may have: the backend cut
         # it); a step that ends the trace with a box keeps only a delimiter it is known to have
-        if at_delimiter and (kept or finish != "boxed"):
-            text += self.config.delimiter
+        if at_delimiter and (kept or finish != "boxed") and not text.endswith(self.config.delimiter):
+            text += self.config.delimiter  # (servers that keep the stop string in the text already have it)
             if self.use_token_ids and not kept:
                 ids += self.delimiter_ids
         new = Trace(steps=[*trace.steps, Step(text=text, token_ids=ids)])

@@ -6,6 +6,7 @@ They are plain dataclasses so that results can be printed, compared, and written
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence, Union
 
@@ -66,6 +67,10 @@ class SamplingParams:
     top_logprobs: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("temperature", "top_p"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InvalidInput(f"SamplingParams.{name} must be a finite number, got {value!r}")
         if not isinstance(self.n, int) or self.n <= 0:
             raise InvalidInput(f"SamplingParams.n must be a positive integer, got {self.n!r}")
         if not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
@@ -90,16 +95,20 @@ class Completion:
     """One generated continuation of a prompt.
 
     `logprobs[i]` is the log-probability of `token_ids[i]` under the sampling distribution's
-    model (before temperature); `top_logprobs[i]` maps the most likely token ids at position i
-    to their log-probabilities. `finish_reason` is "stop" (EOS or a stop string), "length"
-    (max_tokens) or "cancelled".
+    model (before temperature); `top_logprobs[i]` maps the most likely tokens at position i
+    to their log-probabilities: keyed by token id, or by the token's text when the server sends
+    token strings and no ids (OpenAI-style logprobs). `finish_reason` is "stop" (EOS or a stop
+    string), "length" (max_tokens) or "cancelled". `eos` says which kind of "stop" it was when the
+    backend knows: True = the model's end-of-sequence token, False = a stop string (or not a
+    stop at all), None = the backend cannot tell (then `Stepper` falls back to the token ids).
     """
 
     text: str
     token_ids: tuple[int, ...]
     finish_reason: str
     logprobs: tuple[float, ...] | None = None
-    top_logprobs: tuple[dict[int, float], ...] | None = None
+    top_logprobs: tuple[dict[int | str, float], ...] | None = None
+    eos: bool | None = None
 
     @property
     def num_tokens(self) -> int:

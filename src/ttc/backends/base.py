@@ -10,7 +10,7 @@ import abc
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Sequence
 
-from ttc.errors import InvalidInput
+from ttc.errors import InvalidInput, Unsupported
 from ttc.types import Completion, Prompt, SamplingParams, Usage
 
 #: Capability names a backend may declare in `Generator.capabilities`.
@@ -74,11 +74,70 @@ class Delta:
     usage: Usage | None = None
 
 
+def combine_generations(generations: Sequence[Generation]) -> Generation:
+    """One Generation from several requests for the same prompt (an n-request split into n
+    single requests): the completions in order, each request's counts added up (every split
+    request is billed its own prompt)."""
+    if not generations:
+        raise InvalidInput("combine_generations needs at least one generation")
+    parts = [(g, g.usage()) for g in generations]
+    return Generation(
+        prompt_tokens=sum(u.prompt_tokens for _, u in parts),
+        completions=[c for g in generations for c in g.completions],
+        completion_tokens=tuple(g.tokens_of(i) for g in generations for i in range(len(g.completions))),
+        processed_prompt_tokens=sum(u.processed_prompt_tokens for _, u in parts),
+        cached_prompt_tokens=sum(u.cached_prompt_tokens for _, u in parts),
+        estimated=any(u.estimated for _, u in parts))
+
+
 class Generator(abc.ABC):
-    """Async text generator. Subclasses implement `generate`, `tokenize` and `chat_prompt`."""
+    """Async text generator. Subclasses implement `generate`, `tokenize` and `chat_prompt`.
+
+    Everything else strategies, probes and judges may use is declared here with a default, so a
+    new backend knows what it can offer: `capabilities`, `tokenizer`, `eos_token_ids`, `decode`,
+    `hidden_states` and `detect_capabilities`.
+    """
 
     #: what the backend can do beyond plain generation (see the constants above)
     capabilities: frozenset[str] = frozenset()
+    #: a Hugging Face-style tokenizer of the model, when the backend has one (else None)
+    tokenizer: Any = None
+    #: the token ids that end a sequence (empty when unknown)
+    eos_token_ids: frozenset[int] = frozenset()
+
+    async def detect_capabilities(self) -> frozenset[str]:
+        """The capabilities, after whatever one-time detection the backend needs (a server probe).
+
+        Call it before branching on `capabilities` in code that may run first on a fresh backend.
+        """
+        return self.capabilities
+
+    @property
+    def can_decode(self) -> bool:
+        """Whether `decode` works (the backend overrides it, or has a tokenizer)."""
+        return type(self).decode is not Generator.decode or callable(getattr(self.tokenizer, "decode", None))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """The text of `token_ids` (special tokens skipped), via the tokenizer when there is one."""
+        decode = getattr(self.tokenizer, "decode", None)
+        if not callable(decode):
+            raise Unsupported(f"{type(self).__name__} cannot decode token ids: it has no tokenizer")
+        return decode(list(token_ids), skip_special_tokens=True)
+
+    def continue_prompt(self, prompt: Prompt, text: str) -> Prompt:
+        """`prompt` followed by `text` the model already wrote, as a prompt to continue from (step
+        searches without token ids). Text prompts are extended as text; other backends override."""
+        if not text:
+            return prompt
+        if isinstance(prompt, str):
+            return prompt + text
+        raise Unsupported(f"{type(self).__name__} cannot continue a token-id prompt with text; "
+                          f"continue it with token ids (the '{TOKEN_IDS}' capability)")
+
+    async def hidden_states(self, token_ids: Sequence[int], positions: Sequence[int]) -> Any:
+        """Last-layer hidden states of `token_ids` at `positions` (backends with `hidden_states`)."""
+        raise Unsupported(f"{type(self).__name__} does not return hidden states "
+                          f"(needs a backend with the '{HIDDEN_STATES}' capability, e.g. Transformers)")
 
     @abc.abstractmethod
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
@@ -122,6 +181,10 @@ class Generator(abc.ABC):
 
     async def aclose(self) -> None:
         """Release resources (engines, sessions, threads). Safe to call twice."""
+
+    async def close_loop(self) -> None:
+        """Release what is bound to the running event loop (HTTP sessions), keeping the backend
+        usable; the sync API calls it after each call. Default: nothing to release."""
 
     def describe(self) -> dict[str, Any]:
         return {"backend": type(self).__name__, "model": self.model_name,

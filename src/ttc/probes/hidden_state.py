@@ -116,7 +116,7 @@ def find_cue_spans(generator: Generator, token_ids: Sequence[int], cues: Sequenc
     """(first, last) token of every cue whose last token is at i >= start. The probe reads the
     hidden state at `last`; an exit cuts the trace before `first`, so a multi-token cue ("let me")
     leaves none of its tokens in the exit prefix. `pieces` caches each token's decoded text."""
-    decode = getattr(generator, "decode", None)
+    decode = generator.decode if generator.can_decode else None
     if decode is None:
         raise InvalidInput(f"{type(generator).__name__} has no decode(): cannot find cue tokens")
     pattern = cue_pattern(cues)

@@ -29,9 +29,9 @@ class Strategy(abc.ABC):
     def solve(self, problem: Problem | str, generator: Generator, *, budget: Budget | None = None,
               seed: int | None = None) -> Result:
         """Sync entry point (works in a notebook cell too)."""
-        from ttc.runner import run_sync
+        from ttc.runner import closing_loop, run_sync
 
-        return run_sync(self.arun(problem, generator, budget=budget, seed=seed))
+        return run_sync(closing_loop(generator, self.arun(problem, generator, budget=budget, seed=seed)))
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))

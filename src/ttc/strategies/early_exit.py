@@ -6,7 +6,8 @@ from typing import Sequence
 
 from ttc.answers import read_answer
 from ttc.context import Context
-from ttc.errors import BudgetExhausted, InvalidInput
+from ttc.backends.base import TOKEN_IDS
+from ttc.errors import BudgetExhausted, InvalidInput, Unsupported
 from ttc.probes.base import DROP, EXIT, PLAIN_SUFFIX, Decision, Probe, TraceState, elicit_answer
 from ttc.prompts import ChatPrompt
 from ttc.strategies.base import Sampler
@@ -67,7 +68,12 @@ class EarlyExit(Sampler):
     async def candidate(self, problem: Problem, ctx: Context) -> Candidate:
         rng = ctx.seed_rng(self.params.seed)  # drawn before any await: the same run gives the same seeds
         seed = None if rng is None else rng.randrange(2**31)
-        missing = self.probe.required_capabilities - ctx.generator.capabilities
+        capabilities = await ctx.generator.detect_capabilities()
+        if TOKEN_IDS not in capabilities:
+            raise Unsupported(f"EarlyExit continues and probes traces as token ids: it needs a backend with token "
+                              f"ids ({type(ctx.generator).__name__} here has none: on a server, vLLM's /tokenize "
+                              f"and return_token_ids); use FirstFinish or MajorityVote on this backend")
+        missing = self.probe.required_capabilities - capabilities
         if missing:
             raise InvalidInput(f"probe {self.probe.name!r} needs backend capabilities {sorted(missing)}, "
                                f"which {type(ctx.generator).__name__} does not declare")
@@ -186,7 +192,7 @@ def _append(state: TraceState, text: str, ids: Sequence[int], logprobs: Sequence
 
 
 async def _decode_prefix(ctx: Context, state: TraceState, cut: int) -> str:
-    decode = getattr(ctx.generator, "decode", None)
+    decode = ctx.generator.decode if ctx.generator.can_decode else None
     if decode is not None:
         return decode(state.token_ids[:cut])
     return state.text  # no decoder: keep the whole text (the answer is still forced at the cut)

@@ -6,7 +6,7 @@ import math
 from typing import Sequence
 
 from ttc.context import Context
-from ttc.errors import InvalidInput
+from ttc.errors import InvalidInput, Unsupported
 from ttc.types import Candidate, Completion, Problem
 from ttc.verifiers.base import Verifier
 
@@ -66,9 +66,12 @@ class LogprobConfidence(Verifier):
             completion = candidate.completion
             if completion is None:
                 raise InvalidInput(f"{self.kind} needs candidates that carry their completion")
-            if self.kind == "mean_logprob" and completion.logprobs is None and completion.token_ids:
-                raise InvalidInput("mean_logprob needs token logprobs: sample with SamplingParams(logprobs=True)")
-            if self.kind == "self_certainty" and completion.top_logprobs is None and completion.token_ids:
-                raise InvalidInput("self_certainty needs top-k logprobs: sample with SamplingParams(top_logprobs=k)")
+            has_tokens = bool(completion.token_ids or completion.text)
+            if self.kind == "mean_logprob" and completion.logprobs is None and has_tokens:
+                raise Unsupported("mean_logprob needs token logprobs: sample with SamplingParams(logprobs=True), "
+                                  "on a backend that returns them (this completion has none)")
+            if self.kind == "self_certainty" and completion.top_logprobs is None and has_tokens:
+                raise Unsupported("self_certainty needs top-k logprobs: sample with SamplingParams(top_logprobs=k), "
+                                  "on a backend that returns them (this completion has none)")
             scores.append(fn(completion))
         return scores

@@ -112,8 +112,9 @@ class LLMJudge(ProcessRewardModel):
         top = completion.top_logprobs[0] if completion.top_logprobs else None
         if top:
             yes = no = 0.0
-            for token_id, logprob in top.items():
-                word = await self._word(generator, int(token_id))
+            for token, logprob in top.items():
+                # servers without token ids key the alternatives by their text (OpenAI style)
+                word = _norm(token) if isinstance(token, str) else await self._word(generator, int(token))
                 if word == _YES:
                     yes += math.exp(logprob)
                 elif word == _NO:
@@ -132,8 +133,8 @@ class LLMJudge(ProcessRewardModel):
         key = (id(generator), token_id)
         if key in self._token_text:
             return self._token_text[key]
-        decode = getattr(generator, "decode", None)
-        if callable(decode):
+        decode = generator.decode if generator.can_decode else None
+        if decode is not None:
             word = _norm(decode([token_id]))
         else:
             yes_ids, no_ids = await self._variant_ids(generator)
