@@ -26,9 +26,9 @@ def models():
     return response(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
 
-def openai_server(texts, usage, *, n_honoured=True, stream_usage=True):
+def openai_server(texts, usage, *, n_honoured=True, stream_usage=True, choices=None):
     """An OpenAI-API-like server (completions and chat): no token ids, no /tokenize, `usage` as
-    given (None: no usage object)."""
+    given (None: no usage object). `choices` fixes how many choices every answer has."""
     async def handler(req):
         if req.path == "/v1/models":
             return models()
@@ -37,6 +37,7 @@ def openai_server(texts, usage, *, n_honoured=True, stream_usage=True):
         chat = req.path == "/v1/chat/completions"
         body = req.json()
         n = body.get("n", 1) if n_honoured else 1
+        n = n if choices is None else choices
 
         def choice(i, text, finish, stream=False):
             out = {"index": i, "finish_reason": finish, "logprobs": None}
@@ -144,13 +145,24 @@ def test_text_prompt_without_usage_is_estimated():
 
 def test_rejected_answer_keeps_the_tokens_the_server_spent():
     usage = {"prompt_tokens": 38, "completion_tokens": 17, "total_tokens": 55}
-    with openai_server(["The answer is 5."], usage, n_honoured=False) as server:
+    with openai_server(["The answer is 5."], usage, choices=2) as server:  # 2 choices for n=4: malformed
         llm = OpenAICompatible(server.url, vllm_extensions=False, use_chat=True)
         record = ttc.solve_many(ttc.MajorityVote(n=4, sample=SAMPLE), [Q], llm, progress=False)[0]
         ttc.run_sync(llm.aclose())
-    assert record.error and "returned 1" in record.error
+    assert record.error and "returned 2" in record.error
     u = record.usage
-    assert (u.prompt_tokens, u.processed_prompt_tokens, u.completion_tokens, u.generator_calls) == (38, 38, 17, 1)
+    assert (u.prompt_tokens, u.processed_prompt_tokens, u.completion_tokens, u.generator_calls) == (38, 76, 17, 1)
+
+
+def test_n_split_into_single_requests_bills_each_request():
+    """A server that ignores n answers one choice: ttc asks n single requests, each billed its prompt."""
+    usage = {"prompt_tokens": 38, "completion_tokens": 17, "total_tokens": 55}
+    with openai_server(["The answer is 5."], usage, n_honoured=False) as server:
+        result = solve(ttc.MajorityVote(n=4, sample=SAMPLE), server)
+    u = result.usage
+    assert len(result.candidates) == 4
+    # one generate() call of the strategy, made of 4 HTTP requests
+    assert (u.prompt_tokens, u.processed_prompt_tokens, u.completion_tokens, u.generator_calls) == (152, 152, 68, 1)
 
 
 def test_server_refusing_stream_options_is_asked_again_without():
