@@ -65,7 +65,7 @@ _TAIL_CHARS = 400
 _MAX_STATED_CHARS = 300
 
 
-def _last_boxed(text: str) -> str | None:
+def last_boxed(text: str) -> str | None:
     """Content of the last closed \\boxed{...} / \\fbox{...}, with nested braces balanced.
 
     Hand-written: math-verify finds a box with the greedy regex `\\boxed{.+}` and cuts it during
@@ -213,7 +213,7 @@ def read_answer(text: str | None, finished: bool = True) -> tuple[str | None, st
     """
     if not text:
         return None, None
-    boxed = _last_boxed(text)
+    boxed = last_boxed(text)
     if boxed is not None:
         boxed = _clean(boxed)
         if boxed:

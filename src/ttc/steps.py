@@ -82,22 +82,8 @@ class StepConfig:
 
 
 def has_closed_box(text: str) -> bool:
-    """Whether `text` holds a \\boxed{...} (or \\fbox{...}) whose braces are closed."""
-    for marker in ("\\boxed", "\\fbox"):
-        start = text.find(marker)
-        while start != -1:
-            brace = start + len(marker)
-            if brace < len(text) and text[brace] == "{":
-                depth = 0
-                for i in range(brace, len(text)):
-                    if text[i] == "{":
-                        depth += 1
-                    elif text[i] == "}":
-                        depth -= 1
-                        if depth == 0:
-                            return True
-            start = text.find(marker, start + 1)
-    return False
+    """Whether `text` holds a closed \\boxed{...} (or \\fbox{...}): the solution gave its answer."""
+    return answers.last_boxed(text) is not None
 
 
 def step_text(step: Step, delimiter: str = DEFAULT_DELIMITER) -> str:
