@@ -239,3 +239,31 @@ def test_cached_steps_equal_uncached_on_smollm2():
     finally:
         first.close()
         cached.close()
+
+
+def test_short_texts_are_tokenised_once(model):
+    """A step search asks for the delimiter's ids (and "") on every problem: the tokenizer runs once."""
+    from ttc.backends.transformers import Transformers
+
+    class Counting(_Tokenizer):
+        calls = 0
+
+        def __call__(self, text, add_special_tokens=True):
+            Counting.calls += 1
+            return super().__call__(text, add_special_tokens)
+
+    backend = Transformers.from_model(model, Counting())
+    try:
+        for _ in range(5):
+            assert asyncio.run(backend.tokenize("\n\n")) == [11, 11]
+            assert asyncio.run(backend.tokenize("")) == []
+        ids = asyncio.run(backend.tokenize("ab"))
+        ids.append(0)  # the caller's list is its own
+        assert asyncio.run(backend.tokenize("ab")) == [98, 99]
+        assert Counting.calls == 3
+        long = "x" * 500  # long texts (problems) are not kept
+        asyncio.run(backend.tokenize(long))
+        asyncio.run(backend.tokenize(long))
+        assert Counting.calls == 5
+    finally:
+        backend.close()

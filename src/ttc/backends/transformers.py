@@ -45,6 +45,8 @@ __all__ = ["Transformers", "TransformersStats"]
 _MASK64 = (1 << 64) - 1
 #: default memory budget of the prefix cache (KV of prompts and finished candidates), in bytes
 PREFIX_CACHE_BYTES = 1 << 29
+#: texts of at most _SHORT_TEXT characters are tokenised once per backend (the last _SHORT_TEXTS of them)
+_SHORT_TEXT, _SHORT_TEXTS = 64, 1024
 
 
 @dataclass
@@ -243,7 +245,7 @@ class Transformers(Generator):
         hf_model.to(torch_device)
         name = model if model is not None else SMOLLM2_NAME
         self._setup(hf_model, tokenizer, name, max_batch_size, batch_window, max_model_len, decode)
-        self._setup_prefix_cache(prefix_cache_bytes)
+        self._setup_caches(prefix_cache_bytes)
 
     @staticmethod
     def _load(path: str, dtype: torch.dtype, trust_remote_code: bool, kwargs: dict[str, Any]) -> tuple[Any, Any]:
@@ -274,12 +276,15 @@ class Transformers(Generator):
         self = cls.__new__(cls)
         name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
         self._setup(model, tokenizer, name, max_batch_size, batch_window, max_model_len, decode)
-        self._setup_prefix_cache(prefix_cache_bytes)
+        self._setup_caches(prefix_cache_bytes)
         return self
 
-    def _setup_prefix_cache(self, budget: int) -> None:
-        """A prefix cache of `budget` bytes on the dynamic-cache path (0 = none; see prefix_cache.py)."""
+    def _setup_caches(self, budget: int) -> None:
+        """A prefix cache of `budget` bytes on the dynamic-cache path (0 = none; see prefix_cache.py),
+        and the token ids of short texts."""
         from ttc.backends.prefix_cache import supports
+
+        self._short_ids: collections.OrderedDict[str, tuple[int, ...]] = collections.OrderedDict()
 
         if not isinstance(budget, int) or isinstance(budget, bool) or budget < 0:
             raise InvalidInput(f"prefix_cache_bytes must be an integer >= 0, got {budget!r}")
@@ -361,8 +366,20 @@ class Transformers(Generator):
         return old
 
     def _encode(self, text: str) -> list[int]:
+        """Token ids of `text`; short strings (delimiters, suffixes a search asks for on every
+        problem) are remembered, the LRU `_SHORT_TEXTS` of them."""
+        short = len(text) <= _SHORT_TEXT
         with self._tokenizer_lock:
-            return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+            cache = self._short_ids
+            if short and text in cache:
+                cache.move_to_end(text)
+                return list(cache[text])
+            ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+            if short:
+                cache[text] = tuple(ids)
+                if len(cache) > _SHORT_TEXTS:
+                    cache.popitem(last=False)
+            return ids
 
     async def tokenize(self, text: str) -> list[int]:
         """Token ids of `text`, with the tokenizer's special tokens as vLLM adds them to prompts."""
