@@ -267,3 +267,25 @@ def test_short_texts_are_tokenised_once(model):
         assert Counting.calls == 5
     finally:
         backend.close()
+
+
+def test_a_small_budget_evicts_and_stays_correct(model):
+    """With room for about 10 tokens' KV, most of the tree is evicted as it grows: same results."""
+    from ttc.backends.transformers import Transformers
+
+    per_token = 2 * 2 * 2 * 16 * 4  # layers x (key, value) x kv heads x head_dim x float32
+    small = Transformers.from_model(model, _Tokenizer(), decode="dynamic", prefix_cache_bytes=10 * per_token)
+    plain = Transformers.from_model(model, _Tokenizer(), decode="dynamic", prefix_cache_bytes=0)
+    try:
+        prompt = [9, 8, 7, 6, 5, 4]
+        want, got = _steps(plain, prompt, 3), _steps(small, prompt, 3)
+        for a, b in zip(want, got):
+            _same(a, b)
+        assert 0 < small.prefix_cache.nbytes <= 10 * per_token
+        assert small.prefix_cache.stats.evicted_tokens > 0
+        # the first prompt's 6 tokens stay; each longer leaf added after it overflows the budget and is
+        # the least recently used leaf at once, so rounds 1 and 2 find just those 6 tokens
+        assert small.stats.cached_tokens == 6 + 6
+    finally:
+        small.close()
+        plain.close()
