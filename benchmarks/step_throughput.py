@@ -69,7 +69,8 @@ async def run_search(llm: Transformers, problems, args) -> dict:
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     stats = llm.stats
     return {"seconds": seconds, "cpu_seconds": cpu, "tokens": stats.generated_tokens, "prefill_tokens": stats.prefill_tokens,
-            "cached_tokens": stats.cached_tokens, "requests": stats.requests,
+            "cached_tokens": stats.cached_tokens, "requests": stats.requests, "batches": stats.batches,
+            "decode_steps": stats.decode_steps, "decode_rows": stats.decode_rows,
             "errors": sum(not r.ok for r in results), "fingerprint": fingerprint(results)}
 
 
@@ -80,7 +81,9 @@ async def run_one_shot(llm: Transformers, problems, per_candidate: int, args) ->
     start, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(llm.generate(p, params) for p in prompts))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {"seconds": seconds, "cpu_seconds": cpu, "tokens": llm.stats.generated_tokens}
+    stats = llm.stats
+    return {"seconds": seconds, "cpu_seconds": cpu, "tokens": stats.generated_tokens, "batches": stats.batches,
+            "decode_steps": stats.decode_steps, "decode_rows": stats.decode_rows}
 
 
 def uptime() -> str:
@@ -169,6 +172,10 @@ def report(summary: dict) -> str:
     lines.append(line("median", summary["median"]))
     lines.append(f"prefill tokens (last round): off {summary['prefill_tokens_off']}, on {summary['prefill_tokens_on']} "
                  f"(+ {summary['cached_tokens_on']} from the prefix cache)")
+    last = summary["rounds"][-1]
+    occupancy = "; ".join(f"{k} {last[k]['decode_rows'] / max(1, last[k]['decode_steps']):.1f} rows in "
+                          f"{last[k]['batches']} batches" for k in ("off", "on", "one_shot"))
+    lines.append(f"mean rows per decode step (last round): {occupancy}")
     lines.append(f"load: {summary['rounds'][0]['uptime_before']}  ...  {summary['rounds'][-1]['uptime_after']}")
     return "\n".join(lines)
 
