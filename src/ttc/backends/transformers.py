@@ -4,7 +4,10 @@ Why not `model.generate`: with `num_return_sequences=n` it prefills the prompt n
 cannot merge the concurrent requests of many strategies into one batch. Here a background
 worker thread collects whatever requests are pending, prefills each *distinct* prompt once
 (left-padded), replicates its KV cache for the n candidates, and decodes all sequences of the
-batch together, dropping each sequence from the batch as soon as it finishes.
+batch together, dropping each sequence from the batch as soon as it finishes. A prompt that
+extends one seen before (a step search's next step) is prefilled only past its longest prefix
+held in the prefix cache (`ttc.backends.prefix_cache`: KV of earlier prompts and finished
+candidates, by token ids, within a byte budget).
 
 Sampling follows vLLM's conventions: temperature 0 is greedy, top-p filtering, per-request seeds
 (a seeded request gives the same completions whatever else shares its batch), stop strings cut
