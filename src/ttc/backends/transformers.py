@@ -4,7 +4,10 @@ Why not `model.generate`: with `num_return_sequences=n` it prefills the prompt n
 cannot merge the concurrent requests of many strategies into one batch. Here a background
 worker thread collects whatever requests are pending, prefills each *distinct* prompt once
 (left-padded), replicates its KV cache for the n candidates, and decodes all sequences of the
-batch together, dropping each sequence from the batch as soon as it finishes.
+batch together, dropping each sequence from the batch as soon as it finishes. A prompt that
+extends one seen before (a step search's next step) is prefilled only past its longest prefix
+held in the prefix cache (`ttc.backends.prefix_cache`: KV of earlier prompts and finished
+candidates, by token ids, within a byte budget).
 
 Sampling follows vLLM's conventions: temperature 0 is greedy, top-p filtering, per-request seeds
 (a seeded request gives the same completions whatever else shares its batch), stop strings cut
@@ -34,7 +37,8 @@ from typing import Any, AsyncIterator, Callable, Sequence
 
 import torch
 
-from ttc.backends.base import HIDDEN_STATES, STREAM, TOKEN_IDS, Delta, Generation, Generator
+from ttc.backends.base import HIDDEN_STATES, PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator
+from ttc.backends.prefix_cache import PrefixCache, past_cache, row_kv
 from ttc.backends.threads import Threads, resolve_threads
 from ttc.errors import GenerationError, InvalidInput, ModelNotFound
 from ttc.models import SMOLLM2_NAME, check_hub_model, resolve_model
@@ -43,14 +47,19 @@ from ttc.types import Completion, Prompt, SamplingParams, Usage
 __all__ = ["Transformers", "TransformersStats"]
 
 _MASK64 = (1 << 64) - 1
+#: default memory budget of the prefix cache (KV of prompts and finished candidates), in bytes
+PREFIX_CACHE_BYTES = 1 << 29
+#: texts of at most _SHORT_TEXT characters are tokenised once per backend (the last _SHORT_TEXTS of them)
+_SHORT_TEXT, _SHORT_TEXTS = 64, 1024
 
 
 @dataclass
 class TransformersStats:
     """What the model actually computed, for tests and benchmarks.
 
-    prefill_tokens counts real (unpadded) prompt tokens of distinct prompts: a request for n
-    candidates adds its prompt once. decode_rows counts sequences fed to decode steps, so
+    prefill_tokens counts real (unpadded) prompt tokens of distinct prompts run through the model:
+    a request for n candidates adds its prompt once, and a prefix found in the prefix cache
+    counts in cached_tokens instead. decode_rows counts sequences fed to decode steps, so
     finished sequences visibly stop costing anything (on the static-cache path they count as
     soon as they finish, though their rows keep computing until half of the bucket is done).
     """
@@ -60,6 +69,7 @@ class TransformersStats:
     batches: int = 0
     prefill_calls: int = 0
     prefill_tokens: int = 0
+    cached_tokens: int = 0
     decode_steps: int = 0
     decode_rows: int = 0
     generated_tokens: int = 0
@@ -91,6 +101,7 @@ class _Request:
     remaining: int = 0       # samples not yet finished
     started: bool = False
     prefilled: int = 0       # prompt tokens actually run through the model for this request
+                             # (not those shared with another request or found in the prefix cache)
 
     def usage(self, completion_tokens: int) -> Usage:
         """This request's usage: the prompt once per sequence is processed; all but what this
@@ -219,8 +230,10 @@ class Transformers(Generator):
     see `ttc.backends.threads`), "torch" = leave torch's setting, or a count. `decode`: "auto" = a
     static KV cache replayed as CUDA graphs on CUDA (`ttc.backends.static_decode`; no prefix reuse
     across requests there), the dynamic cache elsewhere; "static" forces the static cache (CUDA
-    graphs only on CUDA), "dynamic" the dynamic cache. Other keyword arguments go to
-    `from_pretrained`.
+    graphs only on CUDA), "dynamic" the dynamic cache. `prefix_cache_bytes`: memory budget of
+    the prefix cache on the dynamic path (`ttc.backends.prefix_cache`): a prompt extending one
+    seen before (a step search's next step) reuses its KV instead of prefilling it again; 0
+    turns it off. Other keyword arguments go to `from_pretrained`.
     """
 
     capabilities = frozenset({TOKEN_IDS, HIDDEN_STATES, STREAM})
@@ -228,7 +241,8 @@ class Transformers(Generator):
     def __init__(self, model: str | None = None, device: str = "auto", dtype: Any = None,
                  max_batch_size: int = 64, *, batch_window: float = 0.02,
                  max_model_len: int | None = None, num_threads: Threads | None = "auto",
-                 trust_remote_code: bool = False, decode: str = "auto", **model_kwargs: Any):
+                 trust_remote_code: bool = False, decode: str = "auto",
+                 prefix_cache_bytes: int = PREFIX_CACHE_BYTES, **model_kwargs: Any):
         path = resolve_model(model)
         if "local_files_only" not in model_kwargs:
             check_hub_model(path)  # offline, a hub id fails now instead of after the loaders' retries
@@ -249,6 +263,7 @@ class Transformers(Generator):
         hf_model.to(torch_device)
         name = model if model is not None else SMOLLM2_NAME
         self._setup(hf_model, tokenizer, name, max_batch_size, batch_window, max_model_len, decode)
+        self._setup_caches(prefix_cache_bytes)
 
     @staticmethod
     def _load(path: str, dtype: torch.dtype, trust_remote_code: bool, kwargs: dict[str, Any]) -> tuple[Any, Any]:
@@ -274,12 +289,27 @@ class Transformers(Generator):
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, *, name: str | None = None, max_batch_size: int = 64,
                    batch_window: float = 0.02, max_model_len: int | None = None,
-                   decode: str = "auto") -> "Transformers":
+                   decode: str = "auto", prefix_cache_bytes: int = PREFIX_CACHE_BYTES) -> "Transformers":
         """Wrap an already-loaded model and tokenizer (kept on the model's device and dtype)."""
         self = cls.__new__(cls)
         name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
         self._setup(model, tokenizer, name, max_batch_size, batch_window, max_model_len, decode)
+        self._setup_caches(prefix_cache_bytes)
         return self
+
+    def _setup_caches(self, budget: int) -> None:
+        """A prefix cache of `budget` bytes on the dynamic-cache path (0 = none; see prefix_cache.py),
+        and the token ids of short texts."""
+        from ttc.backends.prefix_cache import supports
+
+        self._short_ids: collections.OrderedDict[str, tuple[int, ...]] = collections.OrderedDict()
+
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 0:
+            raise InvalidInput(f"prefix_cache_bytes must be an integer >= 0, got {budget!r}")
+        self.prefix_cache: PrefixCache | None = None
+        if budget and self._static is None and supports(self.model) is None:
+            self.prefix_cache = PrefixCache(budget)
+            self.capabilities = type(self).capabilities | {PREFIX_CACHING}
 
     def _setup(self, model: Any, tokenizer: Any, name: str, max_batch_size: int, batch_window: float,
                max_model_len: int | None, decode: str = "auto") -> None:
@@ -359,8 +389,20 @@ class Transformers(Generator):
         return old
 
     def _encode(self, text: str) -> list[int]:
+        """Token ids of `text`; short strings (delimiters, suffixes a search asks for on every
+        problem) are remembered, the LRU `_SHORT_TEXTS` of them."""
+        short = len(text) <= _SHORT_TEXT
         with self._tokenizer_lock:
-            return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+            cache = self._short_ids
+            if short and text in cache:
+                cache.move_to_end(text)
+                return list(cache[text])
+            ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+            if short:
+                cache[text] = tuple(ids)
+                if len(cache) > _SHORT_TEXTS:
+                    cache.popitem(last=False)
+            return ids
 
     async def tokenize(self, text: str) -> list[int]:
         """Token ids of `text`, with the tokenizer's special tokens as vLLM adds them to prompts."""
@@ -640,33 +682,25 @@ class Transformers(Generator):
         return out.logits[:, -1, :].float()
 
     def _decode_batch(self, batch: list[tuple[_Request, range]]) -> None:
-        from transformers import DynamicCache
-
         device = self.device
         prompts: dict[tuple[int, ...], int] = {}
+        owners: list[_Request] = []  # the request charged with each distinct prompt's prefill
         for request, _ in batch:
             if request.prompt not in prompts:  # a prompt shared by requests is prefilled once
                 prompts[request.prompt] = len(prompts)
-                request.prefilled += len(request.prompt)
+                owners.append(request)
             if not request.started:
                 request.started = True
                 self.stats.requests += 1
         distinct = list(prompts)
-        width = max(len(p) for p in distinct)
-        input_ids = torch.full((len(distinct), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(distinct), width), dtype=torch.long)
-        for row, ids in enumerate(distinct):  # left padding: every prompt ends at the last column
-            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            mask[row, width - len(ids):] = 1
-        input_ids, mask = input_ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-
         started = time.perf_counter()
-        cache = DynamicCache(config=self.model.config)
-        logits = self._forward(input_ids, mask, positions, cache, 0)
+        logits, cache, mask, width, cached = self._prefill(distinct)
+        for prompt, owner, reused in zip(distinct, owners, cached):
+            owner.prefilled += len(prompt) - reused  # the prefix cache's part counts as cached
         self.stats.batches += 1
         self.stats.prefill_calls += 1
-        self.stats.prefill_tokens += sum(len(p) for p in distinct)
+        self.stats.prefill_tokens += sum(len(p) for p in distinct) - sum(cached)
+        self.stats.cached_tokens += sum(cached)
 
         seqs: list[_Seq] = []
         rows: list[int] = []
@@ -707,6 +741,8 @@ class Transformers(Generator):
                 if seq.request.cancelled.is_set():
                     continue  # nobody is waiting: drop it without an answer
                 if self._finished(seq):
+                    if session is None and self.prefix_cache is not None:
+                        self._keep_kv(cache, mask, j, seq)
                     self._finish(seq)
                     continue
                 if seq.request.deltas is not None:
@@ -733,6 +769,48 @@ class Transformers(Generator):
             past += 1
             self.stats.decode_steps += 1
             self.stats.decode_rows += len(active)
+
+    def _prefill(self, distinct: list[tuple[int, ...]]) -> tuple[torch.Tensor, Any, torch.Tensor, int, list[int]]:
+        """Run the distinct prompts, each from its longest prefix held by the prefix cache.
+
+        Rows are [cached prefix, left-padded | new tokens, left-padded] with an attention mask
+        over both, so prompts with different cached lengths share one forward pass. Returns the
+        last position's logits, the cache, its mask, its width and each prompt's cached length.
+        """
+        from transformers import DynamicCache
+
+        device = self.device
+        found = [self.prefix_cache.match(p[:-1]) if self.prefix_cache is not None else (0, None)
+                 for p in distinct]  # at least the last token is computed, for its logits
+        lengths = [m for m, _ in found]
+        suffixes = [p[m:] for p, m in zip(distinct, lengths)]
+        width = max(len(s) for s in suffixes)
+        input_ids = torch.full((len(distinct), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(distinct), width), dtype=torch.long)
+        for row, ids in enumerate(suffixes):  # left padding: every prompt ends at the last column
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            mask[row, width - len(ids):] = 1
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        if any(lengths):
+            cache, past_mask = past_cache(self.model, [kv for _, kv in found], lengths)
+            mask = torch.cat([past_mask, mask], dim=-1)
+        else:
+            cache = DynamicCache(config=self.model.config)
+        past = mask.shape[1] - width
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
+        logits = self._forward(input_ids, mask, positions, cache, past)
+        if self.prefix_cache is not None:
+            for row, ids in enumerate(distinct):
+                columns = mask[row].nonzero().squeeze(-1)
+                self.prefix_cache.insert(ids, lambda a, b: row_kv(cache, row, columns[a:b]))
+        return logits, cache, mask, mask.shape[1], lengths
+
+    def _keep_kv(self, cache: Any, mask: torch.Tensor, row: int, seq: _Seq) -> None:
+        """Store a finished candidate's KV (prompt + its tokens but the last, which was never fed)."""
+        ids = seq.request.prompt + tuple(seq.tokens[:-1])
+        columns = mask[row].nonzero().squeeze(-1)
+        if len(columns) == len(ids):
+            self.prefix_cache.insert(ids, lambda a, b: row_kv(cache, row, columns[a:b]))
 
     def _sample(self, logits: torch.Tensor, active: list[_Seq], temps: torch.Tensor,
                 top_ps: torch.Tensor) -> torch.Tensor:
