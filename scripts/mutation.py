@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -385,8 +386,9 @@ def generate(module: str, path: Path, names: list[str], tree: ast.Module, operat
         fn = functions(tree)[qualname]
         nodes = list(ast.walk(fn))
         parents = parent_map(fn)
+        body = {id(n) for stmt in fn.body for n in ast.walk(stmt)}  # not defaults, annotations, decorators
         for index, node in enumerate(nodes):
-            if node is fn:
+            if id(node) not in body or (index and _is_docstring(node, parents) and node is fn.body[0]):
                 continue
             for operator, description, apply in mutations(node, parents, operators):
                 mutant_tree = copy.deepcopy(tree)
@@ -451,6 +453,175 @@ def run_tests(workdir: Path, tests: list[str], timeout: float, python: str, fork
     if rc in (1, 2):  # tests failed, or collection/import failed because of the mutant
         return "killed", seconds, out
     return "error", seconds, out
+
+
+# -- in-process mode: collect once, fork per mutant, swap the function's code object --------------
+def _code_for(code: "types.CodeType", qualname: str):
+    """The code object of `qualname` among the constants of a compiled module (recursively)."""
+    for const in code.co_consts:
+        if hasattr(const, "co_qualname"):
+            if const.co_qualname == qualname:
+                return const
+            found = _code_for(const, qualname)
+            if found is not None:
+                return found
+    return None
+
+
+def _live_function(module: str, qualname: str):
+    import importlib
+
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        owner = obj
+        obj = owner.__dict__[part] if isinstance(owner, type) and part in owner.__dict__ else getattr(owner, part)
+    if isinstance(obj, property):
+        obj = obj.fget
+    if isinstance(obj, (staticmethod, classmethod)):
+        obj = obj.__func__
+    while hasattr(obj, "__wrapped__"):  # functools.lru_cache and friends
+        obj = obj.__wrapped__
+    return obj
+
+
+def _patch(m: "Mutant", code_text: str) -> None:
+    """Make the live function run the mutant: its __code__ becomes the mutated function's."""
+    compiled = compile(code_text, m.path, "exec")
+    new = _code_for(compiled, m.function)
+    if new is None:
+        raise RuntimeError(f"no code object for {m.function} in the mutant")
+    _live_function(m.module, m.function).__code__ = new
+
+
+class _MutationPlugin:
+    """A pytest plugin: after the tests are collected (once), fork a child per mutant that patches
+    one function in memory and runs the collected tests with -x semantics."""
+
+    def __init__(self, mutants, timeout, report, out_fd):
+        self.mutants = mutants  # [(Mutant | None, code)], None = the unmutated baseline
+        self.timeout = timeout
+        self.report = report
+        self.out_fd = out_fd
+        self.items = 0
+
+    def pytest_runtestloop(self, session):
+        import pytest
+
+        if session.config.option.collectonly:
+            return None
+        self.items = len(session.items)
+        for m, code in self.mutants:
+            start = time.monotonic()
+            rc, log = self._run_child(session, m, code)
+            status = ("timeout" if rc is None else "survived" if rc == 0 else "killed" if rc == 1 else "error")
+            self.report(m, status, time.monotonic() - start, log)
+        return True
+
+    def _run_child(self, session, m, code):
+        log = Path(tempfile.gettempdir()) / f"ttc-mutant-{os.getpid()}.log"
+        pid = os.fork()
+        if pid == 0:
+            rc = 3
+            try:
+                os.setpgid(0, 0)
+                fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+                os.dup2(fd, 1)
+                os.dup2(fd, 2)
+                if m is not None:
+                    _patch(m, code)
+                items = session.items
+                rc = 0
+                for i, item in enumerate(items):
+                    nextitem = items[i + 1] if i + 1 < len(items) else None
+                    item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+                    if session.testsfailed:
+                        print(f"mutant killed by {item.nodeid}")
+                        rc = 1
+                        break
+            except BaseException as exc:
+                import traceback
+
+                traceback.print_exc()
+                print(f"mutation child: {exc!r}")
+                rc = 3
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(rc)
+        deadline = time.monotonic() + self.timeout
+        rc = None
+        try:
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    rc = os.waitstatus_to_exitcode(status)
+                    break
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.005)
+        finally:
+            if rc is None:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.waitpid(pid, 0)
+        text = log.read_text(errors="replace") if log.exists() else ""
+        log.unlink(missing_ok=True)
+        return rc, text
+
+
+def run_inprocess(workdir: Path, groups: dict[tuple[str, ...], list], timeout: float | None, report) -> float:
+    """Per group of test files: one pytest session collects them, then every mutant of the group
+    runs in a forked child. Returns the baseline seconds of the first group."""
+    import pytest
+
+    os.chdir(workdir)
+    sys.path[:] = [str(workdir / "src")] + [p for p in sys.path if not p.endswith("/src")]
+    out_fd = os.dup(1)
+    baseline_seconds = 0.0
+    for tests, mutants in groups.items():
+        baseline: list = []
+
+        def first(m, status, seconds, log, baseline=baseline):
+            baseline.append((status, seconds, log))
+
+        plugin = _MutationPlugin([(None, "")], 600, first, out_fd)
+        # baseline in the same session as the mutants: collect once, run the unmutated tests first
+        plugin.mutants = [(None, "")] + list(mutants)
+        state = {"timeout": timeout}
+
+        def report(m, status, seconds, log, state=state, baseline=baseline, tests=tests, plugin=plugin):
+            if m is None:
+                baseline.append((status, seconds, log))
+                if status != "survived":
+                    os.write(out_fd, (log[-3000:] + f"\nbaseline on {', '.join(tests)} did not pass ({status})\n")
+                             .encode())
+                    raise SystemExit(2)
+                plugin.timeout = state["timeout"] or max(15.0, 3 * seconds)
+                os.write(out_fd, f"baseline: {len(tests)} test files, {plugin.items} tests pass in {seconds:.1f} s; "
+                                 f"{len(mutants)} mutants, timeout {plugin.timeout:.0f} s each\n".encode())
+                return
+            m.status, m.seconds = status, seconds
+            _report_line(m, log, out_fd)
+
+        plugin.report = report
+        plugin.timeout = 600
+        rc = pytest.main(["-q", "-s", "-p", "no:cacheprovider", "-m", "not slow", "-x", *tests], plugins=[plugin])
+        if rc not in (0, 1, 5) and not baseline:
+            raise SystemExit(f"pytest could not collect {tests} (exit {rc})")
+        baseline_seconds = baseline_seconds or (baseline[0][1] if baseline else 0.0)
+    return baseline_seconds
+
+
+_VERBOSE = [False]
+
+
+def _report_line(m: "Mutant", log: str, fd: int = 1) -> None:
+    line = f"#{m.id:<4} {m.status:<8} {m.seconds:5.1f}s {m.path}:{m.line} {m.operator}\n"
+    if m.status in ("survived", "error") and _VERBOSE[0]:
+        line += log[-2000:] + "\n"
+    os.write(fd, line.encode())
 
 
 def _preload() -> None:
@@ -531,8 +702,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="print the test output of survivors' runs")
     parser.add_argument("--all-tests", action="store_true",
                         help="run every test file for every mutant (default: the files TEST_MAP names for its module)")
-    parser.add_argument("--no-fork", action="store_true",
-                        help="one fresh interpreter per mutant (slower; default: fork a preloaded one)")
+    parser.add_argument("--mode", choices=("inprocess", "files", "subprocess"), default="inprocess",
+                        help="inprocess (default): collect the tests once, fork per mutant and swap the "
+                             "mutated function's code in memory; files: write each mutant into the "
+                             "temporary copy and fork a preloaded pytest; subprocess: a fresh pytest per mutant")
     args = parser.parse_args(argv)
 
     operators = {o.strip() for o in args.operators.split(",") if o.strip()}
@@ -582,7 +755,22 @@ def main(argv: list[str] | None = None) -> int:
 
     # a plain `kill` must still delete the temporary copy (SIGTERM's default skips cleanup)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    fork = hasattr(os, "fork") and not args.no_fork
+    _VERBOSE[0] = args.verbose
+    if args.mode == "inprocess":
+        started = time.monotonic()
+        groups: dict[tuple[str, ...], list] = {}
+        for m, code in mutants:
+            groups.setdefault(tuple(tests_for(m.module)), []).append((m, code))
+        with tempfile.TemporaryDirectory(prefix="ttc-mutation-") as tmp:
+            copy_tree(Path(tmp))
+            cwd = os.getcwd()
+            try:
+                run_inprocess(Path(tmp), groups, args.timeout, None)
+            finally:
+                os.chdir(cwd)
+        elapsed = time.monotonic() - started
+        return summarise(mutants, elapsed, args)
+    fork = hasattr(os, "fork") and args.mode == "files"
     if fork:
         os.environ["OMP_NUM_THREADS"] = "1"
         _preload()
@@ -616,7 +804,10 @@ def main(argv: list[str] | None = None) -> int:
             if m.status in ("survived", "error") and args.verbose:
                 print(out[-2000:])
         elapsed = time.monotonic() - started
+    return summarise(mutants, elapsed, args)
 
+
+def summarise(mutants: list, elapsed: float, args: argparse.Namespace) -> int:
     records = [m for m, _ in mutants]
     killed = [m for m in records if m.status in ("killed", "timeout")]
     survived = [m for m in records if m.status == "survived"]
