@@ -109,7 +109,7 @@ TEST_MAP = {
 OPERATORS = ("compare", "boolean", "minmax", "drop", "uniform", "offbyone", "sort", "arith")
 
 #: variables whose value is a list of weights: the "uniform" operator replaces them by all-ones
-WEIGHT_NAMES = re.compile(r"weight|logit|prob|votes?$", re.IGNORECASE)
+WEIGHT_NAMES = re.compile(r"weight|logit|^probs?$|probabilit|votes?$", re.IGNORECASE)
 
 _FLIP = {ast.Lt: ast.Gt, ast.Gt: ast.Lt, ast.LtE: ast.GtE, ast.GtE: ast.LtE}
 _NEGATE = {ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt, ast.Eq: ast.NotEq,

@@ -304,3 +304,39 @@ def test_finished_particles_are_never_extended_and_keep_their_weight():
         if live:
             assert f_weight > 0.5
     assert result.answer == "1"
+
+
+def test_systematic_points_on_a_boundary_go_to_the_next_particle():
+    # the draw u + k/n falls in [c_(i-1), c_i): with u = 0 and equal weights, the point k/n is the
+    # start of particle k's interval (a rule of "u + k/n <= c_i" would draw particle 0 twice)
+    class Zero(random.Random):
+        def random(self):
+            return 0.0
+
+    assert resample([1.0, 1.0], 2, Zero(), "systematic") == [0, 1]
+    assert resample([1.0, 1.0, 2.0], 4, Zero(), "systematic") == [0, 1, 2, 2]
+
+
+def test_no_round_follows_one_in_which_the_token_budget_refused_a_request():
+    # particle L writes long steps, S short ones: when L's request is refused, S's would still fit
+    # for a while; the filter must stop anyway (measured: 200 and 300 tokens pay for round 1 and
+    # S's step of round 2; 450 for rounds 1-2 and one step of round 3)
+    from ttc.backends import Scripted
+    from logic_helpers import step_name
+
+    def script(prompt, params, i):
+        done = [s for s in prompt.split("<assistant>\n", 1)[1].split("\n\n") if s.strip()]
+        name = step_name(done[-1]) if done else ["L", "S"][(i + (params.seed or 0)) % 2]
+        return "Step L: " + "word " * 30 + "\n\nx" if name == "L" else "Step S: ok\n\nx"
+
+    prm = ProgrammaticPRM(lambda problem, steps: 0.5)
+    for tokens, rounds, generated in ((200, 2, 3), (300, 2, 3), (450, 3, 5)):
+        pf = ttc.ParticleFilter(particles=2, prm=prm, temperature=1e9, resampling="systematic",
+                                steps=StepConfig(max_steps=8, max_step_tokens=64))
+        result = pf.solve("q?", Scripted(script), seed=0, budget=Budget(tokens=tokens))
+        assert (result.details["rounds"], result.tree.generated) == (rounds, generated), tokens
+        assert result.details["stopped_by"] == "token_budget"
+
+
+def test_the_number_of_particles_is_the_strategy_size():
+    assert ttc.ParticleFilter(particles=5, prm=ProgrammaticPRM(lambda p, s: 0.5)).n == 5

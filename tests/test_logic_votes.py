@@ -67,14 +67,14 @@ def test_soft_best_of_n_probabilities():
 
 
 def test_soft_best_of_n_returns_answers_in_proportion_to_exp_score_over_temperature():
-    # scores 0.1, 0.5, 0.9 at temperature 0.25: P = (0.033, 0.164, 0.803). 1500 seeded runs;
+    # scores 0.1, 0.5, 0.9 at temperature 0.25: P = (0.033, 0.164, 0.803). 600 seeded runs;
     # chi-square with 2 degrees of freedom under 13.82 (p = 0.001): false-failure probability
-    # 1e-3. Wrong rules are far outside: raw scores (0.067, 0.333, 0.6: chi2 ~ 470),
-    # exp(score x T) (nearly uniform), the max (always "3"), uniform.
+    # 1e-3. Wrong rules are far outside: raw scores (0.067, 0.333, 0.6),
+    # exp(score x T) (nearly uniform), the max (always "3"), uniform; each has chi2 > 100 here.
     scores = {"1": 0.1, "2": 0.5, "3": 0.9}
     strategy = ttc.BestOfN(n=3, verifier=by_answer(scores), selection="softmax", temperature=0.25)
     llm = boxed("1", "2", "3")
-    runs = 1500
+    runs = 600
     counts = Counter(strategy.solve("q", llm, seed=s).answer for s in range(runs))
     raw = [math.exp(scores[a] / 0.25) for a in "123"]
     expected = [runs * r / sum(raw) for r in raw]
