@@ -239,3 +239,79 @@ def test_astar_takes_finished_traces_over_partial_ones_when_the_budget_ends_it()
     result = ttc.AStar(prm, expansions=3).solve("q?", llm, seed=0, budget=Budget(verifier_calls=4))
     assert [c.trace.text.count("Step A") for c in result.candidates] == [1]
     assert result.usage.verifier_calls == 4
+
+
+# -- budgets: where each search stops -------------------------------------------------------------
+def long_short():
+    """Two first steps: L (long steps, PRM 0.6) and S (short, 0.5), each continuing itself."""
+    from ttc.backends import Scripted
+    from ttc.verifiers import ProgrammaticPRM
+    from logic_helpers import step_name
+
+    def script(prompt, params, i):
+        done = [s for s in prompt.split("<assistant>\n", 1)[1].split("\n\n") if s.strip()]
+        name = step_name(done[-1]) if done else ["L", "S"][(i + (params.seed or 0)) % 2]
+        return "Step L: " + "word " * 30 + "\n\nx" if name == "L" else "Step S: ok\n\nx"
+
+    return Scripted(script), ProgrammaticPRM(lambda p, s: 0.6 if "Step L" in s[-1] else 0.5)
+
+
+def test_beam_search_stops_in_the_round_the_token_budget_cut():
+    # measured on this script: 100 tokens pay for round 1 only (round 2 refused whole); 300 for
+    # round 1 and one of round 2's two requests (the other beam's next step would still fit)
+    llm, prm = long_short()
+    for tokens, rounds, generated, steps in ((100, 1, 2, [1, 1]), (300, 2, 3, [2])):
+        result = ttc.BeamSearch(2, 1, prm, unique=False, steps=ttc.StepConfig(max_steps=8, max_step_tokens=64)).solve(
+            "q?", llm, seed=0, budget=Budget(tokens=tokens))
+        assert result.details["stopped_by"] == "token_budget"
+        assert (result.details["rounds"], result.tree.generated) == (rounds, generated), tokens
+        # nothing finished: the answer comes from the live beams, partial traces
+        assert [len(c.trace.steps) for c in result.candidates] == steps
+        assert {c.finish_reason for c in result.candidates} == {"unfinished"}
+
+
+def test_astar_stops_when_the_token_budget_refuses_an_expansion():
+    llm, prm = long_short()
+    for tokens, expanded_, generated in ((100, 1, 2), (300, 2, 4)):
+        result = ttc.AStar(prm, 2, steps=ttc.StepConfig(max_steps=8, max_step_tokens=64)).solve(
+            "q?", llm, seed=0, budget=Budget(tokens=tokens))
+        assert result.details["stopped_by"] == "token_budget"
+        assert (result.details["expanded"], result.tree.generated) == (expanded_, generated), tokens
+        assert len(result.candidates) == 1
+
+
+def raising_prm(after_steps: int):
+    """A PRM that runs out of its own budget on traces longer than `after_steps` steps."""
+    from ttc.errors import BudgetExhausted
+    from ttc.verifiers import ProgrammaticPRM
+
+    def score(problem, steps):
+        if len(steps) > after_steps:
+            raise BudgetExhausted("the judge's own budget")
+        return 0.5
+
+    return ProgrammaticPRM(score)
+
+
+def test_searches_stop_when_the_prm_cannot_score_a_round():
+    llm, _ = toy({"root": ["A"], "A": ["A"]}, {"A": 0.5}, {})
+    result = ttc.BeamSearch(2, 2, raising_prm(1), unique=False, steps=ttc.StepConfig(max_steps=5)).solve(
+        "q?", llm, seed=0)
+    assert result.details["stopped_by"] == "verifier_budget"
+    assert result.details["rounds"] == 1
+    assert result.tree.generated == 8  # round 2's four samples were drawn, then could not be scored
+    assert [len(c.trace.steps) for c in result.candidates] == [1, 1]
+    result = ttc.AStar(raising_prm(1), 2, steps=ttc.StepConfig(max_steps=5)).solve("q?", llm, seed=0)
+    assert result.details["stopped_by"] == "verifier_budget"
+    assert result.details["expanded"] == 2
+    assert [len(c.trace.steps) for c in result.candidates] == [1]
+
+
+def test_every_expanded_node_records_when_it_was_expanded():
+    llm, prm = toy({"root": ["A", "B"], "A": ["A", "B"], "B": ["A", "B"]}, {"A": 0.6, "B": 0.4}, {})
+    result = ttc.BeamSearch(2, 2, prm, unique=False, steps=ttc.StepConfig(max_steps=3)).solve("q?", llm, seed=1)
+    for node in result.tree:
+        assert node.expanded == (node.depth if node.children else None)
+    result = ttc.AStar(prm, 2, steps=ttc.StepConfig(max_steps=3)).solve("q?", llm, seed=1)
+    pops = sorted(n.expanded for n in result.tree if n.children)
+    assert pops == list(range(result.details["expanded"]))

@@ -64,6 +64,7 @@ def test_soft_best_of_n_probabilities():
     assert softmax([1.0, -math.inf], 1.0) == [1.0, 0.0]
     assert softmax([-math.inf, -math.inf], 1.0) == [0.5, 0.5]
     assert softmax([800.0, 800.0 + math.log(4.0)], 1.0) == pytest.approx([0.2, 0.8])
+    assert softmax([0.0, 1000.0], 1.0) == pytest.approx([0.0, 1.0])  # shifted by the max: no overflow
 
 
 def test_soft_best_of_n_returns_answers_in_proportion_to_exp_score_over_temperature():
