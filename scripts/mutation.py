@@ -237,6 +237,12 @@ def _is_docstring(node: ast.AST, parents) -> bool:
             and isinstance(node.value.value, str))
 
 
+def _already_uniform(expr: ast.expr) -> bool:
+    """`[c] * n`: making it uniform changes nothing (an equivalent mutant, not generated)."""
+    return (isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult) and isinstance(expr.left, ast.List)
+            and len(expr.left.elts) == 1 and isinstance(expr.left.elts[0], ast.Constant))
+
+
 def _uniform(expr: ast.expr) -> ast.expr:
     """[1.0 for _ in expr]: every element weighs the same."""
     return ast.ListComp(elt=ast.Constant(1.0), generators=[
@@ -283,7 +289,8 @@ def mutations(node: ast.AST, parents, operators: set[str]) -> Iterator[tuple[str
         if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if any(isinstance(t, ast.Name) and WEIGHT_NAMES.search(t.id) for t in targets) and \
-                    not isinstance(node.value, (ast.Dict, ast.DictComp, ast.Constant)):
+                    not isinstance(node.value, (ast.Dict, ast.DictComp, ast.Constant)) and \
+                    not _already_uniform(node.value):
                 def apply(n, p):
                     n.value = _uniform(n.value)
                 yield "uniform", "weights made uniform", apply

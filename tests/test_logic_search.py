@@ -315,3 +315,10 @@ def test_every_expanded_node_records_when_it_was_expanded():
     result = ttc.AStar(prm, 2, steps=ttc.StepConfig(max_steps=3)).solve("q?", llm, seed=1)
     pops = sorted(n.expanded for n in result.tree if n.children)
     assert pops == list(range(result.details["expanded"]))
+
+
+def test_astar_asking_more_solutions_than_exist_empties_the_open_set():
+    llm, prm = toy({"root": ["A", "B"]}, {"A": 0.4, "B": 0.8}, {"A": "1", "B": "2"})
+    result = ttc.AStar(prm, 2, solutions=5).solve("q?", llm, seed=0)
+    assert result.details["stopped_by"] == "open_set_empty"
+    assert result.answer == "2" and len(result.candidates) == 2
