@@ -274,3 +274,19 @@ def test_hidden_state_probe_charges_one_verifier_call_per_check_with_cues():
     run(HiddenStateProbe(identity_probe(0.999)).check(state, ctx))
     assert ctx.usage.verifier_calls == 1 == state.usage.verifier_calls
     assert state.usage.verifier_tokens == len(state.prompt_ids) + len(state.token_ids)
+
+
+def test_conformal_threshold_gives_the_promised_rate_on_new_points():
+    # n = 14 calibration scores, alpha = 0.1: tau is the 14th smallest (ceil(15 x 0.9)), so a new
+    # exchangeable score exceeds it with probability exactly 1/15 = 0.067 (<= alpha). 3000
+    # repetitions with a fresh calibration set and 10 fresh points each: a repetition's rate has
+    # variance Var(1 - tau) + E[p (1 - p)] / 10 = 0.0039 + 0.0058 (1 - tau ~ Beta(1, 14)), so the
+    # mean has sd 0.0018 and the bound 0.023 is over 12 sd: false-failure probability < 1e-30.
+    # The naive ceil(n (1 - alpha))-th score (13th) gives 2/15 = 0.133, and the 15th (never) 0.
+    rng = np.random.default_rng(0)
+    rates = []
+    for _ in range(3000):
+        tau = conformal_threshold(rng.random(14), 0.1)
+        new = rng.random(10)
+        rates.append(premature_exit_rate(new, np.zeros(10, dtype=int), tau))
+    assert abs(float(np.mean(rates)) - 1 / 15) < 0.023
