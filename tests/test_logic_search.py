@@ -322,3 +322,14 @@ def test_astar_asking_more_solutions_than_exist_empties_the_open_set():
     result = ttc.AStar(prm, 2, solutions=5).solve("q?", llm, seed=0)
     assert result.details["stopped_by"] == "open_set_empty"
     assert result.answer == "2" and len(result.candidates) == 2
+
+
+def test_astar_selection_among_several_solutions():
+    # three finished first steps: A (0.9, answer 1), B and C (0.3, answer 2)
+    llm, prm = toy({"root": ["A", "B", "C"]}, {"A": 0.9, "B": 0.3, "C": 0.3}, {"A": "1", "B": "2", "C": "2"})
+    for select, answer in (("best", "1"), ("weighted", "1"), ("majority", "2")):
+        result = ttc.AStar(prm, 3, solutions=3, select=select).solve("q?", llm, seed=0)
+        assert len(result.candidates) == 3
+        assert result.answer == answer, select
+    llm, prm = toy({"root": ["A", "B", "C"]}, {"A": 0.5, "B": 0.3, "C": 0.3}, {"A": "1", "B": "2", "C": "2"})
+    assert ttc.AStar(prm, 3, solutions=3, select="weighted").solve("q?", llm, seed=0).answer == "2"  # 0.6 > 0.5
