@@ -106,6 +106,49 @@ TEST_MAP = {
                     "tests/test_first_finish.py", "tests/test_early_exit.py"],
 }
 
+#: survivors analysed and found equivalent (no input can tell them from the original), matched by
+#: function, operator and the original line's text (not line numbers, which move). They are still
+#: run and reported, and the kill rate is given with and without them.
+KNOWN_EQUIVALENT = [
+    ("resample", "drop: statement dropped", "cumulative[-1] = 1.0",
+     "the loop guard i < len(cumulative) - 1 already keeps the index in range when rounding leaves the "
+     "last cumulative weight just under 1"),
+    ("resample", "compare: boundary Lt->LtE", "while point >= cumulative[i] and i < len(cumulative) - 1:",
+     "points are < 1 = cumulative[-1], so the first condition stops the loop at the last index"),
+    ("resample", "arith: Sub->Add", "while point >= cumulative[i] and i < len(cumulative) - 1:",
+     "points are < 1 = cumulative[-1], so the first condition stops the loop at the last index"),
+    ("resample", "offbyone: 1->0", "while point >= cumulative[i] and i < len(cumulative) - 1:",
+     "points are < 1 = cumulative[-1], so the first condition stops the loop at the last index"),
+    ("ParticleFilter.run", "offbyone: range bound +1", "for round_ in range(self.steps.max_steps):",
+     "every trace is finished at max_steps steps (Stepper._extend), so the loop ends on 'no live particle' "
+     "after max_steps rounds either way"),
+    ("BestOfN.run", "offbyone: 0->-1",
+     "chosen = ctx.rng.choices(range(len(scores)), weights=softmax(scores, self.temperature))[0]",
+     "choices(k=1) returns one element: [0] and [-1] are the same"),
+    ("AStar.run", "offbyone: 0->1", "f: dict[int, float] = {0: 0.0}",
+     "the root's f is never read (the root is excluded from the final ranking; children use g)"),
+    ("AStar.run", "offbyone: 0->-1", "f: dict[int, float] = {0: 0.0}",
+     "the root's f is never read (the root is excluded from the final ranking; children use g)"),
+    ("AStar.run", "offbyone: 0->-1", "children = [tree.add(node, e) for e in results[0]]",
+     "one request, so one result list: [0] and [-1] are the same"),
+    ("StepSearch._score", "drop: statement dropped", "if not nodes:",
+     "no caller passes an empty list (each stops first when a round produced no step)"),
+    ("StepSearch._score", "drop: statement dropped", "return True",
+     "no caller passes an empty list (each stops first when a round produced no step)"),
+    ("StepSearch._score", "boolean: True->False", "return True",
+     "no caller passes an empty list (each stops first when a round produced no step)"),
+    ("StepSearch._result", "drop: statement dropped", "final = list(final)",
+     "every caller passes a list"),
+]
+
+
+def known_equivalent(m: "Mutant") -> str | None:
+    for function, operator, original, reason in KNOWN_EQUIVALENT:
+        if m.function == function and m.operator == operator and m.original == original:
+            return reason
+    return None
+
+
 OPERATORS = ("compare", "boolean", "minmax", "drop", "uniform", "offbyone", "sort", "arith")
 
 #: variables whose value is a list of weights: the "uniform" operator replaces them by all-ones
@@ -819,10 +862,14 @@ def summarise(mutants: list, elapsed: float, args: argparse.Namespace) -> int:
     killed = [m for m in records if m.status in ("killed", "timeout")]
     survived = [m for m in records if m.status == "survived"]
     errors = [m for m in records if m.status == "error"]
+    equivalent = [m for m in survived if known_equivalent(m)]
     rate = len(killed) / len(records) if records else float("nan")
+    relevant = len(records) - len(equivalent)
+    rate_eq = len(killed) / relevant if relevant else float("nan")
     print(f"\n{len(records)} mutants: {len(killed)} killed "
-          f"({sum(m.status == 'timeout' for m in records)} by timeout), {len(survived)} survived, "
-          f"{len(errors)} errors; kill rate {rate:.1%} ({elapsed / 60:.1f} min)")
+          f"({sum(m.status == 'timeout' for m in records)} by timeout), {len(survived)} survived "
+          f"({len(equivalent)} known equivalent), {len(errors)} errors; kill rate {rate:.1%}, "
+          f"{rate_eq:.1%} without the known equivalent mutants ({elapsed / 60:.1f} min)")
     by_target: dict[str, list[Mutant]] = {}
     for m in records:
         by_target.setdefault(f"{m.module}:{m.function}", []).append(m)
@@ -831,11 +878,14 @@ def summarise(mutants: list, elapsed: float, args: argparse.Namespace) -> int:
         print(f"  {name}: {k}/{len(ms)} killed")
     if survived or errors:
         print("\nsurvivors:")
-        for m in survived + errors:
-            print(f"#{m.id} {m.path}:{m.line} [{m.function}] {m.operator}{' (ERROR)' if m.status == 'error' else ''}"
-                  f"\n    - {m.original}\n    + {m.mutated}")
+        for m in sorted(survived + errors, key=lambda m: bool(known_equivalent(m))):
+            note = " (ERROR)" if m.status == "error" else ""
+            reason = known_equivalent(m)
+            note += f"\n    equivalent: {reason}" if reason else ""
+            print(f"#{m.id} {m.path}:{m.line} [{m.function}] {m.operator}"
+                  f"\n    - {m.original}\n    + {m.mutated}{note}")
     if args.json:
-        args.json.write_text(json.dumps({"tests": tests, "kill_rate": rate,
+        args.json.write_text(json.dumps({"kill_rate": rate, "kill_rate_without_equivalent": rate_eq,
                                          "mutants": [asdict(m) for m in records]}, indent=1))
     return 0
 
