@@ -4,6 +4,7 @@ soft best-of-N on the answers it returns. Scripted backend only."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
 
@@ -118,3 +119,60 @@ def test_first_finish_without_any_answer_uses_the_earliest_finishers():
     assert result.answer is None
     assert result.details["chosen"] == [0, 1]
     assert len(result.details["finish_order"]) == 3  # it waited for every candidate
+
+
+class Planned:
+    """Candidates from a list of (delay seconds, answer or exception); each records when its
+    cleanup (after cancellation) has run."""
+
+    def __init__(self, plan):
+        from ttc.strategies.base import Sampler
+
+        outer = self
+
+        class S(Sampler):
+            name = "plan"
+
+            async def candidate(self, problem, ctx):
+                i = len(outer.started)
+                outer.started.append(i)
+                delay, what = plan[i]
+                try:
+                    await asyncio.sleep(delay)
+                    if isinstance(what, Exception):
+                        raise what
+                    return ttc.Candidate(text=f"\\boxed{{{what}}}", answer=what, finish_reason="stop")
+                finally:
+                    await asyncio.sleep(0)  # a cleanup that itself awaits, like closing a stream
+                    outer.closed.append(i)
+
+        self.started: list[int] = []
+        self.closed: list[int] = []
+        self.sampler = S()
+
+
+def test_first_finish_waits_for_the_cancelled_candidates_to_close():
+    plan = Planned([(0.001, "1"), (30.0, "2"), (30.0, "3")])
+
+    async def main():
+        result = await FirstFinish(n=3, sample=plan.sampler).arun("q", Scripted(["x"]))
+        return result, sorted(plan.closed)  # read before anything else can run
+
+    result, closed = asyncio.run(main())
+    assert result.answer == "1"
+    assert closed == [0, 1, 2]
+    assert [c.finish_reason for c in result.candidates] == ["stop", "cancelled", "cancelled"]
+
+
+def test_first_finish_raises_the_first_error_when_every_candidate_fails():
+    class Boom(Exception):
+        pass
+
+    plan = Planned([(0.001, Boom("first")), (0.01, ValueError("second"))])
+    with pytest.raises(Boom):
+        FirstFinish(n=2, sample=plan.sampler).solve("q", Scripted(["x"]))
+    # one failure among finishers: the others still answer, and the failure is counted
+    plan = Planned([(0.001, Boom("first")), (0.01, "4")])
+    result = FirstFinish(n=2, sample=plan.sampler).solve("q", Scripted(["x"]))
+    assert result.answer == "4" and result.details["failed"] == 1
+    assert result.candidates[0].finish_reason == "failed"
