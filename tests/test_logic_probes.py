@@ -290,3 +290,35 @@ def test_conformal_threshold_gives_the_promised_rate_on_new_points():
         new = rng.random(10)
         rates.append(premature_exit_rate(new, np.zeros(10, dtype=int), tau))
     assert abs(float(np.mean(rates)) - 1 / 15) < 0.023
+
+
+def test_hedges_right_after_the_suffix_count_and_windows_shorter_than_min_tokens():
+    # a probe answer starting with the hedge word itself (no space after the suffix) is hedged
+    decisions, _ = consistency_decisions(["maybe 7", "hmm 7", " 7", " 7"])
+    assert [d.action for d in decisions] == ["continue", "continue", "continue", "exit"]
+    assert [d.score for d in decisions] == [0.0, 0.0, 1.0, 2.0]
+    # with min_tokens under the window, a trace shorter than the window is one group: its mean
+    probe = TokenConfidence(window=4, threshold=-1.0, top_k=0, min_tokens=2)
+    d = run(probe.check(confidence_state([-0.1, -3.0, -3.0]), None))
+    assert (d.action, d.at) == ("drop", 3) and d.score == pytest.approx(-6.1 / 3)
+
+
+def test_confidence_filter_needs_completions_with_logprobs():
+    probe = TokenConfidence(window=2, threshold=-1.0, top_k=0)
+    with pytest.raises(InvalidInput):
+        run(probe.filter().score(Problem("q"), [Candidate(text="t", answer="1")], None))
+    bare = Candidate(text="t", answer="1", completion=Completion(text="t", token_ids=(1, 2), finish_reason="stop"))
+    with pytest.raises(InvalidInput):
+        run(probe.filter().score(Problem("q"), [bare], None))
+
+
+def test_hidden_state_probe_boundaries_and_memory():
+    exact = float(identity_probe(0.0).predict_proba(np.array([[3.0]]))[0])
+    text = "a 1 wait b 3 wait c 2 wait"
+    d, state, _ = hidden_check(text, threshold=exact)  # p == threshold is not over it
+    assert d.action == "continue" and d.score == exact
+    assert [pos for pos, _ in state.memory["hidden_state"]] == [4, 10, 16]
+    d, _, _ = hidden_check(text, threshold=sigmoid(0.5), min_tokens=4)  # a cue at min_tokens counts
+    assert (d.action, d.at) == ("exit", 4)
+    d, _, _ = hidden_check(" wait a", threshold=0.1)  # a cue at token 1 can be cut before
+    assert (d.action, d.at) == ("exit", 1)
