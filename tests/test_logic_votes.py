@@ -176,3 +176,21 @@ def test_first_finish_raises_the_first_error_when_every_candidate_fails():
     result = FirstFinish(n=2, sample=plan.sampler).solve("q", Scripted(["x"]))
     assert result.answer == "4" and result.details["failed"] == 1
     assert result.candidates[0].finish_reason == "failed"
+
+
+def test_first_finish_orders_simultaneous_finishers_by_index_and_times_them():
+    import time
+
+    plan = Planned([(0.0, "1"), (0.0, "2"), (5.0, "3")])
+    start = time.perf_counter()
+    result = FirstFinish(n=3, k=1, sample=plan.sampler).solve("q", Scripted(["x"]))
+    elapsed = time.perf_counter() - start
+    assert result.details["finish_order"][:1] == [0] and result.answer == "1"
+    seconds = [s for s in result.details["finish_seconds"] if s is not None]
+    assert seconds and all(0 <= s <= elapsed for s in seconds)
+    assert 0 <= result.details["latency_seconds"] <= elapsed
+
+
+def test_first_finish_votes_under_the_first_form_of_an_answer():
+    result = FirstFinish(n=4, k=3).solve("q", timed(["1,000", "1000", "7", "7"]))
+    assert result.answer == "1,000" and result.details["votes"] == {"1,000": 2.0, "7": 1.0}
