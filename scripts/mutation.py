@@ -540,7 +540,23 @@ def _patch(m: "Mutant", code_text: str) -> None:
     new = _code_for(compiled, m.function)
     if new is None:
         raise RuntimeError(f"no code object for {m.function} in the mutant")
-    _live_function(m.module, m.function).__code__ = new
+    live = _live_function(m.module, m.function)
+    if new.co_freevars == live.__code__.co_freevars:
+        live.__code__ = new
+        return
+    # the mutant changed the closure (e.g. dropped the only super() call): a new function object
+    # with the cells it still needs, set where the old one was found
+    cells = dict(zip(live.__code__.co_freevars, live.__closure__ or ()))
+    function = types.FunctionType(new, live.__globals__, live.__name__, live.__defaults__,
+                                  tuple(cells[name] for name in new.co_freevars))
+    function.__kwdefaults__ = live.__kwdefaults__
+    import importlib
+
+    owner = importlib.import_module(m.module)
+    *path, name = m.function.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    setattr(owner, name, function)
 
 
 class _MutationPlugin:

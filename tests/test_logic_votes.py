@@ -111,6 +111,9 @@ def test_first_finish_k_votes_among_the_first_k_and_ties_go_to_the_earliest():
     # k = 2 stops at the second finisher with an answer: the fourth never counts
     result = FirstFinish(n=5, k=2).solve("q", timed(["5", None, "7", "5", "5"]))
     assert result.details["chosen"] == [0, 2] and result.answer == "5"
+    # the answer's latency is when its k-th finisher finished
+    seconds = result.details["finish_seconds"]
+    assert result.details["latency_seconds"] == seconds[2] > seconds[0]
     assert [c.finish_reason for c in result.candidates][3:] == ["cancelled", "cancelled"]
 
 
