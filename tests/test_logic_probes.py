@@ -200,6 +200,8 @@ def test_conformal_threshold_is_the_ceil_n_plus_1_times_1_minus_alpha_th_score()
     assert conformal_threshold(scores, 0.5) == 0.5  # ceil(5) = 5th
     assert conformal_threshold(scores[:8], 0.1) == math.inf  # ceil(9 x 0.9) = 9 > 8
     assert conformal_threshold([], 0.5) == math.inf
+    assert conformal_threshold([0.3], 0.5) == 0.3  # n = 1: ceil(2 x 0.5) = 1st
+    assert conformal_threshold([0.3], 0.4) == math.inf  # ceil(1.2) = 2 > 1
     for alpha in (0.0, 1.0, 1.5):
         with pytest.raises(InvalidInput):
             conformal_threshold(scores, alpha)
