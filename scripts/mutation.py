@@ -142,6 +142,9 @@ KNOWN_EQUIVALENT = [
     ("AStar.run", "uniform: weights made uniform", "weights = [-f[n.id] for n in final]",
      "final is always in ascending f (goals are popped in f order, the budget path sorts by f), so the "
      "first candidate is the best either way"),
+    ("AStar.run", "drop: statement dropped", "if exhausted:",
+     "A* sends one request per expansion: a refused one leaves no children and stops the search one "
+     "line earlier, so 'exhausted' with children cannot happen"),
     ("AnswerConsistency.check", "offbyone: 1->0",
      "agree = len(last) == self.window and None not in last and all(equivalent(a, last[-1]) for a in last)",
      "all equivalent to the first answer of the window iff all equivalent to the last"),

@@ -258,9 +258,11 @@ def long_short():
 
 def test_beam_search_stops_in_the_round_the_token_budget_cut():
     # measured on this script: 100 tokens pay for round 1 only (round 2 refused whole); 300 for
-    # round 1 and one of round 2's two requests (the other beam's next step would still fit)
+    # round 1 and one of round 2's two requests; 450 for rounds 1-2 and one request of round 3,
+    # after which the surviving beam's next step would still fit (a search that went on would
+    # take it)
     llm, prm = long_short()
-    for tokens, rounds, generated, steps in ((100, 1, 2, [1, 1]), (300, 2, 3, [2])):
+    for tokens, rounds, generated, steps in ((100, 1, 2, [1, 1]), (300, 2, 3, [2]), (450, 3, 5, [3])):
         result = ttc.BeamSearch(2, 1, prm, unique=False, steps=ttc.StepConfig(max_steps=8, max_step_tokens=64)).solve(
             "q?", llm, seed=0, budget=Budget(tokens=tokens))
         assert result.details["stopped_by"] == "token_budget"
