@@ -233,8 +233,9 @@ def test_weighted_and_majority_selection_count_every_copy_of_a_resampled_trace()
 def test_traces_end_at_exactly_max_steps():
     llm, prm = toy({"root": ["A"], "A": ["A"]}, {"A": 0.5}, {})
     for max_steps in (1, 2, 4):
-        result = ttc.ParticleFilter(particles=3, prm=prm, steps=StepConfig(max_steps=max_steps)).solve("q?", llm,
-                                                                                                        seed=0)
+        # final_completion=False: the cap itself ends the trace (the default completes it, tested elsewhere)
+        steps = StepConfig(max_steps=max_steps, final_completion=False)
+        result = ttc.ParticleFilter(particles=3, prm=prm, steps=steps).solve("q?", llm, seed=0)
         assert result.details["rounds"] == max_steps
         assert {len(c.trace.steps) for c in result.candidates} == {max_steps}
         assert {c.finish_reason for c in result.candidates} == {"max_steps"}

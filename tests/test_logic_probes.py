@@ -81,7 +81,7 @@ def test_answer_consistency_does_not_probe_before_min_tokens():
 
 def test_read_answer():
     assert read_answer(BOXED_SUFFIX, "7} and more }") == "7"
-    assert read_answer(BOXED_SUFFIX, " $\\frac{1}{2}$. ") == "\\frac{1"
+    assert read_answer(BOXED_SUFFIX, " $\\frac{1}{2}$. ") == "\\frac{1}{2}"  # nested braces kept
     assert read_answer(BOXED_SUFFIX, " 12.}") == "12"
     assert read_answer(BOXED_SUFFIX, "  }") is None
     assert read_answer(PLAIN_SUFFIX, " 42.") == "42"

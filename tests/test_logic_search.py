@@ -162,8 +162,9 @@ def test_dvts_subtrees_each_follow_their_best_sample():
 def test_beam_traces_end_at_exactly_max_steps():
     llm, prm = toy({"root": ["A"], "A": ["A"]}, {"A": 0.5}, {})
     for max_steps in (1, 3):
-        result = ttc.BeamSearch(2, 2, prm, unique=False, steps=ttc.StepConfig(max_steps=max_steps)).solve(
-            "q?", llm, seed=0)
+        # final_completion=False: the cap itself ends the trace (the default completes it, tested elsewhere)
+        steps = ttc.StepConfig(max_steps=max_steps, final_completion=False)
+        result = ttc.BeamSearch(2, 2, prm, unique=False, steps=steps).solve("q?", llm, seed=0)
         assert result.details["rounds"] == max_steps
         assert {len(c.trace.steps) for c in result.candidates} == {max_steps}
         assert {c.finish_reason for c in result.candidates} == {"max_steps"}
