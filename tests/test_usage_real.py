@@ -100,6 +100,7 @@ def test_usage_equals_the_vllm_servers_counters(name, server_root):
     llm = OpenAICompatible(server_root + "/v1")
     problems = demo_problems(2, seed=5)
     try:
+        ttc.run_sync(llm.probe())  # its few one-token requests before the baseline, not during the run
         before = server_counters(server_root)
         results = ttc.solve_many(strategies()[name], problems, llm, concurrency=1, progress=False, seed=3)
         after = server_counters(server_root)
@@ -120,6 +121,7 @@ def test_cached_tokens_of_one_sample_requests_equal_the_servers_hits(server_root
     prompt = "Count the numbers: " + " ".join(str(i % 89) for i in range(300))
     one = ttc.Sample(params=ttc.SamplingParams(temperature=0.8, max_tokens=4))
     try:
+        ttc.run_sync(llm.probe())  # its few one-token requests before the baseline, not during the run
         before = server_counters(server_root)
         results = [one.solve(prompt, llm, seed=s) for s in range(3)]
         after = server_counters(server_root)

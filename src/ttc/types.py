@@ -133,6 +133,8 @@ class Usage:
       or `RequestOutput.num_cached_tokens`, which for an n > 1 request are the hits of one of its
       n sequences, so a lower bound.
 
+    `generator_calls` counts requests to the generator, as the server sees them (an n-sample
+    request split into n single requests, on a server that ignores n, counts n).
     `completion_tokens` are the tokens the backend generated (the server's
     `usage.completion_tokens` where it sends one). `estimated` is True when some count was not
     reported by the backend and ttc had to estimate it (a server that sends no `usage` and no

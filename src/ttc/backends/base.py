@@ -38,6 +38,7 @@ class Generation:
     processed_prompt_tokens: int | None = None
     cached_prompt_tokens: int = 0
     estimated: bool = False
+    requests: int = 1  # requests sent to make it (n single requests where a server ignores n)
 
     def tokens_of(self, i: int) -> int:
         """Completion tokens of the i-th completion, as the backend counted them."""
@@ -46,12 +47,12 @@ class Generation:
         return self.completions[i].num_tokens
 
     def usage(self) -> Usage:
-        """The whole request's usage (one generator call)."""
+        """The whole request's usage (`generator_calls` = the requests it took)."""
         processed = self.processed_prompt_tokens
         if processed is None:
             processed = len(self.completions) * self.prompt_tokens
         return Usage(prompt_tokens=self.prompt_tokens, processed_prompt_tokens=processed,
-                     cached_prompt_tokens=self.cached_prompt_tokens, generator_calls=1,
+                     cached_prompt_tokens=self.cached_prompt_tokens, generator_calls=self.requests,
                      completion_tokens=sum(self.tokens_of(i) for i in range(len(self.completions))),
                      estimated=self.estimated)
 
@@ -87,7 +88,8 @@ def combine_generations(generations: Sequence[Generation]) -> Generation:
         completion_tokens=tuple(g.tokens_of(i) for g in generations for i in range(len(g.completions))),
         processed_prompt_tokens=sum(u.processed_prompt_tokens for _, u in parts),
         cached_prompt_tokens=sum(u.cached_prompt_tokens for _, u in parts),
-        estimated=any(u.estimated for _, u in parts))
+        estimated=any(u.estimated for _, u in parts),
+        requests=sum(u.generator_calls for _, u in parts))
 
 
 class Generator(abc.ABC):
