@@ -178,7 +178,7 @@ class Context:
                 u.prompt_tokens = request.prompt_tokens
                 u.processed_prompt_tokens = request.processed_prompt_tokens
                 u.cached_prompt_tokens = request.cached_prompt_tokens
-                u.generator_calls = 1
+                u.generator_calls = request.generator_calls
             u.estimated = request.estimated
             self.usage.add(u)
             out.append((completion, u))
