@@ -85,6 +85,7 @@ DEFAULT_TESTS = [
     "tests/test_first_finish.py",
     "tests/test_probes.py",
     "tests/test_answers*.py",
+    "tests/test_answer_cases.py",
 ]
 
 #: which of those files run for a module's mutants (first match by prefix; `--all-tests` runs every
@@ -103,7 +104,8 @@ TEST_MAP = {
     "ttc.verifiers.process": ["tests/test_logic_search.py", "tests/test_step_search.py"],
     "ttc.probes": ["tests/test_logic_probes.py", "tests/test_probes.py", "tests/test_early_exit.py"],
     # extraction is tested by its table; votes and probes compare answers with it
-    "ttc.answers": ["tests/test_answers*.py", "tests/test_logic_votes.py", "tests/test_logic_probes.py"],
+    "ttc.answers": ["tests/test_answer_cases.py", "tests/test_answers*.py", "tests/test_logic_votes.py",
+                    "tests/test_logic_probes.py"],
 }
 
 #: survivors analysed and found equivalent (no input can tell them from the original), matched by
