@@ -15,6 +15,7 @@ import torch
 from ttc.backends.base import PREFIX_CACHING
 from ttc.backends.prefix_cache import PrefixCache
 from ttc.types import SamplingParams
+from tiny_models import TinyTokenizer, tiny_gqa_model
 
 
 # -- the radix tree ------------------------------------------------------------------------------
@@ -85,32 +86,9 @@ def test_budget_is_checked():
 
 
 # -- the backend ---------------------------------------------------------------------------------
-class _Tokenizer:
-    """Just enough tokenizer for token-id prompts: decode writes the ids as text."""
-
-    pad_token_id = 0
-    eos_token_id = None
-    model_max_length = 4096
-    chat_template = None
-
-    def __call__(self, text, add_special_tokens=True):
-        return {"input_ids": [ord(c) % 200 + 1 for c in text]}
-
-    def decode(self, ids, skip_special_tokens=True):
-        return "".join(f" {i}" for i in ids)
-
-
 @pytest.fixture(scope="module")
 def model():
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         attn_implementation="sdpa")
-    m = Qwen2ForCausalLM(config).eval()
-    m.generation_config.eos_token_id = None
-    return m
+    return tiny_gqa_model()
 
 
 GREEDY = SamplingParams(n=1, temperature=0, max_tokens=6, logprobs=True, top_logprobs=5)
@@ -139,8 +117,8 @@ def _same(a, b):
 def test_cached_steps_equal_uncached(model):
     from ttc.backends.transformers import Transformers
 
-    cached = Transformers.from_model(model, _Tokenizer(), decode="dynamic", batch_window=0.05)
-    plain = Transformers.from_model(model, _Tokenizer(), decode="dynamic", batch_window=0.05,
+    cached = Transformers.from_model(model, TinyTokenizer(), decode="dynamic", batch_window=0.05)
+    plain = Transformers.from_model(model, TinyTokenizer(), decode="dynamic", batch_window=0.05,
                                     prefix_cache_bytes=0)
     try:
         assert PREFIX_CACHING in cached.capabilities and PREFIX_CACHING not in plain.capabilities
@@ -184,8 +162,8 @@ def test_batch_of_prompts_with_different_cached_lengths(model):
         finally:
             backend.close()
 
-    cached = Transformers.from_model(model, _Tokenizer(), decode="dynamic", batch_window=0.3)
-    plain = Transformers.from_model(model, _Tokenizer(), decode="dynamic", batch_window=0.3,
+    cached = Transformers.from_model(model, TinyTokenizer(), decode="dynamic", batch_window=0.3)
+    plain = Transformers.from_model(model, TinyTokenizer(), decode="dynamic", batch_window=0.3,
                                     prefix_cache_bytes=0)
     want, got = run(plain), run(cached)
     assert cached.stats.batches == 1  # all five in one prefill, else this test checks less than it says
@@ -200,7 +178,7 @@ def test_prefill_logits_equal_a_plain_forward(model):
     """The full next-token distribution after a cached prefix, against the model run on the whole prompt."""
     from ttc.backends.transformers import Transformers
 
-    backend = Transformers.from_model(model, _Tokenizer(), decode="dynamic")
+    backend = Transformers.from_model(model, TinyTokenizer(), decode="dynamic")
     try:
         first = tuple(range(20, 40))
         second, third = first + (41, 42, 43), first[:7] + (99,)
@@ -220,7 +198,7 @@ def test_prefix_cache_budget_is_checked(model):
     from ttc.errors import InvalidInput
 
     with pytest.raises(InvalidInput):
-        Transformers.from_model(model, _Tokenizer(), prefix_cache_bytes=-1)
+        Transformers.from_model(model, TinyTokenizer(), prefix_cache_bytes=-1)
 
 
 @pytest.mark.slow
@@ -245,7 +223,7 @@ def test_short_texts_are_tokenised_once(model):
     """A step search asks for the delimiter's ids (and "") on every problem: the tokenizer runs once."""
     from ttc.backends.transformers import Transformers
 
-    class Counting(_Tokenizer):
+    class Counting(TinyTokenizer):
         calls = 0
 
         def __call__(self, text, add_special_tokens=True):
@@ -274,8 +252,8 @@ def test_a_small_budget_evicts_and_stays_correct(model):
     from ttc.backends.transformers import Transformers
 
     per_token = 2 * 2 * 2 * 16 * 4  # layers x (key, value) x kv heads x head_dim x float32
-    small = Transformers.from_model(model, _Tokenizer(), decode="dynamic", prefix_cache_bytes=10 * per_token)
-    plain = Transformers.from_model(model, _Tokenizer(), decode="dynamic", prefix_cache_bytes=0)
+    small = Transformers.from_model(model, TinyTokenizer(), decode="dynamic", prefix_cache_bytes=10 * per_token)
+    plain = Transformers.from_model(model, TinyTokenizer(), decode="dynamic", prefix_cache_bytes=0)
     try:
         prompt = [9, 8, 7, 6, 5, 4]
         want, got = _steps(plain, prompt, 3), _steps(small, prompt, 3)

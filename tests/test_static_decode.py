@@ -13,34 +13,12 @@ import pytest
 import torch
 
 from ttc.types import SamplingParams
-
-
-class _Tokenizer:
-    """Just enough tokenizer for token-id prompts: decode writes the ids as text."""
-
-    pad_token_id = 0
-    eos_token_id = None
-    model_max_length = 4096
-    chat_template = None
-
-    def __call__(self, text, add_special_tokens=True):
-        return {"input_ids": [ord(c) % 200 + 1 for c in text]}
-
-    def decode(self, ids, skip_special_tokens=True):
-        return "".join(f" {i}" for i in ids)
+from tiny_models import TinyTokenizer, tiny_gqa_model
 
 
 @pytest.fixture(scope="module")
 def model():
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         attn_implementation="sdpa")
-    m = Qwen2ForCausalLM(config).eval()
-    m.generation_config.eos_token_id = None
-    return m
+    return tiny_gqa_model()
 
 
 def _results(backend, requests):
@@ -69,8 +47,8 @@ def test_static_cache_decode_equals_dynamic(model, device):
                 ([40, 41], SamplingParams(n=2, temperature=0, max_tokens=5, logprobs=True)),
                 ([90, 91, 92, 93], SamplingParams(n=1, temperature=0, max_tokens=12, logprobs=True)),
                 ([7] * 11, SamplingParams(n=2, temperature=0, max_tokens=3, logprobs=True))]
-    dynamic = Transformers.from_model(model, _Tokenizer(), decode="dynamic", batch_window=0.2)
-    static = Transformers.from_model(model, _Tokenizer(), decode="static", batch_window=0.2)
+    dynamic = Transformers.from_model(model, TinyTokenizer(), decode="dynamic", batch_window=0.2)
+    static = Transformers.from_model(model, TinyTokenizer(), decode="static", batch_window=0.2)
     assert dynamic.decode_mode == "dynamic"
     assert static.decode_mode == ("static+cuda-graphs" if device == "cuda" else "static")
     want, got = _results(dynamic, requests), _results(static, requests)
@@ -107,5 +85,5 @@ def test_decode_mode_is_checked(model):
     from ttc.errors import InvalidInput
 
     with pytest.raises(InvalidInput):
-        Transformers.from_model(model, _Tokenizer(), decode="graphs")
-    assert Transformers.from_model(model, _Tokenizer()).decode_mode == "dynamic"  # CPU default unchanged
+        Transformers.from_model(model, TinyTokenizer(), decode="graphs")
+    assert Transformers.from_model(model, TinyTokenizer()).decode_mode == "dynamic"  # CPU default unchanged
