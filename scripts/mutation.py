@@ -8,7 +8,8 @@ and *survives* when they pass. A surviving mutant is either equivalent (the chan
 behaviour) or a line of logic no test pins.
 
 The script never edits the working tree: it copies `src/`, `tests/` and `pyproject.toml` into a
-temporary directory and mutates the copy, restoring each file from memory after every mutant
+temporary directory (next to a link to the checkout's sibling `shared/`, where the tests read
+the data sets) and mutates the copy, restoring each file from memory after every mutant
 (and deleting the whole copy at the end, also on errors or Ctrl-C).
 
 Targets are functions named on the command line as `module:name[,name...]` where a name is a
@@ -173,6 +174,27 @@ KNOWN_EQUIVALENT = [
      "token_confidences raises the same InvalidInput for a completion without logprobs"),
     ("conformal_threshold", "offbyone: 0->-1", "if n == 0 or k > n:",
      "k = ceil((n + 1)(1 - alpha)) >= 1, so k > n already holds for n == 0"),
+    # ttc.answers
+    ("last_boxed", "offbyone: range bound -1", "for i in range(brace, len(text)):",
+     "text[brace - 1] is the last character of '\\boxed'/'\\fbox' or a space, never a brace"),
+    ("last_boxed", "offbyone: 1->2", 'head = text[start:].split("{", 1)[0]',
+     "the first piece of a split is the same whatever the split count"),
+    ("last_boxed", "boolean: and<->or",
+     'word = re.match(r"[^\\s$]+", rest) if rest and not rest.startswith("{") else None',
+     "in this branch rest never starts with '{' (that is the \\boxed{...} branch), and re.match on '' is None"),
+    ("_math_env", "drop: statement dropped", "return None", "the function's implicit return is None"),
+    ("_math_env", "compare: boundary Lt->LtE",
+     'if end != -1 and (open_ in ("$$", "\\\\[") or line_end == -1 or end < line_end):',
+     "end and line_end are positions of different characters ('$' and a new line), never equal"),
+    ("_hashes", "drop: statement dropped", "return None", "the function's implicit return is None"),
+    ("_stated", "drop: statement dropped", "return None", "the function's implicit return is None"),
+    ("_last_number", "offbyone: slice lower -1", "tail = tail[cut + 1:] if cut != -1 else tail",
+     "keeps the separator (a space or new line) in front of the tail: no number or expression changes"),
+    ("_last_number", "offbyone: 1->0", "tail = tail[cut + 1:] if cut != -1 else tail",
+     "tail[cut:] keeps only the separator (see above); with cut == 0 or -1, tail[cut + 1:] is tail without a "
+     "leading separator or tail itself"),
+    ("_last_number", "offbyone: 1->2", "tail = tail[cut + 1:] if cut != -1 else tail",
+     "with cut == -1, tail[cut + 1:] is tail itself"),
 ]
 
 
@@ -505,11 +527,17 @@ def generate(module: str, path: Path, names: list[str], tree: ast.Module, operat
 
 
 # -- running ------------------------------------------------------------------------------------
-def copy_tree(dest: Path) -> None:
+def copy_tree(tmp: Path) -> Path:
+    """Copy the tree to `tmp`/repo and return that folder. The tests find the shared data sets at
+    `<repository>/../shared/data`, so `tmp`/shared links to the checkout's sibling `shared/`."""
+    dest = tmp / "repo"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.egg-info")
     shutil.copytree(ROOT / "src", dest / "src", ignore=ignore)
     shutil.copytree(ROOT / "tests", dest / "tests", ignore=ignore)
     shutil.copy2(ROOT / "pyproject.toml", dest / "pyproject.toml")
+    if (ROOT.parent / "shared").is_dir():
+        (tmp / "shared").symlink_to(ROOT.parent / "shared", target_is_directory=True)
+    return dest
 
 
 def run_tests(workdir: Path, tests: list[str], timeout: float, python: str, fork: bool) -> tuple[str, float, str]:
@@ -862,10 +890,10 @@ def main(argv: list[str] | None = None) -> int:
         for m, code in mutants:
             groups.setdefault(tuple(tests_for(m.module)), []).append((m, code))
         with tempfile.TemporaryDirectory(prefix="ttc-mutation-") as tmp:
-            copy_tree(Path(tmp))
+            workdir = copy_tree(Path(tmp))
             cwd = os.getcwd()
             try:
-                run_inprocess(Path(tmp), groups, args.timeout, None)
+                run_inprocess(workdir, groups, args.timeout, None)
             finally:
                 os.chdir(cwd)
         elapsed = time.monotonic() - started
@@ -875,8 +903,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["OMP_NUM_THREADS"] = "1"
         _preload()
     with tempfile.TemporaryDirectory(prefix="ttc-mutation-") as tmp:
-        workdir = Path(tmp)
-        copy_tree(workdir)
+        workdir = copy_tree(Path(tmp))
         # baseline: the same tests on the targets as unparsed by ast (what each mutant is written as)
         for rel, source in sources.items():
             (workdir / rel).write_text(ast.unparse(ast.parse(source)))

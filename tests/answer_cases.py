@@ -163,7 +163,25 @@ EXTRACT = [
     ("First 2 + 3 = 5, then 5 * 4 = 20", True, "20", "last_number"),
     ("First 2 + 3 = 5, then 5 * 4 = 20", False, None, None),
     ("Step 1: we add. Step 2: 9", True, "9", "last_number"),
+    # -- cleaning, math environments and anchors (rows the mutation run found unpinned) ---------
+    ("The answer is **42**.", True, "42", "stated"),
+    (r"$\boxed{\displaystyle\frac{1}{2}}$", True, r"\frac{1}{2}", "boxed"),
+    (r"so $\boxed{18.}$", True, "18", "boxed"),
+    (r"Thus $x = \boxed7$.", True, "7", "boxed"),
+    ("She makes $18 every day.\n#### $18", True, "18", "hashes"),
+    ("She makes 18 dollars.\n#### \\(18\\)", True, "18", "hashes"),
+    ("The answer is\n$$\n\\frac{3}{4}\n$$\nso we are done.", True, r"\frac{3}{4}", "stated"),
+    ("The answer is $$\\frac{1}{2}.", False, r"\frac{1}{2}", "stated"),  # a display never closed
+    (r"The answer is $f(x) = 1 \text{ if } x > 0$.", True, r"f(x) = 1 \text{ if } x > 0", "stated"),
+    ("The answer is $18.\n2 * 9 = $18 in total.", True, "18", "stated"),  # currency, not a math span
+    ("The answer is\n42", True, "42", "stated"),
+    ("The answer is 5; the others are wrong.", True, "5", "stated"),
+    ('The answer is "about 42".', True, "42", "stated"),
+    ("The answer is ???", True, None, None),
+    ("So the total is $\\textbf{7}$", True, "7", "last_number"),
+    ("The total is 1,000 apples, that is $1000$ in all.", True, "1000", "last_number"),  # the last form written
     # -- nothing to find -----------------------------------------------------------------------
+    (None, True, None, None),
     ("", True, None, None),
     ("no digits here at all", True, None, None),
     ("I do not know.", True, None, None),
@@ -266,4 +284,8 @@ EQUIVALENT = [
     ("The answer is 90^\\circ.", "90", True),
     ("The answer is $x \\geq 5$.", "x >= 5", True),
     ("I give up.", "5", False),
+    ("Bob ate 5 apples", "5", True),  # three prose words: a solution, not a bare answer
+    (r"\text{Evelyn Smith}", "Evelyn Smith", True),  # two words: still a bare answer
+    ("We need the answer. I arrive at the total after adding.", "5", False),  # no answer on one side
+    (None, None, False), (None, "None", False),
 ]

@@ -14,7 +14,7 @@ import pytest
 import ttc
 from answer_cases import EQUIVALENT, EXTRACT, SMOLLM2
 from ttc import mathparse
-from ttc.answers import EXPLICIT, SOURCES, equivalent, extract, read_answer
+from ttc.answers import EXPLICIT, SOURCES, equivalent, extract, normalize, read_answer
 from ttc.backends import Scripted
 from ttc.eval.datasets import gsm8k_gold
 from ttc.probes.base import BOXED_SUFFIX, PLAIN_SUFFIX
@@ -53,6 +53,35 @@ def test_sources_are_a_closed_set():
 
 def test_extract_default_is_a_finished_trace():
     assert extract("we get 3 apples and 7 pears") == "7"
+
+
+def test_a_stated_answer_longer_than_its_limit_is_not_an_answer():
+    at_limit = "12" + "+1" * 149  # 300 characters
+    assert read_answer(f"The answer is {at_limit}.") == (at_limit, "stated")
+    assert read_answer(f"The answer is {at_limit}+1.") == ("1", "last_number")
+
+
+def test_the_last_number_fallback_reads_the_trace_end_from_a_word_boundary():
+    filler = "and then some more words " * 20
+    exact = ("42 " + filler)[:400]  # no longer than the window: read whole
+    assert read_answer(exact) == ("42", "last_number")
+    cut = ("12345 " + filler)[:402]  # the window starts inside 12345: that piece is not a number
+    assert cut[-400:].startswith("345 ") and read_answer(cut) == (None, None)
+    cut = ("12345 6 " + filler)[:402]
+    assert cut[-400:].startswith("345 6 ") and read_answer(cut) == ("6", "last_number")
+
+
+def test_the_vote_key_of_a_number_drops_latex_spacing_and_units():
+    assert normalize("1{,}000") == normalize("1\\!000") == normalize("1,000") == "1000"
+    assert normalize(r"5\text{ cm}") == normalize(r"5\mathrm{cm}") == "5"
+
+
+def test_bare_answers_up_to_math_verifys_limit_are_compared_whole():
+    at_limit = "12" + "+1" * 299  # 600 characters, no prose: a bare answer (= 311)
+    assert equivalent(at_limit, "311") and not equivalent(at_limit, "1")
+    # equal as text is equal, also where math-verify is not asked (longer than its limit)
+    long = r"\boxed{" + "x+" * 300 + "x}"
+    assert equivalent(long, long)
 
 
 # -- every reference solution of the data sets ---------------------------------------------------
