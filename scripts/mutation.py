@@ -676,27 +676,34 @@ class _MutationPlugin:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(rc)
-        deadline = time.monotonic() + self.timeout
-        rc = None
-        try:
-            while True:
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    rc = os.waitstatus_to_exitcode(status)
-                    break
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.005)
-        finally:
-            if rc is None:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                os.waitpid(pid, 0)
+        rc = wait_or_kill(pid, self.timeout, poll=0.005)
         text = log.read_text(errors="replace") if log.exists() else ""
         log.unlink(missing_ok=True)
         return rc, text
+
+
+def wait_or_kill(pid: int, timeout: float, poll: float) -> int | None:
+    """The forked child's exit code, or None when it ran past `timeout` (or we are being stopped):
+    then its whole process group is killed and reaped."""
+    deadline = time.monotonic() + timeout
+    rc: int | None = None
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                rc = os.waitstatus_to_exitcode(status)
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(poll)
+    finally:
+        if rc is None:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+    return rc
 
 
 def run_inprocess(workdir: Path, groups: dict[tuple[str, ...], list], timeout: float | None, report) -> float:
@@ -790,24 +797,7 @@ def _forked_pytest(workdir: Path, args: list[str], timeout: float) -> tuple[int 
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(rc)
-    deadline = time.monotonic() + timeout
-    rc: int | None = None
-    try:
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                rc = os.waitstatus_to_exitcode(status)
-                break
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
-    finally:
-        if rc is None:  # timed out, or we are being stopped: the child goes too
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(pid, 0)
+    rc = wait_or_kill(pid, timeout, poll=0.01)
     return rc, log.read_text(errors="replace") if log.exists() else ""
 
 
