@@ -29,19 +29,12 @@ def _require_vllm() -> None:
 def vllm_server():
     """A running vLLM server (`ttc.backends.vllm_server.VLLMServer`); `.url` is its /v1 base URL."""
     _require_vllm()
-    from ttc.backends.vllm_server import VLLMServer
-    from ttc.errors import BackendUnavailable
+    from helpers import running_vllm_server
 
     # prompt-token details: the server's usage reports its prefix-cache hits (test_usage_real.py)
-    server = VLLMServer(startup_timeout=VLLM_STARTUP_TIMEOUT, args=("--enable-prompt-tokens-details",))
-    try:
-        server.start()  # stops the server itself if it dies or times out
-    except BackendUnavailable as exc:
-        pytest.fail(f"could not start a vLLM server for the tests: {exc}", pytrace=False)
-    try:
+    with running_vllm_server("a vLLM server for the tests", startup_timeout=VLLM_STARTUP_TIMEOUT,
+                             args=("--enable-prompt-tokens-details",)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

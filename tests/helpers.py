@@ -1,5 +1,9 @@
 """Shared test helpers."""
 
+import contextlib
+
+import pytest
+
 from ttc.types import Result, Usage
 
 
@@ -60,3 +64,21 @@ def assert_top_k_confidence_exits_where_deepconf_says(llm, problems, prompt, top
         assert kept.finish_reason in ("stop", "length")
         return
     raise AssertionError("no problem's lowest confidence window came after the first one")
+
+
+@contextlib.contextmanager
+def running_vllm_server(what: str, **kwargs):
+    """A real vLLM server (`VLLMServer(**kwargs)`) for a fixture: a start failure fails the test
+    naming `what`; the server is always stopped."""
+    from ttc.backends.vllm_server import VLLMServer
+    from ttc.errors import BackendUnavailable
+
+    server = VLLMServer(**kwargs)
+    try:
+        server.start()  # stops the server itself if it dies or times out
+    except BackendUnavailable as exc:
+        pytest.fail(f"could not start {what}: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()

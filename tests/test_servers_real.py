@@ -135,18 +135,10 @@ def test_step_search_on_vllm_never_continues_a_trace_that_ended_in_eos(vllm_serv
 @pytest.fixture(scope="module")
 def vllm_server_without_prefix_caching():
     """A second real vLLM server, started with --no-enable-prefix-caching (module-scoped: one start)."""
-    from ttc.backends.vllm_server import VLLMServer
-    from ttc.errors import BackendUnavailable
+    from helpers import running_vllm_server
 
-    server = VLLMServer(args=["--no-enable-prefix-caching"])
-    try:
-        server.start()
-    except BackendUnavailable as exc:
-        pytest.fail(f"could not start a vLLM server without prefix caching: {exc}", pytrace=False)
-    try:
+    with running_vllm_server("a vLLM server without prefix caching", args=["--no-enable-prefix-caching"]) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_vllm_without_prefix_caching_is_detected_and_every_strategy_works(vllm_server_without_prefix_caching):
