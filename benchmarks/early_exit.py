@@ -27,13 +27,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 import ttc
 from ttc.backends.factory import make_backend
 from ttc.demo import DEMO_PROMPT, demo_problems
-from ttc.probes import (PLAIN_SUFFIX, AnswerConsistency, HiddenStateProbe, TokenConfidence, calibrate_threshold,
-                        lowest_group_confidence)
+from ttc.probes import (
+    PLAIN_SUFFIX,
+    AnswerConsistency,
+    HiddenStateProbe,
+    TokenConfidence,
+    calibrate_threshold,
+    lowest_group_confidence,
+)
 from ttc.probes.training import collect_forced_exits, train_probe
 from ttc.runner import asolve_many
 from ttc.strategies.early_exit import EarlyExit

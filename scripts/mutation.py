@@ -42,9 +42,9 @@ import sys
 import tempfile
 import time
 import types
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -198,7 +198,7 @@ KNOWN_EQUIVALENT = [
 ]
 
 
-def known_equivalent(m: "Mutant") -> str | None:
+def known_equivalent(m: Mutant) -> str | None:
     for function, operator, original, reason in KNOWN_EQUIVALENT:
         if m.function == function and m.operator == operator and m.original == original:
             return reason
@@ -568,7 +568,7 @@ def run_tests(workdir: Path, tests: list[str], timeout: float, python: str, fork
 
 
 # -- in-process mode: collect once, fork per mutant, swap the function's code object --------------
-def _code_for(code: "types.CodeType", qualname: str):
+def _code_for(code: types.CodeType, qualname: str):
     """The code object of `qualname` among the constants of a compiled module (recursively)."""
     for const in code.co_consts:
         if hasattr(const, "co_qualname"):
@@ -596,7 +596,7 @@ def _live_function(module: str, qualname: str):
     return obj
 
 
-def _patch(m: "Mutant", code_text: str) -> None:
+def _patch(m: Mutant, code_text: str) -> None:
     """Make the live function run the mutant: its __code__ becomes the mutated function's."""
     compiled = compile(code_text, m.path, "exec")
     new = _code_for(compiled, m.function)
@@ -633,7 +633,6 @@ class _MutationPlugin:
         self.items = 0
 
     def pytest_runtestloop(self, session):
-        import pytest
 
         if session.config.option.collectonly:
             return None
@@ -752,7 +751,7 @@ def run_inprocess(workdir: Path, groups: dict[tuple[str, ...], list], timeout: f
 _VERBOSE = [False]
 
 
-def _report_line(m: "Mutant", log: str, fd: int = 1) -> None:
+def _report_line(m: Mutant, log: str, fd: int = 1) -> None:
     line = f"#{m.id:<4} {m.status:<8} {m.seconds:5.1f}s {m.path}:{m.line} {m.operator}\n"
     if m.status in ("survived", "error") and _VERBOSE[0]:
         line += log[-2000:] + "\n"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 
 @dataclass
@@ -56,7 +56,7 @@ class FakeHTTPServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> "FakeHTTPServer":
+    def start(self) -> FakeHTTPServer:
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
             asyncio.start_server(self._serve, "127.0.0.1", self.port), self._loop).result(10)
@@ -119,7 +119,7 @@ class FakeHTTPServer:
             if not self._thread.is_alive():
                 self._loop.close()
 
-    def __enter__(self) -> "FakeHTTPServer":
+    def __enter__(self) -> FakeHTTPServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -24,7 +24,7 @@ import json
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fake_http import FakeHTTPServer, FakeRequest, response
 
@@ -132,7 +132,7 @@ class FakeOpenAI:
                 return rest[: at] + (s if self.behaviour.keep_stop else ""), False, s
         return rest, True, None
 
-    def tokenizer(self) -> "ToyTokenizer":
+    def tokenizer(self) -> ToyTokenizer:
         """A local tokenizer of the fake's model (what `tokenizer=` gets for a real model)."""
         return ToyTokenizer(self)
 
@@ -141,7 +141,7 @@ class FakeOpenAI:
     def url(self) -> str:
         return self._server.url
 
-    def __enter__(self) -> "FakeOpenAI":
+    def __enter__(self) -> FakeOpenAI:
         self._server.start()
         return self
 

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from ttc.cli import build_parser, main
-from ttc.eval import EvalReport, evaluate
-from ttc.errors import InvalidInput
-
 from eval_helpers import addition_problems, scripted, write_jsonl
+from ttc.cli import build_parser, main
+from ttc.errors import InvalidInput
+from ttc.eval import EvalReport, evaluate
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TESTS = str(Path(__file__).resolve().parent)

@@ -4,12 +4,11 @@ confidences per token, so the bar, the online stops and the weighted vote are kn
 import pytest
 
 import ttc
+from helpers import assert_usage_is_sum_of_candidates
 from ttc.backends import Scripted
 from ttc.backends.scripted import ScriptedResponse
 from ttc.strategies.deepconf import DeepConf, percentile_threshold
 from ttc.strategies.registry import make_strategy
-
-from helpers import assert_usage_is_sum_of_candidates
 
 TOKENIZER = Scripted([""])
 

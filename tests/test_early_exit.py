@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 
 import ttc
+from helpers import assert_usage_is_sum_of_candidates
 from ttc.backends import Scripted
 from ttc.backends.base import HIDDEN_STATES
 from ttc.backends.scripted import ScriptedResponse
 from ttc.probes import PLAIN_SUFFIX, AnswerConsistency, HiddenStateProbe, LinearProbe, TokenConfidence
 from ttc.strategies.early_exit import EarlyExit
-
-from helpers import assert_usage_is_sum_of_candidates
 
 WORDS = [f"w{i}" for i in range(60)]
 TRACE = " ".join(WORDS) + " so the answer is \\boxed{7}"  # 127 tokens

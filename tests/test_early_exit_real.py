@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 
 import ttc
+from helpers import assert_top_k_confidence_exits_where_deepconf_says, assert_usage_is_sum_of_candidates
 from ttc.demo import DEMO_PROMPT, demo_problems
 from ttc.probes import PLAIN_SUFFIX, AnswerConsistency, HiddenStateProbe, LinearProbe, TokenConfidence
 from ttc.strategies.early_exit import EarlyExit
 from ttc.strategies.first_finish import FirstFinish
-
-from helpers import assert_top_k_confidence_exits_where_deepconf_says, assert_usage_is_sum_of_candidates
 
 pytestmark = pytest.mark.slow
 PARAMS = ttc.SamplingParams(temperature=0.7, max_tokens=24, logprobs=True)

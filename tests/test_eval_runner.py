@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 
 import ttc
+from eval_helpers import addition_problems, normalized, scripted, write_jsonl
 from ttc.cli import main
 from ttc.eval import ResultsWarning, compare, evaluate, n_for_budget, read_results
 from ttc.eval.runner import ResultsFile
-
-from eval_helpers import addition_problems, normalized, scripted, write_jsonl
 
 TESTS = Path(__file__).resolve().parent
 

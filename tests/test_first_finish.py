@@ -6,11 +6,10 @@ import asyncio
 import pytest
 
 import ttc
+from helpers import assert_usage_is_sum_of_candidates
 from ttc.backends import Scripted
 from ttc.strategies.early_exit import EarlyExit
 from ttc.strategies.first_finish import FirstFinish, StreamSample
-
-from helpers import assert_usage_is_sum_of_candidates
 
 LONG = "step " * 30 + "so the answer is \\boxed{1}"      # 67 tokens
 SHORT = "quick: \\boxed{2}"                                # 3 tokens

@@ -15,13 +15,13 @@ from collections import Counter
 import pytest
 
 import ttc
+from logic_helpers import node_name, toy
 from ttc.context import Budget
 from ttc.errors import BudgetExhausted, InvalidInput
 from ttc.steps import StepConfig
 from ttc.strategies.particle import effective_sample_size, logit, resample, softmax
 from ttc.verifiers import ProgrammaticPRM
 
-from logic_helpers import node_name, toy
 
 def first_steps(result):
     return [result.tree[i] for i in result.tree.root.children]
@@ -322,8 +322,8 @@ def test_no_round_follows_one_in_which_the_token_budget_refused_a_request():
     # particle L writes long steps, S short ones: when L's request is refused, S's would still fit
     # for a while; the filter must stop anyway (measured: 200 and 300 tokens pay for round 1 and
     # S's step of round 2; 450 for rounds 1-2 and one step of round 3)
-    from ttc.backends import Scripted
     from logic_helpers import step_name
+    from ttc.backends import Scripted
 
     def script(prompt, params, i):
         done = [s for s in prompt.split("<assistant>\n", 1)[1].split("\n\n") if s.strip()]

@@ -16,8 +16,7 @@ from ttc.context import Context
 from ttc.errors import InvalidInput
 from ttc.probes import PLAIN_SUFFIX, AnswerConsistency, HiddenStateProbe, LinearProbe, TokenConfidence
 from ttc.probes.base import BOXED_SUFFIX, Decision, TraceState, read_answer
-from ttc.probes.confidence import (calibrate_threshold, group_confidences, lowest_group_confidence,
-                                   token_confidences)
+from ttc.probes.confidence import calibrate_threshold, group_confidences, lowest_group_confidence, token_confidences
 from ttc.probes.conformal import conformal_threshold, premature_exit_rate
 from ttc.types import Candidate, Completion, Problem
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 import pytest
 
 import ttc
+from logic_helpers import node_name, toy
 from ttc.context import Budget
 from ttc.errors import InvalidInput
 from ttc.steps import select_answer, verifier_calls_left
 from ttc.strategies.stepwise import StepSearch
 from ttc.types import Candidate
 from ttc.verifiers import aggregate
-
-from logic_helpers import node_name, toy
 
 
 def expanded(result) -> dict[str, int]:
@@ -245,9 +244,9 @@ def test_astar_takes_finished_traces_over_partial_ones_when_the_budget_ends_it()
 # -- budgets: where each search stops -------------------------------------------------------------
 def long_short():
     """Two first steps: L (long steps, PRM 0.6) and S (short, 0.5), each continuing itself."""
+    from logic_helpers import step_name
     from ttc.backends import Scripted
     from ttc.verifiers import ProgrammaticPRM
-    from logic_helpers import step_name
 
     def script(prompt, params, i):
         done = [s for s in prompt.split("<assistant>\n", 1)[1].split("\n\n") if s.strip()]

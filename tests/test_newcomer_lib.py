@@ -11,14 +11,13 @@ import pytest
 import torch
 
 import ttc
+from eval_helpers import addition_problems, scripted
 from ttc.backends import Scripted
 from ttc.errors import InvalidInput, ModelNotFound
 from ttc.eval import EvalReport, evaluate
 from ttc.strategies import BestOfN, MajorityVote, Sample
 from ttc.types import Problem, SamplingParams
 from ttc.verifiers import LogprobConfidence, Programmatic
-
-from eval_helpers import addition_problems, scripted
 
 PROBLEM = Problem(question="What is 2 + 3?", answer="5", id="p")
 

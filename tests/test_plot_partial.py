@@ -4,8 +4,8 @@ count of problems done in the label."""
 
 from matplotlib.colors import to_rgba
 
-from ttc.eval import EvalReport
 from test_eval_report import record
+from ttc.eval import EvalReport
 
 
 def markers(ax):

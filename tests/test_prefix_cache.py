@@ -12,10 +12,10 @@ import asyncio
 import pytest
 import torch
 
+from tiny_models import TinyTokenizer, tiny_gqa_model
 from ttc.backends.base import PREFIX_CACHING
 from ttc.backends.prefix_cache import PrefixCache
 from ttc.types import SamplingParams
-from tiny_models import TinyTokenizer, tiny_gqa_model
 
 
 # -- the radix tree ------------------------------------------------------------------------------

@@ -7,12 +7,20 @@ import numpy as np
 import pytest
 
 import ttc
-from ttc.probes import (Decision, LinearProbe, calibrate_threshold, conformal_threshold, find_cues, fit_logistic,
-                        group_confidences, premature_exit_rate, token_confidences)
+from test_early_exit import HiddenScripted
+from ttc.probes import (
+    Decision,
+    LinearProbe,
+    calibrate_threshold,
+    conformal_threshold,
+    find_cues,
+    fit_logistic,
+    group_confidences,
+    premature_exit_rate,
+    token_confidences,
+)
 from ttc.probes.base import read_answer
 from ttc.probes.training import ForcedExits, calibrate_probe, collect_forced_exits, train_probe
-
-from test_early_exit import HiddenScripted
 
 
 def test_token_confidence_is_minus_mean_topk_logprob_else_the_logprob():

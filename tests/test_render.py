@@ -5,9 +5,9 @@ pruned is known in advance."""
 import xml.etree.ElementTree as ET
 
 import ttc
+from test_step_search import chain_tree, decoy_tree, names
 from ttc.backends import Scripted
 from ttc.render import CHOSEN, KEPT, PRUNED, node_states, tree_svg, votes_svg
-from test_step_search import chain_tree, decoy_tree, names
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -12,8 +12,8 @@ import asyncio
 import pytest
 import torch
 
-from ttc.types import SamplingParams
 from tiny_models import TinyTokenizer, tiny_gqa_model
+from ttc.types import SamplingParams
 
 
 @pytest.fixture(scope="module")

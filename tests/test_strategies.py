@@ -6,13 +6,12 @@ import math
 import pytest
 
 import ttc
+from helpers import assert_usage_is_sum_of_candidates
 from ttc.backends import Scripted
 from ttc.backends.scripted import ScriptedResponse
 from ttc.models import resolve_model
 from ttc.strategies.best_of_n import softmax
 from ttc.verifiers import LogprobConfidence, Programmatic, gold_answer_oracle
-
-from helpers import assert_usage_is_sum_of_candidates
 
 
 def cycling(*answers):

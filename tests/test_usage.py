@@ -6,7 +6,6 @@ test_usage_real.py).
 
 import asyncio
 import json
-import warnings
 
 import pytest
 

@@ -23,7 +23,6 @@ import pytest
 import ttc
 from ttc.backends.openai_compatible import OpenAICompatible
 from ttc.demo import DEMO_PROMPT, demo_problems
-from ttc.models import smollm2
 from ttc.steps import StepConfig
 
 pytestmark = pytest.mark.slow

@@ -8,6 +8,7 @@ rest and account for exactly what they streamed. Budgets are tiny: vLLM on this 
 import pytest
 
 import ttc
+from helpers import assert_top_k_confidence_exits_where_deepconf_says, assert_usage_is_sum_of_candidates
 from ttc.backends.openai_compatible import OpenAICompatible
 from ttc.demo import DEMO_PROMPT, demo_problems
 from ttc.probes import PLAIN_SUFFIX, AnswerConsistency, TokenConfidence
@@ -15,8 +16,6 @@ from ttc.steps import StepConfig
 from ttc.strategies.early_exit import EarlyExit
 from ttc.strategies.first_finish import FirstFinish
 from ttc.verifiers import LLMJudge
-
-from helpers import assert_top_k_confidence_exits_where_deepconf_says, assert_usage_is_sum_of_candidates
 
 pytestmark = pytest.mark.slow
 

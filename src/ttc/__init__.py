@@ -6,18 +6,46 @@
     print(result.answer, result.usage)
 """
 
-from ttc import answers, backends, display, eval, verifiers  # display: Result renders in Jupyter
-from ttc import models, probes, votes
+from ttc import (  # display: Result renders in Jupyter
+                        answers,
+                        backends,
+                        display,
+                        eval,
+                        models,
+                        probes,
+                        steps,
+                        verifiers,
+                        votes,
+)
 from ttc.context import Budget, Context
-from ttc.errors import (AnswerNotFound, BackendUnavailable, BudgetExhausted, GenerationError, InvalidInput,
-                        MalformedResponse, ModelNotFound, TTCError, Unsupported)
+from ttc.errors import (
+                        AnswerNotFound,
+                        BackendUnavailable,
+                        BudgetExhausted,
+                        GenerationError,
+                        InvalidInput,
+                        MalformedResponse,
+                        ModelNotFound,
+                        TTCError,
+                        Unsupported,
+)
 from ttc.prompts import ChatPrompt
 from ttc.runner import asolve_many, run_sync, solve_many
-from ttc.strategies import BestOfN, MajorityVote, Sample, Sampler, Strategy
-from ttc.strategies import DeepConf, EarlyExit, FirstFinish
-from ttc.strategies import AStar, BeamSearch, DVTS, ParticleFilter
-from ttc import steps
 from ttc.steps import StepConfig
+from ttc.strategies import (
+                        DVTS,
+                        AStar,
+                        BeamSearch,
+                        BestOfN,
+                        DeepConf,
+                        EarlyExit,
+                        FirstFinish,
+                        MajorityVote,
+                        ParticleFilter,
+                        Sample,
+                        Sampler,
+                        Strategy,
+)
 from ttc.types import Candidate, Completion, Problem, Result, SamplingParams, Step, Trace, Usage
 
 __version__ = "0.1.0"

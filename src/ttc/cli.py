@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ttc.backends.factory import BACKENDS, make_backend
 from ttc.backends.threads import parse_threads

@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 from ttc.backends.base import Delta, Generator
 from ttc.errors import BudgetExhausted, GenerationError, InvalidInput, Unsupported
@@ -122,7 +122,7 @@ class Context:
         return params, reserved
 
     @contextlib.asynccontextmanager
-    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator["Stream"]:
+    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Stream]:
         """Stream one completion within the budget; leaving the block early stops the request.
 
             async with ctx.stream(prompt, params) as s:
@@ -230,7 +230,7 @@ class Stream:
         self.text = ""
         self.finish_reason: str | None = None
 
-    def __aiter__(self) -> "Stream":
+    def __aiter__(self) -> Stream:
         return self
 
     async def __anext__(self) -> Delta:

@@ -13,8 +13,9 @@ saved notebook and on GitHub's notebook viewer alike. `ttc.display` puts them in
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from html import escape
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ttc.types import Candidate, Result
 

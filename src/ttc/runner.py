@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterable, TypeVar
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -64,7 +65,7 @@ def note_truncation(result: Result) -> Result:
     return result
 
 
-async def solve_one(strategy: "Strategy", problem: Problem | str, generator: Generator, *,
+async def solve_one(strategy: Strategy, problem: Problem | str, generator: Generator, *,
                     budget: Budget | None = None, seed: int | None = None) -> Result:
     """Solve one problem; raises on failure (see `asolve_many` for per-problem error records)."""
     problem = Problem.coerce(problem).validate()
@@ -74,7 +75,7 @@ async def solve_one(strategy: "Strategy", problem: Problem | str, generator: Gen
     return note_truncation(result)
 
 
-async def asolve_many(strategy: "Strategy", problems: Iterable[Problem | str], generator: Generator, *,
+async def asolve_many(strategy: Strategy, problems: Iterable[Problem | str], generator: Generator, *,
                       concurrency: int = 32, budget: Budget | None = None, seed: int | None = None,
                       progress: bool = True, on_result: Callable[[int, Result], None] | None = None
                       ) -> list[Result]:
@@ -123,7 +124,7 @@ async def asolve_many(strategy: "Strategy", problems: Iterable[Problem | str], g
         bar.close()
 
 
-def solve_many(strategy: "Strategy", problems: Iterable[Problem | str], generator: Generator, **kwargs: Any
+def solve_many(strategy: Strategy, problems: Iterable[Problem | str], generator: Generator, **kwargs: Any
                ) -> list[Result]:
     """Sync `asolve_many`: works in scripts and inside Jupyter. Same arguments."""
     return run_sync(closing_loop(generator, asolve_many(strategy, problems, generator, **kwargs)))

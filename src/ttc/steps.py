@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from ttc import answers
 from ttc.backends.base import TOKEN_IDS, Generator
@@ -157,7 +158,7 @@ class Stepper:
         self.prompt_text: Any = ""
         self.delimiter_ids: tuple[int, ...] = ()
 
-    async def start(self) -> "Stepper":
+    async def start(self) -> Stepper:
         generator = self.ctx.generator
         capabilities = await generator.detect_capabilities()  # a server is asked once, before any branch
         self.use_token_ids = TOKEN_IDS in capabilities

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence, Union
+from typing import Any, Union
 
 from ttc.errors import InvalidInput
 
@@ -25,7 +26,7 @@ class Problem:
     id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    def validate(self) -> "Problem":
+    def validate(self) -> Problem:
         """Raise `InvalidInput` unless this problem can be solved (strategies call it first).
 
         Not done on construction, so that a bad problem can still be recorded in a failed result.
@@ -37,7 +38,7 @@ class Problem:
         return self
 
     @classmethod
-    def coerce(cls, problem: "Problem | str") -> "Problem":
+    def coerce(cls, problem: Problem | str) -> Problem:
         """Accept a bare question string wherever a Problem is expected."""
         if isinstance(problem, Problem):
             return problem
@@ -86,7 +87,7 @@ class SamplingParams:
         else:
             object.__setattr__(self, "stop", tuple(self.stop))
 
-    def replace(self, **changes: Any) -> "SamplingParams":
+    def replace(self, **changes: Any) -> SamplingParams:
         return dataclasses.replace(self, **changes)
 
 
@@ -156,7 +157,7 @@ class Usage:
         """Billed prompt tokens + completion tokens: what `Budget(tokens=...)` counts."""
         return self.prompt_tokens + self.completion_tokens
 
-    def add(self, other: "Usage") -> None:
+    def add(self, other: Usage) -> None:
         """Add another usage's counts into this one (wall time is not added: it is elapsed time)."""
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
@@ -168,7 +169,7 @@ class Usage:
         self.estimated = self.estimated or other.estimated
 
     @classmethod
-    def total(cls, usages: Sequence["Usage"]) -> "Usage":
+    def total(cls, usages: Sequence[Usage]) -> Usage:
         out = cls()
         for u in usages:
             out.add(u)
@@ -248,7 +249,7 @@ class Result:
     error: str | None = None
 
     @classmethod
-    def failed(cls, problem: Problem, strategy: str, error: BaseException, usage: Usage) -> "Result":
+    def failed(cls, problem: Problem, strategy: str, error: BaseException, usage: Usage) -> Result:
         """The record of a problem that could not be solved, keeping what it had spent."""
         return cls(problem=problem, answer=None, candidates=[], usage=usage, strategy=strategy,
                    error=f"{type(error).__name__}: {error}")

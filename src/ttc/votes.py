@@ -16,7 +16,7 @@ the unweighted plurality decides instead, and `details["vote_fallback"]` says so
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from ttc import answers
 from ttc.errors import InvalidInput

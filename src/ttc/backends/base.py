@@ -7,8 +7,9 @@ A backend is async and batches on its own: strategies just issue concurrent `gen
 from __future__ import annotations
 
 import abc
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Sequence
+from typing import Any
 
 from ttc.errors import InvalidInput, Unsupported
 from ttc.types import Completion, Prompt, SamplingParams, Usage

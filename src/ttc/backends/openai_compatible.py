@@ -39,14 +39,14 @@ import time
 import urllib.request
 import warnings
 import weakref
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from ttc.backends.base import (PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator,
-                               combine_generations)
+from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator, combine_generations
 from ttc.errors import BackendUnavailable, GenerationError, InvalidInput, MalformedResponse, Unsupported
 from ttc.types import Completion, Prompt, SamplingParams, Usage
 
@@ -123,7 +123,7 @@ class ChatMessages(str):
     messages: tuple[dict[str, str], ...]
     continue_final: bool
 
-    def __new__(cls, messages: Sequence[dict[str, str]], continue_final: bool = False) -> "ChatMessages":
+    def __new__(cls, messages: Sequence[dict[str, str]], continue_final: bool = False) -> ChatMessages:
         text = "".join(f"<{m['role']}>\n{m['content']}\n" for m in messages)
         self = super().__new__(cls, text)
         self.messages = tuple(dict(m) for m in messages)
@@ -358,7 +358,7 @@ class OpenAICompatible(Generator):
         self._headers = {"Content-Type": "application/json", **(headers or {})}
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
-        self._states: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]" = weakref.WeakKeyDictionary()
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
         self._next = 0
         self.retries = 0  # attempts repeated after a failure, for tests and monitoring
         self._warned_no_usage = False
@@ -857,7 +857,7 @@ class OpenAICompatible(Generator):
         if state is not None:
             await state.session.close()
 
-    async def __aenter__(self) -> "OpenAICompatible":
+    async def __aenter__(self) -> OpenAICompatible:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
@@ -48,8 +48,8 @@ class PrefixCacheStats:
 class _Node:
     tokens: tuple[int, ...]
     kv: KV
-    parent: "_Node | None"
-    children: dict[int, "_Node"] = field(default_factory=dict)
+    parent: _Node | None
+    children: dict[int, _Node] = field(default_factory=dict)
     last_used: int = 0
     nbytes: int = 0
 

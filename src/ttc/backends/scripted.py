@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, Iterable, Sequence, Union
+from typing import Union
 
 from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator
 from ttc.errors import InvalidInput

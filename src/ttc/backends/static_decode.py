@@ -197,7 +197,7 @@ class StaticDecoder:
         return columns <= self.max_length
 
     def start(self, prefill_cache: Any, rows: torch.Tensor, mask: torch.Tensor, width: int,
-              max_new: int) -> "StaticSession":
+              max_new: int) -> StaticSession:
         """Copy the prefilled KV of `rows` (one per candidate) into a bucket; `mask` is the (distinct, width) 0/1 mask."""
         count = int(rows.shape[0])
         length = -(-(width + max_new) // self.length_step) * self.length_step

@@ -32,8 +32,9 @@ import queue
 import random
 import threading
 import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -289,7 +290,7 @@ class Transformers(Generator):
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, *, name: str | None = None, max_batch_size: int = 64,
                    batch_window: float = 0.02, max_model_len: int | None = None,
-                   decode: str = "auto", prefix_cache_bytes: int = PREFIX_CACHE_BYTES) -> "Transformers":
+                   decode: str = "auto", prefix_cache_bytes: int = PREFIX_CACHE_BYTES) -> Transformers:
         """Wrap an already-loaded model and tokenizer (kept on the model's device and dtype)."""
         self = cls.__new__(cls)
         name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
@@ -525,7 +526,7 @@ class Transformers(Generator):
         if thread is not None:
             thread.join()
 
-    async def __aenter__(self) -> "Transformers":
+    async def __aenter__(self) -> Transformers:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

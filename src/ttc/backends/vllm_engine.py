@@ -20,7 +20,8 @@ import operator
 import os
 import threading
 import uuid
-from typing import Any, AsyncIterator, Coroutine, Sequence, TypeVar
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import Any, TypeVar
 
 from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator
 from ttc.errors import BackendUnavailable, GenerationError, InvalidInput, ModelNotFound, TTCError
@@ -162,7 +163,7 @@ class VLLMEngine(Generator):
 
     @classmethod
     def from_engine(cls, engine: Any, *, name: str | None = None,
-                    loop: asyncio.AbstractEventLoop | None = None) -> "VLLMEngine":
+                    loop: asyncio.AbstractEventLoop | None = None) -> VLLMEngine:
         """Wrap a vLLM `AsyncLLM` you built yourself; `aclose()` leaves it running.
 
         Requests run on `loop` if given, else on the loop the engine's output handler already
@@ -309,7 +310,7 @@ class VLLMEngine(Generator):
     async def _shutdown(self) -> None:
         self.engine.shutdown()
 
-    async def __aenter__(self) -> "VLLMEngine":
+    async def __aenter__(self) -> VLLMEngine:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -21,7 +21,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ttc.errors import BackendUnavailable
 from ttc.models import resolve_model
@@ -85,7 +86,7 @@ class VLLMServer:
         """The OpenAI base URL, `http://host:port/v1`."""
         return f"{self.root}/v1"
 
-    def start(self) -> "VLLMServer":
+    def start(self) -> VLLMServer:
         """Launch the server and wait until it answers; on failure, stop it and raise with its log tail."""
         if self.process is not None:
             return self
@@ -175,7 +176,7 @@ class VLLMServer:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def __enter__(self) -> "VLLMServer":
+    def __enter__(self) -> VLLMServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -17,9 +17,10 @@ import html
 import io
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
@@ -81,7 +82,7 @@ class SettingSummary:
     cut: float | None = None
 
     @classmethod
-    def from_records(cls, setting: str, records: Sequence[Mapping[str, Any]]) -> "SettingSummary":
+    def from_records(cls, setting: str, records: Sequence[Mapping[str, Any]]) -> SettingSummary:
         first = records[0]
         graded = [r for r in records if r.get("correct") is not None]
         if all(r.get("error") for r in records):
@@ -166,7 +167,7 @@ class EvalReport:
         self.title = title or self._default_title()
 
     @classmethod
-    def from_jsonl(cls, path: str | os.PathLike, title: str | None = None) -> "EvalReport":
+    def from_jsonl(cls, path: str | os.PathLike, title: str | None = None) -> EvalReport:
         """The report of a results file written by `evaluate`/`compare` (or `ttc eval`)."""
         from ttc.eval.runner import read_results
 

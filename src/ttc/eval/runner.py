@@ -21,9 +21,10 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ttc.backends.base import Generator
 from ttc.context import Budget, Context
@@ -156,7 +157,7 @@ class ResultsFile:
             os.close(self._fd)  # releases the lock
             self._fd = -1
 
-    def __enter__(self) -> "ResultsFile":
+    def __enter__(self) -> ResultsFile:
         return self
 
     def __exit__(self, *exc: Any) -> None:

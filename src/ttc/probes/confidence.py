@@ -23,7 +23,7 @@ scale, so thresholds must be calibrated in the same mode they are used in.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -129,7 +129,7 @@ class TokenConfidence(Probe):
     def score(self, completion: Completion) -> float:
         return lowest_group_confidence(completion, self.window, self.mode)
 
-    def filter(self, weighted: bool = False, keep: float | None = None) -> "ConfidenceFilter":
+    def filter(self, weighted: bool = False, keep: float | None = None) -> ConfidenceFilter:
         """This probe as a verifier: 1 for traces whose lowest group confidence reaches the bar, else 0
         (`weighted=True`: the confidence itself instead of 1, for top-k confidences, which are positive).
 

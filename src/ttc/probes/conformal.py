@@ -11,7 +11,7 @@ class-conditional form used by LYNX-style exit probes).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

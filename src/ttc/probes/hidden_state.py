@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ class LinearProbe:
                                f"(trained on another model?)")
         return _sigmoid(((hidden - self.mean) / self.scale) @ self.weights + self.bias)
 
-    def calibrated(self, negative_scores: Sequence[float], alpha: float) -> "LinearProbe":
+    def calibrated(self, negative_scores: Sequence[float], alpha: float) -> LinearProbe:
         """A copy whose threshold is the split-conformal threshold for premature-exit rate `alpha`."""
         import dataclasses
 
@@ -81,7 +82,7 @@ class LinearProbe:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "LinearProbe":
+    def load(cls, path: str | Path) -> LinearProbe:
         path = Path(path)
         if not path.is_file():
             raise InvalidInput(f"no probe file at {path}")

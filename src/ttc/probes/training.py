@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class ForcedExits:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, mask: np.ndarray) -> "ForcedExits":
+    def subset(self, mask: np.ndarray) -> ForcedExits:
         return ForcedExits(self.features[mask], self.labels[mask], self.groups[mask], self.positions[mask],
                            [a for a, m in zip(self.answers, mask) if m], dict(self.meta))
 
@@ -62,7 +63,7 @@ class ForcedExits:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "ForcedExits":
+    def load(cls, path: str | Path) -> ForcedExits:
         path = Path(path)
         if not path.is_file():
             raise InvalidInput(f"no forced-exit data at {path}")

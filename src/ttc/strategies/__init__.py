@@ -1,15 +1,15 @@
 """Test-time-compute strategies."""
 
+from ttc.strategies.astar import AStar
 from ttc.strategies.base import Sampler, Strategy
+from ttc.strategies.beam import DVTS, BeamSearch
 from ttc.strategies.best_of_n import BestOfN
+from ttc.strategies.deepconf import DeepConf
 from ttc.strategies.early_exit import EarlyExit
 from ttc.strategies.first_finish import FirstFinish, StreamSample
 from ttc.strategies.majority import MajorityVote
-from ttc.strategies.sample import Sample
-from ttc.strategies.astar import AStar
-from ttc.strategies.beam import DVTS, BeamSearch
 from ttc.strategies.particle import ParticleFilter
-from ttc.strategies.deepconf import DeepConf
+from ttc.strategies.sample import Sample
 
 __all__ = ["BestOfN", "MajorityVote", "Sample", "Sampler", "Strategy"]
 __all__ += ["EarlyExit", "FirstFinish", "StreamSample"]

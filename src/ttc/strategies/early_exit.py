@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ttc.answers import read_answer
-from ttc.context import Context
 from ttc.backends.base import TOKEN_IDS
+from ttc.context import Context
 from ttc.errors import BudgetExhausted, InvalidInput, Unsupported
 from ttc.probes.base import DROP, EXIT, PLAIN_SUFFIX, Decision, Probe, TraceState, elicit_answer
 from ttc.prompts import ChatPrompt
 from ttc.strategies.base import Sampler
 from ttc.strategies.sample import DEFAULT_PARAMS
-from ttc.types import Candidate, Completion, Problem, SamplingParams, Usage
+from ttc.types import Candidate, Completion, Problem, SamplingParams
 
 MODES = ("chunks", "stream")
 #: Candidate.finish_reason of a trace a probe stopped

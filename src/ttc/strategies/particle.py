@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 from ttc.context import Context
 from ttc.errors import InvalidInput

@@ -3,13 +3,23 @@ of new tree nodes, and the Result (candidates, answer, search tree, usage)."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ttc.context import Context
 from ttc.errors import BudgetExhausted, InvalidInput
 from ttc.prompts import ChatPrompt
-from ttc.steps import (STEP_PARAMS, Node, SearchTree, StepConfig, Stepper, check_selection, make_candidate,
-                       select_answer, trace_step_texts)
+from ttc.steps import (
+    STEP_PARAMS,
+    Node,
+    SearchTree,
+    StepConfig,
+    Stepper,
+    check_selection,
+    make_candidate,
+    select_answer,
+    trace_step_texts,
+)
 from ttc.strategies.base import Strategy
 from ttc.types import Problem, Result, SamplingParams
 from ttc.verifiers.process import ProcessRewardModel, aggregate, check_aggregation, score_steps

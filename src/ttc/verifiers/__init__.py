@@ -2,10 +2,9 @@
 
 from ttc.verifiers.base import Verifier, score_candidates
 from ttc.verifiers.confidence import LogprobConfidence
-from ttc.verifiers.programmatic import Programmatic, gold_answer_oracle
 from ttc.verifiers.judge import LLMJudge
-from ttc.verifiers.process import (AGGREGATIONS, PRMVerifier, ProcessRewardModel, ProgrammaticPRM, aggregate,
-                                   score_steps)
+from ttc.verifiers.process import AGGREGATIONS, PRMVerifier, ProcessRewardModel, ProgrammaticPRM, aggregate, score_steps
+from ttc.verifiers.programmatic import Programmatic, gold_answer_oracle
 
 __all__ = ["LogprobConfidence", "Programmatic", "Verifier", "gold_answer_oracle", "score_candidates"]
 __all__ += ["AGGREGATIONS", "HFProcessRewardModel", "LLMJudge", "MathShepherdPRM", "PRMVerifier",

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ttc.backends.base import Generator
 from ttc.context import Context

@@ -16,7 +16,8 @@ from __future__ import annotations
 import abc
 import inspect
 import math
-from typing import Any, Awaitable, Callable, Sequence, Union
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from ttc.context import Context
 from ttc.errors import InvalidInput
@@ -67,7 +68,7 @@ class ProcessRewardModel(abc.ABC):
         """
 
     @classmethod
-    def from_pretrained(cls, path: str, format: str = "auto", **kwargs: Any) -> "ProcessRewardModel":
+    def from_pretrained(cls, path: str, format: str = "auto", **kwargs: Any) -> ProcessRewardModel:
         """A Hugging Face PRM from a local folder (or a hub id with a local hub cache).
 
         format: "qwen" (Qwen2.5-Math-PRM style: a 2-class head read at each `<extra_0>` step
@@ -78,7 +79,7 @@ class ProcessRewardModel(abc.ABC):
 
         return load_prm(path, format=format, **kwargs)
 
-    def as_verifier(self, aggregation: str = "last", delimiter: str = "\n\n", split: bool = True) -> "PRMVerifier":
+    def as_verifier(self, aggregation: str = "last", delimiter: str = "\n\n", split: bool = True) -> PRMVerifier:
         """This PRM as an outcome `Verifier` (for BestOfN, weighted voting); `split=False` scores
         each whole solution as a single step (an outcome judge)."""
         return PRMVerifier(self, aggregation=aggregation, delimiter=delimiter, split=split)
@@ -131,7 +132,7 @@ async def score_steps(prm: ProcessRewardModel, problem: Problem, traces: Sequenc
     return scores
 
 
-StepFn = Callable[[Problem, list[str]], Union[float, Awaitable[float]]]
+StepFn = Callable[[Problem, list[str]], float | Awaitable[float]]
 
 
 class ProgrammaticPRM(ProcessRewardModel):

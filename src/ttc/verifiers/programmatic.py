@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import inspect
-from typing import Awaitable, Callable, Sequence, Union
+from collections.abc import Awaitable, Callable, Sequence
 
 from ttc.context import Context
 from ttc.types import Candidate, Problem
 from ttc.verifiers.base import Verifier, as_numbers
 
-ScoreFn = Callable[[Problem, Candidate], Union[float, Awaitable[float]]]
+ScoreFn = Callable[[Problem, Candidate], float | Awaitable[float]]
 
 
 class Programmatic(Verifier):

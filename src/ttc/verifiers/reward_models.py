@@ -26,7 +26,8 @@ import abc
 import asyncio
 import os
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
