@@ -189,7 +189,7 @@ async def stepwise_vs_oneshot(backend: Transformers, prompt: list[int], n: int, 
             outs = await asyncio.gather(*(backend.generate(t, SamplingParams(temperature=1.0, max_tokens=step_tokens,
                                                                             seed=11 + 97 * k + i))
                                           for i, t in enumerate(traces)))
-            for t, g in zip(traces, outs):
+            for t, g in zip(traces, outs, strict=False):
                 t.extend(g.completions[0].token_ids)
 
     await oneshot()
@@ -201,7 +201,9 @@ async def stepwise_vs_oneshot(backend: Transformers, prompt: list[int], n: int, 
             "oneshot_tok_s": tokens / one, "stepwise_tok_s": tokens / step, "stepwise_over_oneshot": one / step}
 
 
-def replay_ms(backend: Transformers, batch: int, past: int, attention: str | None = "same", repeats: int = 20) -> float | None:
+def replay_ms(
+    backend: Transformers, batch: int, past: int, attention: str | None = "same", repeats: int = 20
+) -> float | None:
     """GPU time of one captured decode step alone (CUDA events around graph replays), or None off CUDA graphs.
 
     attention="same" times the backend's own graph; None captures a second graph with transformers'
@@ -266,9 +268,12 @@ def profile_step(backend: Transformers, batch: int, past: int, device: torch.dev
         t[0] += 1
         t[1] += getattr(e, "device_time", 0.0) if gpu else getattr(e, "cpu_time", 0.0)
     top = sorted(totals.items(), key=lambda kv: -kv[1][1])[:15]
-    return {"batch": bucket, "kernels_per_step": len(kernels) / steps,
-            "kernel_ms_per_step": sum(v[1] for v in totals.values()) / steps / 1e3,
-            "top": [{"name": name[:90], "per_step": n / steps, "ms_per_step": us / steps / 1e3} for name, (n, us) in top]}
+    return {
+        "batch": bucket,
+        "kernels_per_step": len(kernels) / steps,
+        "kernel_ms_per_step": sum(v[1] for v in totals.values()) / steps / 1e3,
+        "top": [{"name": name[:90], "per_step": n / steps, "ms_per_step": us / steps / 1e3} for name, (n, us) in top],
+    }
 
 
 async def check_against_forward(backend: Transformers, model: Any, prompt: list[int], device: torch.device,
@@ -296,10 +301,12 @@ async def bench_shape(shape: str, args: argparse.Namespace, device: torch.device
     prompt = prompt_ids(args.prompt, model.config.vocab_size)
     print(f"[{shape}] built in {time.perf_counter() - t0:.1f}s: {weights / 1e9:.3f} GB of weights, "
           f"{kv_per_token / 1e3:.1f} kB of KV per token", flush=True)
-    fast = Transformers.from_model(model, StubTokenizer(), name=f"qwen2-{shape}-random", max_batch_size=max(args.batches),
-                                   decode=args.decode)
-    plain = Transformers.from_model(model, StubTokenizer(), name=f"qwen2-{shape}-random", max_batch_size=max(args.batches),
-                                    decode="dynamic")
+    fast = Transformers.from_model(
+        model, StubTokenizer(), name=f"qwen2-{shape}-random", max_batch_size=max(args.batches), decode=args.decode
+    )
+    plain = Transformers.from_model(
+        model, StubTokenizer(), name=f"qwen2-{shape}-random", max_batch_size=max(args.batches), decode="dynamic"
+    )
     check = await check_against_forward(fast, model, prompt, device)
     print(f"[{shape}] {fast.decode_mode} vs a plain forward pass: {check}", flush=True)
     rows = []
@@ -329,16 +336,26 @@ async def bench_shape(shape: str, args: argparse.Namespace, device: torch.device
                                                         if isinstance(v, float)), flush=True)
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    result: dict[str, Any] = {"shape": shape, "config": SHAPES[shape], "weight_bytes": weights,
-                              "kv_bytes_per_token": kv_per_token, "decode_mode": fast.decode_mode, "check": check, "steps": rows}
+    result: dict[str, Any] = {
+        "shape": shape,
+        "config": SHAPES[shape],
+        "weight_bytes": weights,
+        "kv_bytes_per_token": kv_per_token,
+        "decode_mode": fast.decode_mode,
+        "check": check,
+        "steps": rows,
+    }
     if args.profile and fast._static is not None:
         try:
             result["profile"] = profile_step(fast, args.profile, args.prompt + 1, device)
         except Exception as exc:  # noqa: BLE001 - the profile is an extra; keep the shape's other numbers
             result["profile"] = {"error": f"{type(exc).__name__}: {exc}", "kernels_per_step": 0,
                                  "kernel_ms_per_step": 0, "top": []}
-        print(f"[{shape}] profile of one eager static step at batch {args.profile}: "
-              f"{result['profile']['kernels_per_step']:.0f} kernels, {result['profile']['kernel_ms_per_step']:.2f} ms", flush=True)
+        print(
+            f"[{shape}] profile of one eager static step at batch {args.profile}: "
+            f"{result['profile']['kernels_per_step']:.0f} kernels, {result['profile']['kernel_ms_per_step']:.2f} ms",
+            flush=True,
+        )
         for k in result["profile"]["top"]:
             print(f"    {k['per_step']:5.0f} x {k['ms_per_step']:.3f} ms  {k['name']}", flush=True)
     result["batch_vs_sequential"] = await batch_vs_sequential(fast, prompt, args.n, args.steps, device)
@@ -367,31 +384,43 @@ async def bench_shape(shape: str, args: argparse.Namespace, device: torch.device
 
 
 def table(report: dict[str, Any]) -> str:
-    lines = [f"device: {report['machine']['device_name']}; copy bandwidth measured {report['bandwidth_measured'] / 1e9:.1f} GB/s"
-             + (f", nominal {report['bandwidth_nominal'] / 1e9:.0f} GB/s" if report["bandwidth_nominal"] else ""),
-             "| shape | batch | floor ms | ttc ms (x floor) | ttc greedy ms | graph replay ms | ttc dynamic ms (x floor) "
-             "| HF generate ms (x floor) | HF / ttc |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"device: {report['machine']['device_name']}; "
+        f"copy bandwidth measured {report['bandwidth_measured'] / 1e9:.1f} GB/s"
+        + (f", nominal {report['bandwidth_nominal'] / 1e9:.0f} GB/s" if report["bandwidth_nominal"] else ""),
+        "| shape | batch | floor ms | ttc ms (x floor) | ttc greedy ms | graph replay ms | ttc dynamic ms (x floor) "
+        "| HF generate ms (x floor) | HF / ttc |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for shape in report["shapes"]:
         for r in shape["steps"]:
             dyn = (f"{r['ttc_dynamic_ms']:.2f} ({r['ttc_dynamic_x_floor']:.1f}x)" if "ttc_dynamic_ms" in r else "-")
             graph = "-" if r.get("graph_replay_ms") is None else f"{r['graph_replay_ms']:.2f}"
             if r.get("graph_replay_repeat_kv_ms") is not None:
                 graph += f" (repeat_kv {r['graph_replay_repeat_kv_ms']:.2f})"
-            lines.append(f"| {shape['shape']} | {r['batch']} | {r['floor_ms']:.3f} | {r['ttc_ms']:.2f} "
-                         f"({r['ttc_x_floor']:.1f}x) | {r['ttc_greedy_ms']:.2f} | {graph} | {dyn} | {r['hf_generate_ms']:.2f} "
-                         f"({r['hf_generate_x_floor']:.1f}x) | {r['hf_over_ttc']:.1f} |")
+            # None when the differenced ttc step time came out 0 (timer noise at tiny CPU shapes)
+            ratio = "-" if r["hf_over_ttc"] is None else f"{r['hf_over_ttc']:.1f}"
+            lines.append(
+                f"| {shape['shape']} | {r['batch']} | {r['floor_ms']:.3f} | {r['ttc_ms']:.2f} "
+                f"({r['ttc_x_floor']:.1f}x) | {r['ttc_greedy_ms']:.2f} | {graph} | {dyn} | {r['hf_generate_ms']:.2f} "
+                f"({r['hf_generate_x_floor']:.1f}x) | {ratio} |"
+            )
     for shape in report["shapes"]:
         b, s = shape["batch_vs_sequential"], shape["stepwise_vs_oneshot"]
-        lines.append(f"{shape['shape']}: n={b['n']} x {b['tokens']} tokens, sequential over one batch "
-                     f"{b['sequential_over_batch']:.1f}x; step-wise ({s['steps']} x {s['step_tokens']} tokens, "
-                     f"n={s['n']}) over one-shot throughput {s['stepwise_over_oneshot']:.2f} "
-                     f"({s['stepwise_tok_s']:.0f} vs {s['oneshot_tok_s']:.0f} tok/s); decode {shape['decode_mode_after']}; "
-                     f"vs plain forward: max |d logprob| {shape['check']['max_abs_logprob_diff']:.3g}, greedy argmax "
-                     f"agreement {shape['check']['greedy_argmax_agreement']:.2f}"
-                     + (f"; graph error: {shape['graph_error']}" if shape["graph_error"] else ""))
+        lines.append(
+            f"{shape['shape']}: n={b['n']} x {b['tokens']} tokens, sequential over one batch "
+            f"{b['sequential_over_batch']:.1f}x; step-wise ({s['steps']} x {s['step_tokens']} tokens, "
+            f"n={s['n']}) over one-shot throughput {s['stepwise_over_oneshot']:.2f} "
+            f"({s['stepwise_tok_s']:.0f} vs {s['oneshot_tok_s']:.0f} tok/s); decode {shape['decode_mode_after']}; "
+            f"vs plain forward: max |d logprob| {shape['check']['max_abs_logprob_diff']:.3g}, greedy argmax "
+            f"agreement {shape['check']['greedy_argmax_agreement']:.2f}"
+            + (f"; graph error: {shape['graph_error']}" if shape["graph_error"] else "")
+        )
         for window, w in shape.get("stepwise_vs_oneshot_by_window", {}).items():
-            lines.append(f"{shape['shape']}: step-wise over one-shot with batch_window={window}: {w['stepwise_over_oneshot']:.2f}")
+            lines.append(
+                f"{shape['shape']}: step-wise over one-shot with batch_window={window}: "
+                f"{w['stepwise_over_oneshot']:.2f}"
+            )
     return "\n".join(lines)
 
 

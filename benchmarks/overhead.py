@@ -325,7 +325,9 @@ def main() -> None:
     for mode in ("on", "off"):
         key = f"prefix-cache {mode}:"
         if f"{key} step-wise" in timings.runs:
-            rows.append((f"{key} step-wise / one-shot", timings.rate(f"{key} step-wise") / timings.rate(f"{key} one-shot")))
+            rows.append(
+                (f"{key} step-wise / one-shot", timings.rate(f"{key} step-wise") / timings.rate(f"{key} one-shot"))
+            )
     for name, ratio in rows:
         print(f"  {name:<70} {ratio:6.3f}")
     for name in timings.runs:

@@ -12,10 +12,11 @@ drifts affects both alike:
   up to the search's mean tokens per candidate, on the cache-off backend.
 It reports generated tokens per second of each, the ratio search / one-shot before and after,
 the time ratio off / on, by wall clock and by CPU time of the process (with one torch thread,
-CPU time is the work done, much less disturbed by other jobs on a shared machine), and checks that both searches give identical answers and trace
-texts for the same seed (the cache changes float rounding only; a flip of a sampled token is
-possible in principle and is reported, not hidden). Ratios, not absolute times, are what carry
-over between machines; the script prints `uptime` beside them.
+CPU time is the work done, much less disturbed by other jobs on a shared machine), and checks that
+both searches give identical answers and trace texts for the same seed (the cache changes float
+rounding only; a flip of a sampled token is possible in principle and is reported, not hidden).
+Ratios, not absolute times, are what carry over between machines; the script prints `uptime`
+beside them.
 """
 
 from __future__ import annotations
@@ -68,10 +69,19 @@ async def run_search(llm: Transformers, problems, args) -> dict:
                                 progress=False)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     stats = llm.stats
-    return {"seconds": seconds, "cpu_seconds": cpu, "tokens": stats.generated_tokens, "prefill_tokens": stats.prefill_tokens,
-            "cached_tokens": stats.cached_tokens, "requests": stats.requests, "batches": stats.batches,
-            "decode_steps": stats.decode_steps, "decode_rows": stats.decode_rows,
-            "errors": sum(not r.ok for r in results), "fingerprint": fingerprint(results)}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "tokens": stats.generated_tokens,
+        "prefill_tokens": stats.prefill_tokens,
+        "cached_tokens": stats.cached_tokens,
+        "requests": stats.requests,
+        "batches": stats.batches,
+        "decode_steps": stats.decode_steps,
+        "decode_rows": stats.decode_rows,
+        "errors": sum(not r.ok for r in results),
+        "fingerprint": fingerprint(results),
+    }
 
 
 async def run_one_shot(llm: Transformers, problems, per_candidate: int, args) -> dict:

@@ -608,7 +608,7 @@ def _patch(m: Mutant, code_text: str) -> None:
         return
     # the mutant changed the closure (e.g. dropped the only super() call): a new function object
     # with the cells it still needs, set where the old one was found
-    cells = dict(zip(live.__code__.co_freevars, live.__closure__ or ()))
+    cells = dict(zip(live.__code__.co_freevars, live.__closure__ or (), strict=False))
     function = types.FunctionType(new, live.__globals__, live.__name__, live.__defaults__,
                                   tuple(cells[name] for name in new.co_freevars))
     function.__kwdefaults__ = live.__kwdefaults__
@@ -725,7 +725,8 @@ def run_inprocess(workdir: Path, groups: dict[tuple[str, ...], list], timeout: f
         plugin.mutants = [(None, "")] + list(mutants)
         state = {"timeout": timeout}
 
-        def report(m, status, seconds, log, state=state, baseline=baseline, tests=tests, plugin=plugin):
+        def report(m, status, seconds, log, state=state, baseline=baseline, tests=tests, plugin=plugin,
+                   mutants=mutants):
             if m is None:
                 baseline.append((status, seconds, log))
                 if status != "survived":

@@ -246,7 +246,7 @@ class FakeOpenAI:
         if chat:
             return {"content": [{"token": t, "logprob": v, "top_logprobs": [{"token": x, "logprob": y}
                                                                           for x, y in a.items()]}
-                                for t, v, a in zip(tokens, values, alts)]}
+                                for t, v, a in zip(tokens, values, alts, strict=False)]}
         return {"tokens": tokens, "token_logprobs": values, "top_logprobs": alts if top else None}
 
     def _choice(self, index, sample, chat, want_lp, top, body):
@@ -274,7 +274,7 @@ class FakeOpenAI:
                 events.append("data: " + json.dumps({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})
                               + "\n\n")
         pieces = [self.decode([i]) for i in ids]
-        for k, (piece, tid) in enumerate(zip(pieces, ids)):
+        for k, (piece, tid) in enumerate(zip(pieces, ids, strict=False)):
             last = k == len(ids) - 1
             choice: dict = {"index": 0, "finish_reason": finish if last else None}
             if chat:

@@ -105,7 +105,8 @@ def test_every_gsm8k_reference_solution_extracts_to_its_hashes_number():
     rows = _rows("gsm8k_test.jsonl")
     assert len(rows) == 1319
     wrong = [(gsm8k_gold(r["answer"]), read_answer(r["answer"])) for r in rows
-             if read_answer(r["answer"])[1] != "hashes" or not equivalent(extract(r["answer"]), gsm8k_gold(r["answer"]))]
+             if read_answer(r["answer"])[1] != "hashes"
+             or not equivalent(extract(r["answer"]), gsm8k_gold(r["answer"]))]
     assert wrong == []
 
 
@@ -189,7 +190,8 @@ def test_a_finished_trace_records_the_fallback():
 
 
 def test_an_explicit_answer_in_a_cut_trace_is_kept():
-    result = ttc.Sample(params=SamplingParams(max_tokens=9)).solve("q", Scripted([r"So \boxed{12} and more words here"]))
+    llm = Scripted([r"So \boxed{12} and more words here"])
+    result = ttc.Sample(params=SamplingParams(max_tokens=9)).solve("q", llm)
     (c,) = result.candidates
     assert c.finish_reason == "length"
     assert (c.answer, c.answer_source) == ("12", "boxed")

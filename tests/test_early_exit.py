@@ -66,7 +66,7 @@ def test_continuations_are_sent_as_token_ids_of_prompt_plus_trace():
     chunks = [(text, p) for text, p in llm.requests if not text.endswith(PLAIN_SUFFIX)]
     assert [p.max_tokens for _, p in chunks] == [8] * 6
     # each continuation's prompt is the previous one plus exactly what was generated
-    assert all(b.startswith(a) for (a, _), (b, _) in zip(chunks, chunks[1:]))
+    assert all(b.startswith(a) for (a, _), (b, _) in zip(chunks, chunks[1:], strict=False))
     probes = [p for text, p in llm.requests if text.endswith(PLAIN_SUFFIX)]
     assert all(p.temperature == 0 for p in probes)
 

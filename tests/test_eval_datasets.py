@@ -81,7 +81,9 @@ def test_missing_answer_field_names_the_field_and_the_available_fields(tmp_path)
     message = str(info.value)
     assert "no answer field" in message and "'answer'" in message
     assert "available fields: 'question', 'solution'" in message
-    with pytest.raises(ttc.InvalidInput, match=r"no answer field 'gold_label'; available fields: 'question', 'solution'"):
+    with pytest.raises(
+        ttc.InvalidInput, match=r"no answer field 'gold_label'; available fields: 'question', 'solution'"
+    ):
         load_dataset(path, answer_field="gold_label")
     with pytest.raises(ttc.InvalidInput, match="no question field 'text'"):
         load_dataset(path, question_field="text", answer_field="solution")

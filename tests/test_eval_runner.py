@@ -176,7 +176,9 @@ def test_retry_errors_reruns_failed_problems_without_duplicating_lines(tmp_path)
 
 
 def test_unknown_strategy_lists_the_known_ones(tmp_path, capsys):
-    with pytest.raises(ttc.InvalidInput, match="unknown strategy 'beam_serch'; known: .*best_of_n, .*majority, .*sample"):
+    with pytest.raises(
+        ttc.InvalidInput, match="unknown strategy 'beam_serch'; known: .*best_of_n, .*majority, .*sample"
+    ):
         evaluate("majority,beam_serch", addition_problems(2), scripted(), output=tmp_path / "r.jsonl")
     assert not (tmp_path / "r.jsonl").exists()  # checked before anything runs
     assert main(["eval", "--dataset", "gsm8k", "--strategy", "nope", "--output", str(tmp_path / "x.jsonl")]) == 2

@@ -171,14 +171,14 @@ def test_each_round_expands_exactly_the_resampled_population():
         result = ttc.ParticleFilter(particles=6, prm=prm, steps=StepConfig(max_steps=3)).solve("q?", llm, seed=seed)
         history = result.details["history"]
         assert len(history) == 3
-        for before, after in zip(history, history[1:]):
+        for before, after in zip(history, history[1:], strict=False):
             carried = [before["nodes"][i] for i in before["resampled"]]
             parents = [result.tree[node].parent for node in after["nodes"]]
             assert Counter(parents) == Counter(carried)
         # the final population is the last round's resampled nodes
         last = history[-1]
         final = Counter(last["nodes"][i] for i in last["resampled"])
-        assert sorted(zip([c.trace.text for c in result.candidates], result.details["multiplicity"])) == \
+        assert sorted(zip([c.trace.text for c in result.candidates], result.details["multiplicity"], strict=False)) == \
             sorted((result.tree[node].trace.text, k) for node, k in final.items())
 
 
@@ -222,7 +222,7 @@ def test_weighted_and_majority_selection_count_every_copy_of_a_resampled_trace()
             pf = ttc.ParticleFilter(particles=6, prm=prm, resampling="systematic", select=select)
             result = pf.solve("q?", llm, seed=seed)
             mult = Counter()
-            for c, k in zip(result.candidates, result.details["multiplicity"]):
+            for c, k in zip(result.candidates, result.details["multiplicity"], strict=False):
                 mult[c.answer] += k
             assert mult["1"] in (3, 4) and mult["1"] + mult["2"] == 6
             if select != "majority" or mult["1"] == 4:  # a 3-3 majority is a tie (first seen wins)
@@ -299,7 +299,7 @@ def test_finished_particles_are_never_extended_and_keep_their_weight():
         if node.finish_reason == "boxed":
             assert not node.children
     for entry in result.details["history"][1:]:
-        f_weight = sum(w for w, node in zip(entry["weights"], entry["nodes"])
+        f_weight = sum(w for w, node in zip(entry["weights"], entry["nodes"], strict=False)
                        if result.tree[node].finish_reason == "boxed")
         live = [node for node in entry["nodes"] if result.tree[node].finish_reason != "boxed"]
         if live:

@@ -154,7 +154,10 @@ def test_group_and_lowest_group_confidence():
     c = Completion(text="x", token_ids=(1, 2, 3, 4, 5), finish_reason="stop", logprobs=(-1.0, -2.0, -6.0, 0.0, -4.0))
     assert lowest_group_confidence(c, 2, mode="logprob") == -4.0
     assert lowest_group_confidence(c, 3, mode="logprob") == pytest.approx(-10 / 3)
-    assert lowest_group_confidence(Completion(text="", token_ids=(), finish_reason="stop", logprobs=()), 2, "logprob") == -math.inf
+    assert (
+        lowest_group_confidence(Completion(text="", token_ids=(), finish_reason="stop", logprobs=()), 2, "logprob")
+        == -math.inf
+    )
 
 
 def test_deepconf_threshold_is_the_lower_quantile_of_finite_warmup_scores():
@@ -175,8 +178,13 @@ def test_confidence_filter_keeps_traces_whose_lowest_window_reaches_the_threshol
     probe = TokenConfidence(window=2, threshold=-1.0, top_k=0)
 
     def cand(lps):
-        return Candidate(text="t", answer="1", completion=Completion(text="t", token_ids=tuple(range(len(lps))), finish_reason="stop",
-                                                                     logprobs=tuple(lps)))
+        return Candidate(
+            text="t",
+            answer="1",
+            completion=Completion(
+                text="t", token_ids=tuple(range(len(lps))), finish_reason="stop", logprobs=tuple(lps)
+            ),
+        )
 
     cs = [cand([-0.5, -0.5, -0.5]), cand([-0.5, -1.5, -0.5]), cand([-0.5, -2.0, -2.0]), cand([-0.2, -0.4])]
     assert run(probe.filter().score(Problem("q"), cs, None)) == [1.0, 1.0, 0.0, 1.0]  # -1.0 is kept
@@ -184,8 +192,13 @@ def test_confidence_filter_keeps_traces_whose_lowest_window_reaches_the_threshol
     probe = TokenConfidence(window=2, threshold=-1.0, top_k=0)
     assert run(probe.filter(weighted=True).score(Problem("q"), cs, None)) == [0.0, 0.0, 0.0, 0.0]  # max(conf, 0)
     top = TokenConfidence(window=1, threshold=1.0, top_k=1)
-    c = Candidate(text="t", answer="1", completion=Completion(text="t", token_ids=(1, 2), finish_reason="stop", logprobs=(-0.1, -0.1),
-                                                              top_logprobs=({1: -2.0}, {1: -3.0})))
+    c = Candidate(
+        text="t",
+        answer="1",
+        completion=Completion(
+            text="t", token_ids=(1, 2), finish_reason="stop", logprobs=(-0.1, -0.1), top_logprobs=({1: -2.0}, {1: -3.0})
+        ),
+    )
     assert run(top.filter(weighted=True).score(Problem("q"), [c], None)) == [2.0]
     assert run(top.filter().score(Problem("q"), [c], None)) == [1.0]
 

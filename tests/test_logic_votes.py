@@ -80,10 +80,10 @@ def test_soft_best_of_n_returns_answers_in_proportion_to_exp_score_over_temperat
     counts = Counter(strategy.solve("q", llm, seed=s).answer for s in range(runs))
     raw = [math.exp(scores[a] / 0.25) for a in "123"]
     expected = [runs * r / sum(raw) for r in raw]
-    chi2 = sum((counts[a] - e) ** 2 / e for a, e in zip("123", expected))
+    chi2 = sum((counts[a] - e) ** 2 / e for a, e in zip("123", expected, strict=False))
     assert chi2 < 13.82, (counts, expected)
     wrong = [runs * scores[a] / 1.5 for a in "123"]  # raw-score weights
-    assert sum((counts[a] - e) ** 2 / e for a, e in zip("123", wrong)) > 13.82
+    assert sum((counts[a] - e) ** 2 / e for a, e in zip("123", wrong, strict=False)) > 13.82
 
 
 # -- FirstFinish ----------------------------------------------------------------------------------

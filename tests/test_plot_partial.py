@@ -26,8 +26,8 @@ def test_partial_settings_are_hollow_dotted_and_labelled_with_their_count():
     ax = EvalReport(records).plot().axes[0]
     points = sorted(markers(ax))
     assert [(round(x), hollow) for x, _, hollow in points] == [(100, False), (400, False), (1600, True)]
-    segments = [l for l in ax.get_lines() if len(l.get_xdata()) == 2]
-    assert [l.get_linestyle() for l in sorted(segments, key=lambda l: l.get_xdata()[0])] == ["-", ":"]
+    segments = [line for line in ax.get_lines() if len(line.get_xdata()) == 2]
+    assert [line.get_linestyle() for line in sorted(segments, key=lambda line: line.get_xdata()[0])] == ["-", ":"]
     labels = [t.get_text() for t in ax.texts]
     assert "n=16 (2/4)" in labels and "n=4" in labels and "n=1" in labels
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["majority", "partial (problems done / 4)"]

@@ -109,7 +109,7 @@ def _steps(backend, prompt, rounds):
 def _same(a, b):
     assert a.token_ids == b.token_ids and len(a.token_ids) > 0
     assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4)
-    for ta, tb in zip(a.top_logprobs, b.top_logprobs):
+    for ta, tb in zip(a.top_logprobs, b.top_logprobs, strict=False):
         assert ta.keys() == tb.keys()
         assert torch.allclose(torch.tensor(list(ta.values())), torch.tensor([tb[k] for k in ta]), atol=1e-4)
 
@@ -125,7 +125,7 @@ def test_cached_steps_equal_uncached(model):
         assert plain.prefix_cache is None
         prompt = [5, 6, 7, 8, 9, 10, 11, 12]
         want, got = _steps(plain, prompt, 4), _steps(cached, prompt, 4)
-        for a, b in zip(want, got):
+        for a, b in zip(want, got, strict=False):
             _same(a, b)
         # round k reuses the prompt and every earlier completion but its last token (never fed back)
         assert plain.stats.cached_tokens == 0
@@ -169,8 +169,8 @@ def test_batch_of_prompts_with_different_cached_lengths(model):
     assert cached.stats.batches == 1  # all five in one prefill, else this test checks less than it says
     assert cached.stats.cached_tokens == 10 + 6 + 9 + 0 + 2  # base / base[:4] 77 78 / base[:-1] / - / 3 1
     assert cached.stats.prefill_tokens == sum(len(p) for p, _ in requests) - cached.stats.cached_tokens
-    for a, b in zip(want, got):
-        for ca, cb in zip(a.completions, b.completions):
+    for a, b in zip(want, got, strict=False):
+        for ca, cb in zip(a.completions, b.completions, strict=False):
             _same(ca, cb)
 
 
@@ -211,7 +211,7 @@ def test_cached_steps_equal_uncached_on_smollm2():
     try:
         prompt = asyncio.run(first.chat_prompt([{"role": "user", "content": "What is 12 * 7? Think step by step."}]))
         want, got = _steps(first, prompt, 4), _steps(cached, prompt, 4)
-        for a, b in zip(want, got):
+        for a, b in zip(want, got, strict=False):
             _same(a, b)
         assert cached.stats.cached_tokens == sum(len(prompt) + 6 * k - 1 for k in range(1, 4))
     finally:
@@ -257,7 +257,7 @@ def test_a_small_budget_evicts_and_stays_correct(model):
     try:
         prompt = [9, 8, 7, 6, 5, 4]
         want, got = _steps(plain, prompt, 3), _steps(small, prompt, 3)
-        for a, b in zip(want, got):
+        for a, b in zip(want, got, strict=False):
             _same(a, b)
         assert 0 < small.prefix_cache.nbytes <= 10 * per_token
         assert small.prefix_cache.stats.evicted_tokens > 0

@@ -67,9 +67,11 @@ def qwen_prm_dir(tmp_path):
 
 def qwen_reference(model, tok, question: str, steps: list[str]) -> list[float]:
     """Qwen2.5-Math-PRM's model card: chat template, then softmax(logits)[:, 1] at each <extra_0>."""
-    messages = [{"role": "system", "content": "Please reason step by step, and put your final answer within \\boxed{}."},
-                {"role": "user", "content": question},
-                {"role": "assistant", "content": "<extra_0>".join(steps) + "<extra_0>"}]
+    messages = [
+        {"role": "system", "content": "Please reason step by step, and put your final answer within \\boxed{}."},
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": "<extra_0>".join(steps) + "<extra_0>"},
+    ]
     text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
     ids = torch.tensor([tok.encode(text)])
     with torch.no_grad():
@@ -85,7 +87,7 @@ def test_qwen_format_matches_a_direct_forward_pass(qwen_prm_dir):
     assert isinstance(prm, QwenPRM) and isinstance(prm.model, Qwen2ForProcessRewardModel)
     ctx = Context(ttc.backends.Scripted(["x"]))
     scores = asyncio.run(prm.score(Problem(QUESTION), TRACES, ctx))  # one batch, padded
-    for steps, row in zip(TRACES, scores):
+    for steps, row in zip(TRACES, scores, strict=False):
         assert row == pytest.approx(qwen_reference(model, tok, QUESTION, steps), abs=1e-5)
         assert all(0 < s < 1 for s in row)
     assert len({round(s, 6) for row in scores for s in row}) > 3  # random weights: the scores differ
@@ -165,7 +167,7 @@ def test_math_shepherd_format_matches_a_direct_forward_pass(shepherd_prm_dir):
     assert prm.text(QUESTION, TRACES[0]).endswith("Step 2: so the answer is five . ки")
     ctx = Context(ttc.backends.Scripted(["x"]))
     scores = asyncio.run(prm.score(Problem(QUESTION), TRACES, ctx))
-    for steps, row in zip(TRACES, scores):
+    for steps, row in zip(TRACES, scores, strict=False):
         assert row == pytest.approx(shepherd_reference(model, tok, QUESTION, steps), abs=1e-5)
     assert len({round(s, 6) for row in scores for s in row}) > 3
     assert ctx.usage.verifier_tokens == sum(len(prm.encode(QUESTION, s)[0]) for s in TRACES)
@@ -174,8 +176,11 @@ def test_math_shepherd_format_matches_a_direct_forward_pass(shepherd_prm_dir):
 def test_hf_prm_inside_a_step_search(shepherd_prm_dir):
     path, _, _ = shepherd_prm_dir
     prm = ProcessRewardModel.from_pretrained(str(path), format="math-shepherd")
-    llm = ttc.backends.Scripted(lambda prompt, params, i: ["first add the numbers .\n\n", "so the answer is \\boxed{5} ."][
-        int("numbers" in prompt.split("<assistant>")[-1])])
+    llm = ttc.backends.Scripted(
+        lambda prompt, params, i: ["first add the numbers .\n\n", "so the answer is \\boxed{5} ."][
+            int("numbers" in prompt.split("<assistant>")[-1])
+        ]
+    )
     result = ttc.BeamSearch(1, 2, prm).solve(QUESTION, llm, budget=Budget(verifier_calls=10), seed=0)
     assert result.ok and result.usage.verifier_calls == 4
     assert result.tree.usage().counts() == result.usage.counts()

@@ -156,7 +156,9 @@ def test_openai_like_step_search_with_a_local_tokenizer_applies_the_template_its
         for r in step_searches(s, tokenizer=s.tokenizer()):
             assert_step_search_finished_one_step_late(r)
         steps = [b for b in completion_requests(s) if b.get("stop") == ["\n\n"]]
-        assert steps and all(b["prompt"].startswith("<|user|>\n") for b in steps)  # the template, not "<user>"  # the chat template, not ttc's "<user>" rendering
+        assert steps and all(
+            b["prompt"].startswith("<|user|>\n") for b in steps
+        )  # the template, not "<user>"  # the chat template, not ttc's "<user>" rendering
 
 
 # -- n ignored / rejected --------------------------------------------------------------------------

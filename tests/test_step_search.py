@@ -197,7 +197,7 @@ def test_particle_filter_concentrates_on_the_good_path():
     assert len(result.details["ess"]) == result.details["rounds"] == 3
     # the population concentrates: a bad step weighs e^-7.2 of a good one at T = 0.5, so after
     # resampling every final particle is on the all-good path (a filter that skips resampling fails)
-    on_good = sum(m for c, m in zip(result.candidates, result.details["multiplicity"]) if c.answer == "1")
+    on_good = sum(m for c, m in zip(result.candidates, result.details["multiplicity"], strict=False) if c.answer == "1")
     assert on_good == 16
     assert_usage_exact(result)
 
@@ -216,7 +216,7 @@ CHI2_P001 = {1: 10.83, 2: 13.82, 3: 16.27, 4: 18.47}  # chi-square critical valu
 
 
 def chi_square(observed: list[int], expected: list[float]) -> float:
-    return sum((o - e) ** 2 / e for o, e in zip(observed, expected))
+    return sum((o - e) ** 2 / e for o, e in zip(observed, expected, strict=False))
 
 
 @pytest.mark.parametrize("method", ["multinomial", "systematic"])
@@ -273,7 +273,7 @@ def _one_round(particles: int, resampling: str, seed: int, temperature: float = 
 def test_particle_filter_resamples_in_proportion_to_softmax_of_prm_logits():
     round0, weights = _one_round(1000, "multinomial", seed=5)
     scores = round0["scores"]
-    p_good = sum(w for w, s in zip(weights, scores) if s == 0.8)
+    p_good = sum(w for w, s in zip(weights, scores, strict=False) if s == 0.8)
     kept_good = sum(scores[i] == 0.8 for i in round0["resampled"])
     observed = [kept_good, 1000 - kept_good]
     assert chi_square(observed, [1000 * p_good, 1000 * (1 - p_good)]) < CHI2_P001[1]
@@ -288,7 +288,7 @@ def test_particle_filter_systematic_resampling_matches_the_weights_on_average():
         for i, w in enumerate(weights):  # every particle: floor or ceil of its expected count
             assert math.floor(100 * w) <= counts[i] <= math.ceil(100 * w)
         kept.append(sum(c for i, c in counts.items() if round0["scores"][i] == 0.8))
-    p_good = sum(w for w, s in zip(weights, round0["scores"]) if s == 0.8)
+    p_good = sum(w for w, s in zip(weights, round0["scores"], strict=False) if s == 0.8)
     # a run keeps all 100 or 50 good particles (the draw is periodic): the mean has sd 25/sqrt(30)
     assert abs(sum(kept) / len(kept) - 100 * p_good) < 4 * 25 / math.sqrt(30)
 
@@ -325,7 +325,7 @@ def assert_population_carried(result: ttc.Result) -> None:
     """Round r+1 starts from the particles resampled at round r: particle i of round r+1 is the
     resampled particle i itself (finished) or its child (extended)."""
     history = result.details["history"]
-    for before, after in zip(history, history[1:]):
+    for before, after in zip(history, history[1:], strict=False):
         for i, j in enumerate(before["resampled"]):
             parent = result.tree[before["nodes"][j]]
             node = result.tree[after["nodes"][i]]
@@ -367,7 +367,8 @@ def test_particle_filter_refuses_a_prm_whose_scores_are_not_probabilities():
 def test_a_budget_stopped_particle_filter_answers_from_a_finished_particle():
     # review repro: F finishes (0.6), U does not (0.9); the verifier budget stops the filter after
     # one round; the answer used to be "3", read out of U's partial "5 + 3 ="
-    script = lambda prompt, params, i: ["Step F: \\boxed{8}", "Step U: 5 + 3 =\n\n"][i % 2]
+    def script(prompt, params, i):
+        return ["Step F: \\boxed{8}", "Step U: 5 + 3 =\n\n"][i % 2]
     score = {"F": 0.6, "U": 0.9}
     prm = ProgrammaticPRM(lambda p, s: score[re.match(r"Step (\w+)", s[-1]).group(1)])
     seen = Counter()

@@ -340,7 +340,8 @@ def test_all_zero_weighted_vote_falls_back_to_the_unweighted_plurality():
     # first-seen answer ("4") used to win silently over the plurality ("5", 3 of 4)
     from ttc.probes import TokenConfidence
 
-    shaky = lambda a: ScriptedResponse(f"hmm \\boxed{{{a}}}", (-3.0, -3.0, -3.0))
+    def shaky(a):
+        return ScriptedResponse(f"hmm \\boxed{{{a}}}", (-3.0, -3.0, -3.0))
     llm = Scripted([shaky(4), shaky(5), shaky(5), shaky(5)])
     probe = TokenConfidence(window=2, threshold=-1.0, top_k=0)
     result = ttc.MajorityVote(n=4, verifier=probe.filter(),

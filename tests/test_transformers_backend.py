@@ -90,7 +90,7 @@ def test_concurrent_requests_share_batches_and_get_their_own_results(llm, chat):
     usages = [g.usage() for g in gens]
     assert sum(u.processed_prompt_tokens - u.cached_prompt_tokens for u in usages) == stats.prefill_tokens
     assert all(u.processed_prompt_tokens == 2 * u.prompt_tokens for u in usages)
-    for gen, expected in zip(gens, solo + [solo[0]]):
+    for gen, expected in zip(gens, solo + [solo[0]], strict=False):
         assert [c.token_ids for c in gen.completions] == [expected, expected]
 
 

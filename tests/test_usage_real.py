@@ -174,7 +174,8 @@ def test_usage_equals_the_sum_of_transformers_serve_usage_objects(n, transformer
     """`transformers serve` sends no token ids: completion tokens come from its usage objects
     (ttc counted 0 before). The usage objects are recorded as they arrive, by wrapping the
     backend's request method, and summed. With n=3 (a server that answers one choice whatever n
-    is), n is split into single requests, and the usage is the sum of theirs. Uses the `transformers_serve` fixture (`(url, model)`)."""
+    is), n is split into single requests, and the usage is the sum of theirs. Uses the
+    `transformers_serve` fixture (`(url, model)`)."""
     # its /v1/models lists nothing for a preloaded folder: name the served model
     url, model = transformers_serve
     llm = OpenAICompatible(url, model=model, use_chat=True)

@@ -69,7 +69,9 @@ def test_prompts_and_tokens_agree_between_engine_and_server(vllm_server, vllm_en
     assert run(vllm_engine.tokenize(text)) == server_ids
     assert vllm_engine.decode(chat_ids).endswith("assistant\n")
     assert {TOKEN_IDS, PREFIX_CACHING, STREAM} <= vllm_engine.capabilities
-    assert {TOKEN_IDS, PREFIX_CACHING, STREAM} <= run(with_client(vllm_server.url, lambda llm: llm.detect_capabilities()))
+    assert {TOKEN_IDS, PREFIX_CACHING, STREAM} <= run(
+        with_client(vllm_server.url, lambda llm: llm.detect_capabilities())
+    )
 
 
 def test_same_seeded_request_gives_identical_completions_everywhere(vllm_server, vllm_engine, chat_ids):
@@ -112,7 +114,7 @@ def test_same_seeded_request_gives_identical_completions_everywhere(vllm_server,
     assert expected_http == expected  # vLLM's server and its engine agree: the reference is sound
     assert texts_and_ids(http_gen) == expected
     assert engine_gen.prompt_tokens == http_gen.prompt_tokens == len(chat_ids) == raw_server.usage.prompt_tokens
-    for a, b, ref in zip(engine_gen.completions, http_gen.completions, server_choices):
+    for a, b, ref in zip(engine_gen.completions, http_gen.completions, server_choices, strict=False):
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-3)
         assert b.logprobs == pytest.approx(ref.logprobs.token_logprobs, abs=1e-4)
 
@@ -136,7 +138,7 @@ def test_logprobs_and_token_ids_are_consistent(backend, vllm_server, vllm_engine
     for c in gen.completions:
         assert c.num_tokens == len(c.logprobs) == len(c.top_logprobs) > 0
         assert all(lp <= 0 for lp in c.logprobs)
-        for token, lp, top in zip(c.token_ids, c.logprobs, c.top_logprobs):
+        for token, lp, top in zip(c.token_ids, c.logprobs, c.top_logprobs, strict=False):
             assert top[token] == pytest.approx(lp)  # the sampled token is among the reported ones
             assert 3 <= len(top) <= 4  # the top 3, plus the sampled token when it is not among them
         if c.finish_reason == "length":

@@ -6,45 +6,35 @@
     print(result.answer, result.usage)
 """
 
-from ttc import (  # display: Result renders in Jupyter
-                        answers,
-                        backends,
-                        display,
-                        eval,
-                        models,
-                        probes,
-                        steps,
-                        verifiers,
-                        votes,
-)
+from ttc import answers, backends, display, eval, models, probes, steps, verifiers, votes  # noqa: F401 (display: Result renders in Jupyter)
 from ttc.context import Budget, Context
 from ttc.errors import (
-                        AnswerNotFound,
-                        BackendUnavailable,
-                        BudgetExhausted,
-                        GenerationError,
-                        InvalidInput,
-                        MalformedResponse,
-                        ModelNotFound,
-                        TTCError,
-                        Unsupported,
+    AnswerNotFound,
+    BackendUnavailable,
+    BudgetExhausted,
+    GenerationError,
+    InvalidInput,
+    MalformedResponse,
+    ModelNotFound,
+    TTCError,
+    Unsupported,
 )
 from ttc.prompts import ChatPrompt
 from ttc.runner import asolve_many, run_sync, solve_many
 from ttc.steps import StepConfig
 from ttc.strategies import (
-                        DVTS,
-                        AStar,
-                        BeamSearch,
-                        BestOfN,
-                        DeepConf,
-                        EarlyExit,
-                        FirstFinish,
-                        MajorityVote,
-                        ParticleFilter,
-                        Sample,
-                        Sampler,
-                        Strategy,
+    DVTS,
+    AStar,
+    BeamSearch,
+    BestOfN,
+    DeepConf,
+    EarlyExit,
+    FirstFinish,
+    MajorityVote,
+    ParticleFilter,
+    Sample,
+    Sampler,
+    Strategy,
 )
 from ttc.types import Candidate, Completion, Problem, Result, SamplingParams, Step, Trace, Usage
 

@@ -47,7 +47,9 @@ _STATED_RE = re.compile(
     re.IGNORECASE)
 #: where a stated answer's sentence ends: a period not inside a number, a new line, or a clause
 _SENTENCE_END_RE = re.compile(
-    r"\.(?=\s|$)|\n|;|\s(?:because|since|which|so|as|but|where|when|if|I hope)\b|,\s+(?:so|which|because|since)\b|,\s+and\s+(?![-\d\\$(])")
+    r"\.(?=\s|$)|\n|;|\s(?:because|since|which|so|as|but|where|when|if|I hope)\b"
+    r"|,\s+(?:so|which|because|since)\b|,\s+and\s+(?![-\d\\$(])"
+)
 #: a LaTeX command, or \text{...}-like groups whose words are not plain prose
 _COMMAND_RE = re.compile(
     r"\\(?:text|textbf|mathrm|mbox|textrm|operatorname|begin|end)\s*\{[^{}]*\}|\\[A-Za-z]+")
@@ -307,7 +309,7 @@ def group(answers: list[str | None]) -> list[list[int]]:
         if answer is None:
             continue
         key = normalize(answer)
-        for k, members in zip(keys, groups):
+        for k, members in zip(keys, groups, strict=False):
             if key == k or equivalent(answer, answers[members[0]]):
                 members.append(i)
                 break

@@ -58,8 +58,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         else:
             print(format_footer(len(problems)), flush=True)
-            print(("\n" if not args.quiet else "") + f"ttc demo: interrupted; the {len(rows)} row{'s' if len(rows) != 1 else ''} above "
-                  f"finished", file=sys.stderr)
+            print(
+                ("\n" if not args.quiet else "")
+                + f"ttc demo: interrupted; the {len(rows)} row{'s' if len(rows) != 1 else ''} above "
+                f"finished",
+                file=sys.stderr,
+            )
         return 130
     finally:
         run_sync(backend.aclose())

@@ -76,7 +76,7 @@ async def run_demo(generator: Generator, problems: Sequence[Problem], ns: Sequen
         if save is not None:
             for r in results:
                 record = r.to_dict() | {"n": n}
-                for c, saved in zip(r.candidates, record["candidates"]):
+                for c, saved in zip(r.candidates, record["candidates"], strict=False):
                     saved["text"] = c.text
                 save(record)
         rows.append(Row(strategy=strategy.name, n=n, accuracy=correct / len(results),

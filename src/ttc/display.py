@@ -110,7 +110,9 @@ def result_markdown(result: Result) -> str:
     lines.append(_usage_line(result))
     votes = result.details.get("votes")
     if isinstance(votes, dict) and votes:
-        lines.append("votes: " + ", ".join(f"`{a}`: {_fmt(v)}" for a, v in sorted(votes.items(), key=lambda kv: -kv[1])))
+        lines.append(
+            "votes: " + ", ".join(f"`{a}`: {_fmt(v)}" for a, v in sorted(votes.items(), key=lambda kv: -kv[1]))
+        )
     out = "\n\n".join(lines)
     if result.candidates:
         rows = ["| # | answer | | tokens | finish | scores |", "|---:|---|---|---:|---|---|"]

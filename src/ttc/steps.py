@@ -225,7 +225,7 @@ class Stepper:
             except BudgetExhausted:
                 return None
 
-        results = await asyncio.gather(*(one(t, n, s) for (t, n), s in zip(requests, seeds)))
+        results = await asyncio.gather(*(one(t, n, s) for (t, n), s in zip(requests, seeds, strict=False)))
         return [r or [] for r in results], any(r is None for r in results)
 
     # -- what a completion means ------------------------------------------------------------

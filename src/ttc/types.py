@@ -9,12 +9,12 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from ttc.errors import InvalidInput
 
 #: A prompt is either text (sent as is) or token ids (never re-tokenised).
-Prompt = Union[str, Sequence[int]]
+Prompt = str | Sequence[int]
 
 
 @dataclass(frozen=True)
@@ -298,8 +298,13 @@ class Result:
             "error": self.error,
             "truncated": self.truncated,
             "candidates": [
-                {"answer": c.answer, "answer_source": c.answer_source, "scores": c.scores, "finish_reason": c.finish_reason,
-                 "completion_tokens": c.usage.completion_tokens}
+                {
+                    "answer": c.answer,
+                    "answer_source": c.answer_source,
+                    "scores": c.scores,
+                    "finish_reason": c.finish_reason,
+                    "completion_tokens": c.usage.completion_tokens,
+                }
                 for c in self.candidates
             ],
         }

@@ -182,10 +182,10 @@ class Generator(abc.ABC):
     def model_name(self) -> str:
         return type(self).__name__
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 (an optional hook: nothing to release by default)
         """Release resources (engines, sessions, threads). Safe to call twice."""
 
-    async def close_loop(self) -> None:
+    async def close_loop(self) -> None:  # noqa: B027 (an optional hook)
         """Release what is bound to the running event loop (HTTP sessions), keeping the backend
         usable; the sync API calls it after each call. Default: nothing to release."""
 

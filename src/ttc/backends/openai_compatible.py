@@ -488,10 +488,20 @@ class OpenAICompatible(Generator):
         if f.n is None:
             status, data = await self._try("POST", path, {**base, "n": 2, "temperature": 1.0})
             choices = data.get("choices") if status == 200 and isinstance(data, dict) else None
-            f.n = "rejected" if status != 200 else "honoured" if isinstance(choices, list) and len(choices) >= 2                 else "ignored"
+            f.n = (
+                "rejected"
+                if status != 200
+                else "honoured"
+                if isinstance(choices, list) and len(choices) >= 2
+                else "ignored"
+            )
         if f.logprobs is None:
             for k in (20, 5, 0):
-                lp = {"logprobs": k} if path == "/completions" else                     {"logprobs": True, **({"top_logprobs": k} if k else {})}
+                lp = (
+                    {"logprobs": k}
+                    if path == "/completions"
+                    else {"logprobs": True, **({"top_logprobs": k} if k else {})}
+                )
                 status, data = await self._try("POST", path, {**base, **lp})
                 if status != 200:
                     continue
@@ -573,7 +583,9 @@ class OpenAICompatible(Generator):
         status2, cont = await self._try("POST", "/chat/completions", {
             **one, "messages": messages, "continue_final_message": True, "add_generation_prompt": False})
         try:
-            return status == status2 == 200 and                 int(cont["usage"]["prompt_tokens"]) < int(plain["usage"]["prompt_tokens"])
+            return status == status2 == 200 and int(cont["usage"]["prompt_tokens"]) < int(
+                plain["usage"]["prompt_tokens"]
+            )
         except (KeyError, TypeError, ValueError):
             return False
 
@@ -1057,8 +1069,9 @@ class OpenAICompatible(Generator):
             return not any(s in text for s in params.stop)
         return None
 
-    def _completion_logprobs(self, lp: Any, params: SamplingParams
-                             ) -> tuple[tuple[float, ...] | None, tuple[dict[int, float], ...] | None, list[int] | None]:
+    def _completion_logprobs(
+        self, lp: Any, params: SamplingParams
+    ) -> tuple[tuple[float, ...] | None, tuple[dict[int, float], ...] | None, list[int] | None]:
         if not self._wants_logprobs(params):
             return None, None, None
         if not isinstance(lp, dict) or not isinstance(lp.get("token_logprobs"), list):

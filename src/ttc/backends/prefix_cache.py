@@ -224,7 +224,7 @@ def past_cache(model, kvs: list[KV | None], lengths: list[int]):
     for layer, (k0, v0) in enumerate(some):
         keys = k0.new_zeros((rows, k0.shape[0], width, k0.shape[2]))
         values = v0.new_zeros((rows, v0.shape[0], width, v0.shape[2]))
-        for r, (kv, m) in enumerate(zip(kvs, lengths)):
+        for r, (kv, m) in enumerate(zip(kvs, lengths, strict=False)):
             if m:
                 keys[r, :, width - m:] = kv[layer][0]
                 values[r, :, width - m:] = kv[layer][1]

@@ -12,7 +12,6 @@ import itertools
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Union
 
 from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator
 from ttc.errors import InvalidInput
@@ -31,7 +30,7 @@ class ScriptedResponse:
     top_logprobs: tuple[dict[int, float], ...] | None = None
 
 
-Response = Union[str, ScriptedResponse]
+Response = str | ScriptedResponse
 #: script(prompt_text, params, sample_index) -> the completion, before stop strings and max_tokens
 Script = Callable[[str, SamplingParams, int], Response]
 

@@ -104,7 +104,9 @@ class _Runner:
         param = next(model.parameters())
         device, dtype = param.device, param.dtype
         self.cache = StaticCache(config=config, max_cache_len=length)
-        heads = config.num_key_value_heads if getattr(config, "num_key_value_heads", None) else config.num_attention_heads
+        heads = (
+            config.num_key_value_heads if getattr(config, "num_key_value_heads", None) else config.num_attention_heads
+        )
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.cache.early_initialization(batch, heads, head_dim, dtype, device)
         self.ids = torch.zeros((batch, 1), dtype=torch.long, device=device)
@@ -198,11 +200,12 @@ class StaticDecoder:
 
     def start(self, prefill_cache: Any, rows: torch.Tensor, mask: torch.Tensor, width: int,
               max_new: int) -> StaticSession:
-        """Copy the prefilled KV of `rows` (one per candidate) into a bucket; `mask` is the (distinct, width) 0/1 mask."""
+        """Copy the prefilled KV of `rows` (one per candidate) into a bucket; `mask` is the (distinct,
+        width) 0/1 mask."""
         count = int(rows.shape[0])
         length = -(-(width + max_new) // self.length_step) * self.length_step
         runner = self.runner(_bucket(count, self.max_batch_size), length)
-        for target, source in zip(runner.cache.layers, prefill_cache.layers):
+        for target, source in zip(runner.cache.layers, prefill_cache.layers, strict=False):
             target.keys[:count, :, :width].copy_(source.keys.index_select(0, rows))
             target.values[:count, :, :width].copy_(source.values.index_select(0, rows))
         runner.mask.zero_()
@@ -229,7 +232,7 @@ class StaticSession:
         old = self.runner
         new = self.decoder.runner(batch, old.length)
         live, past = int(self.slots.shape[0]), self.past
-        for target, source in zip(new.cache.layers, old.cache.layers):
+        for target, source in zip(new.cache.layers, old.cache.layers, strict=False):
             target.keys[:live, :, :past].copy_(source.keys[:, :, :past].index_select(0, self.slots))
             target.values[:live, :, :past].copy_(source.values[:, :, :past].index_select(0, self.slots))
         new.mask.zero_()

@@ -13,12 +13,11 @@ thread on a 2-core machine, and room for another job of the same size on a bigge
 from __future__ import annotations
 
 import os
-from typing import Union
 
 from ttc.errors import InvalidInput
 
 #: "auto" (the rule above), "torch" (leave torch's own setting alone), or a positive count
-Threads = Union[int, str]
+Threads = int | str
 
 
 def physical_cores() -> int:

@@ -696,7 +696,7 @@ class Transformers(Generator):
         distinct = list(prompts)
         started = time.perf_counter()
         logits, cache, mask, width, cached = self._prefill(distinct)
-        for prompt, owner, reused in zip(distinct, owners, cached):
+        for prompt, owner, reused in zip(distinct, owners, cached, strict=False):
             owner.prefilled += len(prompt) - reused  # the prefix cache's part counts as cached
         self.stats.batches += 1
         self.stats.prefill_calls += 1
@@ -784,7 +784,7 @@ class Transformers(Generator):
         found = [self.prefix_cache.match(p[:-1]) if self.prefix_cache is not None else (0, None)
                  for p in distinct]  # at least the last token is computed, for its logits
         lengths = [m for m, _ in found]
-        suffixes = [p[m:] for p, m in zip(distinct, lengths)]
+        suffixes = [p[m:] for p, m in zip(distinct, lengths, strict=False)]
         width = max(len(s) for s in suffixes)
         input_ids = torch.full((len(distinct), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(distinct), width), dtype=torch.long)
@@ -803,7 +803,7 @@ class Transformers(Generator):
         if self.prefix_cache is not None:
             for row, ids in enumerate(distinct):
                 columns = mask[row].nonzero().squeeze(-1)
-                self.prefix_cache.insert(ids, lambda a, b: row_kv(cache, row, columns[a:b]))
+                self.prefix_cache.insert(ids, lambda a, b, row=row, columns=columns: row_kv(cache, row, columns[a:b]))
         return logits, cache, mask, mask.shape[1], lengths
 
     def _keep_kv(self, cache: Any, mask: torch.Tensor, row: int, seq: _Seq) -> None:
@@ -811,7 +811,7 @@ class Transformers(Generator):
         ids = seq.request.prompt + tuple(seq.tokens[:-1])
         columns = mask[row].nonzero().squeeze(-1)
         if len(columns) == len(ids):
-            self.prefix_cache.insert(ids, lambda a, b: row_kv(cache, row, columns[a:b]))
+            self.prefix_cache.insert(ids, lambda a, b, row=row, columns=columns: row_kv(cache, row, columns[a:b]))
 
     def _sample(self, logits: torch.Tensor, active: list[_Seq], temps: torch.Tensor,
                 top_ps: torch.Tensor) -> torch.Tensor:
@@ -850,7 +850,7 @@ class Transformers(Generator):
                 seq.logprobs.append(chosen[j])
                 k = seq.request.params.top_logprobs
                 if k:
-                    seq.top.append(dict(zip(top_ids[j][:k], top_values[j][:k])))
+                    seq.top.append(dict(zip(top_ids[j][:k], top_values[j][:k], strict=False)))
         return tokens
 
     @staticmethod

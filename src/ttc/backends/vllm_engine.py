@@ -411,7 +411,7 @@ class VLLMEngine(Generator):
                 generated += len(o.token_ids)
                 logprobs = None
                 if o.logprobs is not None and (params.logprobs or params.top_logprobs):
-                    logprobs = tuple(float(step[t].logprob) for step, t in zip(o.logprobs, o.token_ids))
+                    logprobs = tuple(float(step[t].logprob) for step, t in zip(o.logprobs, o.token_ids, strict=False))
                 reason = _finish_reason(o.finish_reason) if out.finished else None
                 if o.text or o.token_ids or reason is not None:
                     prompt_tokens = len(out.prompt_token_ids or ())
@@ -436,7 +436,7 @@ class VLLMEngine(Generator):
         logprobs = top = None
         if output.logprobs is not None and (params.logprobs or params.top_logprobs):
             steps = list(output.logprobs)
-            logprobs = tuple(float(step[t].logprob) for step, t in zip(steps, ids))
+            logprobs = tuple(float(step[t].logprob) for step, t in zip(steps, ids, strict=False))
             if params.top_logprobs:
                 top = tuple({int(k): float(v.logprob) for k, v in step.items()} for step in steps)
         return Completion(text=output.text, token_ids=ids, finish_reason=_finish_reason(output.finish_reason),

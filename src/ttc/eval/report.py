@@ -243,9 +243,9 @@ class EvalReport:
         """The summary as an aligned plain-text table."""
         header = [title for _, title, _ in COLUMNS]
         body = [self._cells(r) for r in self.rows]
-        widths = [max(len(x) for x in col) for col in zip(header, *body)]
+        widths = [max(len(x) for x in col) for col in zip(header, *body, strict=False)]
         line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                       for i, (c, w) in enumerate(zip(cells, widths)))
+                                       for i, (c, w) in enumerate(zip(cells, widths, strict=False)))
         out = [self.title, line(header), "  ".join("-" * w for w in widths)]
         out += [line(cells) for cells in body]
         out.append(self._footnote())
@@ -347,13 +347,13 @@ class EvalReport:
             for k in range(1, len(rows)):  # the line: dotted where it leads to or from a partial setting
                 ax.plot(xs[k - 1:k + 1], ys[k - 1:k + 1], color=colour,
                         linestyle=":" if hollow[k - 1] or hollow[k] else "-")
-            for x, y, h in zip(xs, ys, hollow):  # markers: filled when finished, hollow when partial
+            for x, y, h in zip(xs, ys, hollow, strict=False):  # markers: filled when finished, hollow when partial
                 ax.plot([x], [y], marker="o", linestyle="none", color=colour, markerfacecolor="white" if h else colour,
                         markersize=7 if h else 6, markeredgewidth=1.5 if h else 1.0)
             legend.append((Line2D([], [], color=colour, marker="o"), strategy))
             # one label per point; settings that landed on the same point share it ("n=1, B=200/500")
             points: list[tuple[float, float, list[SettingSummary]]] = []
-            for r, x, y in zip(rows, xs, ys):
+            for r, x, y in zip(rows, xs, ys, strict=False):
                 same = next((p for p in points if abs(p[1] - y) < 1e-9 and _near(x, p[0], log, span, 0.01)), None)
                 if same is None:
                     points.append((x, y, [r]))

@@ -4,12 +4,12 @@ token confidence (DeepConf), hidden-state exit probes with conformal calibration
 from ttc.probes.answer_consistency import AnswerConsistency
 from ttc.probes.base import BOXED_SUFFIX, PLAIN_SUFFIX, Decision, Probe, TraceState, elicit_answer
 from ttc.probes.confidence import (
-                                   ConfidenceFilter,
-                                   TokenConfidence,
-                                   calibrate_threshold,
-                                   group_confidences,
-                                   lowest_group_confidence,
-                                   token_confidences,
+    ConfidenceFilter,
+    TokenConfidence,
+    calibrate_threshold,
+    group_confidences,
+    lowest_group_confidence,
+    token_confidences,
 )
 from ttc.probes.conformal import conformal_threshold, fit_logistic, premature_exit_rate
 from ttc.probes.hidden_state import DEFAULT_CUES, HiddenStateProbe, LinearProbe, find_cues

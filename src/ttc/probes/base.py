@@ -95,7 +95,7 @@ class Probe(abc.ABC):
     async def check(self, state: TraceState, ctx: Context) -> Decision:
         """Look at `state` (new tokens since `state.scanned`, if the probe scans) and decide."""
 
-    def reset(self, state: TraceState) -> None:
+    def reset(self, state: TraceState) -> None:  # noqa: B027 (an optional hook)
         """Called once before a trace starts."""
 
     def __repr__(self) -> str:

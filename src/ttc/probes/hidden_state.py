@@ -194,7 +194,7 @@ class HiddenStateProbe(Probe):
         state.usage.verifier_tokens += len(ids)
         probs = self.probe.predict_proba(hidden)
         history = state.memory.setdefault(self.name, [])
-        for (first, last), p in zip(spans, probs):
+        for (first, last), p in zip(spans, probs, strict=False):
             history.append((last, float(p)))
             if p > self.threshold:
                 return Decision(EXIT, at=first, score=float(p))  # cut before the cue's first token

@@ -52,7 +52,7 @@ class ForcedExits:
 
     def subset(self, mask: np.ndarray) -> ForcedExits:
         return ForcedExits(self.features[mask], self.labels[mask], self.groups[mask], self.positions[mask],
-                           [a for a, m in zip(self.answers, mask) if m], dict(self.meta))
+                           [a for a, m in zip(self.answers, mask, strict=False) if m], dict(self.meta))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -116,7 +116,7 @@ async def collect_forced_exits(generator: Generator, problems: Sequence[Problem]
             forced = await asyncio.gather(*(elicit_answer(state, ctx, suffix, answer_tokens, upto=cut)
                                             for cut in cuts))
             return [(h, int(a is not None and reference is not None and equivalent(a, reference)), index, p, a)
-                    for h, p, (a, _) in zip(hidden, positions, forced)]
+                    for h, p, (a, _) in zip(hidden, positions, forced, strict=False)]
 
     rows = [r for rs in await asyncio.gather(*(one(i, p, s) for i, p in enumerate(problems)
                                                 for s in range(samples))) for r in rs]

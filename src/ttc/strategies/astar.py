@@ -24,7 +24,8 @@ class AStar(StepSearch):
     of the partial trace (aggregated with `aggregation`, default the latest step's): ttc's choice,
     not taken from the paper (whose g/h decomposition we could not read); h is neither 0 at goals
     nor admissible, so the search is a best-first heuristic search with no optimality guarantee.
-    The search stops when a finished trace is popped (the A* goal test), after `solutions` finished traces if more are asked for, after `max_expansions` pops, or
+    The search stops when a finished trace is popped (the A* goal test), after `solutions` finished
+    traces if more are asked for, after `max_expansions` pops, or
     when the token or PRM-call budget runs out; then the answer is taken from the finished traces
     popped (best: lowest f; `select="weighted"`: a vote weighted by PRM score), else from those
     generated, else from the best partial trace. Because a poor branch is abandoned as soon as a

@@ -98,7 +98,7 @@ class BeamSearch(StepSearch):
                 break
             results, exhausted = await stepper.expand_many([(beam.trace, k) for _, beam, k in plan])
             new: list[tuple[int, Node]] = []
-            for (g, beam, _), expansions in zip(plan, results):
+            for (g, beam, _), expansions in zip(plan, results, strict=False):
                 beam.expanded = rounds
                 for expansion in expansions:
                     new.append((g, tree.add(beam, expansion, group=g)))

@@ -112,7 +112,7 @@ class DeepConf(Strategy):
         online_conf = [self._confidence(c) for c in online]
         candidates = warm + online
         confs = warm_conf + online_conf
-        voters = [i for i, (c, conf) in enumerate(zip(candidates, confs))
+        voters = [i for i, (c, conf) in enumerate(zip(candidates, confs, strict=False))
                   if conf >= bar and c.answer is not None and c.finish_reason != DROPPED]
         answer, votes, info = weighted_vote([candidates[i].answer for i in voters], [confs[i] for i in voters])
         return Result(problem=problem, answer=answer, candidates=candidates, usage=ctx.usage, strategy=self.name,

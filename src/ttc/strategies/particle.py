@@ -148,9 +148,9 @@ class ParticleFilter(StepSearch):
             results, exhausted = await stepper.expand_many([(node.trace, len(idxs)) for node, idxs in plan])
             new: list[Node] = []
             moved: list[tuple[int, Node]] = []
-            for (node, idxs), expansions in zip(plan, results):
+            for (node, idxs), expansions in zip(plan, results, strict=False):
                 node.expanded = round_
-                for i, expansion in zip(idxs, expansions):
+                for i, expansion in zip(idxs, expansions, strict=False):
                     child = tree.add(node, expansion)
                     moved.append((i, node))
                     particles[i] = child

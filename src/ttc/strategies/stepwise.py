@@ -50,8 +50,10 @@ class StepSearch(Strategy):
 
             prm = LLMJudge()
         if not isinstance(prm, ProcessRewardModel):
-            raise InvalidInput(f"{type(self).__name__} needs a process reward model (ttc.verifiers.ProcessRewardModel), "
-                               f"got {type(prm).__name__}")
+            raise InvalidInput(
+                f"{type(self).__name__} needs a process reward model (ttc.verifiers.ProcessRewardModel), "
+                f"got {type(prm).__name__}"
+            )
         if steps is not None and not isinstance(steps, StepConfig):
             raise InvalidInput(f"steps= must be a ttc.steps.StepConfig, got {type(steps).__name__}")
         if not isinstance(params, SamplingParams):
@@ -76,10 +78,10 @@ class StepSearch(Strategy):
             scores = await score_steps(self.prm, problem, traces, ctx, usages=[n.usage for n in nodes])
         except BudgetExhausted:
             return False
-        for node, row in zip(nodes, scores):
+        for node, row in zip(nodes, scores, strict=False):
             node.step_scores = row
             node.score = row[-1]
-            for step, s in zip(node.trace.steps, row):
+            for step, s in zip(node.trace.steps, row, strict=False):
                 step.score = s
             node.value = aggregate(row, self.aggregation)
         return True

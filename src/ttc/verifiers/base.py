@@ -67,7 +67,7 @@ async def score_candidates(verifier: Verifier, problem: Problem, candidates: Seq
         raise InvalidInput(f"verifier {verifier.name!r} returned {len(scores)} scores for {len(candidates)} candidates")
     spent = ctx.usage.verifier_tokens - tokens_before
     share, extra = divmod(spent, len(candidates))
-    for i, (candidate, score) in enumerate(zip(candidates, scores)):
+    for i, (candidate, score) in enumerate(zip(candidates, scores, strict=False)):
         candidate.scores[verifier.name] = score
         candidate.usage.verifier_calls += 0 if verifier.free else 1
         candidate.usage.verifier_tokens += share + (1 if i < extra else 0)

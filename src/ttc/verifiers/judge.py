@@ -89,7 +89,7 @@ class LLMJudge(ProcessRewardModel):
             rows.append(row)
         todo = list(keys)
         results = await asyncio.gather(*(self._judge(generator, problem.question, keys[k], ctx) for k in todo))
-        fresh = dict(zip(todo, results))
+        fresh = dict(zip(todo, results, strict=False))
         if self._cache is not None:
             if len(self._cache) > 100_000:
                 self._cache.clear()

@@ -92,7 +92,7 @@ def _check_scores(prm: ProcessRewardModel, traces: Sequence[Sequence[str]], scor
     if len(scores) != len(traces):
         raise InvalidInput(f"PRM {prm.name!r} returned {len(scores)} score lists for {len(traces)} traces")
     out = []
-    for steps, row in zip(traces, scores):
+    for steps, row in zip(traces, scores, strict=False):
         row = [float(s) for s in row]
         if len(row) != len(steps):
             raise InvalidInput(f"PRM {prm.name!r} returned {len(row)} scores for a trace of {len(steps)} steps")
