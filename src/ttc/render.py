@@ -249,5 +249,13 @@ def result_pictures_html(result: Result) -> str:
     return "".join(parts)
 
 
-__all__: Sequence[str] = ("tree_svg", "votes_svg", "node_states", "chosen_node", "result_pictures_html",
-                          "CHOSEN", "KEPT", "PRUNED")
+__all__: Sequence[str] = (
+    "CHOSEN",
+    "KEPT",
+    "PRUNED",
+    "chosen_node",
+    "node_states",
+    "result_pictures_html",
+    "tree_svg",
+    "votes_svg",
+)

@@ -28,7 +28,7 @@ from ttc.errors import BackendUnavailable, GenerationError, InvalidInput, ModelN
 from ttc.models import SMOLLM2_NAME, check_hub_model, resolve_model
 from ttc.types import Completion, Prompt, SamplingParams, Usage
 
-__all__ = ["VLLMEngine", "CPU_DEFAULTS"]
+__all__ = ["CPU_DEFAULTS", "VLLMEngine"]
 
 T = TypeVar("T")
 

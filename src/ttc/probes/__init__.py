@@ -15,8 +15,24 @@ from ttc.probes.conformal import conformal_threshold, fit_logistic, premature_ex
 from ttc.probes.hidden_state import DEFAULT_CUES, HiddenStateProbe, LinearProbe, find_cues
 
 __all__ = [
-    "AnswerConsistency", "BOXED_SUFFIX", "ConfidenceFilter", "DEFAULT_CUES", "Decision", "HiddenStateProbe",
-    "LinearProbe", "PLAIN_SUFFIX", "Probe", "TokenConfidence", "TraceState", "calibrate_threshold",
-    "conformal_threshold", "elicit_answer", "find_cues", "fit_logistic", "group_confidences",
-    "lowest_group_confidence", "premature_exit_rate", "token_confidences",
+    "BOXED_SUFFIX",
+    "DEFAULT_CUES",
+    "PLAIN_SUFFIX",
+    "AnswerConsistency",
+    "ConfidenceFilter",
+    "Decision",
+    "HiddenStateProbe",
+    "LinearProbe",
+    "Probe",
+    "TokenConfidence",
+    "TraceState",
+    "calibrate_threshold",
+    "conformal_threshold",
+    "elicit_answer",
+    "find_cues",
+    "fit_logistic",
+    "group_confidences",
+    "lowest_group_confidence",
+    "premature_exit_rate",
+    "token_confidences",
 ]

@@ -11,7 +11,18 @@ from ttc.strategies.majority import MajorityVote
 from ttc.strategies.particle import ParticleFilter
 from ttc.strategies.sample import Sample
 
-__all__ = ["BestOfN", "MajorityVote", "Sample", "Sampler", "Strategy"]
-__all__ += ["EarlyExit", "FirstFinish", "StreamSample"]
-__all__ += ["AStar", "BeamSearch", "DVTS", "ParticleFilter"]
-__all__ += ["DeepConf"]
+__all__ = [
+    "DVTS",
+    "AStar",
+    "BeamSearch",
+    "BestOfN",
+    "DeepConf",
+    "EarlyExit",
+    "FirstFinish",
+    "MajorityVote",
+    "ParticleFilter",
+    "Sample",
+    "Sampler",
+    "Strategy",
+    "StreamSample",
+]

@@ -6,9 +6,23 @@ from ttc.verifiers.judge import LLMJudge
 from ttc.verifiers.process import AGGREGATIONS, PRMVerifier, ProcessRewardModel, ProgrammaticPRM, aggregate, score_steps
 from ttc.verifiers.programmatic import Programmatic, gold_answer_oracle
 
-__all__ = ["LogprobConfidence", "Programmatic", "Verifier", "gold_answer_oracle", "score_candidates"]
-__all__ += ["AGGREGATIONS", "HFProcessRewardModel", "LLMJudge", "MathShepherdPRM", "PRMVerifier",
-            "ProcessRewardModel", "ProgrammaticPRM", "QwenPRM", "aggregate", "score_steps"]
+__all__ = [
+    "AGGREGATIONS",
+    "HFProcessRewardModel",
+    "LLMJudge",
+    "LogprobConfidence",
+    "MathShepherdPRM",
+    "PRMVerifier",
+    "ProcessRewardModel",
+    "Programmatic",
+    "ProgrammaticPRM",
+    "QwenPRM",
+    "Verifier",
+    "aggregate",
+    "gold_answer_oracle",
+    "score_candidates",
+    "score_steps",
+]
 
 
 def __getattr__(name: str):
