@@ -321,3 +321,26 @@ def test_an_unknown_or_mistyped_parameter_names_itself():
         registry.make_strategy("first_finish", n=4, k=True)
     with pytest.raises(registry.InvalidOption, match="must be float"):
         registry.make_strategy("deepconf", n=4, keep="0.5")
+
+
+def test_prm_upstream_is_the_default_prm_of_step_searches(fake, monkeypatch):
+    """`--prm-upstream URL` builds `RemotePRM(URL, model=<its first model>, format=--prm-format)` once and
+    guides step searches with it (and `ttc.prm = "remote"`); RemotePRM's own scoring is tested with it."""
+    remote = pytest.importorskip("ttc.verifiers.remote_prm")
+    from ttc.verifiers import ProgrammaticPRM
+
+    made = []
+
+    def recorder(url, model=None, format=None):  # noqa: A002 - RemotePRM's keyword
+        made.append((url, model, format))
+        return ProgrammaticPRM(lambda problem, steps: 0.5)
+
+    monkeypatch.setattr(remote, "RemotePRM", recorder)
+    config = ServeConfig(upstream=(fake.url,), prm_upstream=fake.url, prm_format="math-shepherd")
+    with start_in_thread(config, port=0) as s:
+        for ttc in ({"strategy": "beam", "n": 2, "max_steps": 2}, {"strategy": "particle", "n": 2, "max_steps": 2,
+                                                                   "prm": "remote"}):
+            status, _, data = post(s.url + "/chat/completions", {"messages": MESSAGES, "ttc": ttc})
+            assert status == 200, data
+            assert data["ttc"]["verifier_calls"] > 0 and data["ttc"]["usage"]["verifier_tokens"] == 0
+    assert made == [(fake.url, "fake", "math-shepherd")]

@@ -178,6 +178,13 @@ class TTCServer:
             self.metrics.errors.labels(str(exc.status)).inc()
             error = RequestError(exc.reason, None, status=exc.status)
             return web.json_response(error.body(), status=exc.status)
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise  # the client left
+        except Exception as exc:  # a bug: an OpenAI-style 500 rather than aiohttp's text page
+            self.metrics.errors.labels("500").inc()
+            error = RequestError(f"internal error: {type(exc).__name__}: {self._redact(str(exc))}", None,
+                                 status=500, type="server_error")
+            return web.json_response(error.body(), status=500)
 
     # -- routes -------------------------------------------------------------------------------
     async def chat(self, request: web.Request) -> web.StreamResponse:

@@ -83,7 +83,7 @@ def _beam(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Str
     from ttc.strategies.beam import BeamSearch
 
     width = options.pop("width", max(1, n // 4))
-    expansions = options.pop("expansions", max(1, n // width))
+    expansions = options.pop("expansions", max(1, n // max(1, width)))
     return BeamSearch(width=width, expansions=expansions, **_step_search_args(verifier, params, options))
 
 
@@ -92,7 +92,7 @@ def _dvts(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Str
     from ttc.strategies.beam import DVTS
 
     subtrees = options.pop("subtrees", max(1, n // 4))
-    expansions = options.pop("expansions", max(1, n // subtrees))
+    expansions = options.pop("expansions", max(1, n // max(1, subtrees)))
     return DVTS(subtrees=subtrees, expansions=expansions, **_step_search_args(verifier, params, options))
 
 
