@@ -344,3 +344,30 @@ def test_prm_upstream_is_the_default_prm_of_step_searches(fake, monkeypatch):
             assert status == 200, data
             assert data["ttc"]["verifier_calls"] > 0 and data["ttc"]["usage"]["verifier_tokens"] == 0
     assert made == [(fake.url, "fake", "math-shepherd")]
+
+
+def test_answer_grouping_never_blocks_the_http_loop(fake, monkeypatch):
+    """Strategies run on the worker loop: while a vote's answer grouping (math-verify, a synchronous
+    wait) is held up, the HTTP loop still answers. Without the worker loop, /metrics would wait for it."""
+    from ttc import votes
+
+    entered, release = threading.Event(), threading.Event()
+    group = votes.answers.group
+
+    def held_group(answers):
+        entered.set()
+        release.wait(30)
+        return group(answers)
+
+    monkeypatch.setattr(votes.answers, "group", held_group)
+    with start_in_thread(ServeConfig(upstream=(fake.url,)), port=0) as s:
+        result: list = []
+        thread = threading.Thread(target=lambda: result.append(chat(s, {"n": 2})))
+        thread.start()
+        assert entered.wait(30)
+        status, body = get(s.root + "/metrics")  # answered while the worker loop is blocked
+        assert status == 200 and b"ttc_serve_problems_in_flight 1.0" in body
+        assert not result  # the vote is still held
+        release.set()
+        thread.join()
+        assert result[0][0] == 200

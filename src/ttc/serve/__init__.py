@@ -19,8 +19,7 @@ __all__ = ["Limits", "RequestError", "RunningServer", "ServeConfig", "TTCServer"
 def serve(config: ServeConfig) -> None:
     """Run the server in the foreground until interrupted (what `ttc serve` does)."""
     server = TTCServer(config)
-    web.run_app(server.app(), host=config.host, port=config.port, handler_cancellation=True,
-                access_log=None, print=lambda text: print(text.replace("http://", "ttc serve on http://", 1)))
+    web.run_app(server.app(), host=config.host, port=config.port, handler_cancellation=True, access_log=None)
 
 
 @dataclass
