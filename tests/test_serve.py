@@ -204,6 +204,7 @@ def test_a_budget_too_small_is_refused_with_what_it_spent(served):
     status, _, data = chat(served, {"n": 4, "budget": {"tokens": 20}})
     assert status == 422 and data["error"]["type"] == "budget_exhausted" and data["error"]["param"] == "ttc.budget"
     assert data["usage"]["total_tokens"] <= 20
+    assert b'ttc_serve_errors_total{status="422"} 1.0' in get(served.root + "/metrics")[1]  # counted once
 
 
 def test_the_in_flight_cap_answers_429_with_retry_after():

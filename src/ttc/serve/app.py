@@ -351,9 +351,9 @@ class TTCServer:
             self.metrics.count_usage(outcome.usage, "strategy")
             if outcome.error is not None:
                 error = _error_of(outcome.error, outcome.usage, self._redact)
-                self.metrics.errors.labels(str(error.status)).inc()
                 if stream is None:
-                    raise error
+                    raise error  # the error middleware answers and counts it
+                self.metrics.errors.labels(str(error.status)).inc()
                 await _sse(stream, error.body())
                 await stream.write_eof()
                 return stream
