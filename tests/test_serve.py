@@ -250,6 +250,18 @@ def test_a_non_loopback_address_needs_a_key_or_insecure():
     ServeConfig(upstream=("http://127.0.0.1:1/v1",), host="0.0.0.0", insecure=True)
 
 
+def test_a_bad_server_setting_fails_at_start():
+    with pytest.raises(InvalidInput, match="unknown strategy"):
+        ServeConfig(upstream=("http://127.0.0.1:1/v1",), strategy="nope")
+    with pytest.raises(InvalidInput, match="prm_format"):
+        ServeConfig(upstream=("http://127.0.0.1:1/v1",), prm_format="orm")
+    with pytest.raises(InvalidInput, match="n must be"):
+        ServeConfig(upstream=("http://127.0.0.1:1/v1",), n=65)
+    with pytest.raises(InvalidInput, match="at least one"):
+        ServeConfig(upstream=())
+    assert ServeConfig(upstream="http://127.0.0.1:1/v1", strategy="vote").strategy == "majority"
+
+
 def test_the_cli_refuses_a_public_address_without_a_key(capsys):
     from ttc.cli import main
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from ttc.errors import InvalidInput
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+#: what a `--prm-upstream` model can be (`ttc.verifiers.RemotePRM`'s formats)
+PRM_FORMATS = ("qwen2.5-math-prm", "math-shepherd")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,11 @@ class ServeConfig:
             raise InvalidInput(f"binding {self.host!r} (not loopback) exposes the upstream to the network: "
                                f"give --api-key KEY (clients send it as a Bearer token), or --insecure to "
                                f"serve without one")
+        from ttc.strategies.registry import canonical_name
+
+        object.__setattr__(self, "strategy", canonical_name(self.strategy))  # unknown: an error now, not per request
+        if self.prm_format not in PRM_FORMATS:
+            raise InvalidInput(f"prm_format must be one of {', '.join(PRM_FORMATS)}, got {self.prm_format!r}")
         if not 0 < self.n <= self.limits.max_n:
             raise InvalidInput(f"n must be in [1, max_n={self.limits.max_n}], got {self.n}")
         if not 0 < self.max_tokens <= self.limits.max_tokens:
