@@ -84,6 +84,7 @@ class FakeOpenAI:
     def __init__(self, preset: str = "vllm", **changes):
         self.behaviour = dataclasses.replace(PRESETS[preset], **changes)
         self.requests: list[tuple[str, dict]] = []
+        self.headers: list[dict[str, str]] = []  # each request's headers, in order
         self.reported = {"prompt_tokens": 0, "completion_tokens": 0}
         self.statuses: list[int] = []
         self._vocab: dict[str, int] = {"<eos>": EOS_ID}
@@ -152,6 +153,7 @@ class FakeOpenAI:
         b = self.behaviour
         body = req.json() if req.body else {}
         self.requests.append((req.path, body))
+        self.headers.append(dict(req.headers))
         if b.slow:
             await asyncio.sleep(b.slow)
         if b.ratelimit and req.path.startswith("/v1/") and req.method == "POST":

@@ -1,4 +1,4 @@
-"""Command line: `ttc demo`, `ttc run "question"`, `ttc eval`, `ttc compare`, `ttc report`."""
+"""Command line: `ttc demo`, `ttc run "question"`, `ttc eval`, `ttc compare`, `ttc report`, `ttc serve`."""
 
 from __future__ import annotations
 
@@ -144,6 +144,57 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from ttc.serve import Limits, ServeConfig, serve
+
+    limits = Limits(max_n=args.max_n, max_tokens=args.cap_max_tokens, max_budget_tokens=args.max_budget_tokens,
+                    max_budget_seconds=args.max_budget_seconds, max_body_bytes=args.max_body_bytes,
+                    max_in_flight=args.max_in_flight, retry_after=args.retry_after)
+    config = ServeConfig(upstream=tuple(args.upstream), strategy=args.strategy, n=args.n, default=args.default,
+                         temperature=args.temperature, max_tokens=args.max_tokens, prm_upstream=args.prm_upstream,
+                         prm_format=args.prm_format, api_key=args.api_key or os.environ.get("TTC_SERVE_API_KEY"),
+                         host=args.host, port=args.port, insecure=args.insecure, limits=limits)
+    serve(config)
+    return 0
+
+
+def _add_serve_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="an OpenAI-compatible endpoint that runs strategies against upstream servers")
+    p.add_argument("--upstream", action="append", required=True, metavar="URL",
+                   help="base URL of an OpenAI-compatible server (e.g. vLLM's http://127.0.0.1:8000/v1); give it "
+                   "again for more replicas of the same model")
+    p.add_argument("--strategy", default="majority", help="the strategy of requests whose ttc object names none")
+    p.add_argument("--n", type=int, default=8, help="candidates of that default strategy")
+    p.add_argument("--default", choices=["passthrough", "strategy"], default="passthrough",
+                   help="requests without a ttc object: forwarded unchanged, or solved with --strategy")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature when a request gives none")
+    p.add_argument("--max-tokens", type=int, default=512, help="completion tokens per candidate when a request "
+                   "gives none")
+    p.add_argument("--prm-upstream", default=None, metavar="URL",
+                   help="a vLLM deployment of a process reward model: the default PRM of step searches and "
+                   "ttc.prm='remote'")
+    p.add_argument("--prm-format", choices=["qwen2.5-math-prm", "math-shepherd"], default="qwen2.5-math-prm",
+                   help="what the --prm-upstream model is")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; not loopback needs --api-key or --insecure")
+    p.add_argument("--port", type=int, default=8100, help="port to bind")
+    p.add_argument("--api-key", default=None, help="key clients must send as a Bearer token "
+                   "(default: $TTC_SERVE_API_KEY, else none)")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without --api-key")
+    p.add_argument("--max-n", type=int, default=64, help="cap on ttc.n")
+    p.add_argument("--cap-max-tokens", type=int, default=4096, help="cap on max_tokens per candidate")
+    p.add_argument("--max-budget-tokens", type=int, default=1_000_000,
+                   help="cap on a request's token budget (and the budget of requests that give none)")
+    p.add_argument("--max-budget-seconds", type=float, default=600.0,
+                   help="cap on a request's time budget (and the budget of requests that give none)")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="cap on a request body's size")
+    p.add_argument("--max-in-flight", type=int, default=64,
+                   help="problems solved at once; more get 429 with Retry-After")
+    p.add_argument("--retry-after", type=int, default=1, help="seconds a 429 asks the client to wait")
+    p.set_defaults(func=cmd_serve)
+
+
 class _HelpFormatter(argparse.HelpFormatter):
     """Every option's help ends with its default, unless the help already names it or there is none."""
 
@@ -205,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ttc.probes.cli import register as register_probe_commands
 
     register_probe_commands(sub, _add_backend_args)  # `ttc probes collect|train|calibrate`
+    _add_serve_command(sub)  # `ttc serve`
     _defaults_in_help(parser)
     return parser
 

@@ -22,42 +22,45 @@ def _majority(n: int, verifier: Verifier | None, params: Any) -> Strategy:
     return MajorityVote(n=n, sample=Sample(params=params), verifier=verifier)
 
 
-def _best_of_n(n: int, verifier: Verifier | None, params: Any) -> Strategy:
+def _best_of_n(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
     verifier = verifier or LogprobConfidence()
     if verifier.required_top_logprobs:
         params = params.replace(top_logprobs=verifier.required_top_logprobs)
-    return BestOfN(n=n, verifier=verifier, sample=Sample(params=params))
+    return BestOfN(n=n, verifier=verifier, sample=Sample(params=params), **options)
 
 
-def _first_finish(n: int, verifier: Verifier | None, params: Any) -> Strategy:
+def _first_finish(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
     from ttc.strategies.first_finish import FirstFinish
 
-    return FirstFinish(n=n, params=params)
+    return FirstFinish(n=n, params=params, **options)
 
 
-def _early_exit(n: int, verifier: Verifier | None, params: Any) -> Strategy:
-    """Early exit by answer consistency; n > 1 votes over n early-exited candidates."""
+def _early_exit(n: int, verifier: Verifier | None, params: Any, every: int = 64, **options: Any) -> Strategy:
+    """Early exit by answer consistency (probed every `every` tokens); n > 1 votes over n
+    early-exited candidates."""
     from ttc.probes import AnswerConsistency
     from ttc.strategies.early_exit import EarlyExit
 
-    sample = EarlyExit(AnswerConsistency(), params=params)
+    sample = EarlyExit(AnswerConsistency(every=every), params=params, **options)
     return sample if n == 1 else MajorityVote(n=n, sample=sample, verifier=verifier)
 
 
-def _deepconf(n: int, verifier: Verifier | None, params: Any) -> Strategy:
+def _deepconf(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
     """DeepConf-online over n traces: the first min(16, n // 2) are the per-question warm-up
     (the paper: 16 of 256); traces vote weighted by their own confidence (a verifier is not used)."""
     from ttc.strategies.deepconf import DeepConf
 
-    return DeepConf(n=n, warmup=min(16, max(1, n // 2)), params=params)
+    options.setdefault("warmup", min(16, max(1, n // 2)))
+    return DeepConf(n=n, params=params, **options)
 
 
-def _step_search_args(verifier: Any, params: Any) -> dict[str, Any]:
+def _step_search_args(verifier: Any, params: Any, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """PRM, step config and step sampling for a step search built by name.
 
     `verifier` may be a process reward model (or a PRM wrapped as a verifier); None gives the
     default `LLMJudge()`, which judges with the generator the search runs on. An outcome verifier
-    cannot guide a step search. The sampling params' max_tokens becomes the per-step budget.
+    cannot guide a step search. The sampling params' max_tokens becomes the per-step budget;
+    `options` may set `max_steps` (the step config's) and the search's own keyword arguments.
     """
     from ttc.steps import StepConfig
     from ttc.verifiers.process import PRMVerifier, ProcessRewardModel
@@ -68,38 +71,43 @@ def _step_search_args(verifier: Any, params: Any) -> dict[str, Any]:
         raise InvalidInput(f"step searches need a process reward model, not the outcome verifier "
                            f"{getattr(verifier, 'name', type(verifier).__name__)!r}; leave it out to use "
                            f"ttc.verifiers.LLMJudge() on the same model")
-    return {"prm": verifier, "steps": StepConfig(max_step_tokens=params.max_tokens), "params": params}
+    options = dict(options or {})
+    steps = StepConfig(max_step_tokens=params.max_tokens, **({"max_steps": options.pop("max_steps")}
+                                                             if "max_steps" in options else {}))
+    return {"prm": verifier, "steps": steps, "params": params, **options}
 
 
-def _beam(n: int, verifier: Verifier | None, params: Any) -> Strategy:
+def _beam(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
     """n = steps sampled per round (Snell et al.'s N): max(1, n // 4) beams of n // beams expansions
     (16: 4 x 4; 10: 2 x 5; n < 8: one beam of n), as docs/strategies/step_search.md says."""
     from ttc.strategies.beam import BeamSearch
 
-    width = max(1, n // 4)
-    return BeamSearch(width=width, expansions=max(1, n // width), **_step_search_args(verifier, params))
+    width = options.pop("width", max(1, n // 4))
+    expansions = options.pop("expansions", max(1, n // max(1, width)))
+    return BeamSearch(width=width, expansions=expansions, **_step_search_args(verifier, params, options))
 
 
-def _dvts(n: int, verifier: Verifier | None, params: Any) -> Strategy:
+def _dvts(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
     """n = steps sampled per round: max(1, n // 4) subtrees of n // subtrees expansions."""
     from ttc.strategies.beam import DVTS
 
-    subtrees = max(1, n // 4)
-    return DVTS(subtrees=subtrees, expansions=max(1, n // subtrees), **_step_search_args(verifier, params))
+    subtrees = options.pop("subtrees", max(1, n // 4))
+    expansions = options.pop("expansions", max(1, n // max(1, subtrees)))
+    return DVTS(subtrees=subtrees, expansions=expansions, **_step_search_args(verifier, params, options))
 
 
-def _astar(n: int, verifier: Verifier | None, params: Any) -> Strategy:
+def _astar(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
     """n = steps sampled per expansion."""
     from ttc.strategies.astar import AStar
 
-    return AStar(expansions=n, **_step_search_args(verifier, params))
+    return AStar(expansions=n, **_step_search_args(verifier, params, options))
 
 
-def _particle(n: int, verifier: Verifier | None, params: Any) -> Strategy:
+def _particle(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
     """n = particles."""
     from ttc.strategies.particle import ParticleFilter
 
-    return ParticleFilter(particles=n, **_step_search_args(verifier, params))
+    return ParticleFilter(particles=n, **_step_search_args(verifier, params, options))
 
 
 #: name -> factory(n, verifier, sampling params); later strategies register here too
@@ -115,6 +123,20 @@ STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "astar": _astar,
     "particle": _particle,
 }
+#: each strategy's own parameters that a caller may set by name (the `ttc` object of `ttc serve`):
+#: parameter -> its JSON type. `make_strategy(name, ..., **options)` refuses any other; the strategy's
+#: constructor checks the values. A strategy without an entry has no own parameters beyond n.
+_STEP_OPTIONS: dict[str, type] = {"max_steps": int, "aggregation": str, "select": str}
+OPTIONS: dict[str, dict[str, type]] = {
+    "best_of_n": {"selection": str},
+    "first_finish": {"k": int, "require_answer": bool},
+    "early_exit": {"every": int, "mode": str, "on_drop": str},
+    "deepconf": {"warmup": int, "keep": float, "window": int, "top_k": int, "every": int},
+    "beam": {"width": int, "expansions": int, "unique": bool, **_STEP_OPTIONS},
+    "dvts": {"subtrees": int, "expansions": int, "unique": bool, **_STEP_OPTIONS},
+    "astar": {"max_expansions": int, "cost_weight": float, "solutions": int, **_STEP_OPTIONS},
+    "particle": {"resampling": str, **_STEP_OPTIONS},
+}
 ALIASES = {"self_consistency": "majority", "vote": "majority", "bon": "best_of_n", "best-of-n": "best_of_n"}
 ALIASES.update({"ffs": "first_finish", "first-finish": "first_finish", "early-exit": "early_exit"})
 ALIASES.update({"deepconf_online": "deepconf", "deepconf-online": "deepconf"})
@@ -122,9 +144,41 @@ ALIASES.update({"beam_search": "beam", "beam-search": "beam", "a*": "astar", "a_
                 "particle_filter": "particle", "particle-filter": "particle", "pf": "particle"})
 
 
-def make_strategy(name: str, n: int = 8, verifier: Verifier | None = None, params: Any = DEFAULT_PARAMS) -> Strategy:
-    """The strategy called `name`, configured with n candidates; unknown names list the known ones."""
-    key = ALIASES.get(name.lower(), name.lower())
+def canonical_name(name: str) -> str:
+    """The registered name of strategy `name` (aliases resolved); unknown names list the known ones."""
+    key = ALIASES.get(name.lower(), name.lower()) if isinstance(name, str) else name
     if key not in STRATEGIES:
         raise InvalidInput(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}")
-    return STRATEGIES[key](n, verifier, params)
+    return key
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Raise `InvalidOption` unless every option is one of strategy `name`'s own parameters, of its type."""
+    declared = OPTIONS.get(canonical_name(name), {})
+    for key, value in options.items():
+        if key not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            raise InvalidOption(key, f"unknown parameter {key!r} for strategy {name!r}; its own parameters: {known}")
+        kind = declared[key]
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            raise InvalidOption(key, f"parameter {key!r} of strategy {name!r} must be {kind.__name__}, got {value!r}")
+
+
+class InvalidOption(InvalidInput):
+    """A strategy parameter that is not the strategy's, or not of its type; `field` names it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def make_strategy(name: str, n: int = 8, verifier: Verifier | None = None, params: Any = DEFAULT_PARAMS,
+                  **options: Any) -> Strategy:
+    """The strategy called `name`, configured with n candidates and its own parameters `options`
+    (see `OPTIONS`); unknown names list the known ones."""
+    key = canonical_name(name)
+    check_options(key, options)
+    return STRATEGIES[key](n, verifier, params, **options) if options else STRATEGIES[key](n, verifier, params)

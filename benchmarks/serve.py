@@ -1,0 +1,201 @@
+"""`ttc serve` under load: no lost or mixed-up answers, passthrough overhead, server CPU, vote latency.
+
+    .venv/bin/python benchmarks/serve.py                          # starts a vLLM server (SmolLM2, CPU)
+    .venv/bin/python benchmarks/serve.py --url http://127.0.0.1:8000/v1 --requests 256 --runs 3
+
+`ttc serve` runs as its own process (`ttc serve --upstream URL`), so its CPU time is read from
+/proc apart from the clients'. Sections, measured on the spot:
+
+1. correctness: `--requests` passthrough completions from `--concurrency` concurrent clients, each
+   prompt naming its own number and sent with `echo: true` (vLLM returns the prompt before the
+   completion), so an answer that went to the wrong client shows; every response id is unique.
+2. throughput: the same load straight to vLLM and through ttc serve, alternating, `--runs` times
+   each; requests/s and the ratio (goal >= 0.95); the server's CPU seconds per request.
+3. a vote: `--vote-requests` chat requests of MajorityVote(n=`--vote-n`) through the server,
+   `--vote-concurrency` at a time: p50/p95 latency and the server's CPU per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+import aiohttp
+
+from ttc.backends.vllm_server import VLLMServer, free_port
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (from /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_ready(url: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/models", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+async def load(base: str, model: str, requests: int, concurrency: int, max_tokens: int, offset: int
+               ) -> tuple[float, list[str]]:
+    """Send the passthrough load; (elapsed seconds, problems found: lost, mixed-up or duplicated)."""
+    semaphore = asyncio.Semaphore(concurrency)
+    problems: list[str] = []
+    ids: set[str] = set()
+
+    async def one(session: aiohttp.ClientSession, k: int) -> None:
+        prompt = f"Request {k}: repeat the number {k}. The number is"
+        body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "echo": True}
+        async with semaphore, session.post(base + "/completions", json=body) as r:
+            data = await r.json(content_type=None)
+        if r.status != 200:
+            problems.append(f"request {k}: HTTP {r.status} {str(data)[:200]}")
+            return
+        text = data["choices"][0]["text"]
+        if not text.startswith(prompt):
+            problems.append(f"request {k}: answer of another prompt: {text[:80]!r}")
+        if data["id"] in ids:
+            problems.append(f"request {k}: duplicate response id {data['id']}")
+        ids.add(data["id"])
+
+    timeout = aiohttp.ClientTimeout(total=None)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=concurrency)) as s:
+        started = time.perf_counter()
+        await asyncio.gather(*(one(s, offset + k) for k in range(requests)))
+        elapsed = time.perf_counter() - started
+    if len(ids) + len([p for p in problems if "HTTP" in p]) != requests:
+        problems.append(f"{requests - len(ids)} answers missing")
+    return elapsed, problems
+
+
+async def votes(base: str, model: str, requests: int, concurrency: int, n: int, max_tokens: int
+                ) -> tuple[list[float], list[str]]:
+    semaphore = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    problems: list[str] = []
+
+    async def one(session: aiohttp.ClientSession, k: int) -> None:
+        body = {"model": model, "max_tokens": max_tokens,
+                "messages": [{"role": "user", "content": f"What is {k} + {k}? Answer with the number."}],
+                "ttc": {"strategy": "majority", "n": n, "temperature": 0.8, "seed": k, "return_candidates": True}}
+        async with semaphore:
+            started = time.perf_counter()
+            async with session.post(base + "/chat/completions", json=body) as r:
+                data = await r.json(content_type=None)
+            latencies.append(time.perf_counter() - started)
+        if r.status != 200:
+            problems.append(f"vote {k}: HTTP {r.status} {str(data)[:200]}")
+        elif len(data["ttc"]["candidates"]) != n:
+            problems.append(f"vote {k}: {len(data['ttc']['candidates'])} candidates")
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as s:
+        await asyncio.gather(*(one(s, k) for k in range(requests)))
+    return latencies, problems
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--url", default=None, help="an existing vLLM server's /v1 URL (default: start one)")
+    p.add_argument("--requests", type=int, default=256)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--max-tokens", type=int, default=8)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--vote-requests", type=int, default=16)
+    p.add_argument("--vote-concurrency", type=int, default=8)
+    p.add_argument("--vote-n", type=int, default=8)
+    p.add_argument("--vote-max-tokens", type=int, default=32)
+    p.add_argument("--json", default=None, help="write the numbers to this file")
+    args = p.parse_args()
+
+    vllm = None
+    url = args.url
+    if url is None:
+        vllm = VLLMServer()
+        vllm.start()
+        url = vllm.url
+    port = free_port("127.0.0.1")
+    serve = subprocess.Popen([sys.executable, "-m", "ttc.cli", "serve", "--upstream", url, "--port", str(port),
+                              "--max-in-flight", str(max(64, args.concurrency))],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out: dict = {"args": vars(args), "cpu_count": os.cpu_count(), "load_average": os.getloadavg()}
+    try:
+        ttc_url = f"http://127.0.0.1:{port}/v1"
+        wait_ready(ttc_url)
+        with urllib.request.urlopen(url + "/models") as r:
+            model = json.loads(r.read())["data"][0]["id"]
+        for base in (url, ttc_url):  # warm-up, not counted (the server's math-verify helper starts meanwhile)
+            asyncio.run(load(base, model, 16, 16, args.max_tokens, 10**6))
+        time.sleep(5)
+
+        rows = []
+        problems: list[str] = []
+        for run in range(args.runs):
+            for target, base in (("vllm", url), ("ttc", ttc_url)) if run % 2 == 0 else \
+                    (("ttc", ttc_url), ("vllm", url)):
+                cpu = cpu_seconds(serve.pid)
+                elapsed, found = asyncio.run(load(base, model, args.requests, args.concurrency, args.max_tokens,
+                                                  run * 10**5 + (0 if target == "vllm" else 5 * 10**4)))
+                rows.append({"run": run, "target": target, "seconds": elapsed, "rps": args.requests / elapsed,
+                             "server_cpu_s": cpu_seconds(serve.pid) - cpu if target == "ttc" else None})
+                problems += [f"{target} run {run}: {f}" for f in found]
+                print(f"run {run} {target:4s}: {args.requests} requests in {elapsed:6.2f} s = "
+                      f"{args.requests / elapsed:6.2f} req/s", flush=True)
+        ratios = []
+        for run in range(args.runs):
+            direct = next(r for r in rows if r["run"] == run and r["target"] == "vllm")
+            via = next(r for r in rows if r["run"] == run and r["target"] == "ttc")
+            ratios.append(via["rps"] / direct["rps"])
+        cpu_per_request = statistics.mean(r["server_cpu_s"] for r in rows if r["target"] == "ttc") / args.requests
+        print(f"passthrough throughput ratio (ttc / vLLM) per run: {', '.join(f'{x:.3f}' for x in ratios)}; "
+              f"mean {statistics.mean(ratios):.3f}")
+        print(f"ttc serve CPU per passthrough request: {1000 * cpu_per_request:.2f} ms")
+        print(f"lost or mixed-up answers: {len(problems)}" + "".join(f"\n  {x}" for x in problems[:20]))
+
+        cpu = cpu_seconds(serve.pid)
+        latencies, vote_problems = asyncio.run(votes(ttc_url, model, args.vote_requests, args.vote_concurrency,
+                                                     args.vote_n, args.vote_max_tokens))
+        vote_cpu = (cpu_seconds(serve.pid) - cpu) / args.vote_requests
+        print(f"MajorityVote(n={args.vote_n}, max_tokens={args.vote_max_tokens}) through ttc serve, "
+              f"{args.vote_requests} requests, {args.vote_concurrency} at a time: "
+              f"p50 {percentile(latencies, 50):.2f} s, p95 {percentile(latencies, 95):.2f} s; "
+              f"server CPU {1000 * vote_cpu:.1f} ms per vote; failures: {len(vote_problems)}"
+              + "".join(f"\n  {x}" for x in vote_problems[:10]))
+        out |= {"rows": rows, "ratios": ratios, "mean_ratio": statistics.mean(ratios),
+                "server_cpu_ms_per_request": 1000 * cpu_per_request, "problems": problems,
+                "vote_latencies": latencies, "vote_p50": percentile(latencies, 50),
+                "vote_p95": percentile(latencies, 95), "vote_server_cpu_ms": 1000 * vote_cpu,
+                "vote_problems": vote_problems}
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(out, f, indent=2)
+        return 1 if problems or vote_problems else 0
+    finally:
+        serve.terminate()
+        try:
+            serve.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+        if vllm is not None:
+            vllm.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
