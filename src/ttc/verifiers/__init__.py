@@ -5,10 +5,11 @@ from ttc.verifiers.confidence import LogprobConfidence
 from ttc.verifiers.judge import LLMJudge
 from ttc.verifiers.process import AGGREGATIONS, PRMVerifier, ProcessRewardModel, ProgrammaticPRM, aggregate, score_steps
 from ttc.verifiers.programmatic import Programmatic, gold_answer_oracle
+from ttc.verifiers.remote_prm import RemotePRM
 
 __all__ = ["LogprobConfidence", "Programmatic", "Verifier", "gold_answer_oracle", "score_candidates"]
 __all__ += ["AGGREGATIONS", "HFProcessRewardModel", "LLMJudge", "MathShepherdPRM", "PRMVerifier",
-            "ProcessRewardModel", "ProgrammaticPRM", "QwenPRM", "aggregate", "score_steps"]
+            "ProcessRewardModel", "ProgrammaticPRM", "QwenPRM", "RemotePRM", "aggregate", "score_steps"]
 
 
 def __getattr__(name: str):
