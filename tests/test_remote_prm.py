@@ -203,7 +203,8 @@ def _compare(server, path, fmt, local_format, **options):
     diff = max(abs(a - b) for x, y in zip(expected, got, strict=True) for a, b in zip(x, y, strict=True))
     assert [len(r) for r in got] == [len(t) for t in TRACES]
     assert diff < 1e-3, (expected, got)
-    assert len({round(s, 4) for row in got for s in row}) > 3  # random weights: the scores differ
+    flat = [s for row in got for s in row]
+    assert max(flat) - min(flat) > 0.05  # the scores differ far more than the tolerance
     # the server ran exactly the tokens the in-process PRM ran, and the usage is what it reported
     assert ctx.usage.verifier_tokens == local_ctx.usage.verifier_tokens
     assert not ctx.usage.estimated

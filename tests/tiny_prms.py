@@ -26,6 +26,9 @@ from ttc.verifiers.reward_models import Qwen2ForProcessRewardModel
 CHATML_TEMPLATE = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n' }}"
                    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
+#: weights drawn wider than the default 0.02, so that step scores spread over (0, 1) instead of all
+#: lying within 1e-3 of 0.5 (which would make a 1e-3 comparison empty); chosen by looking at the scores
+QWEN_INIT, SHEPHERD_INIT = 0.2, 0.5
 
 
 def qwen_tokenizer() -> Qwen2Tokenizer:
@@ -46,7 +49,7 @@ def build_qwen_prm(path: Path, seed: int = 0):
     tok = qwen_tokenizer()
     torch.manual_seed(seed)
     config = Qwen2Config(vocab_size=len(tok), max_position_embeddings=1024,
-                         architectures=["Qwen2ForProcessRewardModel"], **SHAPE)
+                         architectures=["Qwen2ForProcessRewardModel"], initializer_range=QWEN_INIT, **SHAPE)
     model = Qwen2ForProcessRewardModel(config).eval()
     model.save_pretrained(path)
     tok.save_pretrained(path)
@@ -59,7 +62,8 @@ def build_shepherd_prm(path: Path, seed: int = 0):
 
     tok = tokenizer([])
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tok), max_position_embeddings=512, architectures=["LlamaForCausalLM"], **SHAPE)
+    config = LlamaConfig(vocab_size=len(tok), max_position_embeddings=512, architectures=["LlamaForCausalLM"],
+                         initializer_range=SHEPHERD_INIT, **SHAPE)
     model = LlamaForCausalLM(config).eval()
     model.save_pretrained(path)
     tok.save_pretrained(path)
@@ -74,9 +78,9 @@ def qwen_server_args(tok) -> tuple[str, ...]:
 
 
 def shepherd_server_args(tok) -> tuple[str, ...]:
-    """A causal LM as a token classifier: the head is lm_head['+'] - lm_head['-'] (vLLM's
+    """A causal LM as a token classifier (its default pooling task would be `classify`): the head is lm_head['+'] - lm_head['-'] (vLLM's
     `from_2_way_softmax`; its sigmoid is softmax([logit('+'), logit('-')])[0]), read at each 'ки'."""
     tag = tok.encode("ки", add_special_tokens=False)[-1]
     return ("--max-model-len", "512", "--runner", "pooling", "--convert", "classify",
             "--hf-overrides", json.dumps({"classifier_from_token": ["-", "+"], "method": "from_2_way_softmax"}),
-            "--pooler-config", json.dumps({"tok_pooling_type": "STEP", "step_tag_id": tag}))
+            "--pooler-config", json.dumps({"task": "token_classify", "tok_pooling_type": "STEP", "step_tag_id": tag}))
