@@ -78,8 +78,9 @@ def qwen_server_args(tok) -> tuple[str, ...]:
 
 
 def shepherd_server_args(tok) -> tuple[str, ...]:
-    """A causal LM as a token classifier (its default pooling task would be `classify`): the head is lm_head['+'] - lm_head['-'] (vLLM's
-    `from_2_way_softmax`; its sigmoid is softmax([logit('+'), logit('-')])[0]), read at each 'ки'."""
+    """A causal LM as a token classifier: the head is lm_head['+'] - lm_head['-'] (vLLM's
+    `from_2_way_softmax`; its sigmoid is softmax([logit('+'), logit('-')])[0]), read at each 'ки';
+    the task is set because such a model's default pooling task is `classify`."""
     tag = tok.encode("ки", add_special_tokens=False)[-1]
     return ("--max-model-len", "512", "--runner", "pooling", "--convert", "classify",
             "--hf-overrides", json.dumps({"classifier_from_token": ["-", "+"], "method": "from_2_way_softmax"}),
