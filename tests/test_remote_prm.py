@@ -11,6 +11,7 @@ down is a closed port.
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -164,6 +165,8 @@ def test_inputs_are_the_in_process_prms_inputs(tmp_path):
 
 
 # -- slow: real vLLM servers ----------------------------------------------------------------------
+# One server per format, each alive only for its class's tests (never two at once on a small CPU).
+STARTUP_TIMEOUT = float(os.environ.get("TTC_TEST_VLLM_STARTUP_TIMEOUT", "600"))
 
 
 def _serve_prm(tmp_path_factory, what, build, server_args):
@@ -171,11 +174,11 @@ def _serve_prm(tmp_path_factory, what, build, server_args):
 
     path = tmp_path_factory.mktemp(what)
     _, tok = build(path)
-    return running_vllm_server(f"a vLLM server for the tiny {what}", model=str(path), startup_timeout=300,
+    return running_vllm_server(f"a vLLM server for the tiny {what}", model=str(path), startup_timeout=STARTUP_TIMEOUT,
                                args=server_args(tok), env={"VLLM_CPU_KVCACHE_SPACE": "1"}), path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def qwen_prm_server(tmp_path_factory):
     from tiny_prms import build_qwen_prm, qwen_server_args
 
@@ -184,7 +187,7 @@ def qwen_prm_server(tmp_path_factory):
         yield running, str(path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def shepherd_prm_server(tmp_path_factory):
     from tiny_prms import build_shepherd_prm, shepherd_server_args
 
@@ -216,61 +219,61 @@ def _compare(server, path, fmt, local_format, **options):
 
 
 @pytest.mark.slow
-def test_served_qwen_prm_scores_equal_in_process(qwen_prm_server):
-    server, path = qwen_prm_server
-    diff = _compare(server, path, "qwen2.5-math-prm", "qwen")
-    print(f"qwen2.5-math-prm: max abs diff {diff:.2e}")
-    # the PRM's own chat template instead of the built-in ChatML reads the same
-    _compare(server, path, "qwen2.5-math-prm", "qwen", tokenizer=path)
+class TestServedQwenPRM:
+    """Qwen2ForProcessRewardModel served by vllm-cpu (one server for the class)."""
+
+    def test_scores_equal_in_process(self, qwen_prm_server):
+        server, path = qwen_prm_server
+        diff = _compare(server, path, "qwen2.5-math-prm", "qwen")
+        print(f"qwen2.5-math-prm: max abs diff {diff:.2e}")
+        # the PRM's own chat template instead of the built-in ChatML reads the same
+        _compare(server, path, "qwen2.5-math-prm", "qwen", tokenizer=path)
+
+    def test_a_wrong_model_name(self, qwen_prm_server):
+        server, _ = qwen_prm_server
+        with pytest.raises(ModelNotFound, match=r"does not serve 'no-such-prm'.*it serves"):
+            score(RemotePRM(server.url, model="no-such-prm"))
+
+    def test_the_wrong_step_tag_is_a_clear_error(self, qwen_prm_server):
+        server, _ = qwen_prm_server
+        prm = RemotePRM(server.url, model=server.model, separator="<|im_end|>")  # the server reads <extra_0>
+        with pytest.raises(InvalidInput, match="step markers"):
+            score(prm)
+
+    def test_beam_search_with_a_served_prm(self, qwen_prm_server):
+        """BeamSearch end to end on the Scripted backend: the served PRM steers the search exactly as
+        the same PRM in this process does (same tree, same step scores, same verifier usage)."""
+        server, path = qwen_prm_server
+
+        def step(prompt, params, i):
+            done = prompt.split("<assistant>")[-1]
+            if "first" not in done:
+                return ["first add the numbers .\n\n", "first add two and three .\n\n"][i % 2]
+            return ["so the answer is \\boxed{5} .", "so the answer is \\boxed{6} ."][i % 2]
+
+        def run(prm):
+            llm = ttc.backends.Scripted(step)
+            return ttc.BeamSearch(2, 2, prm).solve(QUESTION, llm, budget=Budget(verifier_calls=40), seed=0)
+
+        remote = run(RemotePRM(server.url, model=server.model))
+        local = run(ProcessRewardModel.from_pretrained(path, format="qwen"))
+        assert remote.ok and local.ok
+        assert remote.answer == local.answer
+        assert remote.usage.verifier_calls == local.usage.verifier_calls > 0
+        assert remote.usage.verifier_tokens == local.usage.verifier_tokens > 0
+        assert remote.tree.usage().counts() == remote.usage.counts()
+        remote_scores = [n.step_scores for n in remote.tree if n.score is not None]
+        local_scores = [n.step_scores for n in local.tree if n.score is not None]
+        assert len(remote_scores) == len(local_scores) > 0
+        for a, b in zip(remote_scores, local_scores, strict=True):
+            assert a == pytest.approx(b, abs=1e-3)
 
 
 @pytest.mark.slow
-def test_served_prm_with_a_wrong_model_name(qwen_prm_server):
-    server, _ = qwen_prm_server
-    with pytest.raises(ModelNotFound, match=r"does not serve 'no-such-prm'.*it serves"):
-        score(RemotePRM(server.url, model="no-such-prm"))
+class TestServedMathShepherdPRM:
+    """A math-shepherd-style causal LM served by vllm-cpu as a token classifier."""
 
-
-@pytest.mark.slow
-def test_served_prm_with_the_wrong_step_tag_is_a_clear_error(qwen_prm_server):
-    server, _ = qwen_prm_server
-    prm = RemotePRM(server.url, model=server.model, separator="<|im_end|>")  # the server reads <extra_0>
-    with pytest.raises(InvalidInput, match="step markers"):
-        score(prm)
-
-
-@pytest.mark.slow
-def test_beam_search_with_a_served_prm(qwen_prm_server):
-    """BeamSearch end to end on the Scripted backend: the served PRM steers the search exactly as
-    the same PRM in this process does (same tree, same step scores, same verifier usage)."""
-    server, path = qwen_prm_server
-
-    def step(prompt, params, i):
-        done = prompt.split("<assistant>")[-1]
-        if "first" not in done:
-            return ["first add the numbers .\n\n", "first add two and three .\n\n"][i % 2]
-        return ["so the answer is \\boxed{5} .", "so the answer is \\boxed{6} ."][i % 2]
-
-    def run(prm):
-        llm = ttc.backends.Scripted(step)
-        return ttc.BeamSearch(2, 2, prm).solve(QUESTION, llm, budget=Budget(verifier_calls=40), seed=0)
-
-    remote = run(RemotePRM(server.url, model=server.model))
-    local = run(ProcessRewardModel.from_pretrained(path, format="qwen"))
-    assert remote.ok and local.ok
-    assert remote.answer == local.answer
-    assert remote.usage.verifier_calls == local.usage.verifier_calls > 0
-    assert remote.usage.verifier_tokens == local.usage.verifier_tokens > 0
-    assert remote.tree.usage().counts() == remote.usage.counts()
-    remote_scores = [n.step_scores for n in remote.tree if n.score is not None]
-    local_scores = [n.step_scores for n in local.tree if n.score is not None]
-    assert len(remote_scores) == len(local_scores) > 0
-    for a, b in zip(remote_scores, local_scores, strict=True):
-        assert a == pytest.approx(b, abs=1e-3)
-
-
-@pytest.mark.slow
-def test_served_math_shepherd_prm_scores_equal_in_process(shepherd_prm_server):
-    server, path = shepherd_prm_server
-    diff = _compare(server, path, "math-shepherd", "math-shepherd")
-    print(f"math-shepherd: max abs diff {diff:.2e}")
+    def test_scores_equal_in_process(self, shepherd_prm_server):
+        server, path = shepherd_prm_server
+        diff = _compare(server, path, "math-shepherd", "math-shepherd")
+        print(f"math-shepherd: max abs diff {diff:.2e}")
