@@ -5,6 +5,7 @@ from ttc.verifiers.confidence import LogprobConfidence
 from ttc.verifiers.judge import LLMJudge
 from ttc.verifiers.process import AGGREGATIONS, PRMVerifier, ProcessRewardModel, ProgrammaticPRM, aggregate, score_steps
 from ttc.verifiers.programmatic import Programmatic, gold_answer_oracle
+from ttc.verifiers.remote_prm import RemotePRM
 
 __all__ = [
     "AGGREGATIONS",
@@ -17,6 +18,7 @@ __all__ = [
     "Programmatic",
     "ProgrammaticPRM",
     "QwenPRM",
+    "RemotePRM",
     "Verifier",
     "aggregate",
     "gold_answer_oracle",

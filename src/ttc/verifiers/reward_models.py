@@ -37,6 +37,7 @@ from transformers.modeling_outputs import TokenClassifierOutput
 from ttc.context import Context
 from ttc.errors import InvalidInput, ModelNotFound
 from ttc.types import Problem
+from ttc.verifiers.prm_formats import QWEN_SYSTEM, qwen_messages, qwen_plain_text, shepherd_text
 from ttc.verifiers.process import ProcessRewardModel
 
 __all__ = ["FORMATS", "HFProcessRewardModel", "MathShepherdPRM", "Qwen2ForProcessRewardModel", "QwenPRM", "load_prm"]
@@ -45,7 +46,6 @@ __all__ = ["FORMATS", "HFProcessRewardModel", "MathShepherdPRM", "Qwen2ForProces
 FORMATS = ("qwen", "math-shepherd")
 _FORMAT_ALIASES = {"qwen2.5-math-prm": "qwen", "qwen-prm": "qwen", "token-classification": "qwen",
                    "shepherd": "math-shepherd", "math_shepherd": "math-shepherd", "mathshepherd": "math-shepherd"}
-QWEN_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 class Qwen2ForProcessRewardModel(Qwen2PreTrainedModel):
@@ -171,13 +171,10 @@ class QwenPRM(HFProcessRewardModel):
 
     def text(self, question: str, steps: Sequence[str]) -> str:
         """The model's input text: the chat template over system, question and separated steps."""
-        answer = "".join(s.replace(self.separator, "") + self.separator for s in steps)
         if getattr(self.tokenizer, "chat_template", None):
-            messages = [{"role": "system", "content": self.system}] if self.system else []
-            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            messages = qwen_messages(question, steps, separator=self.separator, system=self.system)
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
-        prefix = f"{self.system}\n" if self.system else ""
-        return f"{prefix}{question}\n{answer}"
+        return qwen_plain_text(question, steps, separator=self.separator, system=self.system)
 
     def encode(self, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
         ids = list(self.tokenizer(self.text(question, steps))["input_ids"])
@@ -216,12 +213,7 @@ class MathShepherdPRM(HFProcessRewardModel):
         self.step_tag_id = int(tag_ids[-1])
 
     def text(self, question: str, steps: Sequence[str]) -> str:
-        lines = []
-        for i, step in enumerate(steps, 1):
-            step = step.replace(self.step_tag, "").strip()
-            prefix = "" if step.lower().startswith("step ") else self.step_prefix.format(i=i)
-            lines.append(f"{prefix}{step} {self.step_tag}")
-        return f"{question} " + "\n".join(lines)
+        return shepherd_text(question, steps, step_tag=self.step_tag, step_prefix=self.step_prefix)
 
     def encode(self, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
         ids = list(self.tokenizer(self.text(question, steps))["input_ids"])
