@@ -80,6 +80,8 @@ DEFAULT_TARGETS = [
 #: with -x, a mutant is usually killed by the targeted tests within a second.
 DEFAULT_TESTS = [
     "tests/test_logic_*.py",
+    "tests/test_smc.py",
+    "tests/test_particle_rounds.py",
     "tests/test_step_search.py",
     "tests/test_strategies.py",
     "tests/test_early_exit.py",
@@ -92,15 +94,16 @@ DEFAULT_TESTS = [
 #: which of those files run for a module's mutants (first match by prefix; `--all-tests` runs every
 #: file for every mutant). Fewer files can only miss kills, never invent them.
 TEST_MAP = {
-    "ttc.strategies.particle": ["tests/test_logic_particle.py", "tests/test_step_search.py"],
-    "ttc.smc": ["tests/test_logic_particle.py", "tests/test_step_search.py"],
+    "ttc.strategies.particle": ["tests/test_logic_particle.py", "tests/test_particle_rounds.py",
+                                "tests/test_step_search.py"],
+    "ttc.smc": ["tests/test_smc.py", "tests/test_logic_particle.py", "tests/test_step_search.py"],
     "ttc.strategies.best_of_n": ["tests/test_logic_votes.py", "tests/test_strategies.py"],
     "ttc.strategies.majority": ["tests/test_logic_votes.py", "tests/test_strategies.py"],
     "ttc.strategies.first_finish": ["tests/test_logic_votes.py", "tests/test_first_finish.py"],
-    "ttc.strategies.beam": ["tests/test_logic_search.py", "tests/test_step_search.py"],
-    "ttc.strategies.astar": ["tests/test_logic_search.py", "tests/test_step_search.py"],
-    "ttc.strategies.stepwise": ["tests/test_logic_search.py", "tests/test_logic_particle.py",
-                                "tests/test_step_search.py"],
+    "ttc.strategies.beam": ["tests/test_logic_search.py", "tests/test_particle_rounds.py", "tests/test_step_search.py"],
+    "ttc.strategies.astar": ["tests/test_logic_search.py", "tests/test_particle_rounds.py", "tests/test_step_search.py"],
+    "ttc.strategies.stepwise": ["tests/test_particle_rounds.py", "tests/test_logic_search.py",
+                                "tests/test_logic_particle.py", "tests/test_step_search.py"],
     "ttc.steps": ["tests/test_logic_search.py", "tests/test_logic_particle.py", "tests/test_step_search.py"],
     "ttc.verifiers.process": ["tests/test_logic_search.py", "tests/test_step_search.py"],
     "ttc.probes": ["tests/test_logic_probes.py", "tests/test_probes.py", "tests/test_early_exit.py"],
@@ -122,6 +125,9 @@ KNOWN_EQUIVALENT = [
      "points are < 1 = cumulative[-1], so the first condition stops the loop at the last index"),
     ("_invert", "offbyone: 1->0", "while point >= cumulative[i] and i < len(cumulative) - 1:",
      "points are < 1 = cumulative[-1], so the first condition stops the loop at the last index"),
+    ("residual", "boolean: True->False",
+     "out += multinomial(rng, [s - c for s, c in zip(scaled, copies, strict=True)], rest)",
+     "scaled and copies are built from the same list: equal lengths, so strict never raises"),
     ("ParticleFilter.run", "offbyone: range bound +1", "for t in range(self.steps.max_steps):",
      "every trace is finished at max_steps steps (Stepper._extend), so the loop ends on 'no live particle' "
      "after max_steps rounds either way"),

@@ -36,6 +36,7 @@ def test_in_order_fills_requests_first_to_last():
     assert in_order([2, 3, 1], 4) == [2, 2, 0]
     assert in_order([2, 3, 1], 6) == [2, 3, 1]
     assert in_order([2, 3], 0) == [0, 0]
+    assert in_order([1, 3, 3], 5) == [1, 3, 1]  # what is left after each grant, not after the first
 
 
 def test_each_capped_caps_every_request_independently():
@@ -126,6 +127,18 @@ def test_aggregation_never_changes_the_weights():
     assert weights[0] == weights[1] == weights[2]
     # "last": logit(0.5) = 0 for the A2 particles, logit(0.6) = log(1.5) for the B2 ones
     assert sorted(set(weights[0])) == pytest.approx([1 / 5, 1.5 / 5])
+
+
+def test_an_unscored_particle_weighs_nothing():
+    # a particle still at the root (its request returned no step) has no score: weight 0, as before
+    from ttc.steps import Node
+    from ttc.types import Trace
+
+    pf = ttc.ParticleFilter(4, ttc.verifiers.ProgrammaticPRM(lambda p, s: 0.5))
+    root = Node(id=0, parent=None, depth=0, trace=Trace())
+    assert pf.log_weight(root) == -math.inf
+    scored = Node(id=1, parent=0, depth=1, trace=Trace(), step_scores=[0.2, 0.8], score=0.8)
+    assert pf.log_weight(scored) == pytest.approx(math.log(4.0))
 
 
 def test_weight_by_is_checked():

@@ -62,9 +62,6 @@ class Info(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self.to_dict())
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.to_dict()!r})"
-
 
 def _choice(chosen: int | None, votes: Mapping[str, float] | None, vote_fallback: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {}

@@ -71,9 +71,12 @@ class ParticleFilter(StepSearch):
     keep their previous step. When the budget stops the filter while some particles are still
     unfinished, the answer is chosen among the finished ones if there are any (an unfinished
     particle's text has no final answer yet), as BeamSearch and AStar do; only when none has
-    finished do the partial particles compete. With `resample_threshold`, weights are not
+    finished do the partial particles compete. The weight function is `weight_by` alone
+    (`log_weight`): `aggregation`, shared with the other step searches, ranks the final particles
+    for `select` and is never applied to the weights (it used to look as if it were). The ESS
+    trigger (`resample_threshold`) is ours: the paper resamples every step. Weights are not
     carried over a skipped round: the PRM's score judges the whole prefix, so each round's
-    weights are recomputed from the latest scores (the paper has no ESS trigger).
+    weights are recomputed from the latest scores.
     `details["history"]` records, per round, the particles' tree nodes, scores, normalised
     weights, ESS and resampled indices.
     """
