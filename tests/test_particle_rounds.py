@@ -112,7 +112,9 @@ def test_weight_by_chooses_the_aggregate_of_step_scores_that_is_weighted(weight_
     llm, prm = two_step_tree()
     pf = ttc.ParticleFilter(particles=4, prm=prm, resampling=keep_all, weight_by=weight_by,
                             steps=StepConfig(max_steps=2))
-    second = pf.solve("q?", llm, seed=0).details.history[1]
+    details = pf.solve("q?", llm, seed=0).details
+    assert details.weight_by == weight_by and details.get("weight_by", "last") == weight_by  # in the JSON if not "last"
+    second = details.history[1]
     expected = softmax([logit(a if s == 0.5 else b) for s in second.scores])
     assert second.weights == pytest.approx(expected)
 

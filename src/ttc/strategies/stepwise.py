@@ -4,6 +4,7 @@ Result (candidates, answer, search tree, usage, a typed `ttc.infos.SearchInfo`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -142,9 +143,9 @@ class StepSearch(Strategy):
             children.append(tuple(tree.add(r.node, e, group=r.group) for e in expansions))
         growth = Growth(tuple(requests), tuple(children), exhausted=exhausted)
         if not growth.new:
-            return Growth(tuple(requests), tuple(children), stop="token_budget")
+            return dataclasses.replace(growth, stop="token_budget")
         if not await self._score(problem, ctx, growth.new):
-            return Growth(tuple(requests), tuple(children), stop="verifier_budget")
+            return dataclasses.replace(growth, stop="verifier_budget")
         return growth
 
     async def _score(self, problem: Problem, ctx: Context, nodes: Sequence[Node]) -> bool:
