@@ -54,7 +54,7 @@ DEFAULT_TARGETS = [
     "ttc.strategies.particle:resample,check_probability,ParticleFilter.*",
     "ttc.smc:*",  # the pure particle kernels: weights, ESS, the four resamplers
     # vote and best-of-N choice
-    "ttc.strategies.best_of_n:BestOfN.run,softmax",
+    "ttc.strategies.best_of_n:BestOfN.run",  # its softmax is ttc.smc.softmax
     "ttc.strategies.majority:MajorityVote.run,*",
     # beam pruning, the A* queue, select_answer, step caps, PRM aggregation
     "ttc.strategies.beam:BeamSearch.run,BeamSearch._plan,BeamSearch._prune,BeamSearch._top",
