@@ -51,16 +51,16 @@ ROOT = Path(__file__).resolve().parent.parent
 #: the selection and weighting logic of issue 10 section 3 (module: functions)
 DEFAULT_TARGETS = [
     # resampling, its application to the population, softmax/logit, ESS, the final choice
-    "ttc.strategies.particle:logit,softmax,effective_sample_size,resample,systematic_resample,"
-    "multinomial_resample,ParticleFilter.run,ParticleFilter.*",
-    "ttc.smc:*",  # where the design puts the pure particle kernels, if they move there
+    "ttc.strategies.particle:resample,check_probability,ParticleFilter.*",
+    "ttc.smc:*",  # the pure particle kernels: weights, ESS, the four resamplers
     # vote and best-of-N choice
-    "ttc.strategies.best_of_n:BestOfN.run,softmax",
+    "ttc.strategies.best_of_n:BestOfN.run",  # its softmax is ttc.smc.softmax
     "ttc.strategies.majority:MajorityVote.run,*",
     # beam pruning, the A* queue, select_answer, step caps, PRM aggregation
-    "ttc.strategies.beam:BeamSearch.run,BeamSearch._top",
-    "ttc.strategies.astar:AStar.run",
-    "ttc.strategies.stepwise:StepSearch._score,StepSearch._result",
+    "ttc.strategies.beam:BeamSearch.run,BeamSearch._plan,BeamSearch._prune,BeamSearch._top",
+    "ttc.strategies.astar:AStar.run,AStar._finish",
+    "ttc.strategies.stepwise:StepSearch._grow,StepSearch._score,StepSearch._result,all_or_nothing,in_order,"
+    "each_capped",
     "ttc.steps:select_answer,verifier_calls_left,Stepper._extend",
     "ttc.verifiers.process:aggregate",
     # FirstFinish's choice
@@ -80,6 +80,8 @@ DEFAULT_TARGETS = [
 #: with -x, a mutant is usually killed by the targeted tests within a second.
 DEFAULT_TESTS = [
     "tests/test_logic_*.py",
+    "tests/test_smc.py",
+    "tests/test_particle_rounds.py",
     "tests/test_step_search.py",
     "tests/test_strategies.py",
     "tests/test_early_exit.py",
@@ -92,15 +94,18 @@ DEFAULT_TESTS = [
 #: which of those files run for a module's mutants (first match by prefix; `--all-tests` runs every
 #: file for every mutant). Fewer files can only miss kills, never invent them.
 TEST_MAP = {
-    "ttc.strategies.particle": ["tests/test_logic_particle.py", "tests/test_step_search.py"],
-    "ttc.smc": ["tests/test_logic_particle.py", "tests/test_step_search.py"],
+    "ttc.strategies.particle": ["tests/test_logic_particle.py", "tests/test_particle_rounds.py",
+                                "tests/test_step_search.py"],
+    "ttc.smc": ["tests/test_smc.py", "tests/test_logic_particle.py", "tests/test_step_search.py"],
     "ttc.strategies.best_of_n": ["tests/test_logic_votes.py", "tests/test_strategies.py"],
     "ttc.strategies.majority": ["tests/test_logic_votes.py", "tests/test_strategies.py"],
     "ttc.strategies.first_finish": ["tests/test_logic_votes.py", "tests/test_first_finish.py"],
-    "ttc.strategies.beam": ["tests/test_logic_search.py", "tests/test_step_search.py"],
-    "ttc.strategies.astar": ["tests/test_logic_search.py", "tests/test_step_search.py"],
-    "ttc.strategies.stepwise": ["tests/test_logic_search.py", "tests/test_logic_particle.py",
-                                "tests/test_step_search.py"],
+    "ttc.strategies.beam": ["tests/test_logic_search.py", "tests/test_particle_rounds.py",
+                            "tests/test_step_search.py"],
+    "ttc.strategies.astar": ["tests/test_logic_search.py", "tests/test_particle_rounds.py",
+                             "tests/test_step_search.py"],
+    "ttc.strategies.stepwise": ["tests/test_particle_rounds.py", "tests/test_logic_search.py",
+                                "tests/test_logic_particle.py", "tests/test_step_search.py"],
     "ttc.steps": ["tests/test_logic_search.py", "tests/test_logic_particle.py", "tests/test_step_search.py"],
     "ttc.verifiers.process": ["tests/test_logic_search.py", "tests/test_step_search.py"],
     "ttc.probes": ["tests/test_logic_probes.py", "tests/test_probes.py", "tests/test_early_exit.py"],
@@ -113,16 +118,30 @@ TEST_MAP = {
 #: function, operator and the original line's text (not line numbers, which move). They are still
 #: run and reported, and the kill rate is given with and without them.
 KNOWN_EQUIVALENT = [
-    ("resample", "drop: statement dropped", "cumulative[-1] = 1.0",
+    ("_cumulative", "drop: statement dropped", "cumulative[-1] = 1.0",
      "the loop guard i < len(cumulative) - 1 already keeps the index in range when rounding leaves the "
      "last cumulative weight just under 1"),
-    ("resample", "compare: boundary Lt->LtE", "while point >= cumulative[i] and i < len(cumulative) - 1:",
+    ("_invert", "compare: boundary Lt->LtE", "while point >= cumulative[i] and i < len(cumulative) - 1:",
      "points are < 1 = cumulative[-1], so the first condition stops the loop at the last index"),
-    ("resample", "arith: Sub->Add", "while point >= cumulative[i] and i < len(cumulative) - 1:",
+    ("_invert", "arith: Sub->Add", "while point >= cumulative[i] and i < len(cumulative) - 1:",
      "points are < 1 = cumulative[-1], so the first condition stops the loop at the last index"),
-    ("resample", "offbyone: 1->0", "while point >= cumulative[i] and i < len(cumulative) - 1:",
+    ("_invert", "offbyone: 1->0", "while point >= cumulative[i] and i < len(cumulative) - 1:",
      "points are < 1 = cumulative[-1], so the first condition stops the loop at the last index"),
-    ("ParticleFilter.run", "offbyone: range bound +1", "for round_ in range(self.steps.max_steps):",
+    ("residual", "boolean: True->False",
+     "out += multinomial(rng, [s - c for s, c in zip(scaled, copies, strict=True)], rest)",
+     "scaled and copies are built from the same list: equal lengths, so strict never raises"),
+    ("ParticleFilter.run", "offbyone: 0->-1",
+     "requests = [Request(population[idxs[0]], len(idxs)) for idxs in live]",
+     "a group's indices are particles at the same node: population[idxs[0]] is population[idxs[-1]]"),
+    ("ParticleFilter._extend", "boolean: True->False",
+     "for idxs, children in zip(live, growth.children, strict=True):",
+     "all_or_nothing keeps every request, so there is one children tuple per live group"),
+    ("StepSearch._grow", "boolean: True->False", "for r, expansions in zip(requests, results, strict=True):",
+     "expand_many returns one result list per request"),
+    ("StepSearch._grow", "boolean: True->False",
+     "requests = [r._replace(n=k) for r, k in zip(requests, granted, strict=True) if k]",
+     "every trim rule returns one count per request"),
+    ("ParticleFilter.run", "offbyone: range bound +1", "for t in range(self.steps.max_steps):",
      "every trace is finished at max_steps steps (Stepper._extend), so the loop ends on 'no live particle' "
      "after max_steps rounds either way"),
     ("BestOfN.run", "offbyone: 0->-1",
@@ -132,8 +151,6 @@ KNOWN_EQUIVALENT = [
      "the root's f is never read (the root is excluded from the final ranking; children use g)"),
     ("AStar.run", "offbyone: 0->-1", "f: dict[int, float] = {0: 0.0}",
      "the root's f is never read (the root is excluded from the final ranking; children use g)"),
-    ("AStar.run", "offbyone: 0->-1", "children = [tree.add(node, e) for e in results[0]]",
-     "one request, so one result list: [0] and [-1] are the same"),
     ("StepSearch._score", "drop: statement dropped", "if not nodes:",
      "no caller passes an empty list (each stops first when a round produced no step)"),
     ("StepSearch._score", "drop: statement dropped", "return True",
@@ -142,17 +159,16 @@ KNOWN_EQUIVALENT = [
      "no caller passes an empty list (each stops first when a round produced no step)"),
     ("StepSearch._result", "drop: statement dropped", "final = list(final)",
      "every caller passes a list"),
-    ("AStar.run", "uniform: weights made uniform", "weights = [-f[n.id] for n in final]",
+    ("AStar._finish", "uniform: weights made uniform",
+     "weights = [-f[n.id] for n in final] if self.select == \"best\" else [n.value for n in final]",
      "final is always in ascending f (goals are popped in f order, the budget path sorts by f), so the "
      "first candidate is the best either way"),
-    ("AStar.run", "drop: statement dropped", "if exhausted:",
+    ("AStar.run", "drop: statement dropped", "if growth.exhausted:",
      "A* sends one request per expansion: a refused one leaves no children and stops the search one "
      "line earlier, so 'exhausted' with children cannot happen"),
     # the two lines inside that branch (their text also occurs elsewhere in AStar.run, where
     # dropping them is killed: a survivor there would be misfiled here)
     ("AStar.run", "drop: statement dropped", 'stop = "token_budget"',
-     "inside A*'s unreachable 'if exhausted:' branch (see above)"),
-    ("AStar.run", "drop: statement dropped", "break",
      "inside A*'s unreachable 'if exhausted:' branch (see above)"),
     ("AnswerConsistency.check", "offbyone: 1->0",
      "agree = len(last) == self.window and None not in last and all(equivalent(a, last[-1]) for a in last)",

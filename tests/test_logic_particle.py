@@ -64,7 +64,7 @@ def test_resample_refuses_bad_weights(weights):
 
 def test_resample_refuses_an_unknown_method():
     with pytest.raises(InvalidInput):
-        resample([1.0, 1.0], 2, random.Random(0), "stratified")
+        resample([1.0, 1.0], 2, random.Random(0), "no_such_method")
 
 
 @pytest.mark.parametrize("method", ["multinomial", "systematic"])

@@ -60,8 +60,9 @@ def note_truncation(result: Result) -> Result:
     max_tokens: the answer then rests on unfinished traces, and max_tokens is the thing to raise."""
     total, cut = len(result.candidates), result.truncated
     if total > 1 and 2 * cut > total:
-        result.details["truncation"] = (f"{cut}/{total} candidates were cut at max_tokens before finishing: "
-                                        f"the answer rests mostly on unfinished traces; raise max_tokens")
+        result.details = result.details.with_extra(
+            truncation=f"{cut}/{total} candidates were cut at max_tokens before finishing: "
+                       f"the answer rests mostly on unfinished traces; raise max_tokens")
     return result
 
 

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ttc.errors import InvalidInput
+from ttc.infos import Info
+
+if TYPE_CHECKING:
+    from ttc.steps import SearchTree
 
 #: A prompt is either text (sent as is) or token ids (never re-tokenised).
 Prompt = str | Sequence[int]
@@ -237,16 +241,28 @@ class Candidate:
 
 @dataclass
 class Result:
-    """What a strategy returns: the answer, every candidate, and the total usage."""
+    """What a strategy returns: the answer, every candidate, and the total usage.
+
+    `details` is the strategy's typed record (`ttc.infos`: votes, the search's rounds, ...), also
+    readable as a mapping (`result.details["votes"]`); a plain dict given here becomes its
+    `extra`. `tree` is the search tree of a step search, else None.
+    """
 
     problem: Problem
     answer: str | None
     candidates: list[Candidate]
     usage: Usage
     strategy: str
-    details: dict[str, Any] = field(default_factory=dict)
-    tree: Any = None
+    details: Info = field(default_factory=Info)
+    tree: SearchTree | None = None
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.details, Info):
+            if not isinstance(self.details, Mapping):
+                raise InvalidInput(f"Result.details must be a ttc.infos.Info or a dict, "
+                                   f"got {type(self.details).__name__}")
+            self.details = Info(extra=dict(self.details))
 
     @classmethod
     def failed(cls, problem: Problem, strategy: str, error: BaseException, usage: Usage) -> Result:
@@ -294,7 +310,7 @@ class Result:
             "correct": self.is_correct(),
             "strategy": self.strategy,
             "usage": self.usage.to_dict(),
-            "details": self.details,
+            "details": self.details.to_dict(),
             "error": self.error,
             "truncated": self.truncated,
             "candidates": [

@@ -7,9 +7,10 @@ import itertools
 
 from ttc.context import Context
 from ttc.errors import InvalidInput
+from ttc.infos import AStarInfo, StopReason
 from ttc.prompts import ChatPrompt
-from ttc.steps import STEP_PARAMS, Node, StepConfig, verifier_calls_left
-from ttc.strategies.stepwise import StepSearch, check_positive
+from ttc.steps import STEP_PARAMS, Node, SearchTree, StepConfig
+from ttc.strategies.stepwise import Request, StepSearch, check_positive, each_capped
 from ttc.types import Problem, Result, SamplingParams
 from ttc.verifiers.process import ProcessRewardModel
 
@@ -62,57 +63,45 @@ class AStar(StepSearch):
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         stepper, tree = await self._begin(problem, ctx)
-        counter = itertools.count()
+        counter = itertools.count()  # ties in f: the earlier-generated state first
         g: dict[int, float] = {0: 0.0}
         f: dict[int, float] = {0: 0.0}
         open_set: list[tuple[float, int, Node]] = [(0.0, next(counter), tree.root)]
         goals: list[Node] = []
         expanded = 0
-        stop = None
-        while open_set:
+        stop: StopReason | None = None
+        while open_set and stop is None:
             _, _, node = heapq.heappop(open_set)
-            if node.finished:
+            if node.finished:  # the goal test
                 goals.append(node)
-                if len(goals) >= self.solutions:
-                    stop = "solved"
-                    break
+                stop = "solved" if len(goals) >= self.solutions else None
                 continue
             if expanded >= self.max_expansions:
                 stop = "max_expansions"
                 break
-            k = self.expansions
-            left = verifier_calls_left(ctx)
-            if left is not None:
-                k = min(k, left)
-            if k == 0:
-                stop = "verifier_budget"
+            growth = await self._grow(problem, ctx, stepper, tree, [Request(node, self.expansions)], each_capped,
+                                      expanded)
+            expanded += bool(growth.new)
+            stop = growth.stop
+            if stop:
                 break
-            results, exhausted = await stepper.expand_many([(node.trace, k)])
-            children = [tree.add(node, e) for e in results[0]]
-            if not children:
-                stop = "token_budget"
-                break
-            node.expanded = expanded
-            expanded += 1
-            if not await self._score(problem, ctx, children):
-                stop = "verifier_budget"
-                break
-            for child in children:
+            for child in growth.new:
                 g[child.id] = g[node.id] + self.cost_weight * (1.0 - child.score)
                 f[child.id] = g[child.id] + (1.0 - child.value)
                 heapq.heappush(open_set, (f[child.id], next(counter), child))
-            if exhausted:
+            if growth.exhausted:
                 stop = "token_budget"
-                break
+        return self._finish(problem, ctx, tree, goals, f, expanded, stop or "open_set_empty")
+
+    def _finish(self, problem: Problem, ctx: Context, tree: SearchTree, goals: list[Node], f: dict[int, float],
+                expanded: int, stop: StopReason) -> Result:
+        """The answer among the goals popped, else (the budget ended the search first) the finished
+        traces generated, else the best partial one."""
         final = goals
-        if not final:  # the budget ended the search first: finished traces generated, else the best partial
+        if not final:
             ranked = sorted((n for n in tree if n.id in f and n.id != 0), key=lambda n: (f[n.id], n.id))
             final = [n for n in ranked if n.finished] or ranked[:1]
-        if self.select == "best":
-            weights = [-f[n.id] for n in final]
-        else:
-            weights = [n.value for n in final]
-        return self._result(problem, ctx, tree, final, weights, details={
-            "expanded": expanded, "generated": tree.generated, "expansions": self.expansions,
-            "cost_weight": self.cost_weight, "f": {n.id: f[n.id] for n in final},
-            "stopped_by": stop or "open_set_empty"})
+        weights = [-f[n.id] for n in final] if self.select == "best" else [n.value for n in final]
+        return self._result(problem, ctx, tree, final, weights, info=AStarInfo, expanded=expanded,
+                            expansions=self.expansions, cost_weight=self.cost_weight,
+                            f={n.id: f[n.id] for n in final}, stopped_by=stop)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ttc.context import Context
+from ttc.infos import BeamInfo, StopReason
 from ttc.prompts import ChatPrompt
-from ttc.steps import STEP_PARAMS, Node, StepConfig, verifier_calls_left
-from ttc.strategies.stepwise import StepSearch, check_positive
+from ttc.steps import STEP_PARAMS, Node, StepConfig
+from ttc.strategies.stepwise import Request, StepSearch, check_positive, in_order
 from ttc.types import Problem, Result, SamplingParams
 from ttc.verifiers.process import ProcessRewardModel
 
@@ -62,76 +63,55 @@ class BeamSearch(StepSearch):
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         stepper, tree = await self._begin(problem, ctx)
-        root = tree.root
         # one group per independent subtree: a single beam of `width` (beam search), or `width`
         # beams of one (DVTS); each group samples keep * expansions steps per round
-        if self.diverse:
-            groups: list[list[Node]] = [[root] for _ in range(self.width)]
-            keep = 1
-        else:
-            groups = [[root]]
-            keep = self.width
-        per_group = keep * self.expansions
-        completed: list[Node] = []
-        last_round: dict[int, list[Node]] = {}  # DVTS: each subtree's latest samples
+        groups: list[list[Node]] = [[tree.root] for _ in range(self.width)] if self.diverse else [[tree.root]]
+        keep = 1 if self.diverse else self.width
+        pool: dict[int, list[Node]] = {}  # per group, its answer candidates (finished traces)
         rounds = 0
-        stop = None
+        stop: StopReason | None = None
         while any(groups) and stop is None:
-            # plan: spread each group's samples over its live beams
-            plan: list[tuple[int, Node, int]] = []
-            for g, beams in enumerate(groups):
-                for i, beam in enumerate(beams):
-                    k = per_group // len(beams) + (1 if i < per_group % len(beams) else 0)
-                    if k:
-                        plan.append((g, beam, k))
-            left = verifier_calls_left(ctx)
-            if left is not None:  # draw only what the PRM budget can score
-                trimmed = []
-                for g, beam, k in plan:
-                    k = min(k, left)
-                    if k:
-                        trimmed.append((g, beam, k))
-                    left -= k
-                plan = trimmed
-            if not plan:
-                stop = "verifier_budget"
-                break
-            results, exhausted = await stepper.expand_many([(beam.trace, k) for _, beam, k in plan])
-            new: list[tuple[int, Node]] = []
-            for (g, beam, _), expansions in zip(plan, results, strict=False):
-                beam.expanded = rounds
-                for expansion in expansions:
-                    new.append((g, tree.add(beam, expansion, group=g)))
-            if not new:
-                stop = "token_budget"
-                break
-            if not await self._score(problem, ctx, [node for _, node in new]):
-                stop = "verifier_budget"
+            growth = await self._grow(problem, ctx, stepper, tree, self._plan(groups, keep * self.expansions),
+                                      in_order, rounds)
+            if growth.stop:
+                stop = growth.stop
                 break
             rounds += 1
             for g in range(len(groups)):
-                children = [node for gg, node in new if gg == g]
-                if self.diverse:
-                    if not children:  # the budget gave this subtree no sample this round
-                        continue
-                    last_round[g] = children
-                    best = max(children, key=lambda c: c.value)  # max keeps the first of equals
-                    groups[g] = [] if best.finished else [best]  # a subtree ends with its best sample
-                    continue
-                completed += [c for c in children if c.finished]
-                live = sorted((c for c in children if not c.finished), key=lambda c: -c.value)  # stable
-                groups[g] = self._top(live, keep)
-            if exhausted:
+                children = [c for c in growth.new if c.group == g]
+                if children or not self.diverse:  # the budget may give a DVTS subtree no sample
+                    groups[g] = self._prune(children, keep, pool.setdefault(g, []))
+            if growth.exhausted:
                 stop = "token_budget"
-        if self.diverse:
-            completed = [c for children in last_round.values() for c in children if c.finished]
-        final = completed
+        final = [c for done in pool.values() for c in done]
         if not final:  # nothing finished within the budget: the best partial traces
             final = [n for beams in groups for n in beams if n.value is not None]
-        return self._result(problem, ctx, tree, final, details={
-            "rounds": rounds, "width": self.width, "expansions": self.expansions, "diverse": self.diverse,
-            "generated": tree.generated, "stopped_by": stop or "search_complete"})
+        return self._result(problem, ctx, tree, final, info=BeamInfo, rounds=rounds, width=self.width,
+                            expansions=self.expansions, diverse=self.diverse, stopped_by=stop or "search_complete")
 
+    @staticmethod
+    def _plan(groups: list[list[Node]], per_group: int) -> list[Request]:
+        """Spread each group's samples over its live beams (search-and-learn duplicates its active beams)."""
+        plan = []
+        for g, beams in enumerate(groups):
+            for i, beam in enumerate(beams):
+                k = per_group // len(beams) + (1 if i < per_group % len(beams) else 0)
+                if k:
+                    plan.append(Request(beam, k, g))
+        return plan
+
+    def _prune(self, children: list[Node], keep: int, done: list[Node]) -> list[Node]:
+        """A group's beams for the next round, from its new scored children. Beam search: finished
+        children join the answer pool `done`, the `keep` best unfinished ones go on. DVTS: the
+        pool is this round's finished samples, and the subtree goes on with its best sample, or
+        ends if that one is finished."""
+        if self.diverse:
+            done[:] = [c for c in children if c.finished]
+            best = max(children, key=lambda c: c.value)  # max keeps the first of equals
+            return [] if best.finished else [best]
+        done += [c for c in children if c.finished]
+        live = sorted((c for c in children if not c.finished), key=lambda c: -c.value)  # stable
+        return self._top(live, keep)
 
     def _top(self, ranked: list[Node], keep: int) -> list[Node]:
         if not self.unique:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 from ttc.context import Context
 from ttc.errors import InvalidInput
+from ttc.infos import SelectionInfo
+from ttc.smc import softmax
 from ttc.strategies.base import Sampler, Strategy
 from ttc.strategies.wrapping import as_verifier, check_n, sampler_for
 from ttc.types import Problem, Result
@@ -51,15 +51,5 @@ class BestOfN(Strategy):
         else:
             chosen = ctx.rng.choices(range(len(scores)), weights=softmax(scores, self.temperature))[0]
         return Result(problem=problem, answer=candidates[chosen].answer, candidates=candidates,
-                      usage=ctx.usage, strategy=self.name, details={"chosen": chosen, "scores": scores})
+                      usage=ctx.usage, strategy=self.name, details=SelectionInfo(chosen=chosen, scores=tuple(scores)))
 
-
-def softmax(scores: list[float], temperature: float) -> list[float]:
-    """Numerically stable softmax of scores / temperature; -inf scores get probability 0."""
-    finite = [s for s in scores if s != -math.inf]
-    if not finite:
-        return [1.0 / len(scores)] * len(scores)
-    top = max(finite)
-    weights = [0.0 if s == -math.inf else math.exp((s - top) / temperature) for s in scores]
-    total = math.fsum(weights)
-    return [w / total for w in weights]

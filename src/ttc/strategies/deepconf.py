@@ -11,6 +11,7 @@ import numpy as np
 
 from ttc.context import Context
 from ttc.errors import BudgetExhausted, InvalidInput
+from ttc.infos import ConfidenceVoteInfo
 from ttc.probes.base import DROP
 from ttc.probes.confidence import TokenConfidence, lowest_group_confidence
 from ttc.prompts import ChatPrompt
@@ -116,6 +117,7 @@ class DeepConf(Strategy):
                   if conf >= bar and c.answer is not None and c.finish_reason != DROPPED]
         answer, votes, info = weighted_vote([candidates[i].answer for i in voters], [confs[i] for i in voters])
         return Result(problem=problem, answer=answer, candidates=candidates, usage=ctx.usage, strategy=self.name,
-                      details={"threshold": bar, "keep": self.keep, "warmup": len(warm), "online": len(online),
-                               "confidences": confs, "voters": voters, "votes": votes,
-                               "stopped": sum(c.finish_reason == DROPPED for c in online), **info})
+                      details=ConfidenceVoteInfo(
+                          threshold=bar, keep=self.keep, warmup=len(warm), online=len(online), confidences=tuple(confs),
+                          voters=tuple(voters), votes=votes, stopped=sum(c.finish_reason == DROPPED for c in online),
+                          **info))

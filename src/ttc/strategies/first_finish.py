@@ -12,6 +12,7 @@ from ttc import answers
 from ttc.answers import answer_fields
 from ttc.context import Context, Stream
 from ttc.errors import InvalidInput
+from ttc.infos import FirstFinishInfo
 from ttc.prompts import ChatPrompt
 from ttc.strategies.base import Sampler, Strategy
 from ttc.strategies.sample import DEFAULT_PARAMS, Sample
@@ -161,12 +162,11 @@ class FirstFinish(Strategy):
         votes = {chosen[g[0]][2].answer: float(len(g)) for g in groups}
         answer = max(votes, key=votes.get) if votes else None  # max keeps the earliest of equals
         return Result(problem=problem, answer=answer, candidates=candidates, usage=ctx.usage, strategy=self.name,
-                      details={"chosen": [i for i, _, _ in chosen], "votes": votes,
-                               "latency_seconds": max(t for _, t, _ in chosen),
-                               "finish_seconds": seconds,
-                               "finish_order": [i for i, _, _ in finished],
-                               "cancelled": sum(c.finish_reason == "cancelled" for c in candidates),
-                               "failed": len(errors)})
+                      details=FirstFinishInfo(
+                          chosen=tuple(i for i, _, _ in chosen), votes=votes,
+                          latency_seconds=max(t for _, t, _ in chosen), finish_seconds=tuple(seconds),
+                          finish_order=tuple(i for i, _, _ in finished),
+                          cancelled=sum(c.finish_reason == "cancelled" for c in candidates), failed=len(errors)))
 
     def _counted(self, finished: list[tuple[int, float, Candidate]]) -> int:
         return sum(self._finisher(c) for _, _, c in finished)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ttc.context import Context
+from ttc.infos import VoteInfo
 from ttc.strategies.base import Sampler, Strategy
 from ttc.strategies.wrapping import as_verifier, check_n, sampler_for
 from ttc.types import Problem, Result
@@ -39,4 +40,4 @@ class MajorityVote(Strategy):
             weights = vote_weights(self.verifier.name, scores, self.verifier.log_scale)
         answer, votes, info = weighted_vote([c.answer for c in candidates], weights)
         return Result(problem=problem, answer=answer, candidates=candidates, usage=ctx.usage,
-                      strategy=self.name, details={"votes": votes, **info})
+                      strategy=self.name, details=VoteInfo(votes=votes, **info))

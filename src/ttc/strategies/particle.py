@@ -1,76 +1,33 @@
-"""Particle filtering over reasoning steps, weighted by a PRM."""
+"""Particle filtering over reasoning steps, weighted by a PRM.
+
+The maths (weights, ESS, resamplers) lives in `ttc.smc`; this module is the loop over rounds.
+"""
 
 from __future__ import annotations
 
-import math
 import random
 from collections import Counter
 from collections.abc import Sequence
 
 from ttc.context import Context
 from ttc.errors import InvalidInput
+from ttc.infos import ParticleInfo, ParticleRound, StopReason
 from ttc.prompts import ChatPrompt
-from ttc.steps import STEP_PARAMS, Node, StepConfig, verifier_calls_left
-from ttc.strategies.stepwise import StepSearch, check_positive
+from ttc.smc import RESAMPLERS, Resampler, effective_sample_size, logit, resampler, softmax
+from ttc.steps import STEP_PARAMS, Node, SearchTree, StepConfig
+from ttc.strategies.stepwise import Growth, Request, StepSearch, all_or_nothing, check_positive
 from ttc.types import Problem, Result, SamplingParams
-from ttc.verifiers.process import ProcessRewardModel
+from ttc.verifiers.process import ProcessRewardModel, aggregate, check_aggregation
 
-RESAMPLING = ("multinomial", "systematic")
-_EPS = 1e-7
+__all__ = ["RESAMPLING", "ParticleFilter", "check_probability", "effective_sample_size", "logit", "resample",
+           "softmax"]
 
-
-def logit(p: float) -> float:
-    """log(p / (1 - p)), with p clipped to [1e-7, 1 - 1e-7]."""
-    p = min(max(float(p), _EPS), 1.0 - _EPS)
-    return math.log(p / (1.0 - p))
-
-
-def softmax(values: Sequence[float], temperature: float = 1.0) -> list[float]:
-    """softmax(values / temperature); -inf values get weight 0 (all -inf: uniform)."""
-    finite = [v for v in values if v != -math.inf]
-    if not finite:
-        return [1.0 / len(values)] * len(values)
-    top = max(finite)
-    weights = [0.0 if v == -math.inf else math.exp((v - top) / temperature) for v in values]
-    total = math.fsum(weights)
-    return [w / total for w in weights]
-
-
-def effective_sample_size(weights: Sequence[float]) -> float:
-    """ESS = 1 / sum(w_i^2) of the normalised weights: N for equal weights, 1 for a single one."""
-    total = math.fsum(weights)
-    if total <= 0:
-        raise InvalidInput("effective_sample_size needs weights with a positive sum")
-    return 1.0 / math.fsum((w / total) ** 2 for w in weights)
+RESAMPLING = tuple(RESAMPLERS)
 
 
 def resample(weights: Sequence[float], n: int, rng: random.Random, method: str = "multinomial") -> list[int]:
-    """n indices drawn in proportion to `weights`.
-
-    multinomial: n independent draws. systematic: one uniform offset u in [0, 1/n) and the points
-    u + k/n on the cumulative weights; every index i is drawn floor(n w_i) or ceil(n w_i) times
-    (lower variance, same expectation).
-    """
-    if method not in RESAMPLING:
-        raise InvalidInput(f"unknown resampling {method!r}; known: {', '.join(RESAMPLING)}")
-    total = math.fsum(weights)
-    if not weights or total <= 0 or any(w < 0 for w in weights):
-        raise InvalidInput("resample needs non-negative weights with a positive sum")
-    if method == "multinomial":
-        return rng.choices(range(len(weights)), weights=weights, k=n)
-    cumulative, running = [], 0.0
-    for w in weights:
-        running += w / total
-        cumulative.append(running)
-    cumulative[-1] = 1.0
-    u = rng.random() / n
-    out, i = [], 0
-    for k in range(n):
-        point = u + k / n
-        while point >= cumulative[i] and i < len(cumulative) - 1:
-            i += 1
-        out.append(i)
-    return out
+    """n indices drawn in proportion to `weights` by the resampler named `method` (see `ttc.smc`)."""
+    return resampler(method)(rng, weights, n)
 
 
 def check_probability(prm: ProcessRewardModel, score: float | None) -> None:
@@ -85,16 +42,25 @@ class ParticleFilter(StepSearch):
     """Particle filtering (Puri et al., 2025, "A Probabilistic Inference Approach to Inference-Time
     Scaling of LLMs using Particle-Based Monte Carlo Methods").
 
-    `particles` partial solutions evolve together. Each round extends every live particle by one
-    step (particles sharing a prefix share one request with n = their number; all requests
-    concurrent), scores the new steps with the PRM (one batched call), weights every particle by
-    softmax(logit(r) / temperature) with r the PRM score of its latest step, records the
-    effective sample size, and resamples `particles` particles from those weights (multinomial,
-    or `resampling="systematic"`). Finished particles are not extended but stay in the
-    population with their final weight, so a good finished solution is duplicated and a bad one
-    dies out; the filter ends when every particle is finished (or at the budget). The answer is
-    that of the final particle with the best PRM score (`select="best"`), or a vote over the final
-    particles weighted by their PRM scores (`select="weighted"`; "majority": by count).
+    `particles` partial solutions evolve together. Each round (`ttc.infos.ParticleRound`)
+    extends every live particle by one step (particles sharing a prefix share one request with
+    n = their number; all requests concurrent), scores the new steps with the PRM (one batched
+    call), weights every particle by softmax(logit(r) / temperature) with r the PRM score of its
+    latest step, records the effective sample size, and resamples `particles` particles from
+    those weights. Finished particles are not extended but stay in the population with their
+    final weight, so a good finished solution is duplicated and a bad one dies out; the filter
+    ends when every particle is finished (or at the budget). The answer is that of the final
+    particle with the best PRM score (`select="best"`), or a vote over the final particles
+    weighted by their PRM scores (`select="weighted"`; "majority": by count).
+
+    resampling: "multinomial" (default, as the paper), "systematic", "stratified", "residual"
+        (`ttc.smc`), or any function `(rng, weights, n) -> indices`.
+    weight_by: which aggregate r of a particle's step scores gives its weight, logit(r): "last" (the
+        default, the paper's: the latest step's score), or "min", "mean", "prod".
+    aggregation: ranks the final particles (`select`) only; it never changes the weights.
+    resample_threshold: None (default: resample every round, as the paper), or a fraction t in
+        (0, 1]: resample only when ESS < t * particles; a round that skips keeps its population
+        (its record has `resampled=False`).
 
     The PRM's scores must be probabilities in [0, 1] (the weights are their logits): a score
     outside is refused with an error naming the PRM, rather than clipped (clipping would give
@@ -105,24 +71,36 @@ class ParticleFilter(StepSearch):
     keep their previous step. When the budget stops the filter while some particles are still
     unfinished, the answer is chosen among the finished ones if there are any (an unfinished
     particle's text has no final answer yet), as BeamSearch and AStar do; only when none has
-    finished do the partial particles compete. `details["history"]` records, per round, the
-    particles' tree nodes, scores, normalised weights, ESS and resampled indices.
+    finished do the partial particles compete. The weight function is `weight_by` alone
+    (`log_weight`): `aggregation`, shared with the other step searches, ranks the final particles
+    for `select` and is never applied to the weights (it used to look as if it were). The ESS
+    trigger (`resample_threshold`) is ours: the paper resamples every step. Weights are not
+    carried over a skipped round: the PRM's score judges the whole prefix, so each round's
+    weights are recomputed from the latest scores.
+    `details["history"]` records, per round, the particles' tree nodes, scores, normalised
+    weights, ESS and resampled indices.
     """
 
     name = "particle"
 
     def __init__(self, particles: int = 8, prm: ProcessRewardModel | None = None, temperature: float = 1.0, *,
-                 resampling: str = "multinomial", select: str = "best", aggregation: str = "last",
+                 resampling: str | Resampler = "multinomial", select: str = "best", aggregation: str = "last",
+                 weight_by: str = "last", resample_threshold: float | None = None,
                  steps: StepConfig | None = None, params: SamplingParams = STEP_PARAMS,
                  prompt: ChatPrompt = ChatPrompt()):
         super().__init__(prm, aggregation=aggregation, select=select, steps=steps, params=params, prompt=prompt)
         self.particles = check_positive("particles", particles)
         if not isinstance(temperature, (int, float)) or temperature <= 0:
             raise InvalidInput(f"temperature must be positive, got {temperature!r}")
-        if resampling not in RESAMPLING:
-            raise InvalidInput(f"unknown resampling {resampling!r}; known: {', '.join(RESAMPLING)}")
+        if resample_threshold is not None and (isinstance(resample_threshold, bool)
+                                               or not isinstance(resample_threshold, (int, float))
+                                               or not 0 < resample_threshold <= 1):
+            raise InvalidInput(f"resample_threshold must be None or a number in (0, 1], got {resample_threshold!r}")
         self.temperature = float(temperature)
         self.resampling = resampling
+        self._resample = resampler(resampling)
+        self.weight_by = check_aggregation(weight_by)
+        self.resample_threshold = resample_threshold
 
     @property
     def n(self) -> int:
@@ -130,55 +108,68 @@ class ParticleFilter(StepSearch):
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         stepper, tree = await self._begin(problem, ctx)
-        particles: list[Node] = [tree.root] * self.particles
-        history: list[dict] = []
-        stop = None
-        for round_ in range(self.steps.max_steps):
-            live = [i for i, p in enumerate(particles) if not p.finished]
+        population: list[Node] = [tree.root] * self.particles
+        rounds: list[ParticleRound] = []
+        stop: StopReason | None = None
+        for t in range(self.steps.max_steps):
+            live = self._live(population)
             if not live:
                 break
-            left = verifier_calls_left(ctx)
-            if left is not None and left < len(live):
-                stop = "verifier_budget"
+            requests = [Request(population[idxs[0]], len(idxs)) for idxs in live]
+            growth = await self._grow(problem, ctx, stepper, tree, requests, all_or_nothing, t)
+            if growth.stop:
+                stop = growth.stop  # unscored steps cannot be weighted: the population keeps its parents
                 break
-            by_node: dict[int, list[int]] = {}
-            for i in live:
-                by_node.setdefault(particles[i].id, []).append(i)
-            plan = [(tree[node_id], idxs) for node_id, idxs in by_node.items()]
-            results, exhausted = await stepper.expand_many([(node.trace, len(idxs)) for node, idxs in plan])
-            new: list[Node] = []
-            moved: list[tuple[int, Node]] = []
-            for (node, idxs), expansions in zip(plan, results, strict=False):
-                node.expanded = round_
-                for i, expansion in zip(idxs, expansions, strict=False):
-                    child = tree.add(node, expansion)
-                    moved.append((i, node))
-                    particles[i] = child
-                    new.append(child)
-            if not new:
+            population = self._extend(population, live, growth)
+            record = self._reweight(population, ctx.rng, t)
+            rounds.append(record)
+            population = [population[i] for i in record.ancestors]
+            if growth.exhausted:
                 stop = "token_budget"
                 break
-            if not await self._score(problem, ctx, new):
-                for i, parent in moved:  # unscored steps cannot be weighted: undo them
-                    particles[i] = parent
-                stop = "verifier_budget"
-                break
-            for node in new:
-                check_probability(self.prm, node.score)
-            scores = [p.score for p in particles]
-            logits = [-math.inf if s is None else logit(s) for s in scores]
-            weights = softmax(logits, self.temperature)
-            ess = effective_sample_size(weights)
-            chosen = resample(weights, self.particles, ctx.rng, self.resampling)
-            history.append({"round": round_, "nodes": [p.id for p in particles], "scores": scores,
-                            "weights": weights, "ess": ess, "resampled": chosen})
-            particles = [particles[i] for i in chosen]
-            if exhausted:
-                stop = "token_budget"
-                break
-        if any(p.finished for p in particles):  # a budget stop: partial particles have no answer yet
-            particles = [p for p in particles if p.finished]
-        counts = Counter(p.id for p in particles if p.value is not None)
+        return self._finish(problem, ctx, tree, population, rounds, stop or "all_finished")
+
+    @staticmethod
+    def _live(population: Sequence[Node]) -> list[list[int]]:
+        """The unfinished particles' indices, grouped by tree node (one request per node)."""
+        by_node: dict[int, list[int]] = {}
+        for i, p in enumerate(population):
+            if not p.finished:
+                by_node.setdefault(p.id, []).append(i)
+        return list(by_node.values())
+
+    def _extend(self, population: Sequence[Node], live: Sequence[list[int]], growth: Growth) -> list[Node]:
+        """Each live particle moves to its new step (one refused by the token budget stays)."""
+        out = list(population)
+        for idxs, children in zip(live, growth.children, strict=True):
+            for i, child in zip(idxs, children, strict=False):
+                out[i] = child
+        return out
+
+    def log_weight(self, node: Node) -> float:
+        """logit(r), r = the `weight_by` aggregate of the node's step scores; -inf when unscored."""
+        if node.step_scores is None:
+            return float("-inf")
+        r = aggregate(node.step_scores, self.weight_by)
+        check_probability(self.prm, r)
+        return logit(r)
+
+    def _reweight(self, population: Sequence[Node], rng: random.Random, t: int) -> ParticleRound:
+        """Weight the population, and draw the next one's ancestors (unless the ESS trigger skips)."""
+        weights = softmax([self.log_weight(p) for p in population], self.temperature)
+        ess = effective_sample_size(weights)
+        resampled = self.resample_threshold is None or ess < self.resample_threshold * self.particles
+        ancestors = self._resample(rng, weights, self.particles) if resampled else range(self.particles)
+        return ParticleRound(round=t, nodes=tuple(p.id for p in population), scores=tuple(p.score for p in population),
+                             weights=tuple(weights), ess=ess, ancestors=tuple(ancestors), resampled=resampled)
+
+    def _finish(self, problem: Problem, ctx: Context, tree: SearchTree, population: Sequence[Node],
+                rounds: Sequence[ParticleRound], stop: StopReason) -> Result:
+        """The answer among the final particles (the finished ones, if any: a budget stop leaves
+        partial particles with no answer yet)."""
+        if any(p.finished for p in population):
+            population = [p for p in population if p.finished]
+        counts = Counter(p.id for p in population if p.value is not None)
         final = [tree[node_id] for node_id in counts]
         if self.select == "best":
             weights = [n.value for n in final]
@@ -187,10 +178,9 @@ class ParticleFilter(StepSearch):
         else:
             weights = [float(counts[n.id]) for n in final]
         # majority counts particles, not distinct traces: a vote weighted by multiplicity
+        name = self.resampling if isinstance(self.resampling, str) else getattr(self.resampling, "__name__",
+                                                                                 repr(self.resampling))
         return self._result(problem, ctx, tree, final, weights, select="best" if self.select == "best" else "weighted",
-                            details={
-                                "select": self.select, "particles": self.particles, "temperature": self.temperature,
-                                "resampling": self.resampling, "rounds": len(history),
-                                "ess": [h["ess"] for h in history], "history": history,
-                                "multiplicity": [counts[n.id] for n in final], "generated": tree.generated,
-                                "stopped_by": stop or "all_finished"})
+                            info=ParticleInfo, particles=self.particles, temperature=self.temperature,
+                            resampling=name, history=tuple(rounds), multiplicity=tuple(counts[n.id] for n in final),
+                            resample_threshold=self.resample_threshold, weight_by=self.weight_by, stopped_by=stop)

@@ -1,13 +1,17 @@
-"""What every step-level search shares: its PRM, what a step is, how steps are sampled, scoring
-of new tree nodes, and the Result (candidates, answer, search tree, usage)."""
+"""What every step-level search shares: its PRM, what a step is, how steps are sampled, the growth
+round (trim to the verifier budget -> expand -> add to the tree -> score -> stop reason), and the
+Result (candidates, answer, search tree, usage, a typed `ttc.infos.SearchInfo`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from ttc.context import Context
 from ttc.errors import BudgetExhausted, InvalidInput
+from ttc.infos import SearchInfo, StopReason
 from ttc.prompts import ChatPrompt
 from ttc.steps import (
     STEP_PARAMS,
@@ -19,6 +23,7 @@ from ttc.steps import (
     make_candidate,
     select_answer,
     trace_step_texts,
+    verifier_calls_left,
 )
 from ttc.strategies.base import Strategy
 from ttc.types import Problem, Result, SamplingParams
@@ -29,6 +34,56 @@ def check_positive(name: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+# -- trim rules: how many of the wanted samples a round may draw, given the verifier calls left ----
+#: (samples wanted per request, verifier calls left) -> samples granted per request
+TrimRule = Callable[[Sequence[int], int], list[int]]
+
+
+def all_or_nothing(wanted: Sequence[int], left: int) -> list[int]:
+    """Every request, or none if the budget cannot score them all (ParticleFilter: a particle
+    left unextended could not be weighted with the others)."""
+    return list(wanted) if sum(wanted) <= left else [0] * len(wanted)
+
+
+def in_order(wanted: Sequence[int], left: int) -> list[int]:
+    """Requests in order, each as far as the budget still goes (BeamSearch: the samples the budget
+    can score, the first beams first)."""
+    granted = []
+    for k in wanted:
+        granted.append(min(k, left))
+        left -= granted[-1]
+    return granted
+
+
+def each_capped(wanted: Sequence[int], left: int) -> list[int]:
+    """Each request capped at the calls left, independently (AStar: one request per pop)."""
+    return [min(k, left) for k in wanted]
+
+
+class Request(NamedTuple):
+    """Sample `n` next steps of `node` (their tree nodes get `group`, default the parent's)."""
+
+    node: Node
+    n: int
+    group: int | None = None
+
+
+@dataclass(frozen=True)
+class Growth:
+    """What one growth round produced: the requests drawn (after the trim), each one's new scored
+    children, why the search must stop now (`stop`: nothing usable was produced), and whether
+    the token budget refused some request (`exhausted`: stop after using this round)."""
+
+    requests: tuple[Request, ...] = ()
+    children: tuple[tuple[Node, ...], ...] = ()
+    stop: StopReason | None = None
+    exhausted: bool = False
+
+    @property
+    def new(self) -> list[Node]:
+        return [child for kids in self.children for child in kids]
 
 
 class StepSearch(Strategy):
@@ -69,6 +124,32 @@ class StepSearch(Strategy):
         stepper = await Stepper(problem, ctx, self.steps, self.params, self.prompt).start()
         return stepper, SearchTree()
 
+    async def _grow(self, problem: Problem, ctx: Context, stepper: Stepper, tree: SearchTree,
+                    requests: Sequence[Request], trim: TrimRule, label: int) -> Growth:
+        """One growth round: trim the requests to the verifier-call budget (`trim`), sample them
+        (concurrently), add the new steps to the tree (their parents get `expanded = label`), and
+        score them in one PRM call. Stops with "verifier_budget" when the trim leaves nothing or the
+        PRM budget runs out while scoring (the new nodes stay in the tree, unscored), and with
+        "token_budget" when no request produced a step."""
+        left = verifier_calls_left(ctx)
+        if left is not None:
+            granted = trim([r.n for r in requests], left)
+            requests = [r._replace(n=k) for r, k in zip(requests, granted, strict=True) if k]
+        if not requests:
+            return Growth(stop="verifier_budget")
+        results, exhausted = await stepper.expand_many([(r.node.trace, r.n) for r in requests])
+        children = []
+        for r, expansions in zip(requests, results, strict=True):
+            if expansions:
+                r.node.expanded = label
+            children.append(tuple(tree.add(r.node, e, group=r.group) for e in expansions))
+        growth = Growth(tuple(requests), tuple(children), exhausted=exhausted)
+        if not growth.new:
+            return dataclasses.replace(growth, stop="token_budget")
+        if not await self._score(problem, ctx, growth.new):
+            return dataclasses.replace(growth, stop="verifier_budget")
+        return growth
+
     async def _score(self, problem: Problem, ctx: Context, nodes: Sequence[Node]) -> bool:
         """Score new nodes in one PRM call (score, step_scores, value); False if the budget ran out."""
         if not nodes:
@@ -87,17 +168,16 @@ class StepSearch(Strategy):
         return True
 
     def _result(self, problem: Problem, ctx: Context, tree: SearchTree, final: Sequence[Node],
-                weights: Sequence[float] | None = None, details: dict[str, Any] | None = None,
-                select: str | None = None) -> Result:
-        """Candidates from `final` nodes (weights default to their values) and the chosen answer
-        (by `select`, default the strategy's)."""
+                weights: Sequence[float] | None = None, *, select: str | None = None,
+                info: type[SearchInfo] = SearchInfo, **fields: Any) -> Result:
+        """Candidates from `final` nodes (weights default to their values), the chosen answer
+        (by `select`, default the strategy's), and the `info` record (`fields`: its own)."""
         final = list(final)
         if weights is None:
             weights = [n.value if n.value is not None else float("-inf") for n in final]
         candidates = [make_candidate(tree, n, self.prm.name, n.value) for n in final]
         answer, chosen = select_answer(candidates, list(weights), select or self.select, name=self.prm.name)
-        info = {"select": self.select, "nodes": len(tree), "finished": sum(n.finished for n in final)}
-        info.update(chosen)
-        info.update(details or {})
+        details = info(select=self.select, nodes=len(tree), finished=sum(n.finished for n in final),
+                       generated=tree.generated, **chosen, **fields)
         return Result(problem=problem, answer=answer, candidates=candidates, usage=ctx.usage, strategy=self.name,
-                      details=info, tree=tree)
+                      details=details, tree=tree)

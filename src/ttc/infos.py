@@ -1,0 +1,234 @@
+"""What a strategy did, as typed frozen records: `Result.details`.
+
+One record per strategy family: `VoteInfo` (votes), `SelectionInfo` (best-of-N's choice),
+`SearchInfo` and its `BeamInfo` / `AStarInfo` / `ParticleInfo` (step searches; a particle filter
+keeps one `ParticleRound` per round). Each is also a read-only mapping over its `to_dict()`, so
+`result.details["votes"]` reads as it always did, and `to_dict()` is exactly what results files
+hold (JSON-ready, keys in the order they were always written). `extra` holds keys added after the
+run (the runner's truncation warning): `info.with_extra(key=value)` returns a new record.
+
+`StopReason` is the closed set of reasons a search gives in `stopped_by`. To add one (a new
+adaptive strategy's), add its string to the family's `Literal` below (or a new family `Literal`
+to `StopReason`'s): type checkers then check every use, and `check_stop_reason` accepts it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from ttc.errors import InvalidInput
+
+#: why the searches' growth round stopped: the budget ran out before the search did
+BudgetStop = Literal["verifier_budget", "token_budget"]
+#: why a search ended on its own: beam search (no beam left or max steps), A* (a goal popped,
+#: the pop cap, nothing left to pop), particle filtering (every particle finished or max steps)
+SearchStop = Literal["search_complete", "solved", "max_expansions", "open_set_empty", "all_finished"]
+#: every stop reason (`Literal` of `Literal`s flattens); extend it with a new family's Literal
+StopReason = Literal[BudgetStop, SearchStop]
+STOP_REASONS: tuple[str, ...] = get_args(BudgetStop) + get_args(SearchStop)
+
+
+def check_stop_reason(reason: str) -> str:
+    if reason not in STOP_REASONS:
+        raise InvalidInput(f"unknown stop reason {reason!r}; known: {', '.join(STOP_REASONS)}")
+    return reason
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Info(Mapping[str, Any]):
+    """The base record: no fields of its own (plain sampling), plus `extra` keys."""
+
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def _fields(self) -> dict[str, Any]:
+        return {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A fresh JSON-ready dict (what `ttc eval` writes as `details`)."""
+        return self._fields() | dict(self.extra)
+
+    def with_extra(self, **values: Any) -> Info:
+        return dataclasses.replace(self, extra={**self.extra, **values})
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+
+def _choice(chosen: int | None, votes: Mapping[str, float] | None, vote_fallback: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if chosen is not None:
+        out["chosen"] = chosen
+    if votes is not None:
+        out["votes"] = dict(votes)
+    if vote_fallback is not None:
+        out["vote_fallback"] = vote_fallback
+    return out
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class VoteInfo(Info):
+    """A vote over candidates' answers (MajorityVote): the total weight per answer, and
+    `vote_fallback` when every weight was 0 and the unweighted plurality decided."""
+
+    votes: Mapping[str, float]
+    vote_fallback: str | None = None
+
+    def _fields(self) -> dict[str, Any]:
+        return _choice(None, self.votes, self.vote_fallback)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class ConfidenceVoteInfo(VoteInfo):
+    """DeepConf's vote: the confidence bar, every trace's confidence, and which traces voted."""
+
+    threshold: float
+    keep: float
+    warmup: int
+    online: int
+    confidences: tuple[float, ...]
+    voters: tuple[int, ...]
+    stopped: int
+
+    def _fields(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "keep": self.keep, "warmup": self.warmup, "online": self.online,
+                "confidences": list(self.confidences), "voters": list(self.voters), "votes": dict(self.votes),
+                "stopped": self.stopped} | _choice(None, None, self.vote_fallback)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class FirstFinishInfo(VoteInfo):
+    """FirstFinish's vote over the first finishers, with every candidate's finish time."""
+
+    chosen: tuple[int, ...]
+    latency_seconds: float
+    finish_seconds: tuple[float | None, ...]
+    finish_order: tuple[int, ...]
+    cancelled: int
+    failed: int
+
+    def _fields(self) -> dict[str, Any]:
+        return {"chosen": list(self.chosen), "votes": dict(self.votes), "latency_seconds": self.latency_seconds,
+                "finish_seconds": list(self.finish_seconds), "finish_order": list(self.finish_order),
+                "cancelled": self.cancelled, "failed": self.failed}
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class SelectionInfo(Info):
+    """Best-of-N: the index of the chosen candidate and every candidate's score."""
+
+    chosen: int
+    scores: tuple[float, ...]
+
+    def _fields(self) -> dict[str, Any]:
+        return {"chosen": self.chosen, "scores": list(self.scores)}
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class SearchInfo(Info):
+    """A step search: how the answer was chosen among the final nodes (`chosen`: the best one's
+    index among the candidates, or `votes`), the tree's size, and why the search stopped."""
+
+    select: str
+    nodes: int
+    finished: int
+    generated: int
+    stopped_by: StopReason
+    chosen: int | None = None
+    votes: Mapping[str, float] | None = None
+    vote_fallback: str | None = None
+
+    def __post_init__(self) -> None:
+        check_stop_reason(self.stopped_by)
+
+    def _head(self) -> dict[str, Any]:
+        return {"select": self.select, "nodes": self.nodes, "finished": self.finished} | _choice(
+            self.chosen, self.votes, self.vote_fallback)
+
+    def _fields(self) -> dict[str, Any]:
+        return self._head() | {"generated": self.generated, "stopped_by": self.stopped_by}
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class BeamInfo(SearchInfo):
+    """BeamSearch / DVTS: rounds run and the beam's shape."""
+
+    rounds: int
+    width: int
+    expansions: int
+    diverse: bool
+
+    def _fields(self) -> dict[str, Any]:
+        return self._head() | {"rounds": self.rounds, "width": self.width, "expansions": self.expansions,
+                               "diverse": self.diverse, "generated": self.generated, "stopped_by": self.stopped_by}
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class AStarInfo(SearchInfo):
+    """AStar: pops that expanded a node, and f = g + h of each final node (by node id)."""
+
+    expanded: int
+    expansions: int
+    cost_weight: float
+    f: Mapping[int, float]
+
+    def _fields(self) -> dict[str, Any]:
+        return self._head() | {"expanded": self.expanded, "generated": self.generated, "expansions": self.expansions,
+                               "cost_weight": self.cost_weight, "f": dict(self.f), "stopped_by": self.stopped_by}
+
+
+@dataclass(frozen=True)
+class ParticleRound:
+    """One round of particle filtering (Puri et al., 2025, Algorithm 1): the population after
+    each particle was extended by one step (tree node ids), the PRM score of each one's latest
+    step, the normalised weights, their effective sample size, and the ancestors: for each
+    particle of the next population, the index (into `nodes`) it descends from. `resampled` is
+    False when ESS-triggered resampling skipped the round (then `ancestors` is 0..N-1)."""
+
+    round: int
+    nodes: tuple[int, ...]
+    scores: tuple[float | None, ...]
+    weights: tuple[float, ...]
+    ess: float
+    ancestors: tuple[int, ...]
+    resampled: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"round": self.round, "nodes": list(self.nodes), "scores": list(self.scores),
+               "weights": list(self.weights), "ess": self.ess, "resampled": list(self.ancestors)}
+        if not self.resampled:
+            out["resampling_skipped"] = True
+        return out
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class ParticleInfo(SearchInfo):
+    """ParticleFilter: its settings, every round's record, and how many final particles share
+    each candidate (`multiplicity`)."""
+
+    particles: int
+    temperature: float
+    resampling: str
+    history: tuple[ParticleRound, ...]
+    multiplicity: tuple[int, ...]
+    resample_threshold: float | None = None
+    weight_by: str = "last"
+
+    def _fields(self) -> dict[str, Any]:
+        out = self._head() | {"particles": self.particles, "temperature": self.temperature,
+                              "resampling": self.resampling}
+        if self.resample_threshold is not None:
+            out["resample_threshold"] = self.resample_threshold
+        if self.weight_by != "last":
+            out["weight_by"] = self.weight_by
+        return out | {"rounds": len(self.history), "ess": [r.ess for r in self.history],
+                      "history": [r.to_dict() for r in self.history], "multiplicity": list(self.multiplicity),
+                      "generated": self.generated, "stopped_by": self.stopped_by}
