@@ -427,7 +427,7 @@ class TTCServer:
                       "cached_prompt_tokens": u.cached_prompt_tokens, "verifier_tokens": u.verifier_tokens,
                       "generator_calls": u.generator_calls, "estimated": u.estimated,
                       "wall_seconds": round(u.wall_seconds, 3)},
-            "details": _jsonable(result.details),
+            "details": _jsonable(result.details.to_dict()),
         }
         if req.return_candidates:
             out["candidates"] = [{"text": c.text, "answer": c.answer, "scores": _jsonable(c.scores),
