@@ -61,13 +61,23 @@ class Context:
         self._start = time.monotonic()
         self._deadline = None if self.budget.seconds is None else self._start + self.budget.seconds
 
-    def seed_rng(self, seed: int | None = None) -> random.Random | None:
-        """The RNG that draws per-candidate request seeds for this run: for a sampler's own
-        `SamplingParams.seed`, one `Random(seed)` per run (so that seed alone makes the run
-        reproducible, as it does for `Sample`); else the run's seeded RNG; None when unseeded."""
+    def next_seed(self, seed: int | None = None) -> int | None:
+        """The seed of this run's next sampling request: ttc's one seed rule.
+
+        Every sampling request of a seeded run gets its own seed, drawn in order from one RNG:
+        `Random(seed)` when the sampler's own `SamplingParams.seed` is given (one such RNG per
+        seed and run, so that seed alone makes the run reproducible), else the run's RNG
+        (`solve(..., seed=)`; `solve_many` gives problem i the seed `seed + i`). An unseeded run
+        returns None: the backend picks. Draw before the request's first await, so that the
+        order of draws, and with it every seed, is the same in every run.
+        """
         if seed is not None:
-            return self._seed_rngs.setdefault(seed, random.Random(seed))
-        return self.rng if self.seed is not None else None
+            rng = self._seed_rngs.setdefault(seed, random.Random(seed))
+        elif self.seed is not None:
+            rng = self.rng
+        else:
+            return None
+        return rng.randrange(2**31)
 
     # -- time ---------------------------------------------------------------------------------
     def elapsed(self) -> float:

@@ -32,7 +32,6 @@ partial text).
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,9 +134,9 @@ class Stepper:
         children, exhausted = await stepper.expand_many([(trace, 4), (other, 4)])
 
     `expand_many` issues all its requests concurrently (the backend batches them); a request the
-    budget cannot cover comes back empty and sets `exhausted`. Requests are seeded from the run's
-    seeded RNG (or `params.seed`), so a seeded search is reproducible and two requests for the same
-    prefix still differ; without any seed the backend picks random seeds.
+    budget cannot cover comes back empty and sets `exhausted`. Requests are seeded by the seed rule
+    (`Context.next_seed`), so a seeded search is reproducible and two requests for the same prefix
+    still differ; without any seed the backend picks random seeds.
     """
 
     def __init__(self, problem: Problem, ctx: Context, config: StepConfig = StepConfig(),
@@ -150,10 +149,6 @@ class Stepper:
         self._decode: Callable[[Sequence[int]], str] | None = None
         self._eos: frozenset[int] = frozenset()
         self.use_token_ids = False
-        if params.seed is not None:
-            self._rng: random.Random | None = random.Random(params.seed)
-        else:
-            self._rng = ctx.rng if ctx.seed is not None else None
         self.prompt_ids: tuple[int, ...] = ()
         self.prompt_text: Any = ""
         self.delimiter_ids: tuple[int, ...] = ()
@@ -191,9 +186,6 @@ class Stepper:
             ids = ids[len(prefix):]
         return tuple(ids)
 
-    def _next_seed(self) -> int | None:
-        return None if self._rng is None else self._rng.getrandbits(31)
-
     def request(self, trace: Trace, n: int, seed: int | None) -> tuple[Any, SamplingParams]:
         """The prompt and sampling parameters that generate the next step of `trace`."""
         if self.use_token_ids:
@@ -217,7 +209,7 @@ class Stepper:
 
     async def expand_many(self, requests: Sequence[tuple[Trace, int]]) -> tuple[list[list[Expansion]], bool]:
         """Run `(trace, n)` requests concurrently; returns their expansions and whether the budget ran out."""
-        seeds = [self._next_seed() for _ in requests]  # drawn in order: reproducible
+        seeds = [self.ctx.next_seed(self.params.seed) for _ in requests]  # drawn in order: reproducible
 
         async def one(trace: Trace, n: int, seed: int | None) -> list[Expansion] | None:
             try:

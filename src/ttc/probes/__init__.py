@@ -2,6 +2,7 @@
 token confidence (DeepConf), hidden-state exit probes with conformal calibration (LYNX)."""
 
 from ttc.probes.answer_consistency import AnswerConsistency
+from ttc.probes.any_of import AnyOf
 from ttc.probes.base import BOXED_SUFFIX, PLAIN_SUFFIX, Decision, Probe, TraceState, elicit_answer
 from ttc.probes.confidence import (
                                    ConfidenceFilter,
@@ -15,7 +16,7 @@ from ttc.probes.conformal import conformal_threshold, fit_logistic, premature_ex
 from ttc.probes.hidden_state import DEFAULT_CUES, HiddenStateProbe, LinearProbe, find_cues
 
 __all__ = [
-    "AnswerConsistency", "BOXED_SUFFIX", "ConfidenceFilter", "DEFAULT_CUES", "Decision", "HiddenStateProbe",
+    "AnswerConsistency", "AnyOf", "BOXED_SUFFIX", "ConfidenceFilter", "DEFAULT_CUES", "Decision", "HiddenStateProbe",
     "LinearProbe", "PLAIN_SUFFIX", "Probe", "TokenConfidence", "TraceState", "calibrate_threshold",
     "conformal_threshold", "elicit_answer", "find_cues", "fit_logistic", "group_confidences",
     "lowest_group_confidence", "premature_exit_rate", "token_confidences",

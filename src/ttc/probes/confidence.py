@@ -86,6 +86,7 @@ class TokenConfidence(Probe):
     """
 
     name = "token_confidence"
+    scans_tokens = True
 
     def __init__(self, window: int = 64, threshold: float = 0.0, action: str = DROP, top_k: int = 5,
                  every: int = 32, min_tokens: int | None = None):

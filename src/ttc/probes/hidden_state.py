@@ -162,6 +162,7 @@ class HiddenStateProbe(Probe):
     """
 
     name = "hidden_state"
+    scans_tokens = True
     required_capabilities = frozenset({HIDDEN_STATES})
 
     def __init__(self, probe: LinearProbe | str | Path, cues: Sequence[str] | None = None, every: int = 32,

@@ -34,8 +34,8 @@ class EarlyExit(Sampler):
     (it does not vote) unless `on_drop="answer"`. A trace that ends on its own is answered as usual.
 
     Wrappers compose: `MajorityVote(n=8, sample=EarlyExit(probe))`. Each candidate of a seeded run
-    gets its own seed, drawn from `Random(params.seed)` when the params carry a seed (that seed alone
-    makes the run reproducible, as with `Sample`), else from the run's RNG (`solve(..., seed=)`).
+    gets its own seed by the seed rule (`Context.next_seed`); chunk i of a candidate is sent with
+    that seed + i.
     """
 
     name = "early_exit"
@@ -59,15 +59,13 @@ class EarlyExit(Sampler):
             top_logprobs=max(params.top_logprobs, probe.required_top_logprobs))
         self.prompt = prompt
         self.mode = mode
-        self.answer_suffix = answer_suffix or getattr(probe, "suffix", None) or PLAIN_SUFFIX
+        self.answer_suffix = answer_suffix or probe.suffix or PLAIN_SUFFIX
         self.answer_tokens = answer_tokens
         self.on_drop = on_drop
-        self.scan_every_token = (probe.name in ("hidden_state", "token_confidence")
-                                 if scan_every_token is None else scan_every_token)
+        self.scan_every_token = probe.scans_tokens if scan_every_token is None else scan_every_token
 
     async def candidate(self, problem: Problem, ctx: Context) -> Candidate:
-        rng = ctx.seed_rng(self.params.seed)  # drawn before any await: the same run gives the same seeds
-        seed = None if rng is None else rng.randrange(2**31)
+        seed = ctx.next_seed(self.params.seed)  # drawn before any await: the same run gives the same seeds
         capabilities = await ctx.generator.detect_capabilities()
         if TOKEN_IDS not in capabilities:
             raise Unsupported(f"EarlyExit continues and probes traces as token ids: it needs a backend with token "
@@ -151,7 +149,7 @@ class EarlyExit(Sampler):
         scores = {"probe_calls": float(state.probe_calls), "probe_tokens": float(state.probe_tokens),
                   "exit_tokens": float(len(state.token_ids))}
         if decision is not None and decision.score is not None:
-            scores[self.probe.name] = decision.score
+            scores[decision.probe or self.probe.name] = decision.score
         text, answer, reason, source = state.text, None, finish, None
         if finish == EXIT or (finish == DROP and self.on_drop == "answer"):
             cut = decision.at if decision is not None and decision.at is not None else len(state.token_ids)

@@ -22,8 +22,7 @@ from ttc.types import Candidate, Problem, Prompt, Result, SamplingParams, Usage
 class StreamSample(Sampler):
     """Plain sampling through a stream: the candidate's tokens are counted as they arrive, so a
     candidate cancelled midway has spent exactly the tokens it received. Each candidate of a
-    seeded run gets its own seed, drawn from `Random(params.seed)` when the params carry a seed,
-    else from the run's RNG (`solve(..., seed=)`)."""
+    seeded run gets its own seed by the seed rule (`Context.next_seed`)."""
 
     name = "stream_sample"
 
@@ -32,8 +31,7 @@ class StreamSample(Sampler):
         self.prompt = prompt
 
     async def candidate(self, problem: Problem, ctx: Context) -> Candidate:
-        rng = ctx.seed_rng(self.params.seed)  # drawn before any await: the same run gives the same seeds
-        seed = None if rng is None else rng.randrange(2**31)
+        seed = ctx.next_seed(self.params.seed)  # drawn before any await: the same run gives the same seeds
         prompt = await self.prompt.render(problem, ctx.generator)
         async with ctx.stream(prompt, self.params.replace(seed=seed)) as s:
             async for _ in s:
