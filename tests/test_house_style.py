@@ -41,12 +41,12 @@ def test_one_seed_rule_for_every_sampler():
 
     ctx = Context(Scripted(["x"]), seed=3)
     rng = random.Random(3)
-    assert [ctx.next_seed() for _ in range(3)] == [rng.randrange(2**31) for _ in range(3)]
+    assert [ctx.next_seed() for _ in range(3)] == [rng.getrandbits(31) for _ in range(3)]
     own = random.Random(9)
-    assert [ctx.next_seed(9) for _ in range(2)] == [own.randrange(2**31) for _ in range(2)]
+    assert [ctx.next_seed(9) for _ in range(2)] == [own.getrandbits(31) for _ in range(2)]
     assert Context(Scripted(["x"])).next_seed() is None
 
-    expected = [random.Random(11).randrange(2**31)]
+    expected = [random.Random(11).getrandbits(31)]
     for sampler in (ttc.Sample(params=ttc.SamplingParams(max_tokens=8)),
                     StreamSample(params=ttc.SamplingParams(max_tokens=8))):
         llm = Scripted(seed_echo)

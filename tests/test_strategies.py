@@ -266,7 +266,7 @@ def test_solve_many_seeds_each_problem():
     ttc.solve_many(ttc.Sample(), ["a", "b", "c"], llm, seed=10, progress=False, concurrency=1)
     # problem i runs with seed 10 + i; its request's seed is the first draw of that run's RNG (the seed rule)
     import random
-    assert sorted(params.seed for _, params in llm.requests) == sorted(random.Random(s).randrange(2**31)
+    assert sorted(params.seed for _, params in llm.requests) == sorted(random.Random(s).getrandbits(31)
                                                                        for s in (10, 11, 12))
 
 

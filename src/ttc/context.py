@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from ttc.backends.base import Delta, Generator
@@ -77,7 +77,7 @@ class Context:
             rng = self.rng
         else:
             return None
-        return rng.randrange(2**31)
+        return rng.getrandbits(31)
 
     # -- time ---------------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -209,9 +209,27 @@ class Context:
         self._check_time()
         self.usage.verifier_calls += calls
 
+    def verifier_calls_left(self) -> int | None:
+        """Verifier calls the budget still allows (None: unlimited)."""
+        limit = self.budget.verifier_calls
+        return None if limit is None else max(0, limit - self.usage.verifier_calls)
+
     def record_verifier_tokens(self, tokens: int) -> None:
         self.usage.verifier_tokens += tokens
 
+
+
+def split_verifier_cost(usages: Sequence[Usage], tokens: int, free: bool = False) -> None:
+    """Charge a verifier invocation to the `usages` it scored for: one verifier call each (none
+    when the verifier is free) and an equal share of the `tokens` it spent, the remainder one
+    token each to the first ones, so that the shares add up to `tokens` exactly. The one place
+    where verifier cost is split (outcome verifiers, PRMs, hidden-state probes)."""
+    if not usages:
+        return
+    share, extra = divmod(tokens, len(usages))
+    for i, usage in enumerate(usages):
+        usage.verifier_calls += 0 if free else 1
+        usage.verifier_tokens += share + (1 if i < extra else 0)
 
 
 def _at_least(usage: Usage, prompt_len: int, sequences: int) -> Usage:

@@ -39,12 +39,11 @@ from typing import Any
 from ttc import answers
 from ttc.backends.base import TOKEN_IDS, Generator
 from ttc.context import Context
-from ttc.errors import BudgetExhausted, InvalidInput
+from ttc.errors import BudgetExhausted, InvalidInput, check_positive
 from ttc.prompts import ChatPrompt
-from ttc.types import Candidate, Completion, Problem, SamplingParams, Step, Trace, Usage
+from ttc.types import DEFAULT_DELIMITER, Candidate, Completion, Problem, SamplingParams, Step, Trace, Usage
 from ttc.votes import vote_weights, weighted_vote
 
-DEFAULT_DELIMITER = "\n\n"
 #: why a trace stopped growing
 FINISH_REASONS = ("eos", "boxed", "max_steps")
 #: default sampling of steps (max_tokens and stop come from StepConfig)
@@ -73,8 +72,7 @@ class StepConfig:
             value = getattr(self, name)
             if value is None and name == "final_step_tokens":
                 continue
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise InvalidInput(f"StepConfig.{name} must be a positive integer, got {value!r}")
+            check_positive(f"StepConfig.{name}", value)
 
     def is_final(self, steps_so_far: int) -> bool:
         """Whether the next step of a trace with `steps_so_far` steps is its final completion."""
@@ -84,18 +82,6 @@ class StepConfig:
 def has_closed_box(text: str) -> bool:
     """Whether `text` holds a closed \\boxed{...} (or \\fbox{...}): the solution gave its answer."""
     return answers.last_boxed(text) is not None
-
-
-def step_text(step: Step, delimiter: str = DEFAULT_DELIMITER) -> str:
-    """A step's content as a PRM sees it: without its trailing delimiter, stripped."""
-    text = step.text
-    if delimiter and text.endswith(delimiter):
-        text = text[: -len(delimiter)]
-    return text.strip()
-
-
-def trace_step_texts(trace: Trace, delimiter: str = DEFAULT_DELIMITER) -> list[str]:
-    return [step_text(s, delimiter) for s in trace.steps]
 
 
 def trace_scores(trace: Trace) -> list[float | None]:
@@ -284,12 +270,6 @@ class Stepper:
         new = Trace(steps=[*trace.steps, Step(text=completion.text, token_ids=tuple(completion.token_ids))])
         new.finished = True
         return Expansion(trace=new, completion=completion, usage=usage, finish_reason=finish)
-
-
-def verifier_calls_left(ctx: Context) -> int | None:
-    """Verifier calls the budget still allows (None: unlimited)."""
-    limit = ctx.budget.verifier_calls
-    return None if limit is None else max(0, limit - ctx.usage.verifier_calls)
 
 
 # -- the search tree --------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import re
 
 from ttc.answers import equivalent
 from ttc.context import Context
-from ttc.errors import InvalidInput
+from ttc.errors import InvalidInput, check_positive
 from ttc.probes.base import BOXED_SUFFIX, CONTINUE, EXIT, Decision, Probe, TraceState, elicit
 
 #: probe answers containing these words are not counted as certain (Dynasor drops hedged answers)
@@ -43,10 +43,8 @@ class AnswerConsistency(Probe):
 
     def __init__(self, every: int = 64, window: int = 2, suffix: str = BOXED_SUFFIX, answer_tokens: int = 12,
                  min_tokens: int = 0, hedges: tuple[str, ...] = HEDGES):
-        if not isinstance(every, int) or every <= 0:
-            raise InvalidInput(f"AnswerConsistency.every must be a positive number of tokens, got {every!r}")
-        if not isinstance(window, int) or window <= 0:
-            raise InvalidInput(f"AnswerConsistency.window must be a positive integer, got {window!r}")
+        check_positive("AnswerConsistency.every", every, "number of tokens")
+        check_positive("AnswerConsistency.window", window)
         if not suffix:
             raise InvalidInput("AnswerConsistency.suffix must be a non-empty answer-eliciting text")
         self.every = every

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ttc.context import Context
-from ttc.errors import InvalidInput
+from ttc.errors import InvalidInput, check_positive
 from ttc.probes.base import CONTINUE, DROP, EXIT, Decision, Probe, TraceState
 from ttc.types import Candidate, Completion, Problem
 from ttc.verifiers.base import Verifier
@@ -90,8 +90,7 @@ class TokenConfidence(Probe):
 
     def __init__(self, window: int = 64, threshold: float = 0.0, action: str = DROP, top_k: int = 5,
                  every: int = 32, min_tokens: int | None = None):
-        if not isinstance(window, int) or window <= 0:
-            raise InvalidInput(f"TokenConfidence.window must be a positive integer, got {window!r}")
+        check_positive("TokenConfidence.window", window)
         if action not in (DROP, EXIT):
             raise InvalidInput(f"TokenConfidence.action must be 'drop' or 'exit', got {action!r}")
         if top_k < 0:

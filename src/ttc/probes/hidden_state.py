@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ttc.backends.base import HIDDEN_STATES, Generator
-from ttc.context import Context
+from ttc.context import Context, split_verifier_cost
 from ttc.errors import InvalidInput
 from ttc.probes.base import CONTINUE, EXIT, PLAIN_SUFFIX, Decision, Probe, TraceState
 from ttc.probes.conformal import _sigmoid, conformal_threshold
@@ -191,8 +191,7 @@ class HiddenStateProbe(Probe):
         offset = len(state.prompt_ids)
         ids = list(state.prompt_ids) + list(state.token_ids)
         hidden = await hidden_states(ctx, ids, [offset + last for _, last in spans])
-        state.usage.verifier_calls += 1
-        state.usage.verifier_tokens += len(ids)
+        split_verifier_cost([state.usage], len(ids))
         probs = self.probe.predict_proba(hidden)
         history = state.memory.setdefault(self.name, [])
         for (first, last), p in zip(spans, probs):

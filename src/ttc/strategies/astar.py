@@ -6,10 +6,10 @@ import heapq
 import itertools
 
 from ttc.context import Context
-from ttc.errors import InvalidInput
+from ttc.errors import InvalidInput, check_positive
 from ttc.prompts import ChatPrompt
-from ttc.steps import STEP_PARAMS, Node, StepConfig, verifier_calls_left
-from ttc.strategies.stepwise import StepSearch, check_positive
+from ttc.steps import STEP_PARAMS, Node, StepConfig
+from ttc.strategies.stepwise import StepSearch
 from ttc.types import Problem, Result, SamplingParams
 from ttc.verifiers.process import ProcessRewardModel
 
@@ -80,7 +80,7 @@ class AStar(StepSearch):
                 stop = "max_expansions"
                 break
             k = self.expansions
-            left = verifier_calls_left(ctx)
+            left = ctx.verifier_calls_left()
             if left is not None:
                 k = min(k, left)
             if k == 0:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ttc.context import Context
+from ttc.errors import check_positive
 from ttc.prompts import ChatPrompt
-from ttc.steps import STEP_PARAMS, Node, StepConfig, verifier_calls_left
-from ttc.strategies.stepwise import StepSearch, check_positive
+from ttc.steps import STEP_PARAMS, Node, StepConfig
+from ttc.strategies.stepwise import StepSearch
 from ttc.types import Problem, Result, SamplingParams
 from ttc.verifiers.process import ProcessRewardModel
 
@@ -84,7 +85,7 @@ class BeamSearch(StepSearch):
                     k = per_group // len(beams) + (1 if i < per_group % len(beams) else 0)
                     if k:
                         plan.append((g, beam, k))
-            left = verifier_calls_left(ctx)
+            left = ctx.verifier_calls_left()
             if left is not None:  # draw only what the PRM budget can score
                 trimmed = []
                 for g, beam, k in plan:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ttc.context import Context
-from ttc.errors import BudgetExhausted, InvalidInput
+from ttc.errors import BudgetExhausted, InvalidInput, check_positive
 from ttc.probes.base import DROP
 from ttc.probes.confidence import TokenConfidence, lowest_group_confidence
 from ttc.prompts import ChatPrompt
@@ -73,10 +73,8 @@ class DeepConf(Strategy):
             raise InvalidInput(f"DeepConf.warmup must be an integer in [1, n={n}], got {warmup!r}")
         if not 0 < keep <= 1:
             raise InvalidInput(f"DeepConf.keep must be in (0, 1], got {keep!r}")
-        if not isinstance(top_k, int) or top_k < 1:
-            raise InvalidInput(f"DeepConf.top_k must be a positive integer (top logprobs per token), got {top_k!r}")
-        if not isinstance(window, int) or window <= 0:
-            raise InvalidInput(f"DeepConf.window must be a positive integer, got {window!r}")
+        check_positive("DeepConf.top_k", top_k, "integer (top logprobs per token)")
+        check_positive("DeepConf.window", window)
         self.warmup = warmup
         self.keep = float(keep)
         self.window = window

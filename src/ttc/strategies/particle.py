@@ -8,10 +8,10 @@ from collections import Counter
 from collections.abc import Sequence
 
 from ttc.context import Context
-from ttc.errors import InvalidInput
+from ttc.errors import InvalidInput, check_positive
 from ttc.prompts import ChatPrompt
-from ttc.steps import STEP_PARAMS, Node, StepConfig, verifier_calls_left
-from ttc.strategies.stepwise import StepSearch, check_positive
+from ttc.steps import STEP_PARAMS, Node, StepConfig
+from ttc.strategies.stepwise import StepSearch
 from ttc.types import Problem, Result, SamplingParams
 from ttc.verifiers.process import ProcessRewardModel
 
@@ -137,7 +137,7 @@ class ParticleFilter(StepSearch):
             live = [i for i, p in enumerate(particles) if not p.finished]
             if not live:
                 break
-            left = verifier_calls_left(ctx)
+            left = ctx.verifier_calls_left()
             if left is not None and left < len(live):
                 stop = "verifier_budget"
                 break

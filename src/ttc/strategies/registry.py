@@ -6,12 +6,21 @@ from collections.abc import Callable
 from typing import Any
 
 from ttc.errors import InvalidInput
+from ttc.probes import AnswerConsistency
+from ttc.steps import StepConfig
+from ttc.strategies.astar import AStar
 from ttc.strategies.base import Strategy
+from ttc.strategies.beam import DVTS, BeamSearch
 from ttc.strategies.best_of_n import BestOfN
+from ttc.strategies.deepconf import DeepConf
+from ttc.strategies.early_exit import EarlyExit
+from ttc.strategies.first_finish import FirstFinish
 from ttc.strategies.majority import MajorityVote
+from ttc.strategies.particle import ParticleFilter
 from ttc.strategies.sample import DEFAULT_PARAMS, Sample
 from ttc.verifiers.base import Verifier
 from ttc.verifiers.confidence import LogprobConfidence
+from ttc.verifiers.process import PRMVerifier, ProcessRewardModel
 
 
 def _sample(n: int, verifier: Verifier | None, params: Any) -> Strategy:
@@ -30,16 +39,11 @@ def _best_of_n(n: int, verifier: Verifier | None, params: Any) -> Strategy:
 
 
 def _first_finish(n: int, verifier: Verifier | None, params: Any) -> Strategy:
-    from ttc.strategies.first_finish import FirstFinish
-
     return FirstFinish(n=n, params=params)
 
 
 def _early_exit(n: int, verifier: Verifier | None, params: Any) -> Strategy:
     """Early exit by answer consistency; n > 1 votes over n early-exited candidates."""
-    from ttc.probes import AnswerConsistency
-    from ttc.strategies.early_exit import EarlyExit
-
     sample = EarlyExit(AnswerConsistency(), params=params)
     return sample if n == 1 else MajorityVote(n=n, sample=sample, verifier=verifier)
 
@@ -47,8 +51,6 @@ def _early_exit(n: int, verifier: Verifier | None, params: Any) -> Strategy:
 def _deepconf(n: int, verifier: Verifier | None, params: Any) -> Strategy:
     """DeepConf-online over n traces: the first min(16, n // 2) are the per-question warm-up
     (the paper: 16 of 256); traces vote weighted by their own confidence (a verifier is not used)."""
-    from ttc.strategies.deepconf import DeepConf
-
     return DeepConf(n=n, warmup=min(16, max(1, n // 2)), params=params)
 
 
@@ -59,9 +61,6 @@ def _step_search_args(verifier: Any, params: Any) -> dict[str, Any]:
     default `LLMJudge()`, which judges with the generator the search runs on. An outcome verifier
     cannot guide a step search. The sampling params' max_tokens becomes the per-step budget.
     """
-    from ttc.steps import StepConfig
-    from ttc.verifiers.process import PRMVerifier, ProcessRewardModel
-
     if isinstance(verifier, PRMVerifier):
         verifier = verifier.prm
     if verifier is not None and not isinstance(verifier, ProcessRewardModel):
@@ -74,31 +73,23 @@ def _step_search_args(verifier: Any, params: Any) -> dict[str, Any]:
 def _beam(n: int, verifier: Verifier | None, params: Any) -> Strategy:
     """n = steps sampled per round (Snell et al.'s N): max(1, n // 4) beams of n // beams expansions
     (16: 4 x 4; 10: 2 x 5; n < 8: one beam of n), as docs/strategies/step_search.md says."""
-    from ttc.strategies.beam import BeamSearch
-
     width = max(1, n // 4)
     return BeamSearch(width=width, expansions=max(1, n // width), **_step_search_args(verifier, params))
 
 
 def _dvts(n: int, verifier: Verifier | None, params: Any) -> Strategy:
     """n = steps sampled per round: max(1, n // 4) subtrees of n // subtrees expansions."""
-    from ttc.strategies.beam import DVTS
-
     subtrees = max(1, n // 4)
     return DVTS(subtrees=subtrees, expansions=max(1, n // subtrees), **_step_search_args(verifier, params))
 
 
 def _astar(n: int, verifier: Verifier | None, params: Any) -> Strategy:
     """n = steps sampled per expansion."""
-    from ttc.strategies.astar import AStar
-
     return AStar(expansions=n, **_step_search_args(verifier, params))
 
 
 def _particle(n: int, verifier: Verifier | None, params: Any) -> Strategy:
     """n = particles."""
-    from ttc.strategies.particle import ParticleFilter
-
     return ParticleFilter(particles=n, **_step_search_args(verifier, params))
 
 

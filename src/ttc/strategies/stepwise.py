@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ttc.context import Context
-from ttc.errors import BudgetExhausted, InvalidInput
+from ttc.errors import BudgetExhausted, InvalidInput, check_positive  # noqa: F401 (re-exported)
 from ttc.prompts import ChatPrompt
 from ttc.steps import (
     STEP_PARAMS,
@@ -18,17 +18,10 @@ from ttc.steps import (
     check_selection,
     make_candidate,
     select_answer,
-    trace_step_texts,
 )
 from ttc.strategies.base import Strategy
 from ttc.types import Problem, Result, SamplingParams
 from ttc.verifiers.process import ProcessRewardModel, aggregate, check_aggregation, score_steps
-
-
-def check_positive(name: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 class StepSearch(Strategy):
@@ -71,7 +64,7 @@ class StepSearch(Strategy):
         """Score new nodes in one PRM call (score, step_scores, value); False if the budget ran out."""
         if not nodes:
             return True
-        traces = [trace_step_texts(n.trace, self.steps.delimiter) for n in nodes]
+        traces = [n.trace.step_texts(self.steps.delimiter) for n in nodes]
         try:
             scores = await score_steps(self.prm, problem, traces, ctx, usages=[n.usage for n in nodes])
         except BudgetExhausted:

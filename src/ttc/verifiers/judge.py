@@ -22,7 +22,7 @@ from typing import Any
 
 from ttc.backends.base import Generator
 from ttc.context import Context
-from ttc.errors import BudgetExhausted, InvalidInput
+from ttc.errors import BudgetExhausted, InvalidInput, check_positive
 from ttc.types import Completion, Problem, SamplingParams
 from ttc.verifiers.process import ProcessRewardModel
 
@@ -56,8 +56,7 @@ class LLMJudge(ProcessRewardModel):
         for key in ("{question}", "{steps}", "{k}"):
             if key not in instruction:
                 raise InvalidInput(f"LLMJudge instruction must contain {key}")
-        if not isinstance(top_logprobs, int) or top_logprobs < 1:
-            raise InvalidInput(f"top_logprobs must be a positive integer, got {top_logprobs!r}")
+        check_positive("top_logprobs", top_logprobs)
         self.generator = generator
         self.instruction = instruction
         self.system = system
