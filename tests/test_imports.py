@@ -169,3 +169,5 @@ def test_every_module_imports_first_and_alone():
         assert not failed, failed
     """)
     run_fresh("import ttc.verifiers.reward_models, ttc.verifiers.loading, ttc.verifiers.process")
+    # the lazy names of ttc.verifiers load the torch-bound module (they used to recurse forever)
+    run_fresh("import ttc.verifiers as v; assert v.QwenPRM is v.reward_models.QwenPRM")

@@ -33,10 +33,25 @@ HEDGES = ("wait", "hmm", "not sure", "maybe")
 class AnswerConsistency(Probe):
     """Stop when the last `window` probe answers, taken every `every` tokens, are equivalent.
 
-    suffix: appended to the partial trace to elicit an answer (`ttc.probes.BOXED_SUFFIX`, the
-        default, or `ttc.probes.PLAIN_SUFFIX` for models that do not box).
-    answer_tokens: greedy tokens read after the suffix.
-    min_tokens: no probing before this many generated tokens.
+    Source: Dynasor's certainty probing (Fu et al., 2024); deviations (probe wording, 12 probe
+    tokens, whole-word hedges): see this module's docstring.
+
+    Args:
+        every: generated tokens between probes.
+        window: probe answers that must agree.
+        suffix: appended to the partial trace to elicit an answer (`ttc.probes.BOXED_SUFFIX`, the
+            default, or `ttc.probes.PLAIN_SUFFIX` for models that do not box).
+        answer_tokens: greedy tokens read after the suffix.
+        min_tokens: no probing before this many generated tokens.
+        hedges: words that make a probe answer uncertain.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> from ttc.probes import PLAIN_SUFFIX, AnswerConsistency
+        >>> llm = Scripted(lambda prompt, params, i: " 7" if prompt.endswith(PLAIN_SUFFIX) else "Adding 3 and 4 gives")
+        >>> ttc.EarlyExit(AnswerConsistency(every=4, suffix=PLAIN_SUFFIX)).solve("3 + 4?", llm).answer
+        '7'
     """
 
     name = "answer_consistency"

@@ -156,9 +156,25 @@ class HiddenStateProbe(Probe):
     """Exit at the first cue token where the probe's p(correct if exiting now) exceeds its
     conformal threshold; the trace is cut before the cue and an answer forced with `suffix`.
 
-    probe: a `LinearProbe` or the path of one saved by `ttc probes train`.
-    every: tokens between checks in chunked mode (every cue in the chunk is examined).
-    threshold: override the probe's calibrated threshold.
+    Source: LYNX ("Learning Dynamic Exits for Confidence-Controlled Reasoning"). Deviations:
+    cues are found in the decoded text (any tokenizer), and the probe is a logistic regression on
+    the last layer's hidden state at the cue's last token.
+
+    Args:
+        probe: a `LinearProbe` or the path of one saved by `ttc probes train`.
+        cues: the reasoning cues that are check points (default: the probe's).
+        every: tokens between checks in chunked mode (every cue in the chunk is examined).
+        threshold: override the probe's calibrated threshold.
+        suffix: the answer-forcing text (default: the probe's).
+        min_tokens: no exit before this many generated tokens.
+
+    Example (a backend with hidden states, e.g. `ttc.backends.Transformers`, runs it):
+        >>> import numpy as np
+        >>> from ttc.probes import HiddenStateProbe, LinearProbe
+        >>> linear = LinearProbe(np.ones(2), 0.0, np.zeros(2), np.ones(2), threshold=0.5, cues=("wait",))
+        >>> probe = HiddenStateProbe(linear)
+        >>> probe.scans_tokens, sorted(probe.required_capabilities)
+        (True, ['hidden_states'])
     """
 
     name = "hidden_state"

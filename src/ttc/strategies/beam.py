@@ -40,6 +40,22 @@ class BeamSearch(StepSearch):
     spends samples on a prefix already being explored); when the verifier-call budget cannot
     score a whole round, only the samples it can score are drawn. Scores are computed on whole traces (every step), and
     `aggregation` (default "last", as search-and-learn) ranks them.
+
+    Args:
+        width: beams kept per round (N / M in Snell et al.).
+        expansions: next steps sampled per beam (M).
+        diverse: DVTS (use `DVTS` instead).
+        unique: keep one beam per distinct trace text.
+        prm, aggregation, select, steps, params, prompt: as for every step search (`StepSearch`):
+            the PRM (default `LLMJudge()`), how step scores combine, how the answer is chosen,
+            what a step is, how steps are sampled, the chat prompt.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> prm = ttc.verifiers.ProgrammaticPRM(lambda problem, steps: 0.9)
+        >>> ttc.BeamSearch(width=2, expansions=2, prm=prm).solve("3 + 4?", Scripted(["The answer is 7."])).answer
+        '7'
     """
 
     name = "beam"
@@ -155,6 +171,18 @@ class DVTS(BeamSearch):
     `expansions` sampled next steps (a beam of one), so that the final candidates stay diverse.
     Same as `BeamSearch(width=subtrees, expansions=expansions, diverse=True)`; see BeamSearch for
     the shared details and deviations.
+
+    Args:
+        subtrees: independent subtrees (N / M).
+        expansions: next steps sampled per subtree and round (M).
+        prm: the PRM; other keyword arguments as for `BeamSearch` (aggregation, select, steps, ...).
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> prm = ttc.verifiers.ProgrammaticPRM(lambda problem, steps: 0.9)
+        >>> ttc.DVTS(subtrees=2, expansions=2, prm=prm).solve("3 + 4?", Scripted(["The answer is 7."])).answer
+        '7'
     """
 
     name = "dvts"

@@ -62,6 +62,25 @@ class DeepConf(Strategy):
 
     `TokenConfidence` alone (as an EarlyExit probe, or `.filter()` as an offline verifier) keeps a
     user-set threshold; this strategy is the per-question form.
+
+    Args:
+        n: traces in all (warm-up included).
+        warmup: warm-up traces that set the bar (the paper: 16).
+        keep: the fraction of warm-up confidences above the bar (0.1: DeepConf-low, 0.9: -high).
+        window: tokens per confidence group.
+        top_k: top logprobs per token in the token confidence.
+        every: tokens between the online checks.
+        params, prompt: sampling parameters and chat prompt.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> from ttc.backends.scripted import ScriptedResponse
+        >>> sure = ScriptedResponse("It is 7.", (-0.01,) * 5, ({1: -0.01, 2: -6.0},) * 5)
+        >>> unsure = ScriptedResponse("Maybe 5.", (-0.7,) * 3, ({1: -0.7, 2: -0.7},) * 3)
+        >>> r = ttc.DeepConf(n=4, warmup=2, window=2, top_k=2).solve("3 + 4?", Scripted([sure, unsure]))
+        >>> r.answer, r.details["voters"]
+        ('7', [0, 2])
     """
 
     name = "deepconf"

@@ -36,6 +36,30 @@ class EarlyExit(Sampler):
     Wrappers compose: `MajorityVote(n=8, sample=EarlyExit(probe))`. Each candidate of a seeded run
     gets its own seed by the seed rule (`Context.next_seed`); chunk i of a candidate is sent with
     that seed + i.
+
+    Sources and deviations: those of the probe (answer consistency: Dynasor, Fu et al., 2024;
+    token confidence: DeepConf, Fu et al., 2025; hidden-state exits: LYNX), see each probe's
+    docstring. The harness itself: in chunk mode a probe is asked between chunks, so the tokens
+    of a chunk generated after a stop position (`Decision.at`) are still generated and counted.
+
+    Args:
+        probe: the probe that decides (a `ttc.probes` probe, or `AnyOf([...])` of several).
+        params: sampling parameters of the candidate (logprobs are added if the probe needs them).
+        prompt: the chat prompt the question is rendered into.
+        mode: "chunks" (token-id continuations) or "stream" (one cancellable stream).
+        answer_suffix: the text that forces an answer (default: the probe's `suffix`).
+        answer_tokens: greedy tokens read after the suffix.
+        on_drop: "abstain" (a dropped trace has no answer) or "answer" (force one anyway).
+        scan_every_token: in stream mode, ask the probe at every token (default: `probe.scans_tokens`).
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> from ttc.probes import PLAIN_SUFFIX, AnswerConsistency
+        >>> llm = Scripted(lambda prompt, params, i: " 7" if prompt.endswith(PLAIN_SUFFIX) else "Adding 3 and 4 gives")
+        >>> r = ttc.EarlyExit(AnswerConsistency(every=4, suffix=PLAIN_SUFFIX)).solve("3 + 4?", llm)
+        >>> r.answer, r.candidates[0].finish_reason
+        ('7', 'early_exit')
     """
 
     name = "early_exit"

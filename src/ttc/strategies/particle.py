@@ -107,6 +107,21 @@ class ParticleFilter(StepSearch):
     particle's text has no final answer yet), as BeamSearch and AStar do; only when none has
     finished do the partial particles compete. `details["history"]` records, per round, the
     particles' tree nodes, scores, normalised weights, ESS and resampled indices.
+
+    Args:
+        particles: the number of particles N.
+        temperature: the softmax temperature of the resampling weights.
+        resampling: the resampler ("multinomial", "systematic", ...).
+        prm, aggregation, select, steps, params, prompt: as for every step search (`StepSearch`):
+            the PRM (default `LLMJudge()`), how step scores combine, how the answer is chosen,
+            what a step is, how steps are sampled, the chat prompt.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> prm = ttc.verifiers.ProgrammaticPRM(lambda problem, steps: 0.9)
+        >>> ttc.ParticleFilter(particles=4, prm=prm).solve("3 + 4?", Scripted(["The answer is 7."]), seed=0).answer
+        '7'
     """
 
     name = "particle"

@@ -18,6 +18,18 @@ class Sample(Sampler):
     Each request of a seeded run gets its own seed by the seed rule (`Context.next_seed`): drawn
     from `Random(params.seed)` when the params carry a seed, else from the run's RNG
     (`solve(..., seed=)`). So two calls in one run sample differently, and a run is reproducible.
+
+    Source: plain temperature sampling, the single-candidate strategy (no paper). Deviations: none.
+
+    Args:
+        params: sampling parameters (temperature, max_tokens, seed, logprobs, ...); n is set per call.
+        prompt: the chat prompt the question is rendered into.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> ttc.Sample().solve("3 + 4?", Scripted(["The answer is 7."])).answer
+        '7'
     """
 
     name = "sample"

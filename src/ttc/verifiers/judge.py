@@ -47,6 +47,23 @@ class LLMJudge(ProcessRewardModel):
     `instruction`: the user message, with {question}, {steps} and {k}. `top_logprobs`: how many
     alternatives to read. Backends that return no top logprobs fall back to the sampled token:
     exp(logprob) if it says Yes, 1 - exp(logprob) if it says No, 0.5 otherwise.
+
+    Source: an LLM judge read as P(Yes) of its next token. Deviations: no paper is followed.
+
+    Args:
+        generator: the judging model (None: the generator of the run).
+        instruction: the user message, with {question}, {steps} and {k}.
+        system: an optional system message.
+        top_logprobs: alternatives read for Yes/No.
+        cache: reuse the judgement of a step prefix already judged.
+        name: the score's name.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> judge = ttc.verifiers.LLMJudge(Scripted(["Yes"]))
+        >>> ttc.BeamSearch(width=1, expansions=2, prm=judge).solve("3 + 4?", Scripted(["The answer is 7."])).answer
+        '7'
     """
 
     def __init__(self, generator: Generator | None = None, *, instruction: str = STEP_INSTRUCTION,

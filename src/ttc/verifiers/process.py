@@ -136,6 +136,19 @@ class ProgrammaticPRM(ProcessRewardModel):
 
     Every step k of a trace is scored as `fn(problem, steps[:k + 1])` (sync or async). Used as
     an oracle in tests, or to plug in a rule-based checker.
+
+    Source: none (a plain callable). Deviations: none.
+
+    Args:
+        fn: `fn(problem, steps_so_far) -> float`, sync or async.
+        name: the score's name.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> prm = ttc.verifiers.ProgrammaticPRM(lambda problem, steps: 0.9)
+        >>> ttc.BeamSearch(width=1, expansions=2, prm=prm).solve("3 + 4?", Scripted(["The answer is 7."])).answer
+        '7'
     """
 
     def __init__(self, fn: StepFn, name: str = "programmatic_prm"):
@@ -170,6 +183,23 @@ class PRMVerifier(Verifier):
     Steps come from the candidate's trace when it has one (step searches), else from splitting
     its text at `delimiter`; with `split=False` the whole text is one step. One verifier call per
     candidate, as for any verifier.
+
+    Source: PRM scores aggregated over steps as an outcome score (Lightman et al., 2023, "Let's
+    Verify Step by Step", rank solutions by their step scores). Deviations: the aggregation is a
+    choice (`last`, `min`, `mean`, `prod`), default `last`.
+
+    Args:
+        prm: the process reward model.
+        aggregation: how step scores combine (`ttc.verifiers.AGGREGATIONS`).
+        delimiter: where a whole text is split into steps.
+        split: False scores each whole text as one step.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> prm = ttc.verifiers.ProgrammaticPRM(lambda problem, steps: 0.9)
+        >>> ttc.BestOfN(n=2, verifier=prm.as_verifier("min")).solve("3 + 4?", Scripted(["The answer is 7."])).answer
+        '7'
     """
 
     def __init__(self, prm: ProcessRewardModel, aggregation: str = "last", delimiter: str = "\n\n",
