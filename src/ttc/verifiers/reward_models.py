@@ -154,7 +154,20 @@ def _token_id(tokenizer: Any, token: str, what: str) -> int:
 
 
 class QwenPRM(HFProcessRewardModel):
-    """Qwen2.5-Math-PRM format: P(correct) = softmax(head logits at each `<extra_0>`)[1]."""
+    """Qwen2.5-Math-PRM format: P(correct) = softmax(head logits at each `<extra_0>`)[1].
+
+    Source: Qwen2.5-Math-PRM (Zhang et al., 2025, "The Lessons of Developing Process Reward Models
+    in Mathematical Reasoning"), read as its model card does. Deviations: none in the reading.
+
+    Args:
+        model, tokenizer: the loaded PRM (`ProcessRewardModel.from_pretrained` builds both).
+        separator: the token that ends each step.
+        system: the system message of the chat template.
+        batch_size, max_length, name: as `HFProcessRewardModel`.
+
+    Example (needs PRM weights, so it is not run here):
+        prm = ttc.verifiers.ProcessRewardModel.from_pretrained("path/to/Qwen2.5-Math-PRM-7B")
+        beam = ttc.BeamSearch(width=4, expansions=4, prm=prm)"""
 
     format = "qwen"
 
@@ -190,7 +203,21 @@ class QwenPRM(HFProcessRewardModel):
 
 
 class MathShepherdPRM(HFProcessRewardModel):
-    """Math-Shepherd format: P(correct) = softmax([logit('+'), logit('-')]) at each step tag 'ки'."""
+    """Math-Shepherd format: P(correct) = softmax([logit('+'), logit('-')]) at each step tag 'ки'.
+
+    Source: Math-Shepherd (Wang et al., 2024, "Math-Shepherd: Verify and Reinforce LLMs
+    Step-by-step without Human Annotations"), read as its model card does. Deviations: none in
+    the reading.
+
+    Args:
+        model, tokenizer: the loaded PRM (`ProcessRewardModel.from_pretrained` builds both).
+        good_token, bad_token: the tokens whose logits give P(correct).
+        step_tag: the tag after each step; step_prefix: the text before step i.
+        batch_size, max_length, name: as `HFProcessRewardModel`.
+
+    Example (needs PRM weights, so it is not run here):
+        prm = ttc.verifiers.ProcessRewardModel.from_pretrained("path/to/math-shepherd", format="math-shepherd")
+        best = ttc.BestOfN(n=8, verifier=prm.as_verifier("min"))"""
 
     format = "math-shepherd"
 
