@@ -10,7 +10,7 @@ import ttc
 from logic_helpers import node_name, toy
 from ttc.context import Budget
 from ttc.errors import InvalidInput
-from ttc.steps import select_answer, verifier_calls_left
+from ttc.steps import select_answer
 from ttc.strategies.stepwise import StepSearch
 from ttc.types import Candidate
 from ttc.verifiers import aggregate
@@ -61,15 +61,18 @@ def test_aggregate_step_scores():
 
 
 def test_verifier_calls_left():
-    class Ctx:
-        def __init__(self, limit, used):
-            self.budget = Budget(verifier_calls=limit)
-            self.usage = ttc.Usage(verifier_calls=used)
+    from ttc.backends import Scripted
+    from ttc.context import Context
 
-    assert verifier_calls_left(Ctx(None, 5)) is None
-    assert verifier_calls_left(Ctx(10, 3)) == 7
-    assert verifier_calls_left(Ctx(3, 3)) == 0
-    assert verifier_calls_left(Ctx(3, 5)) == 0
+    def ctx(limit, used):
+        c = Context(Scripted(["x"]), Budget(verifier_calls=limit))
+        c.usage.verifier_calls = used
+        return c
+
+    assert ctx(None, 5).verifier_calls_left() is None
+    assert ctx(10, 3).verifier_calls_left() == 7
+    assert ctx(3, 3).verifier_calls_left() == 0
+    assert ctx(3, 5).verifier_calls_left() == 0
 
 
 def test_step_scores_are_aggregated_into_the_value_the_search_ranks_by():

@@ -264,7 +264,10 @@ def test_solve_many_issues_problems_concurrently_up_to_the_limit():
 def test_solve_many_seeds_each_problem():
     llm = cycling("1")
     ttc.solve_many(ttc.Sample(), ["a", "b", "c"], llm, seed=10, progress=False, concurrency=1)
-    assert sorted(params.seed for _, params in llm.requests) == [10, 11, 12]
+    # problem i runs with seed 10 + i; its request's seed is the first draw of that run's RNG (the seed rule)
+    import random
+    assert sorted(params.seed for _, params in llm.requests) == sorted(random.Random(s).getrandbits(31)
+                                                                       for s in (10, 11, 12))
 
 
 def test_solve_works_inside_a_running_event_loop():

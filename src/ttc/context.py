@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from ttc.backends.base import Delta, Generator
@@ -61,13 +61,23 @@ class Context:
         self._start = time.monotonic()
         self._deadline = None if self.budget.seconds is None else self._start + self.budget.seconds
 
-    def seed_rng(self, seed: int | None = None) -> random.Random | None:
-        """The RNG that draws per-candidate request seeds for this run: for a sampler's own
-        `SamplingParams.seed`, one `Random(seed)` per run (so that seed alone makes the run
-        reproducible, as it does for `Sample`); else the run's seeded RNG; None when unseeded."""
+    def next_seed(self, seed: int | None = None) -> int | None:
+        """The seed of this run's next sampling request: ttc's one seed rule.
+
+        Every sampling request of a seeded run gets its own seed, drawn in order from one RNG:
+        `Random(seed)` when the sampler's own `SamplingParams.seed` is given (one such RNG per
+        seed and run, so that seed alone makes the run reproducible), else the run's RNG
+        (`solve(..., seed=)`; `solve_many` gives problem i the seed `seed + i`). An unseeded run
+        returns None: the backend picks. Draw before the request's first await, so that the
+        order of draws, and with it every seed, is the same in every run.
+        """
         if seed is not None:
-            return self._seed_rngs.setdefault(seed, random.Random(seed))
-        return self.rng if self.seed is not None else None
+            rng = self._seed_rngs.setdefault(seed, random.Random(seed))
+        elif self.seed is not None:
+            rng = self.rng
+        else:
+            return None
+        return rng.getrandbits(31)
 
     # -- time ---------------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -199,9 +209,27 @@ class Context:
         self._check_time()
         self.usage.verifier_calls += calls
 
+    def verifier_calls_left(self) -> int | None:
+        """Verifier calls the budget still allows (None: unlimited)."""
+        limit = self.budget.verifier_calls
+        return None if limit is None else max(0, limit - self.usage.verifier_calls)
+
     def record_verifier_tokens(self, tokens: int) -> None:
         self.usage.verifier_tokens += tokens
 
+
+
+def split_verifier_cost(usages: Sequence[Usage], tokens: int, free: bool = False) -> None:
+    """Charge a verifier invocation to the `usages` it scored for: one verifier call each (none
+    when the verifier is free) and an equal share of the `tokens` it spent, the remainder one
+    token each to the first ones, so that the shares add up to `tokens` exactly. The one place
+    where verifier cost is split (outcome verifiers, PRMs, hidden-state probes)."""
+    if not usages:
+        return
+    share, extra = divmod(tokens, len(usages))
+    for i, usage in enumerate(usages):
+        usage.verifier_calls += 0 if free else 1
+        usage.verifier_tokens += share + (1 if i < extra else 0)
 
 
 def _at_least(usage: Usage, prompt_len: int, sequences: int) -> Usage:

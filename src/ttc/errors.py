@@ -11,6 +11,14 @@ class InvalidInput(TTCError, ValueError):
     """A problem, parameter or configuration is malformed (empty prompt, n <= 0, ...)."""
 
 
+def check_positive(name: str, value: object, what: str = "integer") -> int:
+    """`value` if it is a positive int (not a bool), else `InvalidInput` naming `name`: the one
+    positive-integer check of ttc's constructors (`what` words the unit, e.g. "number of tokens")."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InvalidInput(f"{name} must be a positive {what}, got {value!r}")
+    return value
+
+
 class Unsupported(InvalidInput):
     """The backend (or the server behind it) lacks a feature this call needs; the message names it
     and says what would provide it (e.g. a local tokenizer for a server without /tokenize)."""

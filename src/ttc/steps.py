@@ -32,7 +32,6 @@ partial text).
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,12 +39,11 @@ from typing import Any
 from ttc import answers
 from ttc.backends.base import TOKEN_IDS, Generator
 from ttc.context import Context
-from ttc.errors import BudgetExhausted, InvalidInput
+from ttc.errors import BudgetExhausted, InvalidInput, check_positive
 from ttc.prompts import ChatPrompt
-from ttc.types import Candidate, Completion, Problem, SamplingParams, Step, Trace, Usage
+from ttc.types import DEFAULT_DELIMITER, Candidate, Completion, Problem, SamplingParams, Step, Trace, Usage
 from ttc.votes import vote_weights, weighted_vote
 
-DEFAULT_DELIMITER = "\n\n"
 #: why a trace stopped growing
 FINISH_REASONS = ("eos", "boxed", "max_steps")
 #: default sampling of steps (max_tokens and stop come from StepConfig)
@@ -74,8 +72,7 @@ class StepConfig:
             value = getattr(self, name)
             if value is None and name == "final_step_tokens":
                 continue
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise InvalidInput(f"StepConfig.{name} must be a positive integer, got {value!r}")
+            check_positive(f"StepConfig.{name}", value)
 
     def is_final(self, steps_so_far: int) -> bool:
         """Whether the next step of a trace with `steps_so_far` steps is its final completion."""
@@ -85,18 +82,6 @@ class StepConfig:
 def has_closed_box(text: str) -> bool:
     """Whether `text` holds a closed \\boxed{...} (or \\fbox{...}): the solution gave its answer."""
     return answers.last_boxed(text) is not None
-
-
-def step_text(step: Step, delimiter: str = DEFAULT_DELIMITER) -> str:
-    """A step's content as a PRM sees it: without its trailing delimiter, stripped."""
-    text = step.text
-    if delimiter and text.endswith(delimiter):
-        text = text[: -len(delimiter)]
-    return text.strip()
-
-
-def trace_step_texts(trace: Trace, delimiter: str = DEFAULT_DELIMITER) -> list[str]:
-    return [step_text(s, delimiter) for s in trace.steps]
 
 
 def trace_scores(trace: Trace) -> list[float | None]:
@@ -135,9 +120,9 @@ class Stepper:
         children, exhausted = await stepper.expand_many([(trace, 4), (other, 4)])
 
     `expand_many` issues all its requests concurrently (the backend batches them); a request the
-    budget cannot cover comes back empty and sets `exhausted`. Requests are seeded from the run's
-    seeded RNG (or `params.seed`), so a seeded search is reproducible and two requests for the same
-    prefix still differ; without any seed the backend picks random seeds.
+    budget cannot cover comes back empty and sets `exhausted`. Requests are seeded by the seed rule
+    (`Context.next_seed`), so a seeded search is reproducible and two requests for the same prefix
+    still differ; without any seed the backend picks random seeds.
     """
 
     def __init__(self, problem: Problem, ctx: Context, config: StepConfig = StepConfig(),
@@ -150,10 +135,6 @@ class Stepper:
         self._decode: Callable[[Sequence[int]], str] | None = None
         self._eos: frozenset[int] = frozenset()
         self.use_token_ids = False
-        if params.seed is not None:
-            self._rng: random.Random | None = random.Random(params.seed)
-        else:
-            self._rng = ctx.rng if ctx.seed is not None else None
         self.prompt_ids: tuple[int, ...] = ()
         self.prompt_text: Any = ""
         self.delimiter_ids: tuple[int, ...] = ()
@@ -191,9 +172,6 @@ class Stepper:
             ids = ids[len(prefix):]
         return tuple(ids)
 
-    def _next_seed(self) -> int | None:
-        return None if self._rng is None else self._rng.getrandbits(31)
-
     def request(self, trace: Trace, n: int, seed: int | None) -> tuple[Any, SamplingParams]:
         """The prompt and sampling parameters that generate the next step of `trace`."""
         if self.use_token_ids:
@@ -217,7 +195,7 @@ class Stepper:
 
     async def expand_many(self, requests: Sequence[tuple[Trace, int]]) -> tuple[list[list[Expansion]], bool]:
         """Run `(trace, n)` requests concurrently; returns their expansions and whether the budget ran out."""
-        seeds = [self._next_seed() for _ in requests]  # drawn in order: reproducible
+        seeds = [self.ctx.next_seed(self.params.seed) for _ in requests]  # drawn in order: reproducible
 
         async def one(trace: Trace, n: int, seed: int | None) -> list[Expansion] | None:
             try:
@@ -292,12 +270,6 @@ class Stepper:
         new = Trace(steps=[*trace.steps, Step(text=completion.text, token_ids=tuple(completion.token_ids))])
         new.finished = True
         return Expansion(trace=new, completion=completion, usage=usage, finish_reason=finish)
-
-
-def verifier_calls_left(ctx: Context) -> int | None:
-    """Verifier calls the budget still allows (None: unlimited)."""
-    limit = ctx.budget.verifier_calls
-    return None if limit is None else max(0, limit - ctx.usage.verifier_calls)
 
 
 # -- the search tree --------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ttc.errors import InvalidInput
+from ttc.errors import InvalidInput, check_positive
 from ttc.infos import Info
 
 if TYPE_CHECKING:
@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 #: A prompt is either text (sent as is) or token ids (never re-tokenised).
 Prompt = str | Sequence[int]
 
+
+#: the default step delimiter of step searches (a blank line)
+DEFAULT_DELIMITER = "\n\n"
 
 @dataclass(frozen=True)
 class Problem:
@@ -76,10 +79,8 @@ class SamplingParams:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise InvalidInput(f"SamplingParams.{name} must be a finite number, got {value!r}")
-        if not isinstance(self.n, int) or self.n <= 0:
-            raise InvalidInput(f"SamplingParams.n must be a positive integer, got {self.n!r}")
-        if not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
-            raise InvalidInput(f"SamplingParams.max_tokens must be a positive integer, got {self.max_tokens!r}")
+        check_positive("SamplingParams.n", self.n)
+        check_positive("SamplingParams.max_tokens", self.max_tokens)
         if self.temperature < 0:
             raise InvalidInput(f"SamplingParams.temperature must be >= 0, got {self.temperature!r}")
         if not 0 < self.top_p <= 1:
@@ -206,6 +207,13 @@ class Step:
     token_ids: tuple[int, ...] = ()
     score: float | None = None
 
+    def content(self, delimiter: str = DEFAULT_DELIMITER) -> str:
+        """The step as a PRM sees it: without its trailing delimiter, stripped."""
+        text = self.text
+        if delimiter and text.endswith(delimiter):
+            text = text[: -len(delimiter)]
+        return text.strip()
+
 
 @dataclass
 class Trace:
@@ -217,6 +225,10 @@ class Trace:
     @property
     def text(self) -> str:
         return "".join(s.text for s in self.steps)
+
+    def step_texts(self, delimiter: str = DEFAULT_DELIMITER) -> list[str]:
+        """Each step's content as a PRM scores it (`Step.content`: delimiter removed, stripped)."""
+        return [s.content(delimiter) for s in self.steps]
 
     @property
     def token_ids(self) -> tuple[int, ...]:

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ttc.errors import check_positive
+
 __all__ = ["PrefixCache", "PrefixCacheStats"]
 
 #: per-layer (keys, values), each of shape (kv_heads, tokens, head_dim)
@@ -70,8 +72,7 @@ class PrefixCache:
     """Longest-prefix lookup of stored KV by token ids, within `budget_bytes` (LRU leaves go first)."""
 
     def __init__(self, budget_bytes: int):
-        if not isinstance(budget_bytes, int) or budget_bytes <= 0:
-            raise ValueError(f"budget_bytes must be a positive integer, got {budget_bytes!r}")
+        check_positive("budget_bytes", budget_bytes)
         self.budget_bytes = budget_bytes
         self.nbytes = 0
         self.stats = PrefixCacheStats()

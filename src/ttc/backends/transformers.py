@@ -41,7 +41,7 @@ import torch
 from ttc.backends.base import HIDDEN_STATES, PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator
 from ttc.backends.prefix_cache import PrefixCache, past_cache, row_kv
 from ttc.backends.threads import Threads, resolve_threads
-from ttc.errors import GenerationError, InvalidInput, ModelNotFound
+from ttc.errors import GenerationError, InvalidInput, ModelNotFound, check_positive
 from ttc.models import SMOLLM2_NAME, check_hub_model, resolve_model
 from ttc.types import Completion, Prompt, SamplingParams, Usage
 
@@ -314,8 +314,7 @@ class Transformers(Generator):
 
     def _setup(self, model: Any, tokenizer: Any, name: str, max_batch_size: int, batch_window: float,
                max_model_len: int | None, decode: str = "auto") -> None:
-        if not isinstance(max_batch_size, int) or max_batch_size <= 0:
-            raise InvalidInput(f"max_batch_size must be a positive integer, got {max_batch_size!r}")
+        check_positive("max_batch_size", max_batch_size)
         if decode not in ("auto", "static", "dynamic"):
             raise InvalidInput(f"decode must be 'auto', 'static' or 'dynamic', got {decode!r}")
         if batch_window < 0:

@@ -7,7 +7,8 @@
 
 from ttc.eval.datasets import DATASETS, DatasetWarning, load_dataset
 from ttc.eval.report import EvalReport, SettingSummary, pass_at_k, wilson_interval
-from ttc.eval.runner import ResultsWarning, Setting, acompare, aevaluate, compare, evaluate, n_for_budget, read_results
+from ttc.eval.results import ResultsWarning, read_results
+from ttc.eval.runner import Setting, acompare, aevaluate, compare, evaluate, n_for_budget
 
 __all__ = ["DATASETS", "DatasetWarning", "EvalReport", "ResultsWarning", "Setting", "SettingSummary", "acompare",
            "aevaluate", "compare", "evaluate", "load_dataset", "n_for_budget", "pass_at_k", "read_results",

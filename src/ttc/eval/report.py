@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ttc.eval.results import read_results
+
 
 def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (95% by default); (0, 1) when total is 0."""
@@ -169,8 +171,6 @@ class EvalReport:
     @classmethod
     def from_jsonl(cls, path: str | os.PathLike, title: str | None = None) -> EvalReport:
         """The report of a results file written by `evaluate`/`compare` (or `ttc eval`)."""
-        from ttc.eval.runner import read_results
-
         return cls(read_results(path), title=title)
 
     def _default_title(self) -> str:

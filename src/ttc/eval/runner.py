@@ -16,8 +16,6 @@ resumed run samples exactly what an uninterrupted one would have.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import math
 import os
 import warnings
@@ -31,14 +29,12 @@ from ttc.context import Budget, Context
 from ttc.errors import InvalidInput
 from ttc.eval.datasets import load_dataset
 from ttc.eval.report import EvalReport
+from ttc.eval.results import ResultsFile, ResultsWarning, read_results  # noqa: F401 (read_results: re-exported)
 from ttc.runner import asolve_many, run_sync
 from ttc.strategies.base import Strategy
+from ttc.strategies.registry import ALIASES, make_strategy
 from ttc.types import Problem, Result, SamplingParams, Usage
 from ttc.verifiers.base import Verifier
-
-
-class ResultsWarning(UserWarning):
-    """A line of a results file could not be used (cut short by a kill, malformed) and was dropped."""
 
 
 @dataclass(frozen=True)
@@ -71,110 +67,6 @@ class Planned:
 
     setting: Setting
     strategy: Strategy
-
-
-# -- results files ------------------------------------------------------------------------------
-def read_results(path: str | os.PathLike, repair: bool = False) -> list[dict[str, Any]]:
-    """The records of a results JSONL file, in file order (none if it does not exist).
-
-    A last line without its newline is what a kill mid-write leaves: it is dropped with a
-    `ResultsWarning`, and with `repair=True` cut off the file so appending can resume cleanly.
-    Other malformed lines are skipped with a warning naming their line number.
-    """
-    path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = len(data)
-    if data and not data.endswith(b"\n"):
-        end = data.rfind(b"\n") + 1  # 0 when the only line is torn
-        warnings.warn(f"{path}: dropped a truncated last line ({len(data) - end} bytes) left by an "
-                      f"interrupted run", ResultsWarning, stacklevel=2)
-        if repair:
-            with open(path, "r+b") as handle:
-                handle.truncate(end)
-    records = []
-    for lineno, line in enumerate(data[:end].decode("utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            warnings.warn(f"{path}: line {lineno}: malformed JSON ({exc.msg}); line ignored",
-                          ResultsWarning, stacklevel=2)
-            continue
-        if not isinstance(record, dict) or "problem_id" not in record or "setting" not in record:
-            warnings.warn(f"{path}: line {lineno}: not a ttc result record (needs 'problem_id' and "
-                          f"'setting'); line ignored", ResultsWarning, stacklevel=2)
-            continue
-        records.append(record)
-    return records
-
-
-class ResultsFile:
-    """An append-only JSONL results file held under an exclusive lock while a run writes it.
-
-    Every record is written with one `write` system call on a file opened for appending, so a
-    kill leaves at most one truncated last line, which the next open repairs.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._fd)
-            raise InvalidInput(f"{self.path} is being written by another ttc run; wait for it or use "
-                               f"another --output") from None
-        self.records = read_results(self.path, repair=True)
-
-    def append(self, record: Mapping[str, Any]) -> None:
-        data = (json.dumps(_jsonable(record), ensure_ascii=False) + "\n").encode("utf-8")
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-
-    def rewrite(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Replace the file's contents with `records` (atomically: temp file + rename)."""
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(_jsonable(record), ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
-        old, self._fd = self._fd, os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        os.close(old)
-        self.records = list(records)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)  # releases the lock
-            self._fd = -1
-
-    def __enter__(self) -> ResultsFile:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-def _jsonable(value: Any) -> Any:
-    """JSON-safe copy: non-finite floats become None, unknown objects their str()."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    return str(value)
 
 
 def make_record(problem: Problem, setting: Setting, result: Result, run_info: Mapping[str, Any]) -> dict[str, Any]:
@@ -237,7 +129,6 @@ def plan(strategies: Any, n: int | str | Iterable[int] = 1, *, verifier: Verifie
         run at every n (plain sampling only at n=1); or Strategy objects (their own n), or a dict
         {label: Strategy}.
     """
-    from ttc.strategies.registry import ALIASES, make_strategy
     from ttc.strategies.sample import DEFAULT_PARAMS
 
     params = params or DEFAULT_PARAMS
@@ -518,7 +409,6 @@ def n_for_budget(strategy: str, tokens: int, prompt_len: int, max_tokens: int) -
     Plain sampling always makes one candidate. Sample-based strategies send all n candidates in
     one request, so the prompt is counted once: n = (tokens - prompt) // max_tokens, at least 1.
     """
-    from ttc.strategies.registry import ALIASES
 
     if ALIASES.get(strategy, strategy) == "sample":
         return 1

@@ -2,6 +2,7 @@
 token confidence (DeepConf), hidden-state exit probes with conformal calibration (LYNX)."""
 
 from ttc.probes.answer_consistency import AnswerConsistency
+from ttc.probes.any_of import AnyOf
 from ttc.probes.base import BOXED_SUFFIX, PLAIN_SUFFIX, Decision, Probe, TraceState, elicit_answer
 from ttc.probes.confidence import (
     ConfidenceFilter,
@@ -19,6 +20,7 @@ __all__ = [
     "DEFAULT_CUES",
     "PLAIN_SUFFIX",
     "AnswerConsistency",
+    "AnyOf",
     "ConfidenceFilter",
     "Decision",
     "HiddenStateProbe",

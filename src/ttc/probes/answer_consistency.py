@@ -23,7 +23,7 @@ import re
 
 from ttc.answers import equivalent
 from ttc.context import Context
-from ttc.errors import InvalidInput
+from ttc.errors import InvalidInput, check_positive
 from ttc.probes.base import BOXED_SUFFIX, CONTINUE, EXIT, Decision, Probe, TraceState, elicit
 
 #: probe answers containing these words are not counted as certain (Dynasor drops hedged answers)
@@ -33,20 +33,33 @@ HEDGES = ("wait", "hmm", "not sure", "maybe")
 class AnswerConsistency(Probe):
     """Stop when the last `window` probe answers, taken every `every` tokens, are equivalent.
 
-    suffix: appended to the partial trace to elicit an answer (`ttc.probes.BOXED_SUFFIX`, the
-        default, or `ttc.probes.PLAIN_SUFFIX` for models that do not box).
-    answer_tokens: greedy tokens read after the suffix.
-    min_tokens: no probing before this many generated tokens.
+    Source: Dynasor's certainty probing (Fu et al., 2024); deviations (probe wording, 12 probe
+    tokens, whole-word hedges): see this module's docstring.
+
+    Args:
+        every: generated tokens between probes.
+        window: probe answers that must agree.
+        suffix: appended to the partial trace to elicit an answer (`ttc.probes.BOXED_SUFFIX`, the
+            default, or `ttc.probes.PLAIN_SUFFIX` for models that do not box).
+        answer_tokens: greedy tokens read after the suffix.
+        min_tokens: no probing before this many generated tokens.
+        hedges: words that make a probe answer uncertain.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> from ttc.probes import PLAIN_SUFFIX, AnswerConsistency
+        >>> llm = Scripted(lambda prompt, params, i: " 7" if prompt.endswith(PLAIN_SUFFIX) else "Adding 3 and 4 gives")
+        >>> ttc.EarlyExit(AnswerConsistency(every=4, suffix=PLAIN_SUFFIX)).solve("3 + 4?", llm).answer
+        '7'
     """
 
     name = "answer_consistency"
 
     def __init__(self, every: int = 64, window: int = 2, suffix: str = BOXED_SUFFIX, answer_tokens: int = 12,
                  min_tokens: int = 0, hedges: tuple[str, ...] = HEDGES):
-        if not isinstance(every, int) or every <= 0:
-            raise InvalidInput(f"AnswerConsistency.every must be a positive number of tokens, got {every!r}")
-        if not isinstance(window, int) or window <= 0:
-            raise InvalidInput(f"AnswerConsistency.window must be a positive integer, got {window!r}")
+        check_positive("AnswerConsistency.every", every, "number of tokens")
+        check_positive("AnswerConsistency.window", window)
         if not suffix:
             raise InvalidInput("AnswerConsistency.suffix must be a non-empty answer-eliciting text")
         self.every = every

@@ -36,6 +36,7 @@ class Decision:
         come after the position that triggered it, e.g. a cue token inside a generated chunk).
     score: the probe's number at this check point (agreement count, confidence, probability).
     appended: the text the probe appended to elicit `answer` (becomes the end of the candidate's text).
+    probe: the name of the probe that decided, when a container (`AnyOf`) passes a member's decision on.
     """
 
     action: str = CONTINUE
@@ -43,6 +44,7 @@ class Decision:
     at: int | None = None
     score: float | None = None
     appended: str = ""
+    probe: str | None = None
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -80,15 +82,26 @@ class TraceState:
 
 
 class Probe(abc.ABC):
-    """Decides, at check points of a partial trace, whether to go on, exit and answer, or drop it."""
+    """Decides, at check points of a partial trace, whether to go on, exit and answer, or drop it.
+
+    A probe declares what it needs and how it behaves in class (or instance) attributes, which
+    `EarlyExit` reads; it never looks at a probe's type or name:
+
+    - `every`: check every this many generated tokens (EarlyExit's chunk size in chunked mode);
+    - `scans_tokens`: the probe looks at every new token since `TraceState.scanned` (cue words,
+      confidence windows), so a stream asks it at every token rather than every `every` tokens;
+    - `suffix`: the answer-eliciting text the probe uses; EarlyExit forces an answer with it
+      when the probe stops without one (None: `PLAIN_SUFFIX`);
+    - `needs_logprobs`, `required_top_logprobs`: what the sampling must return per token;
+    - `required_capabilities`: backend capabilities it needs (e.g. hidden states).
+    """
 
     name: str = "probe"
-    #: check every this many generated tokens (EarlyExit's chunk size in chunked mode)
     every: int = 32
-    #: the sampling must return token logprobs / this many top logprobs per token
+    scans_tokens: bool = False
+    suffix: str | None = None
     needs_logprobs: bool = False
     required_top_logprobs: int = 0
-    #: the backend must declare these capabilities
     required_capabilities: frozenset[str] = frozenset()
 
     @abc.abstractmethod

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ttc.context import Context
-from ttc.errors import InvalidInput
+from ttc.errors import InvalidInput, check_positive
 from ttc.probes.base import CONTINUE, DROP, EXIT, Decision, Probe, TraceState
 from ttc.types import Candidate, Completion, Problem
 from ttc.verifiers.base import Verifier
@@ -78,19 +78,35 @@ def calibrate_threshold(warmup_scores: Sequence[float], keep: float = 0.9) -> fl
 class TokenConfidence(Probe):
     """Stop (drop, by default) a trace whose sliding-window confidence falls under `threshold`.
 
-    window: tokens per group; threshold: the group confidence under which the trace stops;
-    action: "drop" (DeepConf: the trace does not vote) or "exit" (answer now);
-    top_k: top logprobs asked per token (0: use the sampled token's logprob);
-    every: tokens between checks in chunked mode (each check scans every new window, so a dip
-        anywhere in the chunk is caught; the stop is placed where the dip happened).
+    Source: DeepConf-online (Fu et al., 2025); deviations (a user-set threshold instead of the
+    per-question warm-up, which is `ttc.DeepConf`): see this module's docstring.
+
+    Args:
+        window: tokens per group.
+        threshold: the group confidence under which the trace stops.
+        action: "drop" (DeepConf: the trace does not vote) or "exit" (answer now).
+        top_k: top logprobs asked per token (0: use the sampled token's logprob).
+        every: tokens between checks in chunked mode (each check scans every new window, so a dip
+            anywhere in the chunk is caught; the stop is placed where the dip happened).
+        min_tokens: no check before this many tokens (default: `window`).
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> from ttc.backends.scripted import ScriptedResponse
+        >>> from ttc.probes import TokenConfidence
+        >>> shaky = Scripted([ScriptedResponse("Hmm, maybe 5.", (-3.0,) * 5)])
+        >>> probe = TokenConfidence(window=2, threshold=-1.0, top_k=0, every=2)
+        >>> ttc.EarlyExit(probe).solve("3 + 4?", shaky).candidates[0].finish_reason
+        'dropped'
     """
 
     name = "token_confidence"
+    scans_tokens = True
 
     def __init__(self, window: int = 64, threshold: float = 0.0, action: str = DROP, top_k: int = 5,
                  every: int = 32, min_tokens: int | None = None):
-        if not isinstance(window, int) or window <= 0:
-            raise InvalidInput(f"TokenConfidence.window must be a positive integer, got {window!r}")
+        check_positive("TokenConfidence.window", window)
         if action not in (DROP, EXIT):
             raise InvalidInput(f"TokenConfidence.action must be 'drop' or 'exit', got {action!r}")
         if top_k < 0:
@@ -142,7 +158,25 @@ class TokenConfidence(Probe):
 
 class ConfidenceFilter(Verifier):
     """DeepConf-offline as a free verifier: keep (1, or the confidence) or drop (0) each finished
-    candidate, by the probe's threshold or by a per-question top-`keep` fraction."""
+    candidate, by the probe's threshold or by a per-question top-`keep` fraction.
+
+    Source: DeepConf-offline (Fu et al., 2025); deviations as in this module's docstring.
+
+    Args:
+        probe: the `TokenConfidence` whose window, top_k and threshold are used.
+        weighted: score 1 (False) or the confidence itself (True) for a kept trace.
+        keep: keep this question's top `keep` fraction instead of the probe's threshold.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> from ttc.backends.scripted import ScriptedResponse
+        >>> from ttc.probes import TokenConfidence
+        >>> shaky, sure = ScriptedResponse("Hmm, maybe 5.", (-3.0,) * 5), ScriptedResponse("It is 7.", (-0.1,) * 5)
+        >>> keep = TokenConfidence(window=2, threshold=-1.0, top_k=0).filter()
+        >>> ttc.MajorityVote(n=3, verifier=keep).solve("3 + 4?", Scripted([shaky, shaky, sure])).answer
+        '7'
+    """
 
     free = True
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ttc.backends.base import HIDDEN_STATES, Generator
-from ttc.context import Context
+from ttc.context import Context, split_verifier_cost
 from ttc.errors import InvalidInput
 from ttc.probes.base import CONTINUE, EXIT, PLAIN_SUFFIX, Decision, Probe, TraceState
 from ttc.probes.conformal import _sigmoid, conformal_threshold
@@ -156,12 +156,29 @@ class HiddenStateProbe(Probe):
     """Exit at the first cue token where the probe's p(correct if exiting now) exceeds its
     conformal threshold; the trace is cut before the cue and an answer forced with `suffix`.
 
-    probe: a `LinearProbe` or the path of one saved by `ttc probes train`.
-    every: tokens between checks in chunked mode (every cue in the chunk is examined).
-    threshold: override the probe's calibrated threshold.
+    Source: LYNX ("Learning Dynamic Exits for Confidence-Controlled Reasoning"). Deviations:
+    cues are found in the decoded text (any tokenizer), and the probe is a logistic regression on
+    the last layer's hidden state at the cue's last token.
+
+    Args:
+        probe: a `LinearProbe` or the path of one saved by `ttc probes train`.
+        cues: the reasoning cues that are check points (default: the probe's).
+        every: tokens between checks in chunked mode (every cue in the chunk is examined).
+        threshold: override the probe's calibrated threshold.
+        suffix: the answer-forcing text (default: the probe's).
+        min_tokens: no exit before this many generated tokens.
+
+    Example (a backend with hidden states, e.g. `ttc.backends.Transformers`, runs it):
+        >>> import numpy as np
+        >>> from ttc.probes import HiddenStateProbe, LinearProbe
+        >>> linear = LinearProbe(np.ones(2), 0.0, np.zeros(2), np.ones(2), threshold=0.5, cues=("wait",))
+        >>> probe = HiddenStateProbe(linear)
+        >>> probe.scans_tokens, sorted(probe.required_capabilities)
+        (True, ['hidden_states'])
     """
 
     name = "hidden_state"
+    scans_tokens = True
     required_capabilities = frozenset({HIDDEN_STATES})
 
     def __init__(self, probe: LinearProbe | str | Path, cues: Sequence[str] | None = None, every: int = 32,
@@ -190,8 +207,7 @@ class HiddenStateProbe(Probe):
         offset = len(state.prompt_ids)
         ids = list(state.prompt_ids) + list(state.token_ids)
         hidden = await hidden_states(ctx, ids, [offset + last for _, last in spans])
-        state.usage.verifier_calls += 1
-        state.usage.verifier_tokens += len(ids)
+        split_verifier_cost([state.usage], len(ids))
         probs = self.probe.predict_proba(hidden)
         history = state.memory.setdefault(self.name, [])
         for (first, last), p in zip(spans, probs, strict=False):

@@ -6,11 +6,11 @@ import heapq
 import itertools
 
 from ttc.context import Context
-from ttc.errors import InvalidInput
+from ttc.errors import InvalidInput, check_positive
 from ttc.infos import AStarInfo, StopReason
 from ttc.prompts import ChatPrompt
 from ttc.steps import STEP_PARAMS, Node, SearchTree, StepConfig
-from ttc.strategies.stepwise import Request, StepSearch, check_positive, each_capped
+from ttc.strategies.stepwise import Request, StepSearch, each_capped
 from ttc.types import Problem, Result, SamplingParams
 from ttc.verifiers.process import ProcessRewardModel
 
@@ -39,6 +39,22 @@ class AStar(StepSearch):
     steps on the path as judged by the PRM (cost_weight=0 gives greedy best-first search on the
     PRM); the budget is counted in pops (`max_expansions`, default 2 x steps.max_steps) on top
     of ttc's token and verifier-call budgets. Ties in f go to the earlier-generated state.
+
+    Args:
+        expansions: next steps sampled per expansion of a node.
+        max_expansions: node pops allowed (default: 2 x steps.max_steps).
+        cost_weight: the weight of the path cost g against the PRM heuristic.
+        solutions: finished traces to collect before stopping.
+        prm, aggregation, select, steps, params, prompt: as for every step search (`StepSearch`):
+            the PRM (default `LLMJudge()`), how step scores combine, how the answer is chosen,
+            what a step is, how steps are sampled, the chat prompt.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> prm = ttc.verifiers.ProgrammaticPRM(lambda problem, steps: 0.9)
+        >>> ttc.AStar(prm, expansions=2).solve("3 + 4?", Scripted(["The answer is 7."])).answer
+        '7'
     """
 
     name = "astar"

@@ -7,6 +7,7 @@ import asyncio
 
 from ttc.backends.base import Generator
 from ttc.context import Budget, Context
+from ttc.runner import closing_loop, run_sync, solve_one
 from ttc.types import Candidate, Problem, Result
 
 
@@ -22,15 +23,11 @@ class Strategy(abc.ABC):
     async def arun(self, problem: Problem | str, generator: Generator, *, budget: Budget | None = None,
                    seed: int | None = None) -> Result:
         """Async entry point: solve one problem with `generator`."""
-        from ttc.runner import solve_one
-
         return await solve_one(self, problem, generator, budget=budget, seed=seed)
 
     def solve(self, problem: Problem | str, generator: Generator, *, budget: Budget | None = None,
               seed: int | None = None) -> Result:
         """Sync entry point (works in a notebook cell too)."""
-        from ttc.runner import closing_loop, run_sync
-
         return run_sync(closing_loop(generator, self.arun(problem, generator, budget=budget, seed=seed)))
 
     def __repr__(self) -> str:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from ttc.context import Context
+from ttc.errors import check_positive
 from ttc.infos import BeamInfo, StopReason
 from ttc.prompts import ChatPrompt
 from ttc.steps import STEP_PARAMS, Node, StepConfig
-from ttc.strategies.stepwise import Request, StepSearch, check_positive, in_order
+from ttc.strategies.stepwise import Request, StepSearch, in_order
 from ttc.types import Problem, Result, SamplingParams
 from ttc.verifiers.process import ProcessRewardModel
 
@@ -40,6 +41,22 @@ class BeamSearch(StepSearch):
     spends samples on a prefix already being explored); when the verifier-call budget cannot
     score a whole round, only the samples it can score are drawn. Scores are computed on whole traces (every step), and
     `aggregation` (default "last", as search-and-learn) ranks them.
+
+    Args:
+        width: beams kept per round (N / M in Snell et al.).
+        expansions: next steps sampled per beam (M).
+        diverse: DVTS (use `DVTS` instead).
+        unique: keep one beam per distinct trace text.
+        prm, aggregation, select, steps, params, prompt: as for every step search (`StepSearch`):
+            the PRM (default `LLMJudge()`), how step scores combine, how the answer is chosen,
+            what a step is, how steps are sampled, the chat prompt.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> prm = ttc.verifiers.ProgrammaticPRM(lambda problem, steps: 0.9)
+        >>> ttc.BeamSearch(width=2, expansions=2, prm=prm).solve("3 + 4?", Scripted(["The answer is 7."])).answer
+        '7'
     """
 
     name = "beam"
@@ -134,6 +151,18 @@ class DVTS(BeamSearch):
     `expansions` sampled next steps (a beam of one), so that the final candidates stay diverse.
     Same as `BeamSearch(width=subtrees, expansions=expansions, diverse=True)`; see BeamSearch for
     the shared details and deviations.
+
+    Args:
+        subtrees: independent subtrees (N / M).
+        expansions: next steps sampled per subtree and round (M).
+        prm: the PRM; other keyword arguments as for `BeamSearch` (aggregation, select, steps, ...).
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> prm = ttc.verifiers.ProgrammaticPRM(lambda problem, steps: 0.9)
+        >>> ttc.DVTS(subtrees=2, expansions=2, prm=prm).solve("3 + 4?", Scripted(["The answer is 7."])).answer
+        '7'
     """
 
     name = "dvts"

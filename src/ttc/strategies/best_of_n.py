@@ -25,6 +25,23 @@ class BestOfN(Strategy):
 
     Scores follow `ttc.votes`: NaN and +inf are refused (naming the verifier), -inf is the worst
     (never chosen by softmax unless every score is -inf).
+
+    Deviations: the verifier is any ttc verifier (Cobbe et al. train a dedicated one); ties go to
+    the first candidate.
+
+    Args:
+        n: candidates sampled (a positive int).
+        verifier: scores the candidates (a `Verifier` or a plain `fn(problem, candidate)`).
+        sample: the single-candidate strategy repeated n times (default `Sample()`).
+        selection: "max" (the best score) or "softmax" (Soft Best-of-N).
+        temperature: the softmax temperature (positive).
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> llm = Scripted(["The answer is 5.", "The answer is 7."])
+        >>> ttc.BestOfN(n=2, verifier=lambda problem, c: float(c.answer == "7")).solve("3 + 4?", llm).answer
+        '7'
     """
 
     name = "best_of_n"

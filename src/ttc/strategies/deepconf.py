@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ttc.context import Context
-from ttc.errors import BudgetExhausted, InvalidInput
+from ttc.errors import BudgetExhausted, InvalidInput, check_positive
 from ttc.infos import ConfidenceVoteInfo
 from ttc.probes.base import DROP
 from ttc.probes.confidence import TokenConfidence, lowest_group_confidence
@@ -63,6 +63,25 @@ class DeepConf(Strategy):
 
     `TokenConfidence` alone (as an EarlyExit probe, or `.filter()` as an offline verifier) keeps a
     user-set threshold; this strategy is the per-question form.
+
+    Args:
+        n: traces in all (warm-up included).
+        warmup: warm-up traces that set the bar (the paper: 16).
+        keep: the fraction of warm-up confidences above the bar (0.1: DeepConf-low, 0.9: -high).
+        window: tokens per confidence group.
+        top_k: top logprobs per token in the token confidence.
+        every: tokens between the online checks.
+        params, prompt: sampling parameters and chat prompt.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> from ttc.backends.scripted import ScriptedResponse
+        >>> sure = ScriptedResponse("It is 7.", (-0.01,) * 5, ({1: -0.01, 2: -6.0},) * 5)
+        >>> unsure = ScriptedResponse("Maybe 5.", (-0.7,) * 3, ({1: -0.7, 2: -0.7},) * 3)
+        >>> r = ttc.DeepConf(n=4, warmup=2, window=2, top_k=2).solve("3 + 4?", Scripted([sure, unsure]))
+        >>> r.answer, r.details["voters"]
+        ('7', [0, 2])
     """
 
     name = "deepconf"
@@ -74,10 +93,8 @@ class DeepConf(Strategy):
             raise InvalidInput(f"DeepConf.warmup must be an integer in [1, n={n}], got {warmup!r}")
         if not 0 < keep <= 1:
             raise InvalidInput(f"DeepConf.keep must be in (0, 1], got {keep!r}")
-        if not isinstance(top_k, int) or top_k < 1:
-            raise InvalidInput(f"DeepConf.top_k must be a positive integer (top logprobs per token), got {top_k!r}")
-        if not isinstance(window, int) or window <= 0:
-            raise InvalidInput(f"DeepConf.window must be a positive integer, got {window!r}")
+        check_positive("DeepConf.top_k", top_k, "integer (top logprobs per token)")
+        check_positive("DeepConf.window", window)
         self.warmup = warmup
         self.keep = float(keep)
         self.window = window

@@ -34,8 +34,32 @@ class EarlyExit(Sampler):
     (it does not vote) unless `on_drop="answer"`. A trace that ends on its own is answered as usual.
 
     Wrappers compose: `MajorityVote(n=8, sample=EarlyExit(probe))`. Each candidate of a seeded run
-    gets its own seed, drawn from `Random(params.seed)` when the params carry a seed (that seed alone
-    makes the run reproducible, as with `Sample`), else from the run's RNG (`solve(..., seed=)`).
+    gets its own seed by the seed rule (`Context.next_seed`); chunk i of a candidate is sent with
+    that seed + i.
+
+    Sources and deviations: those of the probe (answer consistency: Dynasor, Fu et al., 2024;
+    token confidence: DeepConf, Fu et al., 2025; hidden-state exits: LYNX), see each probe's
+    docstring. The harness itself: in chunk mode a probe is asked between chunks, so the tokens
+    of a chunk generated after a stop position (`Decision.at`) are still generated and counted.
+
+    Args:
+        probe: the probe that decides (a `ttc.probes` probe, or `AnyOf([...])` of several).
+        params: sampling parameters of the candidate (logprobs are added if the probe needs them).
+        prompt: the chat prompt the question is rendered into.
+        mode: "chunks" (token-id continuations) or "stream" (one cancellable stream).
+        answer_suffix: the text that forces an answer (default: the probe's `suffix`).
+        answer_tokens: greedy tokens read after the suffix.
+        on_drop: "abstain" (a dropped trace has no answer) or "answer" (force one anyway).
+        scan_every_token: in stream mode, ask the probe at every token (default: `probe.scans_tokens`).
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> from ttc.probes import PLAIN_SUFFIX, AnswerConsistency
+        >>> llm = Scripted(lambda prompt, params, i: " 7" if prompt.endswith(PLAIN_SUFFIX) else "Adding 3 and 4 gives")
+        >>> r = ttc.EarlyExit(AnswerConsistency(every=4, suffix=PLAIN_SUFFIX)).solve("3 + 4?", llm)
+        >>> r.answer, r.candidates[0].finish_reason
+        ('7', 'early_exit')
     """
 
     name = "early_exit"
@@ -59,15 +83,13 @@ class EarlyExit(Sampler):
             top_logprobs=max(params.top_logprobs, probe.required_top_logprobs))
         self.prompt = prompt
         self.mode = mode
-        self.answer_suffix = answer_suffix or getattr(probe, "suffix", None) or PLAIN_SUFFIX
+        self.answer_suffix = answer_suffix or probe.suffix or PLAIN_SUFFIX
         self.answer_tokens = answer_tokens
         self.on_drop = on_drop
-        self.scan_every_token = (probe.name in ("hidden_state", "token_confidence")
-                                 if scan_every_token is None else scan_every_token)
+        self.scan_every_token = probe.scans_tokens if scan_every_token is None else scan_every_token
 
     async def candidate(self, problem: Problem, ctx: Context) -> Candidate:
-        rng = ctx.seed_rng(self.params.seed)  # drawn before any await: the same run gives the same seeds
-        seed = None if rng is None else rng.randrange(2**31)
+        seed = ctx.next_seed(self.params.seed)  # drawn before any await: the same run gives the same seeds
         capabilities = await ctx.generator.detect_capabilities()
         if TOKEN_IDS not in capabilities:
             raise Unsupported(f"EarlyExit continues and probes traces as token ids: it needs a backend with token "
@@ -151,7 +173,7 @@ class EarlyExit(Sampler):
         scores = {"probe_calls": float(state.probe_calls), "probe_tokens": float(state.probe_tokens),
                   "exit_tokens": float(len(state.token_ids))}
         if decision is not None and decision.score is not None:
-            scores[self.probe.name] = decision.score
+            scores[decision.probe or self.probe.name] = decision.score
         text, answer, reason, source = state.text, None, finish, None
         if finish == EXIT or (finish == DROP and self.on_drop == "answer"):
             cut = decision.at if decision is not None and decision.at is not None else len(state.token_ids)

@@ -23,8 +23,20 @@ from ttc.types import Candidate, Problem, Prompt, Result, SamplingParams, Usage
 class StreamSample(Sampler):
     """Plain sampling through a stream: the candidate's tokens are counted as they arrive, so a
     candidate cancelled midway has spent exactly the tokens it received. Each candidate of a
-    seeded run gets its own seed, drawn from `Random(params.seed)` when the params carry a seed,
-    else from the run's RNG (`solve(..., seed=)`)."""
+    seeded run gets its own seed by the seed rule (`Context.next_seed`).
+
+    Source: plain temperature sampling, streamed (no paper). Deviations: none.
+
+    Args:
+        params: sampling parameters (n is always 1: one stream per candidate).
+        prompt: the chat prompt the question is rendered into.
+
+    Example:
+        >>> from ttc.backends import Scripted
+        >>> from ttc.strategies import StreamSample
+        >>> StreamSample().solve("3 + 4?", Scripted(["The answer is 7."])).answer
+        '7'
+    """
 
     name = "stream_sample"
 
@@ -33,8 +45,7 @@ class StreamSample(Sampler):
         self.prompt = prompt
 
     async def candidate(self, problem: Problem, ctx: Context) -> Candidate:
-        rng = ctx.seed_rng(self.params.seed)  # drawn before any await: the same run gives the same seeds
-        seed = None if rng is None else rng.randrange(2**31)
+        seed = ctx.next_seed(self.params.seed)  # drawn before any await: the same run gives the same seeds
         prompt = await self.prompt.render(problem, ctx.generator)
         async with ctx.stream(prompt, self.params.replace(seed=seed)) as s:
             async for _ in s:
@@ -100,6 +111,22 @@ class FirstFinish(Strategy):
     (tokens received before cancellation; streams stop in the backend, so nothing is counted
     after). For a custom sampler that does not stream, a cancelled in-flight request costs nothing
     in usage. `details` records each candidate's finish time and the latency of the answer.
+
+    Deviations: `require_answer=True` (the default) does not count a finisher without an
+    extractable answer; `require_answer=False` counts every completed trace.
+
+    Args:
+        n: candidates launched at once.
+        k: finishers to wait for (1: the first; k > 1: a majority vote among the first k).
+        sample: the single-candidate strategy (default: streamed plain sampling).
+        params, prompt: sampling parameters and chat prompt of the default sampler.
+        require_answer: count only finishers with an extractable answer.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> ttc.FirstFinish(n=2).solve("3 + 4?", Scripted(["The answer is 7."])).answer
+        '7'
     """
 
     name = "first_finish"

@@ -23,6 +23,21 @@ class MajorityVote(Strategy):
     first. If every weight is 0 (a confidence filter that dropped every trace), the unweighted
     plurality decides and `details["vote_fallback"]` says so. Candidates without an extractable
     answer do not vote.
+
+    Deviations: answers vote together by `ttc.answers.equivalent` (math-verify equivalence), where
+    the paper compares parsed answers for equality; ties go to the answer seen first.
+
+    Args:
+        n: candidates sampled (a positive int).
+        sample: the single-candidate strategy repeated n times (default `Sample()`; e.g. `EarlyExit`).
+        verifier: weights each vote by its score (a `Verifier` or a plain `fn(problem, candidate)`).
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> llm = Scripted(["The answer is 7.", "The answer is 7.", "The answer is 5."])
+        >>> ttc.MajorityVote(n=3).solve("3 + 4?", llm).details["votes"]
+        {'7': 2.0, '5': 1.0}
     """
 
     name = "majority"

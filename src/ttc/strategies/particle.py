@@ -10,12 +10,12 @@ from collections import Counter
 from collections.abc import Sequence
 
 from ttc.context import Context
-from ttc.errors import InvalidInput
+from ttc.errors import InvalidInput, check_positive
 from ttc.infos import ParticleInfo, ParticleRound, StopReason
 from ttc.prompts import ChatPrompt
 from ttc.smc import RESAMPLERS, Resampler, effective_sample_size, logit, resampler, softmax
 from ttc.steps import STEP_PARAMS, Node, SearchTree, StepConfig
-from ttc.strategies.stepwise import Growth, Request, StepSearch, all_or_nothing, check_positive
+from ttc.strategies.stepwise import Growth, Request, StepSearch, all_or_nothing
 from ttc.types import Problem, Result, SamplingParams
 from ttc.verifiers.process import ProcessRewardModel, aggregate, check_aggregation
 
@@ -79,6 +79,24 @@ class ParticleFilter(StepSearch):
     weights are recomputed from the latest scores.
     `details["history"]` records, per round, the particles' tree nodes, scores, normalised
     weights, ESS and resampled indices.
+
+    Args:
+        particles: the number of particles N.
+        temperature: the softmax temperature of the resampling weights.
+        resampling: the resampler: a name ("multinomial", "systematic", "stratified", "residual")
+            or a function `(rng, weights, n) -> indices` (see `ttc.smc`).
+        weight_by: how a particle's step scores become its weight ("last", "min", "mean", "prod").
+        resample_threshold: resample only when ESS < threshold * N (None: every round, as the paper).
+        prm, aggregation, select, steps, params, prompt: as for every step search (`StepSearch`):
+            the PRM (default `LLMJudge()`), how step scores combine, how the answer is chosen,
+            what a step is, how steps are sampled, the chat prompt.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> prm = ttc.verifiers.ProgrammaticPRM(lambda problem, steps: 0.9)
+        >>> ttc.ParticleFilter(particles=4, prm=prm).solve("3 + 4?", Scripted(["The answer is 7."]), seed=0).answer
+        '7'
     """
 
     name = "particle"

@@ -6,12 +6,21 @@ from collections.abc import Callable
 from typing import Any
 
 from ttc.errors import InvalidInput
+from ttc.probes import AnswerConsistency
+from ttc.steps import StepConfig
+from ttc.strategies.astar import AStar
 from ttc.strategies.base import Strategy
+from ttc.strategies.beam import DVTS, BeamSearch
 from ttc.strategies.best_of_n import BestOfN
+from ttc.strategies.deepconf import DeepConf
+from ttc.strategies.early_exit import EarlyExit
+from ttc.strategies.first_finish import FirstFinish
 from ttc.strategies.majority import MajorityVote
+from ttc.strategies.particle import ParticleFilter
 from ttc.strategies.sample import DEFAULT_PARAMS, Sample
 from ttc.verifiers.base import Verifier
 from ttc.verifiers.confidence import LogprobConfidence
+from ttc.verifiers.process import PRMVerifier, ProcessRewardModel
 
 
 def _sample(n: int, verifier: Verifier | None, params: Any) -> Strategy:
@@ -30,17 +39,12 @@ def _best_of_n(n: int, verifier: Verifier | None, params: Any, **options: Any) -
 
 
 def _first_finish(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
-    from ttc.strategies.first_finish import FirstFinish
-
     return FirstFinish(n=n, params=params, **options)
 
 
 def _early_exit(n: int, verifier: Verifier | None, params: Any, every: int = 64, **options: Any) -> Strategy:
     """Early exit by answer consistency (probed every `every` tokens); n > 1 votes over n
     early-exited candidates."""
-    from ttc.probes import AnswerConsistency
-    from ttc.strategies.early_exit import EarlyExit
-
     sample = EarlyExit(AnswerConsistency(every=every), params=params, **options)
     return sample if n == 1 else MajorityVote(n=n, sample=sample, verifier=verifier)
 
@@ -48,8 +52,6 @@ def _early_exit(n: int, verifier: Verifier | None, params: Any, every: int = 64,
 def _deepconf(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
     """DeepConf-online over n traces: the first min(16, n // 2) are the per-question warm-up
     (the paper: 16 of 256); traces vote weighted by their own confidence (a verifier is not used)."""
-    from ttc.strategies.deepconf import DeepConf
-
     options.setdefault("warmup", min(16, max(1, n // 2)))
     return DeepConf(n=n, params=params, **options)
 
@@ -62,9 +64,6 @@ def _step_search_args(verifier: Any, params: Any, options: dict[str, Any] | None
     cannot guide a step search. The sampling params' max_tokens becomes the per-step budget;
     `options` may set `max_steps` (the step config's) and the search's own keyword arguments.
     """
-    from ttc.steps import StepConfig
-    from ttc.verifiers.process import PRMVerifier, ProcessRewardModel
-
     if isinstance(verifier, PRMVerifier):
         verifier = verifier.prm
     if verifier is not None and not isinstance(verifier, ProcessRewardModel):
@@ -80,8 +79,6 @@ def _step_search_args(verifier: Any, params: Any, options: dict[str, Any] | None
 def _beam(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
     """n = steps sampled per round (Snell et al.'s N): max(1, n // 4) beams of n // beams expansions
     (16: 4 x 4; 10: 2 x 5; n < 8: one beam of n), as docs/strategies/step_search.md says."""
-    from ttc.strategies.beam import BeamSearch
-
     width = options.pop("width", max(1, n // 4))
     expansions = options.pop("expansions", max(1, n // max(1, width)))
     return BeamSearch(width=width, expansions=expansions, **_step_search_args(verifier, params, options))
@@ -89,8 +86,6 @@ def _beam(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Str
 
 def _dvts(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
     """n = steps sampled per round: max(1, n // 4) subtrees of n // subtrees expansions."""
-    from ttc.strategies.beam import DVTS
-
     subtrees = options.pop("subtrees", max(1, n // 4))
     expansions = options.pop("expansions", max(1, n // max(1, subtrees)))
     return DVTS(subtrees=subtrees, expansions=expansions, **_step_search_args(verifier, params, options))
@@ -98,15 +93,11 @@ def _dvts(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Str
 
 def _astar(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
     """n = steps sampled per expansion."""
-    from ttc.strategies.astar import AStar
-
     return AStar(expansions=n, **_step_search_args(verifier, params, options))
 
 
 def _particle(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
     """n = particles."""
-    from ttc.strategies.particle import ParticleFilter
-
     return ParticleFilter(particles=n, **_step_search_args(verifier, params, options))
 
 

@@ -15,7 +15,21 @@ class Sample(Sampler):
     """One sampled solution per candidate. k candidates are one request with n=k, so the
     backend prefills the prompt once and decodes the k samples as one batch.
 
-    A request's seed is `params.seed`, else the run's seed (`solve(..., seed=)`).
+    Each request of a seeded run gets its own seed by the seed rule (`Context.next_seed`): drawn
+    from `Random(params.seed)` when the params carry a seed, else from the run's RNG
+    (`solve(..., seed=)`). So two calls in one run sample differently, and a run is reproducible.
+
+    Source: plain temperature sampling, the single-candidate strategy (no paper). Deviations: none.
+
+    Args:
+        params: sampling parameters (temperature, max_tokens, seed, logprobs, ...); n is set per call.
+        prompt: the chat prompt the question is rendered into.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> ttc.Sample().solve("3 + 4?", Scripted(["The answer is 7."])).answer
+        '7'
     """
 
     name = "sample"
@@ -28,8 +42,8 @@ class Sample(Sampler):
         return (await self.candidates(problem, ctx, 1))[0]
 
     async def candidates(self, problem: Problem, ctx: Context, k: int) -> list[Candidate]:
+        seed = ctx.next_seed(self.params.seed)  # drawn before any await: the same run gives the same seeds
         prompt = await self.prompt.render(problem, ctx.generator)
-        seed = self.params.seed if self.params.seed is not None else ctx.seed
         params = self.params.replace(n=k, seed=seed)
         return [
             Candidate(text=c.text, **answer_fields(c.text, c.finish_reason != "length"), completion=c, usage=usage,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ttc.context import Context
-from ttc.errors import BudgetExhausted, InvalidInput
+from ttc.errors import BudgetExhausted, InvalidInput, check_positive  # noqa: F401 (re-exported)
 from ttc.infos import SearchInfo, StopReason
 from ttc.prompts import ChatPrompt
 from ttc.steps import (
@@ -22,19 +22,10 @@ from ttc.steps import (
     check_selection,
     make_candidate,
     select_answer,
-    trace_step_texts,
-    verifier_calls_left,
 )
 from ttc.strategies.base import Strategy
 from ttc.types import Problem, Result, SamplingParams
 from ttc.verifiers.process import ProcessRewardModel, aggregate, check_aggregation, score_steps
-
-
-def check_positive(name: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
-    return value
-
 
 # -- trim rules: how many of the wanted samples a round may draw, given the verifier calls left ----
 #: (samples wanted per request, verifier calls left) -> samples granted per request
@@ -131,7 +122,7 @@ class StepSearch(Strategy):
         score them in one PRM call. Stops with "verifier_budget" when the trim leaves nothing or the
         PRM budget runs out while scoring (the new nodes stay in the tree, unscored), and with
         "token_budget" when no request produced a step."""
-        left = verifier_calls_left(ctx)
+        left = ctx.verifier_calls_left()
         if left is not None:
             granted = trim([r.n for r in requests], left)
             requests = [r._replace(n=k) for r, k in zip(requests, granted, strict=True) if k]
@@ -154,7 +145,7 @@ class StepSearch(Strategy):
         """Score new nodes in one PRM call (score, step_scores, value); False if the budget ran out."""
         if not nodes:
             return True
-        traces = [trace_step_texts(n.trace, self.steps.delimiter) for n in nodes]
+        traces = [n.trace.step_texts(self.steps.delimiter) for n in nodes]
         try:
             scores = await score_steps(self.prm, problem, traces, ctx, usages=[n.usage for n in nodes])
         except BudgetExhausted:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ttc.errors import InvalidInput
+from ttc.errors import InvalidInput, check_positive
 from ttc.strategies.base import Sampler
 from ttc.strategies.sample import Sample
 from ttc.types import SamplingParams
@@ -13,9 +13,7 @@ from ttc.verifiers.base import Verifier
 
 
 def check_n(n: int) -> int:
-    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-        raise InvalidInput(f"n must be a positive integer, got {n!r}")
-    return n
+    return check_positive("n", n)
 
 
 def as_verifier(verifier: Any) -> Verifier | None:

@@ -30,7 +30,8 @@ __all__ = [
 def __getattr__(name: str):
     # transformers PRMs import torch/transformers; load them only when asked for.
     if name in ("HFProcessRewardModel", "MathShepherdPRM", "QwenPRM", "Qwen2ForProcessRewardModel", "reward_models"):
-        from ttc.verifiers import reward_models
+        import importlib
 
+        reward_models = importlib.import_module("ttc.verifiers.reward_models")  # `from . import` would recurse
         return reward_models if name == "reward_models" else getattr(reward_models, name)
     raise AttributeError(f"module 'ttc.verifiers' has no attribute {name!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 
-from ttc.context import Context
+from ttc.context import Context, split_verifier_cost
 from ttc.errors import InvalidInput
 from ttc.types import Candidate, Problem
 from ttc.votes import check_scores
@@ -65,10 +65,7 @@ async def score_candidates(verifier: Verifier, problem: Problem, candidates: Seq
     scores = check_scores(verifier.name, as_numbers(verifier, await verifier.score(problem, candidates, ctx)))
     if len(scores) != len(candidates):
         raise InvalidInput(f"verifier {verifier.name!r} returned {len(scores)} scores for {len(candidates)} candidates")
-    spent = ctx.usage.verifier_tokens - tokens_before
-    share, extra = divmod(spent, len(candidates))
-    for i, (candidate, score) in enumerate(zip(candidates, scores, strict=False)):
+    for candidate, score in zip(candidates, scores, strict=True):
         candidate.scores[verifier.name] = score
-        candidate.usage.verifier_calls += 0 if verifier.free else 1
-        candidate.usage.verifier_tokens += share + (1 if i < extra else 0)
+    split_verifier_cost([c.usage for c in candidates], ctx.usage.verifier_tokens - tokens_before, verifier.free)
     return scores

@@ -47,6 +47,23 @@ class LogprobConfidence(Verifier):
     `mean_logprob` is a log-probability (<= 0): it declares `log_scale`, so a weighted vote uses
     exp(mean logprob), the geometric-mean token probability. `self_certainty` is >= 0 (the top-k
     mean of -log p is at least log k) and weights votes as it is.
+
+    Source: mean token log-probability (length-normalised likelihood), and self-certainty (Kang et
+    al., 2025, "Scalable Best-of-N Selection for LLMs via Self-Certainty"). Deviations: self-certainty
+    is computed from the top-k logprobs, not the full next-token distribution (see `self_certainty`).
+
+    Args:
+        kind: "mean_logprob" or "self_certainty".
+        top_k: top logprobs per token for `self_certainty`.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> from ttc.backends.scripted import ScriptedResponse
+        >>> unsure, sure = ScriptedResponse("It is 5.", (-3.0,) * 5), ScriptedResponse("It is 7.", (-0.1,) * 5)
+        >>> llm = Scripted([unsure, sure])
+        >>> ttc.BestOfN(n=2, verifier=ttc.verifiers.LogprobConfidence()).solve("3 + 4?", llm).answer
+        '7'
     """
 
     free = True

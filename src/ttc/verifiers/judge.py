@@ -22,7 +22,7 @@ from typing import Any
 
 from ttc.backends.base import Generator
 from ttc.context import Context
-from ttc.errors import BudgetExhausted, InvalidInput
+from ttc.errors import BudgetExhausted, InvalidInput, check_positive
 from ttc.types import Completion, Problem, SamplingParams
 from ttc.verifiers.process import ProcessRewardModel
 
@@ -47,6 +47,23 @@ class LLMJudge(ProcessRewardModel):
     `instruction`: the user message, with {question}, {steps} and {k}. `top_logprobs`: how many
     alternatives to read. Backends that return no top logprobs fall back to the sampled token:
     exp(logprob) if it says Yes, 1 - exp(logprob) if it says No, 0.5 otherwise.
+
+    Source: an LLM judge read as P(Yes) of its next token. Deviations: no paper is followed.
+
+    Args:
+        generator: the judging model (None: the generator of the run).
+        instruction: the user message, with {question}, {steps} and {k}.
+        system: an optional system message.
+        top_logprobs: alternatives read for Yes/No.
+        cache: reuse the judgement of a step prefix already judged.
+        name: the score's name.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> judge = ttc.verifiers.LLMJudge(Scripted(["Yes"]))
+        >>> ttc.BeamSearch(width=1, expansions=2, prm=judge).solve("3 + 4?", Scripted(["The answer is 7."])).answer
+        '7'
     """
 
     def __init__(self, generator: Generator | None = None, *, instruction: str = STEP_INSTRUCTION,
@@ -56,8 +73,7 @@ class LLMJudge(ProcessRewardModel):
         for key in ("{question}", "{steps}", "{k}"):
             if key not in instruction:
                 raise InvalidInput(f"LLMJudge instruction must contain {key}")
-        if not isinstance(top_logprobs, int) or top_logprobs < 1:
-            raise InvalidInput(f"top_logprobs must be a positive integer, got {top_logprobs!r}")
+        check_positive("top_logprobs", top_logprobs)
         self.generator = generator
         self.instruction = instruction
         self.system = system

@@ -19,10 +19,11 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ttc.context import Context
+from ttc.context import Context, split_verifier_cost
 from ttc.errors import InvalidInput
 from ttc.types import Candidate, Problem, Usage
 from ttc.verifiers.base import Verifier
+from ttc.verifiers.loading import load_prm
 
 #: how step scores combine into one trace score
 AGGREGATIONS = ("last", "min", "mean", "prod")
@@ -73,10 +74,9 @@ class ProcessRewardModel(abc.ABC):
 
         format: "qwen" (Qwen2.5-Math-PRM style: a 2-class head read at each `<extra_0>` step
         separator), "math-shepherd" (a causal LM whose '+'/'-' logits at each step tag 'ки' give
-        P(correct)), or "auto" (from the config's architecture). See `ttc.verifiers.reward_models`.
+        P(correct)), or "auto" (from the config's architecture). Forwards to `ttc.verifiers.loading.load_prm`;
+        the model classes are in `ttc.verifiers.reward_models`.
         """
-        from ttc.verifiers.reward_models import load_prm
-
         return load_prm(path, format=format, **kwargs)
 
     def as_verifier(self, aggregation: str = "last", delimiter: str = "\n\n", split: bool = True) -> PRMVerifier:
@@ -124,11 +124,7 @@ async def score_steps(prm: ProcessRewardModel, problem: Problem, traces: Sequenc
     before = ctx.usage.verifier_tokens
     scores = _check_scores(prm, traces, await prm.score(problem, [list(s) for s in traces], ctx))
     if usages is not None:
-        spent = ctx.usage.verifier_tokens - before
-        share, extra = divmod(spent, len(traces))
-        for i, usage in enumerate(usages):
-            usage.verifier_calls += 0 if prm.free else 1
-            usage.verifier_tokens += share + (1 if i < extra else 0)
+        split_verifier_cost(usages, ctx.usage.verifier_tokens - before, prm.free)
     return scores
 
 
@@ -140,6 +136,19 @@ class ProgrammaticPRM(ProcessRewardModel):
 
     Every step k of a trace is scored as `fn(problem, steps[:k + 1])` (sync or async). Used as
     an oracle in tests, or to plug in a rule-based checker.
+
+    Source: none (a plain callable). Deviations: none.
+
+    Args:
+        fn: `fn(problem, steps_so_far) -> float`, sync or async.
+        name: the score's name.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> prm = ttc.verifiers.ProgrammaticPRM(lambda problem, steps: 0.9)
+        >>> ttc.BeamSearch(width=1, expansions=2, prm=prm).solve("3 + 4?", Scripted(["The answer is 7."])).answer
+        '7'
     """
 
     def __init__(self, fn: StepFn, name: str = "programmatic_prm"):
@@ -174,6 +183,23 @@ class PRMVerifier(Verifier):
     Steps come from the candidate's trace when it has one (step searches), else from splitting
     its text at `delimiter`; with `split=False` the whole text is one step. One verifier call per
     candidate, as for any verifier.
+
+    Source: PRM scores aggregated over steps as an outcome score (Lightman et al., 2023, "Let's
+    Verify Step by Step", rank solutions by their step scores). Deviations: the aggregation is a
+    choice (`last`, `min`, `mean`, `prod`), default `last`.
+
+    Args:
+        prm: the process reward model.
+        aggregation: how step scores combine (`ttc.verifiers.AGGREGATIONS`).
+        delimiter: where a whole text is split into steps.
+        split: False scores each whole text as one step.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> prm = ttc.verifiers.ProgrammaticPRM(lambda problem, steps: 0.9)
+        >>> ttc.BestOfN(n=2, verifier=prm.as_verifier("min")).solve("3 + 4?", Scripted(["The answer is 7."])).answer
+        '7'
     """
 
     def __init__(self, prm: ProcessRewardModel, aggregation: str = "last", delimiter: str = "\n\n",
@@ -191,9 +217,7 @@ class PRMVerifier(Verifier):
         if not self.split:
             return [(candidate.text or "").strip()]
         if candidate.trace is not None and candidate.trace.steps:
-            from ttc.steps import trace_step_texts
-
-            return trace_step_texts(candidate.trace, self.delimiter)
+            return candidate.trace.step_texts(self.delimiter)
         return split_steps(candidate.text or "", self.delimiter)
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[float]:

@@ -16,6 +16,20 @@ class Programmatic(Verifier):
     """Scores each candidate with `fn(problem, candidate) -> float` (sync or async).
 
     `log_scale=True` declares the scores log-probabilities (weighted votes use exp(score)).
+
+    Source: none (a plain callable). Deviations: none.
+
+    Args:
+        fn: `fn(problem, candidate) -> float`, sync or async.
+        name: the score's name.
+        log_scale: the scores are log-probabilities.
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> check = ttc.verifiers.Programmatic(lambda problem, c: float(c.answer == "7"))
+        >>> ttc.BestOfN(n=2, verifier=check).solve("3 + 4?", Scripted(["The answer is 5.", "The answer is 7."])).answer
+        '7'
     """
 
     def __init__(self, fn: ScoreFn, name: str = "programmatic", log_scale: bool = False):

@@ -86,13 +86,27 @@ def _root(url: str) -> str:
 class RemotePRM(ProcessRewardModel):
     """Step scores from a PRM served by vLLM's pooling API (`POST /pooling`, task `token_classify`).
 
-    url: the server (`http://host:port`, a trailing `/v1` is fine). model: the served model name
-    (None: the server's only model). format: "qwen2.5-math-prm" (P(correct) = column 1 of the
-    2-label softmax at each `<extra_0>`) or "math-shepherd" (column 0, P('+'), at each 'ки').
-    Keyword-only: `tokenizer` (a tokenizer or folder whose chat template renders the Qwen format,
-    as the in-process PRM does; default: ChatML, or `template="plain"` for a PRM without one),
-    `system`, `separator`, `step_tag`, `step_prefix` (as the in-process formats), `label` (the
-    column to read, if the server's head differs), `api_key`, `timeout`, `retries`, `name`.
+    Source: the PRM formats of Qwen2.5-Math-PRM (Zhang et al., 2025, "The Lessons of Developing
+    Process Reward Models in Mathematical Reasoning") and Math-Shepherd (Wang et al., 2024); the
+    served model is the same network the in-process PRMs (`ttc.verifiers.reward_models`) run.
+    Deviations: none in the scores (the input text is built by the same functions); the Qwen
+    format is rendered with ChatML unless `tokenizer=` supplies the PRM's own chat template.
+
+    Args:
+        url: the server (`http://host:port`; a trailing `/v1` is fine).
+        model: the served model name (None: the server's only model).
+        format: "qwen2.5-math-prm" (P(correct) = column 1 of the 2-label softmax at each
+            `<extra_0>`) or "math-shepherd" (column 0, P('+'), at each 'ки').
+        tokenizer, template, system, separator, step_tag, step_prefix: the input text, as for
+            the in-process formats (`template="plain"` for a PRM without a chat template).
+        label: the column to read, if the server's head differs.
+        api_key, timeout, connect_timeout, retries, name: the HTTP client and the verifier name.
+
+    Example:
+        >>> from ttc.verifiers import RemotePRM
+        >>> prm = RemotePRM("http://127.0.0.1:8001/v1", model="prm", format="math-shepherd")
+        >>> (prm.root, prm.format, prm.label)  # no request until a search scores steps
+        ('http://127.0.0.1:8001', 'math-shepherd', 0)
     """
 
     def __init__(self, url: str, model: str | None = None, format: str = "qwen2.5-math-prm", *,
@@ -126,7 +140,7 @@ class RemotePRM(ProcessRewardModel):
         self.retries = retries
         self.name = name or (os.path.basename(model.rstrip("/")) if model else "remote_prm")
         if isinstance(tokenizer, str):
-            from ttc.verifiers.reward_models import _load_tokenizer  # the in-process PRM's loader
+            from ttc.verifiers.loading import _load_tokenizer  # the in-process PRM loader
 
             tokenizer = _load_tokenizer(os.path.expanduser(tokenizer), False)
         self.tokenizer = tokenizer

@@ -14,9 +14,10 @@ Two formats cover most open PRMs:
   "question Step 1: ... ки\\nStep 2: ... ки"; at each step tag 'ки' the logits of the '+' and '-'
   tokens give P(step correct) = softmax([logit(+), logit(-)])[0].
 
-`ProcessRewardModel.from_pretrained(path, format="auto")` picks the format from the config's
-architecture. Scoring runs in a worker thread (the event loop stays free), in length-sorted
-batches of `batch_size` right-padded sequences; the tokens fed to the model are recorded as
+`ProcessRewardModel.from_pretrained(path, format="auto")` (`ttc.verifiers.loading.load_prm`) picks
+the format from the config's architecture. Scoring runs in a worker thread (the event loop stays
+free), in length-sorted batches of `batch_size` right-padded sequences; the tokens fed to the
+model are recorded as
 verifier tokens.
 """
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -35,17 +35,14 @@ from transformers import Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
 from transformers.modeling_outputs import TokenClassifierOutput
 
 from ttc.context import Context
-from ttc.errors import InvalidInput, ModelNotFound
+from ttc.errors import InvalidInput, check_positive
 from ttc.types import Problem
+from ttc.verifiers.loading import FORMATS, load_prm  # noqa: F401 (re-exported: the loader lives in loading)
 from ttc.verifiers.prm_formats import QWEN_SYSTEM, qwen_messages, qwen_plain_text, shepherd_text
 from ttc.verifiers.process import ProcessRewardModel
 
 __all__ = ["FORMATS", "HFProcessRewardModel", "MathShepherdPRM", "Qwen2ForProcessRewardModel", "QwenPRM", "load_prm"]
 
-#: PRM input/output conventions `from_pretrained` knows
-FORMATS = ("qwen", "math-shepherd")
-_FORMAT_ALIASES = {"qwen2.5-math-prm": "qwen", "qwen-prm": "qwen", "token-classification": "qwen",
-                   "shepherd": "math-shepherd", "math_shepherd": "math-shepherd", "mathshepherd": "math-shepherd"}
 
 
 class Qwen2ForProcessRewardModel(Qwen2PreTrainedModel):
@@ -80,8 +77,7 @@ class HFProcessRewardModel(ProcessRewardModel):
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8, max_length: int | None = None,
                  name: str | None = None):
-        if not isinstance(batch_size, int) or batch_size <= 0:
-            raise InvalidInput(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_positive("batch_size", batch_size)
         model.eval()
         self.model = model
         self.tokenizer = tokenizer
@@ -158,7 +154,20 @@ def _token_id(tokenizer: Any, token: str, what: str) -> int:
 
 
 class QwenPRM(HFProcessRewardModel):
-    """Qwen2.5-Math-PRM format: P(correct) = softmax(head logits at each `<extra_0>`)[1]."""
+    """Qwen2.5-Math-PRM format: P(correct) = softmax(head logits at each `<extra_0>`)[1].
+
+    Source: Qwen2.5-Math-PRM (Zhang et al., 2025, "The Lessons of Developing Process Reward Models
+    in Mathematical Reasoning"), read as its model card does. Deviations: none in the reading.
+
+    Args:
+        model, tokenizer: the loaded PRM (`ProcessRewardModel.from_pretrained` builds both).
+        separator: the token that ends each step.
+        system: the system message of the chat template.
+        batch_size, max_length, name: as `HFProcessRewardModel`.
+
+    Example (needs PRM weights, so it is not run here):
+        prm = ttc.verifiers.ProcessRewardModel.from_pretrained("path/to/Qwen2.5-Math-PRM-7B")
+        beam = ttc.BeamSearch(width=4, expansions=4, prm=prm)"""
 
     format = "qwen"
 
@@ -191,7 +200,21 @@ class QwenPRM(HFProcessRewardModel):
 
 
 class MathShepherdPRM(HFProcessRewardModel):
-    """Math-Shepherd format: P(correct) = softmax([logit('+'), logit('-')]) at each step tag 'ки'."""
+    """Math-Shepherd format: P(correct) = softmax([logit('+'), logit('-')]) at each step tag 'ки'.
+
+    Source: Math-Shepherd (Wang et al., 2024, "Math-Shepherd: Verify and Reinforce LLMs
+    Step-by-step without Human Annotations"), read as its model card does. Deviations: none in
+    the reading.
+
+    Args:
+        model, tokenizer: the loaded PRM (`ProcessRewardModel.from_pretrained` builds both).
+        good_token, bad_token: the tokens whose logits give P(correct).
+        step_tag: the tag after each step; step_prefix: the text before step i.
+        batch_size, max_length, name: as `HFProcessRewardModel`.
+
+    Example (needs PRM weights, so it is not run here):
+        prm = ttc.verifiers.ProcessRewardModel.from_pretrained("path/to/math-shepherd", format="math-shepherd")
+        best = ttc.BestOfN(n=8, verifier=prm.as_verifier("min"))"""
 
     format = "math-shepherd"
 
@@ -236,85 +259,3 @@ class MathShepherdPRM(HFProcessRewardModel):
         logits = self.model(input_ids=batch_ids, attention_mask=attention_mask).logits
         pair = torch.softmax(logits[..., [self.good_id, self.bad_id]].float(), dim=-1)[..., 0]
         return [[float(pair[row, p]) for p in pos] for row, pos in enumerate(positions)]
-
-
-def _format(format: str, architectures: Sequence[str]) -> str:
-    key = _FORMAT_ALIASES.get(format.lower(), format.lower())
-    if key in FORMATS:
-        return key
-    if key != "auto":
-        raise InvalidInput(f"unknown PRM format {format!r}; known: auto, {', '.join(FORMATS)}")
-    if any(a == "Qwen2ForProcessRewardModel" or a.endswith("ForTokenClassification")
-           or a.endswith("ForProcessRewardModel") for a in architectures):
-        return "qwen"
-    if any(a.endswith("ForCausalLM") for a in architectures):
-        return "math-shepherd"
-    raise InvalidInput(f"cannot tell the PRM format from architectures {list(architectures)}: "
-                       f"pass format='qwen' or format='math-shepherd'")
-
-
-def _dtype(dtype: Any) -> torch.dtype:
-    if dtype is None or dtype == "auto":
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if isinstance(dtype, str) and isinstance(getattr(torch, dtype, None), torch.dtype):
-        return getattr(torch, dtype)
-    raise InvalidInput(f"unknown dtype {dtype!r}")
-
-
-def _load_tokenizer(source: str, trust_remote_code: bool) -> Any:
-    """The folder's tokenizer.json exactly as saved when there is one, else AutoTokenizer's choice.
-
-    (transformers 5's AutoTokenizer rebuilds some tokenizers from the model type, with that type's
-    canonical pre-tokenizer; the file is what the PRM was trained with.)
-    """
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    if os.path.isfile(os.path.join(source, "tokenizer.json")):
-        return PreTrainedTokenizerFast.from_pretrained(source)
-    return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-
-
-def load_prm(path: str, format: str = "auto", *, device: str = "cpu", dtype: Any = None, batch_size: int = 8,
-             max_length: int | None = None, trust_remote_code: bool = False, name: str | None = None,
-             tokenizer: Any = None, **options: Any) -> HFProcessRewardModel:
-    """Load a PRM folder (or a hub id in the local hub cache) in the given `format`.
-
-    `tokenizer`: a tokenizer object or folder to use instead of the PRM folder's. `options` go to
-    the format's class (e.g. `separator=`, `system=` for qwen; `good_token=`, `bad_token=`,
-    `step_tag=`, `step_prefix=` for math-shepherd).
-    """
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForTokenClassification
-
-    expanded = os.path.expanduser(str(path))
-    local = os.path.isdir(expanded)
-    if not local and (expanded.startswith(("/", ".", "~")) or str(path).count("/") > 1):
-        raise ModelNotFound(f"PRM folder {path!r} does not exist")
-    source = expanded if local else str(path)
-    try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-        if tokenizer is None or isinstance(tokenizer, str):
-            tokenizer = _load_tokenizer(tokenizer or source, trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise ModelNotFound(f"could not load the PRM {path!r}: {exc}") from exc
-    architectures = list(getattr(config, "architectures", None) or [])
-    fmt = _format(format, architectures)
-    kwargs = {"dtype": _dtype(dtype), "trust_remote_code": trust_remote_code}
-    try:
-        if fmt == "qwen":
-            if "Qwen2ForProcessRewardModel" in architectures:
-                model = Qwen2ForProcessRewardModel.from_pretrained(source, dtype=kwargs["dtype"])
-            elif any(a.endswith("ForTokenClassification") for a in architectures):
-                model = AutoModelForTokenClassification.from_pretrained(source, **kwargs)
-            else:
-                model = AutoModel.from_pretrained(source, **kwargs)
-            cls: type[HFProcessRewardModel] = QwenPRM
-        else:
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-            cls = MathShepherdPRM
-    except (OSError, ValueError) as exc:
-        raise ModelNotFound(f"could not load the PRM weights from {path!r}: {exc}") from exc
-    model.to(device)
-    return cls(model, tokenizer, batch_size=batch_size, max_length=max_length,
-               name=name or os.path.basename(os.path.normpath(str(path))) or "prm", **options)
