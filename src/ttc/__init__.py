@@ -14,6 +14,7 @@ from ttc import (  # display: Result renders in Jupyter
                         models,
                         probes,
                         steps,
+                        stopping,
                         verifiers,
                         votes,
 )
@@ -34,6 +35,7 @@ from ttc.runner import asolve_many, run_sync, solve_many
 from ttc.steps import StepConfig
 from ttc.strategies import (
                         DVTS,
+                        AdaptiveVote,
                         AStar,
                         BeamSearch,
                         BestOfN,
@@ -58,3 +60,4 @@ __all__ = [
 ]
 __all__ += ["DeepConf", "EarlyExit", "FirstFinish", "Unsupported", "models", "probes", "votes"]
 __all__ += ["AStar", "BeamSearch", "DVTS", "ParticleFilter", "StepConfig", "steps"]
+__all__ += ["AdaptiveVote", "stopping"]

@@ -1,5 +1,6 @@
 """Test-time-compute strategies."""
 
+from ttc.strategies.adaptive_vote import AdaptiveVote
 from ttc.strategies.astar import AStar
 from ttc.strategies.base import Sampler, Strategy
 from ttc.strategies.beam import DVTS, BeamSearch
@@ -15,3 +16,4 @@ __all__ = ["BestOfN", "MajorityVote", "Sample", "Sampler", "Strategy"]
 __all__ += ["EarlyExit", "FirstFinish", "StreamSample"]
 __all__ += ["AStar", "BeamSearch", "DVTS", "ParticleFilter"]
 __all__ += ["DeepConf"]
+__all__ += ["AdaptiveVote"]
