@@ -4,14 +4,21 @@ stopping rule on prefixes of the same recorded stream (issue 15).
     # 1. record (once): 16 samples per demo problem on the embedded SmolLM2 (vLLM in-process)
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/adaptive.py record --problems 200 \\
         --out benchmarks/results/adaptive_samples.jsonl
-    # 2. evaluate on the recording (seconds), plus a live AdaptiveVote run on a subset
+    # 2. evaluate on the recording (seconds): every row replays the same recorded samples
     .venv/bin/python benchmarks/adaptive.py evaluate benchmarks/results/adaptive_samples.jsonl.gz
+    # 3. a live AdaptiveVote run on the real model (first 20 problems) to confirm the savings
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/adaptive.py live --problems 20
 
 The recording is one JSON line per problem, samples in the order the model produced them:
 {"id", "question", "gold", "samples": [{"text", "answer", "correct", "prompt_tokens",
 "completion_tokens", "logprob_sum", "mean_logprob", "finish_reason"}]}. `prompt_tokens` is the
 prompt's length, the same for every sample of a problem: what a request for that sample alone
 would bill; the evaluation decides how many requests (batches) a strategy would have sent.
+
+Paired evaluation: `Replay` is a ttc backend that answers problem i's k-th..(k+n)-th samples
+from the recording, in recorded order, billing the recorded prompt and completion tokens. The real
+`MajorityVote`, `AdaptiveVote` and shared-budget code run on it, so each row is a prefix of the
+same 16 samples per problem, and its tokens are what those requests would have been billed.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ import time
 from pathlib import Path
 
 from ttc.answers import equivalent
+from ttc.backends.base import Generation, Generator
 from ttc.demo import DEMO_PROMPT, demo_problems
-from ttc.types import SamplingParams
+from ttc.errors import GenerationError
+from ttc.types import Completion, SamplingParams
 
 #: the demo's sampling parameters (`ttc.demo.run_demo`, `ttc demo` defaults)
 DEMO_PARAMS = SamplingParams(temperature=0.7, max_tokens=96, logprobs=True)
@@ -107,6 +116,214 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- 2. paired evaluation on the recording ----------------------------------------------------
+class Replay(Generator):
+    """Replays recorded samples: problem i's requests get its samples in recorded order. Problems
+    are asked as "ID|question" (`replay_problems`): some demo questions occur twice, and each
+    occurrence has its own recorded samples."""
+
+    def __init__(self, records: list[dict]):
+        self.records = {r["id"]: r for r in records}
+        self.used = {q: 0 for q in self.records}
+        self.requests = 0
+
+    def _record(self, prompt: str) -> dict:
+        return self.records[prompt.split("|", 1)[0]]
+
+    async def chat_prompt(self, messages):  # noqa: ANN001, ANN201
+        return messages[-1]["content"].split("\n")[0]  # the question (DEMO_PROMPT: question, then the instruction)
+
+    async def tokenize(self, text: str) -> list[int]:
+        return [0] * self._record(text)["samples"][0]["prompt_tokens"]
+
+    async def generate(self, prompt, params: SamplingParams) -> Generation:  # noqa: ANN001
+        record = self._record(prompt)
+        start = self.used[record["id"]]
+        if start + params.n > len(record["samples"]):
+            raise GenerationError(f"{record['id']}: asked for sample {start + params.n}, only "
+                                  f"{len(record['samples'])} were recorded")
+        self.used[record["id"]] = start + params.n
+        self.requests += 1
+        completions = [Completion(text=x["text"], token_ids=(0,) * x["completion_tokens"],
+                                  finish_reason=x["finish_reason"])
+                       for x in record["samples"][start:start + params.n]]
+        return Generation(prompt_tokens=record["samples"][0]["prompt_tokens"], completions=completions)
+
+
+def replay_problems(records: list[dict]) -> list:
+    import ttc
+
+    return [ttc.Problem(question=f"{r['id']}|{r['question']}", answer=r["gold"], id=r["id"]) for r in records]
+
+
+def summarize(name: str, results: list, reference: list | None = None) -> dict:  # noqa: ANN001
+    from ttc.eval.report import wilson_interval
+
+    n = len(results)
+    correct = sum(bool(r.is_correct()) for r in results)
+    low, high = wilson_interval(correct, n)
+    row = {"strategy": name, "problems": n, "errors": sum(not r.ok for r in results), "accuracy": correct / n,
+           "ci95": [low, high], "tokens": sum(r.usage.total_tokens for r in results) / n,
+           "completion_tokens": sum(r.usage.completion_tokens for r in results) / n,
+           "samples": sum(sum(c.finish_reason != "cancelled" for c in r.candidates) for r in results) / n,
+           "wall_seconds": sum(r.usage.wall_seconds for r in results)}
+    if reference is not None:
+        same = sum((a.answer is None and b.answer is None) or (a.answer is not None and b.answer is not None
+                                                                and equivalent(a.answer, b.answer))
+                   for a, b in zip(results, reference, strict=True))
+        ref_correct = sum(bool(r.is_correct()) for r in reference)
+        row["same_as_mv16"] = same / n
+        row["acc_minus_mv16"] = (correct - ref_correct) / n
+        row["tokens_vs_mv16"] = row["tokens"] / (sum(r.usage.total_tokens for r in reference) / n)
+    return row
+
+
+def offline_rows(records: list[dict], rpc_module=None) -> list[dict]:  # noqa: ANN001
+    import ttc
+    from ttc.runner import asolve_many, run_sync
+    from ttc.stopping import BetaStop, WindowStop
+
+    problems = replay_problems(records)
+    sample = ttc.Sample(params=DEMO_PARAMS, prompt=DEMO_PROMPT)
+
+    def run(strategy, **kw):  # noqa: ANN001, ANN202
+        return run_sync(asolve_many(strategy, problems, Replay(records), progress=False, seed=0, **kw))
+
+    mv16 = run(ttc.MajorityVote(n=16, sample=sample))
+    rows = [summarize("MajorityVote(16)", mv16, mv16)]
+    mv8 = run(ttc.MajorityVote(n=8, sample=sample))
+    rows.append(summarize("MajorityVote(8)", mv8, mv16))
+    rows.append(summarize("Sample (1)", run(ttc.MajorityVote(n=1, sample=sample)), mv16))
+    settings = [("AdaptiveVote beta c=0.95 batch=1", BetaStop(0.95), 1),
+                ("AdaptiveVote beta c=0.95 batch=2", BetaStop(0.95), 2),
+                ("AdaptiveVote beta c=0.95 batch=4", BetaStop(0.95), 4),
+                ("AdaptiveVote beta c=0.99 batch=2", BetaStop(0.99), 2),
+                ("AdaptiveVote esc w=4 batch=4", WindowStop(4), 4),
+                ("AdaptiveVote esc w=2 batch=2", WindowStop(2), 2),
+                ("AdaptiveVote esc w=3 batch=3", WindowStop(3), 3)]
+    for name, rule, batch in settings:
+        rows.append(summarize(name, run(ttc.AdaptiveVote(max_n=16, batch=batch, stop=rule, sample=sample)), mv16))
+    total = sum(r.usage.total_tokens for r in mv8)
+    for allocation in ("uniform", "adaptive"):
+        for name, rule, batch in (("beta c=0.95 batch=2", BetaStop(0.95), 2), ("esc w=4 batch=4", WindowStop(4), 4)):
+            shared = run(ttc.AdaptiveVote(max_n=16, batch=batch, stop=rule, sample=sample),
+                         total_budget=ttc.Budget(tokens=total), allocation=allocation)
+            row = summarize(f"shared {allocation}, AdaptiveVote {name}, total = MV(8)'s", shared, mv16)
+            row["total_budget"] = total
+            row["spent"] = shared[0].details["shared_budget"]["spent"]
+            rows.append(row)
+    shared = run(ttc.MajorityVote(n=16, sample=sample), total_budget=ttc.Budget(tokens=total), allocation="uniform")
+    row = summarize("shared uniform, MajorityVote(16), total = MV(8)'s", shared, mv16)
+    row["total_budget"], row["spent"] = total, shared[0].details["shared_budget"]["spent"]
+    rows.append(row)
+    if rpc_module is not None:
+        rows += rpc_rows(rpc_module, records, mv16)
+    return rows
+
+
+def rpc_rows(module, records: list[dict], mv16: list) -> list[dict]:  # noqa: ANN001
+    """RPC rows from h15r's offline `rpc_vote(answers, logprob_sums, token_counts, texts=...)`
+    (ttc.strategies.rpc) on the same 16 recorded samples per problem (its default pruning)."""
+    from ttc.eval.report import wilson_interval
+
+    try:
+        picked = [module.rpc_vote([x["answer"] for x in r["samples"]], [x["logprob_sum"] for x in r["samples"]],
+                                  [x["completion_tokens"] for x in r["samples"]],
+                                  texts=[x["text"] for x in r["samples"]])[0] for r in records]
+    except Exception as exc:  # noqa: BLE001 - report, do not lose the other rows
+        return [{"strategy": f"RPC(16): offline rpc_vote failed: {type(exc).__name__}: {exc}"}]
+    n = len(records)
+    correct = sum(p is not None and equivalent(p, r["gold"]) for p, r in zip(picked, records, strict=True))
+    same = sum((p is None and m.answer is None)
+               or (p is not None and m.answer is not None and equivalent(p, m.answer))
+               for p, m in zip(picked, mv16, strict=True))
+    tokens = sum(m.usage.total_tokens for m in mv16) / n  # the same 16 samples in one request
+    return [{"strategy": "RPC(16) (ttc.strategies.rpc.rpc_vote, offline)", "problems": n, "accuracy": correct / n,
+             "ci95": list(wilson_interval(correct, n)), "tokens": tokens, "samples": 16.0, "same_as_mv16": same / n,
+             "acc_minus_mv16": (correct - sum(bool(m.is_correct()) for m in mv16)) / n, "tokens_vs_mv16": 1.0}]
+
+
+def format_rows(rows: list[dict]) -> str:
+    head = (f"| {'strategy':<58} | acc | 95% CI | tokens/problem | samples/problem | = MV(16) | acc - MV(16) "
+            f"| tokens vs MV(16) |")
+    lines = [head, "|" + "---|" * 8]
+    for r in rows:
+        if "accuracy" not in r:
+            lines.append(f"| {r['strategy']} | | | | | | | |")
+            continue
+        ci = r.get("ci95") or [float("nan")] * 2
+        lines.append(f"| {r['strategy']:<58} | {r['accuracy']:.3f} | {ci[0]:.3f}-{ci[1]:.3f} | {r['tokens']:.1f} | "
+                     f"{r['samples']:.2f} | {r.get('same_as_mv16', float('nan')):.3f} | "
+                     f"{r.get('acc_minus_mv16', float('nan')):+.3f} | {r.get('tokens_vs_mv16', float('nan')):.2f} |")
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    records = load_recording(args.recording)
+    if args.limit:
+        records = records[: args.limit]
+    rpc = None
+    try:
+        if args.rpc_file:  # a file from another branch, loaded against this tree's ttc
+            import importlib.util
+
+            spec = importlib.util.spec_from_file_location("ttc_rpc_offline", args.rpc_file)
+            rpc = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(rpc)
+        else:
+            import importlib
+
+            rpc = importlib.import_module("ttc.strategies.rpc")  # present once the RPC branch is merged
+    except (ImportError, OSError) as exc:
+        print(f"no RPC rows: ttc.strategies.rpc not importable ({exc})", file=sys.stderr)
+    start = time.perf_counter()
+    rows = offline_rows(records, rpc)
+    print(format_rows(rows))
+    print(f"({len(records)} problems from {args.recording}; paired: every row replays the same recorded samples; "
+          f"evaluated in {time.perf_counter() - start:.1f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"recording": str(args.recording), "problems": len(records),
+                                               "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+# -- 3. live run ------------------------------------------------------------------------------
+def cmd_live(args: argparse.Namespace) -> int:
+    """AdaptiveVote on the real model, on the first problems of the recording: its real tokens vs
+    the recorded MajorityVote(16)'s (the recording is a live MajorityVote(16) run)."""
+    import ttc
+    from ttc.backends.factory import make_backend
+    from ttc.runner import asolve_many, run_sync
+    from ttc.stopping import BetaStop, WindowStop
+
+    records = load_recording(args.recording)[: args.problems]
+    problems = [ttc.Problem(question=r["question"], answer=r["gold"], id=r["id"]) for r in records]
+    sample = ttc.Sample(params=DEMO_PARAMS, prompt=DEMO_PROMPT)
+    rule = BetaStop(0.95) if args.rule == "beta" else WindowStop(args.batch)
+    backend = make_backend(args.backend, None, args.url)
+    try:
+        start = time.perf_counter()
+        live = run_sync(asolve_many(ttc.AdaptiveVote(max_n=16, batch=args.batch, stop=rule, sample=sample),
+                                    problems, backend, seed=args.seed, concurrency=args.concurrency,
+                                    progress=not args.quiet))
+        seconds = time.perf_counter() - start
+    finally:
+        run_sync(backend.aclose())
+    mv16 = run_sync(asolve_many(ttc.MajorityVote(n=16, sample=sample), replay_problems(records), Replay(records),
+                                progress=False))
+    row = summarize(f"live AdaptiveVote {rule.name} batch={args.batch}", live, mv16)
+    row["wall_seconds"] = seconds
+    rec = summarize("recorded MajorityVote(16) (live when recorded)", mv16, mv16)
+    print(format_rows([rec, row]))
+    print(f"(live: {len(problems)} problems in {seconds:.1f} s wall; stop reasons: "
+          f"{sorted((r.details.get('stop_reason'), 1) for r in live)})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": [rec, row], "seconds": seconds, "command": " ".join(sys.argv),
+                                               "stop_reasons": [r.details.get("stop_reason") for r in live]},
+                                              indent=1) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -121,6 +338,24 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--out", default="benchmarks/results/adaptive_samples.jsonl")
     rec.add_argument("--quiet", action="store_true")
     rec.set_defaults(func=cmd_record)
+    ev = sub.add_parser("evaluate", help="paired evaluation of every strategy on a recording")
+    ev.add_argument("recording")
+    ev.add_argument("--limit", type=int, default=None, help="first N problems only")
+    ev.add_argument("--json", default=None, help="write the rows here")
+    ev.add_argument("--rpc-file", default=None, help="load rpc_vote from this file instead of ttc.strategies.rpc")
+    ev.set_defaults(func=cmd_evaluate)
+    live = sub.add_parser("live", help="AdaptiveVote on the real model, first problems of a recording")
+    live.add_argument("--recording", default="benchmarks/results/adaptive_samples.jsonl.gz")
+    live.add_argument("--problems", type=int, default=20)
+    live.add_argument("--rule", choices=["beta", "esc"], default="beta")
+    live.add_argument("--batch", type=int, default=2)
+    live.add_argument("--seed", type=int, default=1000, help="not the recording's seed: fresh samples")
+    live.add_argument("--backend", default="vllm", choices=["vllm", "transformers", "openai"])
+    live.add_argument("--url", default=None)
+    live.add_argument("--concurrency", type=int, default=20)
+    live.add_argument("--json", default=None)
+    live.add_argument("--quiet", action="store_true")
+    live.set_defaults(func=cmd_live)
     args = parser.parse_args(argv)
     return args.func(args)
 
