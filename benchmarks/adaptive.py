@@ -198,6 +198,7 @@ def offline_rows(records: list[dict], rpc_module=None) -> list[dict]:  # noqa: A
                 ("AdaptiveVote beta c=0.95 batch=2", BetaStop(0.95), 2),
                 ("AdaptiveVote beta c=0.95 batch=4", BetaStop(0.95), 4),
                 ("AdaptiveVote beta c=0.99 batch=2", BetaStop(0.99), 2),
+                ("AdaptiveVote beta c=0.8 batch=2", BetaStop(0.8), 2),
                 ("AdaptiveVote esc w=4 batch=4", WindowStop(4), 4),
                 ("AdaptiveVote esc w=2 batch=2", WindowStop(2), 2),
                 ("AdaptiveVote esc w=3 batch=3", WindowStop(3), 3)]
@@ -279,6 +280,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     rows = offline_rows(records, rpc)
     print(format_rows(rows))
+    for r in rows:
+        if r["strategy"].startswith("AdaptiveVote") and "same_as_mv16" in r:
+            met = r["same_as_mv16"] >= 0.97 and r["tokens_vs_mv16"] <= 0.5
+            print(f"goal (same answer as MV(16) on >= 97% at <= half its tokens) {'MET' if met else 'not met'} by "
+                  f"{r['strategy']}: {100 * r['same_as_mv16']:.1f}% same, {r['tokens_vs_mv16']:.2f}x tokens")
     print(f"({len(records)} problems from {args.recording}; paired: every row replays the same recorded samples; "
           f"evaluated in {time.perf_counter() - start:.1f} s)")
     if args.json:

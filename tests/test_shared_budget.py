@@ -145,3 +145,15 @@ def test_a_failing_problem_keeps_its_record_and_the_others_finish():
     assert not results[0].ok and "scripted failure" in results[0].error
     assert results[0].details["allocation"]["stop_reason"] == "error"
     assert results[1].ok and results[1].answer == "7"
+
+
+def test_a_per_problem_budget_still_applies_and_ends_a_vote_with_reason_budget():
+    llm = backend()
+    plen = prompt_len(llm, "hard 0")
+    per_problem = ttc.Budget(tokens=2 * (plen + 4 * 10) + 5)   # two rounds of 4 at worst
+    results, _ = run(AdaptiveVote(max_n=16, batch=4, sample=ttc.Sample(params=PARAMS)), 5000, "adaptive",
+                     probs=problems(easy=0, hard=2), budget=per_problem)
+    for r in results:
+        assert r.ok and r.details["stop_reason"] == "budget"
+        assert r.usage.total_tokens <= per_problem.tokens
+        assert r.details["samples"] >= 8

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ttc.backends.base import Generator
 from ttc.context import Budget, Context
-from ttc.errors import InvalidInput, Unsupported
+from ttc.errors import BudgetExhausted, InvalidInput, Unsupported
 from ttc.stopping import NeverStop, StoppingRule, StopReason
 from ttc.strategies.adaptive_vote import AdaptiveVote, draw_round, vote_result
 from ttc.strategies.base import Strategy
@@ -173,11 +173,16 @@ async def asolve_shared(strategy: Strategy, problems: Iterable[Problem | str], g
             try:
                 state.candidates += await draw_round(plan.sample, state.problem, state.ctx, k)
                 state.rounds += 1
+            except BudgetExhausted as exc:  # the problem's own budget= (the shared pool is checked before)
+                if state.candidates:
+                    state.reason = "budget"
+                else:
+                    state.error = exc
             except Exception as exc:  # one bad problem never loses the others
                 state.error = exc
             finally:
                 state.pool.settle(reserved, state.ctx.usage.total_tokens - before)
-        if state.error is not None:
+        if state.error is not None or state.reason is not None:
             return
         if plan.rule.should_stop([c.answer for c in state.candidates]):
             state.reason = "decided"
