@@ -5,7 +5,7 @@ stopping rule on prefixes of the same recorded stream (issue 15).
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/adaptive.py record --problems 200 \\
         --out benchmarks/results/adaptive_samples.jsonl
     # 2. evaluate on the recording (seconds): every row replays the same recorded samples
-    .venv/bin/python benchmarks/adaptive.py evaluate benchmarks/results/adaptive_samples.jsonl.gz
+    .venv/bin/python benchmarks/adaptive.py evaluate benchmarks/results/adaptive_samples.jsonl
     # 3. a live AdaptiveVote run on the real model (first 20 problems) to confirm the savings
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/adaptive.py live --problems 20
 
@@ -306,7 +306,8 @@ def cmd_live(args: argparse.Namespace) -> int:
     problems = [ttc.Problem(question=r["question"], answer=r["gold"], id=r["id"]) for r in records]
     sample = ttc.Sample(params=DEMO_PARAMS, prompt=DEMO_PROMPT)
     rule = BetaStop(0.95) if args.rule == "beta" else WindowStop(args.batch)
-    backend = make_backend(args.backend, None, args.url)
+    extra = {"kv_cache_memory_bytes": int(args.kv_gib * 2**30)} if args.backend == "vllm" else {}
+    backend = make_backend(args.backend, None, args.url, **extra)
     try:
         start = time.perf_counter()
         live = run_sync(asolve_many(ttc.AdaptiveVote(max_n=16, batch=args.batch, stop=rule, sample=sample),
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--rpc-file", default=None, help="load rpc_vote from this file instead of ttc.strategies.rpc")
     ev.set_defaults(func=cmd_evaluate)
     live = sub.add_parser("live", help="AdaptiveVote on the real model, first problems of a recording")
-    live.add_argument("--recording", default="benchmarks/results/adaptive_samples.jsonl.gz")
+    live.add_argument("--recording", default="benchmarks/results/adaptive_samples.jsonl")
     live.add_argument("--problems", type=int, default=20)
     live.add_argument("--rule", choices=["beta", "esc"], default="beta")
     live.add_argument("--batch", type=int, default=2)
@@ -359,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     live.add_argument("--backend", default="vllm", choices=["vllm", "transformers", "openai"])
     live.add_argument("--url", default=None)
     live.add_argument("--concurrency", type=int, default=20)
+    live.add_argument("--kv-gib", type=float, default=0.5, help="vLLM KV cache (GiB): small, the machine is shared")
     live.add_argument("--json", default=None)
     live.add_argument("--quiet", action="store_true")
     live.set_defaults(func=cmd_live)
