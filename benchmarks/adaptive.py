@@ -239,21 +239,24 @@ def rpc_rows(module, records: list[dict], mv16: list) -> list[dict]:  # noqa: AN
                or (p is not None and m.answer is not None and equivalent(p, m.answer))
                for p, m in zip(picked, mv16, strict=True))
     tokens = sum(m.usage.total_tokens for m in mv16) / n  # the same 16 samples in one request
+    completion = sum(m.usage.completion_tokens for m in mv16) / n
     return [{"strategy": "RPC(16) (ttc.strategies.rpc.rpc_vote, offline)", "problems": n, "accuracy": correct / n,
-             "ci95": list(wilson_interval(correct, n)), "tokens": tokens, "samples": 16.0, "same_as_mv16": same / n,
+             "ci95": list(wilson_interval(correct, n)), "tokens": tokens, "completion_tokens": completion,
+             "samples": 16.0, "same_as_mv16": same / n,
              "acc_minus_mv16": (correct - sum(bool(m.is_correct()) for m in mv16)) / n, "tokens_vs_mv16": 1.0}]
 
 
 def format_rows(rows: list[dict]) -> str:
-    head = (f"| {'strategy':<58} | acc | 95% CI | tokens/problem | samples/problem | = MV(16) | acc - MV(16) "
-            f"| tokens vs MV(16) |")
-    lines = [head, "|" + "---|" * 8]
+    head = (f"| {'strategy':<58} | acc | 95% CI | tokens/problem | completion tokens/problem | samples/problem "
+            f"| = MV(16) | acc - MV(16) | tokens vs MV(16) |")
+    lines = [head, "|" + "---|" * 9]
     for r in rows:
         if "accuracy" not in r:
-            lines.append(f"| {r['strategy']} | | | | | | | |")
+            lines.append(f"| {r['strategy']} | | | | | | | | |")
             continue
         ci = r.get("ci95") or [float("nan")] * 2
         lines.append(f"| {r['strategy']:<58} | {r['accuracy']:.3f} | {ci[0]:.3f}-{ci[1]:.3f} | {r['tokens']:.1f} | "
+                     f"{r.get('completion_tokens', float('nan')):.1f} | "
                      f"{r['samples']:.2f} | {r.get('same_as_mv16', float('nan')):.3f} | "
                      f"{r.get('acc_minus_mv16', float('nan')):+.3f} | {r.get('tokens_vs_mv16', float('nan')):.2f} |")
     return "\n".join(lines)

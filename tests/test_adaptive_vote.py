@@ -240,3 +240,15 @@ def test_a_rule_comparing_against_one_minus_c_fails_the_error_bound():
 
     decided, wrong, _ = simulate_beta_rule(Wrong(0.95), trials=5_000, max_n=64, seed=2)
     assert wrong / decided > 0.05 + 5 * (0.05 * 0.95 / decided) ** 0.5
+
+
+def test_registry_and_rule_names():
+    from ttc.strategies.registry import make_strategy
+
+    s = make_strategy("adaptive_vote", 8)
+    assert isinstance(s, AdaptiveVote) and s.max_n == 8 and s.batch == 4 and isinstance(s.stop, BetaStop)
+    assert isinstance(make_strategy("adaptive", 2), AdaptiveVote)
+    assert isinstance(AdaptiveVote(stop="esc").stop, WindowStop)
+    assert isinstance(AdaptiveVote(stop="beta").stop, BetaStop)
+    with pytest.raises(InvalidInput):
+        make_strategy("adaptive_vote", 8, verifier=ttc.verifiers.LogprobConfidence())
