@@ -21,6 +21,7 @@ DOCUMENTED = {
     "ttc.strategies.beam": [ttc.BeamSearch, ttc.DVTS],
     "ttc.strategies.astar": [ttc.AStar],
     "ttc.strategies.particle": [ttc.ParticleFilter],
+    "ttc.strategies.adaptive_vote": [ttc.AdaptiveVote],
     "ttc.verifiers.confidence": [verifiers.LogprobConfidence],
     "ttc.verifiers.judge": [verifiers.LLMJudge],
     "ttc.verifiers.process": [verifiers.ProgrammaticPRM, verifiers.PRMVerifier],

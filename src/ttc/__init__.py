@@ -6,7 +6,7 @@
     print(result.answer, result.usage)
 """
 
-from ttc import answers, backends, display, eval, models, probes, steps, verifiers, votes  # noqa: F401 (display: Result renders in Jupyter)
+from ttc import answers, backends, display, eval, models, probes, steps, stopping, verifiers, votes  # noqa: F401 (display: Result renders in Jupyter)
 from ttc.context import Budget, Context
 from ttc.errors import (
     AnswerNotFound,
@@ -24,6 +24,7 @@ from ttc.runner import asolve_many, run_sync, solve_many
 from ttc.steps import StepConfig
 from ttc.strategies import (
     DVTS,
+    AdaptiveVote,
     AStar,
     BeamSearch,
     BestOfN,
@@ -43,6 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DVTS",
     "AStar",
+    "AdaptiveVote",
     "AnswerNotFound",
     "BackendUnavailable",
     "BeamSearch",
@@ -83,6 +85,7 @@ __all__ = [
     "run_sync",
     "solve_many",
     "steps",
+    "stopping",
     "verifiers",
     "votes",
 ]

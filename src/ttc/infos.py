@@ -26,9 +26,12 @@ BudgetStop = Literal["verifier_budget", "token_budget"]
 #: why a search ended on its own: beam search (no beam left or max steps), A* (a goal popped,
 #: the pop cap, nothing left to pop), particle filtering (every particle finished or max steps)
 SearchStop = Literal["search_complete", "solved", "max_expansions", "open_set_empty", "all_finished"]
+#: why an adaptive vote stopped sampling (`ttc.AdaptiveVote`, `ttc.stopping`): its rule said the
+#: vote is decided, it drew max_n, or the problem's budget could not pay for another round
+AdaptiveStop = Literal["decided", "max_n", "budget"]
 #: every stop reason (`Literal` of `Literal`s flattens); extend it with a new family's Literal
-StopReason = Literal[BudgetStop, SearchStop]
-STOP_REASONS: tuple[str, ...] = get_args(BudgetStop) + get_args(SearchStop)
+StopReason = Literal[BudgetStop, SearchStop, AdaptiveStop]
+STOP_REASONS: tuple[str, ...] = get_args(BudgetStop) + get_args(SearchStop) + get_args(AdaptiveStop)
 
 
 def check_stop_reason(reason: str) -> str:
@@ -84,6 +87,31 @@ class VoteInfo(Info):
 
     def _fields(self) -> dict[str, Any]:
         return _choice(None, self.votes, self.vote_fallback)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class AdaptiveVoteInfo(VoteInfo):
+    """An adaptive vote: the samples that voted, those cancelled in flight, why sampling stopped
+    and by which rule; rounds (batch mode) or launched samples and finish order (stream mode)."""
+
+    samples: int
+    cancelled: int
+    stop_reason: AdaptiveStop
+    stop_rule: str
+    rounds: int | None = None
+    launched: int | None = None
+    finish_order: tuple[int, ...] | None = None
+
+    def _fields(self) -> dict[str, Any]:
+        out = _choice(None, self.votes, self.vote_fallback) | {"samples": self.samples, "cancelled": self.cancelled}
+        if self.rounds is not None:
+            out["rounds"] = self.rounds
+        out |= {"stop_reason": self.stop_reason, "stop_rule": self.stop_rule}
+        if self.launched is not None:
+            out["launched"] = self.launched
+        if self.finish_order is not None:
+            out["finish_order"] = list(self.finish_order)
+        return out
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)

@@ -78,14 +78,27 @@ async def solve_one(strategy: Strategy, problem: Problem | str, generator: Gener
 
 async def asolve_many(strategy: Strategy, problems: Iterable[Problem | str], generator: Generator, *,
                       concurrency: int = 32, budget: Budget | None = None, seed: int | None = None,
-                      progress: bool = True, on_result: Callable[[int, Result], None] | None = None
-                      ) -> list[Result]:
+                      progress: bool = True, on_result: Callable[[int, Result], None] | None = None,
+                      total_budget: Budget | None = None, allocation: str = "uniform") -> list[Result]:
     """Solve `problems` concurrently; return one `Result` per problem, in order.
+
+    `budget` limits each problem; `total_budget=Budget(tokens=T)` is one token total shared by all
+    of them, split `allocation="uniform"` (equal shares) or `"adaptive"` (problems whose vote is
+    decided early leave their tokens to the undecided ones): see `ttc.shared_budget`. It applies to
+    votes that can sample incrementally (`AdaptiveVote`, `MajorityVote`); each Result's
+    `details["allocation"]` says what its problem got.
 
     A problem that fails (bad input, budget, backend error) becomes a `Result` with `error` set
     and the usage it had spent, and never stops the others. `on_result(index, result)` is called
     as each finishes (e.g. to stream results to a file). Problem i gets seed `seed + i`.
     """
+    if total_budget is not None:
+        from ttc.shared_budget import asolve_shared
+
+        return await asolve_shared(strategy, problems, generator, total_budget=total_budget,
+                                   allocation=allocation,  # type: ignore[arg-type]
+                                   concurrency=concurrency, budget=budget, seed=seed, progress=progress,
+                                   on_result=on_result)
     if concurrency <= 0:
         raise InvalidInput(f"concurrency must be positive, got {concurrency}")
     items = list(problems)

@@ -1,5 +1,6 @@
 """Test-time-compute strategies."""
 
+from ttc.strategies.adaptive_vote import AdaptiveVote
 from ttc.strategies.astar import AStar
 from ttc.strategies.base import Sampler, Strategy
 from ttc.strategies.beam import DVTS, BeamSearch
@@ -14,6 +15,7 @@ from ttc.strategies.sample import Sample
 __all__ = [
     "DVTS",
     "AStar",
+    "AdaptiveVote",
     "BeamSearch",
     "BestOfN",
     "DeepConf",

@@ -101,6 +101,15 @@ def _particle(n: int, verifier: Verifier | None, params: Any, **options: Any) ->
     return ParticleFilter(particles=n, **_step_search_args(verifier, params, options))
 
 
+def _adaptive_vote(n: int, verifier: Verifier | None, params: Any) -> Strategy:
+    """AdaptiveVote with max_n = n, rounds of 4, Adaptive-Consistency's Beta rule (c = 0.95)."""
+    from ttc.strategies.adaptive_vote import AdaptiveVote
+
+    if verifier is not None:
+        raise InvalidInput("adaptive_vote does not weight votes: use it without a verifier")
+    return AdaptiveVote(max_n=n, batch=min(4, n), sample=Sample(params=params))
+
+
 #: name -> factory(n, verifier, sampling params); later strategies register here too
 STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "sample": _sample,
@@ -113,6 +122,7 @@ STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "dvts": _dvts,
     "astar": _astar,
     "particle": _particle,
+    "adaptive_vote": _adaptive_vote,
 }
 #: each strategy's own parameters that a caller may set by name (the `ttc` object of `ttc serve`):
 #: parameter -> its JSON type. `make_strategy(name, ..., **options)` refuses any other; the strategy's
@@ -130,6 +140,7 @@ OPTIONS: dict[str, dict[str, type]] = {
 }
 ALIASES = {"self_consistency": "majority", "vote": "majority", "bon": "best_of_n", "best-of-n": "best_of_n"}
 ALIASES.update({"ffs": "first_finish", "first-finish": "first_finish", "early-exit": "early_exit"})
+ALIASES.update({"adaptive": "adaptive_vote", "adaptive-vote": "adaptive_vote", "adaptive_consistency": "adaptive_vote"})
 ALIASES.update({"deepconf_online": "deepconf", "deepconf-online": "deepconf"})
 ALIASES.update({"beam_search": "beam", "beam-search": "beam", "a*": "astar", "a_star": "astar",
                 "particle_filter": "particle", "particle-filter": "particle", "pf": "particle"})
