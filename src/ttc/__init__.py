@@ -34,6 +34,8 @@ from ttc.runner import asolve_many, run_sync, solve_many
 from ttc.steps import StepConfig
 from ttc.strategies import (
                         DVTS,
+                        RPC,
+                        AdaptiveBestOfN,
                         AStar,
                         BeamSearch,
                         BestOfN,
@@ -58,3 +60,4 @@ __all__ = [
 ]
 __all__ += ["DeepConf", "EarlyExit", "FirstFinish", "Unsupported", "models", "probes", "votes"]
 __all__ += ["AStar", "BeamSearch", "DVTS", "ParticleFilter", "StepConfig", "steps"]
+__all__ += ["RPC", "AdaptiveBestOfN"]

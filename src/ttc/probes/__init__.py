@@ -12,6 +12,7 @@ from ttc.probes.confidence import (
                                    token_confidences,
 )
 from ttc.probes.conformal import conformal_threshold, fit_logistic, premature_exit_rate
+from ttc.probes.es_cot import ESCoT, run_jump, run_lengths
 from ttc.probes.hidden_state import DEFAULT_CUES, HiddenStateProbe, LinearProbe, find_cues
 
 __all__ = [
@@ -20,3 +21,4 @@ __all__ = [
     "conformal_threshold", "elicit_answer", "find_cues", "fit_logistic", "group_confidences",
     "lowest_group_confidence", "premature_exit_rate", "token_confidences",
 ]
+__all__ += ["ESCoT", "run_jump", "run_lengths"]

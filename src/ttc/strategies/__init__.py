@@ -1,5 +1,6 @@
 """Test-time-compute strategies."""
 
+from ttc.strategies.adaptive_best_of_n import AdaptiveBestOfN
 from ttc.strategies.astar import AStar
 from ttc.strategies.base import Sampler, Strategy
 from ttc.strategies.beam import DVTS, BeamSearch
@@ -9,9 +10,11 @@ from ttc.strategies.early_exit import EarlyExit
 from ttc.strategies.first_finish import FirstFinish, StreamSample
 from ttc.strategies.majority import MajorityVote
 from ttc.strategies.particle import ParticleFilter
+from ttc.strategies.rpc import RPC
 from ttc.strategies.sample import Sample
 
 __all__ = ["BestOfN", "MajorityVote", "Sample", "Sampler", "Strategy"]
 __all__ += ["EarlyExit", "FirstFinish", "StreamSample"]
 __all__ += ["AStar", "BeamSearch", "DVTS", "ParticleFilter"]
 __all__ += ["DeepConf"]
+__all__ += ["RPC", "AdaptiveBestOfN"]

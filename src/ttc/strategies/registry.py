@@ -102,6 +102,20 @@ def _particle(n: int, verifier: Verifier | None, params: Any) -> Strategy:
     return ParticleFilter(particles=n, **_step_search_args(verifier, params))
 
 
+def _rpc(n: int, verifier: Verifier | None, params: Any) -> Strategy:
+    """RPC over n paths (a verifier is not used: the paths' own probabilities weigh the vote)."""
+    from ttc.strategies.rpc import RPC
+
+    return RPC(n=n, sample=Sample(params=params))
+
+
+def _adaptive_best_of_n(n: int, verifier: Verifier | None, params: Any) -> Strategy:
+    """Adaptive best-of-N with at most n samples (the model's self-evaluation decides; no verifier)."""
+    from ttc.strategies.adaptive_best_of_n import AdaptiveBestOfN
+
+    return AdaptiveBestOfN(max_n=n, sample=Sample(params=params))
+
+
 #: name -> factory(n, verifier, sampling params); later strategies register here too
 STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "sample": _sample,
@@ -114,6 +128,8 @@ STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "dvts": _dvts,
     "astar": _astar,
     "particle": _particle,
+    "rpc": _rpc,
+    "adaptive_best_of_n": _adaptive_best_of_n,
 }
 ALIASES = {"self_consistency": "majority", "vote": "majority", "bon": "best_of_n", "best-of-n": "best_of_n"}
 ALIASES.update({"ffs": "first_finish", "first-finish": "first_finish", "early-exit": "early_exit"})
