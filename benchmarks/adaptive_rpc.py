@@ -67,25 +67,36 @@ def cmd_rpc(args: argparse.Namespace) -> None:
     rows = load(args.samples)
     full = max(len(r["samples"]) for r in rows)
     print(f"{len(rows)} problems, {full} recorded samples each ({args.samples})\n")
-    print(f"{'rule':<34} {'n':>3}  {'accuracy [95% CI]':<26} {'= MV(' + str(full) + ')':>8} {'tokens':>8}")
+    print(f"{'rule':<34} {'n':>3}  {'accuracy [95% CI]':<26} {'= MV(' + str(full) + ')':>8} {'tokens':>8}  "
+          f"{'vs MV(n) +/-':>12}  {'vs MV(' + str(full) + ') +/-':>13}")
     reference = [majority(r["samples"]) for r in rows]
+    full_right = [graded(r["samples"], a) for r, a in zip(rows, reference, strict=True)]
     rules = [("majority", majority), ("RPC (PC + pruning)", rpc),
              ("PC only (no pruning)", lambda s: rpc(s, prune="none")),
              ("RPC, product probability", lambda s: rpc(s, normalise=False))]
     for n in args.ns:
+        mv_right = [graded(r["samples"][:n], majority(r["samples"][:n])) for r in rows]
         for name, rule in rules:
             correct = agree = 0
             tokens = 0
+            right = []
             t0 = time.perf_counter()
             for r, ref in zip(rows, reference, strict=True):
                 samples = r["samples"][:n]
                 answer = rule(samples)
-                correct += graded(samples, answer)
+                right.append(graded(samples, answer))
+                correct += right[-1]
                 agree += answer is not None and ref is not None and ttc.answers.equivalent(answer, ref) \
                     or answer is ref is None
                 tokens += sum(s["prompt_tokens"] + s["completion_tokens"] for s in samples)
+            # paired: problems this rule gets right and the vote wrong (+), and the other way round (-)
+            plus_n = sum(a and not b for a, b in zip(right, mv_right, strict=True))
+            minus_n = sum(b and not a for a, b in zip(right, mv_right, strict=True))
+            plus_f = sum(a and not b for a, b in zip(right, full_right, strict=True))
+            minus_f = sum(b and not a for a, b in zip(right, full_right, strict=True))
             print(f"{name:<34} {n:>3}  {fmt_acc(correct, len(rows)):<26} {agree / len(rows):>8.1%} "
-                  f"{tokens / len(rows):>8.0f}   ({time.perf_counter() - t0:.1f} s)")
+                  f"{tokens / len(rows):>8.0f}  {f'+{plus_n}/-{minus_n}':>12}  {f'+{plus_f}/-{minus_f}':>13}"
+                  f"   ({time.perf_counter() - t0:.1f} s)")
         print()
     single = sum(graded(r["samples"][:1], r["samples"][0]["answer"]) for r in rows)
     print(f"one sample (the first): {fmt_acc(single, len(rows))}")
@@ -100,17 +111,22 @@ async def score_samples(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+
+    async def score(r: dict[str, Any]) -> dict[str, Any]:
+        ctx = ttc.Context(llm)
+        problem = Problem(question=r["question"], answer=r["gold"], id=r["id"])
+        cands = [Candidate(text=s["text"], answer=s["answer"]) for s in r["samples"]]
+        scored = await asyncio.gather(*(strategy.p_better(problem, c, ctx) for c in cands))
+        return {"id": r["id"], "p_better": [p for p, _ in scored], "tokens": [t for _, t in scored]}
+
     try:
         with out.open("w") as f:
-            for i, r in enumerate(rows):
-                ctx = ttc.Context(llm)
-                problem = Problem(question=r["question"], answer=r["gold"], id=r["id"])
-                cands = [Candidate(text=s["text"], answer=s["answer"]) for s in r["samples"]]
-                scored = await asyncio.gather(*(strategy.p_better(problem, c, ctx) for c in cands))
-                f.write(json.dumps({"id": r["id"], "p_better": [p for p, _ in scored],
-                                    "tokens": [t for _, t in scored]}) + "\n")
-                if i % 20 == 0:
-                    print(f"{i + 1}/{len(rows)} problems scored, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+            for start in range(0, len(rows), args.concurrency):  # problems scored together: one batch
+                for line in await asyncio.gather(*(score(r) for r in rows[start:start + args.concurrency])):
+                    f.write(json.dumps(line) + "\n")
+                f.flush()
+                print(f"{min(start + args.concurrency, len(rows))}/{len(rows)} problems scored, "
+                      f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
     finally:
         llm.close()
     print(f"scored {len(rows)} problems in {time.perf_counter() - t0:.0f} s -> {out}")
@@ -215,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--problems", type=int, default=None)
     p.add_argument("--backend", default="transformers")
+    p.add_argument("--concurrency", type=int, default=4, help="problems (x their samples) scored together")
     p = sub.add_parser("abon-offline")
     p.add_argument("--samples", required=True)
     p.add_argument("--scores", required=True)
