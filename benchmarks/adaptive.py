@@ -95,18 +95,21 @@ def cmd_record(args: argparse.Namespace) -> int:
     from ttc.backends.factory import make_backend
     from ttc.runner import run_sync
 
-    problems = demo_problems(args.problems, seed=args.problem_seed)
+    problems = demo_problems(args.problems, seed=args.problem_seed)[args.start:]
     start = time.perf_counter()
     backend = make_backend(args.backend, None, args.url)
     loaded = time.perf_counter()
     try:
         with open_text(args.out, "wt") as out:
-            run_sync(_record(backend, problems, args.n, args.seed, args.concurrency, out, not args.quiet))
+            # problem i keeps seed + i when recorded in parts (--start)
+            run_sync(_record(backend, problems, args.n, args.seed + args.start, args.concurrency, out,
+                             not args.quiet))
     finally:
         run_sync(backend.aclose())
     end = time.perf_counter()
     meta = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]), "backend": args.backend,
-            "problems": len(problems), "n": args.n, "seed": args.seed, "problem_seed": args.problem_seed,
+            "problems": len(problems), "start": args.start, "n": args.n, "seed": args.seed,
+            "problem_seed": args.problem_seed,
             "params": {"temperature": DEMO_PARAMS.temperature, "max_tokens": DEMO_PARAMS.max_tokens},
             "load_seconds": round(loaded - start, 1), "sampling_seconds": round(end - loaded, 1),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
@@ -339,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     rec = sub.add_parser("record", help="sample n candidates per demo problem once and save them")
     rec.add_argument("--problems", type=int, default=200)
+    rec.add_argument("--start", type=int, default=0,
+                     help="record problems start.. of the --problems (to extend a partial recording)")
     rec.add_argument("--n", type=int, default=16)
     rec.add_argument("--seed", type=int, default=0, help="problem i is sampled with seed + i")
     rec.add_argument("--problem-seed", type=int, default=0, help="demo_problems(seed=)")

@@ -18,6 +18,9 @@ DEFERRED_CYCLE_EDGES = {
     # the loader builds the torch-bound PRM classes, which subclass the abstract base that forwards
     # `from_pretrained` to the loader: torch is imported only when a PRM is actually loaded
     ("ttc.verifiers.loading", "ttc.verifiers.reward_models"),
+    # `solve_many(..., total_budget=)` hands the run to the shared-budget scheduler, which drives
+    # the vote strategies, whose `solve` is built on the runner: dispatched at call time only
+    ("ttc.runner", "ttc.shared_budget"),
 }
 
 

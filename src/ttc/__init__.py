@@ -24,6 +24,8 @@ from ttc.runner import asolve_many, run_sync, solve_many
 from ttc.steps import StepConfig
 from ttc.strategies import (
     DVTS,
+    RPC,
+    AdaptiveBestOfN,
     AdaptiveVote,
     AStar,
     BeamSearch,
@@ -43,7 +45,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DVTS",
+    "RPC",
     "AStar",
+    "AdaptiveBestOfN",
     "AdaptiveVote",
     "AnswerNotFound",
     "BackendUnavailable",

@@ -29,9 +29,13 @@ SearchStop = Literal["search_complete", "solved", "max_expansions", "open_set_em
 #: why an adaptive vote stopped sampling (`ttc.AdaptiveVote`, `ttc.stopping`): its rule said the
 #: vote is decided, it drew max_n, or the problem's budget could not pay for another round
 AdaptiveStop = Literal["decided", "max_n", "budget"]
+#: why adaptive best-of-N stopped (`ttc.AdaptiveBestOfN`): the model no longer expects a restart to
+#: do better, it drew max_n, or the budget could not pay for another round
+SelfEvalStop = Literal["confident", "max_n", "budget"]
 #: every stop reason (`Literal` of `Literal`s flattens); extend it with a new family's Literal
-StopReason = Literal[BudgetStop, SearchStop, AdaptiveStop]
-STOP_REASONS: tuple[str, ...] = get_args(BudgetStop) + get_args(SearchStop) + get_args(AdaptiveStop)
+StopReason = Literal[BudgetStop, SearchStop, AdaptiveStop, SelfEvalStop]
+STOP_REASONS: tuple[str, ...] = tuple(dict.fromkeys(
+    get_args(BudgetStop) + get_args(SearchStop) + get_args(AdaptiveStop) + get_args(SelfEvalStop)))
 
 
 def check_stop_reason(reason: str) -> str:

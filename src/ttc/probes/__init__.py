@@ -13,6 +13,7 @@ from ttc.probes.confidence import (
     token_confidences,
 )
 from ttc.probes.conformal import conformal_threshold, fit_logistic, premature_exit_rate
+from ttc.probes.es_cot import ESCoT, run_jump, run_lengths
 from ttc.probes.hidden_state import DEFAULT_CUES, HiddenStateProbe, LinearProbe, find_cues
 
 __all__ = [
@@ -38,3 +39,4 @@ __all__ = [
     "premature_exit_rate",
     "token_confidences",
 ]
+__all__ += ["ESCoT", "run_jump", "run_lengths"]

@@ -1,5 +1,6 @@
 """Test-time-compute strategies."""
 
+from ttc.strategies.adaptive_best_of_n import AdaptiveBestOfN
 from ttc.strategies.adaptive_vote import AdaptiveVote
 from ttc.strategies.astar import AStar
 from ttc.strategies.base import Sampler, Strategy
@@ -10,11 +11,14 @@ from ttc.strategies.early_exit import EarlyExit
 from ttc.strategies.first_finish import FirstFinish, StreamSample
 from ttc.strategies.majority import MajorityVote
 from ttc.strategies.particle import ParticleFilter
+from ttc.strategies.rpc import RPC
 from ttc.strategies.sample import Sample
 
 __all__ = [
     "DVTS",
+    "RPC",
     "AStar",
+    "AdaptiveBestOfN",
     "AdaptiveVote",
     "BeamSearch",
     "BestOfN",

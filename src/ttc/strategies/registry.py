@@ -8,6 +8,8 @@ from typing import Any
 from ttc.errors import InvalidInput
 from ttc.probes import AnswerConsistency
 from ttc.steps import StepConfig
+from ttc.strategies.adaptive_best_of_n import AdaptiveBestOfN
+from ttc.strategies.adaptive_vote import AdaptiveVote
 from ttc.strategies.astar import AStar
 from ttc.strategies.base import Strategy
 from ttc.strategies.beam import DVTS, BeamSearch
@@ -17,6 +19,7 @@ from ttc.strategies.early_exit import EarlyExit
 from ttc.strategies.first_finish import FirstFinish
 from ttc.strategies.majority import MajorityVote
 from ttc.strategies.particle import ParticleFilter
+from ttc.strategies.rpc import RPC
 from ttc.strategies.sample import DEFAULT_PARAMS, Sample
 from ttc.verifiers.base import Verifier
 from ttc.verifiers.confidence import LogprobConfidence
@@ -101,13 +104,22 @@ def _particle(n: int, verifier: Verifier | None, params: Any, **options: Any) ->
     return ParticleFilter(particles=n, **_step_search_args(verifier, params, options))
 
 
-def _adaptive_vote(n: int, verifier: Verifier | None, params: Any) -> Strategy:
+def _adaptive_vote(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
     """AdaptiveVote with max_n = n, rounds of 4, Adaptive-Consistency's Beta rule (c = 0.95)."""
-    from ttc.strategies.adaptive_vote import AdaptiveVote
-
     if verifier is not None:
         raise InvalidInput("adaptive_vote does not weight votes: use it without a verifier")
-    return AdaptiveVote(max_n=n, batch=min(4, n), sample=Sample(params=params))
+    options.setdefault("batch", min(4, n))
+    return AdaptiveVote(max_n=n, sample=Sample(params=params), **options)
+
+
+def _rpc(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
+    """RPC over n paths (a verifier is not used: the paths' own probabilities weigh the vote)."""
+    return RPC(n=n, sample=Sample(params=params), **options)
+
+
+def _adaptive_best_of_n(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
+    """Adaptive best-of-N with at most n samples (the model's self-evaluation decides; no verifier)."""
+    return AdaptiveBestOfN(max_n=n, sample=Sample(params=params), **options)
 
 
 #: name -> factory(n, verifier, sampling params); later strategies register here too
@@ -123,6 +135,8 @@ STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "astar": _astar,
     "particle": _particle,
     "adaptive_vote": _adaptive_vote,
+    "rpc": _rpc,
+    "adaptive_best_of_n": _adaptive_best_of_n,
 }
 #: each strategy's own parameters that a caller may set by name (the `ttc` object of `ttc serve`):
 #: parameter -> its JSON type. `make_strategy(name, ..., **options)` refuses any other; the strategy's
@@ -136,7 +150,10 @@ OPTIONS: dict[str, dict[str, type]] = {
     "beam": {"width": int, "expansions": int, "unique": bool, **_STEP_OPTIONS},
     "dvts": {"subtrees": int, "expansions": int, "unique": bool, **_STEP_OPTIONS},
     "astar": {"max_expansions": int, "cost_weight": float, "solutions": int, **_STEP_OPTIONS},
-    "particle": {"resampling": str, **_STEP_OPTIONS},
+    "particle": {"resampling": str, "weight_by": str, "resample_threshold": float, **_STEP_OPTIONS},
+    "adaptive_vote": {"batch": int, "stop": str, "stream": bool},
+    "rpc": {"prune": str, "normalise": bool, "dedup": bool},
+    "adaptive_best_of_n": {"threshold": float, "batches": str},
 }
 ALIASES = {"self_consistency": "majority", "vote": "majority", "bon": "best_of_n", "best-of-n": "best_of_n"}
 ALIASES.update({"ffs": "first_finish", "first-finish": "first_finish", "early-exit": "early_exit"})
