@@ -12,7 +12,12 @@ machine's drifting load touches all alike:
 - `before`: the source tree of git revision `--before` (default: the commit before the prefix
   cache), exported to a temporary folder and put first on PYTHONPATH;
 - `off`: this tree with the prefix cache off (`prefix_cache_bytes=0`);
+- `nojoin`: this tree with requests waiting for the running batch to end (`join_running=False`);
 - `on`: this tree as a user gets it (defaults).
+
+Variants can also run as separate invocations at the same time (`--variants before --json a.json`
+and `--variants on --json b.json`): on a machine shared with other jobs they then see the same
+load; the JSON files hold the fingerprints to compare.
 
 The PRM is the gold-answer oracle of `benchmarks/step_search.py` (programmatic, so the generator's
 work is what is timed) or `--prm judge` (LLMJudge on the same model and backend, so the judge's
@@ -57,6 +62,8 @@ def child(args) -> None:
     torch.set_num_threads(args.threads)
     kwargs = {"prefix_cache_bytes": 0} if args.variant == "off" else {}
     llm = Transformers(args.model, device="cpu", **kwargs)
+    if args.variant == "nojoin":
+        llm.join_running = False
     prm = oracle_prm() if args.prm == "oracle" else ttc.verifiers.LLMJudge()
     strategy = ParticleFilter(args.particles, prm, steps=StepConfig(max_steps=args.max_steps,
                                                                     max_step_tokens=args.step_tokens),
@@ -108,7 +115,7 @@ def parent(args) -> int:
     variants = args.variants.split(",")
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
-        srcs = {"off": os.path.join(ROOT, "src"), "on": os.path.join(ROOT, "src")}
+        srcs = {v: os.path.join(ROOT, "src") for v in ("off", "on", "nojoin")}
         if "before" in variants:
             srcs["before"] = export(args.before, tmp)
         for k in range(args.rounds):
@@ -140,8 +147,7 @@ def parent(args) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "identical": identical, "table": lines,
-                       "rounds": [{k: ({kk: vv for kk, vv in v.items() if kk != "fingerprint"}
-                                       if isinstance(v, dict) else v) for k, v in row.items()} for row in rounds]},
+                       "rounds": rounds},
                       f, indent=2)
     if not identical:
         print("DIFFERENT results between variants for the same seed", file=sys.stderr)

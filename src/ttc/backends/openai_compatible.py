@@ -6,7 +6,8 @@ token ids the server sampled and a continuation can be sent back as token ids wi
 re-tokenising. A server that rejects those fields (plain OpenAI) is retried once without them
 and remembered. `chat_prompt` and `tokenize` use vLLM's `/tokenize` endpoint, which applies the
 model's chat template on the server; `use_chat=True` (or `chat()`) sends chat requests to
-`/v1/chat/completions` instead.
+`/v1/chat/completions` instead. Their answers are cached (`token_cache`): a text is sent to
+`/tokenize` once, however many problems or runs ask for it.
 
 Servers differ (see docs/backends.md), and what this one can do is detected, not assumed: each
 feature is learnt from the first response that shows it, and `probe()` (which step searches
