@@ -12,7 +12,7 @@ machine's drifting load touches all alike:
 - `before`: the source tree of git revision `--before` (default: the commit before the prefix
   cache), exported to a temporary folder and put first on PYTHONPATH;
 - `off`: this tree with the prefix cache off (`prefix_cache_bytes=0`);
-- `nojoin`: this tree with requests waiting for the running batch to end (`join_running=False`);
+- `join`: this tree with requests joining running batches (`join_running=True`, opt-in);
 - `on`: this tree as a user gets it (defaults).
 
 Variants can also run as separate invocations at the same time (`--variants before --json a.json`
@@ -62,8 +62,8 @@ def child(args) -> None:
     torch.set_num_threads(args.threads)
     kwargs = {"prefix_cache_bytes": 0} if args.variant == "off" else {}
     llm = Transformers(args.model, device="cpu", **kwargs)
-    if args.variant == "nojoin":
-        llm.join_running = False
+    if args.variant == "join":
+        llm.join_running = True
     prm = oracle_prm() if args.prm == "oracle" else ttc.verifiers.LLMJudge()
     strategy = ParticleFilter(args.particles, prm, steps=StepConfig(max_steps=args.max_steps,
                                                                     max_step_tokens=args.step_tokens),
@@ -115,7 +115,7 @@ def parent(args) -> int:
     variants = args.variants.split(",")
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
-        srcs = {v: os.path.join(ROOT, "src") for v in ("off", "on", "nojoin")}
+        srcs = {v: os.path.join(ROOT, "src") for v in ("off", "on", "join")}
         if "before" in variants:
             srcs["before"] = export(args.before, tmp)
         for k in range(args.rounds):

@@ -101,7 +101,7 @@ async def main_async(args) -> dict:
     else:  # both with the prefix cache; requests joining running batches off vs on
         on = Transformers(args.model, device="cpu")
         off = Transformers.from_model(on.model, on.tokenizer, name=on.model_name)
-        off.join_running = False
+        on.join_running, off.join_running = True, False
     problems = demo_problems(args.problems, seed=args.seed)
     rounds = []
     try:

@@ -4,7 +4,9 @@ Why not `model.generate`: with `num_return_sequences=n` it prefills the prompt n
 cannot merge the concurrent requests of many strategies into one batch. Here a background
 worker thread collects whatever requests are pending, prefills each *distinct* prompt once
 (left-padded), replicates its KV cache for the n candidates, and decodes all sequences of the
-batch together, dropping each sequence from the batch as soon as it finishes. A prompt that
+batch together, dropping each sequence from the batch as soon as it finishes; with
+`join_running = True` (opt-in), requests that arrive meanwhile are prefilled and join the batch at
+its next step (the KV of both is left-padded to one width, see `prefix_cache.concat_caches`). A prompt that
 extends one seen before (a step search's next step) is prefilled only past its longest prefix
 held in the prefix cache (`ttc.backends.prefix_cache`: KV of earlier prompts and finished
 candidates, by token ids, within a byte budget).
@@ -351,9 +353,10 @@ class Transformers(Generator):
         self._tokenizer_lock = threading.Lock()
         self._closed = False
         self._seed_source = random.SystemRandom()
-        #: requests that arrive while a batch decodes join it at its next step (continuous
-        #: batching; dynamic cache only). False: they wait for the batch to end, as before.
-        self.join_running = True
+        #: True: requests that arrive while a batch decodes join it at its next step (continuous
+        #: batching; dynamic cache only). False (default): they wait for the batch to end. Opt-in
+        #: because no gain was measured yet (docs/performance.md, "Requests joining a running batch").
+        self.join_running = False
         self._pending: collections.deque[_Request] = collections.deque()
         self._closing = False
         self._joinable = False
