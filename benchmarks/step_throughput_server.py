@@ -70,7 +70,8 @@ async def run_search(args, problems, cached: bool) -> dict:
     return {"seconds": seconds, "tokens": sum(r.usage.completion_tokens for r in results),
             "requests": sum(r.usage.generator_calls for r in results),
             "tokenize_requests": getattr(llm, "tokenize_requests", None),
-            "errors": sum(not r.ok for r in results), "fingerprint": fingerprint(results)}
+            "errors": sum(not r.ok for r in results), "error_messages": [str(r.error) for r in results if not r.ok],
+            "fingerprint": fingerprint(results)}
 
 
 async def run_one_shot(args, problems, per_candidate: int) -> dict:
