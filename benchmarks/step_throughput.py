@@ -105,25 +105,33 @@ def uptime() -> str:
 
 async def main_async(args) -> dict:
     torch.set_num_threads(args.threads)
-    off = Transformers(args.model, device="cpu", prefix_cache_bytes=0)
-    on = Transformers.from_model(off.model, off.tokenizer, name=off.model_name)
+    if args.compare == "cache":  # prefix cache off vs on
+        off = Transformers(args.model, device="cpu", prefix_cache_bytes=0)
+        on = Transformers.from_model(off.model, off.tokenizer, name=off.model_name)
+    else:  # both with the prefix cache; requests joining running batches off vs on
+        on = Transformers(args.model, device="cpu")
+        off = Transformers.from_model(on.model, on.tokenizer, name=on.model_name)
+        on.join_running, off.join_running = True, False
     problems = demo_problems(args.problems, seed=args.seed)
     rounds = []
     try:
-        for backend in (off, on):  # warm-up (allocator, kernels), then a clean cache
+        for backend in (off, on):  # warm-up (allocator, kernels)
             await run_one_shot(backend, problems, 4, args)
-        on.prefix_cache.clear()
         for k in range(args.rounds):
             order = ("off", "on") if k % 2 == 0 else ("on", "off")
             row = {"uptime_before": uptime()}
             for which in order:
                 backend = off if which == "off" else on
-                if backend.prefix_cache is not None:
-                    backend.prefix_cache.clear()  # every round starts cold: no reuse across rounds
+                for each in (off, on):
+                    if each.prefix_cache is not None:
+                        each.prefix_cache.clear()  # every search starts cold: no reuse across runs
                 row[which] = await run_search(backend, problems, args)
-                print(f"round {k}: search, cache {which}: {row[which]['seconds']:.1f} s, "
+                print(f"round {k}: search, {args.compare} {which}: {row[which]['seconds']:.1f} s, "
                       f"{row[which]['tokens']} tokens", file=sys.stderr)
             per_candidate = max(1, round(row["off"]["tokens"] / (len(problems) * lanes(args))))
+            for each in (off, on):
+                if each.prefix_cache is not None:
+                    each.prefix_cache.clear()
             row["one_shot"] = await run_one_shot(off, problems, per_candidate, args)
             row["one_shot"]["max_tokens"] = per_candidate
             row["uptime_after"] = uptime()
@@ -169,7 +177,8 @@ def report(summary: dict) -> str:
             else f"ParticleFilter({args['particles']})")
     lines = [f"{name} on {args['problems']} demo problems, {args['max_steps']} steps of <= {args['step_tokens']} "
              f"tokens, {args['rounds']} rounds, torch threads {args['threads']}, CPU",
-             "tokens/s of the search over one-shot, cache off and on; time off/on; by wall clock and by CPU time",
+             f"tokens/s of the search over one-shot, {args['compare']} off and on; time off/on; "
+             "by wall clock and by CPU time",
              f"{'round':>6} {'wall: off':>9} {'on':>5} {'off/on':>6} {'cpu: off':>8} {'on':>5} {'off/on':>6} "
              f"{'identical':>9}"]
 
@@ -195,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M-Instruct")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--strategy", choices=["particle", "beam"], default="particle")
+    p.add_argument("--compare", choices=["cache", "join"], default="cache",
+                   help="what 'off' and 'on' differ in: the prefix cache (off: prefix_cache_bytes=0), or "
+                        "requests joining running batches (off: join_running=False; both with the cache)")
     p.add_argument("--problems", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--particles", type=int, default=8)
@@ -212,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)
     if not summary["identical"]:
-        print("DIFFERENT results with the cache on and off for the same seed", file=sys.stderr)
+        print(f"DIFFERENT results with {args.compare} on and off for the same seed", file=sys.stderr)
         return 1
     return 0
 

@@ -267,3 +267,47 @@ def test_a_small_budget_evicts_and_stays_correct(model):
     finally:
         small.close()
         plain.close()
+
+
+# -- requests joining a batch that is decoding (continuous batching) ----------------------------
+def test_requests_join_a_running_batch_with_the_results_they_get_alone(model):
+    """Requests sent while a long stream decodes join its batch (one of them from a cached prefix,
+    one seeded with n=2) and get the tokens, and logprobs within float32 rounding, that each gets
+    on a backend that runs them one batch after another."""
+    from ttc.backends.transformers import Transformers
+
+    base = [3, 1, 4, 1, 5, 9, 2, 6]
+    long = SamplingParams(n=1, temperature=0, max_tokens=60, logprobs=True, top_logprobs=3)
+    later = [(base + [8, 8], SamplingParams(n=1, temperature=0, max_tokens=8, logprobs=True, top_logprobs=3)),
+             ([200, 201, 202, 203, 204, 205, 206, 207, 208, 209, 210, 211],
+              SamplingParams(n=2, temperature=1.0, max_tokens=12, seed=5, logprobs=True, top_logprobs=3)),
+             ([7, 7], SamplingParams(n=1, temperature=0.7, top_p=0.9, max_tokens=5, seed=1, logprobs=True,
+                                     top_logprobs=3))]
+
+    def run(backend):
+        async def main():
+            await backend.generate(base, SamplingParams(n=1, temperature=0, max_tokens=2))  # caches `base`
+            backend.reset_stats()
+            deltas = backend.stream([100, 101, 102], long)
+            first = await deltas.__anext__()
+            others = asyncio.gather(*(backend.generate(p, s) for p, s in later))
+            rest = [d async for d in deltas]
+            return [first, *rest], await others
+        try:
+            return asyncio.run(main())
+        finally:
+            backend.close()
+
+    joined = Transformers.from_model(model, TinyTokenizer(), decode="dynamic", batch_window=0)
+    joined.join_running = True
+    apart = Transformers.from_model(model, TinyTokenizer(), decode="dynamic", batch_window=0)
+    apart.join_running = False
+    (stream_a, want), (stream_b, got) = run(apart), run(joined)
+    assert apart.stats.joined == 0 and apart.stats.batches == 2
+    assert joined.stats.joined == 4 and joined.stats.batches == 1  # all three joined the stream's batch
+    assert joined.stats.cached_tokens == apart.stats.cached_tokens == len(base)
+    assert [t for d in stream_a for t in d.token_ids] == [t for d in stream_b for t in d.token_ids]
+    assert len([t for d in stream_b for t in d.token_ids]) == 60
+    for a, b in zip(want, got, strict=True):
+        for ca, cb in zip(a.completions, b.completions, strict=True):
+            _same(ca, cb)

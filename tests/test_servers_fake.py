@@ -337,3 +337,29 @@ def test_sync_solve_closes_its_http_session(recwarn):
         ttc.Sample().solve(QUESTION, llm)  # and the backend stays usable
     gc.collect()
     assert not [w for w in recwarn if "Unclosed" in str(w.message)]
+
+
+# -- /tokenize: each distinct text once -------------------------------------------------------------
+def tokenize_bodies(server: FakeOpenAI) -> list[str]:
+    """The /tokenize request bodies the server got, the capability probe's excepted."""
+    import json
+    return [json.dumps(b, sort_keys=True) for p, b in server.requests if p == "/tokenize" and b.get("prompt") != "Hi"]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ttc.ParticleFilter(particles=2, prm=PRM),
+    lambda: ttc.BeamSearch(width=2, expansions=2, prm=PRM),
+], ids=["particle", "beam"])
+def test_step_search_sends_each_distinct_text_to_tokenize_once(make):
+    """Concurrent problems (one of them twice) and a second run on the same backend: every
+    /tokenize body (each problem's chat prompt, the delimiter, the empty string) is sent once."""
+    questions = [QUESTION, "Add 2 and 3.", QUESTION, "What is 3 + 2?"]
+    with FakeOpenAI("vllm") as s:
+        llm = backend(s)
+        first = ttc.solve_many(make(), questions, llm, seed=7, concurrency=4, progress=False)
+        bodies = tokenize_bodies(s)
+        assert all(r.ok and r.answer in ("5", "6") for r in first)
+        assert len(bodies) == len(set(bodies)) == 3 + 2, bodies  # 3 distinct prompts + "\n\n" + ""
+        second = ttc.solve_many(make(), questions, llm, seed=7, concurrency=4, progress=False)
+        assert tokenize_bodies(s) == bodies and all(r.ok for r in second)  # nothing new asked
+        assert llm.token_cache.hits > 0 and llm.token_cache.misses == 5

@@ -157,3 +157,37 @@ def test_vllm_without_prefix_caching_is_detected_and_every_strategy_works(vllm_s
                 assert all(c.scores["self_certainty"] > float("-inf") for c in result.candidates)
     finally:
         ttc.run_sync(llm.aclose())
+
+
+def test_step_search_on_vllm_sends_each_text_to_tokenize_once_with_unchanged_results(vllm_server):
+    """Issue 16: /tokenize answers are cached by OpenAICompatible. On the real server, a backend
+    whose token cache holds nothing and one with the cache give the same answers and texts for the
+    same seeds, and the cached one sends each distinct text once (and nothing on a second run)."""
+    from ttc.backends.token_cache import TokenCache
+
+    questions = [*EASY, EASY[0]]  # one problem twice: its chat prompt is asked for once
+
+    def run(llm):
+        sent = []
+        ask = llm._server_tokenize
+
+        async def counting(payload):
+            sent.append(payload)
+            return await ask(payload)
+
+        llm._server_tokenize = counting
+        strategy = ttc.ParticleFilter(2, PRM, steps=STEPS, params=ttc.SamplingParams(temperature=0.8),
+                                      prompt=DEMO_PROMPT)
+        results = ttc.solve_many(strategy, questions, llm, seed=3, concurrency=1, progress=False)
+        assert all(r.ok for r in results), [r.error for r in results]
+        return [(r.answer, [c.text for c in r.candidates]) for r in results], len(sent)
+
+    uncached = OpenAICompatible(vllm_server.url)
+    uncached.token_cache = TokenCache(max_ids=0)
+    cached = OpenAICompatible(vllm_server.url)
+    want, sent_uncached = run(uncached)
+    got, sent_cached = run(cached)
+    again, sent_again = run(cached)
+    assert got == want and again == want
+    assert sent_uncached == len(questions) + 2  # every chat prompt, then "\n\n" and "" once per backend
+    assert sent_cached == len(set(questions)) + 2 and sent_again == 0

@@ -32,6 +32,7 @@ partial text).
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,8 @@ from ttc.prompts import ChatPrompt
 from ttc.types import DEFAULT_DELIMITER, Candidate, Completion, Problem, SamplingParams, Step, Trace, Usage
 from ttc.votes import vote_weights, weighted_vote
 
+#: ids of fixed strings (delimiters) per backend, tokenised once: see `Stepper._piece_ids`
+_PIECE_IDS: weakref.WeakKeyDictionary[Generator, dict[str, tuple[int, ...]]] = weakref.WeakKeyDictionary()
 #: why a trace stopped growing
 FINISH_REASONS = ("eos", "boxed", "max_steps")
 #: default sampling of steps (max_tokens and stop come from StepConfig)
@@ -161,7 +164,19 @@ class Stepper:
         return self
 
     async def _piece_ids(self, text: str) -> tuple[int, ...]:
-        """Ids of `text` inside a sequence: without the special tokens tokenize() puts in front."""
+        """Ids of `text` inside a sequence: without the special tokens tokenize() puts in front.
+
+        A fixed string (the delimiter) is tokenised once per backend, not once per problem."""
+        generator = self.ctx.generator
+        try:
+            known = _PIECE_IDS.setdefault(generator, {})
+        except TypeError:  # a generator that cannot be weakly referenced: no cache
+            known = {}
+        if text not in known:
+            known[text] = await self._tokenize_piece(text)
+        return known[text]
+
+    async def _tokenize_piece(self, text: str) -> tuple[int, ...]:
         generator = self.ctx.generator
         ids = list(await generator.tokenize(text))
         try:

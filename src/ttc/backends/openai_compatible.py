@@ -6,7 +6,8 @@ token ids the server sampled and a continuation can be sent back as token ids wi
 re-tokenising. A server that rejects those fields (plain OpenAI) is retried once without them
 and remembered. `chat_prompt` and `tokenize` use vLLM's `/tokenize` endpoint, which applies the
 model's chat template on the server; `use_chat=True` (or `chat()`) sends chat requests to
-`/v1/chat/completions` instead.
+`/v1/chat/completions` instead. Their answers are cached (`token_cache`): a text is sent to
+`/tokenize` once, however many problems or runs ask for it.
 
 Servers differ (see docs/backends.md), and what this one can do is detected, not assumed: each
 feature is learnt from the first response that shows it, and `probe()` (which step searches
@@ -47,6 +48,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator, combine_generations
+from ttc.backends.token_cache import TokenCache
 from ttc.errors import BackendUnavailable, GenerationError, InvalidInput, MalformedResponse, Unsupported
 from ttc.types import Completion, Prompt, SamplingParams, Usage
 
@@ -351,6 +353,8 @@ class OpenAICompatible(Generator):
         self._tokenizer_source = tokenizer
         self._tokenizer: Any = None
         self._tokenizer_resolved = False
+        #: ids the server's /tokenize gave, by request body: each distinct text is sent once
+        self.token_cache = TokenCache()
         self._probed = False
         self._probe_lock: asyncio.Lock | None = None
         self._warned: set[str] = set()
@@ -645,14 +649,22 @@ class OpenAICompatible(Generator):
         if not isinstance(text, str):
             raise InvalidInput(f"tokenize() takes a string, got {type(text).__name__}")
         if self.features.tokenize is not False:
-            data = await self._server_tokenize({"model": await self.model(), "prompt": text,
-                                                "add_special_tokens": True})
-            if data is not None:
-                return self._tokens(data)
+            ids = await self._server_tokens({"model": await self.model(), "prompt": text, "add_special_tokens": True})
+            if ids is not None:
+                return ids
         tok = self.tokenizer
         if tok is None:
             raise self._no_tokenizer("counting a prompt's tokens")
         return [int(t) for t in tok.encode(text, add_special_tokens=True)]
+
+    async def _server_tokens(self, payload: dict[str, Any]) -> list[int] | None:
+        """The ids /tokenize gives for `payload`, from `token_cache` when it was asked before;
+        None when the server has no /tokenize."""
+        async def ask() -> list[int] | None:
+            data = await self._server_tokenize(payload)
+            return None if data is None else self._tokens(data)
+
+        return await self.token_cache.get(json.dumps(payload, sort_keys=True), ask)
 
     async def _server_tokenize(self, payload: dict[str, Any]) -> Any:
         """vLLM's /tokenize; None (and remembered) when the server has no such endpoint."""
@@ -697,9 +709,9 @@ class OpenAICompatible(Generator):
         if self.features.tokenize is not False:
             payload = {"model": await self.model(), "messages": [dict(m) for m in messages],
                        "add_generation_prompt": True}
-            data = await self._server_tokenize(payload)
-            if data is not None:
-                return self._tokens(data)
+            ids = await self._server_tokens(payload)
+            if ids is not None:
+                return ids
         tok = self.tokenizer
         if tok is not None and getattr(tok, "chat_template", None):
             return tok.apply_chat_template([dict(m) for m in messages], tokenize=False, add_generation_prompt=True)
@@ -713,9 +725,9 @@ class OpenAICompatible(Generator):
                                        "add_generation_prompt": not continue_final}
             if continue_final:
                 payload["continue_final_message"] = True
-            data = await self._server_tokenize(payload)
-            if data is not None:
-                return self._tokens(data)
+            ids = await self._server_tokens(payload)
+            if ids is not None:
+                return ids
         tok = self.tokenizer
         if tok is None or not getattr(tok, "chat_template", None):
             raise self._no_tokenizer("counting a chat prompt's tokens")

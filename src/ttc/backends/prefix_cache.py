@@ -239,3 +239,23 @@ def past_cache(model, kvs: list[KV | None], lengths: list[int]):
 def row_kv(cache, row: int, columns: torch.Tensor) -> KV:
     """Per-layer KV of one batch row at the given cache columns (a copy)."""
     return [(layer.keys[row][:, columns], layer.values[row][:, columns]) for layer in cache.layers]
+
+
+def concat_caches(model, first, first_mask: torch.Tensor, second, second_mask: torch.Tensor):
+    """One DynamicCache holding the rows of `first` then those of `second`, left-padded to the
+    wider of the two, and its mask (0 on padding): how requests join a batch already decoding."""
+    from transformers import DynamicCache
+
+    width = max(first_mask.shape[1], second_mask.shape[1])
+
+    def pad(t: torch.Tensor, have: int) -> torch.Tensor:  # (rows, heads, columns, dim): pad columns on the left
+        return t if have == width else torch.nn.functional.pad(t, (0, 0, width - have, 0))
+
+    a, b = first_mask.shape[1], second_mask.shape[1]
+    cache = DynamicCache(config=model.config)
+    for layer, (x, y) in enumerate(zip(first.layers, second.layers, strict=True)):
+        cache.update(torch.cat([pad(x.keys, a), pad(y.keys, b)]), torch.cat([pad(x.values, a), pad(y.values, b)]),
+                     layer)
+    mask = torch.cat([torch.nn.functional.pad(first_mask, (width - a, 0)),
+                      torch.nn.functional.pad(second_mask, (width - b, 0))])
+    return cache, mask

@@ -4,7 +4,9 @@ Why not `model.generate`: with `num_return_sequences=n` it prefills the prompt n
 cannot merge the concurrent requests of many strategies into one batch. Here a background
 worker thread collects whatever requests are pending, prefills each *distinct* prompt once
 (left-padded), replicates its KV cache for the n candidates, and decodes all sequences of the
-batch together, dropping each sequence from the batch as soon as it finishes. A prompt that
+batch together, dropping each sequence from the batch as soon as it finishes; with
+`join_running = True` (opt-in), requests that arrive meanwhile are prefilled and join the batch at
+its next step (the KV of both is left-padded to one width, see `prefix_cache.concat_caches`). A prompt that
 extends one seen before (a step search's next step) is prefilled only past its longest prefix
 held in the prefix cache (`ttc.backends.prefix_cache`: KV of earlier prompts and finished
 candidates, by token ids, within a byte budget).
@@ -39,7 +41,7 @@ from typing import Any
 import torch
 
 from ttc.backends.base import HIDDEN_STATES, PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator
-from ttc.backends.prefix_cache import PrefixCache, past_cache, row_kv
+from ttc.backends.prefix_cache import PrefixCache, concat_caches, past_cache, row_kv
 from ttc.backends.threads import Threads, resolve_threads
 from ttc.errors import GenerationError, InvalidInput, ModelNotFound, check_positive
 from ttc.models import SMOLLM2_NAME, check_hub_model, resolve_model
@@ -74,6 +76,7 @@ class TransformersStats:
     decode_steps: int = 0
     decode_rows: int = 0
     generated_tokens: int = 0
+    joined: int = 0  # sequences that joined a batch already decoding
     model_seconds: float = 0.0  # forward passes and sampling (up to the sampled tokens on the host)
 
     def to_dict(self) -> dict[str, Any]:
@@ -304,6 +307,8 @@ class Transformers(Generator):
         from ttc.backends.prefix_cache import supports
 
         self._short_ids: collections.OrderedDict[str, tuple[int, ...]] = collections.OrderedDict()
+        # requests join a running batch where its KV can be cut and padded by position
+        self._joinable = supports(self.model) is None
 
         if not isinstance(budget, int) or isinstance(budget, bool) or budget < 0:
             raise InvalidInput(f"prefix_cache_bytes must be an integer >= 0, got {budget!r}")
@@ -347,6 +352,13 @@ class Transformers(Generator):
         self._tokenizer_lock = threading.Lock()
         self._closed = False
         self._seed_source = random.SystemRandom()
+        #: True: requests that arrive while a batch decodes join it at its next step (continuous
+        #: batching; dynamic cache only). False (default): they wait for the batch to end. Opt-in
+        #: because no gain was measured yet (docs/performance.md, "Requests joining a running batch").
+        self.join_running = False
+        self._pending: collections.deque[_Request] = collections.deque()
+        self._closing = False
+        self._joinable = False
         self._static = None
         if decode == "static" or (decode == "auto" and self.device.type == "cuda"):
             from ttc.backends.static_decode import StaticDecoder, unsupported_reason
@@ -553,6 +565,7 @@ class Transformers(Generator):
 
     def _worker(self) -> None:
         pending: collections.deque[_Request] = collections.deque()
+        self._pending = pending
         try:
             self._serve(pending)
         except BaseException as exc:  # a bug here must not leave callers waiting forever
@@ -563,27 +576,33 @@ class Transformers(Generator):
         self._fail_all(pending, GenerationError("the Transformers backend was closed before this request ran"))
 
     def _serve(self, pending: collections.deque[_Request]) -> None:
-        closing = False
-        while not closing:
+        self._closing = False
+        while True:  # after a close, what was accepted before it still runs
             if not pending:
+                if self._closing:
+                    break
                 item = self._queue.get()
                 if item is _CLOSE:
                     break
                 self._accept(item, pending)
                 if self.batch_window > 0:
                     time.sleep(self.batch_window)  # let requests issued together arrive
-            while True:  # take everything that is waiting
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _CLOSE:
-                    closing = True
-                    break
-                self._accept(item, pending)
+            self._poll(pending)
             batch = self._take_batch(pending)
             if batch:
                 self._run_batch(batch)
+
+    def _poll(self, pending: collections.deque[_Request]) -> None:
+        """Take everything waiting in the queue (without blocking); a close request is remembered."""
+        while not self._closing:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _CLOSE:
+                self._closing = True
+                break
+            self._accept(item, pending)
 
     def _fail_all(self, pending: collections.deque[_Request], error: GenerationError) -> None:
         for request in pending:
@@ -610,10 +629,12 @@ class Transformers(Generator):
             return
         pending.append(item)
 
-    def _take_batch(self, pending: collections.deque[_Request]) -> list[tuple[_Request, range]]:
-        """Whole requests first come first served, the last one possibly split, up to max_batch_size."""
+    def _take_batch(self, pending: collections.deque[_Request], room: int | None = None
+                    ) -> list[tuple[_Request, range]]:
+        """Whole requests first come first served, the last one possibly split, up to `room`
+        sequences (default max_batch_size)."""
         batch: list[tuple[_Request, range]] = []
-        room = self.max_batch_size
+        room = self.max_batch_size if room is None else room
         while pending and room:
             request = pending[0]
             if request.is_cancelled():
@@ -681,7 +702,10 @@ class Transformers(Generator):
                          past_key_values=cache, use_cache=True, **kwargs)
         return out.logits[:, -1, :].float()
 
-    def _decode_batch(self, batch: list[tuple[_Request, range]]) -> None:
+    def _prepare(self, batch: list[tuple[_Request, range]]
+                 ) -> tuple[list[_Seq], torch.Tensor, torch.Tensor, Any, torch.Tensor, int]:
+        """Prefill the batch's distinct prompts (each once); its sequences, the prompt row of each,
+        and the prompts' last logits, cache, mask and width."""
         device = self.device
         prompts: dict[tuple[int, ...], int] = {}
         owners: list[_Request] = []  # the request charged with each distinct prompt's prefill
@@ -693,11 +717,9 @@ class Transformers(Generator):
                 request.started = True
                 self.stats.requests += 1
         distinct = list(prompts)
-        started = time.perf_counter()
         logits, cache, mask, width, cached = self._prefill(distinct)
-        for prompt, owner, reused in zip(distinct, owners, cached, strict=False):
+        for prompt, owner, reused in zip(distinct, owners, cached, strict=True):
             owner.prefilled += len(prompt) - reused  # the prefix cache's part counts as cached
-        self.stats.batches += 1
         self.stats.prefill_calls += 1
         self.stats.prefill_tokens += sum(len(p) for p in distinct) - sum(cached)
         self.stats.cached_tokens += sum(cached)
@@ -714,7 +736,13 @@ class Transformers(Generator):
                 seqs.append(_Seq(request, i, gen))
                 rows.append(prompts[request.prompt])
         self.stats.sequences += len(seqs)
-        row_index = torch.tensor(rows, dtype=torch.long, device=device)
+        return seqs, torch.tensor(rows, dtype=torch.long, device=device), logits, cache, mask, width
+
+    def _decode_batch(self, batch: list[tuple[_Request, range]]) -> None:
+        device = self.device
+        started = time.perf_counter()
+        seqs, row_index, logits, cache, mask, width = self._prepare(batch)
+        self.stats.batches += 1
         session = None
         longest = max(r.max_new for r, _ in batch)
         if self._static is not None and self._static.fits(width + longest):
@@ -726,7 +754,8 @@ class Transformers(Generator):
         mask = mask[row_index]
         logits = logits[row_index]
         next_position = mask.sum(-1, keepdim=True)
-        past = width
+        # requests that arrive while this batch decodes join it at the next step (dynamic cache only)
+        joining = session is None and self.join_running and self._joinable
 
         active = list(seqs)
         temps = torch.tensor([s.request.params.temperature for s in active], dtype=torch.float32, device=device)
@@ -763,12 +792,29 @@ class Transformers(Generator):
             if session is not None:
                 logits = session.step(tokens, next_position)
             else:
+                past = mask.shape[1]
                 mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
                 logits = self._forward(tokens[:, None], mask, next_position, cache, past)
             next_position = next_position + 1
-            past += 1
             self.stats.decode_steps += 1
             self.stats.decode_rows += len(active)
+            if joining:
+                self._poll(self._pending)
+                extra = self._take_batch(self._pending, self.max_batch_size - len(active)) \
+                    if self._pending and len(active) < self.max_batch_size else []
+                if extra:  # prefill the newcomers; they sample with the running rows from now on
+                    new, rows, new_logits, new_cache, new_mask, _ = self._prepare(extra)
+                    new_cache.batch_select_indices(rows)
+                    new_mask = new_mask[rows]
+                    cache, mask = concat_caches(self.model, cache, mask, new_cache, new_mask)
+                    logits = torch.cat([logits, new_logits[rows]])
+                    next_position = torch.cat([next_position, new_mask.sum(-1, keepdim=True)])
+                    temps = torch.cat([temps, torch.tensor([s.request.params.temperature for s in new],
+                                                           dtype=torch.float32, device=device)])
+                    top_ps = torch.cat([top_ps, torch.tensor([s.request.params.top_p for s in new],
+                                                             dtype=torch.float32, device=device)])
+                    active = active + new
+                    self.stats.joined += len(new)
 
     def _prefill(self, distinct: list[tuple[int, ...]]) -> tuple[torch.Tensor, Any, torch.Tensor, int, list[int]]:
         """Run the distinct prompts, each from its longest prefix held by the prefix cache.

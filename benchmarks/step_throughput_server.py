@@ -1,0 +1,192 @@
+"""Step search vs one-shot sampling over a vLLM server (OpenAICompatible), in one run.
+
+    python -m vllm.entrypoints.openai.api_server --model DIR ... &     # or let the script start one
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/step_throughput_server.py --url http://127.0.0.1:PORT/v1
+    .venv/bin/python benchmarks/step_throughput_server.py --engine       # in-process VLLMEngine instead
+
+The server counterpart of `step_throughput.py`. Each round runs, in alternating order:
+- the step search (ParticleFilter(8) by default, or BeamSearch) on the demo problems with the
+  oracle PRM, on a fresh `OpenAICompatible` with `/tokenize` answers cached (the default, "on");
+- the same search on a fresh backend whose token cache holds nothing ("off": every text is sent
+  to `/tokenize` again, as before the cache);
+- one-shot sampling: per problem one request for as many candidates as the search keeps, each up
+  to the search's mean tokens per candidate.
+It reports generated tokens per second of each search over one-shot (wall clock: the server does
+the work in another process), the /tokenize requests each search sent, and whether both searches
+gave the same answers and texts for the same seeds (vLLM's seeded sampling; a token may flip on
+float rounding of a different batch, which is reported, not hidden).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import ttc
+from ttc.backends.token_cache import TokenCache
+from ttc.demo import DEMO_PROMPT, demo_problems
+from ttc.runner import asolve_many
+from ttc.types import SamplingParams
+
+sys.path.insert(0, os.path.dirname(__file__))
+from step_throughput import fingerprint, lanes, search  # noqa: E402
+
+
+def backend(args, cached: bool):
+    if args.engine:
+        return args.engine_backend
+    from ttc.backends.openai_compatible import OpenAICompatible
+
+    llm = OpenAICompatible(args.url, max_concurrency=256)
+    if not cached:
+        llm.token_cache = TokenCache(max_ids=0)
+    llm.tokenize_requests = 0
+    ask = llm._server_tokenize
+
+    async def counting(payload):
+        llm.tokenize_requests += 1
+        return await ask(payload)
+
+    llm._server_tokenize = counting
+    return llm
+
+
+async def run_search(args, problems, cached: bool) -> dict:
+    llm = backend(args, cached)
+    try:
+        start = time.perf_counter()
+        results = await asolve_many(search(args), problems, llm, concurrency=len(problems), seed=args.seed,
+                                    progress=False)
+        seconds = time.perf_counter() - start
+    finally:
+        if not args.engine:
+            await llm.aclose()
+    return {"seconds": seconds, "tokens": sum(r.usage.completion_tokens for r in results),
+            "requests": sum(r.usage.generator_calls for r in results),
+            "tokenize_requests": getattr(llm, "tokenize_requests", None),
+            "errors": sum(not r.ok for r in results), "error_messages": [str(r.error) for r in results if not r.ok],
+            "fingerprint": fingerprint(results)}
+
+
+async def run_one_shot(args, problems, per_candidate: int) -> dict:
+    llm = backend(args, True)
+    try:
+        params = SamplingParams(n=lanes(args), temperature=args.temperature, max_tokens=per_candidate,
+                                seed=args.seed)
+        prompts = [await DEMO_PROMPT.render(p, llm) for p in problems]
+        start = time.perf_counter()
+        gens = await asyncio.gather(*(llm.generate(p, params) for p in prompts))
+        seconds = time.perf_counter() - start
+    finally:
+        if not args.engine:
+            await llm.aclose()
+    return {"seconds": seconds, "tokens": sum(g.usage().completion_tokens for g in gens)}
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+async def main_async(args) -> dict:
+    problems = demo_problems(args.problems, seed=args.seed)
+    rounds = []
+    await run_one_shot(args, problems, 4)  # warm-up
+    for k in range(args.rounds):
+        row = {"uptime_before": uptime()}
+        steps = ["off", "on", "one_shot"] if k % 2 == 0 else ["one_shot", "on", "off"]
+        for what in steps:
+            if what == "one_shot":
+                ref = row["off"] if "off" in row else rounds[-1]["off"]  # round 0 runs the searches first
+                per = max(1, round(ref["tokens"] / (len(problems) * lanes(args))))
+                row["one_shot"] = await run_one_shot(args, problems, per)
+                row["one_shot"]["max_tokens"] = per
+            else:
+                row[what] = await run_search(args, problems, cached=what == "on")
+            print(f"round {k}: {what}: {row[what]['seconds']:.1f} s, {row[what]['tokens']} tokens", file=sys.stderr)
+        row["uptime_after"] = uptime()
+        rounds.append(row)
+    per_round = []
+    for row in rounds:
+        shot = row["one_shot"]["tokens"] / row["one_shot"]["seconds"]
+        ratios = {f"search_over_one_shot_{v}": row[v]["tokens"] / row[v]["seconds"] / shot for v in ("off", "on")}
+        per_round.append(ratios | {"identical": row["off"]["fingerprint"] == row["on"]["fingerprint"]})
+    return {"args": {k: v for k, v in vars(args).items() if k != "engine_backend"},
+            "rounds": [{k: ({kk: vv for kk, vv in v.items() if kk != "fingerprint"} if isinstance(v, dict) else v)
+                        for k, v in row.items()} for row in rounds],
+            "per_round": per_round,
+            "median": {key: statistics.median(r[key] for r in per_round) for key in per_round[0] if key != "identical"},
+            "identical": all(r["identical"] for r in per_round)}
+
+
+def report(summary: dict) -> str:
+    args = summary["args"]
+    name = (f"BeamSearch({args['width']}x{args['expansions']})" if args["strategy"] == "beam"
+            else f"ParticleFilter({args['particles']})")
+    where = "in-process VLLMEngine" if args["engine"] else args["url"]
+    lines = [f"{name} on {args['problems']} demo problems, {args['max_steps']} steps of <= {args['step_tokens']} "
+             f"tokens, {args['rounds']} rounds, {where}",
+             "tokens/s of the search over one-shot (wall), token cache off / on; /tokenize requests per search",
+             f"{'round':>6} {'off':>6} {'on':>6} {'tokenize off':>12} {'on':>4} {'identical':>9}"]
+    for k, (r, row) in enumerate(zip(summary["per_round"], summary["rounds"], strict=True)):
+        lines.append(f"{k:>6} {r['search_over_one_shot_off']:>6.2f} {r['search_over_one_shot_on']:>6.2f} "
+                     f"{row['off']['tokenize_requests']!s:>12} {row['on']['tokenize_requests']!s:>4} "
+                     f"{r['identical']!s:>9}")
+    m = summary["median"]
+    lines.append(f"{'median':>6} {m['search_over_one_shot_off']:>6.2f} {m['search_over_one_shot_on']:>6.2f}")
+    last = summary["rounds"][-1]
+    lines.append(f"last round: search {last['on']['tokens']} tokens in {last['on']['requests']} requests, "
+                 f"{last['on']['seconds']:.1f} s; one-shot {last['one_shot']['tokens']} tokens "
+                 f"(<= {last['one_shot']['max_tokens']} per candidate), {last['one_shot']['seconds']:.1f} s")
+    lines.append(f"load: {summary['rounds'][0]['uptime_before']}  ...  {summary['rounds'][-1]['uptime_after']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--url", default=None, help="a running vLLM server's /v1 URL (default: start one)")
+    p.add_argument("--engine", action="store_true", help="an in-process VLLMEngine instead of a server")
+    p.add_argument("--strategy", choices=["particle", "beam"], default="particle")
+    p.add_argument("--problems", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--particles", type=int, default=8)
+    p.add_argument("--width", type=int, default=2)
+    p.add_argument("--expansions", type=int, default=4)
+    p.add_argument("--max-steps", type=int, default=4)
+    p.add_argument("--step-tokens", type=int, default=32)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write the summary here too")
+    args = p.parse_args(argv)
+    server = None
+    if args.engine:
+        from ttc.backends.vllm_engine import VLLMEngine
+
+        args.engine_backend = VLLMEngine()
+    elif args.url is None:
+        from ttc.backends.vllm_server import VLLMServer
+
+        server = VLLMServer()
+        server.start()
+        args.url = server.url
+    try:
+        summary = ttc.run_sync(main_async(args))
+    finally:
+        if server is not None:
+            server.stop()
+        if args.engine:
+            args.engine_backend.close()
+    print(report(summary))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
