@@ -114,14 +114,15 @@ class ResultsFile:
         self.close()
 
 
-def jsonable(value: Any) -> Any:
-    """JSON-safe copy: non-finite floats become None, unknown objects their str()."""
+def jsonable(value: Any, nonfinite_as_str: bool = False) -> Any:
+    """JSON-safe copy: non-finite floats become None (or "inf"/"-inf"/"nan" with `nonfinite_as_str`),
+    unknown objects their str()."""
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return value if math.isfinite(value) else (str(value) if nonfinite_as_str else None)
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, nonfinite_as_str) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, nonfinite_as_str) for v in value]
     if value is None or isinstance(value, (str, int, bool)):
         return value
     return str(value)

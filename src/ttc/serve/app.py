@@ -22,7 +22,6 @@ import asyncio
 import hmac
 import itertools
 import json
-import math
 import threading
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from aiohttp import web
 from ttc.backends.openai_compatible import OpenAICompatible, RequestRejected
 from ttc.context import Context
 from ttc.errors import BudgetExhausted, GenerationError, InvalidInput
+from ttc.eval.results import jsonable
 from ttc.runner import note_truncation
 from ttc.serve import schema
 from ttc.serve.config import ServeConfig
@@ -427,10 +427,11 @@ class TTCServer:
                       "cached_prompt_tokens": u.cached_prompt_tokens, "verifier_tokens": u.verifier_tokens,
                       "generator_calls": u.generator_calls, "estimated": u.estimated,
                       "wall_seconds": round(u.wall_seconds, 3)},
-            "details": _jsonable(result.details.to_dict()),
+            "details": jsonable(result.details.to_dict(), nonfinite_as_str=True),
         }
         if req.return_candidates:
-            out["candidates"] = [{"text": c.text, "answer": c.answer, "scores": _jsonable(c.scores),
+            out["candidates"] = [{"text": c.text, "answer": c.answer,
+                                  "scores": jsonable(c.scores, nonfinite_as_str=True),
                                   "finish_reason": c.finish_reason, "completion_tokens": c.usage.completion_tokens}
                                  for c in result.candidates]
         return out
@@ -456,19 +457,6 @@ def _chosen(result: Result) -> tuple[str, str]:
     if chosen is None:
         return "", "stop"
     return chosen.text, "length" if chosen.finish_reason == "length" else "stop"
-
-
-def _jsonable(value: Any) -> Any:
-    """`value` as strict JSON: non-finite floats as strings ("-inf"), other objects as their str."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    return str(value)
 
 
 def _param_named(message: str, req: StrategyRequest) -> str:
