@@ -211,6 +211,11 @@ KNOWN_EQUIVALENT = [
      "leading separator or tail itself"),
     ("_last_number", "offbyone: 1->2", "tail = tail[cut + 1:] if cut != -1 else tail",
      "with cut == -1, tail[cut + 1:] is tail itself"),
+    # ttc.stopping
+    ("BetaStop.probability", "offbyone: 0->1", "top = sorted(counts, reverse=True) + [0, 0]",
+     "the second padding zero is read only when counts is empty, and then top[0] == 0 returns 0.0"),
+    ("BetaStop.probability", "offbyone: 0->-1", "top = sorted(counts, reverse=True) + [0, 0]",
+     "the second padding zero is read only when counts is empty, and then top[0] == 0 returns 0.0"),
 ]
 
 
