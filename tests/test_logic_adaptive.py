@@ -2,10 +2,15 @@
 issue 15: the stopping rules, RPC, adaptive best-of-N, ES-CoT and the shared budget. Each test names
 the mutants it kills; all are deterministic."""
 
+import math
+
+import numpy as np
 import pytest
 
 from ttc.errors import InvalidInput
 from ttc.stopping import BetaStop, WindowStop, beta_leader_probability
+from ttc.strategies import rpc
+from ttc.strategies.rpc import path_probability, prune_mask, rpc_vote
 
 
 # -- ttc.stopping --------------------------------------------------------------------------------
@@ -43,3 +48,128 @@ def test_beta_probability_edges():
     assert BetaStop(confidence=0.76).should_stop(["7"]) is False
     # kills: `0.5 <= confidence` -> `0.5 < confidence` (1/2 is a legal confidence)
     assert BetaStop(confidence=0.5).confidence == 0.5
+
+
+# -- ttc.strategies.rpc --------------------------------------------------------------------------
+def test_path_probability_of_an_empty_path_is_zero():
+    # kills: the `token_count <= 0` guard dropped, `<= 0` -> `< 0` / `<= -1` (0 tokens would divide by zero)
+    assert path_probability(-3.0, 0) == 0.0
+    assert path_probability(0.0, 0, normalise=False) == 0.0
+    assert path_probability(math.log(0.5) * 4, 4) == pytest.approx(0.5)
+
+
+def test_weibull_density_and_mean_match_scipy():
+    # kills: every arithmetic and constant mutant of _weibull_pdf and _weibull_mean
+    from scipy.stats import weibull_min
+
+    x = np.array([0.05, 0.3, 0.8, 1.7])
+    for k, lam in ((0.7, 1.3), (2.0, 0.5), (20.0, 0.3)):
+        assert rpc._weibull_pdf(x, k, lam) == pytest.approx(weibull_min.pdf(x, k, scale=lam), rel=1e-9)
+        assert rpc._weibull_mean(k, lam) == pytest.approx(weibull_min.mean(k, scale=lam), rel=1e-9)
+
+
+def test_mixture_fit_finds_both_modes_of_the_bimodal_paths():
+    # kills: mutants of the likelihood (w * pdf + (1 - w) * pdf): 12 paths near 0.3, 4 near 0.8
+    from test_rpc_adaptive_bon import bimodal
+
+    w, k1, l1, k2, l2 = rpc.fit_weibull_mixture(bimodal()[0])
+    assert w == pytest.approx(0.25, abs=0.01)          # 4 of 16 paths in the high mode
+    assert rpc._weibull_mean(k1, l1) == pytest.approx(0.8, abs=0.005)
+    assert rpc._weibull_mean(k2, l2) == pytest.approx(0.3, abs=0.005)
+
+
+class _Fit:
+    def __init__(self, x):
+        self.x = np.array(x, dtype=float)
+
+
+def test_mixture_fit_puts_the_higher_mean_first_and_fails_on_non_finite(monkeypatch):
+    import scipy.optimize
+
+    # kills: the swap's `1 - w` -> `-w` / `2 - w` (the optimiser returned the low component first)
+    monkeypatch.setattr(scipy.optimize, "minimize", lambda *a, **k: _Fit([0.3, 2.0, 0.5, 2.0, 1.0]))
+    assert rpc.fit_weibull_mixture([0.1, 0.9]) == pytest.approx((0.7, 2.0, 1.0, 2.0, 0.5))
+    monkeypatch.setattr(scipy.optimize, "minimize", lambda *a, **k: _Fit([0.3, 2.0, 1.0, 2.0, 0.5]))
+    assert rpc.fit_weibull_mixture([0.1, 0.9]) == pytest.approx((0.3, 2.0, 1.0, 2.0, 0.5))
+    # kills: the swap's `<` -> `<=` (equal means: the optimiser's order is kept)
+    monkeypatch.setattr(scipy.optimize, "minimize", lambda *a, **k: _Fit([0.3, 2.0, 1.0, 2.0, 1.0]))
+    assert rpc.fit_weibull_mixture([0.1, 0.9]) == pytest.approx((0.3, 2.0, 1.0, 2.0, 1.0))
+    # kills: the non-finite check dropped, and prune_mask's `if fit is None: return` dropped
+    monkeypatch.setattr(scipy.optimize, "minimize", lambda *a, **k: _Fit([0.5, math.nan, 1.0, 2.0, 0.5]))
+    assert rpc.fit_weibull_mixture([0.1, 0.9]) is None
+    assert prune_mask([0.1, 0.9, 0.95]) == [False, False, False]
+
+
+def test_prune_mask_weighs_the_components_and_compares_with_the_mean(monkeypatch):
+    # identical components (Weibull k=2, lam=1): only the mixture weight decides low vs high
+    def fixed(w):
+        monkeypatch.setattr(rpc, "fit_weibull_mixture", lambda probs: (w, 2.0, 1.0, 2.0, 1.0))
+
+    probs = [0.25, 0.5, 0.75]  # mean exactly 0.5
+    fixed(0.2)  # low weight 0.8 > 0.2 everywhere: prune exactly the paths below the mean
+    # kills: `p < mean` -> `p <= mean`, `and` -> `or`
+    assert prune_mask(probs) == [True, False, False]
+    fixed(0.8)  # low weight 0.2 < 0.8: prune nothing
+    # kills: (1 - w) -> (1 + w) / (2 - w) / (1 - w) / pdf
+    assert prune_mask(probs) == [False, False, False]
+    fixed(0.5)  # equal: not "more likely in the low component"
+    # kills: `lo > hi` -> `lo >= hi`
+    assert prune_mask(probs) == [False, False, False]
+
+
+def test_prune_mask_of_two_paths():
+    # kills: `len(probs) < 2` -> `<= 2` / `< 3` (two paths are fitted and the lower one is pruned)
+    assert prune_mask([0.1, 0.9]) == [True, False]
+
+
+def test_rpc_vote_reports_the_vote_fallback_when_every_path_weighs_zero():
+    # kills: `info.update(vote_info)` dropped (paths of 0 tokens have probability 0: plurality decides)
+    answer, info = rpc_vote(["1", "2", "2"], [0.0, 0.0, 0.0], [0, 0, 0], prune="none")
+    assert answer == "2" and "vote_fallback" in info
+    # kills: `total > 0` -> `>= 0` / `> -1` (a zero total has no confidences, not a division by zero)
+    assert info["votes"] == {"1": 0.0, "2": 0.0} and info["confidence"] == {}
+
+
+def test_rpc_vote_info_edges():
+    # kills: `total > 0` -> `total > 1` (one path of probability 1/2 has all the confidence)
+    _, info = rpc_vote(["7"], [math.log(0.5)], [1], prune="none")
+    assert info["confidence"] == {"7": pytest.approx(1.0)}
+    # kills: prune="none" building [True] * n (everything pruned, then the fallback)
+    _, info = rpc_vote(["7", "8"], [math.log(0.5), math.log(0.9)], [1, 1], prune="none")
+    assert info["pruned"] == [] and "fallback" not in info
+    # kills: `range(n)` -> `range(n - 1)` in the pruned indices (the last path is the pruned one)
+    answer, info = rpc_vote(["7", "8"], [math.log(0.9), math.log(0.1)], [1, 1])
+    assert info["pruned"] == [1] and answer == "7"
+    # kills: the fallback's `any(a is not None ...)` -> `any(a is None ...)`: no answer at all is no fallback
+    answer, info = rpc_vote([None, None], [math.log(0.9), math.log(0.1)], [1, 1])
+    assert answer is None and "fallback" not in info
+
+
+def test_candidate_logprobs_edges():
+    from ttc.errors import Unsupported
+    from ttc.types import Candidate, Completion
+
+    # kills: the `completion is None` guard dropped (an AttributeError instead of InvalidInput)
+    with pytest.raises(InvalidInput, match="completion"):
+        rpc.candidate_logprobs(Candidate("x", "1"))
+    # kills: the empty-completion branch dropped or changed (0 tokens, no logprobs: probability 0)
+    empty = Completion("", (), "stop", logprobs=None)
+    assert rpc.candidate_logprobs(Candidate("", None, empty)) == (0.0, 0)
+    # kills: `token_ids or text` -> `and`: text without token ids and without logprobs is refused
+    with pytest.raises(Unsupported):
+        rpc.candidate_logprobs(Candidate("x", None, Completion("x", (), "stop", logprobs=None)))
+    with pytest.raises(Unsupported):
+        rpc.candidate_logprobs(Candidate("", None, Completion("", (5,), "stop", logprobs=None)))
+    assert rpc.candidate_logprobs(Candidate("x", None, Completion("x", (5, 6), "stop", (-0.5, -0.25)))) == (-0.75, 2)
+
+
+def test_rpc_settings():
+    import ttc
+
+    # kills: RPC.__init__'s unknown-pruning check dropped
+    with pytest.raises(InvalidInput, match="pruning"):
+        rpc.RPC(prune="median")
+    # kills: `isinstance(params, SamplingParams) and not params.logprobs` -> `or` (a sampler that already asks
+    # for logprobs is used as is, not copied)
+    sample = ttc.Sample(params=ttc.SamplingParams(logprobs=True))
+    assert rpc.RPC(n=2, sample=sample).sample is sample
