@@ -247,6 +247,16 @@ KNOWN_EQUIVALENT = [
     ('RPC.run', 'boolean: True->False',
      'sums, counts = zip(*(candidate_logprobs(c) for c in candidates), strict=True)',
      'each candidate_logprobs returns a pair: the two unzipped tuples have equal lengths'),
+    # ttc.probes.es_cot
+    ('run_lengths', 'drop: statement dropped',
+     'previous: str | None = None',
+     'previous is read only when i > 0, after the first iteration set it'),
+    ('run_lengths', 'compare: boundary Gt->GtE',
+     'if i > 0 and a is not None and previous is not None and equivalent(a, previous):',
+     'at i == 0 previous is still None, so the condition is false either way'),
+    ('run_lengths', 'offbyone: 0->-1',
+     'if i > 0 and a is not None and previous is not None and equivalent(a, previous):',
+     'at i == 0 previous is still None, so the condition is false either way'),
 ]
 
 

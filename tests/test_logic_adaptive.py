@@ -173,3 +173,24 @@ def test_rpc_settings():
     # for logprobs is used as is, not copied)
     sample = ttc.Sample(params=ttc.SamplingParams(logprobs=True))
     assert rpc.RPC(n=2, sample=sample).sample is sample
+
+
+# -- ttc.probes.es_cot ---------------------------------------------------------------------------
+def test_run_jump_edges():
+    from ttc.probes.es_cot import run_jump
+
+    # kills: the guard dropped, its `or` -> `and`, its `return` dropped (no step answer yet: no run at all)
+    assert run_jump([]) == (False, 1.0)
+    # kills: `step_answers[-1]` -> `step_answers[-0]` (a missing first answer is a run of its own; the 7s jump)
+    assert run_jump([None, "7", "7", "7"], min_run=3) == (True, 0.0)
+    # kills: `p_value < alpha` -> `<=`: earlier runs 2, 2 give q = 1/2; a run of 2 has p = 1/2, not below 1/2
+    assert run_jump(["5", "5", "6", "6", "7", "7"], min_run=2, alpha=0.5) == (False, 0.5)
+    assert run_jump(["5", "5", "6", "6", "7", "7"], min_run=2, alpha=0.51) == (True, 0.5)
+
+
+def test_es_cot_accepts_the_smallest_settings():
+    from ttc.probes.es_cot import ESCoT
+
+    # kills: `every <= 0` -> `<= 1`, `min_run < 1` -> `<= 1` / `< 2`, `alpha <= 1` -> `< 1`
+    probe = ESCoT(every=1, min_run=1, alpha=1.0)
+    assert (probe.every, probe.min_run, probe.alpha) == (1, 1, 1.0)
