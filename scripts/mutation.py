@@ -74,6 +74,14 @@ DEFAULT_TARGETS = [
     "ttc.probes.hidden_state:HiddenStateProbe.check",
     # answer extraction (every function of the module, whatever the rebuild names them)
     "ttc.answers:*",
+    # the adaptive strategies (issue 15): stopping rules, adaptive vote, the shared budget's allocation and
+    # reservation, RPC's vote and pruning, adaptive best-of-N, ES-CoT's run-jump test
+    "ttc.stopping:*",
+    "ttc.strategies.adaptive_vote:*",
+    "ttc.shared_budget:*",
+    "ttc.strategies.rpc:*",
+    "ttc.strategies.adaptive_best_of_n:*",
+    "ttc.probes.es_cot:*",
 ]
 
 #: the fast scripted test files (globs; missing ones are skipped). Files named first run first:
@@ -89,6 +97,9 @@ DEFAULT_TESTS = [
     "tests/test_probes.py",
     "tests/test_answers*.py",
     "tests/test_answer_cases.py",
+    "tests/test_adaptive_vote.py",
+    "tests/test_shared_budget.py",
+    "tests/test_rpc_adaptive_bon.py",
 ]
 
 #: which of those files run for a module's mutants (first match by prefix; `--all-tests` runs every
@@ -108,6 +119,14 @@ TEST_MAP = {
                                 "tests/test_logic_particle.py", "tests/test_step_search.py"],
     "ttc.steps": ["tests/test_logic_search.py", "tests/test_logic_particle.py", "tests/test_step_search.py"],
     "ttc.verifiers.process": ["tests/test_logic_search.py", "tests/test_step_search.py"],
+    # the adaptive strategies (before "ttc.probes": the first matching prefix wins)
+    "ttc.stopping": ["tests/test_logic_adaptive.py", "tests/test_adaptive_vote.py", "tests/test_shared_budget.py"],
+    "ttc.strategies.adaptive_vote": ["tests/test_adaptive_vote.py", "tests/test_logic_adaptive.py",
+                                     "tests/test_shared_budget.py"],
+    "ttc.shared_budget": ["tests/test_shared_budget.py", "tests/test_logic_adaptive.py", "tests/test_adaptive_vote.py"],
+    "ttc.strategies.rpc": ["tests/test_logic_adaptive.py", "tests/test_rpc_adaptive_bon.py"],
+    "ttc.strategies.adaptive_best_of_n": ["tests/test_rpc_adaptive_bon.py", "tests/test_logic_adaptive.py"],
+    "ttc.probes.es_cot": ["tests/test_logic_adaptive.py", "tests/test_rpc_adaptive_bon.py"],
     "ttc.probes": ["tests/test_logic_probes.py", "tests/test_probes.py", "tests/test_early_exit.py"],
     # extraction is tested by its table; votes and probes compare answers with it
     "ttc.answers": ["tests/test_answer_cases.py", "tests/test_answers*.py", "tests/test_logic_votes.py",
