@@ -194,3 +194,50 @@ def test_es_cot_accepts_the_smallest_settings():
     # kills: `every <= 0` -> `<= 1`, `min_run < 1` -> `<= 1` / `< 2`, `alpha <= 1` -> `< 1`
     probe = ESCoT(every=1, min_run=1, alpha=1.0)
     assert (probe.every, probe.min_run, probe.alpha) == (1, 1, 1.0)
+
+
+# -- ttc.shared_budget ---------------------------------------------------------------------------
+def test_token_pool_reserves_up_to_the_total_and_no_further():
+    from ttc.shared_budget import TokenPool
+
+    pool = TokenPool(10)
+    # kills: `reserved = 0` -> `-1` (one phantom token)
+    assert pool.available() == 10
+    pool.reserve(10)
+    assert pool.available() == 0
+    # kills: the over-reservation check dropped (or its raise)
+    with pytest.raises(AssertionError):
+        pool.reserve(1)
+    pool.settle(10, 7)
+    assert (pool.spent, pool.reserved, pool.available()) == (7, 0, 3)
+
+
+def _shared(strategy, problems, total, allocation="adaptive", **kw):
+    import ttc
+    from ttc.backends import Scripted
+    from ttc.shared_budget import asolve_shared
+
+    llm = Scripted(["answer \\boxed{7}"])
+    results = ttc.run_sync(asolve_shared(strategy, problems, llm, total_budget=ttc.Budget(tokens=total),
+                                         allocation=allocation, progress=False, **kw))
+    return results, llm
+
+
+def test_shared_budget_edges():
+    import ttc
+
+    params = ttc.SamplingParams(max_tokens=10)
+    vote = ttc.MajorityVote(n=8, sample=ttc.Sample(params=params))
+    # kills: `if not items: return []` dropped (no problem: no result, no request; uniform would divide by 0)
+    for allocation in ("uniform", "adaptive"):
+        results, llm = _shared(vote, [], 1000, allocation)
+        assert results == [] and llm.requests == []
+    # kills: the `concurrency <= 0` check dropped or `<= 0` -> `< 0` (a semaphore of 0 would hang)
+    with pytest.raises(InvalidInput, match="concurrency"):
+        _shared(vote, ["q"], 1000, concurrency=0)
+    # kills: `waves = 1` -> 0 / 2: every problem is done after its first round of 8 (max_n)
+    results, _ = _shared(vote, ["q1", "q2"], 5000, concurrency=1)
+    assert all(r.details["samples"] == 8 for r in results)
+    assert results[0].details["shared_budget"]["waves"] == 1
+    results, _ = _shared(ttc.AdaptiveVote(max_n=8, batch=2, sample=ttc.Sample(params=params)), ["q"], 5000)
+    assert results[0].details["samples"] == 4 and results[0].details["shared_budget"]["waves"] == 2
