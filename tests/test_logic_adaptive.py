@@ -10,6 +10,7 @@ import pytest
 from ttc.errors import InvalidInput
 from ttc.stopping import BetaStop, WindowStop, beta_leader_probability
 from ttc.strategies import rpc
+from ttc.strategies.adaptive_vote import AdaptiveVote
 from ttc.strategies.rpc import path_probability, prune_mask, rpc_vote
 
 
@@ -58,14 +59,16 @@ def test_path_probability_of_an_empty_path_is_zero():
     assert path_probability(math.log(0.5) * 4, 4) == pytest.approx(0.5)
 
 
-def test_weibull_density_and_mean_match_scipy():
-    # kills: every arithmetic and constant mutant of _weibull_pdf and _weibull_mean
-    from scipy.stats import weibull_min
-
-    x = np.array([0.05, 0.3, 0.8, 1.7])
-    for k, lam in ((0.7, 1.3), (2.0, 0.5), (20.0, 0.3)):
-        assert rpc._weibull_pdf(x, k, lam) == pytest.approx(weibull_min.pdf(x, k, scale=lam), rel=1e-9)
-        assert rpc._weibull_mean(k, lam) == pytest.approx(weibull_min.mean(k, scale=lam), rel=1e-9)
+def test_weibull_density_integrates_to_one_with_the_stated_mean():
+    # kills: every arithmetic and constant mutant of _weibull_pdf and _weibull_mean (checked against a
+    # trapezoid integral of the density, and two values by hand: f(1; k=1, lam=1) = 1/e, f(1; 2, 1) = 2/e)
+    x = np.linspace(0.0, 15.0, 1_500_001)
+    for k, lam in ((1.5, 1.3), (2.0, 0.5), (20.0, 0.3), (1.0, 0.8)):
+        pdf = rpc._weibull_pdf(x, k, lam)
+        assert np.trapezoid(pdf, x) == pytest.approx(1.0, abs=1e-6)
+        assert rpc._weibull_mean(k, lam) == pytest.approx(np.trapezoid(x * pdf, x), abs=1e-6)
+    assert rpc._weibull_pdf(np.array([1.0]), 1.0, 1.0)[0] == pytest.approx(math.exp(-1))
+    assert rpc._weibull_pdf(np.array([1.0]), 2.0, 1.0)[0] == pytest.approx(2 * math.exp(-1))
 
 
 def test_mixture_fit_finds_both_modes_of_the_bimodal_paths():
@@ -241,3 +244,60 @@ def test_shared_budget_edges():
     assert results[0].details["shared_budget"]["waves"] == 1
     results, _ = _shared(ttc.AdaptiveVote(max_n=8, batch=2, sample=ttc.Sample(params=params)), ["q"], 5000)
     assert results[0].details["samples"] == 4 and results[0].details["shared_budget"]["waves"] == 2
+
+
+def test_shared_budget_rounds_shares_callbacks_and_failures(capsys):
+    import ttc
+    from ttc.backends import Scripted
+    from ttc.shared_budget import asolve_shared
+
+    params = ttc.SamplingParams(max_tokens=10)
+
+    def solve(strategy, problems, llm, total, allocation="adaptive", **kw):
+        return ttc.run_sync(asolve_shared(strategy, problems, llm, total_budget=ttc.Budget(tokens=total),
+                                          allocation=allocation, **kw))
+
+    split = Scripted([f"\\boxed{{{i}}}" for i in (1, 2)])  # a vote that never settles
+    # kills: the later waves' `k = min(batch, max_n - samples)` dropped (k would stay the first wave's 4)
+    results = solve(AdaptiveVote(max_n=6, batch=4, sample=ttc.Sample(params=params)), ["q"], split, 5000,
+                    progress=False)
+    assert results[0].details["samples"] == 6 and [p.n for _, p in split.requests] == [4, 2]
+    # kills: `state.rounds += 1` dropped or off by one
+    assert results[0].details["rounds"] == 2 and results[0].details["allocation"]["rounds"] == 2
+    # kills: the first wave's `sum(cost) > total` -> `>=`: a total of exactly two rounds of 4 sends rounds of 4
+    llm = Scripted(["\\boxed{7}"])
+    plen = len(llm._ids(ttc.run_sync(llm.chat_prompt(ttc.ChatPrompt().messages(ttc.Problem("q1"))))))
+    assert plen == len(llm._ids(ttc.run_sync(llm.chat_prompt(ttc.ChatPrompt().messages(ttc.Problem("q2"))))))
+    solve(AdaptiveVote(max_n=4, batch=4, sample=ttc.Sample(params=params)), ["q1", "q2"], llm,
+          2 * (plen + 4 * 10), progress=False)
+    assert [p.n for _, p in llm.requests] == [4, 4]
+    # kills: the uniform shares' `base + (i < extra)` -> `base - ...` (the remainder goes to the first problems)
+    vote = ttc.MajorityVote(n=2, sample=ttc.Sample(params=params))
+    seen = []
+    results = solve(vote, ["q1", "q2", "q3"], Scripted(["\\boxed{7}"]), 3 * 500 + 2, "uniform", progress=False,
+                    on_result=lambda i, r: seen.append((i, r.problem.question)))
+    assert [r.details["allocation"]["share"] for r in results] == [501, 501, 500]
+    # kills: the on_result call dropped
+    assert sorted(seen) == [(0, "q1"), (1, "q2"), (2, "q3")]
+    # kills: a failed problem's `result.candidates = state.candidates` dropped (its first round is kept)
+    calls = []
+
+    def script(prompt, p, i):
+        calls.append(i)
+        if len(calls) > 2:
+            raise ttc.GenerationError("scripted failure")
+        return f"\\boxed{{{len(calls)}}}"
+
+    results = solve(AdaptiveVote(max_n=8, batch=2, sample=ttc.Sample(params=params)), ["q"], Scripted(script),
+                    5000, progress=False)
+    assert not results[0].ok and [c.answer for c in results[0].candidates] == ["1", "2"]
+    # kills: `disable=not progress` -> `disable=progress` (progress=False prints no bar)
+    capsys.readouterr()
+    solve(vote, ["q1"], Scripted(["\\boxed{7}"]), 5000, progress=False)
+    assert capsys.readouterr().err == ""
+    # kills: the progress updates after wave 0 and after a later wave dropped: the bar ends full
+    solve(vote, ["q1", "q2"], Scripted(["\\boxed{7}"]), 5000, progress=True)
+    assert "2/2" in capsys.readouterr().err
+    solve(AdaptiveVote(max_n=8, batch=2, sample=ttc.Sample(params=params)), ["q1"], Scripted(["\\boxed{7}"]), 5000,
+          progress=True)
+    assert "1/1" in capsys.readouterr().err
