@@ -301,3 +301,70 @@ def test_shared_budget_rounds_shares_callbacks_and_failures(capsys):
     solve(AdaptiveVote(max_n=8, batch=2, sample=ttc.Sample(params=params)), ["q1"], Scripted(["\\boxed{7}"]), 5000,
           progress=True)
     assert "1/1" in capsys.readouterr().err
+
+
+def test_shared_budget_later_rounds_fit_the_pool_exactly():
+    import ttc
+    from ttc.backends import Scripted
+    from ttc.shared_budget import asolve_shared
+
+    params = ttc.SamplingParams(max_tokens=10)
+    strategy = AdaptiveVote(max_n=8, batch=2, sample=ttc.Sample(params=params))
+
+    def run(total):
+        # every sample is cut at max_tokens (no answer: the vote never settles), so it costs its worst case
+        llm = Scripted(["w " * 40])
+        results = ttc.run_sync(asolve_shared(strategy, ["q"], llm, total_budget=ttc.Budget(tokens=total),
+                                             allocation="adaptive", progress=False))
+        return results[0], [p.n for _, p in llm.requests]
+
+    llm = Scripted(["x"])
+    plen = len(llm._ids(ttc.run_sync(llm.chat_prompt(ttc.ChatPrompt().messages(ttc.Problem("q"))))))
+    # kills: `cost(k) > available` -> `>=` (a round that costs exactly what is left is sent)
+    result, sizes = run(2 * (plen + 20))
+    assert sizes == [2, 2] and result.details["stop_reason"] == "budget"
+    assert result.usage.total_tokens == 2 * (plen + 20)
+    # kills: `k -= 1` -> `k -= 2`, `if k > 0` -> `if k > 1` (a smaller round that fits is sent)
+    result, sizes = run(2 * plen + 30)
+    assert sizes == [2, 1] and result.details["samples"] == 3
+
+
+def test_shared_budget_refusals_seeds_and_a_problem_budget_below_one_round():
+    import ttc
+    from ttc.backends import Scripted
+    from ttc.errors import BudgetExhausted
+    from ttc.shared_budget import asolve_shared
+
+    params = ttc.SamplingParams(max_tokens=10)
+    vote = ttc.MajorityVote(n=2, sample=ttc.Sample(params=params))
+
+    def solve(problems, llm, total, allocation="adaptive", **kw):
+        return ttc.run_sync(asolve_shared(vote, problems, llm, total_budget=ttc.Budget(tokens=total),
+                                          allocation=allocation, progress=False, **kw))
+
+    llm = Scripted(["\\boxed{7}"])
+
+    def plen(q):
+        return len(llm._ids(ttc.run_sync(llm.chat_prompt(ttc.ChatPrompt().messages(ttc.Problem(q))))))
+
+    short, long = "easy", "easy " + "long " * 4
+    s, l = plen(short), plen(long)
+    assert 0 < l - s < 20
+    # kills: the uniform check `share < prompt + max_tokens` -> `prompt - max_tokens` (a share just short of one
+    # sample for the longer prompt is refused up front)
+    with pytest.raises(InvalidInput, match="uniformly"):
+        solve([long, short], llm, l + s + 20, "uniform")
+    # kills: min/max swapped in the refusal's prompt range
+    with pytest.raises(InvalidInput, match=f"{s}-{l} tokens"):
+        solve([long, short], llm, s + l + 19)
+    # kills: `seed + i` -> `seed - i`: problem i runs with seed + i, as if solved alone with that seed
+    shared = Scripted(["\\boxed{7}"])
+    solve(["q1", "q2"], shared, 5000, seed=10)
+    alone = Scripted(["\\boxed{7}"])
+    vote.solve("q2", alone, seed=11)
+    seeds = {("q2" in str(prompt)): p.seed for prompt, p in shared.requests}
+    assert seeds[True] == alone.requests[0][1].seed and seeds[False] != seeds[True]
+    # kills: `state.error = exc` dropped for a problem whose own budget cannot pay its first round
+    results = solve(["q"], Scripted(["\\boxed{7}"]), 5000, budget=ttc.Budget(tokens=5))
+    assert not results[0].ok and results[0].details["allocation"]["stop_reason"] == "error"
+    assert "budget" in results[0].error.lower() or BudgetExhausted.__name__ in results[0].error
