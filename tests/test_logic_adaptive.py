@@ -348,15 +348,15 @@ def test_shared_budget_refusals_seeds_and_a_problem_budget_below_one_round():
         return len(llm._ids(ttc.run_sync(llm.chat_prompt(ttc.ChatPrompt().messages(ttc.Problem(q))))))
 
     short, long = "easy", "easy " + "long " * 4
-    s, l = plen(short), plen(long)
-    assert 0 < l - s < 20
+    ns, nl = plen(short), plen(long)
+    assert 0 < nl - ns < 20
     # kills: the uniform check `share < prompt + max_tokens` -> `prompt - max_tokens` (a share just short of one
     # sample for the longer prompt is refused up front)
     with pytest.raises(InvalidInput, match="uniformly"):
-        solve([long, short], llm, l + s + 20, "uniform")
+        solve([long, short], llm, nl + ns + 20, "uniform")
     # kills: min/max swapped in the refusal's prompt range
-    with pytest.raises(InvalidInput, match=f"{s}-{l} tokens"):
-        solve([long, short], llm, s + l + 19)
+    with pytest.raises(InvalidInput, match=f"{ns}-{nl} tokens"):
+        solve([long, short], llm, ns + nl + 19)
     # kills: `seed + i` -> `seed - i`: problem i runs with seed + i, as if solved alone with that seed
     shared = Scripted(["\\boxed{7}"])
     solve(["q1", "q2"], shared, 5000, seed=10)
