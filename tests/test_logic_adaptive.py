@@ -354,6 +354,17 @@ def test_shared_budget_refusals_seeds_and_a_problem_budget_below_one_round():
     # sample for the longer prompt is refused up front)
     with pytest.raises(InvalidInput, match="uniformly"):
         solve([long, short], llm, nl + ns + 20, "uniform")
+    # kills: short[0] -> short[-1] in the message: the first problem below one sample is named, with its
+    # share (the remainder's extra token) and its prompt length
+    mid = "easy " + "long " * 3
+    nm = plen(mid)
+    assert ns < nm < nl and nl + ns < 2 * nm
+    total = nl + nm + ns + 30
+    share0 = total // 3 + (total % 3 > 0)
+    with pytest.raises(InvalidInput, match=rf"gives problem 0 {share0} tokens, below one sample \({nl} prompt"):
+        solve([long, mid, short], llm, total, "uniform")
+    # kills: `range(1, k0[0] + 1)` -> `k0[1]` (one problem, uniform)
+    assert solve(["q"], llm, 5000, "uniform")[0].details["samples"] == 2
     # kills: min/max swapped in the refusal's prompt range
     with pytest.raises(InvalidInput, match=f"{ns}-{nl} tokens"):
         solve([long, short], llm, ns + nl + 19)
