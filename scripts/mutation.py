@@ -306,10 +306,12 @@ KNOWN_EQUIVALENT = [
      'zipped lists are built one entry per problem'),
     ('asolve_shared', 'drop: statement dropped',
      'elif allocation == "uniform":',
-     "a uniform share only shrinks: the problem is closed with 'budget' when the wave is empty, and its own pool cannot pay it in between"),
+     "a uniform share only shrinks: the problem is closed with 'budget' when the wave is empty, and its own "
+     "pool cannot pay it in between"),
     ('asolve_shared', 'drop: statement dropped',
      'state.reason = "budget"  # its own share cannot pay for one more sample, now or later',
-     "a uniform share only shrinks: the problem is closed with 'budget' when the wave is empty, and its own pool cannot pay it in between"),
+     "a uniform share only shrinks: the problem is closed with 'budget' when the wave is empty, and its own "
+     "pool cannot pay it in between"),
     ('asolve_shared', 'drop: statement dropped',
      'result.usage = usage',
      'ctx.finish() returns ctx.usage itself, which vote_result already put in the Result'),
