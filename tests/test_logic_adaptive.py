@@ -379,3 +379,51 @@ def test_shared_budget_refusals_seeds_and_a_problem_budget_below_one_round():
     results = solve(["q"], Scripted(["\\boxed{7}"]), 5000, budget=ttc.Budget(tokens=5))
     assert not results[0].ok and results[0].details["allocation"]["stop_reason"] == "error"
     assert "budget" in results[0].error.lower() or BudgetExhausted.__name__ in results[0].error
+
+
+# -- ttc.strategies.adaptive_vote ----------------------------------------------------------------
+def _stream_llm(*answers, latency=0.0005):
+    from ttc.backends import Scripted
+
+    return Scripted([f"so the answer is \\boxed{{{a}}}" for a in answers], token_latency=latency)
+
+
+def test_adaptive_vote_batch_of_one():
+    # kills: `batch < 1` -> `<= 1` / `< 2` (one sample per round is legal)
+    strategy = AdaptiveVote(max_n=4, batch=1)
+    assert strategy.batch == 1
+    llm = _stream_llm("7")
+    result = strategy.solve("q", llm)
+    assert result.details["samples"] == 4 and [p.n for _, p in llm.requests] == [1, 1, 1, 1]
+
+
+def test_adaptive_vote_stream_mode_budget():
+    import asyncio
+
+    import ttc
+    from ttc.errors import BudgetExhausted
+
+    # kills: stream mode's `if not finished: raise BudgetExhausted` dropped (no sample fits the budget)
+    with pytest.raises(BudgetExhausted):
+        AdaptiveVote(max_n=8, batch=2, stream=True).solve("q", _stream_llm("1"), budget=ttc.Budget(tokens=5))
+    # kills: `if reason != "decided" and budget_hit: reason = "budget"` dropped or negated: a split vote whose
+    # budget runs out stops with reason "budget"
+    probe = AdaptiveVote(max_n=1, batch=1, stream=True).solve("q", _stream_llm("1"))
+    per_sample = probe.usage.total_tokens
+    budget = ttc.Budget(tokens=3 * per_sample + per_sample // 2, min_candidate_tokens=5)
+    result = AdaptiveVote(max_n=16, batch=1, stream=True).solve("q", _stream_llm("1", "2"), budget=budget)
+    assert result.details["stop_reason"] == "budget" and 1 <= result.details["samples"] <= 3
+    assert result.usage.total_tokens <= budget.tokens
+
+    # kills: the cancelled streams no longer awaited (`if pending: await gather(...)` dropped): none is left
+    # running when the vote returns
+    async def main():
+        from ttc.backends import Scripted
+
+        fast, slow = "so the answer is \\boxed{7}", "slow " * 40 + "so the answer is \\boxed{5}"
+        llm = Scripted([fast, slow], token_latency=lambda text, i: 0.01 if text.startswith("slow") else 0.0005)
+        result = await AdaptiveVote(max_n=8, batch=8, stream=True).arun("q", llm)
+        return result, [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    result, running = asyncio.run(main())
+    assert result.details["cancelled"] == 4 and running == []
