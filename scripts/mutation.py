@@ -347,6 +347,19 @@ KNOWN_EQUIVALENT = [
     ('asolve_shared', 'offbyone: 0->-1',
      'while k > 0 and state.cost(k, max_tokens) > state.pool.available():',
      'k <= 0 sends nothing, whatever its value'),
+    # ttc.strategies.adaptive_vote
+    ('AdaptiveVote._run_streams', 'drop: statement dropped',
+     'if exc is not None:',
+     'task.result() on the next line raises the same exception'),
+    ('AdaptiveVote._run_streams', 'drop: statement dropped',
+     'raise exc',
+     'task.result() on the next line raises the same exception'),
+    ('AdaptiveVote._run_streams', 'drop: statement dropped',
+     'continue  # refused before it started: it spent nothing and is not a candidate',
+     'the branch is the last statement of the loop body: pass does the same'),
+    ('AdaptiveVote._run_streams', 'boolean: True->False',
+     'for i, (view, task) in enumerate(zip(views, futures, strict=True)):',
+     'views and futures are appended together, one each'),
 ]
 
 

@@ -427,3 +427,30 @@ def test_adaptive_vote_stream_mode_budget():
 
     result, running = asyncio.run(main())
     assert result.details["cancelled"] == 4 and running == []
+
+
+def test_adaptive_vote_stream_mode_keeps_at_most_batch_in_flight():
+    import asyncio
+
+    from ttc.strategies.base import Sampler
+    from ttc.types import Candidate
+
+    class Counting(Sampler):
+        """Answers 1, 2, 1, 2, ... (never decided) and records how many samples run at once."""
+
+        def __init__(self):
+            self.running = self.most = self.started = 0
+
+        async def candidate(self, problem, ctx):
+            self.started += 1
+            answer = str(1 + self.started % 2)
+            self.running += 1
+            self.most = max(self.most, self.running)
+            await asyncio.sleep(0.001)
+            self.running -= 1
+            return Candidate(text=answer, answer=answer)
+
+    # kills: `len(pending) < self.batch` -> `<=` (one stream more than batch in flight)
+    sample = Counting()
+    result = AdaptiveVote(max_n=10, batch=3, stream=True, sample=sample).solve("q", _stream_llm("1"))
+    assert result.details["samples"] == 10 and sample.most == 3
