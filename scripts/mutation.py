@@ -360,6 +360,10 @@ KNOWN_EQUIVALENT = [
     ('AdaptiveVote._run_streams', 'boolean: True->False',
      'for i, (view, task) in enumerate(zip(views, futures, strict=True)):',
      'views and futures are appended together, one each'),
+    # ttc.strategies.adaptive_best_of_n
+    ('AdaptiveBestOfN.__init__', 'boolean: False->True',
+     'self._judge = LLMJudge(top_logprobs=top_logprobs, cache=False)  # reads P(Yes) from a 1-token answer',
+     "the strategy only calls the judge's p_yes, which never reads the cache"),
 ]
 
 

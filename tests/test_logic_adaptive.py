@@ -454,3 +454,24 @@ def test_adaptive_vote_stream_mode_keeps_at_most_batch_in_flight():
     sample = Counting()
     result = AdaptiveVote(max_n=10, batch=3, stream=True, sample=sample).solve("q", _stream_llm("1"))
     assert result.details["samples"] == 10 and sample.most == 3
+
+
+# -- ttc.strategies.adaptive_best_of_n -----------------------------------------------------------
+def test_adaptive_best_of_n_settings_and_self_eval_request():
+    from ttc.backends import Scripted
+    from ttc.backends.scripted import ScriptedResponse
+    from ttc.strategies.adaptive_best_of_n import SELF_EVAL, AdaptiveBestOfN
+
+    # kills: the empty-question check dropped (or its raise)
+    with pytest.raises(InvalidInput, match="question"):
+        AdaptiveBestOfN(question="   ")
+    # kills: `0.0 <= threshold <= 1.0` -> `<` on either side (both ends are legal probabilities)
+    assert AdaptiveBestOfN(threshold=0.0).threshold == 0.0
+    assert AdaptiveBestOfN(threshold=1.0).threshold == 1.0
+    # kills: the self-evaluation request's max_tokens=1 -> 2 and logprobs=True -> False
+    llm = Scripted(lambda prompt, params, i: ScriptedResponse("No", (-0.1,)) if SELF_EVAL in prompt else "It is 7.")
+    result = AdaptiveBestOfN(max_n=4).solve("q", llm)
+    assert result.answer == "7" and result.details["samples"] == 1
+    evals = [p for prompt, p in llm.requests if SELF_EVAL in str(prompt)]
+    assert len(evals) == 1 and (evals[0].n, evals[0].max_tokens, evals[0].logprobs) == (1, 1, True)
+    assert evals[0].temperature == 0.0
