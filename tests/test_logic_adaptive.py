@@ -475,3 +475,29 @@ def test_adaptive_best_of_n_settings_and_self_eval_request():
     evals = [p for prompt, p in llm.requests if SELF_EVAL in str(prompt)]
     assert len(evals) == 1 and (evals[0].n, evals[0].max_tokens, evals[0].logprobs) == (1, 1, True)
     assert evals[0].temperature == 0.0
+
+
+def test_adaptive_best_of_n_threshold_boundary_scores_and_budget():
+    import ttc
+    from ttc.backends import Scripted
+    from ttc.backends.scripted import ScriptedResponse
+    from ttc.errors import BudgetExhausted
+    from ttc.strategies.adaptive_best_of_n import SELF_EVAL, AdaptiveBestOfN
+
+    def always(word):
+        return Scripted(lambda prompt, params, i: ScriptedResponse(word, (0.0,)) if SELF_EVAL in prompt
+                        else "It is 7.")
+
+    # kills: `min(scores) < threshold` -> `<=`: P(better) = 1 is not below a threshold of 1, so sampling goes on
+    result = AdaptiveBestOfN(max_n=4, threshold=1.0).solve("q", always("Yes"))
+    assert result.details["p_better"] == [1.0, 1.0, 1.0, 1.0] and result.details["stop"] == "max_n"
+    # kills: `c.scores["p_better"] = p` dropped
+    assert [c.scores["p_better"] for c in result.candidates] == [1.0] * 4
+    # kills: the budget branch (`if not scores: raise`, `stop = "budget"`, `break`) dropped
+    with pytest.raises(BudgetExhausted):
+        AdaptiveBestOfN(max_n=4).solve("q", always("Yes"), budget=ttc.Budget(tokens=3))
+    one = AdaptiveBestOfN(max_n=1).solve("q", always("Yes"))
+    budget = ttc.Budget(tokens=one.usage.total_tokens + one.usage.total_tokens // 2)
+    result = AdaptiveBestOfN(max_n=4).solve("q", always("Yes"), budget=budget)
+    assert result.details["stop"] == "budget" and result.details["samples"] == 1
+    assert result.answer == "7"
