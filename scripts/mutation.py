@@ -364,6 +364,9 @@ KNOWN_EQUIVALENT = [
     ('AdaptiveBestOfN.__init__', 'boolean: False->True',
      'self._judge = LLMJudge(top_logprobs=top_logprobs, cache=False)  # reads P(Yes) from a 1-token answer',
      "the strategy only calls the judge's p_yes, which never reads the cache"),
+    ("AdaptiveBestOfN.run", "boolean: True->False",
+     "for c, (p, t) in zip(new, evals, strict=True):",
+     "evals has one entry per new candidate (one gather task each)"),
 ]
 
 
