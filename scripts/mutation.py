@@ -266,6 +266,9 @@ KNOWN_EQUIVALENT = [
     ('RPC.run', 'boolean: True->False',
      'sums, counts = zip(*(candidate_logprobs(c) for c in candidates), strict=True)',
      'each candidate_logprobs returns a pair: the two unzipped tuples have equal lengths'),
+    ("prune_mask", "drop: statement dropped", "return [False] * len(probs)",
+     "the two early returns (one path, none below the mean) only save the fit (see above); dropping the third, "
+     "after a failed fit, is killed by test_mixture_fit_puts_the_higher_mean_first_and_fails_on_non_finite"),
     # ttc.probes.es_cot
     ('run_lengths', 'drop: statement dropped',
      'previous: str | None = None',
