@@ -350,6 +350,9 @@ KNOWN_EQUIVALENT = [
     ('asolve_shared', 'offbyone: 0->-1',
      'while k > 0 and state.cost(k, max_tokens) > state.pool.available():',
      'k <= 0 sends nothing, whatever its value'),
+    ("asolve_shared", "drop: statement dropped", "bar.close()",
+     "display only: the bar already shows its final count (tested); close() ends its line, as tqdm does when "
+     "the bar is collected"),
     # ttc.strategies.adaptive_vote
     ('AdaptiveVote._run_streams', 'drop: statement dropped',
      'if exc is not None:',
