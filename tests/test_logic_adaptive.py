@@ -327,6 +327,9 @@ def test_shared_budget_later_rounds_fit_the_pool_exactly():
     # kills: `k -= 1` -> `k -= 2`, `if k > 0` -> `if k > 1` (a smaller round that fits is sent)
     result, sizes = run(2 * plen + 30)
     assert sizes == [2, 1] and result.details["samples"] == 3
+    # kills: wave 0's shrinking `k0 = [k0[0] - 1] * ...` -> `k0[1]` (one problem, a first round cut to 1)
+    result, sizes = run(plen + 10)
+    assert sizes == [1] and result.details["samples"] == 1
 
 
 def test_shared_budget_refusals_seeds_and_a_problem_budget_below_one_round():
