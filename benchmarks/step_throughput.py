@@ -199,14 +199,8 @@ def report(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M-Instruct")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--strategy", choices=["particle", "beam"], default="particle")
-    p.add_argument("--compare", choices=["cache", "join"], default="cache",
-                   help="what 'off' and 'on' differ in: the prefix cache (off: prefix_cache_bytes=0), or "
-                        "requests joining running batches (off: join_running=False; both with the cache)")
+def add_search_options(p: argparse.ArgumentParser) -> None:
+    """The search's shape and the run's size (shared with step_throughput_server.py)."""
     p.add_argument("--problems", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--particles", type=int, default=8)
@@ -217,6 +211,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the summary here too")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M-Instruct")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--strategy", choices=["particle", "beam"], default="particle")
+    p.add_argument("--compare", choices=["cache", "join"], default="cache",
+                   help="what 'off' and 'on' differ in: the prefix cache (off: prefix_cache_bytes=0), or "
+                        "requests joining running batches (off: join_running=False; both with the cache)")
+    add_search_options(p)
     args = p.parse_args(argv)
     summary = asyncio.run(main_async(args))
     print(report(summary))

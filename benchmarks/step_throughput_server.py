@@ -34,6 +34,9 @@ from ttc.demo import DEMO_PROMPT, demo_problems
 from ttc.runner import asolve_many
 from ttc.types import SamplingParams
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script from any folder
+from step_throughput import add_search_options  # noqa: E402 (after the path it is found on)
+
 sys.path.insert(0, os.path.dirname(__file__))
 from step_throughput import fingerprint, lanes, search  # noqa: E402
 
@@ -152,16 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", default=None, help="a running vLLM server's /v1 URL (default: start one)")
     p.add_argument("--engine", action="store_true", help="an in-process VLLMEngine instead of a server")
     p.add_argument("--strategy", choices=["particle", "beam"], default="particle")
-    p.add_argument("--problems", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--particles", type=int, default=8)
-    p.add_argument("--width", type=int, default=2)
-    p.add_argument("--expansions", type=int, default=4)
-    p.add_argument("--max-steps", type=int, default=4)
-    p.add_argument("--step-tokens", type=int, default=32)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, help="write the summary here too")
+    add_search_options(p)
     args = p.parse_args(argv)
     server = None
     if args.engine:
