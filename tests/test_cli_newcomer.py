@@ -106,7 +106,11 @@ BACKEND = SlowVotes(["The answer is 7."])
 
 
 def test_interrupted_demo_prints_the_rows_that_finished():
-    proc = cli(["demo", "--problems", "3", "--n", "1,4", "--quiet"], SLOW_VOTES)
+    # the child starts with SIGINT at its default, as in a terminal: a runner started in the
+    # background (`cmd &` in a script) ignores SIGINT, children inherit that, and Python then never
+    # raises KeyboardInterrupt (the demo hung until the timeout in such CI runs)
+    proc = cli(["demo", "--problems", "3", "--n", "1,4", "--quiet"], SLOW_VOTES,
+               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     killer = threading.Timer(120, proc.kill)  # a guard: a hang fails the test instead of blocking the suite
     killer.start()
     try:
