@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("vllm")
 pytestmark = pytest.mark.slow  # imports vLLM (~30 s on a busy 2-core machine)
 
 

@@ -339,7 +339,7 @@ def test_an_unknown_or_mistyped_parameter_names_itself():
 def test_prm_upstream_is_the_default_prm_of_step_searches(fake, monkeypatch):
     """`--prm-upstream URL` builds `RemotePRM(URL, model=<its first model>, format=--prm-format)` once and
     guides step searches with it (and `ttc.prm = "remote"`); RemotePRM's own scoring is tested with it."""
-    remote = pytest.importorskip("ttc.verifiers.remote_prm")
+    import ttc.verifiers.remote_prm as remote
     from ttc.verifiers import ProgrammaticPRM
 
     made = []
