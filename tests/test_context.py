@@ -28,6 +28,7 @@ def test_stream_counts_tokens_as_they_arrive_and_stops_on_exit():
     assert s.completion().text == "one two"
     assert llm.streamed_tokens == 3  # nothing generated after the consumer left
     assert s.usage.completion_tokens == 3
+    assert s.usage.closed_streams == 1
     assert ctx.usage.counts() == s.usage.counts()
 
 
@@ -44,6 +45,7 @@ def test_stream_to_the_end_matches_generate():
     s, deltas, plain = run(main())
     assert deltas[-1].finish_reason == "stop"
     assert s.completion() == plain
+    assert s.usage.closed_streams == 0  # finished on its own: its count is complete
 
 
 def test_stream_respects_the_token_budget():

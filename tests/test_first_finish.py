@@ -38,6 +38,8 @@ def test_first_finisher_wins_and_the_others_are_cancelled():
     reasons = [c.finish_reason for c in result.candidates]
     assert reasons == ["cancelled", "cancelled", "stop", "cancelled"]
     assert result.details["cancelled"] == 3
+    assert result.usage.closed_streams == 3  # their counts are what arrived: a lower bound, and said so
+    assert [c.usage.closed_streams for c in result.candidates] == [1, 1, 0, 1]
     # the long candidates stopped early: nothing near their 67 tokens was generated
     assert all(c.usage.completion_tokens < 67 for c in result.candidates if c.finish_reason == "cancelled")
     # no token after cancellation: what streams emitted is exactly what usage counts

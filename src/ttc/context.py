@@ -296,9 +296,12 @@ class Stream:
         total.estimated = total.estimated or new.estimated
 
     async def close(self) -> None:
-        """Stop the request if it is still running (the backend aborts it)."""
+        """Stop the request if it is still running (the backend aborts it; tokens it generated
+        after the last one received are not counted: `Usage.closed_streams` says so)."""
         if self.finish_reason is None:
             self.finish_reason = "cancelled"
+            self.usage.closed_streams = 1
+            self._ctx.usage.closed_streams += 1
         await self._deltas.aclose()
 
     def completion(self) -> Completion:

@@ -145,6 +145,12 @@ class Usage:
     `usage.completion_tokens` where it sends one). `estimated` is True when some count was not
     reported by the backend and ttc had to estimate it (a server that sends no `usage` and no
     token ids): the numbers are then approximate, never a silent zero.
+
+    `closed_streams` counts streams ttc closed before they finished (FirstFinish's losers,
+    EarlyExit, a stream-mode AdaptiveVote, a time budget). Their `completion_tokens` are the
+    tokens that reached ttc; the backend may have generated a few more before it saw the close,
+    and no server reports that number (vLLM counts them in `vllm:generation_tokens_total`, up to
+    `max_tokens` per stream). With `closed_streams > 0`, `completion_tokens` is a lower bound.
     """
 
     prompt_tokens: int = 0
@@ -156,6 +162,7 @@ class Usage:
     processed_prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
     estimated: bool = False
+    closed_streams: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -171,6 +178,7 @@ class Usage:
         self.verifier_tokens += other.verifier_tokens
         self.processed_prompt_tokens += other.processed_prompt_tokens
         self.cached_prompt_tokens += other.cached_prompt_tokens
+        self.closed_streams += other.closed_streams
         self.estimated = self.estimated or other.estimated
 
     @classmethod
@@ -184,7 +192,7 @@ class Usage:
         """The additive part, for exact comparisons."""
         return (self.prompt_tokens, self.completion_tokens, self.generator_calls,
                 self.verifier_calls, self.verifier_tokens, self.processed_prompt_tokens,
-                self.cached_prompt_tokens)
+                self.cached_prompt_tokens, self.closed_streams)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"total_tokens": self.total_tokens}
@@ -196,6 +204,8 @@ class Usage:
             text += f" (prompt processed: {self.processed_prompt_tokens}, {self.cached_prompt_tokens} cached)"
         if self.estimated:
             text += " (estimated: the server reported no usage)"
+        if self.closed_streams:
+            text += f" (at least: {self.closed_streams} stream(s) closed early)"
         return text
 
 

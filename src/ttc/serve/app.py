@@ -426,7 +426,7 @@ class TTCServer:
                       "processed_prompt_tokens": u.processed_prompt_tokens,
                       "cached_prompt_tokens": u.cached_prompt_tokens, "verifier_tokens": u.verifier_tokens,
                       "generator_calls": u.generator_calls, "estimated": u.estimated,
-                      "wall_seconds": round(u.wall_seconds, 3)},
+                      "closed_streams": u.closed_streams, "wall_seconds": round(u.wall_seconds, 3)},
             "details": jsonable(result.details.to_dict(), nonfinite_as_str=True),
         }
         if req.return_candidates:
