@@ -35,10 +35,7 @@ from ttc.runner import asolve_many
 from ttc.types import SamplingParams
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script from any folder
-from step_throughput import add_search_options  # noqa: E402 (after the path it is found on)
-
-sys.path.insert(0, os.path.dirname(__file__))
-from step_throughput import fingerprint, lanes, search  # noqa: E402
+from step_throughput import add_search_options, fingerprint, lanes, search  # noqa: E402 (after the path)
 
 
 def backend(args, cached: bool):

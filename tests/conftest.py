@@ -7,6 +7,9 @@ vLLM fixtures (session-scoped, created only when a test asks for them):
 - `vllm_engine`: an in-process `ttc.backends.VLLMEngine` of the same model, shut down at the end.
   Both keep their token counters readable (server: `--enable-prompt-tokens-details` and /metrics;
   engine: stats logging on, so this process's Prometheus registry has them).
+
+`smollm2` (module-scoped): the embedded SmolLM2-135M-Instruct on ttc's transformers backend (CPU),
+closed after the module.
 """
 
 from __future__ import annotations
@@ -124,3 +127,12 @@ def transformers_serve(tmp_path_factory):
         yield f"http://127.0.0.1:{port}/v1", folder
     finally:
         stop()
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from ttc.backends.transformers import Transformers
+
+    backend = Transformers(device="cpu")
+    yield backend
+    backend.close()

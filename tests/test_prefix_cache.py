@@ -114,10 +114,14 @@ def _same(a, b):
         assert torch.allclose(torch.tensor(list(ta.values())), torch.tensor([tb[k] for k in ta]), atol=1e-4)
 
 
-def test_cached_steps_equal_uncached(model):
+@pytest.mark.parametrize("decode", ["dynamic", "static"])
+def test_cached_steps_equal_uncached(model, decode):
+    """Against the dynamic path without a cache; on the static path (CUDA's, eager on CPU) the
+    cached prefixes are prefilled as on the dynamic one and finished candidates' KV is copied out
+    of the static cache."""
     from ttc.backends.transformers import Transformers
 
-    cached = Transformers.from_model(model, TinyTokenizer(), decode="dynamic", batch_window=0.05)
+    cached = Transformers.from_model(model, TinyTokenizer(), decode=decode, batch_window=0.05)
     plain = Transformers.from_model(model, TinyTokenizer(), decode="dynamic", batch_window=0.05,
                                     prefix_cache_bytes=0)
     try:
@@ -137,8 +141,10 @@ def test_cached_steps_equal_uncached(model):
         plain.close()
 
 
-def test_batch_of_prompts_with_different_cached_lengths(model):
-    """One prefill batch mixing: no cached prefix, a short and a long one, an exact repeat, and n > 1."""
+@pytest.mark.parametrize("decode", ["dynamic", "static"])
+def test_batch_of_prompts_with_different_cached_lengths(model, decode):
+    """One prefill batch mixing: no cached prefix, a short and a long one, an exact repeat, and n > 1
+    (on the static path too: the holes of left padding go into the static rows)."""
     from ttc.backends.transformers import Transformers
 
     base = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]
@@ -162,7 +168,8 @@ def test_batch_of_prompts_with_different_cached_lengths(model):
         finally:
             backend.close()
 
-    cached = Transformers.from_model(model, TinyTokenizer(), decode="dynamic", batch_window=0.3)
+    cached = Transformers.from_model(model, TinyTokenizer(), decode=decode, batch_window=0.3)
+    assert cached.decode_mode == decode
     plain = Transformers.from_model(model, TinyTokenizer(), decode="dynamic", batch_window=0.3,
                                     prefix_cache_bytes=0)
     want, got = run(plain), run(cached)
@@ -172,6 +179,38 @@ def test_batch_of_prompts_with_different_cached_lengths(model):
     for a, b in zip(want, got, strict=False):
         for ca, cb in zip(a.completions, b.completions, strict=False):
             _same(ca, cb)
+
+
+@pytest.mark.parametrize("decode", ["dynamic", "static"])
+def test_finished_candidates_of_one_batch_are_each_continued_from_their_own_kv(model, decode):
+    """Round 1: three prompts in one batch, finishing at different steps (so their rows move);
+    round 2: each continued by its completion. Every row's KV must be stored as that row's."""
+    from ttc.backends.transformers import Transformers
+
+    prompts = [[5, 6, 7, 8], [40, 41, 42, 43, 44, 45], [90, 91, 92]]
+    lengths = [6, 3, 5]
+
+    def run(backend):
+        async def main():
+            first = await asyncio.gather(*(backend.generate(p, GREEDY.replace(max_tokens=k))
+                                           for p, k in zip(prompts, lengths, strict=True)))
+            backend.reset_stats()
+            second = await asyncio.gather(*(backend.generate(p + list(g.completions[0].token_ids), GREEDY)
+                                            for p, g in zip(prompts, first, strict=True)))
+            return [g.completions[0] for g in first + second]
+        try:
+            return asyncio.run(main())
+        finally:
+            backend.close()
+
+    cached = Transformers.from_model(model, TinyTokenizer(), decode=decode, batch_window=0.3)
+    plain = Transformers.from_model(model, TinyTokenizer(), decode="dynamic", batch_window=0.3,
+                                    prefix_cache_bytes=0)
+    want, got = run(plain), run(cached)
+    for a, b in zip(want, got, strict=True):
+        _same(a, b)
+    # round 2 found each prompt and all of its completion but the last token
+    assert cached.stats.cached_tokens == sum(len(p) + k - 1 for p, k in zip(prompts, lengths, strict=True))
 
 
 def test_prefill_logits_equal_a_plain_forward(model):

@@ -14,19 +14,10 @@ pytestmark = pytest.mark.slow
 PARAMS = ttc.SamplingParams(temperature=0.7, max_tokens=48, logprobs=True)
 
 
-@pytest.fixture(scope="module")
-def llm():
-    from ttc.backends.transformers import Transformers
-
-    backend = Transformers(device="cpu")
-    yield backend
-    backend.close()
-
-
-def test_rpc_on_the_real_model_weighs_answers_by_the_models_own_path_probabilities(llm):
+def test_rpc_on_the_real_model_weighs_answers_by_the_models_own_path_probabilities(smollm2):
     for problem in demo_problems(2):
         result = RPC(n=4, sample=ttc.Sample(params=PARAMS, prompt=DEMO_PROMPT), prune="none",
-                     dedup=False).solve(problem, llm, seed=0)
+                     dedup=False).solve(problem, smollm2, seed=0)
         assert len(result.candidates) == 4
         want: dict[str, float] = {}
         for c in result.candidates:
@@ -41,12 +32,12 @@ def test_rpc_on_the_real_model_weighs_answers_by_the_models_own_path_probabiliti
         assert_usage_is_sum_of_candidates(result)
 
 
-def test_adaptive_best_of_n_on_the_real_model_counts_its_self_evaluations(llm):
+def test_adaptive_best_of_n_on_the_real_model_counts_its_self_evaluations(smollm2):
     problem = demo_problems(3)[2]
-    llm.reset_stats()
+    smollm2.reset_stats()
     strategy = AdaptiveBestOfN(max_n=4, threshold=1.0, batches="doubling",
                                sample=ttc.Sample(params=PARAMS, prompt=DEMO_PROMPT))
-    result = strategy.solve(problem, llm, seed=0)
+    result = strategy.solve(problem, smollm2, seed=0)
     # threshold 1.0: P(better) < 1 stops after the first round unless the model is sure to do better
     d = result.details
     assert d["samples"] == len(result.candidates) >= 1 and d["self_eval_calls"] == d["samples"]
@@ -55,7 +46,7 @@ def test_adaptive_best_of_n_on_the_real_model_counts_its_self_evaluations(llm):
     assert result.answer == result.candidates[d["chosen"]].answer
     # what the backend generated is what the usage says: the samples plus one token per self-evaluation
     sample_tokens = sum(c.usage.completion_tokens for c in result.candidates)
-    assert result.usage.completion_tokens == sample_tokens + d["self_eval_calls"] == llm.stats.generated_tokens
+    assert result.usage.completion_tokens == sample_tokens + d["self_eval_calls"] == smollm2.stats.generated_tokens
     # and the self-evaluation prompts are counted as prompt tokens of generator calls
     assert result.usage.prompt_tokens == sum(c.usage.prompt_tokens for c in result.candidates) \
         + d["self_eval_tokens"] - d["self_eval_calls"]

@@ -16,29 +16,20 @@ def run(coro):
 
 
 @pytest.fixture(scope="module")
-def llm():
-    from ttc.backends.transformers import Transformers
-
-    backend = Transformers(device="cpu")
-    yield backend
-    backend.close()
+def chat(smollm2):
+    return run(smollm2.chat_prompt([{"role": "user", "content": "Name three colors."}]))
 
 
-@pytest.fixture(scope="module")
-def chat(llm):
-    return run(llm.chat_prompt([{"role": "user", "content": "Name three colors."}]))
+def test_declares_stream_and_hidden_states(smollm2):
+    assert {STREAM, HIDDEN_STATES} <= smollm2.capabilities
 
 
-def test_declares_stream_and_hidden_states(llm):
-    assert {STREAM, HIDDEN_STATES} <= llm.capabilities
-
-
-def test_a_stream_to_the_end_is_the_seeded_generation(llm, chat):
+def test_a_stream_to_the_end_is_the_seeded_generation(smollm2, chat):
     params = SamplingParams(temperature=0.8, max_tokens=16, seed=3, logprobs=True)
 
     async def main():
-        plain = (await llm.generate(chat, params)).completions[0]
-        deltas = [d async for d in llm.stream(chat, params)]
+        plain = (await smollm2.generate(chat, params)).completions[0]
+        deltas = [d async for d in smollm2.stream(chat, params)]
         return plain, deltas
 
     plain, deltas = run(main())
@@ -49,12 +40,12 @@ def test_a_stream_to_the_end_is_the_seeded_generation(llm, chat):
     assert deltas[-1].finish_reason == plain.finish_reason
 
 
-def test_streamed_stop_strings_are_cut_like_generate(llm, chat):
+def test_streamed_stop_strings_are_cut_like_generate(smollm2, chat):
     params = SamplingParams(temperature=0, max_tokens=30, stop=("Blue", "\n2"))
 
     async def main():
-        plain = (await llm.generate(chat, params)).completions[0]
-        deltas = [d async for d in llm.stream(chat, params)]
+        plain = (await smollm2.generate(chat, params)).completions[0]
+        deltas = [d async for d in smollm2.stream(chat, params)]
         return plain, deltas
 
     plain, deltas = run(main())
@@ -62,12 +53,12 @@ def test_streamed_stop_strings_are_cut_like_generate(llm, chat):
     assert deltas[-1].finish_reason == plain.finish_reason
 
 
-def test_a_cancelled_stream_leaves_the_batch_and_the_others_go_on(llm, chat):
+def test_a_cancelled_stream_leaves_the_batch_and_the_others_go_on(smollm2, chat):
     short = SamplingParams(temperature=0.8, max_tokens=24, seed=5)
     long = SamplingParams(temperature=0.8, max_tokens=24, seed=6)
 
     async def take(params, limit):
-        ctx = ttc.Context(llm)
+        ctx = ttc.Context(smollm2)
         async with ctx.stream(chat, params) as s:
             async for _ in s:
                 if len(s.token_ids) >= limit:
@@ -75,10 +66,10 @@ def test_a_cancelled_stream_leaves_the_batch_and_the_others_go_on(llm, chat):
         return s.completion(), s.usage
 
     async def main():
-        llm.reset_stats()
+        smollm2.reset_stats()
         (cut, cut_usage), (full, full_usage) = await asyncio.gather(take(short, 3), take(long, 10_000))
-        stats = llm.reset_stats()
-        reference = (await llm.generate(chat, long)).completions[0]
+        stats = smollm2.reset_stats()
+        reference = (await smollm2.generate(chat, long)).completions[0]
         return cut, full, stats, reference, (cut_usage, full_usage)
 
     cut, full, stats, reference, usages = run(main())
@@ -94,9 +85,9 @@ def test_a_cancelled_stream_leaves_the_batch_and_the_others_go_on(llm, chat):
     assert stats.decode_rows < 2 * (full.num_tokens - 1)
 
 
-def test_stream_rejects_n_above_one(llm, chat):
+def test_stream_rejects_n_above_one(smollm2, chat):
     async def main():
-        async for _ in llm.stream(chat, SamplingParams(n=2)):
+        async for _ in smollm2.stream(chat, SamplingParams(n=2)):
             pass
 
     with pytest.raises(ttc.InvalidInput, match="n=2"):

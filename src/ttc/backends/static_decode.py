@@ -17,10 +17,12 @@ The 4D attention mask is ours (passed to the model as its prepared mask mapping)
 built from a 2D mask inside the step.
 
 Deliberate limits:
-- Prefix reuse across requests is given up on this path: the static cache holds one batch's rows
-  from column 0, and a prefix cache would need per-row offsets or paged blocks, which a captured
-  graph of a stock transformers model does not express. Step searches still prefill each distinct
-  prompt once per batch.
+- Prefix reuse happens before this path, not inside it: a batch's prompts are prefilled from the
+  prefix cache's longest cached prefixes (`Transformers._prefill`, the same as on the dynamic
+  path), and the result, holes of left padding included, is copied into the static rows; a
+  finished candidate's KV is copied back out (`StaticSession.row`). Rows of one batch never share
+  KV inside the static cache (each candidate has its own copy of its prompt): that would need
+  paged blocks, which a captured graph of a stock transformers model does not express.
 - A batch needing more than `max_length` (4096) columns decodes on the dynamic cache: a static
   cache is allocated whole, for every row of the bucket.
 - Only models whose every layer is full attention (no sliding window, no recurrent state) and
@@ -241,6 +243,11 @@ class StaticSession:
         new.set_length(past)
         self.runner = new
         self.slots = torch.arange(live, device=new.ids.device)
+
+    def row(self, j: int) -> tuple[Any, int, torch.Tensor]:
+        """(cache, row, columns) where live row `j`'s KV is: what the prefix cache copies out."""
+        slot = int(self.slots[j])
+        return self.runner.cache, slot, self.runner.mask[slot, 0, 0, :self.past].nonzero().squeeze(-1)
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Logits (live rows, vocab) after feeding `tokens` at `positions` (live rows, 1)."""

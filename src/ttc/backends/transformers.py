@@ -21,6 +21,8 @@ from the batch at the next step, so cancelled work stops costing compute.
 On CUDA the decode steps run on a static KV cache replayed as CUDA graphs
 (`ttc.backends.static_decode`): same prefill, same sampling, one graph launch per step instead of
 hundreds of kernel launches; there, finished rows leave the batch when half of its bucket is done.
+The prefix cache serves both paths: prefill (where cached prefixes are reused) is the same, and a
+finished candidate's KV is copied out of the static cache as out of the dynamic one.
 """
 
 from __future__ import annotations
@@ -232,10 +234,10 @@ class Transformers(Generator):
     on a CPU device: "auto" (default) = `OMP_NUM_THREADS` if set, else half the physical cores
     (torch's own default of one per core collapses when other processes compete for the CPU;
     see `ttc.backends.threads`), "torch" = leave torch's setting, or a count. `decode`: "auto" = a
-    static KV cache replayed as CUDA graphs on CUDA (`ttc.backends.static_decode`; no prefix reuse
-    across requests there), the dynamic cache elsewhere; "static" forces the static cache (CUDA
+    static KV cache replayed as CUDA graphs on CUDA (`ttc.backends.static_decode`), the dynamic
+    cache elsewhere; "static" forces the static cache (CUDA
     graphs only on CUDA), "dynamic" the dynamic cache. `prefix_cache_bytes`: memory budget of
-    the prefix cache on the dynamic path (`ttc.backends.prefix_cache`): a prompt extending one
+    the prefix cache (`ttc.backends.prefix_cache`, either decode path): a prompt extending one
     seen before (a step search's next step) reuses its KV instead of prefilling it again; 0
     turns it off. Other keyword arguments go to `from_pretrained`.
     """
@@ -302,7 +304,7 @@ class Transformers(Generator):
         return self
 
     def _setup_caches(self, budget: int) -> None:
-        """A prefix cache of `budget` bytes on the dynamic-cache path (0 = none; see prefix_cache.py),
+        """A prefix cache of `budget` bytes (0 = none; see prefix_cache.py),
         and the token ids of short texts."""
         from ttc.backends.prefix_cache import supports
 
@@ -313,7 +315,7 @@ class Transformers(Generator):
         if not isinstance(budget, int) or isinstance(budget, bool) or budget < 0:
             raise InvalidInput(f"prefix_cache_bytes must be an integer >= 0, got {budget!r}")
         self.prefix_cache: PrefixCache | None = None
-        if budget and self._static is None and supports(self.model) is None:
+        if budget and supports(self.model) is None:
             self.prefix_cache = PrefixCache(budget)
             self.capabilities = type(self).capabilities | {PREFIX_CACHING}
 
@@ -770,8 +772,9 @@ class Transformers(Generator):
                 if seq.request.cancelled.is_set():
                     continue  # nobody is waiting: drop it without an answer
                 if self._finished(seq):
-                    if session is None and self.prefix_cache is not None:
-                        self._keep_kv(cache, mask, j, seq)
+                    if self.prefix_cache is not None:
+                        self._keep_kv(*(session.row(j) if session is not None else
+                                        (cache, j, mask[j].nonzero().squeeze(-1))), seq)
                     self._finish(seq)
                     continue
                 if seq.request.deltas is not None:
@@ -851,10 +854,10 @@ class Transformers(Generator):
                 self.prefix_cache.insert(ids, lambda a, b, row=row, columns=columns: row_kv(cache, row, columns[a:b]))
         return logits, cache, mask, mask.shape[1], lengths
 
-    def _keep_kv(self, cache: Any, mask: torch.Tensor, row: int, seq: _Seq) -> None:
-        """Store a finished candidate's KV (prompt + its tokens but the last, which was never fed)."""
+    def _keep_kv(self, cache: Any, row: int, columns: torch.Tensor, seq: _Seq) -> None:
+        """Store a finished candidate's KV (prompt + its tokens but the last, which was never fed),
+        held in `cache`'s `row` at `columns` (dynamic or static cache)."""
         ids = seq.request.prompt + tuple(seq.tokens[:-1])
-        columns = mask[row].nonzero().squeeze(-1)
         if len(columns) == len(ids):
             self.prefix_cache.insert(ids, lambda a, b, row=row, columns=columns: row_kv(cache, row, columns[a:b]))
 
