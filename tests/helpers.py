@@ -1,10 +1,17 @@
 """Shared test helpers."""
 
 import contextlib
+import dataclasses
 
 import pytest
 
 from ttc.types import Result, Usage
+
+
+def counts_but_cache_hits(usage: Usage) -> tuple[int, ...]:
+    """Usage counts without `cached_prompt_tokens`: what two backends (an engine and a server, each
+    with its own prefix cache and its own past) must agree on for the same seeded run."""
+    return dataclasses.replace(usage, cached_prompt_tokens=0).counts()
 
 
 def assert_usage_is_sum_of_candidates(result: Result) -> None:
