@@ -7,6 +7,7 @@ third sample 6), so a vote of 4 is 5 with votes {5: 3, 6: 1}.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -16,6 +17,7 @@ import urllib.request
 
 import pytest
 
+import ttc
 from fake_openai import QUESTION, FakeOpenAI
 from ttc.errors import InvalidInput
 from ttc.serve import Limits, ServeConfig, start_in_thread
@@ -204,6 +206,10 @@ def test_a_budget_too_small_is_refused_with_what_it_spent(served):
     status, _, data = chat(served, {"n": 4, "budget": {"tokens": 20}})
     assert status == 422 and data["error"]["type"] == "budget_exhausted" and data["error"]["param"] == "ttc.budget"
     assert data["usage"]["total_tokens"] <= 20
+    spent = data["ttc"]["usage"]  # every count of ttc.Usage, as in an answer's ttc.usage
+    assert set(spent) == {f.name for f in dataclasses.fields(ttc.Usage)}
+    assert spent["prompt_tokens"] + spent["completion_tokens"] + spent["verifier_tokens"] == \
+        data["usage"]["total_tokens"]
     assert b'ttc_serve_errors_total{status="422"} 1.0' in get(served.root + "/metrics")[1]  # counted once
 
 

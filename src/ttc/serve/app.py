@@ -24,7 +24,7 @@ import itertools
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import aiohttp
@@ -422,11 +422,7 @@ class TTCServer:
         out: dict[str, Any] = {
             "answer": result.answer, "strategy": result.strategy, "n": req.n,
             "verifier_calls": u.verifier_calls,
-            "usage": {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                      "processed_prompt_tokens": u.processed_prompt_tokens,
-                      "cached_prompt_tokens": u.cached_prompt_tokens, "verifier_tokens": u.verifier_tokens,
-                      "generator_calls": u.generator_calls, "estimated": u.estimated,
-                      "closed_streams": u.closed_streams, "wall_seconds": round(u.wall_seconds, 3)},
+            "usage": _ttc_usage(u),
             "details": jsonable(result.details.to_dict(), nonfinite_as_str=True),
         }
         if req.return_candidates:
@@ -447,6 +443,13 @@ def _usage(u: Usage) -> dict[str, int]:
     adds the verifier's (judge or PRM) tokens."""
     return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
             "total_tokens": u.prompt_tokens + u.completion_tokens + u.verifier_tokens}
+
+
+def _ttc_usage(u: Usage) -> dict[str, Any]:
+    """Every count of `Usage` (the `ttc.usage` field, of answers and of errors alike), so a count added
+    to `Usage` reaches clients without a change here. Not `Usage.to_dict()`: its `total_tokens`
+    leaves out the verifier's tokens, which the response's own `usage.total_tokens` includes."""
+    return asdict(u) | {"wall_seconds": round(u.wall_seconds, 3)}
 
 
 def _chosen(result: Result) -> tuple[str, str]:
@@ -470,9 +473,7 @@ def _param_named(message: str, req: StrategyRequest) -> str:
 def _error_of(exc: BaseException, usage: Usage, redact: Any) -> RequestError:
     """The OpenAI-style error for a failed strategy run, with what it had spent (`ttc.usage`).
     Upstream URLs never appear: only the upstream's own message."""
-    extra = {"usage": _usage(usage), "ttc": {"usage": {"processed_prompt_tokens": usage.processed_prompt_tokens,
-                                                        "verifier_tokens": usage.verifier_tokens,
-                                                        "estimated": usage.estimated}}}
+    extra = {"usage": _usage(usage), "ttc": {"usage": _ttc_usage(usage)}}
     if isinstance(exc, RequestRejected):
         return RequestError(f"the upstream refused a request: {redact(exc.server_message)}", None, status=400,
                             extra=extra)
