@@ -1,0 +1,391 @@
+"""`OpenAICompatible`: the facade. It holds the parts (transport, features and probe, wire format,
+tokenization) and runs a request through them: build the body, send it (adapting it where the
+server refuses a field), read the answer, record what it showed about the server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator
+from ttc.backends.openai import payloads, responses, usage
+from ttc.backends.openai.fanout import with_n
+from ttc.backends.openai.features import ServerFeatures
+from ttc.backends.openai.probe import Probe
+from ttc.backends.openai.prompts import ChatMessages
+from ttc.backends.openai.responses import Parsed
+from ttc.backends.openai.streaming import read_stream
+from ttc.backends.openai.tokenization import Tokenization
+from ttc.backends.openai.transport import Replica, RequestRejected, Transport, discover_model, split_base
+from ttc.backends.token_cache import TokenCache
+from ttc.errors import InvalidInput, MalformedResponse, Unsupported
+from ttc.types import Prompt, SamplingParams
+
+__all__ = ["OpenAICompatible"]
+
+
+class OpenAICompatible(Generator):
+    """Generate through an OpenAI-compatible server (vLLM's or another).
+
+        llm = ttc.backends.OpenAICompatible("http://127.0.0.1:8000/v1")            # model from /v1/models
+        llm = ttc.backends.OpenAICompatible(["http://a:8000/v1", "http://b:8000/v1"], model="qwen")
+
+    `base_url`: one URL or a list of replicas serving the same model (a URL without a path gets
+    `/v1`). `model`: the served model name; None reads it from `/v1/models` (at construction
+    when a replica answers, else at the first request). `api_key`: else
+    $OPENAI_API_KEY, else $VLLM_API_KEY, else none. `max_concurrency`: most requests in flight at
+    once (per event loop). `timeout`: seconds for a whole request (a stream: between chunks);
+    `connect_timeout`: to open a connection. `max_retries`: extra attempts after a connection error,
+    a 5xx or a 429, waiting `backoff * 2**attempt` seconds (capped at `max_backoff`, with jitter)
+    unless another replica is available. `cooldown`: seconds a replica that failed to connect is
+    left out. `max_retry_after`: the longest wait a 429/503 `Retry-After` header is obeyed for
+    (longer asks wait this long). `use_chat`: True: `chat_prompt` returns `ChatMessages` and
+    requests go to `/v1/chat/completions`; False: the chat template is applied by the server's
+    `/tokenize` or the local tokenizer; None (default): the first of /tokenize, local tokenizer,
+    chat endpoint that works. `vllm_extensions`: ask for token ids with vLLM's extra request
+    fields (turned off automatically if the server refuses). `tokenizer`: the served model's
+    tokenizer for servers without `/tokenize` (an object with `encode`/`decode`/
+    `apply_chat_template`, or a Hugging Face id or folder loaded offline); None: looked up offline
+    from the model name, if that names a local folder or a cached hub model.
+
+    The HTTP session belongs to the event loop that made it: call `aclose()` (or use
+    `async with`) before an event loop you used ends; the backend stays usable afterwards.
+    Every JSON request passes `_request` (tests and benchmarks wrap it), every /tokenize of a
+    prompt `_server_tokenize`.
+    """
+
+    def __init__(self, base_url: str | Sequence[str] = "http://127.0.0.1:8000/v1", model: str | None = None, *,
+                 api_key: str | None = None, max_concurrency: int = 64, timeout: float = 600.0,
+                 connect_timeout: float = 10.0, max_retries: int = 3, backoff: float = 0.25,
+                 max_backoff: float = 8.0, cooldown: float = 30.0, use_chat: bool | None = None,
+                 vllm_extensions: bool = True, headers: dict[str, str] | None = None,
+                 tokenizer: Any = None, max_retry_after: float = 60.0):
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise InvalidInput("OpenAICompatible needs at least one base URL")
+        replicas = [split_base(u) for u in urls]
+        for name, value in (("max_concurrency", max_concurrency), ("timeout", timeout),
+                            ("connect_timeout", connect_timeout)):
+            if value is None or value <= 0:
+                raise InvalidInput(f"{name} must be positive, got {value!r}")
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise InvalidInput(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        if backoff < 0 or max_backoff < 0 or cooldown < 0 or not max_retry_after >= 0:
+            raise InvalidInput("backoff, max_backoff, cooldown and max_retry_after must be >= 0")
+        self._model = model
+        self.use_chat = None if use_chat is None else bool(use_chat)
+        self.vllm_extensions = bool(vllm_extensions)
+        self.features = ServerFeatures()
+        if not vllm_extensions:
+            self.features.token_ids = False
+        self._probed = False
+        self._probe_lock: asyncio.Lock | None = None
+        self._warned: set[str] = set()
+        self._warned_no_usage = False
+        key = api_key if api_key is not None else (os.environ.get("OPENAI_API_KEY") or os.environ.get("VLLM_API_KEY"))
+        request_headers = {"Content-Type": "application/json", **(headers or {})}
+        if key:
+            request_headers["Authorization"] = f"Bearer {key}"
+        self.transport = Transport(
+            replicas, request_headers, max_concurrency=int(max_concurrency), timeout=float(timeout),
+            connect_timeout=float(connect_timeout), max_retries=max_retries, backoff=float(backoff),
+            max_backoff=float(max_backoff), cooldown=float(cooldown), max_retry_after=float(max_retry_after))
+        # late-bound, so that a wrapped `_request` / `_server_tokenize` sees the parts' requests too
+        self._send: Callable[..., Awaitable[Any]] = lambda *a, **k: self._request(*a, **k)
+        self.tokens = Tokenization(self.features, self._send, lambda payload: self._server_tokenize(payload),
+                                   self.model, source=tokenizer, model_hint=lambda: self._model,
+                                   base_url=self.base_url)
+        if self._model is None:
+            self._model = self._discover_model()
+
+    def _discover_model(self) -> str | None:
+        return discover_model(self.replicas, self.transport.headers, min(self.transport.connect_timeout, 5.0))
+
+    # -- the parts' state, under the names it always had -------------------------------------------
+    @property
+    def replicas(self) -> list[Replica]:
+        return self.transport.replicas
+
+    @property
+    def retries(self) -> int:
+        """Attempts repeated after a failure, for tests and monitoring."""
+        return self.transport.retries
+
+    @property
+    def _states(self) -> Any:
+        return self.transport.states
+
+    @property
+    def token_cache(self) -> TokenCache:
+        """The ids /tokenize gave, by request body: each distinct text is sent once."""
+        return self.tokens.cache
+
+    @token_cache.setter
+    def token_cache(self, cache: TokenCache) -> None:
+        self.tokens.cache = cache
+
+    # -- what the server can do -------------------------------------------------------------------
+    @property  # type: ignore[override]
+    def capabilities(self) -> frozenset[str]:  # type: ignore[override]
+        """Derived from `features` (what the server showed), never declared up front.
+
+        TOKEN_IDS: prompts can be sent as the server's own token ids and completions return the
+        sampled ids (needs /tokenize and return_token_ids). Until a request has shown otherwise,
+        /tokenize and token ids are assumed (vLLM); `detect_capabilities()` asks the server.
+        """
+        f = self.features
+        caps = {STREAM}
+        if f.tokenize is not False and f.token_ids is not False and f.completions is not False:
+            caps.add(TOKEN_IDS)
+        if f.prefix_caching:
+            caps.add(PREFIX_CACHING)
+        return frozenset(caps)
+
+    @property  # type: ignore[override]
+    def tokenizer(self) -> Any:  # type: ignore[override]
+        """The local tokenizer of the served model (given, or found offline), else None."""
+        return self.tokens.tokenizer
+
+    @property  # type: ignore[override]
+    def eos_token_ids(self) -> frozenset[int]:  # type: ignore[override]
+        """End-of-sequence ids from the local tokenizer (and its generation config), if there is one."""
+        return self.tokens.eos_token_ids()
+
+    async def detect_capabilities(self) -> frozenset[str]:
+        await self.probe()
+        return self.capabilities
+
+    async def probe(self) -> ServerFeatures:
+        """Ask the server once what it supports (a few requests of one token each); cached.
+
+        The probe requests count on the server (its /metrics) but in no problem's usage.
+        """
+        if self._probed:
+            return self.features
+        if self._probe_lock is None:
+            self._probe_lock = asyncio.Lock()
+        async with self._probe_lock:
+            if not self._probed:
+                probe = Probe(self.features, self._send, self.transport, model=await self.model(),
+                              extensions=self.vllm_extensions, base_url=self.base_url, warn=self._warn_once)
+                try:
+                    await probe.run()
+                finally:
+                    self.vllm_extensions = probe.extensions
+                self._probed = True
+        return self.features
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def _warn_no_usage(self) -> None:
+        if not self._warned_no_usage:
+            self._warned_no_usage = True
+            warnings.warn(f"{self.base_url} reported no token usage: ttc estimates it (Usage.estimated is True)",
+                          stacklevel=3)
+
+    # -- Generator API ----------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self._model or f"(the model served at {self.base_url})"
+
+    @property
+    def base_url(self) -> str:
+        return self.replicas[0].base
+
+    async def model(self) -> str:
+        """The served model's name: the one given, else the first of `/v1/models`."""
+        if self._model is None:
+            data = await self._request("GET", "/models")
+            try:
+                self._model = str(data["data"][0]["id"])
+            except (KeyError, IndexError, TypeError):
+                raise MalformedResponse(f"/v1/models gave no model id: {str(data)[:300]}") from None
+        return self._model
+
+    async def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text` as the server tokenizes a prompt: vLLM's `/tokenize`, else the local
+        tokenizer, else `Unsupported`.
+
+        A `ChatMessages` prompt is tokenized with the chat template applied, as sent.
+        """
+        return await self.tokens.tokenize(text)
+
+    async def _server_tokenize(self, payload: dict[str, Any]) -> Any:
+        """vLLM's /tokenize; None (and remembered) when the server has no such endpoint."""
+        return await self.tokens.server_tokenize(payload)
+
+    def continue_prompt(self, prompt: Prompt, text: str) -> Prompt:
+        """`prompt` followed by `text` the model already wrote. A `ChatMessages` prompt continues
+        the assistant's message (`continue_final_message`), where the server supports it."""
+        if not isinstance(prompt, ChatMessages):
+            return super().continue_prompt(prompt, text)
+        if self.features.continue_final_message is False or (
+                self.features.chat is False and self.features.continue_final_message is None):
+            raise Unsupported(
+                f"continuing a chat reply (step search) on {self.base_url} needs its /tokenize (vLLM), a local "
+                f"tokenizer (OpenAICompatible(..., tokenizer=<Hugging Face id or folder of the served model>)) "
+                f"or a chat endpoint that accepts continue_final_message; it has none of them")
+        if not text:
+            return prompt
+        messages = list(prompt.messages)
+        if prompt.continue_final:
+            messages[-1] = {**messages[-1], "content": messages[-1]["content"] + text}
+        else:
+            messages.append({"role": "assistant", "content": text})
+        return ChatMessages(messages, continue_final=True)
+
+    async def chat_prompt(self, messages: Sequence[dict[str, str]]) -> Prompt:
+        """The chat template applied to `messages`: by the server as token ids (vLLM's `/tokenize`),
+        else by the local tokenizer as text, else the messages themselves (`ChatMessages`, sent to
+        `/v1/chat/completions`); `use_chat=True` always gives `ChatMessages`."""
+        payloads.check_messages(messages, "chat_prompt")
+        return await self.tokens.chat_prompt(messages, self.use_chat)
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
+        """`params.n` completions from one `/v1/completions` request (or a chat request for
+        `ChatMessages`); n single requests where the server ignores or rejects `n`."""
+        if isinstance(prompt, ChatMessages):
+            return await self.chat(prompt.messages, params, continue_final=prompt.continue_final)
+        return await self._with_n(params, lambda p: self._generate_once(prompt, p))
+
+    async def _generate_once(self, prompt: Prompt, params: SamplingParams) -> Generation:
+        if self.features.completions is False:
+            raise Unsupported(f"{self.base_url} has no /v1/completions (chat only): a text or token-id prompt "
+                              f"cannot be sent; use a chat prompt (OpenAICompatible(..., use_chat=True))")
+        payload = payloads.completion_payload(await self.model(), prompt, params, self.features,
+                                              extensions=self.vllm_extensions, stream=False)
+        data = await self._request_adapting("POST", "/completions", payload)
+        parsed = self._read(data, prompt, lambda: responses.parse_completions(
+            data, params, self.features, extensions=self.vllm_extensions, eos_ids=self.tokens.eos_token_ids,
+            encode=self.tokens.encode))
+        for i in parsed.needs_ids:  # sent without ids, and no local tokenizer: ask /tokenize
+            ids = await self.tokens.completion_ids(parsed.completions[i].text)
+            parsed.completions[i] = dataclasses.replace(parsed.completions[i], token_ids=ids)
+        return self._generation(data, parsed, prompt)
+
+    async def chat(self, messages: Sequence[dict[str, str]], params: SamplingParams, *,
+                   continue_final: bool = False) -> Generation:
+        """`params.n` assistant replies to `messages` from `/v1/chat/completions` (continuing the
+        last assistant message instead with `continue_final`)."""
+        async def once(p: SamplingParams) -> Generation:
+            payload = payloads.chat_payload(await self.model(), messages, p, self.features,
+                                            extensions=self.vllm_extensions, stream=False,
+                                            continue_final=continue_final)
+            data = await self._request_adapting("POST", "/chat/completions", payload)
+            parsed = self._read(data, ChatMessages(messages), lambda: responses.parse_chat(
+                data, p, self.features, extensions=self.vllm_extensions, eos_ids=self.tokens.eos_token_ids,
+                encode=self.tokens.encode))
+            return self._generation(data, parsed, ChatMessages(messages))
+        return await self._with_n(params, once)
+
+    def _read(self, data: Any, prompt: Prompt, parse: Callable[[], Parsed]) -> Parsed:
+        """Parse an answer and record what it showed; an answer ttc rejects still counts its cost."""
+        try:
+            parsed = parse()
+        except MalformedResponse as exc:
+            self.features.update(getattr(exc, "feature_updates", {}))
+            exc.usage = usage.rejected_usage(data, prompt)  # what the server already spent stays counted
+            raise
+        self.features.update(parsed.updates)
+        return parsed
+
+    def _generation(self, data: Any, parsed: Parsed, prompt: Prompt) -> Generation:
+        generation = usage.generation(data, parsed.completions, prompt)
+        if generation.estimated:
+            self._warn_no_usage()
+        return generation
+
+    async def _with_n(self, params: SamplingParams, once: Callable[[SamplingParams], Awaitable[Generation]]
+                      ) -> Generation:
+        return await with_n(params, once, self.features)
+
+    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Delta]:
+        """Stream one completion; closing the iterator early closes the connection, and vLLM
+        aborts the request (it stops generating for it)."""
+        if params.n != 1:
+            raise InvalidInput(f"stream() produces one completion; got n={params.n}")
+        chat = isinstance(prompt, ChatMessages)
+        if chat:
+            path, payload = "/chat/completions", payloads.chat_payload(
+                await self.model(), prompt.messages, params, self.features, extensions=self.vllm_extensions,
+                stream=True, continue_final=prompt.continue_final)
+        else:
+            if self.features.completions is False:
+                raise Unsupported(f"{self.base_url} has no /v1/completions (chat only): use a chat prompt "
+                                  f"(OpenAICompatible(..., use_chat=True))")
+            path, payload = "/completions", payloads.completion_payload(
+                await self.model(), prompt, params, self.features, extensions=self.vllm_extensions, stream=True)
+        async with self.transport.state().semaphore:
+            opened = await self.transport.open_stream(path, payload, self._adapt_stream)
+            deltas = read_stream(opened, params, self.features, prompt, chat=chat, on_estimate=self._warn_no_usage)
+            async with contextlib.aclosing(deltas):
+                async for delta in deltas:
+                    yield delta
+
+    async def health(self) -> list[bool]:
+        """Whether each replica answers `GET /health` with 200 (vLLM), in order."""
+        out = []
+        for replica in self.replicas:
+            got = await self.transport.get_text(f"{replica.root}/health")
+            out.append(got is not None and got[0] == 200)
+        return out
+
+    async def aclose(self) -> None:
+        """Close this event loop's HTTP session (the backend stays usable). Safe to call twice."""
+        await self.transport.aclose()
+
+    async def __aenter__(self) -> OpenAICompatible:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def close_loop(self) -> None:
+        await self.aclose()
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, model, capabilities and every server feature known so far (`await probe()`
+        first to have them all)."""
+        tok = self.tokens.loaded
+        return super().describe() | {"base_urls": [r.base for r in self.replicas],
+                                     "features": self.features.to_dict(),
+                                     "local_tokenizer": None if tok is None else
+                                     getattr(tok, "name_or_path", type(tok).__name__)}
+
+    # -- sending ----------------------------------------------------------------------------------
+    async def _request(self, method: str, path: str, payload: dict[str, Any] | None = None, *,
+                       root: bool = False, retries: int | None = None) -> Any:
+        """Send one request (with retries and replica failover) and return its parsed JSON body."""
+        return await self.transport.request(method, path, payload, root=root, retries=retries)
+
+    def _adopt(self, adapted: payloads.Adapted) -> dict[str, Any]:
+        """Record what a refusal showed about the server; the body to send instead."""
+        self.features.update(adapted.updates)
+        if adapted.extensions is False:
+            self.vllm_extensions = False
+        return adapted.payload
+
+    async def _request_adapting(self, method: str, path: str, payload: dict[str, Any]) -> Any:
+        """A request that drops what the server refuses, once each, and remembers it: vLLM's extra
+        fields, then too many top logprobs (down to OpenAI's 5), then logprobs altogether."""
+        for _ in range(4):
+            try:
+                return await self._request(method, path, payload)
+            except RequestRejected as exc:
+                adapted = payloads.adapt_rejected(payload, exc.server_message, self.features)
+                if adapted is None:
+                    raise
+                payload = self._adopt(adapted)
+        return await self._request(method, path, payload)
+
+    def _adapt_stream(self, payload: dict[str, Any], error: RequestRejected) -> dict[str, Any] | None:
+        adapted = payloads.adapt_rejected_stream(payload, error.server_message, self.vllm_extensions)
+        return None if adapted is None else self._adopt(adapted)
