@@ -55,8 +55,8 @@ endpoint (issue 24) change one function each.
 
 from ttc.backends.openai.client import OpenAICompatible
 from ttc.backends.openai.features import COARSE_BLOCK, ServerFeatures
+from ttc.backends.openai.http_errors import HTTPStatusError, RequestRejected
 from ttc.backends.openai.prompts import ChatMessages
-from ttc.backends.openai.transport import HTTPStatusError, RequestRejected
 
 __all__ = ["COARSE_BLOCK", "ChatMessages", "HTTPStatusError", "OpenAICompatible", "RequestRejected",
            "ServerFeatures"]

@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator
+from ttc.backends.base import Delta, Generation, Generator
 from ttc.backends.openai import payloads, responses, usage
+from ttc.backends.openai.adapting import Adapter
 from ttc.backends.openai.fanout import with_n
 from ttc.backends.openai.features import ServerFeatures
 from ttc.backends.openai.probe import Probe
@@ -21,7 +21,13 @@ from ttc.backends.openai.prompts import ChatMessages
 from ttc.backends.openai.responses import Parsed
 from ttc.backends.openai.streaming import read_stream
 from ttc.backends.openai.tokenization import Tokenization
-from ttc.backends.openai.transport import Replica, RequestRejected, Transport, discover_model, split_base
+from ttc.backends.openai.transport import (
+    Replica,
+    Transport,
+    discover_model,
+    request_headers,
+    split_base,
+)
 from ttc.backends.token_cache import TokenCache
 from ttc.errors import InvalidInput, MalformedResponse, Unsupported
 from ttc.types import Prompt, SamplingParams
@@ -69,14 +75,6 @@ class OpenAICompatible(Generator):
         if not urls:
             raise InvalidInput("OpenAICompatible needs at least one base URL")
         replicas = [split_base(u) for u in urls]
-        for name, value in (("max_concurrency", max_concurrency), ("timeout", timeout),
-                            ("connect_timeout", connect_timeout)):
-            if value is None or value <= 0:
-                raise InvalidInput(f"{name} must be positive, got {value!r}")
-        if not isinstance(max_retries, int) or max_retries < 0:
-            raise InvalidInput(f"max_retries must be an integer >= 0, got {max_retries!r}")
-        if backoff < 0 or max_backoff < 0 or cooldown < 0 or not max_retry_after >= 0:
-            raise InvalidInput("backoff, max_backoff, cooldown and max_retry_after must be >= 0")
         self._model = model
         self.use_chat = None if use_chat is None else bool(use_chat)
         self.vllm_extensions = bool(vllm_extensions)
@@ -86,25 +84,19 @@ class OpenAICompatible(Generator):
         self._probed = False
         self._probe_lock: asyncio.Lock | None = None
         self._warned: set[str] = set()
-        self._warned_no_usage = False
-        key = api_key if api_key is not None else (os.environ.get("OPENAI_API_KEY") or os.environ.get("VLLM_API_KEY"))
-        request_headers = {"Content-Type": "application/json", **(headers or {})}
-        if key:
-            request_headers["Authorization"] = f"Bearer {key}"
         self.transport = Transport(
-            replicas, request_headers, max_concurrency=int(max_concurrency), timeout=float(timeout),
-            connect_timeout=float(connect_timeout), max_retries=max_retries, backoff=float(backoff),
-            max_backoff=float(max_backoff), cooldown=float(cooldown), max_retry_after=float(max_retry_after))
+            replicas, request_headers(api_key, headers), max_concurrency=max_concurrency, timeout=timeout,
+            connect_timeout=connect_timeout, max_retries=max_retries, backoff=backoff, max_backoff=max_backoff,
+            cooldown=cooldown, max_retry_after=max_retry_after)
+        self.adapter = Adapter(self.features, self)
         # late-bound, so that a wrapped `_request` / `_server_tokenize` sees the parts' requests too
         self._send: Callable[..., Awaitable[Any]] = lambda *a, **k: self._request(*a, **k)
         self.tokens = Tokenization(self.features, self._send, lambda payload: self._server_tokenize(payload),
                                    self.model, source=tokenizer, model_hint=lambda: self._model,
                                    base_url=self.base_url)
-        if self._model is None:
-            self._model = self._discover_model()
-
-    def _discover_model(self) -> str | None:
-        return discover_model(self.replicas, self.transport.headers, min(self.transport.connect_timeout, 5.0))
+        if self._model is None:  # now, so that `model_name` is real from the start (else at the first request)
+            self._model = discover_model(self.replicas, self.transport.headers,
+                                         min(self.transport.connect_timeout, 5.0))
 
     # -- the parts' state, under the names it always had -------------------------------------------
     @property
@@ -132,19 +124,8 @@ class OpenAICompatible(Generator):
     # -- what the server can do -------------------------------------------------------------------
     @property  # type: ignore[override]
     def capabilities(self) -> frozenset[str]:  # type: ignore[override]
-        """Derived from `features` (what the server showed), never declared up front.
-
-        TOKEN_IDS: prompts can be sent as the server's own token ids and completions return the
-        sampled ids (needs /tokenize and return_token_ids). Until a request has shown otherwise,
-        /tokenize and token ids are assumed (vLLM); `detect_capabilities()` asks the server.
-        """
-        f = self.features
-        caps = {STREAM}
-        if f.tokenize is not False and f.token_ids is not False and f.completions is not False:
-            caps.add(TOKEN_IDS)
-        if f.prefix_caching:
-            caps.add(PREFIX_CACHING)
-        return frozenset(caps)
+        """Derived from `features` (what the server showed), never declared up front."""
+        return self.features.capabilities()
 
     @property  # type: ignore[override]
     def tokenizer(self) -> Any:  # type: ignore[override]
@@ -171,25 +152,19 @@ class OpenAICompatible(Generator):
             self._probe_lock = asyncio.Lock()
         async with self._probe_lock:
             if not self._probed:
-                probe = Probe(self.features, self._send, self.transport, model=await self.model(),
-                              extensions=self.vllm_extensions, base_url=self.base_url, warn=self._warn_once)
-                try:
-                    await probe.run()
-                finally:
-                    self.vllm_extensions = probe.extensions
+                await Probe(self.features, self._send, self.transport, model=await self.model(),
+                            extensions=self, base_url=self.base_url, warn=self._warn_once).run()
                 self._probed = True
         return self.features
 
-    def _warn_once(self, key: str, message: str) -> None:
+    def _warn_once(self, key: str, message: str, category: type[Warning] = RuntimeWarning) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            warnings.warn(message, category, stacklevel=4)
 
     def _warn_no_usage(self) -> None:
-        if not self._warned_no_usage:
-            self._warned_no_usage = True
-            warnings.warn(f"{self.base_url} reported no token usage: ttc estimates it (Usage.estimated is True)",
-                          stacklevel=3)
+        self._warn_once("usage", f"{self.base_url} reported no token usage: ttc estimates it (Usage.estimated is "
+                        f"True)", UserWarning)
 
     # -- Generator API ----------------------------------------------------------------------------
     @property
@@ -233,14 +208,7 @@ class OpenAICompatible(Generator):
                 f"continuing a chat reply (step search) on {self.base_url} needs its /tokenize (vLLM), a local "
                 f"tokenizer (OpenAICompatible(..., tokenizer=<Hugging Face id or folder of the served model>)) "
                 f"or a chat endpoint that accepts continue_final_message; it has none of them")
-        if not text:
-            return prompt
-        messages = list(prompt.messages)
-        if prompt.continue_final:
-            messages[-1] = {**messages[-1], "content": messages[-1]["content"] + text}
-        else:
-            messages.append({"role": "assistant", "content": text})
-        return ChatMessages(messages, continue_final=True)
+        return prompt.continued(text)
 
     async def chat_prompt(self, messages: Sequence[dict[str, str]]) -> Prompt:
         """The chat template applied to `messages`: by the server as token ids (vLLM's `/tokenize`),
@@ -254,7 +222,7 @@ class OpenAICompatible(Generator):
         `ChatMessages`); n single requests where the server ignores or rejects `n`."""
         if isinstance(prompt, ChatMessages):
             return await self.chat(prompt.messages, params, continue_final=prompt.continue_final)
-        return await self._with_n(params, lambda p: self._generate_once(prompt, p))
+        return await with_n(params, lambda p: self._generate_once(prompt, p), self.features)
 
     async def _generate_once(self, prompt: Prompt, params: SamplingParams) -> Generation:
         if self.features.completions is False:
@@ -263,13 +231,7 @@ class OpenAICompatible(Generator):
         payload = payloads.completion_payload(await self.model(), prompt, params, self.features,
                                               extensions=self.vllm_extensions, stream=False)
         data = await self._request_adapting("POST", "/completions", payload)
-        parsed = self._read(data, prompt, lambda: responses.parse_completions(
-            data, params, self.features, extensions=self.vllm_extensions, eos_ids=self.tokens.eos_token_ids,
-            encode=self.tokens.encode))
-        for i in parsed.needs_ids:  # sent without ids, and no local tokenizer: ask /tokenize
-            ids = await self.tokens.completion_ids(parsed.completions[i].text)
-            parsed.completions[i] = dataclasses.replace(parsed.completions[i], token_ids=ids)
-        return self._generation(data, parsed, prompt)
+        return await self._answer(data, prompt, params, responses.parse_completions)
 
     async def chat(self, messages: Sequence[dict[str, str]], params: SamplingParams, *,
                    continue_final: bool = False) -> Generation:
@@ -280,32 +242,28 @@ class OpenAICompatible(Generator):
                                             extensions=self.vllm_extensions, stream=False,
                                             continue_final=continue_final)
             data = await self._request_adapting("POST", "/chat/completions", payload)
-            parsed = self._read(data, ChatMessages(messages), lambda: responses.parse_chat(
-                data, p, self.features, extensions=self.vllm_extensions, eos_ids=self.tokens.eos_token_ids,
-                encode=self.tokens.encode))
-            return self._generation(data, parsed, ChatMessages(messages))
-        return await self._with_n(params, once)
+            return await self._answer(data, ChatMessages(messages), p, responses.parse_chat)
+        return await with_n(params, once, self.features)
 
-    def _read(self, data: Any, prompt: Prompt, parse: Callable[[], Parsed]) -> Parsed:
-        """Parse an answer and record what it showed; an answer ttc rejects still counts its cost."""
+    async def _answer(self, data: Any, prompt: Prompt, params: SamplingParams, parse: Callable[..., Parsed]
+                      ) -> Generation:
+        """An answer read (`parse`), what it showed recorded, and its usage; an answer ttc rejects
+        still counts what it cost. Ids the server did not send are asked of /tokenize."""
         try:
-            parsed = parse()
+            parsed = parse(data, params, self.features, extensions=self.vllm_extensions,
+                           eos_ids=self.tokens.eos_token_ids, encode=self.tokens.encode)
         except MalformedResponse as exc:
             self.features.update(getattr(exc, "feature_updates", {}))
             exc.usage = usage.rejected_usage(data, prompt)  # what the server already spent stays counted
             raise
         self.features.update(parsed.updates)
-        return parsed
-
-    def _generation(self, data: Any, parsed: Parsed, prompt: Prompt) -> Generation:
+        for i in parsed.needs_ids:
+            ids = await self.tokens.completion_ids(parsed.completions[i].text)
+            parsed.completions[i] = dataclasses.replace(parsed.completions[i], token_ids=ids)
         generation = usage.generation(data, parsed.completions, prompt)
         if generation.estimated:
             self._warn_no_usage()
         return generation
-
-    async def _with_n(self, params: SamplingParams, once: Callable[[SamplingParams], Awaitable[Generation]]
-                      ) -> Generation:
-        return await with_n(params, once, self.features)
 
     async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Delta]:
         """Stream one completion; closing the iterator early closes the connection, and vLLM
@@ -324,7 +282,7 @@ class OpenAICompatible(Generator):
             path, payload = "/completions", payloads.completion_payload(
                 await self.model(), prompt, params, self.features, extensions=self.vllm_extensions, stream=True)
         async with self.transport.state().semaphore:
-            opened = await self.transport.open_stream(path, payload, self._adapt_stream)
+            opened = await self.transport.open_stream(path, payload, self.adapter.stream)
             deltas = read_stream(opened, params, self.features, prompt, chat=chat, on_estimate=self._warn_no_usage)
             async with contextlib.aclosing(deltas):
                 async for delta in deltas:
@@ -332,11 +290,7 @@ class OpenAICompatible(Generator):
 
     async def health(self) -> list[bool]:
         """Whether each replica answers `GET /health` with 200 (vLLM), in order."""
-        out = []
-        for replica in self.replicas:
-            got = await self.transport.get_text(f"{replica.root}/health")
-            out.append(got is not None and got[0] == 200)
-        return out
+        return await self.transport.health()
 
     async def aclose(self) -> None:
         """Close this event loop's HTTP session (the backend stays usable). Safe to call twice."""
@@ -348,8 +302,7 @@ class OpenAICompatible(Generator):
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
 
-    async def close_loop(self) -> None:
-        await self.aclose()
+    close_loop = aclose
 
     def describe(self) -> dict[str, Any]:
         """Backend, model, capabilities and every server feature known so far (`await probe()`
@@ -366,26 +319,6 @@ class OpenAICompatible(Generator):
         """Send one request (with retries and replica failover) and return its parsed JSON body."""
         return await self.transport.request(method, path, payload, root=root, retries=retries)
 
-    def _adopt(self, adapted: payloads.Adapted) -> dict[str, Any]:
-        """Record what a refusal showed about the server; the body to send instead."""
-        self.features.update(adapted.updates)
-        if adapted.extensions is False:
-            self.vllm_extensions = False
-        return adapted.payload
-
     async def _request_adapting(self, method: str, path: str, payload: dict[str, Any]) -> Any:
-        """A request that drops what the server refuses, once each, and remembers it: vLLM's extra
-        fields, then too many top logprobs (down to OpenAI's 5), then logprobs altogether."""
-        for _ in range(4):
-            try:
-                return await self._request(method, path, payload)
-            except RequestRejected as exc:
-                adapted = payloads.adapt_rejected(payload, exc.server_message, self.features)
-                if adapted is None:
-                    raise
-                payload = self._adopt(adapted)
-        return await self._request(method, path, payload)
-
-    def _adapt_stream(self, payload: dict[str, Any], error: RequestRejected) -> dict[str, Any] | None:
-        adapted = payloads.adapt_rejected_stream(payload, error.server_message, self.vllm_extensions)
-        return None if adapted is None else self._adopt(adapted)
+        """A request that drops what the server refuses, once each, and remembers it."""
+        return await self.adapter.request(self._send, method, path, payload)

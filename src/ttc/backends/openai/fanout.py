@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 
 from ttc.backends.base import Generation, combine_generations
 from ttc.backends.openai.features import ServerFeatures
+from ttc.backends.openai.http_errors import RequestRejected
 from ttc.backends.openai.payloads import MENTIONS_N
-from ttc.backends.openai.transport import RequestRejected
 from ttc.errors import MalformedResponse
 from ttc.types import SamplingParams
 

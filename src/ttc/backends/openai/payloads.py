@@ -1,5 +1,5 @@
-"""The wire format, requests: the JSON bodies built from `SamplingParams`, and how a refused body
-is rewritten. Pure functions of their arguments (no I/O, nothing shared is changed).
+"""The wire format, requests: the JSON bodies built from `SamplingParams`. Pure functions of their
+arguments (no I/O, nothing shared is changed); how a refused body is rewritten is in `adapting.py`.
 
 What a body asks for depends on what the server showed (`ServerFeatures`: logprobs, the most top
 logprobs, stream usage) and on whether vLLM's extra fields are still sent (`extensions`).
@@ -10,15 +10,14 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from ttc.backends.openai.features import ServerFeatures
 from ttc.errors import InvalidInput
 from ttc.types import Prompt, SamplingParams
 
-__all__ = ["EXTENSION_FIELDS", "MENTIONS_N", "Adapted", "adapt_rejected", "adapt_rejected_stream", "chat_payload",
-           "completion_payload", "sampling_fields", "top_k", "wants_logprobs"]
+__all__ = ["EXTENSION_FIELDS", "MENTIONS_N", "chat_payload", "check_messages", "completion_payload", "sampling_fields",
+           "top_k", "wants_logprobs"]
 
 #: vLLM's extra request fields that make completions carry the sampled token ids
 EXTENSION_FIELDS = ("return_token_ids", "return_tokens_as_token_ids")
@@ -111,44 +110,3 @@ def chat_payload(model: str, messages: Sequence[dict[str, str]], params: Samplin
     if stream:
         _stream_fields(payload, features)
     return payload
-
-
-@dataclass(frozen=True)
-class Adapted:
-    """A refused body rewritten: the body to send instead and what the refusal showed about the
-    server (`ServerFeatures` fields to set; `extensions` False: stop sending vLLM's fields)."""
-
-    payload: dict[str, Any]
-    updates: dict[str, Any] = field(default_factory=dict)
-    extensions: bool | None = None
-
-
-def _without(payload: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-    return {k: v for k, v in payload.items() if k not in keys}
-
-
-def adapt_rejected(payload: dict[str, Any], message: str, features: ServerFeatures) -> Adapted | None:
-    """What to send after a 4xx whose message is `message`, decided by what `payload` sent: drop
-    vLLM's extra fields, else lower top logprobs to OpenAI's 5, else drop logprobs (unless the
-    server has shown it has them); None: nothing to drop, the refusal stands."""
-    if any(f in payload for f in EXTENSION_FIELDS) and any(f in message for f in EXTENSION_FIELDS):
-        return Adapted(_without(payload, EXTENSION_FIELDS), {"token_ids": False}, extensions=False)
-    if "logprobs" not in message or "logprobs" not in payload or features.logprobs:
-        return None
-    top = payload.get("top_logprobs", payload["logprobs"])
-    if isinstance(top, int) and not isinstance(top, bool) and top > 5:
-        key = "top_logprobs" if "top_logprobs" in payload else "logprobs"
-        return Adapted({**payload, key: 5}, {"max_top_logprobs": 5})
-    return Adapted(_without(payload, ("logprobs", "top_logprobs", "return_tokens_as_token_ids")),
-                   {"logprobs": False})
-
-
-def adapt_rejected_stream(payload: dict[str, Any], message: str, extensions: bool) -> Adapted | None:
-    """What to send after a streamed request's 4xx: without `stream_options`, else without vLLM's
-    extra fields. Unlike `adapt_rejected`, the extra fields are dropped only while the backend's
-    shared `extensions` flag is on (see issue 27: the payload sent should decide)."""
-    if "stream_options" in payload and "stream_options" in message:
-        return Adapted(_without(payload, ("stream_options",)), {"stream_usage": False})
-    if extensions and any(f in message for f in EXTENSION_FIELDS):
-        return Adapted(_without(payload, EXTENSION_FIELDS), {"token_ids": False}, extensions=False)
-    return None

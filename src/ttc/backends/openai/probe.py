@@ -15,9 +15,11 @@ from typing import Any
 
 import aiohttp
 
+from ttc.backends.openai.adapting import Extensions
 from ttc.backends.openai.features import COARSE_BLOCK, NOT_FOUND, ServerFeatures
+from ttc.backends.openai.http_errors import RequestRejected
 from ttc.backends.openai.payloads import EXTENSION_FIELDS
-from ttc.backends.openai.transport import RequestRejected, Transport
+from ttc.backends.openai.transport import Transport
 from ttc.errors import GenerationError, MalformedResponse, Unsupported
 
 __all__ = ["Probe", "cache_config", "continues", "probe_text", "probe_top"]
@@ -71,10 +73,10 @@ def continues(plain: Any, continued: Any) -> bool:
 
 class Probe:
     """One run of the probe over `features`. `request(method, path, payload, root=)` sends JSON;
-    `extensions` says whether vLLM's extra fields are sent (turned off here if refused)."""
+    `extensions.vllm_extensions` says whether vLLM's extra fields are sent (turned off if refused)."""
 
     def __init__(self, features: ServerFeatures, request: Callable[..., Awaitable[Any]], transport: Transport, *,
-                 model: str, extensions: bool, base_url: str, warn: Callable[[str, str], None]):
+                 model: str, extensions: Extensions, base_url: str, warn: Callable[[str, str], None]):
         self.features = features
         self.request = request
         self.transport = transport
@@ -133,10 +135,10 @@ class Probe:
         """Which of /completions and /chat/completions answer (and whether vLLM's fields are
         accepted); the path and body the other probes use, and the chat answer."""
         f = self.features
-        ext = {f_: True for f_ in EXTENSION_FIELDS[:1]} if self.extensions else {}
+        ext = {f_: True for f_ in EXTENSION_FIELDS[:1]} if self.extensions.vllm_extensions else {}
         status, data = await self.ask("POST", "/completions", {**one, "prompt": "Hi", **ext})
         if status != 200 and ext and any(x in str(data) for x in EXTENSION_FIELDS):
-            self.extensions = False
+            self.extensions.vllm_extensions = False
             f.token_ids = False
             status, data = await self.ask("POST", "/completions", {**one, "prompt": "Hi"})
         f.completions = status == 200 or status not in NOT_FOUND

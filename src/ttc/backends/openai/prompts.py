@@ -27,6 +27,17 @@ class ChatMessages(str):
         self.continue_final = bool(continue_final)
         return self
 
+    def continued(self, text: str) -> ChatMessages:
+        """This conversation with `text` added to the assistant's reply, to be continued."""
+        if not text:
+            return self
+        messages = list(self.messages)
+        if self.continue_final:
+            messages[-1] = {**messages[-1], "content": messages[-1]["content"] + text}
+        else:
+            messages.append({"role": "assistant", "content": text})
+        return ChatMessages(messages, continue_final=True)
+
     def __add__(self, other: str) -> str:  # type: ignore[override]
         raise InvalidInput("ChatMessages cannot be extended as text (that would drop the chat template); "
                            "use generator.continue_prompt(prompt, text)")

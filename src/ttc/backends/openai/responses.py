@@ -18,8 +18,8 @@ from typing import Any
 
 from ttc.backends.base import Delta
 from ttc.backends.openai.features import ServerFeatures
+from ttc.backends.openai.http_errors import error_message
 from ttc.backends.openai.payloads import wants_logprobs
-from ttc.backends.openai.transport import error_message
 from ttc.errors import GenerationError, MalformedResponse
 from ttc.types import Completion, SamplingParams
 

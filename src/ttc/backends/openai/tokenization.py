@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ttc.backends.openai.features import NOT_FOUND, ServerFeatures
+from ttc.backends.openai.http_errors import RequestRejected
 from ttc.backends.openai.prompts import ChatMessages
-from ttc.backends.openai.transport import RequestRejected
 from ttc.backends.token_cache import TokenCache
 from ttc.errors import GenerationError, InvalidInput, MalformedResponse, Unsupported
 from ttc.types import Prompt

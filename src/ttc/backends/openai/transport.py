@@ -9,9 +9,8 @@ caller's decision (`adapt`); this module only retries what a retry can fix (conn
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
-import math
+import os
 import random
 import time
 import urllib.request
@@ -23,29 +22,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ttc.backends.openai.http_errors import RequestRejected, parse_json, status_error
 from ttc.errors import BackendUnavailable, GenerationError, InvalidInput, MalformedResponse
 
-__all__ = ["HTTPStatusError", "OpenStream", "Replica", "RequestRejected", "Transport", "discover_model",
-           "error_message", "retry_after", "split_base"]
-
-
-class HTTPStatusError(GenerationError):
-    """The server answered with an HTTP error status (after retries, for 5xx and 429)."""
-
-    def __init__(self, status: int, message: str, url: str, retry_after: float | None = None):
-        self.status = status
-        self.server_message = message
-        self.url = url
-        self.retry_after = retry_after  # seconds the server's Retry-After header asked for
-        super().__init__(f"HTTP {status} from {url}: {message}")
-
-
-class RequestRejected(HTTPStatusError, InvalidInput):
-    """The server refused the request as invalid (a 4xx other than 429): not retried.
-
-    Also an `InvalidInput`: the request, not the server, has to change (e.g. max_tokens beyond
-    the model's context).
-    """
+__all__ = ["OpenStream", "Replica", "Transport", "discover_model", "request_headers", "split_base"]
 
 
 @dataclass(eq=False)
@@ -80,6 +60,15 @@ def split_base(url: str) -> Replica:
     return Replica(base=url, root=root)
 
 
+def request_headers(api_key: str | None, extra: dict[str, str] | None) -> dict[str, str]:
+    """JSON content type, `extra`, and the bearer key: `api_key`, else $OPENAI_API_KEY, else $VLLM_API_KEY."""
+    key = api_key if api_key is not None else (os.environ.get("OPENAI_API_KEY") or os.environ.get("VLLM_API_KEY"))
+    headers = {"Content-Type": "application/json", **(extra or {})}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return headers
+
+
 def discover_model(replicas: list[Replica], headers: dict[str, str], timeout: float) -> str | None:
     """The served model's name from the first replica whose `/v1/models` answers, now and
     synchronously (so that a backend's `model_name` is real from the start); None if none does."""
@@ -92,63 +81,6 @@ def discover_model(replicas: list[Replica], headers: dict[str, str], timeout: fl
         except (OSError, ValueError, KeyError, IndexError, TypeError):
             continue
     return None
-
-
-def error_message(body: bytes) -> str:
-    """The server's own error message from an error body (vLLM and OpenAI formats)."""
-    text = body.decode("utf-8", "replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:1000] or "(empty body)"
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if isinstance(err, str):
-            return err
-        if data.get("message"):
-            return str(data["message"])
-        if data.get("detail"):
-            return str(data["detail"])
-    return text[:1000]
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds a `Retry-After` header asks to wait (a number or an HTTP date); None if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - time.time()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def status_error(status: int, body: bytes, url: str, headers: Any = None) -> HTTPStatusError:
-    """The error for an HTTP error status: `RequestRejected` for a 4xx other than 429 (not retried)."""
-    message = error_message(body)
-    if status in (401, 403):
-        message += " (check api_key, or $OPENAI_API_KEY / $VLLM_API_KEY)"
-    if 400 <= status < 500 and status != 429:
-        return RequestRejected(status, message, url)
-    wait = retry_after(headers.get("Retry-After")) if headers is not None and status in (429, 503) else None
-    return HTTPStatusError(status, message, url, wait)
-
-
-def parse_json(raw: bytes, url: str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        preview = raw[:200].decode("utf-8", "replace")
-        raise MalformedResponse(f"{url} answered with invalid JSON ({exc}): {preview!r}") from None
 
 
 #: what a caller does with a refused stream request: the payload to send instead, or None (raise)
@@ -184,16 +116,24 @@ class Transport:
     def __init__(self, replicas: list[Replica], headers: dict[str, str], *, max_concurrency: int, timeout: float,
                  connect_timeout: float, max_retries: int, backoff: float, max_backoff: float, cooldown: float,
                  max_retry_after: float):
+        for name, value in (("max_concurrency", max_concurrency), ("timeout", timeout),
+                            ("connect_timeout", connect_timeout)):
+            if value is None or value <= 0:
+                raise InvalidInput(f"{name} must be positive, got {value!r}")
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise InvalidInput(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        if backoff < 0 or max_backoff < 0 or cooldown < 0 or not max_retry_after >= 0:
+            raise InvalidInput("backoff, max_backoff, cooldown and max_retry_after must be >= 0")
         self.replicas = replicas
         self.headers = headers
-        self.max_concurrency = max_concurrency
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
+        self.max_concurrency = int(max_concurrency)
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout)
         self.max_retries = max_retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.cooldown = cooldown
-        self.max_retry_after = max_retry_after
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.cooldown = float(cooldown)
+        self.max_retry_after = float(max_retry_after)
         self.states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = weakref.WeakKeyDictionary()
         self._next = 0
         self.retries = 0  # attempts repeated after a failure, for tests and monitoring
@@ -370,6 +310,11 @@ class Transport:
             raise GenerationError(f"the stream stalled for more than {self.timeout} s") from None
         except aiohttp.ClientConnectionError as exc:
             raise BackendUnavailable(f"the connection was lost mid-stream: {type(exc).__name__}: {exc}") from None
+
+    async def health(self) -> list[bool]:
+        """Whether each replica answers `GET /health` with 200 (vLLM), in order."""
+        return [got is not None and got[0] == 200 for got in [await self.get_text(f"{r.root}/health")
+                                                              for r in self.replicas]]
 
     async def get_text(self, url: str) -> tuple[int, str] | None:
         """(status, body text) of a GET with the connect timeout (for /health, /metrics); None when
