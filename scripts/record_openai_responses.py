@@ -34,6 +34,9 @@ from ttc.types import SamplingParams
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "responses"
 QUESTION = [{"role": "user", "content": "What is 2 + 3? Answer with the number only."}]
+#: the served model's folder is a path on the recording machine: saved under this name instead
+MODEL_NAME = "SmolLM2-135M-Instruct"
+REDACT: set[str] = set()
 
 
 def post(url: str, body: dict, stream: bool = False) -> tuple[int, object]:
@@ -60,13 +63,17 @@ def record(name: str, server: str, base: str, path: str, body: dict) -> None:
     status, answer = post(base.rstrip("/") + path, body, stream)
     entry = {"server": server, "path": path, "request": body, "status": status,
              ("chunks" if stream and status == 200 else "response"): answer}
-    (OUT / f"{name}.json").write_text(json.dumps(entry, indent=1) + "\n")
+    text = json.dumps(entry, indent=1)
+    for secret in sorted(REDACT, key=len, reverse=True):
+        text = text.replace(json.dumps(secret)[1:-1], MODEL_NAME)
+    (OUT / f"{name}.json").write_text(text + "\n")
     print(f"{name}: HTTP {status}", flush=True)
 
 
 def record_vllm(base: str) -> None:
     with urllib.request.urlopen(base + "/models") as r:
         model = json.loads(r.read())["data"][0]["id"]
+    REDACT.add(model)
     f = ServerFeatures()
     sampled = SamplingParams(n=2, temperature=0.8, max_tokens=8, seed=1, logprobs=True, top_logprobs=2)
     record("vllm_completions_logprobs", "vllm", base, "/completions",
@@ -99,6 +106,7 @@ def record_vllm(base: str) -> None:
 
 
 def record_transformers_serve(base: str, model: str) -> None:
+    REDACT.add(model)
     f = ServerFeatures()
     sampled = SamplingParams(n=2, temperature=0.8, max_tokens=8, seed=1, logprobs=True, top_logprobs=2)
     # ttc's first request carries vLLM's extra fields; this server refuses them (ttc then drops them)
