@@ -34,6 +34,9 @@ from ttc.types import Prompt, SamplingParams
 
 __all__ = ["OpenAICompatible"]
 
+_TRANSPORT_SETTINGS = frozenset({"max_concurrency", "timeout", "connect_timeout", "max_retries", "backoff",
+                                 "max_backoff", "cooldown", "max_retry_after"})
+
 
 class OpenAICompatible(Generator):
     """Generate through an OpenAI-compatible server (vLLM's or another).
@@ -99,6 +102,11 @@ class OpenAICompatible(Generator):
                                          min(self.transport.connect_timeout, 5.0))
 
     # -- the parts' state, under the names it always had -------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        if name in _TRANSPORT_SETTINGS and "transport" in self.__dict__:  # max_retries, timeout, ...
+            return getattr(self.transport, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @property
     def replicas(self) -> list[Replica]:
         return self.transport.replicas
@@ -228,6 +236,7 @@ class OpenAICompatible(Generator):
         if self.features.completions is False:
             raise Unsupported(f"{self.base_url} has no /v1/completions (chat only): a text or token-id prompt "
                               f"cannot be sent; use a chat prompt (OpenAICompatible(..., use_chat=True))")
+        payloads.wire_prompt(prompt)  # bad input fails before the server is asked for its model name
         payload = payloads.completion_payload(await self.model(), prompt, params, self.features,
                                               extensions=self.vllm_extensions, stream=False)
         data = await self._request_adapting("POST", "/completions", payload)
@@ -238,6 +247,7 @@ class OpenAICompatible(Generator):
         """`params.n` assistant replies to `messages` from `/v1/chat/completions` (continuing the
         last assistant message instead with `continue_final`)."""
         async def once(p: SamplingParams) -> Generation:
+            payloads.check_messages(messages)
             payload = payloads.chat_payload(await self.model(), messages, p, self.features,
                                             extensions=self.vllm_extensions, stream=False,
                                             continue_final=continue_final)
@@ -272,6 +282,7 @@ class OpenAICompatible(Generator):
             raise InvalidInput(f"stream() produces one completion; got n={params.n}")
         chat = isinstance(prompt, ChatMessages)
         if chat:
+            payloads.check_messages(prompt.messages)  # bad input fails before the server is asked for its model
             path, payload = "/chat/completions", payloads.chat_payload(
                 await self.model(), prompt.messages, params, self.features, extensions=self.vllm_extensions,
                 stream=True, continue_final=prompt.continue_final)
@@ -279,6 +290,7 @@ class OpenAICompatible(Generator):
             if self.features.completions is False:
                 raise Unsupported(f"{self.base_url} has no /v1/completions (chat only): use a chat prompt "
                                   f"(OpenAICompatible(..., use_chat=True))")
+            payloads.wire_prompt(prompt)
             path, payload = "/completions", payloads.completion_payload(
                 await self.model(), prompt, params, self.features, extensions=self.vllm_extensions, stream=True)
         async with self.transport.state().semaphore:

@@ -17,7 +17,7 @@ from ttc.errors import InvalidInput
 from ttc.types import Prompt, SamplingParams
 
 __all__ = ["EXTENSION_FIELDS", "MENTIONS_N", "chat_payload", "check_messages", "completion_payload", "sampling_fields",
-           "top_k", "wants_logprobs"]
+           "top_k", "wants_logprobs", "wire_prompt"]
 
 #: vLLM's extra request fields that make completions carry the sampled token ids
 EXTENSION_FIELDS = ("return_token_ids", "return_tokens_as_token_ids")
@@ -48,7 +48,8 @@ def top_k(params: SamplingParams, features: ServerFeatures) -> int:
     return params.top_logprobs if limit is None else min(params.top_logprobs, limit)
 
 
-def _wire_prompt(prompt: Prompt) -> Any:
+def wire_prompt(prompt: Prompt) -> Any:
+    """The prompt as sent: the text, or a list of non-negative int ids (else `InvalidInput`)."""
     if isinstance(prompt, str):
         if not prompt:
             raise InvalidInput("empty prompt")
@@ -73,7 +74,7 @@ def _stream_fields(payload: dict[str, Any], features: ServerFeatures) -> None:
 def completion_payload(model: str, prompt: Prompt, params: SamplingParams, features: ServerFeatures, *,
                        extensions: bool, stream: bool) -> dict[str, Any]:
     """A `/v1/completions` body for a text or token-id prompt."""
-    payload = {"model": model, "prompt": _wire_prompt(prompt), **sampling_fields(params)}
+    payload = {"model": model, "prompt": wire_prompt(prompt), **sampling_fields(params)}
     wants = wants_logprobs(params, features)
     if wants:
         payload["logprobs"] = top_k(params, features)
