@@ -7,7 +7,7 @@ import pytest
 from ttc.backends.openai.adapting import adapt_rejected, adapt_rejected_stream
 from ttc.backends.openai.features import ServerFeatures
 from ttc.backends.openai.http_errors import error_message, retry_after
-from ttc.backends.openai.payloads import chat_payload, completion_payload
+from ttc.backends.openai.payloads import EXTENSION_FIELDS, chat_payload, completion_payload
 from ttc.backends.openai.prompts import ChatMessages
 from ttc.backends.openai.responses import parse_chat, parse_completions, stream_delta
 from ttc.backends.openai.usage import generation, rejected_usage, split_completion_tokens
@@ -149,11 +149,22 @@ def test_too_many_top_logprobs_go_down_to_five_then_logprobs_go():
 
 def test_a_refused_stream_drops_stream_options():
     body = completion_payload("m", "Hi", SamplingParams(), ServerFeatures(), extensions=False, stream=True)
-    adapted = adapt_rejected_stream(body, "Unrecognized argument: stream_options", extensions=False)
+    adapted = adapt_rejected_stream(body, "Unrecognized argument: stream_options")
     assert "stream_options" not in adapted.payload and adapted.updates == {"stream_usage": False}
     body = completion_payload("m", "Hi", SamplingParams(), ServerFeatures(stream_usage=False), extensions=False,
                               stream=True)
     assert body["stream"] is True and "stream_options" not in body
+
+
+def test_a_refused_stream_is_adapted_by_the_body_it_sent():
+    """Issue 27: what a refused stream sent decides, not the backend's flag (which a concurrent
+    stream refused a moment earlier has already turned off)."""
+    sent = completion_payload("m", "Hi", SamplingParams(), ServerFeatures(), extensions=True, stream=True)
+    adapted = adapt_rejected_stream(sent, "Unrecognized request argument supplied: return_token_ids")
+    assert adapted is not None and not any(f in adapted.payload for f in EXTENSION_FIELDS)
+    assert adapted.extensions is False and adapted.updates == {"token_ids": False}
+    plain = completion_payload("m", "Hi", SamplingParams(), ServerFeatures(), extensions=False, stream=True)
+    assert adapt_rejected_stream(plain, "Unrecognized request argument supplied: return_token_ids") is None
 
 
 def test_payloads_ask_only_for_what_the_server_has():

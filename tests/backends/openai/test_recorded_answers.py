@@ -114,8 +114,13 @@ def test_vllm_tokenize_and_the_probe_readers():
     rec = recorded("vllm_tokenize_chat")
     assert tokens_of(rec["response"]) == rec["response"]["tokens"] and len(rec["response"]["tokens"]) > 10
     plain, continued = recorded("vllm_chat_answer_final"), recorded("vllm_chat_continue_final")
-    assert continues(plain["response"], continued["response"]) is True  # vLLM continues a final message
-    assert continues(continued["response"], plain["response"]) is False
+    # after [user "Hi", assistant "Hello"], vLLM with continue_final_message went on ("!"); without
+    # it, a new assistant turn began ("Hello" again): the probe reads the returned text
+    went_on = continued["response"]["choices"][0]["message"]["content"]
+    anew = plain["response"]["choices"][0]["message"]["content"]
+    assert (went_on, anew) == ("!", "Hello")
+    assert continues("Hello", "!", went_on) is True and continues("Hello", "!", anew) is False
+    assert plain["response"]["usage"]["prompt_tokens"] > continued["response"]["usage"]["prompt_tokens"]
     metrics = (DATA / "vllm_metrics_cache_config.txt").read_text()
     assert cache_config(metrics) == (True, 32)  # the suite's server: prefix caching on, --block-size 32
 

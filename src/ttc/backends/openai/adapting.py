@@ -53,13 +53,13 @@ def adapt_rejected(payload: dict[str, Any], message: str, features: ServerFeatur
                    {"logprobs": False})
 
 
-def adapt_rejected_stream(payload: dict[str, Any], message: str, extensions: bool) -> Adapted | None:
+def adapt_rejected_stream(payload: dict[str, Any], message: str) -> Adapted | None:
     """What to send after a streamed request's 4xx: without `stream_options`, else without vLLM's
-    extra fields. Unlike `adapt_rejected`, the extra fields are dropped only while the backend's
-    shared `extensions` flag is on (see issue 27: the payload sent should decide)."""
+    extra fields. Decided by what this request sent, never by a flag that a concurrent request
+    changed meanwhile: four streams refused together are each resent without the fields."""
     if "stream_options" in payload and "stream_options" in message:
         return Adapted(_without(payload, ("stream_options",)), {"stream_usage": False})
-    if extensions and any(f in message for f in EXTENSION_FIELDS):
+    if any(f in payload for f in EXTENSION_FIELDS) and any(f in message for f in EXTENSION_FIELDS):
         return Adapted(_without(payload, EXTENSION_FIELDS), {"token_ids": False}, extensions=False)
     return None
 
@@ -95,5 +95,5 @@ class Adapter:
 
     def stream(self, payload: dict[str, Any], error: RequestRejected) -> dict[str, Any] | None:
         """The body to open a refused stream with instead (None: the refusal stands)."""
-        adapted = adapt_rejected_stream(payload, error.server_message, self.extensions.vllm_extensions)
+        adapted = adapt_rejected_stream(payload, error.server_message)
         return None if adapted is None else self.adopt(adapted)

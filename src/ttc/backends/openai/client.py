@@ -12,16 +12,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from ttc.backends.base import Delta, Generation, Generator
-from ttc.backends.openai import payloads, responses, usage
+from ttc.backends.openai import payloads, responses, routing, usage
 from ttc.backends.openai.adapting import Adapter
 from ttc.backends.openai.fanout import with_n
 from ttc.backends.openai.features import ServerFeatures
+from ttc.backends.openai.http_errors import RequestRejected
 from ttc.backends.openai.probe import Probe
 from ttc.backends.openai.prompts import ChatMessages
 from ttc.backends.openai.responses import Parsed
 from ttc.backends.openai.streaming import read_stream
 from ttc.backends.openai.tokenization import Tokenization
 from ttc.backends.openai.transport import (
+    OpenStream,
     Replica,
     Transport,
     discover_model,
@@ -29,8 +31,8 @@ from ttc.backends.openai.transport import (
     split_base,
 )
 from ttc.backends.token_cache import TokenCache
-from ttc.errors import InvalidInput, MalformedResponse, Unsupported
-from ttc.types import Prompt, SamplingParams
+from ttc.errors import InvalidInput, MalformedResponse
+from ttc.types import Prompt, SamplingParams, Usage
 
 __all__ = ["OpenAICompatible"]
 
@@ -38,7 +40,42 @@ _TRANSPORT_SETTINGS = frozenset({"max_concurrency", "timeout", "connect_timeout"
                                  "max_backoff", "cooldown", "max_retry_after"})
 
 
-class OpenAICompatible(Generator):
+class PartNames:
+    """The parts' state under the names `OpenAICompatible` always had (llm.timeout, llm.replicas,
+    llm.token_cache, ...): the facade's compatibility surface, kept apart from its work."""
+
+    transport: Transport
+    tokens: Tokenization
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _TRANSPORT_SETTINGS and "transport" in self.__dict__:  # max_retries, timeout, ...
+            return getattr(self.transport, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def replicas(self) -> list[Replica]:
+        return self.transport.replicas
+
+    @property
+    def retries(self) -> int:
+        """Attempts repeated after a failure, for tests and monitoring."""
+        return self.transport.retries
+
+    @property
+    def _states(self) -> Any:
+        return self.transport.states
+
+    @property
+    def token_cache(self) -> TokenCache:
+        """The ids /tokenize gave, by request body: each distinct text is sent once."""
+        return self.tokens.cache
+
+    @token_cache.setter
+    def token_cache(self, cache: TokenCache) -> None:
+        self.tokens.cache = cache
+
+
+class OpenAICompatible(PartNames, Generator):
     """Generate through an OpenAI-compatible server (vLLM's or another).
 
         llm = ttc.backends.OpenAICompatible("http://127.0.0.1:8000/v1")            # model from /v1/models
@@ -85,6 +122,8 @@ class OpenAICompatible(Generator):
         if not vllm_extensions:
             self.features.token_ids = False
         self._probed = False
+        #: what the capability probe's own requests cost (billed by the server, in no problem's usage)
+        self.probe_usage = Usage()
         self._probe_lock: asyncio.Lock | None = None
         self._warned: set[str] = set()
         self.transport = Transport(
@@ -100,34 +139,6 @@ class OpenAICompatible(Generator):
         if self._model is None:  # now, so that `model_name` is real from the start (else at the first request)
             self._model = discover_model(self.replicas, self.transport.headers,
                                          min(self.transport.connect_timeout, 5.0))
-
-    # -- the parts' state, under the names it always had -------------------------------------------
-    def __getattr__(self, name: str) -> Any:
-        if name in _TRANSPORT_SETTINGS and "transport" in self.__dict__:  # max_retries, timeout, ...
-            return getattr(self.transport, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    @property
-    def replicas(self) -> list[Replica]:
-        return self.transport.replicas
-
-    @property
-    def retries(self) -> int:
-        """Attempts repeated after a failure, for tests and monitoring."""
-        return self.transport.retries
-
-    @property
-    def _states(self) -> Any:
-        return self.transport.states
-
-    @property
-    def token_cache(self) -> TokenCache:
-        """The ids /tokenize gave, by request body: each distinct text is sent once."""
-        return self.tokens.cache
-
-    @token_cache.setter
-    def token_cache(self, cache: TokenCache) -> None:
-        self.tokens.cache = cache
 
     # -- what the server can do -------------------------------------------------------------------
     @property  # type: ignore[override]
@@ -152,7 +163,8 @@ class OpenAICompatible(Generator):
     async def probe(self) -> ServerFeatures:
         """Ask the server once what it supports (a few requests of one token each); cached.
 
-        The probe requests count on the server (its /metrics) but in no problem's usage.
+        The probe's requests are billed by the server but belong to no problem: what they cost is
+        `probe_usage` (and `describe()["probe_usage"]`).
         """
         if self._probed:
             return self.features
@@ -161,7 +173,8 @@ class OpenAICompatible(Generator):
         async with self._probe_lock:
             if not self._probed:
                 await Probe(self.features, self._send, self.transport, model=await self.model(),
-                            extensions=self, base_url=self.base_url, warn=self._warn_once).run()
+                            extensions=self, base_url=self.base_url, warn=self._warn_once,
+                            usage=self.probe_usage).run()
                 self._probed = True
         return self.features
 
@@ -207,16 +220,11 @@ class OpenAICompatible(Generator):
 
     def continue_prompt(self, prompt: Prompt, text: str) -> Prompt:
         """`prompt` followed by `text` the model already wrote. A `ChatMessages` prompt continues
-        the assistant's message (`continue_final_message`), where the server supports it."""
+        the assistant's message on the chat endpoint where it can (`continue_final_message` or
+        prefill), else as text templated by the local tokenizer."""
         if not isinstance(prompt, ChatMessages):
             return super().continue_prompt(prompt, text)
-        if self.features.continue_final_message is False or (
-                self.features.chat is False and self.features.continue_final_message is None):
-            raise Unsupported(
-                f"continuing a chat reply (step search) on {self.base_url} needs its /tokenize (vLLM), a local "
-                f"tokenizer (OpenAICompatible(..., tokenizer=<Hugging Face id or folder of the served model>)) "
-                f"or a chat endpoint that accepts continue_final_message; it has none of them")
-        return prompt.continued(text)
+        return routing.continued_chat(prompt, text, self.features, self.tokens, self.base_url)
 
     async def chat_prompt(self, messages: Sequence[dict[str, str]]) -> Prompt:
         """The chat template applied to `messages`: by the server as token ids (vLLM's `/tokenize`),
@@ -227,15 +235,26 @@ class OpenAICompatible(Generator):
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
         """`params.n` completions from one `/v1/completions` request (or a chat request for
-        `ChatMessages`); n single requests where the server ignores or rejects `n`."""
+        `ChatMessages`, and for a locally templated chat prompt on a server without
+        `/v1/completions`); n single requests where the server ignores or rejects `n`."""
+        if not isinstance(prompt, ChatMessages) and self.features.completions is False:
+            prompt = routing.chat_instead(prompt, self.base_url)
         if isinstance(prompt, ChatMessages):
             return await self.chat(prompt.messages, params, continue_final=prompt.continue_final)
-        return await with_n(params, lambda p: self._generate_once(prompt, p), self.features)
+        try:
+            return await with_n(params, lambda p: self._generate_once(prompt, p), self.features)
+        except RequestRejected as exc:
+            if not self._completions_missing(exc):
+                raise
+            return await self.generate(routing.chat_instead(prompt, self.base_url), params)
+
+    def _completions_missing(self, error: RequestRejected) -> bool:
+        """Whether a refusal shows the server has no /v1/completions (then recorded)."""
+        if routing.completions_missing(error, self.features, self._model):
+            self.features.completions = False
+        return self.features.completions is False
 
     async def _generate_once(self, prompt: Prompt, params: SamplingParams) -> Generation:
-        if self.features.completions is False:
-            raise Unsupported(f"{self.base_url} has no /v1/completions (chat only): a text or token-id prompt "
-                              f"cannot be sent; use a chat prompt (OpenAICompatible(..., use_chat=True))")
         payloads.wire_prompt(prompt)  # bad input fails before the server is asked for its model name
         payload = payloads.completion_payload(await self.model(), prompt, params, self.features,
                                               extensions=self.vllm_extensions, stream=False)
@@ -280,25 +299,27 @@ class OpenAICompatible(Generator):
         aborts the request (it stops generating for it)."""
         if params.n != 1:
             raise InvalidInput(f"stream() produces one completion; got n={params.n}")
-        chat = isinstance(prompt, ChatMessages)
-        if chat:
-            payloads.check_messages(prompt.messages)  # bad input fails before the server is asked for its model
-            path, payload = "/chat/completions", payloads.chat_payload(
-                await self.model(), prompt.messages, params, self.features, extensions=self.vllm_extensions,
-                stream=True, continue_final=prompt.continue_final)
-        else:
-            if self.features.completions is False:
-                raise Unsupported(f"{self.base_url} has no /v1/completions (chat only): use a chat prompt "
-                                  f"(OpenAICompatible(..., use_chat=True))")
-            payloads.wire_prompt(prompt)
-            path, payload = "/completions", payloads.completion_payload(
-                await self.model(), prompt, params, self.features, extensions=self.vllm_extensions, stream=True)
+        if not isinstance(prompt, ChatMessages) and self.features.completions is False:
+            prompt = routing.chat_instead(prompt, self.base_url)
+        routing.check_prompt(prompt)  # bad input fails before the server is asked for its model
         async with self.transport.state().semaphore:
-            opened = await self.transport.open_stream(path, payload, self.adapter.stream)
-            deltas = read_stream(opened, params, self.features, prompt, chat=chat, on_estimate=self._warn_no_usage)
+            try:
+                opened = await self._open_stream(prompt, params)
+            except RequestRejected as exc:
+                if isinstance(prompt, ChatMessages) or not self._completions_missing(exc):
+                    raise
+                prompt = routing.chat_instead(prompt, self.base_url)
+                opened = await self._open_stream(prompt, params)
+            deltas = read_stream(opened, params, self.features, prompt, chat=isinstance(prompt, ChatMessages),
+                                 on_estimate=self._warn_no_usage)
             async with contextlib.aclosing(deltas):
                 async for delta in deltas:
                     yield delta
+
+    async def _open_stream(self, prompt: Prompt, params: SamplingParams) -> OpenStream:
+        path, payload = payloads.request_body(await self.model(), prompt, params, self.features,
+                                              extensions=self.vllm_extensions, stream=True)
+        return await self.transport.open_stream(path, payload, self.adapter.stream)
 
     async def health(self) -> list[bool]:
         """Whether each replica answers `GET /health` with 200 (vLLM), in order."""
@@ -322,6 +343,7 @@ class OpenAICompatible(Generator):
         tok = self.tokens.loaded
         return super().describe() | {"base_urls": [r.base for r in self.replicas],
                                      "features": self.features.to_dict(),
+                                     "probe_usage": self.probe_usage.to_dict(),
                                      "local_tokenizer": None if tok is None else
                                      getattr(tok, "name_or_path", type(tok).__name__)}
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ttc.backends.openai.features import ServerFeatures
+from ttc.backends.openai.prompts import ChatMessages
 from ttc.errors import InvalidInput
 from ttc.types import Prompt, SamplingParams
 
@@ -85,6 +86,15 @@ def completion_payload(model: str, prompt: Prompt, params: SamplingParams, featu
     if stream:
         _stream_fields(payload, features)
     return payload
+
+
+def request_body(model: str, prompt: Prompt, params: SamplingParams, features: ServerFeatures, *,
+                 extensions: bool, stream: bool) -> tuple[str, dict[str, Any]]:
+    """(path, body) of a request for `prompt`: `ChatMessages` to `/chat/completions`, else `/completions`."""
+    if isinstance(prompt, ChatMessages):
+        return "/chat/completions", chat_payload(model, prompt.messages, params, features, extensions=extensions,
+                                                 stream=stream, continue_final=prompt.continue_final)
+    return "/completions", completion_payload(model, prompt, params, features, extensions=extensions, stream=stream)
 
 
 def check_messages(messages: Any, what: str = "chat") -> None:

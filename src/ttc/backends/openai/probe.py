@@ -3,7 +3,8 @@
 `Probe.run()` fills a `ServerFeatures` record. The reading of each answer is a pure function
 (`probe_top`, `probe_text`, `cache_config`, `continues`) so that what "supports" means can be
 tested on recorded answers; the requests go through the backend's own `request` (the seam that
-every JSON request passes) and its transport.
+every JSON request passes) and its transport. What the probe's answers cost is added to `usage`
+(the backend's `probe_usage`): the server bills them, and no problem's usage holds them.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from ttc.backends.openai.features import COARSE_BLOCK, NOT_FOUND, ServerFeatures
 from ttc.backends.openai.http_errors import RequestRejected
 from ttc.backends.openai.payloads import EXTENSION_FIELDS
 from ttc.backends.openai.transport import Transport
+from ttc.backends.openai.usage import estimate_tokens, read_usage
 from ttc.errors import GenerationError, MalformedResponse, Unsupported
+from ttc.types import Usage
 
-__all__ = ["Probe", "cache_config", "continues", "probe_text", "probe_top"]
+__all__ = ["CONTINUE_QUESTION", "Probe", "answer_usage", "cache_config", "continues", "probe_text", "probe_top",
+           "split_reply"]
 
 
 def probe_top(data: Any, path: str) -> int | None:
@@ -62,21 +66,56 @@ def cache_config(metrics: str) -> tuple[bool | None, int | None]:
     return (None if on is None else on.lower() == "true"), (int(size) if size.isdigit() else None)
 
 
-def continues(plain: Any, continued: Any) -> bool:
-    """Whether the server continued a final assistant message: the continued conversation was a
-    shorter prompt (no end of turn, no new assistant header) than the same one answered."""
-    try:
-        return int(continued["usage"]["prompt_tokens"]) < int(plain["usage"]["prompt_tokens"])
-    except (KeyError, TypeError, ValueError):
+#: what the probe asks a model to answer, then to continue (a reply of many short words)
+CONTINUE_QUESTION = "Count from one to twenty in words, separated by commas."
+
+
+def split_reply(reply: str) -> tuple[str, str] | None:
+    """A reply cut in two at a word boundary (its first half of words, then the rest); None when
+    it has fewer than two words."""
+    starts = [m.start() for m in re.finditer(r"(?<=\s)\S", reply.lstrip())]
+    if not starts:
+        return None
+    head = reply.lstrip()
+    cut = starts[(len(starts) - 1) // 2]
+    return head[:cut].rstrip(), head[len(head[:cut].rstrip()):]
+
+
+def continues(prefix: str, rest: str, returned: str | None) -> bool:
+    """Whether `returned`, the answer to a conversation whose final assistant message is `prefix`,
+    continues that message: it goes on as the model's own reply did after `prefix` (`rest`, the
+    same greedy reply), instead of answering anew or repeating `prefix`. Pure: the probe's
+    decision is read from what the server returned, whatever field (or none) made it continue."""
+    if returned is None:
         return False
+    want, got = rest.lstrip(), returned.lstrip()
+    if not want.strip() or not got.strip() or got.startswith(prefix.lstrip()):
+        return False
+    n = min(len(want), len(got))
+    return want[:n].rstrip() == got[:n].rstrip()
+
+
+def answer_usage(data: Any) -> Usage:
+    """What one probe answer cost: the server's usage, else estimated from its texts."""
+    prompt_tokens, completion_tokens, _ = read_usage(data)
+    choices = data.get("choices") if isinstance(data, dict) else None
+    texts = [probe_text({"choices": [c]}, "/completions") or probe_text({"choices": [c]}, "/chat")
+             for c in (choices if isinstance(choices, list) else [])]
+    estimated = prompt_tokens is None or completion_tokens is None
+    return Usage(prompt_tokens=prompt_tokens or 0, processed_prompt_tokens=(prompt_tokens or 0) * max(1, len(texts)),
+                 completion_tokens=completion_tokens if completion_tokens is not None else
+                 sum(estimate_tokens(t) for t in texts), generator_calls=1, estimated=estimated)
 
 
 class Probe:
     """One run of the probe over `features`. `request(method, path, payload, root=)` sends JSON;
-    `extensions.vllm_extensions` says whether vLLM's extra fields are sent (turned off if refused)."""
+    `extensions.vllm_extensions` says whether vLLM's extra fields are sent (turned off if refused);
+    `usage` gets what each answered generation request cost."""
 
     def __init__(self, features: ServerFeatures, request: Callable[..., Awaitable[Any]], transport: Transport, *,
-                 model: str, extensions: Extensions, base_url: str, warn: Callable[[str, str], None]):
+                 model: str, extensions: Extensions, base_url: str, warn: Callable[[str, str], None],
+                 usage: Usage):
+        self.usage = usage
         self.features = features
         self.request = request
         self.transport = transport
@@ -89,7 +128,10 @@ class Probe:
                   root: bool = False) -> tuple[int, Any]:
         """(status, body) of a probe request: 200 and the JSON, or the 4xx status and its message."""
         try:
-            return 200, await self.request(method, path, payload, root=root)
+            data = await self.request(method, path, payload, root=root)
+            if path in ("/completions", "/chat/completions"):
+                self.usage.add(answer_usage(data))
+            return 200, data
         except RequestRejected as exc:
             return exc.status, exc.server_message
         except MalformedResponse as exc:
@@ -180,21 +222,34 @@ class Probe:
                                               timeout=self.transport.client_timeout()) as response:
                     if response.status >= 400:
                         continue
+                    reported, text = None, ""
                     async for chunk in self.transport.sse(response):
                         if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
-                            return True
-                    return False
+                            reported = chunk
+                        for choice in (chunk.get("choices") or []) if isinstance(chunk, dict) else []:
+                            piece = choice.get("text", (choice.get("delta") or {}).get("content"))
+                            text += piece if isinstance(piece, str) else ""
+                    self.usage.add(answer_usage(reported or {"choices": [{"text": text}]}))
+                    return reported is not None
             except (aiohttp.ClientError, asyncio.TimeoutError, GenerationError):
                 return False
         return False
 
     async def _continue_final(self, one: dict[str, Any]) -> bool:
-        """Whether the server continues a final assistant message (`continue_final_message`)."""
-        messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
-        status, plain = await self.ask("POST", "/chat/completions", {**one, "messages": messages})
-        status2, cont = await self.ask("POST", "/chat/completions", {
-            **one, "messages": messages, "continue_final_message": True, "add_generation_prompt": False})
-        return status == status2 == 200 and continues(plain, cont)
+        """Whether the server continues a final assistant message: asked to continue the first half
+        of its own greedy reply, does it return that reply's second half? True for a server that
+        honours `continue_final_message` (vLLM, SGLang) and for one that prefills a trailing
+        assistant message whatever the request says (llama.cpp since its PR #13174, Ollama, LMDeploy)."""
+        question = [{"role": "user", "content": CONTINUE_QUESTION}]
+        status, plain = await self.ask("POST", "/chat/completions", {**one, "messages": question, "max_tokens": 12})
+        halves = split_reply(probe_text(plain, "/chat") or "") if status == 200 else None
+        if halves is None:
+            return False
+        prefix, rest = halves
+        status, cont = await self.ask("POST", "/chat/completions", {
+            **one, "messages": [*question, {"role": "assistant", "content": prefix}], "max_tokens": 4,
+            "continue_final_message": True, "add_generation_prompt": False})
+        return status == 200 and continues(prefix, rest, probe_text(cont, "/chat"))
 
     async def _prefix_caching(self) -> None:
         """Prefix caching and its KV block size from vLLM's /metrics (unknown when not published),

@@ -1,4 +1,5 @@
-"""The chat prompt as messages (`ChatMessages`), for servers that are sent conversations."""
+"""The chat prompt as messages (`ChatMessages`), for servers that are sent conversations, and as
+text templated locally that remembers its messages (`TemplatedChat`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Sequence
 
 from ttc.errors import InvalidInput
 
-__all__ = ["ChatMessages"]
+__all__ = ["ChatMessages", "TemplatedChat"]
 
 
 class ChatMessages(str):
@@ -41,3 +42,16 @@ class ChatMessages(str):
     def __add__(self, other: str) -> str:  # type: ignore[override]
         raise InvalidInput("ChatMessages cannot be extended as text (that would drop the chat template); "
                            "use generator.continue_prompt(prompt, text)")
+
+
+class TemplatedChat(str):
+    """A chat prompt whose template a local tokenizer applied: text for `/v1/completions` that
+    keeps its `messages`, so that a server found to have no `/v1/completions` (a 404) is sent the
+    conversation to `/v1/chat/completions` instead. Extended as text, it is a plain string."""
+
+    messages: tuple[dict[str, str], ...]
+
+    def __new__(cls, text: str, messages: Sequence[dict[str, str]]) -> TemplatedChat:
+        self = super().__new__(cls, text)
+        self.messages = tuple(dict(m) for m in messages)
+        return self

@@ -14,7 +14,7 @@ from typing import Any
 
 from ttc.backends.openai.features import NOT_FOUND, ServerFeatures
 from ttc.backends.openai.http_errors import RequestRejected
-from ttc.backends.openai.prompts import ChatMessages
+from ttc.backends.openai.prompts import ChatMessages, TemplatedChat
 from ttc.backends.token_cache import TokenCache
 from ttc.errors import GenerationError, InvalidInput, MalformedResponse, Unsupported
 from ttc.types import Prompt
@@ -162,7 +162,7 @@ class Tokenization:
         return [int(t) for t in tok.encode(text, add_special_tokens=True)]
 
     async def chat_prompt(self, messages: Sequence[dict[str, str]], use_chat: bool | None) -> Prompt:
-        if use_chat:
+        if use_chat or (use_chat is None and self.features.completions is False):
             return ChatMessages(messages)
         if self.features.tokenize is not False:
             payload = {"model": await self.model(), "messages": [dict(m) for m in messages],
@@ -172,10 +172,23 @@ class Tokenization:
                 return ids
         tok = self.tokenizer
         if tok is not None and getattr(tok, "chat_template", None):
-            return tok.apply_chat_template([dict(m) for m in messages], tokenize=False, add_generation_prompt=True)
+            text = tok.apply_chat_template([dict(m) for m in messages], tokenize=False, add_generation_prompt=True)
+            return text if use_chat is False else TemplatedChat(text, messages)
         if use_chat is False:
             raise self.no_tokenizer("applying the chat template (use_chat=False)")
         return ChatMessages(messages)
+
+    def continued_text(self, prompt: ChatMessages, text: str) -> str | None:
+        """`prompt` continued by `text` as the local tokenizer's chat template renders it (text for
+        `/v1/completions`), for a server whose chat endpoint cannot continue a reply; None
+        without a local tokenizer that has a chat template."""
+        tok = self.tokenizer
+        if tok is None or not getattr(tok, "chat_template", None):
+            return None
+        continued = prompt.continued(text)
+        return tok.apply_chat_template([dict(m) for m in continued.messages], tokenize=False,
+                                       add_generation_prompt=not continued.continue_final,
+                                       continue_final_message=continued.continue_final)
 
     async def tokenize_messages(self, messages: Sequence[dict[str, str]], continue_final: bool = False) -> list[int]:
         if self.features.tokenize is not False:
