@@ -2,7 +2,8 @@
 
 For the server behaviours no installable server shows here (n ignored or rejected, chat only, no
 logprobs, 429 with Retry-After, SSE comment lines, no usage, a slow first byte, OpenAI's strict
-field checks and string logprob tokens). The real vLLM and `transformers serve` are tested in
+field checks and string logprob tokens, a trailing assistant message prefilled without any flag
+as llama.cpp, Ollama and LMDeploy do). The real vLLM and `transformers serve` are tested in
 test_servers_real.py; the `vllm` preset mimics vLLM so that each other preset changes one thing.
 
 The "model" writes one fixed solution of three steps separated by blank lines and ends it with
@@ -47,6 +48,7 @@ class Behaviour:
     max_top: int = 20               # most top logprobs accepted (more: 400)
     strict_fields: bool = False     # unknown request fields: 400 naming the field (OpenAI)
     continue_final: bool = True     # chat accepts continue_final_message
+    prefill: bool = False           # a trailing assistant message is continued, whatever the request says
     usage: bool = True
     ratelimit: bool = False         # after a 429 (every 3rd request), every request gets 429 for retry_after s
     retry_after: float = 1.0
@@ -64,6 +66,12 @@ PRESETS = {
     "reject_n": Behaviour(n="rejected"),
     "chat_only": Behaviour(tokenize=False, token_ids=False, id_tokens=False, stop_reason=False,
                            completions=False, metrics=None),
+    # llama.cpp's server (since its PR #13174), Ollama, LMDeploy: no vLLM fields, no flag needed to continue
+    "prefill": Behaviour(tokenize=False, token_ids=False, id_tokens=False, stop_reason=False, continue_final=False,
+                         prefill=True, metrics=None),
+    # OpenAI's strict field checks, answered after a delay so that concurrent streams are all refused together
+    "strict_concurrent": Behaviour(tokenize=False, token_ids=False, id_tokens=False, stop_reason=False, max_top=5,
+                                   strict_fields=True, continue_final=False, metrics=None, slow=0.1),
     "no_logprobs": Behaviour(logprobs=False),
     "ratelimit": Behaviour(ratelimit=True),
     "sse_comments": Behaviour(sse_comments=True),
@@ -93,6 +101,7 @@ class FakeOpenAI:
         self._draws = itertools.count()
         self._lock = threading.Lock()
         self._blocked_until = 0.0
+        self._pending = 0  # requests received and not yet answered
         self._server = FakeHTTPServer(self._handle)
 
     # -- toy tokenizer --------------------------------------------------------------------------
@@ -150,7 +159,21 @@ class FakeOpenAI:
     def __exit__(self, *exc) -> None:
         self._server.stop()
 
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until every request received has been answered (and counted in `reported`): a
+        client that closed a stream early does not wait for the server to finish it."""
+        deadline = time.monotonic() + timeout
+        while self._pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     async def _handle(self, req: FakeRequest) -> bytes | None:
+        self._pending += 1
+        try:
+            return await self._answer_request(req)
+        finally:
+            self._pending -= 1
+
+    async def _answer_request(self, req: FakeRequest) -> bytes | None:
         b = self.behaviour
         body = req.json() if req.body else {}
         self.requests.append((req.path, body))
@@ -195,7 +218,8 @@ class FakeOpenAI:
             n = 1
         if chat:
             messages = body["messages"]
-            cont = body.get("continue_final_message") and b.continue_final
+            cont = (body.get("continue_final_message") and b.continue_final) or \
+                (b.prefill and messages[-1]["role"] == "assistant")
             written = messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""
             prompt_text = self.render(messages, bool(cont))
             if not cont:

@@ -144,6 +144,9 @@ def test_too_many_top_logprobs_go_down_to_five_then_logprobs_go():
     adapted = adapt_rejected(adapted.payload, "logprobs are not supported", ServerFeatures())
     assert "logprobs" not in adapted.payload and adapted.updates == {"logprobs": False}
     assert adapt_rejected(body, "logprobs are not supported", ServerFeatures(logprobs=True)) is None
+    # a server seen to give logprobs (an earlier answer) refusing 20 of them: lowered, not raised (issue 27)
+    adapted = adapt_rejected(body, "logprobs must be at most 5", ServerFeatures(logprobs=True))
+    assert adapted.payload["top_logprobs"] == 5 and adapted.payload["logprobs"] is True
     assert adapt_rejected(body, "max_tokens is too large", ServerFeatures()) is None
 
 

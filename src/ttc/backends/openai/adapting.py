@@ -8,6 +8,7 @@ showed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -39,16 +40,21 @@ def _without(payload: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
 
 def adapt_rejected(payload: dict[str, Any], message: str, features: ServerFeatures) -> Adapted | None:
     """What to send after a 4xx whose message is `message`, decided by what `payload` sent: drop
-    vLLM's extra fields, else lower top logprobs to OpenAI's 5, else drop logprobs (unless the
-    server has shown it has them); None: nothing to drop, the refusal stands."""
+    vLLM's extra fields, else lower top logprobs to OpenAI's 5 (also where the server has shown
+    logprobs, when its message names a limit), else drop logprobs (unless the server has shown it
+    has them); None: nothing to drop, the refusal stands."""
     if any(f in payload for f in EXTENSION_FIELDS) and any(f in message for f in EXTENSION_FIELDS):
         return Adapted(_without(payload, EXTENSION_FIELDS), {"token_ids": False}, extensions=False)
-    if "logprobs" not in message or "logprobs" not in payload or features.logprobs:
+    if "logprobs" not in message or "logprobs" not in payload:
         return None
     top = payload.get("top_logprobs", payload["logprobs"])
-    if isinstance(top, int) and not isinstance(top, bool) and top > 5:
+    # a server that has shown logprobs refuses a count (its message names a limit), not logprobs
+    if isinstance(top, int) and not isinstance(top, bool) and top > 5 and (
+            not features.logprobs or re.search(r"\d", message)):
         key = "top_logprobs" if "top_logprobs" in payload else "logprobs"
         return Adapted({**payload, key: 5}, {"max_top_logprobs": 5})
+    if features.logprobs:
+        return None
     return Adapted(_without(payload, ("logprobs", "top_logprobs", "return_tokens_as_token_ids")),
                    {"logprobs": False})
 
