@@ -35,7 +35,8 @@ Layout: one module per job, behind the facade `client.OpenAICompatible`.
   `responses.py` (`parse_completions` / `parse_chat` -> completions and feature updates;
   `stream_delta`), `usage.py` (what a request cost, reported or estimated).
 - `tokenization.py`: `/tokenize` with its cache, the local tokenizer (transformers imported
-  lazily, only to load one), chat templates. `prompts.py`: `ChatMessages`.
+  lazily, only to load one), chat templates. `prompts.py`: `ChatMessages`, `TemplatedChat`.
+- `routing.py`: where a prompt goes when the usual endpoint is missing (pure decisions).
 - `fanout.py` (n samples where a server ignores n) and `streaming.py` (reading one stream).
 
 Why this split. The openai-python client keeps its transport in `_base_client.py` (one
