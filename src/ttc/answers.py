@@ -13,7 +13,15 @@ The rule, in order (an explicit answer always wins over a guess):
    ("last_number"). A cut trace with no explicit answer has no answer (None).
 
 The answer is returned as the model wrote it, minimally cleaned (surrounding `$`, a whole
-`\\text{...}`, a trailing period, markdown bold). Parsing and equivalence are math-verify's
+`\\text{...}`, a trailing period, markdown bold), with one reading: an equation or a chain of
+equations with no variables ("17 + 25 = 42", "3 + 4 = 7 apples", "12 \\times 2 = 24") is its last
+side ("42", "7", "24"), in extraction and in comparison alike; an equation with a variable ("x = 5",
+"y = 2x + 3") keeps its form. math-verify decides what is such an equation (`mathparse.equation`).
+
+`equivalent` is symmetric, and `group` does not depend on the order of the answers: answers with
+the same key (`normalize`) always share a group, and a group holds only answers that are pairwise
+`equivalent` (math-verify's equivalence is not transitive, so a group is never a chain of
+"almost the same"). Parsing and equivalence are math-verify's
 (`parse` with its LaTeX and expression extraction configs, `verify`), run with a deadline in a
 helper process (`ttc.mathparse`) so that no string can hang a run on any thread. Plain numbers
 and GSM8K's `####` take an exact fast path that never calls math-verify.
@@ -26,6 +34,12 @@ import re
 from fractions import Fraction
 
 from ttc import mathparse
+
+#: the version of the rules by which answers are read and compared; results and `ttc eval` records
+#: carry it, since a change of rules changes grading. 1: the rules before it was recorded; 2: an
+#: equation with no variables is read as its last side, equivalence is symmetric, grouping is
+#: independent of the order of the answers.
+ANSWER_RULES_VERSION = 2
 
 #: where an answer came from; the first three are explicit answers
 SOURCES = ("boxed", "hashes", "stated", "last_number")
@@ -206,13 +220,45 @@ def _last_number(text: str) -> str | None:
     return _clean(numbers[-1]) if numbers else None
 
 
+def _last_side(equation: str) -> str:
+    """The text after the last `=` outside braces (the caller knows `equation` is an equation)."""
+    depth, cut = 0, -1
+    for i, char in enumerate(equation):
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+        elif char == "=" and depth == 0:
+            cut = i
+    return equation[cut + 1:].lstrip("&").strip()
+
+
+def final_side(answer: str) -> str:
+    """`answer` read by the equation rule: the last side of an equation or chain of equations with
+    no variables ("17 + 25 = 42" -> "42", "3 + 4 = 7 apples" -> "7"); any other answer unchanged.
+
+    Which text is such an equation is math-verify's judgement (`mathparse.equation`); only answers
+    that hold a "=" ask it."""
+    equation = mathparse.equation(answer) if "=" in answer else None
+    if equation is None:
+        return answer
+    return _clean(_last_side(equation)) or answer
+
+
 @functools.lru_cache(maxsize=4096)
 def read_answer(text: str | None, finished: bool = True) -> tuple[str | None, str | None]:
     """(answer, source) for a model's text; source is one of `SOURCES`, or None with no answer.
 
     `finished` is False for a trace cut at max_tokens (or at a step limit): such a trace has no
-    last-number fallback, since its last number is wherever the cut fell.
+    last-number fallback, since its last number is wherever the cut fell. An answer that is an
+    equation with no variables is its last side (`final_side`).
     """
+    answer, source = _find_answer(text, finished)
+    return (final_side(answer), source) if answer else (None, None)
+
+
+def _find_answer(text: str | None, finished: bool) -> tuple[str | None, str | None]:
+    """(answer, source) by the rule of the module docstring, before the equation rule."""
     if not text:
         return None, None
     boxed = last_boxed(text)
@@ -256,7 +302,9 @@ def _as_number(answer: str) -> Fraction | None:
 
 
 def normalize(answer: str) -> str:
-    """A canonical key for an answer: numbers in lowest exact form, other text whitespace-stripped."""
+    """A canonical key for an answer: numbers in lowest exact form, other text whitespace-stripped;
+    an equation with no variables is keyed by its last side ("17 + 25 = 42" -> "42")."""
+    answer = final_side(answer)
     number = _as_number(answer)
     if number is not None:
         return str(number)
@@ -275,17 +323,19 @@ def _answer_of(text: str) -> str | None:
     if source is not None:
         return answer
     if _looks_bare(text):
-        return _clean(text) or None
+        return final_side(_clean(text)) or None
     return read_answer(text, True)[0]
 
 
 def equivalent(pred: str | None, gold: str | None) -> bool:
-    """Whether two answers are mathematically the same. Either side may be a bare answer or a whole
-    solution (its answer is read with `read_answer`).
+    """Whether two answers are mathematically the same; symmetric (the order of the two does not
+    matter). Either side may be a bare answer or a whole solution (its answer is read with
+    `read_answer`); an equation with no variables is its last side ("17 + 25 = 42" is 42).
 
     Plain numbers compare exactly (1,000 == 1000.0); anything else goes through math-verify's
-    `verify` (sympy), so 0.5 == \\frac{1}{2}, x+1 == 1+x and x \\geq 5 == x >= 5. Input math-verify
-    cannot read, or cannot decide within its deadline, is not equivalent unless equal as text.
+    `verify` (sympy), asked both ways round (`mathparse.same`), so 0.5 == \\frac{1}{2}, x+1 == 1+x,
+    x \\geq 5 == x >= 5 and x = 5 == 5. Input math-verify cannot read, or cannot decide within its
+    deadline, is not equivalent unless equal as text.
     """
     if pred is None or gold is None:
         return False
@@ -297,23 +347,46 @@ def equivalent(pred: str | None, gold: str | None) -> bool:
     a, b = _as_number(p), _as_number(g)
     if a is not None and b is not None:
         return a == b
-    return mathparse.verify(g, p)
+    return mathparse.same(p, g)
+
+
+def _group_key(answer: str) -> str | None:
+    """The key under which `answer` always shares a group (the first test `equivalent` makes);
+    None when it has no comparable answer (then it is equivalent to nothing, itself included)."""
+    comparable = _answer_of(answer)
+    return None if comparable is None else normalize(comparable)
 
 
 def group(answers: list[str | None]) -> list[list[int]]:
-    """Indices of `answers` grouped by equivalence, in first-seen order; Nones dropped. The first
-    member of a group is its representative: votes are keyed by the first form seen."""
+    """Indices of `answers` grouped by equivalence; Nones dropped. Groups are listed in first-seen
+    order, each with its indices in order, so a group's first member is its representative: votes
+    are keyed by the first form seen.
+
+    Which answers share a group does not depend on their order: answers with the same key
+    (`normalize`) form a block; blocks are placed largest first (then by key), each joining the
+    first group all of whose answers it is `equivalent` to, else starting its own. So every group
+    holds only pairwise equivalent answers, even where math-verify's equivalence is not transitive.
+    """
+    blocks: dict[str, list[int]] = {}
     groups: list[list[int]] = []
-    keys: list[str] = []
     for i, answer in enumerate(answers):
         if answer is None:
             continue
-        key = normalize(answer)
-        for k, members in zip(keys, groups, strict=False):
-            if key == k or equivalent(answer, answers[members[0]]):
-                members.append(i)
+        key = _group_key(answer)
+        if key is None:
+            groups.append([i])  # equivalent to nothing: a group of its own
+        else:
+            blocks.setdefault(key, []).append(i)
+    placed: list[tuple[list[int], list[str]]] = []  # (indices, distinct forms) of each group
+    for key in sorted(blocks, key=lambda k: (-len(blocks[k]), k)):
+        members = blocks[key]
+        forms = sorted({str(answers[i]) for i in members})
+        for indices, group_forms in placed:
+            if all(equivalent(f, g) for f in forms for g in group_forms):
+                indices.extend(members)
+                group_forms.extend(forms)
                 break
         else:
-            groups.append([i])
-            keys.append(key)
-    return groups
+            placed.append((list(members), forms))
+    groups.extend(indices for indices, _ in placed)
+    return sorted((sorted(g) for g in groups), key=lambda g: g[0])
