@@ -95,6 +95,7 @@ def make_record(problem: Problem, setting: Setting, result: Result, run_info: Ma
         "candidates": candidates,
         "text": result.text,  # the text of the candidate that gave the answer, for error analysis
         "details": result.details,
+        **result.versions,  # the answer rules that graded "correct"
         **run_info,
     }
 
