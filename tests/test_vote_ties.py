@@ -116,3 +116,17 @@ def test_eval_records_carry_the_versions(tmp_path):
              output=out, progress=False, save_report=False)
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert (record["ttc_version"], record["answer_rules"]) == (ttc.__version__, ANSWER_RULES_VERSION)
+
+
+def test_resuming_a_file_graded_by_older_answer_rules_warns(tmp_path):
+    from ttc.eval import evaluate
+    from ttc.eval.results import ResultsWarning
+
+    out = tmp_path / "r.jsonl"
+    problems = [ttc.Problem(question=f"{i} + 1?", answer=str(i + 1), id=f"p{i}") for i in range(2)]
+    evaluate("majority", problems[:1], boxed("1"), n=1, output=out, progress=False, save_report=False)
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    del record["answer_rules"]  # a file written before the rules were versioned: version 1
+    out.write_text(json.dumps(record) + "\n")
+    with pytest.warns(ResultsWarning, match=r"graded by answer rules \[1\], this run grades by 2"):
+        evaluate("majority", problems, boxed("2"), n=1, output=out, progress=False, save_report=False)

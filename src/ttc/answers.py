@@ -339,6 +339,8 @@ def equivalent(pred: str | None, gold: str | None) -> bool:
     """
     if pred is None or gold is None:
         return False
+    if str(pred) == str(gold):
+        return True  # the same text is the same answer, even one math-verify cannot read
     p, g = _answer_of(str(pred)), _answer_of(str(gold))
     if p is None or g is None:
         return False
@@ -350,11 +352,12 @@ def equivalent(pred: str | None, gold: str | None) -> bool:
     return mathparse.same(p, g)
 
 
-def _group_key(answer: str) -> str | None:
-    """The key under which `answer` always shares a group (the first test `equivalent` makes);
-    None when it has no comparable answer (then it is equivalent to nothing, itself included)."""
+def _group_key(answer: str) -> str:
+    """The key under which `answer` always shares a group: its `normalize`d answer (a test
+    `equivalent` makes first), or, when it has none to compare, its own text (equal texts are
+    equivalent; a NUL marks the key so that it cannot meet a normalised one)."""
     comparable = _answer_of(answer)
-    return None if comparable is None else normalize(comparable)
+    return "\0" + answer if comparable is None else normalize(comparable)
 
 
 def group(answers: list[str | None]) -> list[list[int]]:
@@ -368,15 +371,9 @@ def group(answers: list[str | None]) -> list[list[int]]:
     holds only pairwise equivalent answers, even where math-verify's equivalence is not transitive.
     """
     blocks: dict[str, list[int]] = {}
-    groups: list[list[int]] = []
     for i, answer in enumerate(answers):
-        if answer is None:
-            continue
-        key = _group_key(answer)
-        if key is None:
-            groups.append([i])  # equivalent to nothing: a group of its own
-        else:
-            blocks.setdefault(key, []).append(i)
+        if answer is not None:
+            blocks.setdefault(_group_key(str(answer)), []).append(i)
     placed: list[tuple[list[int], list[str]]] = []  # (indices, distinct forms) of each group
     for key in sorted(blocks, key=lambda k: (-len(blocks[k]), k)):
         members = blocks[key]
@@ -388,5 +385,4 @@ def group(answers: list[str | None]) -> list[list[int]]:
                 break
         else:
             placed.append((list(members), forms))
-    groups.extend(indices for indices, _ in placed)
-    return sorted((sorted(g) for g in groups), key=lambda g: g[0])
+    return sorted((sorted(indices) for indices, _ in placed), key=lambda g: g[0])
