@@ -134,6 +134,8 @@ EXTRACT = [
     ("The answer is 2 + 3 = 5 = 5.", True, "5", "stated"),  # a chain
     ("#### 2 + 3 = 5", True, "5", "hashes"),
     ("So 17 + 25 = 42", True, "42", "last_number"),
+    ("17 + 25 = 32\n\nSo, the answer is \\boxed{}.", True, "32", "last_number"),  # an empty box states nothing
+    ("So, the answer is \\boxed{}.", False, None, None),
     ("The answer is x = 5.", True, "x = 5", "stated"),
     ("The answer is y = 2x + 3.", True, "y = 2x + 3", "stated"),
     ("The answer is P(A) = 0.3.", True, "P(A) = 0.3", "stated"),

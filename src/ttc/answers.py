@@ -38,7 +38,7 @@ from ttc import mathparse
 #: the version of the rules by which answers are read and compared; results and `ttc eval` records
 #: carry it, since a change of rules changes grading. 1: the rules before it was recorded; 2: an
 #: equation with no variables is read as its last side, equivalence is symmetric, grouping is
-#: independent of the order of the answers.
+#: independent of the order of the answers, an empty box ("the answer is \\boxed{}") states nothing.
 ANSWER_RULES_VERSION = 2
 
 #: where an answer came from; the first three are explicit answers
@@ -75,6 +75,8 @@ _MATHY_RE = re.compile(r"\d|\\[A-Za-z]|[=<>^_+*/{}]|^\(?[A-E]\)?$|^\([a-e]\)$")
 #: a trace end with any of these needs math-verify to find its last value; without them it is plain
 #: numbers and words, and the last number is read directly (ttc's fast path)
 _MATH_MARKS_RE = re.compile(r"[\\$/^{]")
+#: an empty box: "the answer is \\boxed{}" is no answer
+_EMPTY_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{\s*\}")
 #: how much of a trace's end the last-number fallback looks at
 _TAIL_CHARS = 400
 #: a stated answer's sentence longer than this is not an answer
@@ -175,8 +177,8 @@ def _stated(text: str) -> str | None:
         if re.fullmatch(r"\\(?:text|textbf|mathrm|mbox|textrm)\s*\{[^{}]+\}\.?", span.strip().strip("$")):
             return _clean(span)  # a text answer the model marked as one: "\text{Evelyn}"
         span = _clean(span)
-        if not span or len(span) > _MAX_STATED_CHARS:
-            continue
+        if not span or len(span) > _MAX_STATED_CHARS or _EMPTY_BOX_RE.fullmatch(span):
+            continue  # "the answer is \\boxed{}" states nothing
         words = [w for w in _plain_words(span) if w.group(0).lower() not in _CONNECTORS]
         if words:
             head = _clean(re.sub(r"(?:\s+(?:and|or))+\s*$", "", span[: words[0].start()].rstrip(" ,:;-")))
