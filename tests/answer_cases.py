@@ -134,7 +134,10 @@ EXTRACT = [
     ("The answer is 2 + 3 = 5 = 5.", True, "5", "stated"),  # a chain
     ("#### 2 + 3 = 5", True, "5", "hashes"),
     ("So 17 + 25 = 42", True, "42", "last_number"),
-    ("17 + 25 = 32\n\nSo, the answer is \\boxed{}.", True, "32", "last_number"),  # an empty box states nothing
+    ("17 + 25 = 32\n\nSo, the answer is \\boxed{}.", True, None, None),  # an empty box: no answer, no guess
+    ("The answer is 32.\n\nSo, the answer is \\boxed{}.", True, None, None),
+    (r"So, the answer is \boxed{}. No: \boxed{42}.", True, "42", "boxed"),
+    ("So, the answer is \\boxed{}.\n#### 42", True, "42", "hashes"),
     ("So, the answer is \\boxed{}.", False, None, None),
     ("The answer is x = 5.", True, "x = 5", "stated"),
     ("The answer is y = 2x + 3.", True, "y = 2x + 3", "stated"),

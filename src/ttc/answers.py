@@ -38,7 +38,7 @@ from ttc import mathparse
 #: the version of the rules by which answers are read and compared; results and `ttc eval` records
 #: carry it, since a change of rules changes grading. 1: the rules before it was recorded; 2: an
 #: equation with no variables is read as its last side, equivalence is symmetric, grouping is
-#: independent of the order of the answers, an empty box ("the answer is \\boxed{}") states nothing.
+#: independent of the order of the answers, "the answer is \\boxed{}" (an empty box) is no answer.
 ANSWER_RULES_VERSION = 2
 
 #: where an answer came from; the first three are explicit answers
@@ -75,7 +75,7 @@ _MATHY_RE = re.compile(r"\d|\\[A-Za-z]|[=<>^_+*/{}]|^\(?[A-E]\)?$|^\([a-e]\)$")
 #: a trace end with any of these needs math-verify to find its last value; without them it is plain
 #: numbers and words, and the last number is read directly (ttc's fast path)
 _MATH_MARKS_RE = re.compile(r"[\\$/^{]")
-#: an empty box: "the answer is \\boxed{}" is no answer
+#: an empty box: "the answer is \\boxed{}" is no answer (and no last-number guess either)
 _EMPTY_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{\s*\}")
 #: how much of a trace's end the last-number fallback looks at
 _TAIL_CHARS = 400
@@ -161,7 +161,8 @@ def _hashes(text: str) -> str | None:
 
 
 def _stated(text: str) -> str | None:
-    """The last "the answer is X" whose X holds math, as written (None when there is none).
+    """The last "the answer is X" whose X holds math, as written (None when there is none; "" when
+    the last one is an empty box, "the answer is \\boxed{}", which states that there is none).
 
     Hand-written around math-verify: its anchors take the first number within 50 characters of
     "answer" (with or without "is"), and report normalised LaTeX rather than the model's text. Here
@@ -177,8 +178,10 @@ def _stated(text: str) -> str | None:
         if re.fullmatch(r"\\(?:text|textbf|mathrm|mbox|textrm)\s*\{[^{}]+\}\.?", span.strip().strip("$")):
             return _clean(span)  # a text answer the model marked as one: "\text{Evelyn}"
         span = _clean(span)
-        if not span or len(span) > _MAX_STATED_CHARS or _EMPTY_BOX_RE.fullmatch(span):
-            continue  # "the answer is \\boxed{}" states nothing
+        if _EMPTY_BOX_RE.fullmatch(span):
+            return ""  # "the answer is \\boxed{}": the model stated that it has no answer
+        if not span or len(span) > _MAX_STATED_CHARS:
+            continue
         words = [w for w in _plain_words(span) if w.group(0).lower() not in _CONNECTORS]
         if words:
             head = _clean(re.sub(r"(?:\s+(?:and|or))+\s*$", "", span[: words[0].start()].rstrip(" ,:;-")))
@@ -274,7 +277,7 @@ def _find_answer(text: str | None, finished: bool) -> tuple[str | None, str | No
     stated = _stated(text)
     if stated:
         return stated, "stated"
-    if not finished:
+    if stated == "" or not finished:  # an empty box stated, or a cut trace: no guess
         return None, None
     number = _last_number(text)
     return (number, "last_number") if number else (None, None)
