@@ -52,6 +52,10 @@ class PartNames:
             return getattr(self.transport, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        target = self.transport if name in _TRANSPORT_SETTINGS and "transport" in self.__dict__ else super()
+        target.__setattr__(name, value)
+
     @property
     def replicas(self) -> list[Replica]:
         return self.transport.replicas
