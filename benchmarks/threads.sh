@@ -6,7 +6,7 @@
 # Each line records `uptime`'s load averages before and after, and the last progress-bar line.
 # Usage: benchmarks/threads.sh [OUTDIR]     (LIMIT=seconds per command, default 300)
 set -u
-OUT=${1:-/tmp/ttc-threads}
+OUT=${1:-${TMPDIR:-/tmp}/ttc-threads}
 PY=${PY:-python}
 LIMIT=${LIMIT:-300}
 Q="Tom has 3 apples. Tom gets 5 more apples. How many apples does Tom have now?"
