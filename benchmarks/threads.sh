@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Thread settings of the transformers backend on a busy machine (issue 12): `ttc run --n 8` and a
 # 3-problem `ttc eval`, with torch's default threads (`--threads torch`, which is what ttc did before
 # `--threads` existed), the new default (`auto`) and OMP_NUM_THREADS=1, interleaved so that the

@@ -4,6 +4,7 @@
 heavy parts live in extras. Code that needs one calls `require` before importing it:
 
     torch = require("torch", "transformers")      # ttc.MissingExtra (an ImportError) if absent
+    require_extra("transformers", "ttc.backends.Transformers")   # all its modules, found, not imported
 """
 
 from __future__ import annotations
@@ -40,6 +41,19 @@ def available(module: str) -> bool:
         return False
 
 
+#: the modules whose absence means an extra is missing (checked, all of them, before a heavy part loads)
+MODULES = {"transformers": ("torch", "transformers"), "vllm": ("vllm",), "serve": ("prometheus_client",),
+           "eval": ("datasets", "matplotlib"), "rpc": ("scipy",)}
+
+
+def require_extra(extra: str, feature: str | None = None) -> None:
+    """Raise `MissingExtra` if one of the extra's MODULES is not installed (found, not imported:
+    the caller imports what it needs right after)."""
+    for module in MODULES[extra]:
+        if not available(module):
+            raise _missing(module, extra, feature)
+
+
 def require(module: str, extra: str, feature: str | None = None) -> ModuleType:
     """Import and return `module`, or raise `MissingExtra` naming the extra that provides it.
 
@@ -55,6 +69,10 @@ def require(module: str, extra: str, feature: str | None = None) -> ModuleType:
         root = module.split(".")[0]
         if exc.name is None or exc.name.split(".")[0] != root:
             raise
-        what = feature or EXTRAS[extra]
-        raise MissingExtra(f"{what} needs `{root}`, which is not installed: {install_line(extra)}",
-                           name=root) from exc
+        raise _missing(root, extra, feature) from exc
+
+
+def _missing(module: str, extra: str, feature: str | None) -> MissingExtra:
+    root = module.split(".")[0]
+    return MissingExtra(f"{feature or EXTRAS[extra]} needs `{root}`, which is not installed: {install_line(extra)}",
+                        name=root)

@@ -3,10 +3,14 @@ servers in one process, as in the tests, do not share counts)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from ttc._extras import require
 
-from ttc.types import Usage
+require("prometheus_client", "serve", "`ttc serve` (its /metrics)")
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest  # noqa: E402
+from prometheus_client.exposition import CONTENT_TYPE_LATEST  # noqa: E402
+
+from ttc.types import Usage  # noqa: E402
 
 #: strategy latency buckets (seconds): a vote on a CPU model takes seconds to minutes
 BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000)
