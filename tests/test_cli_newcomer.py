@@ -258,6 +258,16 @@ def test_a_fresh_clone_runs_the_readme_quickstart_and_an_offline_eval(tmp_path):
     env.update(HOME=str(home), TTC_CACHE_DIR=str(cache_dir()), PYTHONPATH=str(clone / "src"), OMP_NUM_THREADS="1",
                HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 
+    results = clone / "results.jsonl"
+    done = subprocess.run([sys.executable, "-m", "ttc.cli", "eval", "--dataset", "gsm8k", "--limit", "2",
+                           "--max-tokens", "64", "--output", str(results), "--quiet"], cwd=clone, env=env,
+                          capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-4000:]
+    records = sorted((json.loads(x) for x in results.read_text().splitlines()), key=lambda r: r["problem_id"])
+    assert [(r["problem_id"], r["gold"], r["error"]) for r in records] == [
+        ("gsm8k-test-0", "18", None), ("gsm8k-test-1", "3", None)]  # the packaged GSM8K, in any finishing order
+    assert not (home / ".cache" / "huggingface" / "datasets").exists()  # never went through `datasets`
+
     (clone / "quickstart.py").write_text(readme_quickstart())
     done = subprocess.run([sys.executable, "-c", QUICKSTART_RUNNER], cwd=clone, env=env, capture_output=True,
                           text=True, timeout=1500)
@@ -265,14 +275,6 @@ def test_a_fresh_clone_runs_the_readme_quickstart_and_an_offline_eval(tmp_path):
     out = json.loads(next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT "):])
     assert out["ttc"] == str(clone / "src" / "ttc" / "__init__.py")  # the clone's ttc, not an installed one
     assert len(out["results"]) >= 2  # the quickstart's single result and its solve_many list
+    # fails until LogprobConfidence declares its need for logprobs (issue 20, point 1): the README's
+    # BestOfN sampler does not ask for them, and every problem of its solve_many fails
     assert [r for r in out["results"] if r["error"] is not None] == []
-
-    results = clone / "results.jsonl"
-    done = subprocess.run([sys.executable, "-m", "ttc.cli", "eval", "--dataset", "gsm8k", "--limit", "2",
-                           "--max-tokens", "64", "--output", str(results), "--quiet"], cwd=clone, env=env,
-                          capture_output=True, text=True, timeout=1500)
-    assert done.returncode == 0, done.stderr[-4000:]
-    records = [json.loads(x) for x in results.read_text().splitlines()]
-    assert [(r["problem_id"], r["gold"], r["error"]) for r in records] == [
-        ("gsm8k-test-0", "18", None), ("gsm8k-test-1", "3", None)]
-    assert not (home / ".cache" / "huggingface" / "datasets").exists()  # never went through `datasets`
