@@ -119,3 +119,46 @@ def test_a_core_install_runs_strategies_against_a_real_vllm_server(vllm_server, 
         for r in out[name]:
             assert r["error"] is None and r["answer"] is not None, (name, r)
             assert r["candidates"] == 4 and r["prompt_tokens"] > 0 and 0 < r["completion_tokens"] <= 4 * 64, (name, r)
+
+
+@pytest.mark.slow
+def test_a_core_install_names_the_extra_each_heavy_command_needs(tmp_path):
+    """In the core venv, commands that need an extra exit with one `ttc: error:` line that has the
+    pip line (no traceback); the eval tables are saved without matplotlib."""
+    python = core_venv(copy_tracked_files(tmp_path / "clone"))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+    def ttc_cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(python), "-m", "ttc.cli", *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    for args, line in [
+        (("run", "What is 2 + 3?"), 'ttc: error: the transformers backend needs `torch`, which is not installed: '
+                                    'pip install "ttc[transformers]"'),
+        (("serve", "--upstream", "http://127.0.0.1:9/v1"),
+         'ttc: error: `ttc serve` (its /metrics) needs `prometheus_client`, which is not installed: '
+         'pip install "ttc[serve]"'),
+        (("eval", "--dataset", "gsm8k", "--split", "train", "--backend", "openai", "--url", "http://127.0.0.1:9/v1"),
+         "ttc: error: loading 'openai/gsm8k' from the Hugging Face hub needs `datasets`, which is not installed: "
+         'pip install "ttc[eval]"')]:
+        done = ttc_cli(*args)
+        assert (done.returncode, done.stderr.strip().splitlines()[-1:]) == (2, [line]), done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
+
+    code = textwrap.dedent("""
+        import warnings, ttc
+        from ttc.eval import EvalReport
+        records = [{"problem_id": "a", "setting": "sample@n=1", "strategy": "sample", "n": 1, "answer": "5",
+                    "gold": "5", "correct": True, "error": None, "usage": {"total_tokens": 10}, "latency_s": 0.1,
+                    "candidates": []}]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            paths = EvalReport(records).save("out/results")
+        print(sorted(paths), [str(w.message) for w in caught])
+    """)
+    done = subprocess.run([str(python), "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == ("['csv', 'markdown'] ['no plot saved: EvalReport.plot needs matplotlib: "
+                                   "pip install \"ttc[eval]\"']")
+    assert (tmp_path / "out" / "results.summary.md").is_file() and not (tmp_path / "out" / "results.png").exists()
