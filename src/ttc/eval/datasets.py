@@ -233,6 +233,8 @@ def _load_hub(hub_id: str, config: str | None, split: str | None, prefix: str, q
     except Exception as exc:  # no network, unknown id, unknown split: say what was tried
         cause = (f"the hub is unreachable ({why}) and it is not in the local datasets cache" if not reachable
                  else f"{type(exc).__name__}: {str(exc).rstrip('.')}")
+        if local_hint is None and not reachable:
+            local_hint = "save it as a .jsonl file where the hub is reachable and pass the file's path"
         hint = f"; {local_hint}" if local_hint else ""
         raise InvalidInput(f"could not load dataset {hub_id!r} with the datasets library: {cause}{hint}") from exc
     if split is None:  # a DatasetDict: its test split, or its only split
