@@ -172,7 +172,7 @@ def test_unreachable_hub_id_is_a_clear_error():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "InvalidInput: could not load dataset 'nobody/no-such-dataset' with the datasets library" in out.stdout, \
         out.stdout + out.stderr
-    assert ("the hub is unreachable (HF_HUB_OFFLINE is set) and it is not in the local datasets cache; save it as "
+    assert ("the hub is unreachable (HF_DATASETS_OFFLINE is set) and it is not in the local datasets cache; save it as "
             "a .jsonl file where the hub is reachable and pass the file's path") in out.stdout
 
 
