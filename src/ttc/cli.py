@@ -151,11 +151,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     limits = Limits(max_n=args.max_n, max_tokens=args.cap_max_tokens, max_budget_tokens=args.max_budget_tokens,
                     max_budget_seconds=args.max_budget_seconds, max_body_bytes=args.max_body_bytes,
-                    max_in_flight=args.max_in_flight, retry_after=args.retry_after)
+                    max_in_flight=args.max_in_flight, retry_after=args.retry_after,
+                    max_top_logprobs=args.max_top_logprobs)
     config = ServeConfig(upstream=tuple(args.upstream), strategy=args.strategy, n=args.n, default=args.default,
                          temperature=args.temperature, max_tokens=args.max_tokens, prm_upstream=args.prm_upstream,
                          prm_format=args.prm_format, api_key=args.api_key or os.environ.get("TTC_SERVE_API_KEY"),
-                         host=args.host, port=args.port, insecure=args.insecure, limits=limits)
+                         host=args.host, port=args.port, insecure=args.insecure, limits=limits,
+                         passthrough_untouched=args.passthrough_untouched)
     serve(config)
     return 0
 
@@ -182,10 +184,16 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", default=None, help="key clients must send as a Bearer token "
                    "(default: $TTC_SERVE_API_KEY, else none)")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without --api-key")
-    p.add_argument("--max-n", type=int, default=64, help="cap on ttc.n")
-    p.add_argument("--cap-max-tokens", type=int, default=4096, help="cap on max_tokens per candidate")
+    p.add_argument("--max-n", type=int, default=64,
+                   help="cap on the sequences a request generates at once (n, beam width x expansions, particles, "
+                   "...: each strategy's worst case) and on a passthrough request's n")
+    p.add_argument("--cap-max-tokens", type=int, default=4096,
+                   help="cap on max_tokens per candidate or step (and on a passthrough request's max_tokens)")
+    p.add_argument("--max-top-logprobs", type=int, default=20, help="cap on top logprobs per token")
     p.add_argument("--max-budget-tokens", type=int, default=1_000_000,
-                   help="cap on a request's token budget (and the budget of requests that give none)")
+                   help="cap on a request's token budget, and on its worst case when it gives no ttc.budget.tokens")
+    p.add_argument("--passthrough-untouched", action="store_true",
+                   help="forward requests without a ttc object past the caps on n, max_tokens and top logprobs")
     p.add_argument("--max-budget-seconds", type=float, default=600.0,
                    help="cap on a request's time budget (and the budget of requests that give none)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="cap on a request body's size")

@@ -239,6 +239,7 @@ class TTCServer:
             raise RequestError("the request body must be a JSON object", None)
         if "ttc" not in body and self.config.default == "passthrough":
             self.metrics.requests.labels(endpoint, "passthrough").inc()
+            schema.check_passthrough(body, self.config)
             return await self._passthrough(request, endpoint, raw, bool(body.get("stream")))
         self.metrics.requests.labels(endpoint, "strategy").inc()
         req = schema.parse(body, kind, self.config, prm_available=self.config.prm_upstream is not None)
@@ -318,6 +319,10 @@ class TTCServer:
         except Exception as exc:  # reported to the client with the usage spent
             return _Outcome(None, ctx.finish(), exc)
         result.usage = ctx.finish()
+        stopped = getattr(result.details, "stopped_by", None)
+        if not result.candidates and isinstance(stopped, str) and stopped.endswith("budget"):
+            return _Outcome(None, result.usage, BudgetExhausted(f"the budget ({stopped}) ended the search before its "
+                                                                f"first step: no answer"))
         return _Outcome(note_truncation(result), result.usage, None)
 
     async def _run(self, request: web.Request, req: StrategyRequest) -> web.StreamResponse:

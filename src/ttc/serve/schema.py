@@ -227,6 +227,8 @@ def parse(body: Any, kind: str, config: ServeConfig, *, prm_available: bool) -> 
         raise RequestError("give ttc.verifier (outcome verifier) or ttc.prm (step searches), not both", "ttc.prm")
 
     budget = _budget(t.get("budget"), config)
+    _check_worst_case(name, n, max_tokens, options, budget_given=(t.get("budget") or {}).get("tokens") is not None,
+                      config=config)
     ret = t.get("return_candidates", False)
     if not isinstance(ret, bool):
         raise RequestError(f"ttc.return_candidates must be true or false, got {ret!r}", "ttc.return_candidates")
@@ -242,6 +244,50 @@ def parse(body: Any, kind: str, config: ServeConfig, *, prm_available: bool) -> 
     return StrategyRequest(kind=kind, messages=messages, prompt=prompt, strategy=name, n=n, params=params,
                            budget=budget, verifier=verifier, prm=prm, return_candidates=ret, options=options,
                            stream=stream, model=model)
+
+
+def _check_worst_case(name: str, n: int, max_tokens: int, options: dict[str, Any], *, budget_given: bool,
+                      config: ServeConfig) -> None:
+    """Refuse (400 naming the parameter) a request whose strategy could generate more sequences at
+    once than `--max-n`, or more tokens in all than `--max-budget-tokens` when the client gave no
+    `ttc.budget.tokens` (a given budget is enforced, so it bounds the total itself)."""
+    limits = config.limits
+    worst = registry.worst_case(name, n, max_tokens, options)
+    if worst.sequences > limits.max_n:
+        raise RequestError(f"strategy {name!r} with these parameters generates up to {worst.sequences} sequences at "
+                           f"once, over this server's cap of {limits.max_n} (--max-n); "
+                           f"lower ttc.{worst.sequences_from}",
+                           f"ttc.{worst.sequences_from}")
+    if not budget_given and worst.tokens > limits.max_budget_tokens:
+        raise RequestError(f"strategy {name!r} with these parameters can generate up to {worst.tokens} tokens, over "
+                           f"this server's cap of {limits.max_budget_tokens} per request (--max-budget-tokens); "
+                           f"lower ttc.{worst.tokens_from} or max_tokens, or give ttc.budget.tokens",
+                           f"ttc.{worst.tokens_from}")
+    top_k = options.get("top_k")
+    if top_k is not None and top_k > limits.max_top_logprobs:
+        raise RequestError(f"ttc.top_k={top_k} is over this server's cap of {limits.max_top_logprobs} top logprobs "
+                           f"per token (--max-top-logprobs)", "ttc.top_k")
+
+
+def check_passthrough(body: dict[str, Any], config: ServeConfig) -> None:
+    """The caps a forwarded request obeys (unless `passthrough_untouched`): `n` within `--max-n`,
+    `max_tokens` / `max_completion_tokens` within `--cap-max-tokens`."""
+    if config.passthrough_untouched:
+        return
+    limits = config.limits
+    n = body.get("n")
+    if n is not None and _is_int(n) and n > limits.max_n:
+        raise RequestError(f"n={n} is over this server's cap of {limits.max_n} (--max-n)", "n")
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = body.get(key)
+        if value is not None and _is_int(value) and value > limits.max_tokens:
+            raise RequestError(f"{key}={value} is over this server's cap of {limits.max_tokens} (--cap-max-tokens)",
+                               key)
+    top = body.get("top_logprobs") if "messages" in body else body.get("logprobs")
+    if _is_int(top) and top > limits.max_top_logprobs:
+        param = "top_logprobs" if "messages" in body else "logprobs"
+        raise RequestError(f"{param}={top} is over this server's cap of {limits.max_top_logprobs} "
+                           f"(--max-top-logprobs)", param)
 
 
 def _budget(value: Any, config: ServeConfig) -> Budget:
