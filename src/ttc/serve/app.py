@@ -1,7 +1,8 @@
 """`ttc serve`: an OpenAI-compatible endpoint that runs ttc strategies against upstream deployments.
 
-Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`, `GET /health`,
-`GET /metrics`. A request with a `ttc` object (or any request, with `default="strategy"`) is
+Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`, `GET /live`
+(answers without contacting anything), `GET /health` (readiness, from a background probe of the
+upstreams), `GET /metrics`. A request with a `ttc` object (or any request, with `default="strategy"`) is
 solved by a registered strategy (`ttc.strategies.registry.make_strategy`) on an
 `OpenAICompatible` backend over the upstream replicas; any other request is forwarded unchanged
 (passthrough), streamed back byte for byte.
@@ -14,6 +15,13 @@ that wait must not stall the HTTP loop's passthrough, health, metrics and 429 an
 A client that disconnects cancels its handler (aiohttp's `handler_cancellation`), which cancels its
 strategy task and so every upstream request it has open (vLLM aborts a request whose connection
 closes). The server keeps no state between requests: replicas scale out behind any load balancer.
+
+Production guards (docs/serve.md "In production"): every request gets a request id (the
+`X-Request-Id` header, in error bodies and in its access-log line); only `application/json`
+bodies are read, within `body_timeout`; without an API key only loopback `Host`s and no foreign
+`Origin` are served (a web page cannot drive the server); the upstream key is redacted from every
+relayed byte, error and log line; each path has its own upstream pool and timeouts; SIGTERM
+drains in-flight requests for `shutdown_timeout` s, then cancels them and their upstream requests.
 """
 
 from __future__ import annotations
@@ -22,23 +30,29 @@ import asyncio
 import hmac
 import itertools
 import json
+import math
+import re
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from ttc.backends.openai_compatible import OpenAICompatible, RequestRejected
+from ttc.backends.openai_compatible import HTTPStatusError, OpenAICompatible, RequestRejected
 from ttc.context import Context
 from ttc.errors import BudgetExhausted, GenerationError, InvalidInput
 from ttc.eval.results import jsonable
 from ttc.runner import note_truncation
 from ttc.serve import schema
-from ttc.serve.config import ServeConfig
+from ttc.serve.config import LOOPBACK, ServeConfig
+from ttc.serve.logs import ServerLog
 from ttc.serve.metrics import CONTENT_TYPE, Metrics
+from ttc.serve.redact import Redactor
 from ttc.serve.schema import RequestError, StrategyRequest
+from ttc.serve.upstream import HealthProbe, Pool
 from ttc.strategies import registry
 from ttc.types import Problem, Result, Usage
 
@@ -49,6 +63,11 @@ STREAM_CHUNK = 48
 #: seconds between SSE keep-alive comments while a streamed strategy runs
 KEEPALIVE_SECONDS = 10.0
 _SERVER_KEY = web.AppKey("ttc_server", object)
+#: a request's id and what its access-log line reports
+_INFO = web.RequestKey("ttc_request", dict)
+#: paths served without a key and from any Host: probes of orchestrators and load balancers
+OPEN_PATHS = frozenset({"/live", "/health"})
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class _WorkerLoop:
@@ -78,49 +97,67 @@ class _Outcome:
 
 
 class TTCServer:
-    """The server's state: config, upstream backend, passthrough session, metrics, in-flight count."""
+    """The server's state: config, upstream backend, passthrough pool, health probe, metrics, logs,
+    in-flight requests. `log_stream`: where log lines go (default stderr)."""
 
-    def __init__(self, config: ServeConfig):
+    def __init__(self, config: ServeConfig, log_stream: Any = None):
         self.config = config
         self.metrics = Metrics()
         self.in_flight = 0
         self.backend: OpenAICompatible | None = None
         self.session: aiohttp.ClientSession | None = None
         self.worker: _WorkerLoop | None = None
+        self.probe: HealthProbe | None = None
+        self.draining = False
+        self._handlers: set[asyncio.Task] = set()  # every request being answered (for shutdown)
         self._replicas = itertools.cycle(range(len(config.upstream)))
         self._bases: list[str] = []  # the replicas' /v1 base URLs, from the backend once started
         self._prm: Any = None
         self._prm_model: str | None = None
-        headers = {"Content-Type": "application/json"}
         key = config.upstream_api_key
-        if key is None:
-            import os
-
-            key = os.environ.get("OPENAI_API_KEY") or os.environ.get("VLLM_API_KEY")
+        headers = {"Content-Type": "application/json"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
         self._upstream_headers = headers
+        self.redactor = Redactor([key], [*config.upstream, config.prm_upstream])
+        self.log = ServerLog(config.log_format, config.log_level, self.redactor, log_stream)
+        c = config.connections
+        self.pool = Pool("passthrough", c.passthrough_connections, c.pool_wait, self.metrics,
+                         config.limits.retry_after)
+        self._timeout = aiohttp.ClientTimeout(total=c.total_timeout, sock_connect=c.connect_timeout,
+                                              sock_read=c.read_timeout)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.limits.max_body_bytes,
-                              middlewares=[self._errors, self._auth])
+                              middlewares=[self._frame, self._guard])
         app[_SERVER_KEY] = self
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/live", self.live)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics_page)
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
+        app.on_response_prepare.append(self._stamp)
         return app
 
     async def _start(self, app: web.Application) -> None:
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+        c = self.config.connections
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=c.passthrough_connections), timeout=self._timeout)
         self.worker = _WorkerLoop()
-        self.backend = OpenAICompatible(list(self.config.upstream), api_key=self.config.upstream_api_key,
-                                        max_concurrency=max(64, 8 * self.config.limits.max_in_flight))
+        # the key is given explicitly ("" = none): the backend would otherwise read $OPENAI_API_KEY
+        self.backend = OpenAICompatible(list(self.config.upstream), api_key=self.config.upstream_api_key or "",
+                                        max_concurrency=c.strategy_connections, timeout=c.total_timeout,
+                                        connect_timeout=c.connect_timeout, max_retry_after=0.0,
+                                        tokenizer=self.config.tokenizer, use_chat=self.config.use_chat)
         self._bases = [r.base for r in self.backend.replicas]
+        self.redactor.add_urls(self._bases)
+        self.probe = HealthProbe(self._bases, self._upstream_headers, c.health_interval, c.health_timeout,
+                                 self.metrics)
+        await self.probe.start()
         if self.config.prm_upstream:
             self._prm_model = await self._first_model(self.config.prm_upstream)
         # start math-verify's helper process now, not on the first request (it imports sympy: seconds)
@@ -129,6 +166,8 @@ class TTCServer:
         self.worker.loop.call_soon_threadsafe(lambda: self.worker.loop.run_in_executor(None, mathparse.find, "$x$"))
 
     async def _stop(self, app: web.Application) -> None:
+        if self.probe is not None:
+            await self.probe.stop()
         if self.session is not None:
             await self.session.close()
         if self.worker is not None:
@@ -138,6 +177,22 @@ class TTCServer:
                 except Exception:  # closing is best effort
                     pass
             self.worker.stop()
+
+    async def drain(self, timeout: float) -> int:
+        """Graceful shutdown, once the listening socket is closed: let the requests in flight finish
+        for up to `timeout` s, then cancel the rest (and so their upstream requests). Returns how
+        many were cancelled."""
+        self.draining = True
+        pending = {t for t in self._handlers if not t.done()}
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+            self.log.error("shutdown: cancelled requests still in flight", cancelled=len(pending),
+                           shutdown_timeout=timeout)
+        return len(pending)
 
     async def _first_model(self, url: str) -> str:
         """The first model of `url`'s /v1/models (a PRM deployment serves one)."""
@@ -151,40 +206,98 @@ class TTCServer:
             raise InvalidInput(f"--prm-upstream: no model list at {base}/models ({type(exc).__name__})") from None
 
     # -- middlewares --------------------------------------------------------------------------
-    @web.middleware
-    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        key = self.config.api_key
-        if key and request.path != "/health":
-            given = request.headers.get("Authorization", "")
-            token = given[7:] if given.startswith("Bearer ") else ""
-            if not hmac.compare_digest(token.encode(), key.encode()):
-                raise RequestError("missing or wrong API key (send Authorization: Bearer KEY)", None, status=401,
-                                   type="authentication_error")
-        return await handler(request)
+    async def _stamp(self, request: web.Request, response: web.StreamResponse) -> None:
+        info = request.get(_INFO)
+        if info is not None:
+            response.headers["X-Request-Id"] = info["request_id"]
 
     @web.middleware
-    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _frame(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A request id, OpenAI-shaped error answers, one access-log line; tracked for shutdown."""
+        given = request.headers.get("X-Request-Id", "")
+        rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        info: dict[str, Any] = {"request_id": rid, "method": request.method, "path": request.path}
+        request[_INFO] = info
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        started = time.monotonic()
+        status = 500
+        try:
+            response = await self._answer(request, handler, rid)
+            status = response.status
+            return response
+        except (asyncio.CancelledError, ConnectionResetError):
+            status = 499  # the client left, or shutdown cancelled the request
+            raise
+        finally:
+            if task is not None:
+                self._handlers.discard(task)
+            info["status"] = status
+            info["latency_ms"] = round(1000 * (time.monotonic() - started), 1)
+            self.log.access(info)
+
+    async def _answer(self, request: web.Request, handler: Any, rid: str) -> web.StreamResponse:
         try:
             return await handler(request)
         except RequestError as exc:
-            self.metrics.errors.labels(str(exc.status)).inc()
-            return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+            return self._error_response(request, exc)
         except web.HTTPRequestEntityTooLarge:
-            self.metrics.errors.labels("413").inc()
-            error = RequestError(f"the request body is over this server's cap of "
-                                 f"{self.config.limits.max_body_bytes} bytes", None, status=413)
-            return web.json_response(error.body(), status=413)
+            return self._error_response(request, RequestError(
+                f"the request body is over this server's cap of {self.config.limits.max_body_bytes} bytes", None,
+                status=413))
         except web.HTTPException as exc:
-            self.metrics.errors.labels(str(exc.status)).inc()
-            error = RequestError(exc.reason, None, status=exc.status)
-            return web.json_response(error.body(), status=exc.status)
+            return self._error_response(request, RequestError(exc.reason, None, status=exc.status))
         except (asyncio.CancelledError, ConnectionResetError):
             raise  # the client left
         except Exception as exc:  # a bug: an OpenAI-style 500 rather than aiohttp's text page
-            self.metrics.errors.labels("500").inc()
-            error = RequestError(f"internal error: {type(exc).__name__}: {self._redact(str(exc))}", None,
-                                 status=500, type="server_error")
-            return web.json_response(error.body(), status=500)
+            self.log.error("internal error", request_id=rid, cause=type(exc).__name__,
+                           detail=self.redactor.text(str(exc), urls=False))
+            return self._error_response(request, RequestError(
+                f"internal error: {type(exc).__name__}: {self._redact(str(exc))}", None, status=500,
+                type="server_error"))
+
+    def _error_response(self, request: web.Request, error: RequestError) -> web.Response:
+        self.metrics.errors.labels(str(error.status)).inc()
+        info = request.get(_INFO, {})
+        info["error"] = error.type
+        return web.json_response(error.body(info.get("request_id")), status=error.status, headers=error.headers)
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """The key (when set); else only loopback or allowed Hosts and allowed Origins (DNS
+        rebinding, cross-site requests); only JSON bodies (a browser's "simple" POSTs are not)."""
+        if request.path not in OPEN_PATHS:
+            if self.config.api_key:
+                self._check_key(request)
+            else:
+                self._check_browser(request)
+        if request.method == "POST" and request.content_type != "application/json":
+            raise RequestError(f"the request body must be application/json, not {request.content_type!r}", None,
+                               status=415)
+        return await handler(request)
+
+    def _check_key(self, request: web.Request) -> None:
+        given = request.headers.get("Authorization", "")
+        scheme, _, token = given.strip().partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        try:
+            sent = token.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 (aiohttp keeps them as surrogates)
+            sent = b""
+        if not hmac.compare_digest(sent, self.config.api_key.encode()):
+            raise RequestError("missing or wrong API key (send Authorization: Bearer KEY)", None, status=401,
+                               type="authentication_error")
+
+    def _check_browser(self, request: web.Request) -> None:
+        host = _host_name(request.headers.get("Host", ""))
+        if host not in LOOPBACK and host not in self.config.allowed_hosts:
+            raise RequestError(f"Host {host!r} is not served without an API key (loopback names and "
+                               f"--allowed-hosts only)", None, status=403, type="permission_error")
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in self.config.allowed_origins:
+            raise RequestError(f"cross-origin requests from {origin!r} are not served without an API key "
+                               f"(--allowed-origins)", None, status=403, type="permission_error")
 
     # -- routes -------------------------------------------------------------------------------
     async def chat(self, request: web.Request) -> web.StreamResponse:
@@ -195,94 +308,182 @@ class TTCServer:
 
     async def models(self, request: web.Request) -> web.StreamResponse:
         status, body = await self._upstream_get("/models")
-        return web.Response(status=status, body=body, content_type="application/json")
+        if status in (401, 403):
+            raise self._refused_credentials("passthrough", status)
+        return web.Response(status=status, body=self.redactor.bytes(body, urls=True), content_type="application/json")
+
+    async def live(self, request: web.Request) -> web.StreamResponse:
+        """Liveness: the process answers. Contacts nothing."""
+        return web.json_response({"status": "alive"})
 
     async def health(self, request: web.Request) -> web.StreamResponse:
-        ok = await asyncio.gather(*(self._replica_ok(i) for i in range(len(self._bases))))
-        status = 200 if any(ok) else 503
-        return web.json_response({"status": "ok" if any(ok) else "no upstream answers", "upstreams": list(ok),
-                                  "problems_in_flight": self.in_flight}, status=status)
+        """Readiness, from the background probe (never a request that queues behind traffic)."""
+        probe = self.probe
+        ups = probe.replicas if probe is not None else []
+        ok = any(r.ok for r in ups) and not self.draining
+        status = "ok" if ok else ("shutting down" if self.draining else "no upstream answers")
+        now = time.monotonic()
+        return web.json_response({"status": status, "upstreams": [r.ok for r in ups],
+                                  "details": [r.detail for r in ups],
+                                  "probed_seconds_ago": [round(now - r.checked, 1) for r in ups],
+                                  "problems_in_flight": self.in_flight}, status=200 if ok else 503)
 
     async def metrics_page(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
-
-    async def _replica_ok(self, i: int) -> bool:
-        root = self._bases[i][: -len("/v1")] if self._bases[i].endswith("/v1") else self._bases[i]
-        try:
-            async with self.session.get(root + "/health", headers=self._upstream_headers,
-                                        timeout=aiohttp.ClientTimeout(total=5)) as r:
-                return r.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            return False
+        return web.Response(body=self.redactor.bytes(self.metrics.render()), headers={"Content-Type": CONTENT_TYPE})
 
     async def _upstream_get(self, path: str) -> tuple[int, bytes]:
-        for _ in range(len(self._bases)):
-            base = self._bases[next(self._replicas)]
-            try:
-                async with self.session.get(base + path, headers=self._upstream_headers,
-                                            timeout=aiohttp.ClientTimeout(total=30)) as r:
-                    return r.status, await r.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                continue
+        async with self.pool.slot():
+            for _ in range(len(self._bases)):
+                base = self._bases[next(self._replicas)]
+                try:
+                    async with self.session.get(base + path, headers=self._upstream_headers) as r:
+                        return r.status, await r.read()
+                except asyncio.TimeoutError:
+                    raise self._upstream_timeout("passthrough", base) from None
+                except aiohttp.ClientError:
+                    continue
+        self.metrics.upstream_errors.labels("connect", "passthrough").inc()
         raise RequestError("no upstream answers", None, status=502, type="upstream_error")
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        try:
+            return await asyncio.wait_for(request.read(), self.config.connections.body_timeout)
+        except asyncio.TimeoutError:
+            raise RequestError(f"the request body did not arrive within {self.config.connections.body_timeout:g} s",
+                               None, status=408) from None
 
     async def _handle(self, request: web.Request, kind: str) -> web.StreamResponse:
         endpoint = "/chat/completions" if kind == "chat" else "/completions"
-        raw = await request.read()
+        info = request[_INFO]
+        raw = await self._read_body(request)
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             self.metrics.requests.labels(endpoint, "invalid").inc()
-            raise RequestError(f"the request body is not valid JSON: {exc}", None) from None
+            reason = "it nests too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise RequestError(f"the request body is not valid JSON: {reason}", None) from None
         if not isinstance(body, dict):
             self.metrics.requests.labels(endpoint, "invalid").inc()
             raise RequestError("the request body must be a JSON object", None)
         if "ttc" not in body and self.config.default == "passthrough":
             self.metrics.requests.labels(endpoint, "passthrough").inc()
+            info.update(mode="passthrough", n=body.get("n") if isinstance(body.get("n"), int) else None)
             schema.check_passthrough(body, self.config)
             return await self._passthrough(request, endpoint, raw, bool(body.get("stream")))
         self.metrics.requests.labels(endpoint, "strategy").inc()
+        info["mode"] = "strategy"
         req = schema.parse(body, kind, self.config, prm_available=self.config.prm_upstream is not None)
+        req.id = info["request_id"]
+        info.update(strategy=req.strategy, n=req.n)
         return await self._run(request, req)
 
     # -- passthrough --------------------------------------------------------------------------
     async def _passthrough(self, request: web.Request, path: str, raw: bytes, stream: bool) -> web.StreamResponse:
         """Forward the request unchanged to the next replica (the following ones if it refuses
-        connections) and relay the answer; upstream URLs and credentials never reach the client."""
-        for _ in range(len(self._bases)):
-            base = self._bases[next(self._replicas)]
-            try:
-                upstream = await self.session.post(base + path, data=raw, headers=self._upstream_headers)
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError):
-                continue
-            try:
-                kind = upstream.headers.get("Content-Type", "application/json")
-                if not kind.startswith("text/event-stream"):
-                    body = await upstream.read()
-                    if upstream.status == 200 and not stream:
-                        self._count_passthrough(body)
-                    elif upstream.status >= 400:
-                        self.metrics.errors.labels(str(upstream.status)).inc()
-                    return web.Response(status=upstream.status, body=body, content_type="application/json")
-                out = web.StreamResponse(status=upstream.status, headers={"Content-Type": kind,
-                                                                          "Cache-Control": "no-cache"})
-                await out.prepare(request)
-                async for chunk in upstream.content.iter_any():
-                    await out.write(chunk)
-                await out.write_eof()
-                return out
-            finally:
-                upstream.close()  # before the end (client gone): drop the connection, vLLM aborts
+        connections) and relay the answer, within the passthrough pool and timeouts. The upstream
+        key never reaches the client (redacted from every byte); an error body without JSON, a
+        truncated body and an upstream that refuses ttc's credentials are 502s."""
+        async with self.pool.slot():
+            for _ in range(len(self._bases)):
+                base = self._bases[next(self._replicas)]
+                try:
+                    upstream = await self.session.post(base + path, data=raw, headers=self._upstream_headers)
+                except asyncio.TimeoutError:
+                    raise self._upstream_timeout("passthrough", base) from None
+                except aiohttp.ClientConnectionError as exc:
+                    self.log.error("upstream unreachable", request_id=request[_INFO]["request_id"],
+                                   path="passthrough", upstream=base, cause=type(exc).__name__)
+                    continue
+                try:
+                    return await self._relay(request, upstream, base, stream)
+                finally:
+                    upstream.close()  # before the end (client gone, timeout): drop the connection, vLLM aborts
+        self.metrics.upstream_errors.labels("connect", "passthrough").inc()
         raise RequestError("no upstream answers (connection refused by every replica)", None, status=502,
                            type="upstream_error")
 
-    def _count_passthrough(self, body: bytes) -> None:
+    async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse, base: str,
+                     stream: bool) -> web.StreamResponse:
+        rid = request[_INFO]["request_id"]
+        if upstream.status in (401, 403):
+            detail = await _read_some(upstream)
+            self.log.error("the upstream refused ttc's credentials", request_id=rid, path="passthrough",
+                           upstream=base, status=upstream.status, detail=detail)
+            raise self._refused_credentials("passthrough", upstream.status)
+        headers = {k: upstream.headers[k] for k in ("Retry-After",) if k in upstream.headers}
+        kind = upstream.headers.get("Content-Type", "application/json")
+        if not kind.startswith("text/event-stream"):
+            try:
+                body = await upstream.read()
+            except asyncio.TimeoutError:
+                raise self._upstream_timeout("passthrough", base) from None
+            except aiohttp.ClientPayloadError as exc:
+                raise self._bad_upstream("passthrough", base, rid, f"a truncated body ({exc})") from None
+            try:
+                data = json.loads(body)
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                raise self._bad_upstream("passthrough", base, rid, f"HTTP {upstream.status} with a body that is not "
+                                         f"JSON ({kind})", status=upstream.status) from None
+            if upstream.status >= 400:
+                self.metrics.upstream_errors.labels(_cause_of_status(upstream.status), "passthrough").inc()
+                self.metrics.errors.labels(str(upstream.status)).inc()
+                request[_INFO]["error"] = f"upstream_{upstream.status}"
+                body = self.redactor.bytes(body, urls=True)
+            else:
+                body = self.redactor.bytes(body)
+                if not stream:
+                    self._count_passthrough(data, request)
+            return web.Response(status=upstream.status, body=body, content_type="application/json",
+                                headers=headers)
+        out = web.StreamResponse(status=upstream.status, headers={"Content-Type": kind, "Cache-Control": "no-cache",
+                                                                  **headers})
+        await out.prepare(request)
+        redact = self.redactor.stream()
         try:
-            usage = json.loads(body).get("usage") or {}
+            async for chunk in upstream.content.iter_any():
+                piece = redact.feed(chunk)
+                if piece:
+                    await out.write(piece)
+            await out.write(redact.flush())
+        except (asyncio.TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            error = (self._upstream_timeout("passthrough", base) if isinstance(exc, asyncio.TimeoutError)
+                     else self._bad_upstream("passthrough", base, rid, f"a broken stream ({type(exc).__name__})"))
+            self.metrics.errors.labels(str(error.status)).inc()
+            request[_INFO]["error"] = error.type
+            await out.write(redact.flush())
+            await out.write(b"\n\ndata: " + json.dumps(error.body(rid)).encode() + b"\n\n")
+        await out.write_eof()
+        return out
+
+    def _count_passthrough(self, data: Any, request: web.Request) -> None:
+        try:
+            usage = data.get("usage") or {}
             prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
         except (ValueError, AttributeError, TypeError):
             return
+        request[_INFO].update(prompt_tokens=prompt, completion_tokens=completion)
         self.metrics.count_usage(Usage(prompt_tokens=prompt, completion_tokens=completion), "passthrough")
+
+    # -- upstream errors ------------------------------------------------------------------------
+    def _refused_credentials(self, path: str, status: int) -> RequestError:
+        self.metrics.upstream_errors.labels("refused_credentials", path).inc()
+        return RequestError(f"the upstream refused ttc's credentials (HTTP {status}): the server's upstream key "
+                            f"is missing or wrong; tell its operator", None, status=502, type="upstream_error")
+
+    def _upstream_timeout(self, path: str, base: str) -> RequestError:
+        self.metrics.upstream_errors.labels("timeout", path).inc()
+        c = self.config.connections
+        self.log.error("upstream timeout", path=path, upstream=base, connect_timeout=c.connect_timeout,
+                       read_timeout=c.read_timeout, total_timeout=c.total_timeout)
+        return RequestError(f"the upstream did not answer in time (connect {c.connect_timeout:g} s, read "
+                            f"{c.read_timeout:g} s, total {c.total_timeout:g} s); the request was aborted", None,
+                            status=504, type="upstream_timeout")
+
+    def _bad_upstream(self, path: str, base: str, rid: str, what: str, status: int | None = None) -> RequestError:
+        self.metrics.upstream_errors.labels("bad_response" if status is None or status < 400
+                                            else _cause_of_status(status), path).inc()
+        self.log.error("bad upstream response", request_id=rid, path=path, upstream=base, cause=what)
+        return RequestError(f"the upstream answered {what}", None, status=502, type="upstream_error")
 
     # -- strategies ---------------------------------------------------------------------------
     def _strategy(self, req: StrategyRequest) -> Any:
@@ -354,12 +555,15 @@ class TTCServer:
             outcome: _Outcome = await task
             self.metrics.latency.labels(req.strategy).observe(time.monotonic() - started)
             self.metrics.count_usage(outcome.usage, "strategy")
+            request[_INFO].update(prompt_tokens=outcome.usage.prompt_tokens,
+                                  completion_tokens=outcome.usage.completion_tokens)
             if outcome.error is not None:
-                error = _error_of(outcome.error, outcome.usage, self._redact)
+                error = self._strategy_error(request, outcome)
                 if stream is None:
                     raise error  # the error middleware answers and counts it
                 self.metrics.errors.labels(str(error.status)).inc()
-                await _sse(stream, error.body())
+                request[_INFO]["error"] = error.type
+                await _sse(stream, error.body(req.id))
                 await stream.write_eof()
                 return stream
             if stream is None:
@@ -378,12 +582,24 @@ class TTCServer:
         return out
 
     def _redact(self, message: str) -> str:
-        """`message` without the upstreams' URLs (they may carry credentials or internal names)."""
-        for url in sorted({*self.config.upstream, *self._bases, self.config.prm_upstream or ""}, key=len,
-                          reverse=True):
-            if url:
-                message = message.replace(url.rstrip("/"), "<upstream>")
-        return message
+        """`message` without the upstream key and the upstreams' URLs (they may carry credentials or
+        internal names)."""
+        return self.redactor.text(message)
+
+    def _strategy_error(self, request: web.Request, outcome: _Outcome) -> RequestError:
+        """The client's error for a failed strategy run; upstream failures are logged with their
+        cause (the upstream's own message, its URL: for the operator) and counted by cause."""
+        exc = outcome.error
+        error = _error_of(exc, outcome.usage, self._redact, self.config.limits.retry_after)
+        if isinstance(exc, GenerationError):
+            cause = _cause_of(exc)
+            self.metrics.upstream_errors.labels(cause, "strategy").inc()
+            self.log.error("upstream failure", request_id=request[_INFO]["request_id"], path="strategy", cause=cause,
+                           error=type(exc).__name__, detail=str(exc))
+        elif error.status >= 500:
+            self.log.error("strategy failed", request_id=request[_INFO]["request_id"], error=type(exc).__name__,
+                           detail=str(exc))
+        return error
 
     # -- responses ----------------------------------------------------------------------------
     def _model(self, req: StrategyRequest) -> str:
@@ -410,15 +626,21 @@ class TTCServer:
                 "created": int(time.time()), "model": self._model(req), "choices": [choice], **extra}
 
     async def _stream_result(self, stream: web.StreamResponse, req: StrategyRequest, result: Result) -> None:
-        """The chosen text in SSE chunks, then a chunk with the finish reason, then the usage and the
-        `ttc` field in a last chunk with no choices (OpenAI's `include_usage` shape), then [DONE]."""
+        """The chosen text in SSE chunks, then a chunk with the finish reason, then [DONE]. The usage
+        comes in a last chunk with no choices only when the client asked (`stream_options.
+        include_usage`, as OpenAI and vLLM do: a `choices: []` chunk breaks the common client loop);
+        the `ttc` field rides on that chunk, else on the finish chunk."""
         text, finish = _chosen(result)
         for i in range(0, len(text), STREAM_CHUNK):
             await _sse(stream, self._chunk(req, text[i:i + STREAM_CHUNK], None))
-        await _sse(stream, self._chunk(req, {} if req.kind == "chat" else "", finish))
-        last = self._chunk(req, None, None, usage=_usage(result.usage), ttc=self._ttc_field(req, result))
-        last["choices"] = []
-        await _sse(stream, last)
+        if not req.stream_usage:  # the ttc field rides on the finish chunk
+            await _sse(stream, self._chunk(req, {} if req.kind == "chat" else "", finish,
+                                           ttc=self._ttc_field(req, result)))
+        else:
+            await _sse(stream, self._chunk(req, {} if req.kind == "chat" else "", finish))
+            last = self._chunk(req, None, None, usage=_usage(result.usage), ttc=self._ttc_field(req, result))
+            last["choices"] = []
+            await _sse(stream, last)
         await stream.write(b"data: [DONE]\n\n")
         await stream.write_eof()
 
@@ -475,10 +697,19 @@ def _param_named(message: str, req: StrategyRequest) -> str:
     return "ttc.n" if " n=" in message or "n must" in message else "ttc"
 
 
-def _error_of(exc: BaseException, usage: Usage, redact: Any) -> RequestError:
+def _error_of(exc: BaseException, usage: Usage, redact: Any, retry_after: int = 1) -> RequestError:
     """The OpenAI-style error for a failed strategy run, with what it had spent (`ttc.usage`).
-    Upstream URLs never appear: only the upstream's own message."""
+    Upstream URLs and the upstream key never appear: only the upstream's own message, redacted."""
     extra = {"usage": _usage(usage), "ttc": {"usage": _ttc_usage(usage)}}
+    if isinstance(exc, HTTPStatusError) and exc.status in (401, 403):
+        return RequestError(f"the upstream refused ttc's credentials (HTTP {exc.status}): the server's upstream key "
+                            f"is missing or wrong; tell its operator", None, status=502, type="upstream_error",
+                            extra=extra)
+    if isinstance(exc, HTTPStatusError) and exc.status in (429, 503):
+        wait = exc.retry_after if exc.retry_after is not None else retry_after
+        return RequestError(f"the upstream is overloaded (HTTP {exc.status}): retry later", None, status=503,
+                            type="upstream_overloaded", headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                            extra=extra)
     if isinstance(exc, RequestRejected):
         return RequestError(f"the upstream refused a request: {redact(exc.server_message)}", None, status=400,
                             extra=extra)
@@ -486,11 +717,48 @@ def _error_of(exc: BaseException, usage: Usage, redact: Any) -> RequestError:
         return RequestError(str(exc), "ttc.budget", status=422, type="budget_exhausted", extra=extra)
     if isinstance(exc, InvalidInput):
         return RequestError(redact(str(exc)), "ttc", status=400, extra=extra)
+    if isinstance(exc, GenerationError) and _cause_of(exc) == "timeout":
+        return RequestError("the upstream did not answer in time; the request was aborted", None, status=504,
+                            type="upstream_timeout", extra=extra)
     if isinstance(exc, GenerationError):
         return RequestError(f"the upstream failed: {type(exc).__name__}", None, status=502, type="upstream_error",
                             extra=extra)
     return RequestError(f"internal error: {type(exc).__name__}: {redact(str(exc))}", None, status=500,
                         type="server_error", extra=extra)
+
+
+def _cause_of(exc: GenerationError) -> str:
+    """The /metrics cause of an upstream failure on the strategy path."""
+    if isinstance(exc, HTTPStatusError):
+        return _cause_of_status(exc.status)
+    name = type(exc).__name__
+    if "did not answer within" in str(exc):
+        return "timeout"
+    return {"BackendUnavailable": "connect", "MalformedResponse": "bad_response"}.get(name, "other")
+
+
+def _cause_of_status(status: int) -> str:
+    if status in (401, 403):
+        return "refused_credentials"
+    if status in (429, 503):
+        return "rate_limited" if status == 429 else "unavailable"
+    return "http_5xx" if status >= 500 else "http_4xx"
+
+
+def _host_name(host: str) -> str:
+    """The name of a Host header, without its port (`[::1]:8100` -> `::1`)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+async def _read_some(response: aiohttp.ClientResponse, limit: int = 2000) -> str:
+    """The start of an upstream error body, for the log (best effort)."""
+    try:
+        return (await response.content.read(limit)).decode("utf-8", "replace")
+    except Exception:  # a log detail only
+        return ""
 
 
 async def _sse(stream: web.StreamResponse, data: dict[str, Any] | str) -> None:

@@ -4,6 +4,7 @@ cannot exceed."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from ttc.errors import InvalidInput
 
@@ -121,7 +122,7 @@ class ServeConfig:
     passthrough_untouched: bool = False
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
-    tokenizer: str | None = None
+    tokenizer: Any = None
     use_chat: bool | None = None
     log_format: str = "text"
     log_level: str = "info"

@@ -51,9 +51,12 @@ class RequestError(Exception):
         self.headers = headers or {}
         self.extra = extra or {}
 
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": None},
-                **self.extra}
+    def body(self, request_id: str | None = None) -> dict[str, Any]:
+        out = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": None},
+               **self.extra}
+        if request_id is not None:
+            out["request_id"] = request_id
+        return out
 
 
 @dataclass
@@ -72,7 +75,7 @@ class StrategyRequest:
     return_candidates: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
-    stream_usage: bool = True
+    stream_usage: bool = False     # stream_options.include_usage
     model: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -238,12 +241,15 @@ def parse(body: Any, kind: str, config: ServeConfig, *, prm_available: bool) -> 
     so = body.get("stream_options")
     if so is not None and not isinstance(so, dict):
         raise RequestError("stream_options must be an object", "stream_options")
+    include_usage = (so or {}).get("include_usage", False)
+    if not isinstance(include_usage, bool):
+        raise RequestError("stream_options.include_usage must be true or false", "stream_options.include_usage")
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise RequestError("model must be a string", "model")
     return StrategyRequest(kind=kind, messages=messages, prompt=prompt, strategy=name, n=n, params=params,
                            budget=budget, verifier=verifier, prm=prm, return_candidates=ret, options=options,
-                           stream=stream, model=model)
+                           stream=stream, stream_usage=include_usage, model=model)
 
 
 def _check_worst_case(name: str, n: int, max_tokens: int, options: dict[str, Any], *, budget_given: bool,
