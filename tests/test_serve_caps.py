@@ -158,3 +158,30 @@ def test_a_step_search_stopped_before_its_first_step_is_a_422(served):
     status, _, data = chat(served, {"strategy": "beam", "n": 4, "max_steps": 2, "budget": {"tokens": 10}},
                            max_tokens=16)
     assert status == 422 and data["error"]["type"] == "budget_exhausted", json.dumps(data)[:500]
+
+
+# -- the protocol, declared once -------------------------------------------------------------------
+def test_the_protocol_is_one_set_of_typed_models_with_a_json_schema():
+    from ttc.serve import protocol, schema
+
+    schemas = protocol.json_schema()
+    chat = schemas["chat/completions"]["properties"]
+    ttc_object = chat["ttc"]["properties"]
+    assert set(ttc_object) == set(schema.TTC_FIELDS)
+    assert ttc_object["n"] == {"type": "integer", "minimum": 1, "description": ttc_object["n"]["description"]}
+    assert ttc_object["top_p"]["exclusiveMinimum"] == 0.0 and ttc_object["top_p"]["maximum"] == 1.0
+    assert ttc_object["budget"]["properties"]["tokens"]["minimum"] == 1
+    assert chat["stream_options"]["properties"]["include_usage"]["type"] == "boolean"
+    assert "messages" in chat and "prompt" in schemas["completions"]["properties"]
+    json.dumps(schemas)  # JSON all the way down
+
+
+@pytest.mark.parametrize(("field", "value"), [("n", 0), ("temperature", 2.5), ("top_p", 0), ("seed", -1),
+                                              ("max_tokens", 0), ("return_candidates", "yes")])
+def test_each_declared_range_is_what_the_server_refuses(served, field, value):
+    from ttc.serve import protocol
+
+    declared = protocol.TTCObject.specs()[field]
+    status, _, data = chat(served, {field: value})
+    assert status == 400 and data["error"]["param"] == f"ttc.{field}", data
+    assert declared.kind in (int, float, bool)
