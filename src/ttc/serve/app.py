@@ -27,8 +27,6 @@ drains in-flight requests for `shutdown_timeout` s, then cancels them and their 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import itertools
 import json
 import math
 import re
@@ -46,13 +44,14 @@ from ttc.context import Context
 from ttc.errors import BudgetExhausted, GenerationError, InvalidInput
 from ttc.eval.results import jsonable
 from ttc.runner import note_truncation
-from ttc.serve import schema
-from ttc.serve.config import LOOPBACK, ServeConfig
+from ttc.serve import guard, schema
+from ttc.serve.config import ServeConfig
 from ttc.serve.logs import ServerLog
 from ttc.serve.metrics import CONTENT_TYPE, Metrics
+from ttc.serve.passthrough import Passthrough
 from ttc.serve.redact import Redactor
 from ttc.serve.schema import RequestError, StrategyRequest
-from ttc.serve.upstream import HealthProbe, Pool
+from ttc.serve.upstream import HealthProbe, cause_of_status, refused_credentials
 from ttc.strategies import registry
 from ttc.types import Problem, Result, Usage
 
@@ -65,8 +64,6 @@ KEEPALIVE_SECONDS = 10.0
 _SERVER_KEY = web.AppKey("ttc_server", object)
 #: a request's id and what its access-log line reports
 _INFO = web.RequestKey("ttc_request", dict)
-#: paths served without a key and from any Host: probes of orchestrators and load balancers
-OPEN_PATHS = frozenset({"/live", "/health"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -105,12 +102,10 @@ class TTCServer:
         self.metrics = Metrics()
         self.in_flight = 0
         self.backend: OpenAICompatible | None = None
-        self.session: aiohttp.ClientSession | None = None
         self.worker: _WorkerLoop | None = None
         self.probe: HealthProbe | None = None
         self.draining = False
         self._handlers: set[asyncio.Task] = set()  # every request being answered (for shutdown)
-        self._replicas = itertools.cycle(range(len(config.upstream)))
         self._bases: list[str] = []  # the replicas' /v1 base URLs, from the backend once started
         self._prm: Any = None
         self._prm_model: str | None = None
@@ -121,11 +116,8 @@ class TTCServer:
         self._upstream_headers = headers
         self.redactor = Redactor([key], [*config.upstream, config.prm_upstream])
         self.log = ServerLog(config.log_format, config.log_level, self.redactor, log_stream)
-        c = config.connections
-        self.pool = Pool("passthrough", c.passthrough_connections, c.pool_wait, self.metrics,
-                         config.limits.retry_after)
-        self._timeout = aiohttp.ClientTimeout(total=c.total_timeout, sock_connect=c.connect_timeout,
-                                              sock_read=c.read_timeout)
+        self.passthrough = Passthrough(config, headers, self.redactor, self.metrics, self.log)
+        self.pool = self.passthrough.pool
 
     # -- lifecycle ----------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -145,8 +137,6 @@ class TTCServer:
 
     async def _start(self, app: web.Application) -> None:
         c = self.config.connections
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=c.passthrough_connections), timeout=self._timeout)
         self.worker = _WorkerLoop()
         # the key is given explicitly ("" = none): the backend would otherwise read $OPENAI_API_KEY
         self.backend = OpenAICompatible(list(self.config.upstream), api_key=self.config.upstream_api_key or "",
@@ -155,6 +145,7 @@ class TTCServer:
                                         tokenizer=self.config.tokenizer, use_chat=self.config.use_chat)
         self._bases = [r.base for r in self.backend.replicas]
         self.redactor.add_urls(self._bases)
+        await self.passthrough.start(self._bases)
         self.probe = HealthProbe(self._bases, self._upstream_headers, c.health_interval, c.health_timeout,
                                  self.metrics)
         await self.probe.start()
@@ -168,8 +159,7 @@ class TTCServer:
     async def _stop(self, app: web.Application) -> None:
         if self.probe is not None:
             await self.probe.stop()
-        if self.session is not None:
-            await self.session.close()
+        await self.passthrough.close()
         if self.worker is not None:
             if self.backend is not None:
                 try:
@@ -199,7 +189,7 @@ class TTCServer:
         base = url.rstrip("/")
         base = base if base.endswith("/v1") else base + "/v1"
         try:
-            async with self.session.get(base + "/models", headers=self._upstream_headers) as r:
+            async with self.passthrough.session.get(base + "/models", headers=self._upstream_headers) as r:
                 data = await r.json(content_type=None)
             return str(data["data"][0]["id"])
         except (aiohttp.ClientError, ValueError, KeyError, IndexError, TypeError) as exc:
@@ -265,39 +255,9 @@ class TTCServer:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """The key (when set); else only loopback or allowed Hosts and allowed Origins (DNS
-        rebinding, cross-site requests); only JSON bodies (a browser's "simple" POSTs are not)."""
-        if request.path not in OPEN_PATHS:
-            if self.config.api_key:
-                self._check_key(request)
-            else:
-                self._check_browser(request)
-        if request.method == "POST" and request.content_type != "application/json":
-            raise RequestError(f"the request body must be application/json, not {request.content_type!r}", None,
-                               status=415)
+        """The key, or no web page; only JSON bodies (`ttc.serve.guard`)."""
+        guard.check(request, self.config)
         return await handler(request)
-
-    def _check_key(self, request: web.Request) -> None:
-        given = request.headers.get("Authorization", "")
-        scheme, _, token = given.strip().partition(" ")
-        token = token.strip() if scheme.lower() == "bearer" else ""
-        try:
-            sent = token.encode("utf-8")
-        except UnicodeEncodeError:  # bytes that are not UTF-8 (aiohttp keeps them as surrogates)
-            sent = b""
-        if not hmac.compare_digest(sent, self.config.api_key.encode()):
-            raise RequestError("missing or wrong API key (send Authorization: Bearer KEY)", None, status=401,
-                               type="authentication_error")
-
-    def _check_browser(self, request: web.Request) -> None:
-        host = _host_name(request.headers.get("Host", ""))
-        if host not in LOOPBACK and host not in self.config.allowed_hosts:
-            raise RequestError(f"Host {host!r} is not served without an API key (loopback names and "
-                               f"--allowed-hosts only)", None, status=403, type="permission_error")
-        origin = request.headers.get("Origin")
-        if origin is not None and origin not in self.config.allowed_origins:
-            raise RequestError(f"cross-origin requests from {origin!r} are not served without an API key "
-                               f"(--allowed-origins)", None, status=403, type="permission_error")
 
     # -- routes -------------------------------------------------------------------------------
     async def chat(self, request: web.Request) -> web.StreamResponse:
@@ -307,9 +267,10 @@ class TTCServer:
         return await self._handle(request, "completions")
 
     async def models(self, request: web.Request) -> web.StreamResponse:
-        status, body = await self._upstream_get("/models")
+        status, body = await self.passthrough.get("/models")
         if status in (401, 403):
-            raise self._refused_credentials("passthrough", status)
+            self.metrics.upstream_errors.labels("refused_credentials", "passthrough").inc()
+            raise refused_credentials(status)
         return web.Response(status=status, body=self.redactor.bytes(body, urls=True), content_type="application/json")
 
     async def live(self, request: web.Request) -> web.StreamResponse:
@@ -330,20 +291,6 @@ class TTCServer:
 
     async def metrics_page(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=self.redactor.bytes(self.metrics.render()), headers={"Content-Type": CONTENT_TYPE})
-
-    async def _upstream_get(self, path: str) -> tuple[int, bytes]:
-        async with self.pool.slot():
-            for _ in range(len(self._bases)):
-                base = self._bases[next(self._replicas)]
-                try:
-                    async with self.session.get(base + path, headers=self._upstream_headers) as r:
-                        return r.status, await r.read()
-                except asyncio.TimeoutError:
-                    raise self._upstream_timeout("passthrough", base) from None
-                except aiohttp.ClientError:
-                    continue
-        self.metrics.upstream_errors.labels("connect", "passthrough").inc()
-        raise RequestError("no upstream answers", None, status=502, type="upstream_error")
 
     async def _read_body(self, request: web.Request) -> bytes:
         try:
@@ -369,121 +316,13 @@ class TTCServer:
             self.metrics.requests.labels(endpoint, "passthrough").inc()
             info.update(mode="passthrough", n=body.get("n") if isinstance(body.get("n"), int) else None)
             schema.check_passthrough(body, self.config)
-            return await self._passthrough(request, endpoint, raw, bool(body.get("stream")))
+            return await self.passthrough.forward(request, info, endpoint, raw, bool(body.get("stream")))
         self.metrics.requests.labels(endpoint, "strategy").inc()
         info["mode"] = "strategy"
         req = schema.parse(body, kind, self.config, prm_available=self.config.prm_upstream is not None)
         req.id = info["request_id"]
         info.update(strategy=req.strategy, n=req.n)
         return await self._run(request, req)
-
-    # -- passthrough --------------------------------------------------------------------------
-    async def _passthrough(self, request: web.Request, path: str, raw: bytes, stream: bool) -> web.StreamResponse:
-        """Forward the request unchanged to the next replica (the following ones if it refuses
-        connections) and relay the answer, within the passthrough pool and timeouts. The upstream
-        key never reaches the client (redacted from every byte); an error body without JSON, a
-        truncated body and an upstream that refuses ttc's credentials are 502s."""
-        async with self.pool.slot():
-            for _ in range(len(self._bases)):
-                base = self._bases[next(self._replicas)]
-                try:
-                    upstream = await self.session.post(base + path, data=raw, headers=self._upstream_headers)
-                except asyncio.TimeoutError:
-                    raise self._upstream_timeout("passthrough", base) from None
-                except aiohttp.ClientConnectionError as exc:
-                    self.log.error("upstream unreachable", request_id=request[_INFO]["request_id"],
-                                   path="passthrough", upstream=base, cause=type(exc).__name__)
-                    continue
-                try:
-                    return await self._relay(request, upstream, base, stream)
-                finally:
-                    upstream.close()  # before the end (client gone, timeout): drop the connection, vLLM aborts
-        self.metrics.upstream_errors.labels("connect", "passthrough").inc()
-        raise RequestError("no upstream answers (connection refused by every replica)", None, status=502,
-                           type="upstream_error")
-
-    async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse, base: str,
-                     stream: bool) -> web.StreamResponse:
-        rid = request[_INFO]["request_id"]
-        if upstream.status in (401, 403):
-            detail = await _read_some(upstream)
-            self.log.error("the upstream refused ttc's credentials", request_id=rid, path="passthrough",
-                           upstream=base, status=upstream.status, detail=detail)
-            raise self._refused_credentials("passthrough", upstream.status)
-        headers = {k: upstream.headers[k] for k in ("Retry-After",) if k in upstream.headers}
-        kind = upstream.headers.get("Content-Type", "application/json")
-        if not kind.startswith("text/event-stream"):
-            try:
-                body = await upstream.read()
-            except asyncio.TimeoutError:
-                raise self._upstream_timeout("passthrough", base) from None
-            except aiohttp.ClientPayloadError as exc:
-                raise self._bad_upstream("passthrough", base, rid, f"a truncated body ({exc})") from None
-            try:
-                data = json.loads(body)
-            except (ValueError, UnicodeDecodeError, RecursionError):
-                raise self._bad_upstream("passthrough", base, rid, f"HTTP {upstream.status} with a body that is not "
-                                         f"JSON ({kind})", status=upstream.status) from None
-            if upstream.status >= 400:
-                self.metrics.upstream_errors.labels(_cause_of_status(upstream.status), "passthrough").inc()
-                self.metrics.errors.labels(str(upstream.status)).inc()
-                request[_INFO]["error"] = f"upstream_{upstream.status}"
-                body = self.redactor.bytes(body, urls=True)
-            else:
-                body = self.redactor.bytes(body)
-                if not stream:
-                    self._count_passthrough(data, request)
-            return web.Response(status=upstream.status, body=body, content_type="application/json",
-                                headers=headers)
-        out = web.StreamResponse(status=upstream.status, headers={"Content-Type": kind, "Cache-Control": "no-cache",
-                                                                  **headers})
-        await out.prepare(request)
-        redact = self.redactor.stream()
-        try:
-            async for chunk in upstream.content.iter_any():
-                piece = redact.feed(chunk)
-                if piece:
-                    await out.write(piece)
-            await out.write(redact.flush())
-        except (asyncio.TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            error = (self._upstream_timeout("passthrough", base) if isinstance(exc, asyncio.TimeoutError)
-                     else self._bad_upstream("passthrough", base, rid, f"a broken stream ({type(exc).__name__})"))
-            self.metrics.errors.labels(str(error.status)).inc()
-            request[_INFO]["error"] = error.type
-            await out.write(redact.flush())
-            await out.write(b"\n\ndata: " + json.dumps(error.body(rid)).encode() + b"\n\n")
-        await out.write_eof()
-        return out
-
-    def _count_passthrough(self, data: Any, request: web.Request) -> None:
-        try:
-            usage = data.get("usage") or {}
-            prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        except (ValueError, AttributeError, TypeError):
-            return
-        request[_INFO].update(prompt_tokens=prompt, completion_tokens=completion)
-        self.metrics.count_usage(Usage(prompt_tokens=prompt, completion_tokens=completion), "passthrough")
-
-    # -- upstream errors ------------------------------------------------------------------------
-    def _refused_credentials(self, path: str, status: int) -> RequestError:
-        self.metrics.upstream_errors.labels("refused_credentials", path).inc()
-        return RequestError(f"the upstream refused ttc's credentials (HTTP {status}): the server's upstream key "
-                            f"is missing or wrong; tell its operator", None, status=502, type="upstream_error")
-
-    def _upstream_timeout(self, path: str, base: str) -> RequestError:
-        self.metrics.upstream_errors.labels("timeout", path).inc()
-        c = self.config.connections
-        self.log.error("upstream timeout", path=path, upstream=base, connect_timeout=c.connect_timeout,
-                       read_timeout=c.read_timeout, total_timeout=c.total_timeout)
-        return RequestError(f"the upstream did not answer in time (connect {c.connect_timeout:g} s, read "
-                            f"{c.read_timeout:g} s, total {c.total_timeout:g} s); the request was aborted", None,
-                            status=504, type="upstream_timeout")
-
-    def _bad_upstream(self, path: str, base: str, rid: str, what: str, status: int | None = None) -> RequestError:
-        self.metrics.upstream_errors.labels("bad_response" if status is None or status < 400
-                                            else _cause_of_status(status), path).inc()
-        self.log.error("bad upstream response", request_id=rid, path=path, upstream=base, cause=what)
-        return RequestError(f"the upstream answered {what}", None, status=502, type="upstream_error")
 
     # -- strategies ---------------------------------------------------------------------------
     def _strategy(self, req: StrategyRequest) -> Any:
@@ -702,9 +541,7 @@ def _error_of(exc: BaseException, usage: Usage, redact: Any, retry_after: int = 
     Upstream URLs and the upstream key never appear: only the upstream's own message, redacted."""
     extra = {"usage": _usage(usage), "ttc": {"usage": _ttc_usage(usage)}}
     if isinstance(exc, HTTPStatusError) and exc.status in (401, 403):
-        return RequestError(f"the upstream refused ttc's credentials (HTTP {exc.status}): the server's upstream key "
-                            f"is missing or wrong; tell its operator", None, status=502, type="upstream_error",
-                            extra=extra)
+        return refused_credentials(exc.status, extra)
     if isinstance(exc, HTTPStatusError) and exc.status in (429, 503):
         wait = exc.retry_after if exc.retry_after is not None else retry_after
         return RequestError(f"the upstream is overloaded (HTTP {exc.status}): retry later", None, status=503,
@@ -730,35 +567,11 @@ def _error_of(exc: BaseException, usage: Usage, redact: Any, retry_after: int = 
 def _cause_of(exc: GenerationError) -> str:
     """The /metrics cause of an upstream failure on the strategy path."""
     if isinstance(exc, HTTPStatusError):
-        return _cause_of_status(exc.status)
+        return cause_of_status(exc.status)
     name = type(exc).__name__
     if "did not answer within" in str(exc):
         return "timeout"
     return {"BackendUnavailable": "connect", "MalformedResponse": "bad_response"}.get(name, "other")
-
-
-def _cause_of_status(status: int) -> str:
-    if status in (401, 403):
-        return "refused_credentials"
-    if status in (429, 503):
-        return "rate_limited" if status == 429 else "unavailable"
-    return "http_5xx" if status >= 500 else "http_4xx"
-
-
-def _host_name(host: str) -> str:
-    """The name of a Host header, without its port (`[::1]:8100` -> `::1`)."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1:host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-async def _read_some(response: aiohttp.ClientResponse, limit: int = 2000) -> str:
-    """The start of an upstream error body, for the log (best effort)."""
-    try:
-        return (await response.content.read(limit)).decode("utf-8", "replace")
-    except Exception:  # a log detail only
-        return ""
 
 
 async def _sse(stream: web.StreamResponse, data: dict[str, Any] | str) -> None:

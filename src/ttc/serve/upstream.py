@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from ttc.serve.metrics import Metrics
-from ttc.serve.schema import RequestError
+from ttc.serve.protocol import RequestError
 
 
 class Pool:
@@ -130,3 +130,18 @@ class HealthProbe:
         async with self._session.get(url, headers=self.headers, allow_redirects=False,
                                      timeout=aiohttp.ClientTimeout(total=self.timeout)) as r:
             return r.status
+
+
+def cause_of_status(status: int) -> str:
+    """The /metrics cause of an upstream's HTTP error status."""
+    if status in (401, 403):
+        return "refused_credentials"
+    if status in (429, 503):
+        return "rate_limited" if status == 429 else "unavailable"
+    return "http_5xx" if status >= 500 else "http_4xx"
+
+
+def refused_credentials(status: int, extra: dict | None = None) -> RequestError:
+    """An upstream 401/403: ttc's own credentials are wrong, not the client's request (a 502)."""
+    return RequestError(f"the upstream refused ttc's credentials (HTTP {status}): the server's upstream key is "
+                        f"missing or wrong; tell its operator", None, status=502, type="upstream_error", extra=extra)
