@@ -253,7 +253,7 @@ def saturation(args: argparse.Namespace) -> int:
         started = time.monotonic()
         results = asyncio.run(burst(root + "/v1", 8, 10 * args.hang_timeout + 30))
         print(f"hung upstream, --upstream-timeout {args.hang_timeout:g}: 8 passthrough requests -> "
-              f"{sorted(set(map(str, results)))}")
+              f"{sorted(set(map(str, results)))} after {time.monotonic() - started:.1f} s")
         out["hung"] = {"timeout": args.hang_timeout, "results": [str(r) for r in results],
                        "elapsed": time.monotonic() - started}
     finally:

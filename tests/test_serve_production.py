@@ -261,7 +261,7 @@ def test_a_hung_upstream_is_a_504_at_the_timeout_and_the_request_is_aborted():
 def test_a_full_passthrough_pool_is_a_503_with_retry_after_and_health_still_answers(faulty):
     hung = Hung()
     try:
-        connections = Connections(passthrough_connections=1, pool_wait=0.3, health_timeout=0.5)
+        connections = Connections(passthrough_connections=1, pool_wait=0.3, health_timeout=0.5, shutdown_timeout=1)
         config = ServeConfig(upstream=(hung.url,), connections=connections, limits=Limits(retry_after=4))
         with start_in_thread(config, port=0) as s:
             holder = threading.Thread(target=lambda: _quietly(chat_to, s, {"messages": MESSAGES}), daemon=True)
