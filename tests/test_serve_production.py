@@ -433,3 +433,14 @@ def _quietly(fn, *args):
         fn(*args)
     except Exception:  # the server went away: expected here
         pass
+
+
+def test_the_probes_also_answer_on_a_port_of_their_own(faulty):
+    faulty.fault = None
+    with start_in_thread(ServeConfig(upstream=(faulty.url,), health_port=0, api_key="k"), port=0) as s:
+        probes = f"http://127.0.0.1:{s.server.probes.port}"
+        status, body = get(probes + "/health")
+        assert status == 200 and json.loads(body)["upstreams"] == [True]
+        assert get(probes + "/live")[0] == 200
+        assert get(probes + "/metrics")[0] == 404  # probes only
+    assert not s.server.probes.thread.is_alive()

@@ -161,7 +161,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          temperature=args.temperature, max_tokens=args.max_tokens, prm_upstream=args.prm_upstream,
                          prm_format=args.prm_format, api_key=serve_api_key(args),
                          upstream_api_key=upstream_api_key(args), host=args.host, port=args.port,
-                         insecure=args.insecure, limits=limits, connections=connections,
+                         health_port=args.health_port, insecure=args.insecure, limits=limits, connections=connections,
                          passthrough_untouched=args.passthrough_untouched,
                          allowed_hosts=tuple(args.allowed_hosts or ()),
                          allowed_origins=tuple(args.allowed_origins or ()),
@@ -229,6 +229,9 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
                    help="what the --prm-upstream model is")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; not loopback needs --api-key or --insecure")
     p.add_argument("--port", type=int, default=8100, help="port to bind")
+    p.add_argument("--health-port", type=int, default=None,
+                   help="also serve /live and /health on this port, from a thread of their own (for "
+                   "orchestrators' probes: they never wait behind a burst of requests)")
     p.add_argument("--api-key", default=None, help="key clients must send as a Bearer token "
                    "(default: --api-key-file, else $TTC_SERVE_API_KEY, else none); visible in ps: prefer the others")
     p.add_argument("--api-key-file", default=None, metavar="PATH", help="read the clients' key from PATH")

@@ -49,6 +49,7 @@ from ttc.serve.config import ServeConfig
 from ttc.serve.logs import ServerLog
 from ttc.serve.metrics import CONTENT_TYPE, Metrics
 from ttc.serve.passthrough import Passthrough
+from ttc.serve.probes import ProbeListener
 from ttc.serve.redact import Redactor
 from ttc.serve.schema import RequestError, StrategyRequest
 from ttc.serve.upstream import HealthProbe, cause_of_status, refused_credentials
@@ -105,6 +106,7 @@ class TTCServer:
         self.worker: _WorkerLoop | None = None
         self.probe: HealthProbe | None = None
         self.draining = False
+        self.probes: ProbeListener | None = None  # /live and /health on --health-port
         self._handlers: set[asyncio.Task] = set()  # every request being answered (for shutdown)
         self._bases: list[str] = []  # the replicas' /v1 base URLs, from the backend once started
         self._prm: Any = None
@@ -149,6 +151,9 @@ class TTCServer:
         self.probe = HealthProbe(self._bases, self._upstream_headers, c.health_interval, c.health_timeout,
                                  self.metrics)
         await self.probe.start()
+        if self.config.health_port is not None:
+            self.probes = ProbeListener(self.config.host, self.config.health_port, self.live, self.health)
+            self.probes.start()
         if self.config.prm_upstream:
             self._prm_model = await self._first_model(self.config.prm_upstream)
         # start math-verify's helper process now, not on the first request (it imports sympy: seconds)
@@ -157,6 +162,8 @@ class TTCServer:
         self.worker.loop.call_soon_threadsafe(lambda: self.worker.loop.run_in_executor(None, mathparse.find, "$x$"))
 
     async def _stop(self, app: web.Application) -> None:
+        if self.probes is not None:
+            self.probes.stop()
         if self.probe is not None:
             await self.probe.stop()
         await self.passthrough.close()

@@ -96,6 +96,8 @@ class ServeConfig:
         drive it. upstream_api_key: sent to the upstreams, never shown to clients, logs or
         /metrics; None: no key is sent (the environment is not read: `ttc serve
         --upstream-api-key-env OPENAI_API_KEY` says so explicitly).
+    health_port: also serve /live and /health on this port, from a thread of their own (probes
+        never wait behind a burst of requests on the main port); 0 picks a free one.
     passthrough_untouched: forward requests without a `ttc` object past the caps on n, max_tokens
         and top logprobs (default: the caps apply to them too).
     tokenizer: the served model's tokenizer (Hugging Face id or folder), for upstreams without
@@ -118,6 +120,7 @@ class ServeConfig:
     upstream_api_key: str | None = None
     host: str = "127.0.0.1"
     port: int = 8100
+    health_port: int | None = None
     insecure: bool = False
     passthrough_untouched: bool = False
     allowed_hosts: tuple[str, ...] = ()
