@@ -43,7 +43,7 @@ Why this split. The openai-python client keeps its transport in `_base_client.py
 `request` loop with retries, `_calculate_retry_timeout` reading Retry-After, `_streaming.py` for
 SSE) and its resources (`resources/completions.py`) build a body and `_post` it: our
 `transport.py` is that base client, without types per endpoint. LiteLLM puts each provider's
-request and response mapping in `llms/<provider>/chat/transformation.py` (`transform_request`,
+request and response mapping in each provider's `transformation.py` (under `llms`) (`transform_request`,
 `transform_response`, `map_openai_params` on a `BaseConfig`) apart from the one HTTP handler
 (`llms/custom_httpx/llm_http_handler.py`): that is the model for `payloads.py`/`responses.py`,
 made plain functions so that they can be tested on recorded answers without HTTP
