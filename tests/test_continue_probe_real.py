@@ -16,25 +16,34 @@ from ttc.backends.openai_compatible import OpenAICompatible
 
 @pytest.mark.slow
 def test_a_real_models_continued_reply_is_told_from_a_new_one(vllm_server):
-    llm = OpenAICompatible(vllm_server.url)
-    one = {"model": ttc.run_sync(llm.model()), "temperature": 0.0, "seed": 0}
-    question = [{"role": "user", "content": CONTINUE_QUESTION}]
+    async def replies() -> tuple[str, str, str, str]:
+        async with OpenAICompatible(vllm_server.url) as llm:
+            one = {"model": await llm.model(), "temperature": 0.0, "seed": 0}
+            question = [{"role": "user", "content": CONTINUE_QUESTION}]
 
-    def reply(**payload) -> str:
-        text = probe_text(ttc.run_sync(llm._request("POST", "/chat/completions", {**one, **payload})), "/chat")
-        assert isinstance(text, str)
-        return text
+            async def reply(**payload) -> str:
+                text = probe_text(await llm._request("POST", "/chat/completions", {**one, **payload}), "/chat")
+                assert isinstance(text, str)
+                return text
 
-    halves = split_reply(reply(messages=question, max_tokens=12))
-    assert halves is not None
-    prefix, rest = halves
-    conversation = [*question, {"role": "assistant", "content": prefix}]
-    went_on = reply(messages=conversation, max_tokens=4, continue_final_message=True, add_generation_prompt=False)
-    anew = reply(messages=conversation, max_tokens=4)
+            halves = split_reply(await reply(messages=question, max_tokens=12))
+            assert halves is not None
+            prefix, rest = halves
+            conversation = [*question, {"role": "assistant", "content": prefix}]
+            went_on = await reply(messages=conversation, max_tokens=4, continue_final_message=True,
+                                  add_generation_prompt=False)
+            return prefix, rest, went_on, await reply(messages=conversation, max_tokens=4)
+
+    prefix, rest, went_on, anew = ttc.run_sync(replies())
     assert continues(prefix, rest, went_on), (prefix, rest, went_on)
     assert not continues(prefix, rest, anew), (prefix, rest, anew)
 
     fresh = OpenAICompatible(vllm_server.url)
     fresh.features.tokenize = False  # as a server without /tokenize: the probe asks the chat endpoint
-    assert ttc.run_sync(fresh.probe()).continue_final_message is True
+
+    async def probe() -> bool | None:
+        async with fresh:
+            return (await fresh.probe()).continue_final_message
+
+    assert ttc.run_sync(probe()) is True
     assert fresh.probe_usage.generator_calls > 0 and not fresh.probe_usage.estimated
