@@ -16,9 +16,12 @@ from ttc.errors import (
     InvalidInput,
     MalformedResponse,
     ModelNotFound,
+    ProblemsFailed,
     TTCError,
+    TTCWarning,
     Unsupported,
 )
+from ttc.needs import Needs
 from ttc.prompts import ChatPrompt
 from ttc.runner import asolve_many, run_sync, solve_many
 from ttc.steps import StepConfig
@@ -39,7 +42,7 @@ from ttc.strategies import (
     Sampler,
     Strategy,
 )
-from ttc.types import Candidate, Completion, Problem, Result, SamplingParams, Step, Trace, Usage
+from ttc.types import Candidate, Completion, Problem, Result, Results, SamplingParams, Step, Trace, Usage
 
 __version__ = "0.1.0"
 
@@ -67,9 +70,12 @@ __all__ = [
     "MajorityVote",
     "MalformedResponse",
     "ModelNotFound",
+    "Needs",
     "ParticleFilter",
     "Problem",
+    "ProblemsFailed",
     "Result",
+    "Results",
     "Sample",
     "Sampler",
     "SamplingParams",
@@ -77,6 +83,7 @@ __all__ = [
     "StepConfig",
     "Strategy",
     "TTCError",
+    "TTCWarning",
     "Trace",
     "Unsupported",
     "Usage",

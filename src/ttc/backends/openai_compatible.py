@@ -957,7 +957,8 @@ class OpenAICompatible(Generator):
     def _top_k(self, params: SamplingParams) -> int:
         """Top alternatives to ask for: as many as wanted, at most the server's limit."""
         limit = self.features.max_top_logprobs
-        return params.top_logprobs if limit is None else min(params.top_logprobs, limit)
+        top = params.top_logprobs or 0  # None: unspecified, no alternatives
+        return top if limit is None else min(top, limit)
 
     async def _chat_payload(self, messages: Sequence[dict[str, str]], params: SamplingParams,
                             stream: bool, continue_final: bool = False) -> dict[str, Any]:
