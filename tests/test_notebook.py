@@ -42,6 +42,11 @@ def check_outputs(nb) -> None:
     plain = "".join(d.get("text/plain", "") for d in rich)
     assert "'cancelled'" in plain and "answer:" in printed  # the FirstFinish run cancelled the slower streams
     assert "exit_tokens" in printed                  # the EarlyExit run
+    assert re.search(r"\] \d right, 0 failed", printed)  # solve_many's results count what failed
+    texts = [str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) + str(o.get("evalue", ""))
+             for c in code for o in outputs_of(c)]
+    paths = [t for t in texts if re.search(r"/work/|/root/|/home/|/tmp/|site-packages", t)]
+    assert not paths, f"saved outputs show a machine path: {paths[:2]}"
     servers = [c.source for c in nb.cells if "OpenAICompatible(" in c.source]
     assert servers and all(c.cell_type == "markdown" for c in nb.cells if "OpenAICompatible(" in c.source)
 

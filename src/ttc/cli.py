@@ -83,7 +83,7 @@ def _solve_with_progress(strategy, question: str, backend, seed: int | None, tot
     """
     import threading
 
-    from tqdm.auto import tqdm
+    from ttc.progress import tqdm
 
     start = backend.tokens_generated()
     bar = tqdm(total=total if start is not None else None, unit="tok", desc=f"{strategy.name} tokens",

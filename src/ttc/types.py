@@ -332,7 +332,8 @@ class Result:
             return f"the chosen candidate has no answer: {answered} of {total} candidates had one"
         cut = self.truncated
         if cut == total:
-            return f"cut at max_tokens: all {total} candidate(s) were cut before stating an answer; raise max_tokens"
+            which = "the candidate was" if total == 1 else f"all {total} candidates were"
+            return f"cut at max_tokens: {which} cut before stating an answer; raise max_tokens"
         reasons: dict[str, int] = {}
         for c in self.candidates:
             reasons[c.finish_reason or "unknown"] = reasons.get(c.finish_reason or "unknown", 0) + 1
