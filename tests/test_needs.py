@@ -117,6 +117,14 @@ def test_scorers_declare_what_they_read():
     assert AnswerConsistency().needs == Needs()
     assert AnyOf([AnswerConsistency(), TokenConfidence(top_k=4)]).needs == Needs(logprobs=True, top_logprobs=4)
     assert ttc.verifiers.Programmatic(lambda p, c: 1.0).needs == Needs()
+    # a plain function that reads logprobs says so, and gets them from a sampler that did not ask
+    reads = ttc.verifiers.Programmatic(lambda p, c: sum(c.completion.logprobs), log_scale=True,
+                                      needs=Needs(logprobs=True))
+    vote = ttc.MajorityVote(n=2, verifier=reads, sample=ttc.Sample(params=ttc.SamplingParams(max_tokens=8)))
+    assert vote.sample.params.logprobs is True
+    assert vote.solve("3 + 4?", Scripted(["The answer is 7."])).answer == "7"
+    with pytest.raises(ttc.InvalidInput, match="Programmatic.needs must be a ttc.needs.Needs"):
+        ttc.verifiers.Programmatic(lambda p, c: 1.0, needs={"logprobs": True})
 
 
 @pytest.mark.parametrize("holder", ["BestOfN", "MajorityVote"])
