@@ -109,6 +109,7 @@ def _solve_with_progress(strategy, question: str, backend, seed: int | None, tot
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ttc.display import tie_line
     from ttc.runner import run_sync
     from ttc.strategies.registry import make_strategy
     from ttc.verifiers import LogprobConfidence
@@ -131,6 +132,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"answer: {result.answer}" + (f" ({result.no_answer_reason})" if result.answer is None else ""))
         if "votes" in result.details:
             print(f"votes: {result.details['votes']}")
+        if tie_line(result):
+            print(tie_line(result))
         u = result.usage
         print(f"usage: {u.token_summary()}, "
               f"{u.generator_calls} generator calls, {u.verifier_calls} verifier calls, {u.wall_seconds:.1f} s")

@@ -26,7 +26,8 @@ Choices the papers leave open, or that we made where their code and ours differ:
   answer, and info["fallback"] says so.
 - Paths without an extractable answer take part in the mixture fit and the mean (they are samples of the
   model's distribution) but do not vote (as everywhere in ttc, `ttc.votes`).
-- Ties: the answer group seen first wins (`ttc.votes.weighted_vote`); the authors' evaluation splits the
+- Ties: the answer group seen first wins and info["tie"] lists the tied answers
+  (`ttc.votes.weighted_vote`); the authors' evaluation splits the
   credit of a tie instead, which a strategy returning one answer cannot do.
 - Grouping: answers vote together when `ttc.answers.equivalent` says they are equal (the code uses its
   math_equal).
