@@ -3,10 +3,10 @@ must give and where it comes from.
 
 Sources of the phrasings: SmolLM2-135M-Instruct outputs sampled with `ttc.models.smollm2()` and
 `ttc.backends.Transformers` (the demo prompt and the default boxed prompt on GSM8K; the "smollm2"
-rows, copied as generated), the MATH-500 and GSM8K reference solutions in ../shared/data (the
-"math500"/"gsm8k" rows), the Minerva/lm-eval "Final Answer: The final answer is X. I hope it is
-correct." format, markdown answers of chat models, and the review's failing examples
-(../shared/reviews/fidelity-audit-60e66bf.md, section 7; the "review" rows).
+rows, copied as generated), the MATH-500 and GSM8K reference solutions packaged with ttc in
+src/ttc/data (the "math500"/"gsm8k" rows), the Minerva/lm-eval "Final Answer: The final answer is X.
+I hope it is correct." format, markdown answers of chat models, and the failing examples of the
+project's fidelity audit of commit 60e66bf (section 7; the "review" rows).
 
 EXTRACT rows: (text, finished, expected answer as written, expected source). A None answer has a
 None source. `finished=False` is a trace cut at max_tokens.

@@ -13,10 +13,10 @@ import warnings
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ttc._progress import tqdm
 from ttc.backends.base import Generator
 from ttc.context import Budget, Context
 from ttc.errors import InvalidInput, ProblemsFailed
-from ttc.progress import tqdm
 from ttc.types import Problem, Result, Results, Usage
 
 if TYPE_CHECKING:

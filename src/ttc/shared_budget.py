@@ -31,10 +31,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ttc._progress import tqdm
 from ttc.backends.base import Generator
 from ttc.context import Budget, Context
 from ttc.errors import BudgetExhausted, InvalidInput, Unsupported
-from ttc.progress import tqdm
 from ttc.stopping import NeverStop, StoppingRule, StopReason
 from ttc.strategies.adaptive_vote import AdaptiveVote, draw_round, vote_result
 from ttc.strategies.base import Strategy

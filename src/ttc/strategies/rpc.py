@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ttc._extras import require, require_extra
 from ttc.context import Context
 from ttc.errors import InvalidInput, Unsupported
 from ttc.needs import Needs
@@ -72,7 +73,7 @@ def _weibull_mean(k: float, lam: float) -> float:
 def fit_weibull_mixture(probs: Sequence[float]) -> tuple[float, float, float, float, float] | None:
     """(w_high, k_high, lam_high, k_low, lam_low): a two-Weibull mixture fitted to `probs` by maximum
     likelihood, the high component (higher mean) first; None when the fit fails."""
-    from scipy.optimize import minimize
+    minimize = require("scipy.optimize", "rpc", "RPC's Weibull-mixture pruning").minimize
 
     data = np.asarray(probs, dtype=float)
 
@@ -205,6 +206,8 @@ class RPC(Strategy):
                  dedup: bool = True):
         if prune not in PRUNING:
             raise InvalidInput(f"unknown pruning {prune!r}; known: {', '.join(PRUNING)}")
+        if prune == "mixture":  # said here, not once per problem mid-run
+            require_extra("rpc", "RPC's Weibull-mixture pruning (prune='none' needs no scipy)")
         self.n = check_n(n)
         self.sample = sampler_for(sample, None, holder="RPC", needs=self.needs)
         self.prune = prune
