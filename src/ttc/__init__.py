@@ -17,9 +17,12 @@ from ttc.errors import (
     MalformedResponse,
     MissingExtra,
     ModelNotFound,
+    ProblemsFailed,
     TTCError,
+    TTCWarning,
     Unsupported,
 )
+from ttc.needs import Needs
 from ttc.prompts import ChatPrompt
 from ttc.runner import asolve_many, run_sync, solve_many
 from ttc.steps import StepConfig
@@ -40,7 +43,7 @@ from ttc.strategies import (
     Sampler,
     Strategy,
 )
-from ttc.types import Candidate, Completion, Problem, Result, SamplingParams, Step, Trace, Usage
+from ttc.types import Candidate, Completion, Problem, Result, Results, SamplingParams, Step, Trace, Usage
 
 __version__ = "0.1.0"
 
@@ -69,9 +72,12 @@ __all__ = [
     "MalformedResponse",
     "MissingExtra",
     "ModelNotFound",
+    "Needs",
     "ParticleFilter",
     "Problem",
+    "ProblemsFailed",
     "Result",
+    "Results",
     "Sample",
     "Sampler",
     "SamplingParams",
@@ -79,6 +85,7 @@ __all__ = [
     "StepConfig",
     "Strategy",
     "TTCError",
+    "TTCWarning",
     "Trace",
     "Unsupported",
     "Usage",

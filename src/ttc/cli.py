@@ -129,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        print(f"answer: {result.answer}")
+        print(f"answer: {result.answer}" + (f" ({result.no_answer_reason})" if result.answer is None else ""))
         if "votes" in result.details:
             print(f"votes: {result.details['votes']}")
         if tie_line(result):

@@ -92,7 +92,7 @@ class AdaptiveVote(Strategy):
             raise InvalidInput(f"AdaptiveVote.batch must be a positive integer, got {batch!r}")
         self.batch = min(batch, self.max_n)
         self.stop = as_rule(stop)
-        self.sample = sampler_for(sample, None)
+        self.sample = sampler_for(sample, None, holder="AdaptiveVote")
         self.stream = bool(stream)
 
     async def run(self, problem: Problem, ctx: Context) -> Result:

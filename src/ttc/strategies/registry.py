@@ -37,8 +37,6 @@ def _majority(n: int, verifier: Verifier | None, params: Any) -> Strategy:
 
 def _best_of_n(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
     verifier = verifier or LogprobConfidence()
-    if verifier.required_top_logprobs:
-        params = params.replace(top_logprobs=verifier.required_top_logprobs)
     return BestOfN(n=n, verifier=verifier, sample=Sample(params=params), **options)
 
 

@@ -35,7 +35,6 @@ Choices the papers leave open, or that we made where their code and ours differ:
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -45,9 +44,10 @@ import numpy as np
 from ttc._extras import require, require_extra
 from ttc.context import Context
 from ttc.errors import InvalidInput, Unsupported
+from ttc.needs import Needs
 from ttc.strategies.base import Sampler, Strategy
 from ttc.strategies.wrapping import check_n, sampler_for
-from ttc.types import Candidate, Problem, Result, SamplingParams
+from ttc.types import Candidate, Problem, Result
 from ttc.votes import weighted_vote
 
 PRUNING = ("mixture", "none")
@@ -182,9 +182,9 @@ class RPC(Strategy):
 
     Args:
         n: paths sampled.
-        sample: the single-candidate strategy repeated, as for MajorityVote; one whose params do not
-            ask for token logprobs is copied with `logprobs=True` (a backend that returns none is
-            refused with Unsupported).
+        sample: the single-candidate strategy repeated, as for MajorityVote; asked for token logprobs
+            (`needs`: one whose params leave them unset is copied with `logprobs=True`; an explicit
+            `logprobs=False` is an InvalidInput; a backend that returns none is refused with Unsupported).
         prune: "mixture" (the paper's Weibull-mixture pruning) or "none" (Perplexity Consistency alone).
         normalise: length-normalised path probability (the authors' code) or the raw product.
         dedup: identical paths count once.
@@ -199,6 +199,8 @@ class RPC(Strategy):
     """
 
     name = "rpc"
+    #: RPC weighs each path by the model's own token probabilities
+    needs = Needs(logprobs=True)
 
     def __init__(self, n: int = 8, sample: Sampler | None = None, prune: str = "mixture", normalise: bool = True,
                  dedup: bool = True):
@@ -207,11 +209,7 @@ class RPC(Strategy):
         if prune == "mixture":  # said here, not once per problem mid-run
             require_extra("rpc", "RPC's Weibull-mixture pruning (prune='none' needs no scipy)")
         self.n = check_n(n)
-        self.sample = sampler_for(sample, None)
-        params = getattr(self.sample, "params", None)
-        if isinstance(params, SamplingParams) and not params.logprobs:
-            self.sample = copy.copy(self.sample)  # the caller's sampler is not changed
-            self.sample.params = params.replace(logprobs=True)
+        self.sample = sampler_for(sample, None, holder="RPC", needs=self.needs)
         self.prune = prune
         self.normalise = normalise
         self.dedup = dedup
