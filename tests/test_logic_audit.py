@@ -4,6 +4,11 @@ the audit's own scripted reproduction where it gave one. Scripted backend only."
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+import pytest
+
 import ttc
 from ttc.backends import Scripted
 from ttc.stopping import BetaStop, WindowStop
@@ -48,3 +53,35 @@ def test_esc_window_answer_in_stream_mode_and_in_a_shared_budget():
     shared = ttc.solve_many(AdaptiveVote(max_n=16, batch=4, stop=WindowStop(4)), [ttc.Problem("q")],
                             answer_stream(ESC_SEQ), total_budget=ttc.Budget(tokens=10_000), progress=False)
     assert shared[0].details["stop_reason"] == "decided" and shared[0].answer == "5"
+
+
+# -- N2: RPC's Weibull fit cannot succeed degenerately ------------------------------------------
+N2_PROBS = [0.36429947389959333, 0.9934439249996557, 0.982437793277638, 0.999, 0.928838762620465, 0.9545241486154803,
+            0.9572006611444475, 0.999, 0.9463068050403562]
+
+
+def test_rpc_prunes_what_the_authors_fit_prunes_on_the_audits_degenerate_set():
+    from ttc.strategies.rpc import _mixture_nll, fit_weibull_mixture, prune_mask
+
+    # the authors' compute_rpc.py fits [0.8, 40.96, 0.9824, 454.1, 0.3641] here and prunes path 0;
+    # a fit of the floored NLL stopped where every density is floored (NLL ~ 6217) and pruned nothing
+    assert prune_mask(N2_PROBS) == [True] + [False] * 8
+    fit = fit_weibull_mixture(N2_PROBS)
+    assert fit is not None
+    w, k_high, lam_high, k_low, lam_low = fit
+    assert (w, k_high, lam_high, k_low, lam_low) == pytest.approx((0.8, 40.96, 0.9824, 454.1, 0.3641), rel=2e-3)
+    nll = _mixture_nll(np.asarray(N2_PROBS), (w, k_high, lam_high, k_low, lam_low))
+    assert nll == pytest.approx(-20.893, abs=0.01)  # the authors' optimum, not a floored plateau
+
+
+def test_a_fit_with_a_zero_density_path_is_not_accepted():
+    from ttc.strategies.rpc import _minimise_nll, _mixture_nll
+
+    data = np.asarray(N2_PROBS)
+    # the floored plateau the audit found: finite parameters, every density under 1e-300
+    plateau = (0.8, 2263.7, 1.902, 201363.0, 0.9976)
+    assert _mixture_nll(data, plateau, 1e-300) == pytest.approx(9 * 690.78, rel=1e-3)
+    assert _mixture_nll(data, plateau) == math.inf
+    # the floored objective alone lands on such a plateau here: that fit is refused, not used
+    assert _minimise_nll(data, 1e-300) is None
+    assert _minimise_nll(data, 0.0) is not None
