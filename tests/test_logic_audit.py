@@ -85,3 +85,59 @@ def test_a_fit_with_a_zero_density_path_is_not_accepted():
     # the floored objective alone lands on such a plateau here: that fit is refused, not used
     assert _minimise_nll(data, 1e-300) is None
     assert _minimise_nll(data, 0.0) is not None
+
+
+# -- N3 and N4: DeepConf-offline's bar ----------------------------------------------------------
+def confident_script(texts_and_confs):
+    """The i-th sample is texts_and_confs[i]: its text, every token with top-2 logprobs of -conf
+    (so its token confidence, and every group confidence, is conf)."""
+    from ttc.backends.scripted import _TOKEN, ScriptedResponse
+
+    def script(prompt, params, i):
+        text, conf = texts_and_confs[i % len(texts_and_confs)]
+        n = len(_TOKEN.findall(text))
+        return ScriptedResponse(text, (-conf,) * n, tuple({1: -conf, 2: -conf} for _ in range(n)))
+
+    return Scripted(script)
+
+
+def test_deepconf_offline_takes_its_percentile_over_the_answered_traces():
+    # the audit's repro: four confident traces without an answer (5.0) used to set the bar at the
+    # median of all eight, above every answered trace: all weights 0, and the unweighted plurality
+    # answered 5. Over the answered traces (3.0, 1.0, 1.1, 0.9) the median is 1.05: 7 (3.0) beats 5 (1.1)
+    from ttc.probes import TokenConfidence
+
+    llm = confident_script([("loop loop loop loop", 5.0)] * 4 + [("\\boxed{7}", 3.0), ("\\boxed{5}", 1.0),
+                                                                   ("\\boxed{5}", 1.1), ("\\boxed{5}", 0.9)])
+    params = ttc.SamplingParams(logprobs=True, top_logprobs=2, max_tokens=4)
+    verifier = TokenConfidence(window=2, top_k=2).filter(weighted=True, keep=0.5)
+    r = ttc.MajorityVote(n=8, verifier=verifier, sample=ttc.Sample(params=params)).solve("q", llm, seed=0)
+    assert r.answer == "7"
+    assert r.details["votes"] == pytest.approx({"7": 3.0, "5": 1.1})
+    assert r.details.get("vote_fallback") is None
+
+
+def test_deepconf_offline_without_any_answer_keeps_nothing():
+    from ttc.probes import TokenConfidence
+
+    llm = confident_script([("loop loop", 5.0)])
+    params = ttc.SamplingParams(logprobs=True, top_logprobs=2, max_tokens=4)
+    verifier = TokenConfidence(window=2, top_k=2).filter(weighted=True, keep=0.5)
+    r = ttc.MajorityVote(n=3, verifier=verifier, sample=ttc.Sample(params=params)).solve("q", llm, seed=0)
+    assert r.answer is None
+    assert [c.scores["lowest_group_confidence"] for c in r.candidates] == [5.0] * 3
+
+
+def test_calibrate_threshold_is_deepconfs_linear_percentile():
+    from ttc.probes import calibrate_threshold
+    from ttc.strategies.deepconf import percentile_threshold
+
+    scores = [float(s) for s in range(1, 17)]
+    assert calibrate_threshold(scores, keep=0.1) == pytest.approx(14.5)  # the audit's: "lower" gave 14.0
+    assert sum(s >= calibrate_threshold(scores, keep=0.1) for s in scores) == 2
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        xs = list(rng.normal(size=int(rng.integers(1, 30))))
+        keep = float(rng.uniform(0.01, 1.0))
+        assert calibrate_threshold(xs, keep) == pytest.approx(percentile_threshold(xs, keep))
+        assert calibrate_threshold(xs, keep) == pytest.approx(np.percentile(xs, (1 - keep) * 100))
