@@ -141,3 +141,82 @@ def test_calibrate_threshold_is_deepconfs_linear_percentile():
         keep = float(rng.uniform(0.01, 1.0))
         assert calibrate_threshold(xs, keep) == pytest.approx(percentile_threshold(xs, keep))
         assert calibrate_threshold(xs, keep) == pytest.approx(np.percentile(xs, (1 - keep) * 100))
+
+
+# -- N5: AdaptiveBestOfN keeps and bills what a refused self-evaluation leaves -------------------
+def yes_script(prompt, params, i):
+    """The audit's script: "Yes" (logprob -0.1: P(better) = 0.905) to every self-evaluation."""
+    from ttc.backends.scripted import ScriptedResponse
+    from ttc.strategies.adaptive_best_of_n import SELF_EVAL
+
+    if SELF_EVAL in prompt:
+        return ScriptedResponse("Yes", (-0.1,))
+    return "Let me think about it, the answer is 7."
+
+
+def test_adaptive_best_of_n_keeps_the_samples_whose_self_evaluation_the_budget_refused():
+    from ttc.strategies.adaptive_best_of_n import AdaptiveBestOfN
+
+    llm = Scripted(yes_script)
+    r = AdaptiveBestOfN(max_n=16).solve("q", llm, budget=ttc.Budget(tokens=170, min_candidate_tokens=1))
+    drawn = sum(p.n for prompt, p in llm.requests if "started over" not in prompt)
+    assert drawn == 3  # rounds of 1 and 2 samples; the second round's self-evaluations were refused
+    assert r.details["samples"] == len(r.candidates) == drawn  # 4e644bc: 1 candidate of 3 drawn
+    assert r.details["stop"] == "budget"
+    assert r.details["p_better"][0] == pytest.approx(math.exp(-0.1)) and None in r.details["p_better"]
+    assert r.details["unevaluated"] == sum(p is None for p in r.details["p_better"]) >= 1
+    # every billed token belongs to a candidate or a self-evaluation
+    assert r.usage.total_tokens == sum(c.usage.total_tokens for c in r.candidates) + r.details["self_eval_tokens"]
+    assert r.usage.total_tokens <= 170
+    assert r.answer == "7"
+
+
+def test_adaptive_best_of_n_answers_from_one_sample_when_its_self_evaluation_is_refused():
+    from ttc.strategies.adaptive_best_of_n import AdaptiveBestOfN
+
+    r = AdaptiveBestOfN(max_n=16).solve("q", Scripted(yes_script), budget=ttc.Budget(tokens=100))
+    # 4e644bc raised BudgetExhausted after drawing (and billing) the sample
+    assert r.answer == "7" and len(r.candidates) == 1
+    assert r.details["p_better"] == [None] and r.details["chosen"] == 0 and r.details["stop"] == "budget"
+    assert r.details["self_eval_calls"] == 0
+    assert r.usage.total_tokens == r.candidates[0].usage.total_tokens > 0
+
+
+def test_adaptive_best_of_n_stop_rule_within_a_doubling_batch():
+    # rounds of 1, 2, 4: in the third round (samples 3-6) only sample 4 is under the threshold.
+    # The whole round is drawn and evaluated (7 samples), it stops, and the answer is sample 4, the
+    # lowest P(better) of all. Wrong rules fail: stopping at the first sample under the threshold
+    # (5 samples), reading only a round's last score (never stops: 8), or its mean (8), or
+    # answering with the round's last sample ("6").
+    from test_rpc_adaptive_bon import self_eval_script
+    from ttc.strategies.adaptive_best_of_n import AdaptiveBestOfN
+
+    p_yes = [0.9, 0.8, 0.7, 0.6, 0.2, 0.9, 0.45, 0.1]
+    r = AdaptiveBestOfN(max_n=8, threshold=0.5, batches="doubling").solve("q", Scripted(self_eval_script(p_yes)))
+    assert (r.details["samples"], r.details["stop"]) == (7, "confident")
+    assert r.details["p_better"] == pytest.approx(p_yes[:7])
+    assert r.details["chosen"] == 4 and r.answer == "4"
+    # a round whose every score is at least the threshold goes on: 0.5 is not below 0.5
+    r = AdaptiveBestOfN(max_n=3, threshold=0.5, batches="doubling").solve(
+        "q", Scripted(self_eval_script([0.9, 0.5, 0.5])))
+    assert (r.details["samples"], r.details["stop"]) == (3, "max_n")
+
+
+# -- the Beta rule with three or more distinct answers ------------------------------------------
+def test_beta_rule_compares_the_leader_with_the_runner_up_not_with_all_others():
+    from ttc.stopping import beta_leader_probability
+
+    # 6 votes for 7 against 1 + 1 for two other answers: the top two are (6, 1), P = 0.965 >= 0.95,
+    # so it stops; a rule that pits the leader against all others (6, 2) has P = 0.910 and goes on
+    assert beta_leader_probability(6, 1) == pytest.approx(1 - 9 / 256)
+    assert beta_leader_probability(6, 2) == pytest.approx(1 - 46 / 512)
+    rule = BetaStop(0.95)
+    assert rule.should_stop(["5", "3", "7", "7", "7", "7", "7", "7"]) is True
+    assert rule.should_stop(["5", "3", "7", "7", "7", "7", "7"]) is False  # (5, 1): 0.9375
+    assert rule.should_stop(["5", "3", "9", "7", "7", "7", "7", "7", "7"]) is True  # four answers: still (6, 1)
+    assert rule.should_stop(["5", "5", "7", "7", "7", "7", "7", "7"]) is False  # a real (6, 2)
+    assert BetaStop.probability([1, 6, 1]) == pytest.approx(beta_leader_probability(6, 1))  # any order
+    # end to end, one sample per round: it stops at the 8th sample with the (6, 1) vote
+    r = AdaptiveVote(max_n=16, batch=1).solve("q", answer_stream(["5", "3", "7", "7", "7", "7", "7", "7", "1"] * 2))
+    assert (r.details["samples"], r.details["stop_reason"], r.answer) == (8, "decided", "7")
+    assert r.details["votes"] == {"5": 1.0, "3": 1.0, "7": 6.0}
