@@ -313,3 +313,31 @@ def test_an_accepted_swap_hands_the_hot_chains_reference_to_the_target_chain():
         assert swap.log_likelihoods == ((l1, l0) if swap.accepted else (l0, l1))
         seen[swap.accepted] += 1
     assert seen[True] > 0
+
+
+# -- the registry -------------------------------------------------------------------------------
+def test_temperature_ladder_is_geometric_in_the_exponent():
+    from ttc.strategies.particle_gibbs import temperature_ladder
+
+    assert temperature_ladder(3, 0.25) == pytest.approx((1.0, 2.0, 4.0))
+    assert temperature_ladder(4, 0.125) == pytest.approx((1.0, 2.0, 4.0, 8.0))
+    assert temperature_ladder(2, 0.5) == pytest.approx((1.0, 2.0)) and temperature_ladder(1, 0.5) == (1.0,)
+    for chains, beta in ((0, 0.5), (2, 1.0), (2, 0.0), (True, 0.5), (2, True)):
+        with pytest.raises(InvalidInput):
+            temperature_ladder(chains, beta)
+
+
+def test_registry_builds_both_and_they_run_by_name():
+    from ttc.strategies.registry import canonical_name, make_strategy
+
+    pg = make_strategy("particle_gibbs", n=8)
+    assert isinstance(pg, ParticleGibbs) and (pg.particles, pg.iterations) == (4, 2)
+    assert make_strategy("pg", n=9, iterations=3).particles == 3
+    pt = make_strategy("parallel_tempering", n=12, chains=2, hottest_beta=0.5, max_steps=3)
+    assert isinstance(pt, ParallelTempering) and pt.temperatures == pytest.approx((1.0, 2.0))
+    assert (pt.particles, pt.iterations, pt.steps.max_steps) == (3, 2, 3)
+    assert canonical_name("parallel-tempering") == "parallel_tempering" and canonical_name("PG") == "particle_gibbs"
+    llm, prm = toy(*TREE)
+    for name in ("particle_gibbs", "parallel_tempering"):
+        r = make_strategy(name, n=8, verifier=prm).solve("q?", llm, seed=0)
+        assert r.strategy == name and r.answer in ("1", "2")

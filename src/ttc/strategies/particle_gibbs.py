@@ -28,7 +28,7 @@ from ttc.strategies.particle import ParticleFilter, Sweep
 from ttc.types import Problem, Result, SamplingParams
 from ttc.verifiers.process import ProcessRewardModel
 
-__all__ = ["ParallelTempering", "ParticleGibbs", "check_temperatures"]
+__all__ = ["ParallelTempering", "ParticleGibbs", "check_temperatures", "temperature_ladder"]
 
 
 def check_temperatures(temperatures: Sequence[float]) -> tuple[float, ...]:
@@ -41,6 +41,20 @@ def check_temperatures(temperatures: Sequence[float]) -> tuple[float, ...]:
         raise InvalidInput(f"temperatures must be strictly increasing (the first, the lowest, is the target "
                            f"chain's), got {temperatures!r}")
     return tuple(float(t) for t in temps)
+
+
+def temperature_ladder(chains: int, hottest_beta: float) -> tuple[float, ...]:
+    """`chains` temperatures whose inverses (the likelihood exponents beta) fall geometrically from
+    1 (the target chain) to `hottest_beta` in (0, 1): beta_c = hottest_beta^(c / (chains - 1)), the
+    usual geometric ladder (3 chains, 0.25: temperatures 1, 2, 4)."""
+    if isinstance(chains, bool) or not isinstance(chains, int) or chains < 1:
+        raise InvalidInput(f"chains must be a positive integer, got {chains!r}")
+    if isinstance(hottest_beta, bool) or not isinstance(hottest_beta, (int, float)) or not 0 < hottest_beta < 1:
+        raise InvalidInput(f"hottest_beta must be in (0, 1) (the hottest chain's likelihood exponent), "
+                           f"got {hottest_beta!r}")
+    if chains == 1:
+        return (1.0,)
+    return tuple(hottest_beta ** (-c / (chains - 1)) for c in range(chains))
 
 
 class ParticleGibbs(ParticleFilter):

@@ -19,6 +19,7 @@ from ttc.strategies.early_exit import EarlyExit
 from ttc.strategies.first_finish import FirstFinish
 from ttc.strategies.majority import MajorityVote
 from ttc.strategies.particle import ParticleFilter
+from ttc.strategies.particle_gibbs import ParallelTempering, ParticleGibbs, temperature_ladder
 from ttc.strategies.rpc import RPC
 from ttc.strategies.sample import DEFAULT_PARAMS, Sample
 from ttc.verifiers.base import Verifier
@@ -104,6 +105,26 @@ def _particle(n: int, verifier: Verifier | None, params: Any, **options: Any) ->
     return ParticleFilter(particles=n, **_step_search_args(verifier, params, options))
 
 
+def _particle_gibbs(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
+    """n = particles x iterations, the particles drawn in all (its_hub's split of its budget):
+    `iterations` (default 2) sweeps of max(2, n // iterations) particles, unless `particles` is given."""
+    iterations = options.pop("iterations", 2)
+    particles = options.pop("particles", max(2, n // max(1, iterations)))
+    return ParticleGibbs(particles=particles, iterations=iterations, **_step_search_args(verifier, params, options))
+
+
+def _parallel_tempering(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
+    """n = particles x iterations x chains: `chains` (default 3) chains whose inverse temperatures
+    fall geometrically from 1 to `hottest_beta` (default 0.25: temperatures 1, 2, 4), `iterations`
+    (default 2) sweeps each, max(2, n // (iterations x chains)) particles, unless `particles` is given."""
+    iterations = options.pop("iterations", 2)
+    chains = options.pop("chains", 3)
+    temperatures = temperature_ladder(chains, options.pop("hottest_beta", 0.25))
+    particles = options.pop("particles", max(2, n // max(1, iterations * chains)))
+    return ParallelTempering(particles=particles, iterations=iterations, temperatures=temperatures,
+                             **_step_search_args(verifier, params, options))
+
+
 def _adaptive_vote(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
     """AdaptiveVote with max_n = n, rounds of 4, Adaptive-Consistency's Beta rule (c = 0.95)."""
     if verifier is not None:
@@ -134,6 +155,8 @@ STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "dvts": _dvts,
     "astar": _astar,
     "particle": _particle,
+    "particle_gibbs": _particle_gibbs,
+    "parallel_tempering": _parallel_tempering,
     "adaptive_vote": _adaptive_vote,
     "rpc": _rpc,
     "adaptive_best_of_n": _adaptive_best_of_n,
@@ -151,6 +174,11 @@ OPTIONS: dict[str, dict[str, type]] = {
     "dvts": {"subtrees": int, "expansions": int, "unique": bool, **_STEP_OPTIONS},
     "astar": {"max_expansions": int, "cost_weight": float, "solutions": int, **_STEP_OPTIONS},
     "particle": {"resampling": str, "weight_by": str, "resample_threshold": float, **_STEP_OPTIONS},
+    "particle_gibbs": {"particles": int, "iterations": int, "resampling": str, "weight_by": str,
+                       "resample_threshold": float, **_STEP_OPTIONS},
+    "parallel_tempering": {"particles": int, "iterations": int, "chains": int, "hottest_beta": float,
+                           "resampling": str,
+                           "weight_by": str, "resample_threshold": float, **_STEP_OPTIONS},
     "adaptive_vote": {"batch": int, "stop": str, "stream": bool},
     "rpc": {"prune": str, "normalise": bool, "dedup": bool},
     "adaptive_best_of_n": {"threshold": float, "batches": str},
@@ -161,6 +189,8 @@ ALIASES.update({"adaptive": "adaptive_vote", "adaptive-vote": "adaptive_vote", "
 ALIASES.update({"deepconf_online": "deepconf", "deepconf-online": "deepconf"})
 ALIASES.update({"beam_search": "beam", "beam-search": "beam", "a*": "astar", "a_star": "astar",
                 "particle_filter": "particle", "particle-filter": "particle", "pf": "particle"})
+ALIASES.update({"particle-gibbs": "particle_gibbs", "pg": "particle_gibbs", "parallel-tempering": "parallel_tempering",
+                "pt": "parallel_tempering", "tempering": "parallel_tempering"})
 
 
 def canonical_name(name: str) -> str:
