@@ -61,8 +61,9 @@ def test_swap_pairs_alternate_even_and_odd_neighbours():
     assert swap_pairs(5, 2) == [(0, 1), (2, 3)]
     assert swap_pairs(5, 3) == [(1, 2), (3, 4)]
     assert swap_pairs(2, 1) == [] and swap_pairs(1, 0) == []
-    with pytest.raises(InvalidInput):
-        swap_pairs(0, 0)
+    for chains, iteration in ((0, 0), (2, -1)):
+        with pytest.raises(InvalidInput):
+            swap_pairs(chains, iteration)
 
 
 def test_settings_are_checked():
@@ -196,6 +197,12 @@ def test_the_reference_is_drawn_by_softmax_of_final_logits_over_temperature():
         hits = sum(node_name(pg.choose_reference(pool, rng, temperature)) == "B2" for _ in range(600))
         assert abs(hits / 600 - p) < 5 * math.sqrt(p * (1 - p) / 600), (temperature, hits / 600, p)
     assert pg.choose_reference([tree_run.tree.root], random.Random(0), 1.0) is None  # unfinished: none
+    # a scored but unfinished particle is never the reference, however good its score
+    unfinished = next(n for n in tree_run.tree if n.step is not None and node_name(n) == "A")
+    assert unfinished.step_scores == [0.9] and not unfinished.finished
+    rng = random.Random(1)
+    assert all(pg.choose_reference([unfinished, leaves["A2"]], rng, 1.0) is leaves["A2"] for _ in range(50))
+    assert pg.choose_reference([unfinished], rng, 1.0) is None
 
 
 def test_free_particles_draw_the_reference_prefix_in_proportion_to_its_prefix_weight():
@@ -251,6 +258,11 @@ def test_swaps_are_accepted_exactly_below_the_acceptance_probability():
     refs = [leaves["A2"], leaves["B2"]]
     (swap,) = pt.propose_swaps(refs, 0, Fixed(0.999999))
     assert swap.acceptance == 1.0 and swap.accepted and node_name(refs[0]) == "B2"
+    # u ~ U[0, 1) is accepted when u < a: u = a exactly is a rejection (P(accept) = a)
+    exact = pt.propose_swaps([leaves["B2"], leaves["A2"]], 0, Fixed(1.0))[0].acceptance
+    refs = [leaves["B2"], leaves["A2"]]
+    (swap,) = pt.propose_swaps(refs, 0, Fixed(exact))
+    assert not swap.accepted and node_name(refs[0]) == "B2"
     # odd iterations with two chains propose nothing
     assert pt.propose_swaps([leaves["A2"], leaves["B2"]], 1, Fixed(0.0)) == []
 
@@ -288,6 +300,8 @@ def test_chains_run_at_their_temperatures_and_exchange_references():
         assert Counter((h.iteration, h.chain) for h in d.history) == {(k, c): 2 for k in range(3) for c in range(3)}
         # proposals: (0,1) after sweep 0, (1,2) after sweep 1; none after the last
         assert [(s.iteration, s.chains) for s in d.swaps] == [(0, (0, 1)), (1, (1, 2))]
+        assert [s.betas for s in d.swaps] == [pytest.approx((1.0, 1 / 3)), pytest.approx((1 / 3, 1 / 9))]
+        assert len(d["chain_references"]) == 3
         # each chain's next sweep is conditioned on the reference it holds after the swaps
         for c in range(3):
             for k, ref_id in enumerate(d["chain_references"][c], start=1):
@@ -341,3 +355,15 @@ def test_registry_builds_both_and_they_run_by_name():
     for name in ("particle_gibbs", "parallel_tempering"):
         r = make_strategy(name, n=8, verifier=prm).solve("q?", llm, seed=0)
         assert r.strategy == name and r.answer in ("1", "2")
+
+
+def test_a_budget_stop_in_any_chain_ends_the_tempering_and_is_reported():
+    # 3 particles x 2 chains x 2 rounds = 12 scored steps per iteration; 14 calls pay for the first
+    # iteration only: the second cannot score all of a chain's particles
+    llm, prm = toy(*TREE)
+    r = ParallelTempering(particles=3, iterations=3, temperatures=(1.0, 2.0), prm=prm).solve(
+        "q?", llm, seed=0, budget=Budget(verifier_calls=14))
+    assert r.details["stopped_by"] == "verifier_budget"
+    assert r.usage.verifier_calls <= 14 and r.answer in ("1", "2")
+    full = ParallelTempering(particles=3, iterations=2, temperatures=(1.0, 2.0), prm=prm).solve("q?", llm, seed=0)
+    assert full.details["stopped_by"] == "all_finished"

@@ -159,7 +159,6 @@ class ParticleFilter(StepSearch):
         and can be drawn by the resampling (a free particle then continues from that prefix), but
         is itself never replaced; it ends the sweep in the population. `temperature` overrides the
         filter's (a tempered chain's)."""
-        temperature = self.temperature if temperature is None else temperature
         free = self.particles - (reference is not None)
         population: list[Node] = [tree.root] * free
         rounds: list[ParticleRound] = []
@@ -211,11 +210,11 @@ class ParticleFilter(StepSearch):
         check_probability(self.prm, r)
         return logit(r)
 
-    def _reweight(self, population: Sequence[Node], rng: random.Random, t: int, draws: int | None = None,
+    def _reweight(self, population: Sequence[Node], rng: random.Random, t: int, draws: int,
                   temperature: float | None = None, **record: int | None) -> ParticleRound:
-        """Weight the population, and draw `draws` (default: every particle) ancestors for the next
-        one (unless the ESS trigger skips: then the first `draws` particles keep themselves)."""
-        draws = self.particles if draws is None else draws
+        """Weight the population (at `temperature`, default the filter's), and draw `draws` ancestors
+        for the next one (unless the ESS trigger skips: then the first `draws` particles keep
+        themselves)."""
         weights = softmax([self.log_weight(p) for p in population],
                           self.temperature if temperature is None else temperature)
         ess = effective_sample_size(weights)
