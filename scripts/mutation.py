@@ -134,7 +134,8 @@ TEST_MAP = {
     "ttc.strategies.adaptive_best_of_n": ["tests/test_rpc_adaptive_bon.py", "tests/test_logic_adaptive.py",
                                           "tests/test_logic_audit.py"],
     "ttc.probes.es_cot": ["tests/test_logic_adaptive.py", "tests/test_rpc_adaptive_bon.py"],
-    "ttc.probes": ["tests/test_logic_probes.py", "tests/test_probes.py", "tests/test_early_exit.py"],
+    "ttc.probes": ["tests/test_logic_probes.py", "tests/test_probes.py", "tests/test_early_exit.py",
+                   "tests/test_logic_audit.py"],
     # extraction is tested by its table; votes and probes compare answers with it
     "ttc.answers": ["tests/test_answer_cases.py", "tests/test_answers*.py", "tests/test_logic_votes.py",
                     "tests/test_logic_probes.py"],
@@ -170,6 +171,8 @@ KNOWN_EQUIVALENT = [
     ("ParticleFilter._sweep", "offbyone: range bound +1", "for t in range(self.steps.max_steps):",
      "every trace is finished at max_steps steps (Stepper._extend), so the loop ends on 'no live particle' "
      "after max_steps rounds either way"),
+    ("WindowStop.unanimous_window", "drop: statement dropped", "return None",
+     "the function's last statement: without it the function returns None all the same"),
     ("swap_acceptance", "compare: boundary GtE->Gt", "return 1.0 if log_ratio >= 0 else math.exp(log_ratio)",
      "at log_ratio = 0 both branches give 1.0 (exp(0))"),
     ("ParticleGibbs.choose_reference", "offbyone: 0->-1", "return finished[multinomial(rng, weights, 1)[0]]",

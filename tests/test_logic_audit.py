@@ -220,3 +220,32 @@ def test_beta_rule_compares_the_leader_with_the_runner_up_not_with_all_others():
     r = AdaptiveVote(max_n=16, batch=1).solve("q", answer_stream(["5", "3", "7", "7", "7", "7", "7", "7", "1"] * 2))
     assert (r.details["samples"], r.details["stop_reason"], r.answer) == (8, "decided", "7")
     assert r.details["votes"] == {"5": 1.0, "3": 1.0, "7": 6.0}
+
+
+def test_adaptive_best_of_n_stops_sampling_once_a_self_evaluation_is_refused():
+    # a long self-evaluation question: the budget refuses round 2's evaluations while a round of 4
+    # samples would still fit. Samples that cannot be evaluated cannot win, so sampling stops there
+    # (3 drawn, 2 of them unevaluated); going on would draw 4 more that no evaluation can rank
+    from ttc.strategies.adaptive_best_of_n import SELF_EVAL, AdaptiveBestOfN
+
+    question = "Be honest. " * 40 + SELF_EVAL
+    for tokens in (400, 480):
+        llm = Scripted(yes_script)
+        r = AdaptiveBestOfN(max_n=16, question=question).solve(
+            "q", llm, budget=ttc.Budget(tokens=tokens, min_candidate_tokens=1))
+        drawn = sum(p.n for prompt, p in llm.requests if "started over" not in prompt)
+        assert drawn == len(r.candidates) == 3 and r.details["unevaluated"] == 2, tokens
+        assert r.details["stop"] == "budget" and r.usage.total_tokens <= tokens
+
+
+def test_adaptive_best_of_n_raises_a_failed_self_evaluation_that_is_not_the_budget():
+    from ttc.strategies.adaptive_best_of_n import AdaptiveBestOfN
+
+    strategy = AdaptiveBestOfN(max_n=4)
+
+    async def broken(problem, candidate, ctx):
+        raise ttc.InvalidInput("the judge is broken")
+
+    strategy.p_better = broken
+    with pytest.raises(ttc.InvalidInput, match="the judge is broken"):
+        strategy.solve("q", Scripted(yes_script))
