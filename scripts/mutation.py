@@ -171,6 +171,11 @@ KNOWN_EQUIVALENT = [
     ("ParticleFilter._sweep", "offbyone: range bound +1", "for t in range(self.steps.max_steps):",
      "every trace is finished at max_steps steps (Stepper._extend), so the loop ends on 'no live particle' "
      "after max_steps rounds either way"),
+    ("AdaptiveBestOfN.run", "boolean: True->False", "for c, outcome in zip(new, evals, strict=True):",
+     "asyncio.gather returns one outcome per sample evaluated: equal lengths, so strict never raises"),
+    ("ConfidenceFilter.score", "boolean: True->False",
+     "answered = [x for x, c in zip(confs, candidates, strict=True) if math.isfinite(x) and c.answer is not None]",
+     "confs holds one confidence per candidate (built in the loop above): strict never raises"),
     ("WindowStop.unanimous_window", "drop: statement dropped", "return None",
      "the function's last statement: without it the function returns None all the same"),
     ("swap_acceptance", "compare: boundary GtE->Gt", "return 1.0 if log_ratio >= 0 else math.exp(log_ratio)",
