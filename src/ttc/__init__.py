@@ -15,10 +15,14 @@ from ttc.errors import (
     GenerationError,
     InvalidInput,
     MalformedResponse,
+    MissingExtra,
     ModelNotFound,
+    ProblemsFailed,
     TTCError,
+    TTCWarning,
     Unsupported,
 )
+from ttc.needs import Needs
 from ttc.prompts import ChatPrompt
 from ttc.runner import asolve_many, run_sync, solve_many
 from ttc.steps import StepConfig
@@ -41,7 +45,7 @@ from ttc.strategies import (
     Sampler,
     Strategy,
 )
-from ttc.types import Candidate, Completion, Problem, Result, SamplingParams, Step, Trace, Usage
+from ttc.types import Candidate, Completion, Problem, Result, Results, SamplingParams, Step, Trace, Usage
 
 __version__ = "0.1.0"
 
@@ -68,12 +72,16 @@ __all__ = [
     "InvalidInput",
     "MajorityVote",
     "MalformedResponse",
+    "MissingExtra",
     "ModelNotFound",
+    "Needs",
     "ParallelTempering",
     "ParticleFilter",
     "ParticleGibbs",
     "Problem",
+    "ProblemsFailed",
     "Result",
+    "Results",
     "Sample",
     "Sampler",
     "SamplingParams",
@@ -81,6 +89,7 @@ __all__ = [
     "StepConfig",
     "Strategy",
     "TTCError",
+    "TTCWarning",
     "Trace",
     "Unsupported",
     "Usage",
