@@ -249,6 +249,27 @@ def _wc_particle(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
     return WorstCase(n, n * _steps_of(options) * max_tokens, "n", "max_steps" if "max_steps" in options else "n")
 
 
+def _wc_particle_gibbs(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """`iterations` sweeps, one after the other, of at most `particles` particles (the factory's
+    defaults from n), one step each per round, max_steps rounds."""
+    iterations = max(1, options.get("iterations", 2))
+    particles = options.get("particles", max(2, n // iterations))
+    named = "particles" if "particles" in options else "n"
+    return WorstCase(particles, iterations * particles * _steps_of(options) * max_tokens, named,
+                     "max_steps" if "max_steps" in options else named)
+
+
+def _wc_parallel_tempering(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """`chains` particle Gibbs chains whose sweeps run at the same time: chains x particles at once,
+    times iterations x max_steps rounds of at most max_tokens each."""
+    iterations = max(1, options.get("iterations", 2))
+    chains = max(1, options.get("chains", 3))
+    particles = options.get("particles", max(2, n // (iterations * chains)))
+    named = "particles" if "particles" in options else ("chains" if "chains" in options else "n")
+    return WorstCase(chains * particles, iterations * chains * particles * _steps_of(options) * max_tokens, named,
+                     "max_steps" if "max_steps" in options else named)
+
+
 #: name -> worst(n, max_tokens per sequence or step, own options) -> WorstCase; one per STRATEGIES entry
 WORST_CASES: dict[str, Callable[[int, int, dict[str, Any]], WorstCase]] = {
     "sample": _wc_sample,
@@ -261,6 +282,8 @@ WORST_CASES: dict[str, Callable[[int, int, dict[str, Any]], WorstCase]] = {
     "dvts": _wc_tree("subtrees"),
     "astar": _wc_astar,
     "particle": _wc_particle,
+    "particle_gibbs": _wc_particle_gibbs,
+    "parallel_tempering": _wc_parallel_tempering,
     "adaptive_vote": _wc_samples,
     "rpc": _wc_samples,
     "adaptive_best_of_n": _wc_adaptive_best_of_n,
