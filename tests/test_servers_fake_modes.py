@@ -19,11 +19,12 @@ import ttc
 from fake_openai import QUESTION, FakeOpenAI
 from ttc.backends.openai_compatible import OpenAICompatible
 from ttc.errors import Unsupported
-from ttc.strategies.registry import STRATEGIES, make_strategy
+from ttc.strategies.registry import OPTIONS, STRATEGIES, make_strategy
 from ttc.types import SamplingParams
 
 PRM = ttc.verifiers.ProgrammaticPRM(lambda problem, steps: 0.9)
-STEP_SEARCHES = ("beam", "dvts", "astar", "particle")
+#: the step searches (they take a PRM): the strategies with the step options
+STEP_SEARCHES = tuple(name for name, options in OPTIONS.items() if "max_steps" in options)
 
 
 def backend(server: FakeOpenAI, **kwargs) -> OpenAICompatible:
