@@ -23,56 +23,6 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
                    "own choice; or a count (default: auto)")
 
 
-def _int_list(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from ttc.demo import demo_problems, format_footer, format_header, format_row, run_demo
-    from ttc.runner import run_sync
-
-    problems = demo_problems(args.problems, seed=args.seed)
-    backend = make_backend(args.backend, args.model, args.url, threads=args.threads)
-    print(f"ttc demo: {len(problems)} addition word problems, backend={args.backend}, "
-          f"model={getattr(backend, 'model_name', args.model)}", file=sys.stderr)
-    rows: list = []
-    saved = open(args.save, "w") if args.save else None
-
-    def save(record: dict) -> None:
-        saved.write(json.dumps(record) + "\n")
-        saved.flush()
-
-    def on_row(row) -> None:  # noqa: ANN001 - called on ttc's loop thread as each setting finishes
-        if not rows:
-            print(format_header(), flush=True)
-        rows.append(row)
-        print(format_row(row), flush=True)
-
-    try:
-        run_sync(run_demo(backend, problems, ns=_int_list(args.n), max_tokens=args.max_tokens,
-                          seed=args.seed, progress=not args.quiet, on_row=on_row,
-                          save=save if saved else None))
-    except KeyboardInterrupt:
-        if not rows:
-            print(("\n" if not args.quiet else "") + "ttc demo: interrupted before the first setting finished",
-                  file=sys.stderr)
-        else:
-            print(format_footer(len(problems)), flush=True)
-            print(
-                ("\n" if not args.quiet else "")
-                + f"ttc demo: interrupted; the {len(rows)} row{'s' if len(rows) != 1 else ''} above "
-                f"finished",
-                file=sys.stderr,
-            )
-        return 130
-    finally:
-        run_sync(backend.aclose())
-        if saved is not None:
-            saved.close()
-    print(format_footer(len(problems)))
-    return 0
-
-
 def _solve_with_progress(strategy, question: str, backend, seed: int | None, total: int | None,  # noqa: ANN001
                          enabled: bool):
     """Solve one question with a tqdm bar on stderr counting the tokens the backend has decoded.
@@ -223,16 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttc", description="Test-time-compute strategies for LLMs")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="accuracy vs samples on the embedded model, offline")
-    _add_backend_args(demo)
-    demo.add_argument("--problems", type=int, default=40, help="number of demo problems")
-    demo.add_argument("--n", default="1,4,16", help="comma-separated numbers of candidates")
-    demo.add_argument("--max-tokens", type=int, default=96, help="completion tokens per candidate")
-    demo.add_argument("--seed", type=int, default=0, help="problem generator and sampling seed")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    demo.add_argument("--save", default=None, metavar="PATH",
-                      help="write every result, with its candidates' texts, to PATH (JSON lines)")
-    demo.set_defaults(func=cmd_demo)
+    from ttc.demo_cli import register as register_demo_command
+
+    register_demo_command(sub, _add_backend_args, lambda: make_backend)  # `ttc demo`
 
     run = sub.add_parser("run", help="solve one question with a strategy")
     run.add_argument("question")
