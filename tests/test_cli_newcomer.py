@@ -290,3 +290,98 @@ def test_results_made_with_another_prompt_are_refused(tmp_path):
         evaluate({"vote": other}, problems, scripted(), output=out, progress=False, save_report=False)
     # the same prompt resumes as before
     evaluate({"vote": MajorityVote(n=2)}, problems, scripted(), output=out, progress=False, save_report=False)
+
+
+@pytest.mark.parametrize("max_tokens,warned", [("6", True), ("3000", False)])
+def test_eval_warns_when_half_the_candidates_were_cut_at_max_tokens(tmp_path, max_tokens, warned):
+    data = write_jsonl(tmp_path / "p.jsonl", addition_problems(3))
+    proc = cli(["eval", "--dataset", str(data), "--n", "1,2", "--max-tokens", max_tokens,
+                "--output", str(tmp_path / "r.jsonl"), "--quiet"],
+               "from eval_helpers import script\nBACKEND = Scripted(script)")
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    warnings = [x for x in stderr.splitlines() if x.startswith("ttc: warning:")]
+    if warned:  # one line per setting, naming the option to raise
+        assert len(warnings) == 2 and all("100% of the candidates were cut at max_tokens" in x for x in warnings)
+        assert all(x.endswith("raise --max-tokens (it was 6)") for x in warnings), warnings
+        assert warnings[0].startswith("ttc: warning: majority@n=1: ")
+    else:
+        assert warnings == []
+
+
+def test_compare_warns_when_half_the_candidates_were_cut_at_max_tokens(tmp_path):
+    data = write_jsonl(tmp_path / "p.jsonl", addition_problems(2))
+    proc = cli(["compare", "--dataset", str(data), "--strategies", "majority", "--tokens-budget", "200",
+                "--max-tokens", "6", "--output", str(tmp_path / "c.jsonl"), "--quiet"],
+               "from eval_helpers import script\nBACKEND = Scripted(script)")
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "of the candidates were cut at max_tokens" in stderr and "raise --max-tokens" in stderr
+
+
+def run_in_process(monkeypatch, capsys, backend, argv):
+    import ttc.cli
+
+    monkeypatch.setattr(ttc.cli, "make_backend", lambda *a, **k: backend)
+    code = main(argv)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out
+
+
+def test_run_prompt_sends_the_question_in_the_given_template(monkeypatch, capsys):
+    from ttc.backends import Scripted
+
+    backend = Scripted(lambda prompt, params, i: "The answer is 7." if "Q: What is 3 + 4? A:" in prompt
+                       else "The answer is 0.")
+    out = run_in_process(monkeypatch, capsys, backend,
+                         ["run", "What is 3 + 4?", "--prompt", "Q: {question} A:", "--strategy", "sample", "--quiet"])
+    assert "answer: 7" in out.out
+    assert "Q: What is 3 + 4? A:" in backend.requests[0][0]
+
+
+def test_run_prompt_demo_and_default_are_the_named_instructions(monkeypatch, capsys):
+    from ttc.backends import Scripted
+    from ttc.demo import DEMO_PROMPT
+    from ttc.prompts import DEFAULT_INSTRUCTION
+
+    for name, instruction in (("demo", DEMO_PROMPT.instruction), ("default", DEFAULT_INSTRUCTION)):
+        backend = Scripted(["The answer is 7."])
+        run_in_process(monkeypatch, capsys, backend, ["run", "What is 3 + 4?", "--prompt", name, "--quiet"])
+        assert instruction.format(question="What is 3 + 4?") in backend.requests[0][0]
+
+
+def test_run_prompt_without_a_question_slot_is_one_line_error(monkeypatch, capsys):
+    import ttc.cli
+
+    monkeypatch.setattr(ttc.cli, "make_backend", lambda *a, **k: pytest.fail("no backend for a bad --prompt"))
+    assert main(["run", "What is 3 + 4?", "--prompt", "Answer briefly."]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ttc: error: --prompt must be default or demo, or a template")
+
+
+def test_run_step_search_says_who_scored_its_steps_and_its_bar_has_a_total(monkeypatch, capsys):
+    from ttc.backends import Scripted
+    from ttc.run_cli import progress_total
+    from ttc.strategies.registry import make_strategy
+    from ttc.types import SamplingParams
+
+    backend = Scripted(["Yes"])
+    out = run_in_process(monkeypatch, capsys, backend,
+                         ["run", "What is 3 + 4?", "--strategy", "beam", "--n", "2", "--max-tokens", "16"])
+    notes = [x for x in out.out.splitlines() if x.startswith("note:")]
+    assert len(notes) == 1
+    assert "scored by an LLM judge built on scripted (the same model that wrote them)" in notes[0]
+    # the bar's total: n steps a round of at most 16 tokens (+1 judged token), for at most max_steps rounds
+    beam = make_strategy("beam", n=2, params=SamplingParams(max_tokens=16))
+    total = progress_total(beam, 2, 16)
+    assert total == beam.steps.max_steps * 2 * 17
+    assert f"/{total}" in out.err and "(total: at most)" in out.err
+
+
+def test_run_with_whole_candidates_says_nothing_about_a_judge(monkeypatch, capsys):
+    from ttc.backends import Scripted
+
+    out = run_in_process(monkeypatch, capsys, Scripted(["The answer is 7."]),
+                         ["run", "What is 3 + 4?", "--n", "2", "--max-tokens", "16"])
+    assert "note:" not in out.out and "/32" in out.err
