@@ -96,9 +96,10 @@ def test_eval_that_answered_exits_zero(tmp_path):
 
 
 SLOW_VOTES = """
+from ttc.demo_timing import CALIBRATION_STEPS
 class SlowVotes(Scripted):  # plain sampling (and the short timing requests) answer at once; a vote's never finishes
     async def generate(self, prompt, params):
-        if params.n > 1 and params.max_tokens > 8:
+        if params.n > 1 and params.max_tokens > CALIBRATION_STEPS:
             await asyncio.sleep(3600)
         return await super().generate(prompt, params)
 BACKEND = SlowVotes(["The answer is 7."])

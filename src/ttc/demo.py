@@ -38,7 +38,7 @@ class DemoSize:
 
 
 #: `ttc demo`: a complete table in about two minutes on an idle 2-core CPU (README, "First result")
-QUICK = DemoSize(problems=30, ns=(1, 4, 8), max_tokens=96)
+QUICK = DemoSize(problems=20, ns=(1, 4, 8), max_tokens=96)
 #: `ttc demo --full`: more problems (narrower intervals) and n up to 16
 FULL = DemoSize(problems=100, ns=(1, 4, 16), max_tokens=96)
 

@@ -52,7 +52,8 @@ def cmd_demo(args: argparse.Namespace, make_backend: Callable[..., Any]) -> int:
          f"{', '.join(map(str, size.ns))}; up to {size.max_tokens} tokens per candidate; backend={args.backend}")
     start = time.perf_counter()
     backend = make_backend(args.backend, args.model, args.url, threads=args.threads)
-    _say(f"model {getattr(backend, 'model_name', args.model)} ready in {format_duration(time.perf_counter() - start)}"
+    loaded = time.perf_counter() - start
+    _say(f"model {getattr(backend, 'model_name', args.model)} ready in {format_duration(loaded)}"
          " (the first run also builds the embedded model's folder, once)")
     draws = draws_per_problem(size.ns, shared)
     max_batch = getattr(backend, "max_batch_size", 64)
@@ -69,18 +70,23 @@ def cmd_demo(args: argparse.Namespace, make_backend: Callable[..., Any]) -> int:
             print(format_header(), flush=True)
         rows.append(row)
         print(format_row(row), flush=True)
-        if len(rows) == 1 and len(draws) > 1:  # the answers' real length is known now
-            left = estimate_seconds(speed, batch_sizes(len(problems), draws[1:], max_batch), size.max_tokens,
-                                    row.completion_tokens)
-            _say(f"about {format_duration(left)} left (answers average {row.completion_tokens:.0f} tokens)")
+        if len(rows) == 1 and len(draws) > 1:  # the answers' real length and the real speed are known now
+            mean = row.completion_tokens
+            first = estimate_seconds(speed, batch_sizes(len(problems), draws[:1], max_batch), size.max_tokens, mean)
+            scale = row.seconds / first if first > 0 else 1.0
+            left = scale * estimate_seconds(speed, batch_sizes(len(problems), draws[1:], max_batch),
+                                            size.max_tokens, mean)
+            _say(f"about {format_duration(left)} left (answers average {mean:.0f} tokens; the first setting "
+                 f"took {scale:.1f}x its estimate)")
 
     try:
         async def calibrate() -> Any:
-            prompt = await DEMO_PROMPT.render(problems[0], backend)
-            return await measure_speed(backend, prompt, min(max_batch, max(batches)))
+            prompts = [await DEMO_PROMPT.render(p, backend) for p in problems[:max_batch]]
+            return await measure_speed(backend, prompts, min(max_batch, max(batches)))
 
         speed = run_sync(calibrate())
         expected = estimate_seconds(speed, batches, size.max_tokens, size.max_tokens / 2)
+        sampling = time.perf_counter()
         _say(f"expected to take about {format_duration(expected)}: {sum(batches)} samples in {len(batches)} "
              f"batches at {speed.describe()} (just measured), if answers average half of --max-tokens")
         run_sync(run_demo(backend, problems, ns=size.ns, max_tokens=size.max_tokens, seed=args.seed,
@@ -100,8 +106,10 @@ def cmd_demo(args: argparse.Namespace, make_backend: Callable[..., Any]) -> int:
         if saved is not None:
             saved.close()
     print(format_footer(len(problems), shared, max(size.ns)))
-    _say(f"done in {format_duration(time.perf_counter() - start)} after the imports "
-         f"(expected {format_duration(expected)} after the model was ready)")
+    end = time.perf_counter()
+    _say(f"done in {format_duration(end - start)}: model {format_duration(loaded)}, timing "
+         f"{format_duration(sampling - start - loaded)}, samples {format_duration(end - sampling)} "
+         f"(expected {format_duration(expected)})")
     return 0
 
 

@@ -1,7 +1,8 @@
 """How long `ttc demo` will take, from the decode speed measured on the spot.
 
 A batched decode step costs a fixed part (the weights are read once per step) plus a part per
-sequence in the batch. Two short timed requests (1 sequence, then a full batch) give both parts;
+sequence in the batch. Two short timed batches (1 sequence, then a full batch of the demo's own
+prompts, sent as the demo sends them) give both parts;
 the demo's batches follow from its settings, and each batch runs for up to `max_tokens` steps
 while its sequences, `mean_tokens` long on average, leave as they finish. A CPU shared with other
 jobs changes the speed from one minute to the next, so this is an estimate, not a promise.
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 from ttc.backends.base import Generator
 from ttc.types import Prompt, SamplingParams
 
-#: steps timed per calibration request
-CALIBRATION_STEPS = 8
+#: steps timed per calibration batch
+CALIBRATION_STEPS = 16
 
 
 @dataclass(frozen=True)
@@ -36,22 +37,30 @@ class DecodeSpeed:
         return f"{self.step(1):.3f} s per decode step of 1 sequence, {self.step(self.batch):.3f} s of {self.batch}"
 
 
-async def _seconds_per_step(generator: Generator, prompt: Prompt, n: int) -> float:
-    params = SamplingParams(n=n, max_tokens=CALIBRATION_STEPS, temperature=0.7, seed=0)
+async def _seconds_per_step(generator: Generator, prompts: Sequence[Prompt], batch: int) -> float:
+    """Seconds per decode step of one batch of `batch` sequences spread over `prompts`, sent
+    together as the demo sends its requests (one request per prompt)."""
+    import asyncio
+
+    prompts = list(prompts)[:batch]
+    share, extra = divmod(batch, len(prompts))
+    counts = [share + (i < extra) for i in range(len(prompts))]
     start = time.perf_counter()
-    generation = await generator.generate(prompt, params)
-    steps = max((c.num_tokens for c in generation.completions), default=0)
+    generations = await asyncio.gather(*(
+        generator.generate(p, SamplingParams(n=k, max_tokens=CALIBRATION_STEPS, temperature=0.7, seed=i))
+        for i, (p, k) in enumerate(zip(prompts, counts, strict=True))))
+    steps = max((c.num_tokens for g in generations for c in g.completions), default=0)
     return (time.perf_counter() - start) / max(1, steps)
 
 
-async def measure_speed(generator: Generator, prompt: Prompt, batch: int) -> DecodeSpeed:
-    """Time a few decode steps of 1 sequence and of `batch` sequences of `prompt` (after a
+async def measure_speed(generator: Generator, prompts: Sequence[Prompt], batch: int) -> DecodeSpeed:
+    """Time a few decode steps of 1 sequence and of `batch` sequences of `prompts` (after a
     warm-up request, so one-time costs are not counted as speed)."""
-    await generator.generate(prompt, SamplingParams(n=1, max_tokens=2, temperature=0.7, seed=0))
-    one = await _seconds_per_step(generator, prompt, 1)
+    await generator.generate(prompts[0], SamplingParams(n=1, max_tokens=2, temperature=0.7, seed=0))
+    one = await _seconds_per_step(generator, prompts[:1], 1)
     if batch <= 1:
         return DecodeSpeed(step_seconds=one, sequence_seconds=0.0, batch=1)
-    full = await _seconds_per_step(generator, prompt, batch)
+    full = await _seconds_per_step(generator, prompts, batch)
     per_sequence = max(0.0, (full - one) / (batch - 1))
     return DecodeSpeed(step_seconds=max(0.0, one - per_sequence), sequence_seconds=per_sequence, batch=batch)
 
