@@ -40,8 +40,17 @@ def test_durations_read_as_minutes_and_seconds():
 def test_speed_is_measured_on_real_requests_of_the_given_prompts():
     backend = Scripted(["one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
                         "sixteen seventeen"], latency=0.01)
-    speed = asyncio.run(measure_speed(backend, ["p1", "p2", "p3"], batch=8))
+    speed = asyncio.run(measure_speed(backend, ["p1", "p2", "p3"], batch=8))  # below CALIBRATION_BATCH
     assert speed.batch == 8 and speed.step_seconds >= 0 and speed.sequence_seconds >= 0
     sent = [(prompt, params.n) for prompt, params in backend.requests]
     assert sent[:2] == [("p1", 1), ("p1", 1)]  # the warm-up, then one sequence
     assert sorted(sent[2:]) == [("p1", 3), ("p2", 3), ("p3", 2)]  # a batch of 8 over the demo's prompts
+
+
+def test_a_large_batch_is_extrapolated_from_a_smaller_timed_one():
+    from ttc.demo_timing import CALIBRATION_BATCH
+
+    backend = Scripted(["The answer is 7."])
+    speed = asyncio.run(measure_speed(backend, [f"p{i}" for i in range(100)], batch=64))
+    assert speed.batch == CALIBRATION_BATCH < 64
+    assert sum(params.n for _, params in backend.requests[2:]) == CALIBRATION_BATCH

@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from ttc.backends.base import Generator
 from ttc.types import Prompt, SamplingParams
 
-#: steps timed per calibration batch
-CALIBRATION_STEPS = 16
+#: steps timed per calibration batch, and the largest batch timed (a batch's cost grows about
+#: linearly with its size, so a bigger one is extrapolated: timing a full batch of 64 cost ~45 s
+#: of a 4-minute demo on a busy 2-core machine)
+CALIBRATION_STEPS = 12
+CALIBRATION_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,9 @@ async def _seconds_per_step(generator: Generator, prompts: Sequence[Prompt], bat
 
 
 async def measure_speed(generator: Generator, prompts: Sequence[Prompt], batch: int) -> DecodeSpeed:
-    """Time a few decode steps of 1 sequence and of `batch` sequences of `prompts` (after a
-    warm-up request, so one-time costs are not counted as speed)."""
+    """Time a few decode steps of 1 sequence and of `batch` sequences (at most `CALIBRATION_BATCH`)
+    of `prompts` (after a warm-up request, so one-time costs are not counted as speed)."""
+    batch = min(batch, CALIBRATION_BATCH)
     await generator.generate(prompts[0], SamplingParams(n=1, max_tokens=2, temperature=0.7, seed=0))
     one = await _seconds_per_step(generator, prompts[:1], 1)
     if batch <= 1:
