@@ -15,10 +15,14 @@ from ttc.errors import (
     GenerationError,
     InvalidInput,
     MalformedResponse,
+    MissingExtra,
     ModelNotFound,
+    ProblemsFailed,
     TTCError,
+    TTCWarning,
     Unsupported,
 )
+from ttc.needs import Needs
 from ttc.prompts import ChatPrompt
 from ttc.runner import asolve_many, run_sync, solve_many
 from ttc.steps import StepConfig
@@ -39,7 +43,7 @@ from ttc.strategies import (
     Sampler,
     Strategy,
 )
-from ttc.types import Candidate, Completion, Problem, Result, SamplingParams, Step, Trace, Usage
+from ttc.types import Candidate, Completion, Problem, Result, Results, SamplingParams, Step, Trace, Usage
 
 __version__ = "0.1.0"
 
@@ -66,10 +70,14 @@ __all__ = [
     "InvalidInput",
     "MajorityVote",
     "MalformedResponse",
+    "MissingExtra",
     "ModelNotFound",
+    "Needs",
     "ParticleFilter",
     "Problem",
+    "ProblemsFailed",
     "Result",
+    "Results",
     "Sample",
     "Sampler",
     "SamplingParams",
@@ -77,6 +85,7 @@ __all__ = [
     "StepConfig",
     "Strategy",
     "TTCError",
+    "TTCWarning",
     "Trace",
     "Unsupported",
     "Usage",

@@ -127,7 +127,7 @@ async def run_demo(generator: Generator, problems: Sequence[Problem], ns: Sequen
     for strategy, n in demo_strategies(ns, params):
         start = time.perf_counter()
         results = await asolve_many(strategy, problems, generator, concurrency=concurrency, seed=seed,
-                                    progress=progress)
+                                    progress=progress, warn=False)  # the table shows "(k failed)"
         if save is not None:
             for r in results:
                 record = r.to_dict() | {"n": n}

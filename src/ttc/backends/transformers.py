@@ -882,13 +882,13 @@ class Transformers(Generator):
                 tokens = (scores + gumbel).argmax(-1)
             else:
                 tokens[index] = (scores + gumbel).argmax(-1)
-        want_lp = [s.request.params.logprobs or s.request.params.top_logprobs > 0 for s in active]
+        want_lp = [bool(s.request.params.logprobs or s.request.params.top_logprobs) for s in active]
         token_list = tokens.tolist()
         chosen = top_values = top_ids = None
         if any(want_lp):
             logprobs = torch.log_softmax(logits, dim=-1)  # raw distribution, as vLLM reports it
             chosen = logprobs.gather(-1, tokens[:, None]).squeeze(-1).tolist()
-            k = min(max(s.request.params.top_logprobs for s in active), logprobs.shape[-1])
+            k = min(max(s.request.params.top_logprobs or 0 for s in active), logprobs.shape[-1])
             if k:
                 values, ids = logprobs.topk(k, dim=-1)
                 top_values, top_ids = values.tolist(), ids.tolist()
@@ -955,7 +955,7 @@ class Transformers(Generator):
             text = seq.text[:seq.stop_at]
         else:
             text = self.decode(seq.tokens)
-        want_lp = params.logprobs or params.top_logprobs > 0
+        want_lp = bool(params.logprobs or params.top_logprobs)
         return Completion(text=text, token_ids=tuple(seq.tokens), finish_reason=seq.finish_reason or "length",
                           logprobs=tuple(seq.logprobs) if want_lp else None,
                           top_logprobs=tuple(seq.top) if params.top_logprobs else None)

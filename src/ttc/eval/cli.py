@@ -62,8 +62,8 @@ def _finish(report: Any, output: str, max_tokens: int) -> int:
 
     print(report.table())
     prefix = report_prefix(output)
-    print(f"results: {output}\nsummary: {prefix}.summary.md, {prefix}.summary.csv\nplot:    {prefix}.png",
-          file=sys.stderr)
+    plot = f"{prefix}.png" if os.path.exists(f"{prefix}.png") else "(none: matplotlib is not installed)"
+    print(f"results: {output}\nsummary: {prefix}.summary.md, {prefix}.summary.csv\nplot:    {plot}", file=sys.stderr)
     for row in report.rows:
         if row.cut is not None and row.cut >= 0.5:
             where = f"{row.setting}: " if len(report.rows) > 1 else ""

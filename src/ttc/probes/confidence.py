@@ -29,6 +29,7 @@ import numpy as np
 
 from ttc.context import Context
 from ttc.errors import InvalidInput, check_positive
+from ttc.needs import Needs
 from ttc.probes.base import CONTINUE, DROP, EXIT, Decision, Probe, TraceState
 from ttc.types import Candidate, Completion, Problem
 from ttc.verifiers.base import Verifier
@@ -118,8 +119,7 @@ class TokenConfidence(Probe):
         self.every = every
         self.min_tokens = window if min_tokens is None else min_tokens
         self.mode = "topk" if top_k else "logprob"
-        self.needs_logprobs = True
-        self.required_top_logprobs = top_k
+        self.needs = Needs(logprobs=True, top_logprobs=top_k)
 
     def confidences(self, state: TraceState) -> np.ndarray:
         return token_confidences(state.logprobs, state.top_logprobs, self.mode)
@@ -187,7 +187,7 @@ class ConfidenceFilter(Verifier):
         self.weighted = weighted
         self.keep = keep
         self.name = "confidence_filter"
-        self.required_top_logprobs = probe.top_k
+        self.needs = probe.needs
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[float]:
         confs = []

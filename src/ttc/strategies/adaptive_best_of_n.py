@@ -83,7 +83,7 @@ class AdaptiveBestOfN(Strategy):
             raise InvalidInput("the self-evaluation question must not be empty")
         self.max_n = check_n(max_n)
         self.threshold = float(threshold)
-        self.sample = sampler_for(sample, None)
+        self.sample = sampler_for(sample, None, holder="AdaptiveBestOfN")
         self.batches = batches
         self.question = question
         self.top_logprobs = top_logprobs

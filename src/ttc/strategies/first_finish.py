@@ -13,11 +13,13 @@ from ttc.answers import answer_fields
 from ttc.context import Context, Stream
 from ttc.errors import InvalidInput
 from ttc.infos import FirstFinishInfo
+from ttc.needs import Needs
 from ttc.prompts import ChatPrompt
 from ttc.strategies.base import Sampler, Strategy
 from ttc.strategies.sample import DEFAULT_PARAMS, Sample
 from ttc.strategies.wrapping import check_n
 from ttc.types import Candidate, Problem, Prompt, Result, SamplingParams, Usage
+from ttc.votes import tied_answers
 
 
 class StreamSample(Sampler):
@@ -43,6 +45,14 @@ class StreamSample(Sampler):
     def __init__(self, params: SamplingParams = DEFAULT_PARAMS, prompt: ChatPrompt = ChatPrompt()):
         self.params = params.replace(n=1)
         self.prompt = prompt
+
+    def with_needs(self, needs: Needs, who: str) -> StreamSample:
+        """As `Sampler.with_needs`; a stream carries no top logprobs, so they are refused."""
+        if needs.top_logprobs:
+            raise InvalidInput(f"{who} needs the top-{needs.top_logprobs} logprobs of every token, which "
+                               f"StreamSample cannot give (streams carry the sampled token's logprob only): "
+                               f"use Sample")
+        return super().with_needs(needs, who)  # type: ignore[return-value]
 
     async def candidate(self, problem: Problem, ctx: Context) -> Candidate:
         seed = ctx.next_seed(self.params.seed)  # drawn before any await: the same run gives the same seeds
@@ -99,7 +109,8 @@ class FirstFinish(Strategy):
     in Large Language Models"): launch n candidates concurrently, return the first that completes
     and cancel the others; shorter traces are likelier to be right, and latency is one trace's.
 
-    k > 1 waits for the first k and takes a majority vote among them (ties: the earliest finisher).
+    k > 1 waits for the first k and takes a majority vote among them (ties: the earliest finisher,
+    recorded in `details["tie"]`).
     As in the paper, only a trace that completed is a finisher: a stream cut at `max_tokens`
     (finish_reason "length") is not one, and the search waits for the next. `require_answer`
     (default True) also only counts finishers with an extractable answer towards k. If no candidate
@@ -193,7 +204,8 @@ class FirstFinish(Strategy):
                           chosen=tuple(i for i, _, _ in chosen), votes=votes,
                           latency_seconds=max(t for _, t, _ in chosen), finish_seconds=tuple(seconds),
                           finish_order=tuple(i for i, _, _ in finished),
-                          cancelled=sum(c.finish_reason == "cancelled" for c in candidates), failed=len(errors)))
+                          cancelled=sum(c.finish_reason == "cancelled" for c in candidates), failed=len(errors),
+                          tie=tied_answers(votes)))
 
     def _counted(self, finished: list[tuple[int, float, Candidate]]) -> int:
         return sum(self._finisher(c) for _, _, c in finished)

@@ -26,7 +26,8 @@ Choices the papers leave open, or that we made where their code and ours differ:
   answer, and info["fallback"] says so.
 - Paths without an extractable answer take part in the mixture fit and the mean (they are samples of the
   model's distribution) but do not vote (as everywhere in ttc, `ttc.votes`).
-- Ties: the answer group seen first wins (`ttc.votes.weighted_vote`); the authors' evaluation splits the
+- Ties: the answer group seen first wins and info["tie"] lists the tied answers
+  (`ttc.votes.weighted_vote`); the authors' evaluation splits the
   credit of a tie instead, which a strategy returning one answer cannot do.
 - Grouping: answers vote together when `ttc.answers.equivalent` says they are equal (the code uses its
   math_equal).
@@ -34,18 +35,19 @@ Choices the papers leave open, or that we made where their code and ours differ:
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from ttc._extras import require, require_extra
 from ttc.context import Context
 from ttc.errors import InvalidInput, Unsupported
+from ttc.needs import Needs
 from ttc.strategies.base import Sampler, Strategy
 from ttc.strategies.wrapping import check_n, sampler_for
-from ttc.types import Candidate, Problem, Result, SamplingParams
+from ttc.types import Candidate, Problem, Result
 from ttc.votes import weighted_vote
 
 PRUNING = ("mixture", "none")
@@ -71,7 +73,7 @@ def _weibull_mean(k: float, lam: float) -> float:
 def fit_weibull_mixture(probs: Sequence[float]) -> tuple[float, float, float, float, float] | None:
     """(w_high, k_high, lam_high, k_low, lam_low): a two-Weibull mixture fitted to `probs` by maximum
     likelihood, the high component (higher mean) first; None when the fit fails."""
-    from scipy.optimize import minimize
+    minimize = require("scipy.optimize", "rpc", "RPC's Weibull-mixture pruning").minimize
 
     data = np.asarray(probs, dtype=float)
 
@@ -180,9 +182,9 @@ class RPC(Strategy):
 
     Args:
         n: paths sampled.
-        sample: the single-candidate strategy repeated, as for MajorityVote; one whose params do not
-            ask for token logprobs is copied with `logprobs=True` (a backend that returns none is
-            refused with Unsupported).
+        sample: the single-candidate strategy repeated, as for MajorityVote; asked for token logprobs
+            (`needs`: one whose params leave them unset is copied with `logprobs=True`; an explicit
+            `logprobs=False` is an InvalidInput; a backend that returns none is refused with Unsupported).
         prune: "mixture" (the paper's Weibull-mixture pruning) or "none" (Perplexity Consistency alone).
         normalise: length-normalised path probability (the authors' code) or the raw product.
         dedup: identical paths count once.
@@ -197,17 +199,17 @@ class RPC(Strategy):
     """
 
     name = "rpc"
+    #: RPC weighs each path by the model's own token probabilities
+    needs = Needs(logprobs=True)
 
     def __init__(self, n: int = 8, sample: Sampler | None = None, prune: str = "mixture", normalise: bool = True,
                  dedup: bool = True):
         if prune not in PRUNING:
             raise InvalidInput(f"unknown pruning {prune!r}; known: {', '.join(PRUNING)}")
+        if prune == "mixture":  # said here, not once per problem mid-run
+            require_extra("rpc", "RPC's Weibull-mixture pruning (prune='none' needs no scipy)")
         self.n = check_n(n)
-        self.sample = sampler_for(sample, None)
-        params = getattr(self.sample, "params", None)
-        if isinstance(params, SamplingParams) and not params.logprobs:
-            self.sample = copy.copy(self.sample)  # the caller's sampler is not changed
-            self.sample.params = params.replace(logprobs=True)
+        self.sample = sampler_for(sample, None, holder="RPC", needs=self.needs)
         self.prune = prune
         self.normalise = normalise
         self.dedup = dedup
