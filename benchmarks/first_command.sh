@@ -12,12 +12,13 @@ unset OMP_NUM_THREADS
 
 run() {
     echo "== $1; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-    /usr/bin/time -f "wall %e s, user %U s, sys %S s" "$TTC" demo --quiet
+    TIMEFORMAT="wall %R s, user %U s, sys %S s"
+    time "$TTC" demo --quiet
     echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 run "the machine as it is"
 python3 -c "while True: pass" & BUSY1=$!
 python3 -c "while True: pass" & BUSY2=$!
-trap 'kill $BUSY1 $BUSY2 2>/dev/null || true' EXIT
+trap 'kill $BUSY1 $BUSY2 || true' EXIT
 run "with two busy loops (python3 -c 'while True: pass' x2)"
