@@ -37,7 +37,7 @@ class DemoSize:
     max_tokens: int
 
 
-#: `ttc demo`: a complete table in about two minutes on an idle 2-core CPU (README, "First result")
+#: `ttc demo`: a complete table in a few minutes on a 2-core CPU (~110 s of CPU time; README, "A first result")
 QUICK = DemoSize(problems=20, ns=(1, 4, 8), max_tokens=96)
 #: `ttc demo --full`: more problems (narrower intervals) and n up to 16
 FULL = DemoSize(problems=100, ns=(1, 4, 16), max_tokens=96)
