@@ -79,6 +79,11 @@ CORE_SCRIPT = textwrap.dedent("""
             getattr(ttc.backends, name)
         except ImportError as exc:
             missing[name] = [type(exc).__name__, isinstance(exc, ttc.TTCError), str(exc)]
+    try:  # a local tokenizer for a server without /tokenize needs transformers
+        from ttc.backends.openai.tokenization import load_tokenizer
+        load_tokenizer("HuggingFaceTB/SmolLM2-135M-Instruct")
+    except ImportError as exc:
+        missing["tokenizer"] = [type(exc).__name__, isinstance(exc, ttc.TTCError), str(exc)]
     out["missing"] = missing
 
     llm = ttc.backends.OpenAICompatible(url, model=model)
@@ -115,6 +120,8 @@ def test_a_core_install_runs_strategies_against_a_real_vllm_server(vllm_server, 
     assert out["missing"]["Transformers"][:2] == ["MissingExtra", True]
     assert 'pip install "ttc[transformers]"' in out["missing"]["Transformers"][2]
     assert 'pip install "ttc[vllm]"' in out["missing"]["VLLMEngine"][2]
+    assert out["missing"]["tokenizer"][:2] == ["MissingExtra", True]
+    assert 'pip install "ttc[transformers]"' in out["missing"]["tokenizer"][2]
     for name in ("majority", "best_of_n"):
         for r in out[name]:
             assert r["error"] is None and r["answer"] is not None, (name, r)

@@ -12,21 +12,23 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from ttc._extras import require
 from ttc.backends.openai.features import NOT_FOUND, ServerFeatures
 from ttc.backends.openai.http_errors import RequestRejected
 from ttc.backends.openai.prompts import ChatMessages, TemplatedChat
 from ttc.backends.token_cache import TokenCache
-from ttc.errors import GenerationError, InvalidInput, MalformedResponse, Unsupported
+from ttc.errors import GenerationError, InvalidInput, MalformedResponse, MissingExtra, Unsupported
 from ttc.types import Prompt
 
 __all__ = ["Tokenization", "load_tokenizer", "local_tokenizer_exists", "tokens_of"]
 
 
 def load_tokenizer(source: Any) -> Any:
-    """A tokenizer from a Hugging Face id or folder, offline only (never downloads)."""
-    from transformers import AutoTokenizer
+    """A tokenizer from a Hugging Face id or folder, offline only (never downloads).
 
-    return AutoTokenizer.from_pretrained(str(source), local_files_only=True)
+    Raises `ttc.MissingExtra` (with its pip line) on a core install without transformers."""
+    transformers = require("transformers", "transformers", "a local tokenizer (OpenAICompatible(tokenizer=...))")
+    return transformers.AutoTokenizer.from_pretrained(str(source), local_files_only=True)
 
 
 def local_tokenizer_exists(name: str) -> bool:
@@ -87,7 +89,10 @@ class Tokenization:
                 if name and (source is not None or local_tokenizer_exists(str(name))):
                     try:
                         self.loaded = load_tokenizer(name)
-                    except Exception as exc:  # not local, not a tokenizer, transformers missing
+                    except MissingExtra:
+                        if source is not None:  # asked for by the user: say which extra it needs
+                            raise
+                    except Exception as exc:  # not local, not a tokenizer
                         if source is not None:
                             raise InvalidInput(f"cannot load the tokenizer {source!r} offline: {exc}") from None
         return self.loaded
