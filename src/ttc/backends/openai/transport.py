@@ -140,12 +140,14 @@ class Transport:
                  max_retry_after: float, pool_wait: float | None = None, read_timeout: float | None = None,
                  retry_on_overload: int | None = None):
         for name, value in (("max_concurrency", max_concurrency), ("timeout", timeout),
-                            ("connect_timeout", connect_timeout), ("read_timeout", read_timeout or 1)):
-            if value is None or value <= 0:
+                            ("connect_timeout", connect_timeout),
+                            ("read_timeout", 1 if read_timeout is None else read_timeout)):
+            if value is None or not value > 0:
                 raise InvalidInput(f"{name} must be positive, got {value!r}")
         if pool_wait is not None and not pool_wait >= 0:
             raise InvalidInput(f"pool_wait must be None or seconds >= 0, got {pool_wait!r}")
-        for name, count in (("max_retries", max_retries), ("retry_on_overload", retry_on_overload or 0)):
+        overload = 0 if retry_on_overload is None else retry_on_overload
+        for name, count in (("max_retries", max_retries), ("retry_on_overload", overload)):
             if not isinstance(count, int) or isinstance(count, bool) or count < 0:
                 raise InvalidInput(f"{name} must be an integer >= 0, got {count!r}")
         if backoff < 0 or max_backoff < 0 or cooldown < 0 or not max_retry_after >= 0:
