@@ -163,3 +163,26 @@ def test_retry_on_overload_applies_to_streams():
         assert len([r for r in server.requests if r.path == "/v1/completions"]) == 1
     finally:
         server.stop()
+
+
+# -- on the real vLLM server ----------------------------------------------------------------------
+COUNTING = SamplingParams(max_tokens=200, temperature=0.0, seed=1)
+
+
+@pytest.mark.slow
+def test_the_limits_on_the_real_vllm_server(vllm_server):
+    """A non-streamed answer that takes longer than `read_timeout` is a read `GenerationTimeout`;
+    a second request while the only slot is busy past `pool_wait` is `PoolExhausted`."""
+    async def go(llm):
+        first = asyncio.ensure_future(llm.generate("1, 2, 3, 4, 5,", COUNTING))
+        while llm.transport.pool_stats().in_use == 0:
+            await asyncio.sleep(0.01)
+        second = await asyncio.gather(llm.generate("1, 2, 3,", COUNTING), return_exceptions=True)
+        return await asyncio.gather(first, return_exceptions=True), second
+
+    llm = OpenAICompatible(vllm_server.url, max_retries=0, read_timeout=0.05, max_concurrency=1, pool_wait=0.01)
+    (first,), (second,) = asyncio.run(closing(llm, go(llm)))
+    assert isinstance(first, GenerationTimeout) and first.phase == "read", first
+    assert isinstance(second, ttc.PoolExhausted), second
+    llm = OpenAICompatible(vllm_server.url, max_retries=0, read_timeout=120, max_concurrency=1, pool_wait=0.01)
+    assert asyncio.run(closing(llm, llm.generate("1, 2,", SamplingParams(max_tokens=4)))).completions[0].text
