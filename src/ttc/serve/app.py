@@ -147,9 +147,7 @@ class TTCServer:
                                         timeout=c.total_timeout, connect_timeout=c.connect_timeout,
                                         read_timeout=c.read_timeout, retry_on_overload=0, max_retry_after=0.0,
                                         tokenizer=self.config.tokenizer, use_chat=self.config.use_chat)
-        pool = self.backend.transport  # the strategy path's pool, read by /metrics when scraped
-        self.metrics.pool_in_use.labels("strategy").set_function(lambda: pool.pool_stats().in_use)
-        self.metrics.pool_waiting.labels("strategy").set_function(lambda: pool.pool_stats().waiting)
+        self.metrics.watch_pool("strategy", self.backend.transport.pool_stats)
         self._bases = [r.base for r in self.backend.replicas]
         self.redactor.add_urls(self._bases)
         await self.passthrough.start(self._bases)
