@@ -247,6 +247,25 @@ def test_an_upstream_timeout_is_a_504_and_vllm_aborts_the_request(vllm_server):
     assert_generation_stops(vllm_server, before, 400)
 
 
+
+def test_a_strategy_read_timeout_is_a_504_and_vllm_aborts_the_requests(vllm_server):
+    """The strategy path had no read timeout of its own (only the total): `--upstream-read-timeout`
+    now reaches the backend, and its `GenerationTimeout` is a 504 by type."""
+    from test_vllm_backends import assert_generation_stops, running_and_generated
+
+    connections = Connections(total_timeout=300, read_timeout=4)
+    with start_in_thread(ServeConfig(upstream=(vllm_server.url,), connections=connections), port=0) as s:
+        c = openai.OpenAI(base_url=s.url, api_key="unused", max_retries=2, timeout=120)  # the warm-up may 504
+        c.chat.completions.create(model=vllm_server.model, messages=MESSAGES, max_tokens=2,
+                                  extra_body={"ttc": {"n": 2}})  # warm-up: the probe's short requests
+        _, before = running_and_generated(vllm_server)
+        with pytest.raises(openai.APIStatusError) as info:
+            c.with_options(max_retries=0).chat.completions.create(
+                model=vllm_server.model, messages=LONG, max_tokens=1000, temperature=1.0, seed=3,
+                extra_body={"ttc": {"n": 2}})
+        assert info.value.status_code == 504 and "read timeout" in info.value.message, info.value.body
+    assert_generation_stops(vllm_server, before, 2 * 1000)
+
 def test_a_graceful_shutdown_cancels_what_is_still_running_on_vllm(vllm_server):
     """Review L3: shutdown waits `shutdown_timeout`, then cancels in-flight requests and so their
     vLLM requests (the same drain as on SIGTERM; the SIGTERM path is tested on the fake)."""

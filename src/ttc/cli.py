@@ -228,7 +228,7 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy-connections", type=int, default=256,
                    help="upstream requests of the strategy path at once (its own pool)")
     p.add_argument("--pool-wait", type=float, default=5.0,
-                   help="seconds a passthrough request waits for a free connection before a 503 with Retry-After")
+                   help="seconds an upstream request (either path) waits for a free connection: 503 with Retry-After")
     p.add_argument("--upstream-connect-timeout", type=float, default=10.0,
                    help="seconds to open an upstream connection")
     p.add_argument("--upstream-read-timeout", type=float, default=300.0,

@@ -52,6 +52,29 @@ class BackendUnavailable(GenerationError):
     """The backend cannot be reached at all (connection refused, no server)."""
 
 
+class PoolExhausted(BackendUnavailable):
+    """No connection slot of the backend's own pool came free within its wait limit
+    (`OpenAICompatible(pool_wait=)`): the server is busy, not down; retry later or elsewhere."""
+
+
+class GenerationTimeout(GenerationError):
+    """The server did not answer in time. `phase` says which limit expired: "connect" (opening a
+    connection), "read" (between two reads of an answer, a stalled stream) or "total" (a whole
+    request); the request was aborted (its connection closed)."""
+
+    def __init__(self, message: str, phase: str = "total"):
+        super().__init__(message)
+        self.phase = phase
+
+
+class ConnectTimeout(GenerationTimeout, BackendUnavailable):
+    """No connection could be opened in time: a timeout, and the server unreachable (both
+    `except` clauses catch it)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "connect")
+
+
 class MalformedResponse(GenerationError):
     """The backend answered, but not with something ttc can parse."""
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import re
 import threading
 import time
@@ -39,20 +38,21 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from ttc.backends.openai_compatible import HTTPStatusError, OpenAICompatible, RequestRejected
+from ttc.backends.openai_compatible import OpenAICompatible
 from ttc.context import Context
 from ttc.errors import BudgetExhausted, GenerationError, InvalidInput
 from ttc.eval.results import jsonable
 from ttc.runner import note_truncation
 from ttc.serve import guard, schema
 from ttc.serve.config import ServeConfig
+from ttc.serve.failures import cause_of, error_of
 from ttc.serve.logs import ServerLog
 from ttc.serve.metrics import CONTENT_TYPE, Metrics
 from ttc.serve.passthrough import Passthrough
 from ttc.serve.probes import ProbeListener
 from ttc.serve.redact import Redactor
 from ttc.serve.schema import RequestError, StrategyRequest
-from ttc.serve.upstream import HealthProbe, cause_of_status, refused_credentials
+from ttc.serve.upstream import HealthProbe, refused_credentials
 from ttc.strategies import registry
 from ttc.types import Problem, Result, Usage
 
@@ -141,10 +141,13 @@ class TTCServer:
         c = self.config.connections
         self.worker = _WorkerLoop()
         # the key is given explicitly ("" = none): the backend would otherwise read $OPENAI_API_KEY
+        # an upstream 429/503 is not retried (retry_on_overload=0): the client gets its Retry-After at once
         self.backend = OpenAICompatible(list(self.config.upstream), api_key=self.config.upstream_api_key or "",
-                                        max_concurrency=c.strategy_connections, timeout=c.total_timeout,
-                                        connect_timeout=c.connect_timeout, max_retry_after=0.0,
+                                        max_concurrency=c.strategy_connections, pool_wait=c.pool_wait,
+                                        timeout=c.total_timeout, connect_timeout=c.connect_timeout,
+                                        read_timeout=c.read_timeout, retry_on_overload=0, max_retry_after=0.0,
                                         tokenizer=self.config.tokenizer, use_chat=self.config.use_chat)
+        self.metrics.watch_pool("strategy", self.backend.transport.pool_stats)
         self._bases = [r.base for r in self.backend.replicas]
         self.redactor.add_urls(self._bases)
         await self.passthrough.start(self._bases)
@@ -436,9 +439,10 @@ class TTCServer:
         """The client's error for a failed strategy run; upstream failures are logged with their
         cause (the upstream's own message, its URL: for the operator) and counted by cause."""
         exc = outcome.error
-        error = _error_of(exc, outcome.usage, self._redact, self.config.limits.retry_after)
+        spent = {"usage": _usage(outcome.usage), "ttc": {"usage": _ttc_usage(outcome.usage)}}
+        error = error_of(exc, spent, self._redact, self.config.limits.retry_after)
         if isinstance(exc, GenerationError):
-            cause = _cause_of(exc)
+            cause = cause_of(exc)
             self.metrics.upstream_errors.labels(cause, "strategy").inc()
             self.log.error("upstream failure", request_id=request[_INFO]["request_id"], path="strategy", cause=cause,
                            error=type(exc).__name__, detail=str(exc))
@@ -541,44 +545,6 @@ def _param_named(message: str, req: StrategyRequest) -> str:
         if key in message:
             return f"ttc.{key}"
     return "ttc.n" if " n=" in message or "n must" in message else "ttc"
-
-
-def _error_of(exc: BaseException, usage: Usage, redact: Any, retry_after: int = 1) -> RequestError:
-    """The OpenAI-style error for a failed strategy run, with what it had spent (`ttc.usage`).
-    Upstream URLs and the upstream key never appear: only the upstream's own message, redacted."""
-    extra = {"usage": _usage(usage), "ttc": {"usage": _ttc_usage(usage)}}
-    if isinstance(exc, HTTPStatusError) and exc.status in (401, 403):
-        return refused_credentials(exc.status, extra)
-    if isinstance(exc, HTTPStatusError) and exc.status in (429, 503):
-        wait = exc.retry_after if exc.retry_after is not None else retry_after
-        return RequestError(f"the upstream is overloaded (HTTP {exc.status}): retry later", None, status=503,
-                            type="upstream_overloaded", headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                            extra=extra)
-    if isinstance(exc, RequestRejected):
-        return RequestError(f"the upstream refused a request: {redact(exc.server_message)}", None, status=400,
-                            extra=extra)
-    if isinstance(exc, BudgetExhausted):
-        return RequestError(str(exc), "ttc.budget", status=422, type="budget_exhausted", extra=extra)
-    if isinstance(exc, InvalidInput):
-        return RequestError(redact(str(exc)), "ttc", status=400, extra=extra)
-    if isinstance(exc, GenerationError) and _cause_of(exc) == "timeout":
-        return RequestError("the upstream did not answer in time; the request was aborted", None, status=504,
-                            type="upstream_timeout", extra=extra)
-    if isinstance(exc, GenerationError):
-        return RequestError(f"the upstream failed: {type(exc).__name__}", None, status=502, type="upstream_error",
-                            extra=extra)
-    return RequestError(f"internal error: {type(exc).__name__}: {redact(str(exc))}", None, status=500,
-                        type="server_error", extra=extra)
-
-
-def _cause_of(exc: GenerationError) -> str:
-    """The /metrics cause of an upstream failure on the strategy path."""
-    if isinstance(exc, HTTPStatusError):
-        return cause_of_status(exc.status)
-    name = type(exc).__name__
-    if "did not answer within" in str(exc):
-        return "timeout"
-    return {"BackendUnavailable": "connect", "MalformedResponse": "bad_response"}.get(name, "other")
 
 
 async def _sse(stream: web.StreamResponse, data: dict[str, Any] | str) -> None:

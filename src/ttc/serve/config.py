@@ -54,15 +54,15 @@ class Connections:
     """How `ttc serve` talks to its upstreams, and how long it waits (seconds; the CLI flags of the
     same names with `--upstream-` or no prefix).
 
-    passthrough_connections / strategy_connections: the two paths' own connection pools (the
-    health probe has a third, of its own), so neither can starve the other or readiness.
-    pool_wait: how long a passthrough request waits for a free connection before a 503 with
-    Retry-After. connect_timeout: to open a connection. read_timeout: between two reads of an
-    answer (a stalled stream). total_timeout: a whole upstream request; any of the three
-    expiring is a 504 and the upstream request is aborted (its connection closed). body_timeout:
-    to read a client's request body (408 after). health_interval / health_timeout: the background
-    probe of the upstreams that `/health` answers from. shutdown_timeout: after SIGTERM, how long
-    in-flight requests may still finish before they are cancelled (below Kubernetes' 30 s grace).
+    passthrough_connections / strategy_connections: the two paths' own connection pools (the health
+    probe has a third, of its own), so neither can starve the other or readiness. pool_wait: how long an
+    upstream request of either path waits for a free connection of its pool before the client gets a 503
+    with Retry-After. connect_timeout: to open a connection. read_timeout: between two reads of an
+    answer (a stalled stream). total_timeout: a whole upstream request; any of the three expiring is a
+    504 and the upstream request is aborted (its connection closed). body_timeout: to read a client's
+    request body (408 after). health_interval / health_timeout: the background probe of the upstreams
+    that `/health` answers from. shutdown_timeout: after SIGTERM, how long in-flight requests may still
+    finish before they are cancelled (below Kubernetes' 30 s grace).
     """
 
     passthrough_connections: int = 256

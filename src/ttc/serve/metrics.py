@@ -3,6 +3,9 @@ servers in one process, as in the tests, do not share counts)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ttc._extras import require
 
 require("prometheus_client", "serve", "`ttc serve` (its /metrics)")
@@ -43,6 +46,12 @@ class Metrics:
                                   "path", ["path"], registry=r)
         self.upstream_up = Gauge("ttc_serve_upstream_up", "1 if the last health probe reached the replica",
                                  ["replica"], registry=r)
+
+    def watch_pool(self, path: str, stats: Callable[[], Any]) -> None:
+        """The pool gauges of `path` read from `stats()` (its `in_use`, `waiting`) at each scrape: the
+        strategy path's pool is the backend's, counted on the thread that runs the strategies."""
+        self.pool_in_use.labels(path).set_function(lambda: stats().in_use)
+        self.pool_waiting.labels(path).set_function(lambda: stats().waiting)
 
     def count_usage(self, usage: Usage, mode: str) -> None:
         for kind, value in (("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens),

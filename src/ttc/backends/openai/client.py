@@ -37,7 +37,8 @@ from ttc.types import Prompt, SamplingParams, Usage
 __all__ = ["OpenAICompatible"]
 
 _TRANSPORT_SETTINGS = frozenset({"max_concurrency", "timeout", "connect_timeout", "max_retries", "backoff",
-                                 "max_backoff", "cooldown", "max_retry_after"})
+                                 "max_backoff", "cooldown", "max_retry_after", "pool_wait", "read_timeout",
+                                 "retry_on_overload"})
 
 
 class PartNames:
@@ -85,36 +86,35 @@ class OpenAICompatible(PartNames, Generator):
         llm = ttc.backends.OpenAICompatible("http://127.0.0.1:8000/v1")            # model from /v1/models
         llm = ttc.backends.OpenAICompatible(["http://a:8000/v1", "http://b:8000/v1"], model="qwen")
 
-    `base_url`: one URL or a list of replicas serving the same model (a URL without a path gets
-    `/v1`). `model`: the served model name; None reads it from `/v1/models` (at construction
-    when a replica answers, else at the first request). `api_key`: else
-    $OPENAI_API_KEY, else $VLLM_API_KEY, else none. `max_concurrency`: most requests in flight at
-    once (per event loop). `timeout`: seconds for a whole request (a stream: between chunks);
-    `connect_timeout`: to open a connection. `max_retries`: extra attempts after a connection error,
-    a 5xx or a 429, waiting `backoff * 2**attempt` seconds (capped at `max_backoff`, with jitter)
-    unless another replica is available. `cooldown`: seconds a replica that failed to connect is
-    left out. `max_retry_after`: the longest wait a 429/503 `Retry-After` header is obeyed for
-    (longer asks wait this long). `use_chat`: True: `chat_prompt` returns `ChatMessages` and
-    requests go to `/v1/chat/completions`; False: the chat template is applied by the server's
-    `/tokenize` or the local tokenizer; None (default): the first of /tokenize, local tokenizer,
-    chat endpoint that works. `vllm_extensions`: ask for token ids with vLLM's extra request
-    fields (turned off automatically if the server refuses). `tokenizer`: the served model's
-    tokenizer for servers without `/tokenize` (an object with `encode`/`decode`/
-    `apply_chat_template`, or a Hugging Face id or folder loaded offline); None: looked up offline
-    from the model name, if that names a local folder or a cached hub model.
+    `base_url`: one URL or a list of replicas serving the same model (a URL without a path gets `/v1`). `model`:
+    the served model name; None reads it from `/v1/models` (at construction when a replica answers, else at the
+    first request). `api_key`: else $OPENAI_API_KEY, else $VLLM_API_KEY, else none ("" sends none and reads no
+    environment). `max_concurrency`: most requests in flight at once (per event loop); `pool_wait`: the longest a
+    request waits for one of them (None: no limit), else `ttc.PoolExhausted`. `timeout`: seconds for a whole
+    request (a stream: between chunks); `connect_timeout`: to open a connection; `read_timeout`: between two reads
+    (None: none); on expiry `ttc.GenerationTimeout`. `max_retries`: extra attempts after a connection error, a
+    5xx or a 429/503, waiting `backoff * 2**attempt` s (at most `max_backoff`, with jitter) unless another replica
+    can take it; `retry_on_overload`: how many of them a 429/503 may use (None: all). `cooldown`: seconds a
+    replica that failed to connect is left out. `max_retry_after`: the longest wait a 429/503 `Retry-After` is
+    obeyed for (longer asks wait this long). `use_chat`: True: `chat_prompt` returns `ChatMessages` and requests
+    go to `/v1/chat/completions`; False: the chat template is applied by the server's `/tokenize` or the local
+    tokenizer; None (default): the first of /tokenize, local tokenizer, chat endpoint that works.
+    `vllm_extensions`: ask for token ids with vLLM's extra request fields (off if the server refuses them).
+    `tokenizer`: the served model's tokenizer for servers without `/tokenize` (an object with `encode`/`decode`/
+    `apply_chat_template`, or a Hugging Face id or folder, loaded offline); None: the model's, if on this machine.
 
-    The HTTP session belongs to the event loop that made it: call `aclose()` (or use
-    `async with`) before an event loop you used ends; the backend stays usable afterwards.
-    Every JSON request passes `_request` (tests and benchmarks wrap it), every /tokenize of a
-    prompt `_server_tokenize`.
+    The HTTP session belongs to the event loop that made it: call `aclose()` (or use `async with`) before an
+    event loop you used ends; the backend stays usable afterwards. Every JSON request passes `_request` (tests
+    and benchmarks wrap it), every /tokenize of a prompt `_server_tokenize`.
     """
 
     def __init__(self, base_url: str | Sequence[str] = "http://127.0.0.1:8000/v1", model: str | None = None, *,
                  api_key: str | None = None, max_concurrency: int = 64, timeout: float = 600.0,
-                 connect_timeout: float = 10.0, max_retries: int = 3, backoff: float = 0.25,
-                 max_backoff: float = 8.0, cooldown: float = 30.0, use_chat: bool | None = None,
-                 vllm_extensions: bool = True, headers: dict[str, str] | None = None,
-                 tokenizer: Any = None, max_retry_after: float = 60.0):
+                 connect_timeout: float = 10.0, max_retries: int = 3, backoff: float = 0.25, max_backoff: float = 8.0,
+                 cooldown: float = 30.0, use_chat: bool | None = None, vllm_extensions: bool = True,
+                 headers: dict[str, str] | None = None, tokenizer: Any = None, max_retry_after: float = 60.0,
+                 pool_wait: float | None = None, read_timeout: float | None = None,
+                 retry_on_overload: int | None = None):
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not urls:
             raise InvalidInput("OpenAICompatible needs at least one base URL")
@@ -133,7 +133,8 @@ class OpenAICompatible(PartNames, Generator):
         self.transport = Transport(
             replicas, request_headers(api_key, headers), max_concurrency=max_concurrency, timeout=timeout,
             connect_timeout=connect_timeout, max_retries=max_retries, backoff=backoff, max_backoff=max_backoff,
-            cooldown=cooldown, max_retry_after=max_retry_after)
+            cooldown=cooldown, max_retry_after=max_retry_after, pool_wait=pool_wait, read_timeout=read_timeout,
+            retry_on_overload=retry_on_overload)
         self.adapter = Adapter(self.features, self)
         # late-bound, so that a wrapped `_request` / `_server_tokenize` sees the parts' requests too
         self._send: Callable[..., Awaitable[Any]] = lambda *a, **k: self._request(*a, **k)
@@ -306,7 +307,7 @@ class OpenAICompatible(PartNames, Generator):
         if not isinstance(prompt, ChatMessages) and self.features.completions is False:
             prompt = routing.chat_instead(prompt, self.base_url)
         routing.check_prompt(prompt)  # bad input fails before the server is asked for its model
-        async with self.transport.state().semaphore:
+        async with self.transport.slot():
             try:
                 opened = await self._open_stream(prompt, params)
             except RequestRejected as exc:

@@ -3,84 +3,49 @@
 It knows nothing of completions: it sends JSON and returns JSON (or the chunks of a stream), and
 turns what goes wrong on the wire into ttc's errors. What to do with a refused request is the
 caller's decision (`adapt`); this module only retries what a retry can fix (connection errors,
-5xx, 429).
+5xx, and 429/503 as far as `retry_on_overload` allows).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
 import random
 import time
-import urllib.request
 import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 
-from ttc.backends.openai.http_errors import RequestRejected, parse_json, status_error
-from ttc.errors import BackendUnavailable, GenerationError, InvalidInput, MalformedResponse
+from ttc.backends.openai.http_errors import HTTPStatusError, RequestRejected, parse_json, status_error
+from ttc.backends.openai.pool import PoolStats, Slots
+from ttc.backends.openai.replicas import Replica, discover_model, request_headers, split_base
+from ttc.errors import (
+    BackendUnavailable,
+    ConnectTimeout,
+    GenerationError,
+    GenerationTimeout,
+    InvalidInput,
+    MalformedResponse,
+)
 
-__all__ = ["OpenStream", "Replica", "Transport", "discover_model", "request_headers", "split_base"]
-
-
-@dataclass(eq=False)
-class Replica:
-    base: str               # ".../v1"
-    root: str               # the server root, where vLLM serves /tokenize, /health, /metrics
-    outstanding: int = 0    # requests sent and not yet answered
-    down_until: float = 0.0  # monotonic time until which the replica is skipped
-    failures: int = 0       # connection failures in a row
+__all__ = ["OpenStream", "PoolStats", "Replica", "Transport", "discover_model", "request_headers", "split_base"]
 
 
 @dataclass(eq=False)
 class LoopState:
-    """What is bound to one event loop: the HTTP session and the concurrency semaphore."""
+    """What is bound to one event loop: the HTTP session and the connection slots."""
 
     session: aiohttp.ClientSession
-    semaphore: asyncio.Semaphore
+    slots: Slots
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
-
-def split_base(url: str) -> Replica:
-    """A replica from a base URL (a URL without a path gets `/v1`)."""
-    if not isinstance(url, str) or not url.strip():
-        raise InvalidInput(f"a base URL must be a non-empty string, got {url!r}")
-    url = url.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidInput(f"base URL {url!r} must look like http://host:port/v1")
-    if not parts.path:
-        url += "/v1"
-    root = url[: -len("/v1")] if url.endswith("/v1") else url
-    return Replica(base=url, root=root)
-
-
-def request_headers(api_key: str | None, extra: dict[str, str] | None) -> dict[str, str]:
-    """JSON content type, `extra`, and the bearer key: `api_key`, else $OPENAI_API_KEY, else $VLLM_API_KEY."""
-    key = api_key if api_key is not None else (os.environ.get("OPENAI_API_KEY") or os.environ.get("VLLM_API_KEY"))
-    headers = {"Content-Type": "application/json", **(extra or {})}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    return headers
-
-
-def discover_model(replicas: list[Replica], headers: dict[str, str], timeout: float) -> str | None:
-    """The served model's name from the first replica whose `/v1/models` answers, now and
-    synchronously (so that a backend's `model_name` is real from the start); None if none does."""
-    headers = {k: v for k, v in headers.items() if k != "Content-Type"}
-    for replica in replicas:
-        try:
-            request = urllib.request.Request(replica.base + "/models", headers=headers)
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return str(json.loads(response.read())["data"][0]["id"])
-        except (OSError, ValueError, KeyError, IndexError, TypeError):
-            continue
-    return None
+    @property
+    def semaphore(self) -> asyncio.Semaphore:
+        return self.slots.semaphore
 
 
 #: what a caller does with a refused stream request: the payload to send instead, or None (raise)
@@ -109,19 +74,34 @@ class OpenStream:
 class Transport:
     """Sends JSON to the least busy replica, with retries, backoff, Retry-After and timeouts.
 
-    The aiohttp session and the concurrency semaphore belong to the event loop that made them
+    The aiohttp session and the connection slots belong to the event loop that made them
     (`states`, one per loop); `retries` counts attempts repeated after a failure.
+
+    `pool_wait`: the longest a request waits for one of the `max_concurrency` slots (None: as long
+    as it takes), else `PoolExhausted`; `pool_stats()` counts the slots in use and the requests
+    waiting. `read_timeout`: the longest wait between two reads of an answer (None: only
+    `timeout` bounds a whole request; a stream's chunks wait `timeout` each). Expiry of any
+    timeout is a `GenerationTimeout` (`ConnectTimeout` for the connection: also retried on
+    another replica). `retry_on_overload`: how many of the `max_retries` may repeat a request the
+    server answered 429/503 (None: all of them; 0: its `HTTPStatusError`, with the server's
+    `retry_after`, is raised at once, for a caller that answers its own clients 503).
     """
 
     def __init__(self, replicas: list[Replica], headers: dict[str, str], *, max_concurrency: int, timeout: float,
                  connect_timeout: float, max_retries: int, backoff: float, max_backoff: float, cooldown: float,
-                 max_retry_after: float):
+                 max_retry_after: float, pool_wait: float | None = None, read_timeout: float | None = None,
+                 retry_on_overload: int | None = None):
         for name, value in (("max_concurrency", max_concurrency), ("timeout", timeout),
-                            ("connect_timeout", connect_timeout)):
-            if value is None or value <= 0:
+                            ("connect_timeout", connect_timeout),
+                            ("read_timeout", 1 if read_timeout is None else read_timeout)):
+            if value is None or not value > 0:
                 raise InvalidInput(f"{name} must be positive, got {value!r}")
-        if not isinstance(max_retries, int) or max_retries < 0:
-            raise InvalidInput(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        if pool_wait is not None and not pool_wait >= 0:
+            raise InvalidInput(f"pool_wait must be None or seconds >= 0, got {pool_wait!r}")
+        overload = 0 if retry_on_overload is None else retry_on_overload
+        for name, count in (("max_retries", max_retries), ("retry_on_overload", overload)):
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise InvalidInput(f"{name} must be an integer >= 0, got {count!r}")
         if backoff < 0 or max_backoff < 0 or cooldown < 0 or not max_retry_after >= 0:
             raise InvalidInput("backoff, max_backoff, cooldown and max_retry_after must be >= 0")
         self.replicas = replicas
@@ -134,6 +114,9 @@ class Transport:
         self.max_backoff = float(max_backoff)
         self.cooldown = float(cooldown)
         self.max_retry_after = float(max_retry_after)
+        self.pool_wait = None if pool_wait is None else float(pool_wait)
+        self.read_timeout = None if read_timeout is None else float(read_timeout)
+        self.retry_on_overload = retry_on_overload
         self.states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = weakref.WeakKeyDictionary()
         self._next = 0
         self.retries = 0  # attempts repeated after a failure, for tests and monitoring
@@ -144,10 +127,26 @@ class Transport:
         state = self.states.get(loop)
         if state is None or state.session.closed:
             connector = aiohttp.TCPConnector(limit=0)  # the semaphore limits concurrency
-            state = LoopState(session=aiohttp.ClientSession(connector=connector),
-                              semaphore=asyncio.Semaphore(self.max_concurrency))
+            state = LoopState(session=aiohttp.ClientSession(connector=connector), slots=Slots(self.max_concurrency))
             self.states[loop] = state
         return state
+
+    def slot(self, state: LoopState | None = None) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold one of this event loop's connection slots, waiting at most `pool_wait` seconds."""
+        return (state or self.state()).slots.hold(self.pool_wait, self.base_urls())
+
+    def pool_stats(self) -> PoolStats:
+        """Slots in use and requests waiting, over every event loop (safe to read from another thread)."""
+        while True:
+            try:
+                slots = [s.slots for s in list(self.states.values())]
+                break
+            except RuntimeError:  # another thread's event loop came or went meanwhile: read again
+                continue
+        return PoolStats(self.max_concurrency, sum(s.in_use for s in slots), sum(s.waiting for s in slots))
+
+    def base_urls(self) -> str:
+        return ", ".join(r.base for r in self.replicas)
 
     async def aclose(self) -> None:
         """Close this event loop's HTTP session. Safe to call twice, and outside a loop."""
@@ -182,8 +181,23 @@ class Transport:
 
     def client_timeout(self, stream: bool = False) -> aiohttp.ClientTimeout:
         if stream:
-            return aiohttp.ClientTimeout(total=None, connect=self.connect_timeout, sock_read=self.timeout)
-        return aiohttp.ClientTimeout(total=self.timeout, connect=self.connect_timeout)
+            return aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
+                                         sock_read=self.read_timeout or self.timeout)
+        return aiohttp.ClientTimeout(total=self.timeout, connect=self.connect_timeout, sock_read=self.read_timeout)
+
+    def timed_out(self, url: str, exc: BaseException) -> GenerationTimeout:
+        """The `GenerationTimeout` for an expired connect, read or total timeout."""
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return ConnectTimeout(f"{url} did not accept a connection within {self.connect_timeout} s")
+        if isinstance(exc, aiohttp.SocketTimeoutError):
+            read = self.read_timeout or self.timeout
+            return GenerationTimeout(f"{url} did not answer within {read} s (read timeout)", "read")
+        return GenerationTimeout(f"{url} did not answer within {self.timeout} s", "total")
+
+    def gives_up(self, error: GenerationError, overloads: int) -> bool:
+        """Whether a 429/503 is past the retries `retry_on_overload` allows (`overloads` so far)."""
+        return (isinstance(error, HTTPStatusError) and error.status in (429, 503)
+                and self.retry_on_overload is not None and overloads > self.retry_on_overload)
 
     async def wait_before_retry(self, attempt: int, failed: Replica, last: GenerationError | None = None) -> None:
         """Wait before the next attempt: as long as a 429/503's `Retry-After` asks (capped at
@@ -206,7 +220,8 @@ class Transport:
         state = self.state()
         retries = self.max_retries if retries is None else retries
         last: GenerationError | None = None
-        async with state.semaphore:
+        overloads = 0
+        async with self.slot(state):
             for attempt in range(retries + 1):
                 if attempt:
                     self.retries += 1
@@ -221,33 +236,43 @@ class Transport:
                         if response.status < 400:
                             return parse_json(body, url)
                         error = status_error(response.status, body, url, response.headers)
-                        if isinstance(error, RequestRejected):
+                        overloads += error.status in (429, 503)
+                        if isinstance(error, RequestRejected) or self.gives_up(error, overloads):
                             raise error
                         last = error
                 except aiohttp.ClientPayloadError as exc:
                     raise MalformedResponse(f"{url} sent an incomplete response: {exc}") from None
-                except (aiohttp.SocketTimeoutError, aiohttp.ClientConnectionError) as exc:
-                    if isinstance(exc, aiohttp.SocketTimeoutError):
-                        raise GenerationError(f"{url} did not answer within {self.timeout} s") from None
-                    self.mark_down(replica)
-                    last = BackendUnavailable(f"cannot reach {url}: {type(exc).__name__}: {exc}")
-                except asyncio.TimeoutError:
-                    raise GenerationError(f"{url} did not answer within {self.timeout} s") from None
+                except (aiohttp.ServerTimeoutError, aiohttp.ClientConnectionError) as exc:
+                    last = self.connection_failed(replica, url, exc)
+                except asyncio.TimeoutError as exc:
+                    raise self.timed_out(url, exc) from None
                 finally:
                     replica.outstanding -= 1
                 if attempt < retries:
                     await self.wait_before_retry(attempt, replica, last)
         assert last is not None
         if isinstance(last, BackendUnavailable) and len(self.replicas) > 1:
-            raise BackendUnavailable(f"no replica could be reached after {retries + 1} attempts "
-                                     f"({', '.join(r.base for r in self.replicas)}); last: {last}")
+            raise type(last)(f"no replica could be reached after {retries + 1} attempts "
+                             f"({self.base_urls()}); last: {last}")
         raise last
+
+    def connection_failed(self, replica: Replica, url: str, exc: BaseException) -> BackendUnavailable:
+        """The error of a connection that failed or did not open in time (the replica sits out and
+        the request may be retried); a read timeout is raised at once (the server had the request)."""
+        if isinstance(exc, aiohttp.ServerTimeoutError):
+            error = self.timed_out(url, exc)
+            if not isinstance(error, ConnectTimeout):
+                raise error from None
+        self.mark_down(replica)
+        return error if isinstance(exc, aiohttp.ServerTimeoutError) else BackendUnavailable(
+            f"cannot reach {url}: {type(exc).__name__}: {exc}")
 
     async def open_stream(self, path: str, payload: dict[str, Any], adapt: Adapt) -> OpenStream:
         """Open a streamed request, retrying until the server has accepted it; a refused request is
         sent again as `adapt` rewrites it (without waiting), or raised when `adapt` gives None."""
         state = self.state()
         last: GenerationError | None = None
+        overloads = 0
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self.retries += 1
@@ -257,12 +282,9 @@ class Transport:
             try:
                 response = await state.session.post(url, json=payload, headers=self.headers,
                                                     timeout=self.client_timeout(stream=True))
-            except (aiohttp.SocketTimeoutError, aiohttp.ClientConnectionError) as exc:
+            except (aiohttp.ServerTimeoutError, aiohttp.ClientConnectionError) as exc:
                 replica.outstanding -= 1
-                if isinstance(exc, aiohttp.SocketTimeoutError):
-                    raise GenerationError(f"{url} did not answer within {self.timeout} s") from None
-                self.mark_down(replica)
-                last = BackendUnavailable(f"cannot reach {url}: {type(exc).__name__}: {exc}")
+                last = self.connection_failed(replica, url, exc)
             except BaseException:
                 replica.outstanding -= 1
                 raise
@@ -282,6 +304,9 @@ class Transport:
                         raise error
                     payload = adapted
                     continue
+                overloads += error.status in (429, 503)
+                if self.gives_up(error, overloads):
+                    raise error
                 last = error
             if attempt < self.max_retries:
                 await self.wait_before_retry(attempt, replica, last)
@@ -307,7 +332,8 @@ class Transport:
         except aiohttp.ClientPayloadError as exc:
             raise MalformedResponse(f"the stream was cut off: {exc}") from None
         except aiohttp.SocketTimeoutError:
-            raise GenerationError(f"the stream stalled for more than {self.timeout} s") from None
+            raise GenerationTimeout(f"the stream stalled for more than {self.read_timeout or self.timeout} s",
+                                    "read") from None
         except aiohttp.ClientConnectionError as exc:
             raise BackendUnavailable(f"the connection was lost mid-stream: {type(exc).__name__}: {exc}") from None
 
