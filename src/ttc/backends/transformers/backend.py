@@ -23,6 +23,18 @@ On CUDA the decode steps run on a static KV cache replayed as CUDA graphs
 hundreds of kernel launches; there, finished rows leave the batch when half of its bucket is done.
 The prefix cache serves both paths: prefill (where cached prefixes are reused) is the same, and a
 finished candidate's KV is copied out of the static cache as out of the dynamic one.
+
+Why not transformers' own continuous batching (`generate_batch`, `init_continuous_batching`,
+transformers 5.19; measured in benchmarks/continuous_batching.py, docs/performance.md): it runs on
+the CPU, but it does not meet what ttc's strategies need. Its sampler draws from one RNG per
+manager (`torch.multinomial` over the batch), so a request's samples change with whatever shares
+its batch (seen: the same seeded request alone and beside 3 others gave different tokens); n,
+temperature-0 greedy and do_sample are per manager, not per request; its logprobs are the chosen
+token's after temperature and top-p, with no top logprobs; it has no stop strings (an adapter must
+stream and cancel) and no hidden states. On the workloads where an adapter can run it (sampling
+and step searches, seeds ignored) it was slower per CPU second than this loop: see
+docs/performance.md for the table. So the own loop stays; CB would be worth another look as a
+mode for unseeded sampling on a GPU with flash attention, which this CPU cannot measure.
 """
 
 from __future__ import annotations
