@@ -1,8 +1,8 @@
 """RPC and AdaptiveBestOfN on the demo task (SmolLM2-135M-Instruct), paired on a recorded sample stream.
 
-    PY=/work/main/.venv/bin/python
+    PY=.venv/bin/python
     # 1. RPC vs majority on the recorded 16 samples per problem (and on prefixes of 8 and 4):
-    $PY benchmarks/adaptive_rpc.py rpc --samples /work/helpers/adaptive_samples.jsonl
+    $PY benchmarks/adaptive_rpc.py rpc --samples benchmarks/results/adaptive_samples.jsonl
     # 2. the model's self-evaluation P(better if restarted) of every recorded sample (one 1-token request each):
     $PY benchmarks/adaptive_rpc.py self-eval --samples FILE --out benchmarks/results/self_eval.jsonl
     # 3. AdaptiveBestOfN's stopping rule on the recorded stream, for several thresholds:

@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
 import uuid
-from pathlib import Path
 
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
@@ -37,22 +35,12 @@ import ttc  # noqa: E402
 from ttc.prompts import ChatPrompt  # noqa: E402
 from ttc.types import Problem, SamplingParams  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k_test.jsonl"
 TEMPERATURE = 0.8
 
 
 def load_questions(count: int) -> list[str]:
-    questions = []
-    if DATA.is_file():
-        with open(DATA) as handle:
-            for line in handle:
-                questions.append(json.loads(line)["question"])
-                if len(questions) == count:
-                    break
-    while len(questions) < count:  # no data folder: simple synthetic problems
-        i = len(questions)
-        questions.append(f"Tom has {i + 3} apples and buys {2 * i + 5} more. How many apples does he have?")
-    return questions
+    """The first `count` GSM8K test questions (the copy packaged with ttc)."""
+    return [p.question for p in ttc.eval.load_dataset("gsm8k", limit=count)]
 
 
 STORY_TOPICS = ("a city at night", "a long train journey", "the history of bread", "a mountain village",

@@ -41,6 +41,15 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def ttc_tree(module_file: str) -> str:
+    """Which source tree ran (`ttc.__file__`), without a machine path: `src/ttc` of this checkout,
+    or of an export."""
+    where = os.path.dirname(os.path.abspath(module_file))
+    if os.path.commonpath([where, os.path.dirname(HERE)]) == os.path.dirname(HERE):
+        return os.path.relpath(where, os.path.dirname(HERE))
+    return "src/ttc of the exported revision (a temporary folder)"
 ROOT = os.path.dirname(HERE)
 DEFAULT_BEFORE = "a498de0~1"  # the commit before the transformers backend's prefix cache
 
@@ -85,7 +94,7 @@ def child(args) -> None:
     results, seconds, cpu = asyncio.run(main())
     print(json.dumps({
         "variant": args.variant, "seconds": seconds, "cpu_seconds": cpu, "torch": torch.__version__,
-        "ttc": os.path.dirname(ttc.__file__),
+        "ttc": ttc_tree(ttc.__file__),
         "generated_tokens": sum(r.usage.completion_tokens for r in results),
         "accuracy": sum(bool(r.is_correct()) for r in results) / len(results),
         "errors": [r.error for r in results if not r.ok],

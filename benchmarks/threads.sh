@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Thread settings of the transformers backend on a busy machine (issue 12): `ttc run --n 8` and a
 # 3-problem `ttc eval`, with torch's default threads (`--threads torch`, which is what ttc did before
 # `--threads` existed), the new default (`auto`) and OMP_NUM_THREADS=1, interleaved so that the
@@ -6,7 +6,7 @@
 # Each line records `uptime`'s load averages before and after, and the last progress-bar line.
 # Usage: benchmarks/threads.sh [OUTDIR]     (LIMIT=seconds per command, default 300)
 set -u
-OUT=${1:-/tmp/ttc-threads}
+OUT=${1:-${TMPDIR:-/tmp}/ttc-threads}
 PY=${PY:-python}
 LIMIT=${LIMIT:-300}
 Q="Tom has 3 apples. Tom gets 5 more apples. How many apples does Tom have now?"

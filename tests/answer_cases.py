@@ -3,10 +3,10 @@ must give and where it comes from.
 
 Sources of the phrasings: SmolLM2-135M-Instruct outputs sampled with `ttc.models.smollm2()` and
 `ttc.backends.Transformers` (the demo prompt and the default boxed prompt on GSM8K; the "smollm2"
-rows, copied as generated), the MATH-500 and GSM8K reference solutions in ../shared/data (the
-"math500"/"gsm8k" rows), the Minerva/lm-eval "Final Answer: The final answer is X. I hope it is
-correct." format, markdown answers of chat models, and the review's failing examples
-(../shared/reviews/fidelity-audit-60e66bf.md, section 7; the "review" rows).
+rows, copied as generated), the MATH-500 and GSM8K reference solutions packaged with ttc in
+src/ttc/data (the "math500"/"gsm8k" rows), the Minerva/lm-eval "Final Answer: The final answer is X.
+I hope it is correct." format, markdown answers of chat models, and the failing examples of the
+project's fidelity audit of commit 60e66bf (section 7; the "review" rows).
 
 EXTRACT rows: (text, finished, expected answer as written, expected source). A None answer has a
 None source. `finished=False` is a trace cut at max_tokens.
@@ -122,8 +122,26 @@ EXTRACT = [
     ("The answer is \\dfrac{5}{8}.", True, r"\dfrac{5}{8}", "stated"),
     ("The answer is -\\frac{1}{2}.", True, r"-\frac{1}{2}", "stated"),
     ("The answer is 5/8 of the pie.", True, "5/8", "stated"),
-    ("The answer is 3^4 = 81.", True, "3^4 = 81", "stated"),
+    ("The answer is 3^4 = 81.", True, "81", "stated"),  # an equation with no variables: its last side
     ("The answer is -15.", True, "-15", "stated"),
+    # -- equations: with no variables, the last side; with a variable, the whole ----------------
+    ("The answer is 17 + 25 = 42.", True, "42", "stated"),
+    ("The answer is 17 + 25 = 32.", True, "32", "stated"),  # read, not checked: the vote decides
+    ("The answer is 3 + 4 = 7 apples.", True, "7", "stated"),
+    (r"The answer is $12 \times 2 = 24$.", True, "24", "stated"),
+    (r"So the total is \boxed{5 \cdot 3 = 15}", True, "15", "boxed"),
+    (r"The answer is $\frac{1}{2} + \frac{1}{4} = \frac{3}{4}$.", True, r"\frac{3}{4}", "stated"),
+    ("The answer is 2 + 3 = 5 = 5.", True, "5", "stated"),  # a chain
+    ("#### 2 + 3 = 5", True, "5", "hashes"),
+    ("So 17 + 25 = 42", True, "42", "last_number"),
+    ("17 + 25 = 32\n\nSo, the answer is \\boxed{}.", True, None, None),  # an empty box: no answer, no guess
+    ("The answer is 32.\n\nSo, the answer is \\boxed{}.", True, None, None),
+    (r"So, the answer is \boxed{}. No: \boxed{42}.", True, "42", "boxed"),
+    ("So, the answer is \\boxed{}.\n#### 42", True, "42", "hashes"),
+    ("So, the answer is \\boxed{}.", False, None, None),
+    ("The answer is x = 5.", True, "x = 5", "stated"),
+    ("The answer is y = 2x + 3.", True, "y = 2x + 3", "stated"),
+    ("The answer is P(A) = 0.3.", True, "P(A) = 0.3", "stated"),
     ("The answer is 0.25.", True, "0.25", "stated"),
     ("The answer is .5", True, ".5", "stated"),
     ("The answer is 12,345.67.", True, "12,345.67", "stated"),
@@ -246,7 +264,7 @@ SMOLLM2: list[tuple[str, str, str | None, str | None]] = [
     ("Anna has 9 + 3 = 12 cookies.\n\nTo find the final answer, you would use integer division to remove the fraction and convert the result to 100% by performing decimal division, which would involve breaking down and converting the number of cookies to a decimal.", "stop", "100", "last_number"),
     ("1. Sarah - 3\n2. Anna - 9", "stop", "9", "last_number"),
     ("Suma: 3 (number of cards Leo will have) + 2 (remaining cards) = 5\nLeo has 2 more cards now.\nThe answer is 5.", "stop", "5", "stated"),
-    ("If Leo has 2 more cards, the answer is 2 + 2 = 4.", "stop", "2 + 2 = 4", "stated"),
+    ("If Leo has 2 more cards, the answer is 2 + 2 = 4.", "stop", "4", "stated"),  # the equation rule: its last side
     ("Leo has 2 more cards than Leo.\nNumber of cards = Total number of cards - Leo's number of cards\nNumber of cards = 2 + 2 = 4\nLeo has 4 cards.\nThe answer is: 4", "stop", "4", "stated"),
     ("Noah has 8 - 6 = 2 shells left.\nNoah now has 2 + 2 = 4 shells.\nNoah has 4 shells remaining.\nThe answer is 4.", "stop", "4", "stated"),
 ]
@@ -262,6 +280,11 @@ EQUIVALENT = [
     (r"\{1,2,3\}", r"\{3,2,1\}", True), (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}", True),
     ("x^2+2x+1", "(x+1)^2", True), (r"2\sqrt{5}", r"\sqrt{20}", True), ("12,345.67", "12345.67", True),
     (r"(-\infty, 3]", r"(-\infty,3]", True),
+    # equations: with no variables, their last side; both orders give the same verdict
+    ("17 + 25 = 42", "42", True), ("17 + 25 = 42", "17 + 25 = 32", False), ("17 + 25 = 32", "32", True),
+    ("3 + 4 = 7 apples", "7", True), (r"12 \times 2 = 24", "24", True), (r"$5 \cdot 3 = 15$", "15", True),
+    ("2 + 3 = 5 = 5", "5", True), ("y = 2x + 3", "2x + 3", True), ("x = 5", "x = 6", False),
+    ("x + 1 = 5", "5", True),  # math-verify reads an equation against a plain answer as its last side
     ("2", "3", False), ("0.5", r"\frac{1}{3}", False), ("x+1", "x-1", False), (None, "1", False), ("1", None, False),
     ("1000", "100", False), ("12", "1,2", False), ("2", "2.0001", False), ("(1,2)", "(2,1)", False),
     ("[2, 5)", "[2, 5]", False), (r"x \geq 5", r"x > 5", False), ("-3", "3", False),

@@ -4,10 +4,10 @@ call sites that record where an answer came from."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -16,12 +16,11 @@ from answer_cases import EQUIVALENT, EXTRACT, SMOLLM2
 from ttc import mathparse
 from ttc.answers import EXPLICIT, SOURCES, equivalent, extract, normalize, read_answer
 from ttc.backends import Scripted
+from ttc.data import packaged
 from ttc.eval.datasets import gsm8k_gold
 from ttc.probes.base import BOXED_SUFFIX, PLAIN_SUFFIX
 from ttc.probes.base import read_answer as probe_answer
 from ttc.types import SamplingParams
-
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
 def test_the_table_is_big_enough():
@@ -86,13 +85,15 @@ def test_bare_answers_up_to_math_verifys_limit_are_compared_whole():
 
 # -- every reference solution of the data sets ---------------------------------------------------
 def _rows(name: str) -> list[dict]:
-    path = DATA / name
-    assert path.is_file(), f"{path} is missing: the shared data sets are required"
-    return [json.loads(line) for line in path.open()]
+    """The raw records of a data set packaged with ttc (src/ttc/data)."""
+    path = packaged(name, "test")
+    assert path is not None, f"{name}'s test split is missing from src/ttc/data: it ships with ttc"
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
 
 
 def test_every_math500_reference_solution_extracts_to_its_answer():
-    rows = _rows("math500_test.jsonl")
+    rows = _rows("math500")
     assert len(rows) == 500
     wrong = [(r["answer"], read_answer(r["solution"])) for r in rows
              if not equivalent(extract(r["solution"]), r["answer"])]
@@ -102,7 +103,7 @@ def test_every_math500_reference_solution_extracts_to_its_answer():
 
 
 def test_every_gsm8k_reference_solution_extracts_to_its_hashes_number():
-    rows = _rows("gsm8k_test.jsonl")
+    rows = _rows("gsm8k")
     assert len(rows) == 1319
     wrong = [(gsm8k_gold(r["answer"]), read_answer(r["answer"])) for r in rows
              if read_answer(r["answer"])[1] != "hashes"
@@ -114,7 +115,7 @@ def test_gsm8k_reference_solutions_without_their_hashes_line_mostly_extract_righ
     """Measured, not required to be perfect: with the #### line removed, 1284 of 1319 solutions give
     their answer (the last number of the others is a quantity of the question: "... 15 liters of
     water out of the 24 liters"). The old extractor got 1277 (the review: 42 misses)."""
-    rows = _rows("gsm8k_test.jsonl")
+    rows = _rows("gsm8k")
     right = sum(equivalent(extract(re.sub(r"\n?####.*", "", r["answer"])), gsm8k_gold(r["answer"])) for r in rows)
     assert right >= 1284
 

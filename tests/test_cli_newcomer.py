@@ -213,3 +213,68 @@ def test_results_made_with_another_prompt_are_refused(tmp_path):
         evaluate({"vote": other}, problems, scripted(), output=out, progress=False, save_report=False)
     # the same prompt resumes as before
     evaluate({"vote": MajorityVote(n=2)}, problems, scripted(), output=out, progress=False, save_report=False)
+
+
+# -- a fresh clone (issue 20) -------------------------------------------------------------------
+def readme_quickstart() -> str:
+    """The README's Python quickstart: its first python block that runs a strategy on many problems."""
+    from test_docs_blocks import ALL
+
+    block = next((b for b in ALL["README.md"] if "solve_many(" in b.code and b.needs is None), None)
+    assert block is not None, "README.md has no runnable python quickstart (a block calling solve_many)"
+    return block.code
+
+
+#: runs the quickstart, then reports every Result it left behind (alone, or in a list)
+QUICKSTART_RUNNER = textwrap.dedent("""
+    import json, sys
+    import ttc
+    namespace = {"__name__": "__main__"}
+    exec(compile(open("quickstart.py").read(), "README.md quickstart", "exec"), namespace)
+    found = []
+    for name, value in namespace.items():
+        items = value if isinstance(value, list) else [value]
+        found += [(name, r) for r in items if isinstance(r, ttc.Result)]
+    print("RESULT " + json.dumps({"ttc": ttc.__file__, "results": [
+        {"name": name, "answer": r.answer, "error": r.error} for name, r in found]}))
+""")
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_runs_the_readme_quickstart_and_an_offline_eval(tmp_path):
+    """The repository copied with no sibling `shared/` folder and HOME an empty folder (the built
+    SmolLM2 folder stays reachable through $TTC_CACHE_DIR): the README's quickstart leaves no result
+    with an error, and `ttc eval --dataset gsm8k --limit 2` runs offline on the packaged data."""
+    from fresh_copy import copy_tracked_files
+    from ttc.models import cache_dir, smollm2
+
+    smollm2()  # built once, in the real cache: the clone's run reads it from there
+    clone = copy_tracked_files(tmp_path / "clone")
+    home = tmp_path / "home"
+    home.mkdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clone", "home"]  # no shared/ beside the clone
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TTC_DATA_DIR", "XDG_CACHE_HOME", "HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE")}
+    env.update(HOME=str(home), TTC_CACHE_DIR=str(cache_dir()), PYTHONPATH=str(clone / "src"), OMP_NUM_THREADS="1",
+               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+
+    results = clone / "results.jsonl"
+    done = subprocess.run([sys.executable, "-m", "ttc.cli", "eval", "--dataset", "gsm8k", "--limit", "2",
+                           "--max-tokens", "64", "--output", str(results), "--quiet"], cwd=clone, env=env,
+                          capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-4000:]
+    records = sorted((json.loads(x) for x in results.read_text().splitlines()), key=lambda r: r["problem_id"])
+    assert [(r["problem_id"], r["gold"], r["error"]) for r in records] == [
+        ("gsm8k-test-0", "18", None), ("gsm8k-test-1", "3", None)]  # the packaged GSM8K, in any finishing order
+    assert not (home / ".cache" / "huggingface" / "datasets").exists()  # never went through `datasets`
+
+    (clone / "quickstart.py").write_text(readme_quickstart())
+    done = subprocess.run([sys.executable, "-c", QUICKSTART_RUNNER], cwd=clone, env=env, capture_output=True,
+                          text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = json.loads(next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT "):])
+    assert out["ttc"] == str(clone / "src" / "ttc" / "__init__.py")  # the clone's ttc, not an installed one
+    assert len(out["results"]) >= 2  # the quickstart's single result and its solve_many list
+    # fails until LogprobConfidence declares its need for logprobs (issue 20, point 1): the README's
+    # BestOfN sampler does not ask for them, and every problem of its solve_many fails
+    assert [r for r in out["results"] if r["error"] is not None] == []

@@ -1,16 +1,22 @@
 """ttc.eval.load_dataset: named datasets, files, lists, and clear errors for bad input."""
 
+import gzip
 import json
 import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
 import ttc
+from ttc.data import DATA_DIR
 from ttc.eval import DatasetWarning, load_dataset
 from ttc.eval.datasets import data_dirs, gsm8k_gold, local_copy
+
+#: a few rows of GSM8K's train split (the split is not packaged): tests point $TTC_DATA_DIR here
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 def test_gsm8k_gold_is_text_after_hashes_without_commas():
@@ -20,12 +26,13 @@ def test_gsm8k_gold_is_text_after_hashes_without_commas():
 
 
 def require_local_copy(name: str) -> None:
-    """The local datasets are part of the test environment: missing, the test fails (never skips)."""
-    if local_copy(name, "test") is None:
-        pytest.fail(f"no local copy of {name} (../shared/data or $TTC_DATA_DIR): the dataset tests need it")
+    """The packaged datasets are part of ttc: missing, the test fails (never skips)."""
+    if local_copy(name, "test") != DATA_DIR / f"{name}_test.jsonl.gz":
+        pytest.fail(f"{name}'s test split is not read from the copy packaged with ttc (src/ttc/data)")
 
 
-def test_gsm8k_loads_from_the_local_copy_with_clean_gold_answers():
+def test_gsm8k_loads_from_the_packaged_copy_with_clean_gold_answers(monkeypatch):
+    monkeypatch.delenv("TTC_DATA_DIR", raising=False)
     require_local_copy("gsm8k")
     problems = load_dataset("gsm8k", limit=5)
     assert len(problems) == 5
@@ -37,10 +44,16 @@ def test_gsm8k_loads_from_the_local_copy_with_clean_gold_answers():
     assert len(everything) == 1319
     assert all("," not in p.answer and "####" not in p.answer for p in everything)
     assert all(ttc.answers.extract(f"#### {p.answer}") is not None for p in everything[:50])
-    assert len(load_dataset("gsm8k", split="train", limit=3)) == 3
+    # the train split is not packaged: a copy in $TTC_DATA_DIR serves it
+    monkeypatch.setenv("TTC_DATA_DIR", str(TEST_DATA))
+    train = load_dataset("gsm8k", split="train", limit=3)
+    assert [p.id for p in train] == ["gsm8k-train-0", "gsm8k-train-1", "gsm8k-train-2"]
+    assert train[0].question.startswith("Natalia") and train[0].answer == "72"
+    assert load_dataset("gsm8k", limit=1)[0].answer == "18"  # the test split still comes from the package
 
 
-def test_math500_uses_the_answer_field():
+def test_math500_uses_the_answer_field(monkeypatch):
+    monkeypatch.delenv("TTC_DATA_DIR", raising=False)
     require_local_copy("math500")
     problems = load_dataset("math500", limit=3)
     assert problems[0].id == "math500-test-0"
@@ -55,6 +68,32 @@ def test_named_dataset_resolves_to_TTC_DATA_DIR_first(tmp_path, monkeypatch):
     assert data_dirs()[0] == tmp_path
     [problem] = load_dataset("gsm8k")
     assert problem.answer == "2500" and problem.id == "gsm8k-test-0"
+
+
+@pytest.mark.parametrize("env, why", [({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
+                                       ({"HF_ENDPOINT": "http://127.0.0.1:9"}, "127.0.0.1:9: ConnectionRefusedError")])
+def test_a_split_nowhere_local_fails_fast_offline_naming_the_file_and_the_variable(tmp_path, env, why):
+    """gsm8k's train split is not packaged; with the hub unreachable (switched off, or refusing) only
+    the local datasets cache is asked, and the error says which file to put where. A fresh process:
+    the hub library reads its settings at import."""
+    code = ("import ttc.eval\n"
+            "try:\n    ttc.eval.load_dataset('gsm8k', split='train')\n"
+            "except ttc.InvalidInput as e:\n    print('InvalidInput:', e)\n")
+    clean = {k: v for k, v in os.environ.items() if k not in ("TTC_DATA_DIR", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env, "HF_HOME": str(tmp_path / "hf")},
+                         capture_output=True, text=True, timeout=120)
+    assert (f"InvalidInput: could not load dataset 'openai/gsm8k' with the datasets library: the hub is "
+            f"unreachable ({why}") in out.stdout, out.stdout + out.stderr
+    assert "not in the local datasets cache; to use a local copy, put gsm8k_train.jsonl in a folder and set " \
+           "$TTC_DATA_DIR to it" in out.stdout
+
+
+def test_gzipped_jsonl_files_load_like_plain_ones(tmp_path):
+    path = tmp_path / "mine.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.write(json.dumps({"question": "q?", "answer": "x\n#### 1,234"}) + "\n")
+    [problem] = load_dataset(path)
+    assert (problem.id, problem.answer) == ("mine-0", "1234")
 
 
 def test_unknown_split_of_a_named_dataset_is_an_error():
@@ -133,6 +172,8 @@ def test_unreachable_hub_id_is_a_clear_error():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "InvalidInput: could not load dataset 'nobody/no-such-dataset' with the datasets library" in out.stdout, \
         out.stdout + out.stderr
+    assert ("the hub is unreachable (HF_DATASETS_OFFLINE is set) and it is not in the local datasets cache; save it as "
+            "a .jsonl file where the hub is reachable and pass the file's path") in out.stdout
 
 
 def test_python_list_of_problems_dicts_and_strings():

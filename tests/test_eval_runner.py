@@ -251,9 +251,9 @@ def test_cli_reports_bad_dataset_lines_and_missing_fields(tmp_path, monkeypatch,
 @pytest.mark.slow
 def test_ttc_eval_on_gsm8k_with_the_embedded_model(tmp_path):
     """The real thing, small: `ttc eval` on 3 GSM8K problems with SmolLM2-135M-Instruct."""
-    from ttc.eval.datasets import local_copy
+    from ttc.data import packaged
 
-    assert local_copy("gsm8k", "test") is not None, "the tests need ../shared/data/gsm8k_test.jsonl"
+    assert packaged("gsm8k", "test") is not None, "GSM8K's test split ships with ttc (src/ttc/data)"
     out = tmp_path / "results.jsonl"
     cmd = [sys.executable, "-m", "ttc.cli", "eval", "--dataset", "gsm8k", "--limit", "3", "--strategy", "majority",
            "--n", "1,2", "--max-tokens", "24", "--output", str(out)]

@@ -130,6 +130,7 @@ def test_passthrough_forwards_the_body_unchanged(served, fake):
 def test_a_streamed_vote_sends_the_chosen_text_then_the_usage(served):
     req = urllib.request.Request(served.url + "/chat/completions", headers={"Content-Type": "application/json"},
                                  data=json.dumps({"messages": MESSAGES, "stream": True,
+                                                  "stream_options": {"include_usage": True},
                                                   "ttc": {"n": 4, "return_candidates": True}}).encode())
     with urllib.request.urlopen(req, timeout=60) as r:
         assert r.headers["Content-Type"].startswith("text/event-stream")
@@ -235,7 +236,7 @@ def test_a_client_that_disconnects_cancels_its_problem():
         host, port = s.root[len("http://"):].split(":")
         body = json.dumps({"messages": MESSAGES, "ttc": {"n": 2}}).encode()
         with socket.create_connection((host, int(port))) as sock:
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
             deadline = time.monotonic() + 10
             while s.server.in_flight < 1 and time.monotonic() < deadline:

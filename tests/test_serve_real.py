@@ -16,7 +16,7 @@ from pathlib import Path
 import openai  # a dev dependency: the official client is what these tests exercise
 import pytest
 
-from ttc.serve import Limits, ServeConfig, start_in_thread
+from ttc.serve import Connections, Limits, ServeConfig, start_in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -160,7 +160,7 @@ def test_a_client_that_disconnects_aborts_vllms_work(served, vllm_server):
                        "ttc": {"n": 2, "max_tokens": 400, "temperature": 1.0, "seed": 3}}).encode()
     host, port = served.root[len("http://"):].split(":")
     with socket.create_connection((host, int(port))) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         deadline = time.monotonic() + 60
         while running_and_generated(vllm_server)[0] < 1 and time.monotonic() < deadline:
@@ -187,3 +187,93 @@ def test_the_docs_curl_example_runs(served):
                          text=True, timeout=300, check=True).stdout
     data = json.loads(out)
     assert data["ttc"]["strategy"] == "majority" and data["usage"]["completion_tokens"] > 0
+
+
+# -- production (issue 23; review serve-4e644bc) against the real vLLM ----------------------------
+LONG = [{"role": "user", "content": "Write a very long story about a dragon."}]
+
+
+def vllm_requests(vllm_server) -> float:
+    """Requests vLLM has seen start (its prompt-token counter moves with each)."""
+    return counters(vllm_server)["prompt_tokens_total"]
+
+
+@pytest.mark.parametrize(("fields", "extra", "param"), [
+    ({}, {"ttc": {"strategy": "beam", "n": 1, "width": 150, "expansions": 150, "max_steps": 2}},
+     "ttc.width"),                                                          # review H1: 22,500 sequences
+    ({"n": 9}, None, "n"),                                                  # passthrough over --max-n 8
+    ({"max_tokens": 1025}, None, "max_tokens"),                             # passthrough over the cap
+])
+def test_work_over_a_cap_never_reaches_vllm(client, vllm_server, fields, extra, param):
+    before = vllm_requests(vllm_server)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=vllm_server.model, messages=MESSAGES, extra_body=extra, **fields)
+    assert info.value.param == param
+    assert vllm_requests(vllm_server) == before
+
+
+@pytest.mark.parametrize("ttc", [None, {"n": 2, "max_tokens": 12}], ids=["passthrough", "vote"])
+def test_a_stream_without_include_usage_has_no_empty_choices_chunk(client, vllm_server, ttc):
+    """Review M5: the common client loop `chunk.choices[0]` must not fail (vLLM sends no usage chunk
+    unless asked, and neither does ttc now)."""
+    stream = client.chat.completions.create(model=vllm_server.model, messages=MESSAGES, max_tokens=12, stream=True,
+                                            extra_body={"ttc": ttc} if ttc else None)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+    assert text
+
+
+def test_readiness_comes_from_the_probe_of_vllm_and_liveness_from_nothing(served):
+    import urllib.request
+
+    with urllib.request.urlopen(served.root + "/health", timeout=10) as r:
+        data = json.loads(r.read())
+    assert data["upstreams"] == [True] and data["details"] == ["health 200"]
+    with urllib.request.urlopen(served.root + "/live", timeout=10) as r:
+        assert r.status == 200
+
+
+def test_an_upstream_timeout_is_a_504_and_vllm_aborts_the_request(vllm_server):
+    """Review H3: passthrough had no upstream timeout."""
+    from test_vllm_backends import assert_generation_stops, running_and_generated
+
+    _, before = running_and_generated(vllm_server)
+    connections = Connections(total_timeout=3, read_timeout=3)
+    with start_in_thread(ServeConfig(upstream=(vllm_server.url,), connections=connections), port=0) as s:
+        c = openai.OpenAI(base_url=s.url, api_key="unused", max_retries=0, timeout=120)
+        with pytest.raises(openai.APIStatusError) as info:
+            c.chat.completions.create(model=vllm_server.model, messages=LONG, max_tokens=400, temperature=1.0,
+                                      seed=3)
+        assert info.value.status_code == 504
+    assert_generation_stops(vllm_server, before, 400)
+
+
+def test_a_graceful_shutdown_cancels_what_is_still_running_on_vllm(vllm_server):
+    """Review L3: shutdown waits `shutdown_timeout`, then cancels in-flight requests and so their
+    vLLM requests (the same drain as on SIGTERM; the SIGTERM path is tested on the fake)."""
+    import threading
+
+    from test_vllm_backends import assert_generation_stops, running_and_generated
+
+    _, before = running_and_generated(vllm_server)
+    s = start_in_thread(ServeConfig(upstream=(vllm_server.url,), connections=Connections(shutdown_timeout=1)),
+                        port=0)
+    c = openai.OpenAI(base_url=s.url, api_key="unused", max_retries=0, timeout=120)
+    errors: list = []
+
+    def long_request():
+        try:
+            c.chat.completions.create(model=vllm_server.model, messages=LONG, max_tokens=400, temperature=1.0,
+                                      extra_body={"ttc": {"n": 2, "seed": 3}})
+        except Exception as exc:  # the server went away mid-request: expected
+            errors.append(exc)
+
+    thread = threading.Thread(target=long_request, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while running_and_generated(vllm_server)[0] < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert running_and_generated(vllm_server)[0] >= 1, "vLLM never started the request"
+    s.stop()
+    thread.join(30)
+    assert errors and not thread.is_alive()
+    assert_generation_stops(vllm_server, before, 2 * 400)

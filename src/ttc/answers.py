@@ -13,7 +13,15 @@ The rule, in order (an explicit answer always wins over a guess):
    ("last_number"). A cut trace with no explicit answer has no answer (None).
 
 The answer is returned as the model wrote it, minimally cleaned (surrounding `$`, a whole
-`\\text{...}`, a trailing period, markdown bold). Parsing and equivalence are math-verify's
+`\\text{...}`, a trailing period, markdown bold), with one reading: an equation or a chain of
+equations with no variables ("17 + 25 = 42", "3 + 4 = 7 apples", "12 \\times 2 = 24") is its last
+side ("42", "7", "24"), in extraction and in comparison alike; an equation with a variable ("x = 5",
+"y = 2x + 3") keeps its form. math-verify decides what is such an equation (`mathparse.equation`).
+
+`equivalent` is symmetric, and `group` does not depend on the order of the answers: answers with
+the same key (`normalize`) always share a group, and a group holds only answers that are pairwise
+`equivalent` (math-verify's equivalence is not transitive, so a group is never a chain of
+"almost the same"). Parsing and equivalence are math-verify's
 (`parse` with its LaTeX and expression extraction configs, `verify`), run with a deadline in a
 helper process (`ttc.mathparse`) so that no string can hang a run on any thread. Plain numbers
 and GSM8K's `####` take an exact fast path that never calls math-verify.
@@ -26,6 +34,12 @@ import re
 from fractions import Fraction
 
 from ttc import mathparse
+
+#: the version of the rules by which answers are read and compared; results and `ttc eval` records
+#: carry it, since a change of rules changes grading. 1: the rules before it was recorded; 2: an
+#: equation with no variables is read as its last side, equivalence is symmetric, grouping is
+#: independent of the order of the answers, "the answer is \\boxed{}" (an empty box) is no answer.
+ANSWER_RULES_VERSION = 2
 
 #: where an answer came from; the first three are explicit answers
 SOURCES = ("boxed", "hashes", "stated", "last_number")
@@ -61,6 +75,8 @@ _MATHY_RE = re.compile(r"\d|\\[A-Za-z]|[=<>^_+*/{}]|^\(?[A-E]\)?$|^\([a-e]\)$")
 #: a trace end with any of these needs math-verify to find its last value; without them it is plain
 #: numbers and words, and the last number is read directly (ttc's fast path)
 _MATH_MARKS_RE = re.compile(r"[\\$/^{]")
+#: an empty box: "the answer is \\boxed{}" is no answer (and no last-number guess either)
+_EMPTY_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{\s*\}")
 #: how much of a trace's end the last-number fallback looks at
 _TAIL_CHARS = 400
 #: a stated answer's sentence longer than this is not an answer
@@ -145,7 +161,8 @@ def _hashes(text: str) -> str | None:
 
 
 def _stated(text: str) -> str | None:
-    """The last "the answer is X" whose X holds math, as written (None when there is none).
+    """The last "the answer is X" whose X holds math, as written (None when there is none; "" when
+    the last one is an empty box, "the answer is \\boxed{}", which states that there is none).
 
     Hand-written around math-verify: its anchors take the first number within 50 characters of
     "answer" (with or without "is"), and report normalised LaTeX rather than the model's text. Here
@@ -161,6 +178,8 @@ def _stated(text: str) -> str | None:
         if re.fullmatch(r"\\(?:text|textbf|mathrm|mbox|textrm)\s*\{[^{}]+\}\.?", span.strip().strip("$")):
             return _clean(span)  # a text answer the model marked as one: "\text{Evelyn}"
         span = _clean(span)
+        if _EMPTY_BOX_RE.fullmatch(span):
+            return ""  # "the answer is \\boxed{}": the model stated that it has no answer
         if not span or len(span) > _MAX_STATED_CHARS:
             continue
         words = [w for w in _plain_words(span) if w.group(0).lower() not in _CONNECTORS]
@@ -206,13 +225,45 @@ def _last_number(text: str) -> str | None:
     return _clean(numbers[-1]) if numbers else None
 
 
+def _last_side(equation: str) -> str:
+    """The text after the last `=` outside braces (the caller knows `equation` is an equation)."""
+    depth, cut = 0, -1
+    for i, char in enumerate(equation):
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+        elif char == "=" and depth == 0:
+            cut = i
+    return equation[cut + 1:].lstrip("&").strip()
+
+
+def final_side(answer: str) -> str:
+    """`answer` read by the equation rule: the last side of an equation or chain of equations with
+    no variables ("17 + 25 = 42" -> "42", "3 + 4 = 7 apples" -> "7"); any other answer unchanged.
+
+    Which text is such an equation is math-verify's judgement (`mathparse.equation`); only answers
+    that hold a "=" ask it."""
+    equation = mathparse.equation(answer) if "=" in answer else None
+    if equation is None:
+        return answer
+    return _clean(_last_side(equation)) or answer
+
+
 @functools.lru_cache(maxsize=4096)
 def read_answer(text: str | None, finished: bool = True) -> tuple[str | None, str | None]:
     """(answer, source) for a model's text; source is one of `SOURCES`, or None with no answer.
 
     `finished` is False for a trace cut at max_tokens (or at a step limit): such a trace has no
-    last-number fallback, since its last number is wherever the cut fell.
+    last-number fallback, since its last number is wherever the cut fell. An answer that is an
+    equation with no variables is its last side (`final_side`).
     """
+    answer, source = _find_answer(text, finished)
+    return (final_side(answer), source) if answer else (None, None)
+
+
+def _find_answer(text: str | None, finished: bool) -> tuple[str | None, str | None]:
+    """(answer, source) by the rule of the module docstring, before the equation rule."""
     if not text:
         return None, None
     boxed = last_boxed(text)
@@ -226,7 +277,7 @@ def read_answer(text: str | None, finished: bool = True) -> tuple[str | None, st
     stated = _stated(text)
     if stated:
         return stated, "stated"
-    if not finished:
+    if stated == "" or not finished:  # an empty box stated, or a cut trace: no guess
         return None, None
     number = _last_number(text)
     return (number, "last_number") if number else (None, None)
@@ -256,7 +307,9 @@ def _as_number(answer: str) -> Fraction | None:
 
 
 def normalize(answer: str) -> str:
-    """A canonical key for an answer: numbers in lowest exact form, other text whitespace-stripped."""
+    """A canonical key for an answer: numbers in lowest exact form, other text whitespace-stripped;
+    an equation with no variables is keyed by its last side ("17 + 25 = 42" -> "42")."""
+    answer = final_side(answer)
     number = _as_number(answer)
     if number is not None:
         return str(number)
@@ -275,20 +328,24 @@ def _answer_of(text: str) -> str | None:
     if source is not None:
         return answer
     if _looks_bare(text):
-        return _clean(text) or None
+        return final_side(_clean(text)) or None
     return read_answer(text, True)[0]
 
 
 def equivalent(pred: str | None, gold: str | None) -> bool:
-    """Whether two answers are mathematically the same. Either side may be a bare answer or a whole
-    solution (its answer is read with `read_answer`).
+    """Whether two answers are mathematically the same; symmetric (the order of the two does not
+    matter). Either side may be a bare answer or a whole solution (its answer is read with
+    `read_answer`); an equation with no variables is its last side ("17 + 25 = 42" is 42).
 
     Plain numbers compare exactly (1,000 == 1000.0); anything else goes through math-verify's
-    `verify` (sympy), so 0.5 == \\frac{1}{2}, x+1 == 1+x and x \\geq 5 == x >= 5. Input math-verify
-    cannot read, or cannot decide within its deadline, is not equivalent unless equal as text.
+    `verify` (sympy), asked both ways round (`mathparse.same`), so 0.5 == \\frac{1}{2}, x+1 == 1+x,
+    x \\geq 5 == x >= 5 and x = 5 == 5. Input math-verify cannot read, or cannot decide within its
+    deadline, is not equivalent unless equal as text.
     """
     if pred is None or gold is None:
         return False
+    if str(pred) == str(gold):
+        return True  # the same text is the same answer, even one math-verify cannot read
     p, g = _answer_of(str(pred)), _answer_of(str(gold))
     if p is None or g is None:
         return False
@@ -297,23 +354,40 @@ def equivalent(pred: str | None, gold: str | None) -> bool:
     a, b = _as_number(p), _as_number(g)
     if a is not None and b is not None:
         return a == b
-    return mathparse.verify(g, p)
+    return mathparse.same(p, g)
+
+
+def _group_key(answer: str) -> str:
+    """The key under which `answer` always shares a group: its `normalize`d answer (a test
+    `equivalent` makes first), or, when it has none to compare, its own text (equal texts are
+    equivalent; a NUL marks the key so that it cannot meet a normalised one)."""
+    comparable = _answer_of(answer)
+    return "\0" + answer if comparable is None else normalize(comparable)
 
 
 def group(answers: list[str | None]) -> list[list[int]]:
-    """Indices of `answers` grouped by equivalence, in first-seen order; Nones dropped. The first
-    member of a group is its representative: votes are keyed by the first form seen."""
-    groups: list[list[int]] = []
-    keys: list[str] = []
+    """Indices of `answers` grouped by equivalence; Nones dropped. Groups are listed in first-seen
+    order, each with its indices in order, so a group's first member is its representative: votes
+    are keyed by the first form seen.
+
+    Which answers share a group does not depend on their order: answers with the same key
+    (`normalize`) form a block; blocks are placed largest first (then by key), each joining the
+    first group all of whose answers it is `equivalent` to, else starting its own. So every group
+    holds only pairwise equivalent answers, even where math-verify's equivalence is not transitive.
+    """
+    blocks: dict[str, list[int]] = {}
     for i, answer in enumerate(answers):
-        if answer is None:
-            continue
-        key = normalize(answer)
-        for k, members in zip(keys, groups, strict=False):
-            if key == k or equivalent(answer, answers[members[0]]):
-                members.append(i)
+        if answer is not None:
+            blocks.setdefault(_group_key(str(answer)), []).append(i)
+    placed: list[tuple[list[int], list[str]]] = []  # (indices, distinct forms) of each group
+    for key in sorted(blocks, key=lambda k: (-len(blocks[k]), k)):
+        members = blocks[key]
+        forms = sorted({str(answers[i]) for i in members})
+        for indices, group_forms in placed:
+            if all(equivalent(f, g) for f in forms for g in group_forms):
+                indices.extend(members)
+                group_forms.extend(forms)
                 break
         else:
-            groups.append([i])
-            keys.append(key)
-    return groups
+            placed.append((list(members), forms))
+    return sorted((sorted(indices) for indices, _ in placed), key=lambda g: g[0])

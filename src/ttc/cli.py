@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from ttc.backends.factory import BACKENDS, make_backend
 from ttc.backends.threads import parse_threads
-from ttc.errors import TTCError
+from ttc.errors import InvalidInput, TTCError
 from ttc.types import SamplingParams
 
 
@@ -83,7 +83,7 @@ def _solve_with_progress(strategy, question: str, backend, seed: int | None, tot
     """
     import threading
 
-    from tqdm.auto import tqdm
+    from ttc._progress import tqdm
 
     start = backend.tokens_generated()
     bar = tqdm(total=total if start is not None else None, unit="tok", desc=f"{strategy.name} tokens",
@@ -109,6 +109,7 @@ def _solve_with_progress(strategy, question: str, backend, seed: int | None, tot
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ttc.display import tie_line
     from ttc.runner import run_sync
     from ttc.strategies.registry import make_strategy
     from ttc.verifiers import LogprobConfidence
@@ -131,6 +132,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"answer: {result.answer}")
         if "votes" in result.details:
             print(f"votes: {result.details['votes']}")
+        if tie_line(result):
+            print(tie_line(result))
         u = result.usage
         print(f"usage: {u.token_summary()}, "
               f"{u.generator_calls} generator calls, {u.verifier_calls} verifier calls, {u.wall_seconds:.1f} s")
@@ -145,19 +148,69 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import os
-
-    from ttc.serve import Limits, ServeConfig, serve
+    from ttc.serve import Connections, Limits, ServeConfig, serve
 
     limits = Limits(max_n=args.max_n, max_tokens=args.cap_max_tokens, max_budget_tokens=args.max_budget_tokens,
                     max_budget_seconds=args.max_budget_seconds, max_body_bytes=args.max_body_bytes,
-                    max_in_flight=args.max_in_flight, retry_after=args.retry_after)
+                    max_in_flight=args.max_in_flight, retry_after=args.retry_after,
+                    max_top_logprobs=args.max_top_logprobs)
+    connections = Connections(
+        passthrough_connections=args.passthrough_connections, strategy_connections=args.strategy_connections,
+        pool_wait=args.pool_wait, connect_timeout=args.upstream_connect_timeout,
+        read_timeout=args.upstream_read_timeout, total_timeout=args.upstream_timeout, body_timeout=args.body_timeout,
+        health_interval=args.health_interval, health_timeout=args.health_timeout,
+        shutdown_timeout=args.shutdown_timeout)
     config = ServeConfig(upstream=tuple(args.upstream), strategy=args.strategy, n=args.n, default=args.default,
                          temperature=args.temperature, max_tokens=args.max_tokens, prm_upstream=args.prm_upstream,
-                         prm_format=args.prm_format, api_key=args.api_key or os.environ.get("TTC_SERVE_API_KEY"),
-                         host=args.host, port=args.port, insecure=args.insecure, limits=limits)
+                         prm_format=args.prm_format, api_key=serve_api_key(args),
+                         upstream_api_key=upstream_api_key(args), host=args.host, port=args.port,
+                         health_port=args.health_port, insecure=args.insecure, limits=limits, connections=connections,
+                         passthrough_untouched=args.passthrough_untouched,
+                         allowed_hosts=tuple(args.allowed_hosts or ()),
+                         allowed_origins=tuple(args.allowed_origins or ()),
+                         tokenizer=args.tokenizer, use_chat=args.use_chat, log_format=args.log_format,
+                         log_level=args.log_level)
     serve(config)
     return 0
+
+
+def _read_key_file(path: str, flag: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            key = f.read().strip()
+    except OSError as exc:
+        raise InvalidInput(f"{flag}: cannot read {path!r} ({exc.strerror})") from None
+    if not key:
+        raise InvalidInput(f"{flag}: {path!r} is empty")
+    return key
+
+
+def serve_api_key(args: argparse.Namespace) -> str | None:
+    """The key clients must send: --api-key, else --api-key-file, else $TTC_SERVE_API_KEY, else none."""
+    import os
+
+    if args.api_key and args.api_key_file:
+        raise InvalidInput("give --api-key or --api-key-file, not both")
+    if args.api_key_file:
+        return _read_key_file(args.api_key_file, "--api-key-file")
+    return args.api_key or os.environ.get("TTC_SERVE_API_KEY") or None
+
+
+def upstream_api_key(args: argparse.Namespace) -> str | None:
+    """The key sent upstream, only when configured: --upstream-api-key-file, or the variable named
+    by --upstream-api-key-env (e.g. OPENAI_API_KEY); none otherwise."""
+    import os
+
+    if args.upstream_api_key_file and args.upstream_api_key_env:
+        raise InvalidInput("give --upstream-api-key-file or --upstream-api-key-env, not both")
+    if args.upstream_api_key_file:
+        return _read_key_file(args.upstream_api_key_file, "--upstream-api-key-file")
+    if args.upstream_api_key_env:
+        key = os.environ.get(args.upstream_api_key_env)
+        if not key:
+            raise InvalidInput(f"--upstream-api-key-env: ${args.upstream_api_key_env} is not set")
+        return key
+    return None
 
 
 def _add_serve_command(sub: argparse._SubParsersAction) -> None:
@@ -179,19 +232,61 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
                    help="what the --prm-upstream model is")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; not loopback needs --api-key or --insecure")
     p.add_argument("--port", type=int, default=8100, help="port to bind")
+    p.add_argument("--health-port", type=int, default=None,
+                   help="also serve /live and /health on this port, from a thread of their own (for "
+                   "orchestrators' probes: they never wait behind a burst of requests)")
     p.add_argument("--api-key", default=None, help="key clients must send as a Bearer token "
-                   "(default: $TTC_SERVE_API_KEY, else none)")
+                   "(default: --api-key-file, else $TTC_SERVE_API_KEY, else none); visible in ps: prefer the others")
+    p.add_argument("--api-key-file", default=None, metavar="PATH", help="read the clients' key from PATH")
+    p.add_argument("--upstream-api-key-file", default=None, metavar="PATH",
+                   help="read the key sent to the upstreams from PATH (default: no key is sent)")
+    p.add_argument("--upstream-api-key-env", default=None, metavar="NAME",
+                   help="send the key in $NAME to the upstreams (e.g. OPENAI_API_KEY; default: no key is sent)")
+    p.add_argument("--allowed-hosts", nargs="*", default=None, metavar="HOST",
+                   help="Host names served without --api-key besides loopback ones (DNS-rebinding guard)")
+    p.add_argument("--allowed-origins", nargs="*", default=None, metavar="ORIGIN",
+                   help="browser Origins served without --api-key (default: none: a web page cannot drive it)")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without --api-key")
-    p.add_argument("--max-n", type=int, default=64, help="cap on ttc.n")
-    p.add_argument("--cap-max-tokens", type=int, default=4096, help="cap on max_tokens per candidate")
+    p.add_argument("--max-n", type=int, default=64,
+                   help="cap on the sequences a request generates at once (n, beam width x expansions, particles, "
+                   "...: each strategy's worst case) and on a passthrough request's n")
+    p.add_argument("--cap-max-tokens", type=int, default=4096,
+                   help="cap on max_tokens per candidate or step (and on a passthrough request's max_tokens)")
+    p.add_argument("--max-top-logprobs", type=int, default=20, help="cap on top logprobs per token")
     p.add_argument("--max-budget-tokens", type=int, default=1_000_000,
-                   help="cap on a request's token budget (and the budget of requests that give none)")
+                   help="cap on a request's token budget, and on its worst case when it gives no ttc.budget.tokens")
+    p.add_argument("--passthrough-untouched", action="store_true",
+                   help="forward requests without a ttc object past the caps on n, max_tokens and top logprobs")
     p.add_argument("--max-budget-seconds", type=float, default=600.0,
                    help="cap on a request's time budget (and the budget of requests that give none)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="cap on a request body's size")
     p.add_argument("--max-in-flight", type=int, default=64,
                    help="problems solved at once; more get 429 with Retry-After")
-    p.add_argument("--retry-after", type=int, default=1, help="seconds a 429 asks the client to wait")
+    p.add_argument("--retry-after", type=int, default=1, help="seconds a 429 or 503 asks the client to wait")
+    p.add_argument("--passthrough-connections", type=int, default=256,
+                   help="upstream connections of the passthrough path (its own pool)")
+    p.add_argument("--strategy-connections", type=int, default=256,
+                   help="upstream requests of the strategy path at once (its own pool)")
+    p.add_argument("--pool-wait", type=float, default=5.0,
+                   help="seconds a passthrough request waits for a free connection before a 503 with Retry-After")
+    p.add_argument("--upstream-connect-timeout", type=float, default=10.0,
+                   help="seconds to open an upstream connection")
+    p.add_argument("--upstream-read-timeout", type=float, default=300.0,
+                   help="seconds without a byte from the upstream (a stalled answer or stream): 504")
+    p.add_argument("--upstream-timeout", type=float, default=600.0, help="seconds for a whole upstream request: 504")
+    p.add_argument("--body-timeout", type=float, default=30.0, help="seconds to read a request body: 408")
+    p.add_argument("--health-interval", type=float, default=5.0, help="seconds between probes of the upstreams")
+    p.add_argument("--health-timeout", type=float, default=3.0, help="seconds a probe of an upstream may take")
+    p.add_argument("--shutdown-timeout", type=float, default=20.0,
+                   help="after SIGTERM, seconds in-flight requests may finish before they are cancelled")
+    p.add_argument("--tokenizer", default=None, metavar="ID_OR_DIR",
+                   help="the served model's tokenizer (Hugging Face id or folder), for upstreams without vLLM's "
+                   "/tokenize (OpenAI, LiteLLM, Ollama, transformers serve)")
+    p.add_argument("--use-chat", action="store_true", default=None,
+                   help="run strategies through the upstream's /v1/chat/completions (no tokenizer needed)")
+    p.add_argument("--log-format", choices=["text", "json"], default="text", help="access and error log lines")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
+                   help="info: one access-log line per request; warning: errors only")
     p.set_defaults(func=cmd_serve)
 
 

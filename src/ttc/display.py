@@ -43,6 +43,16 @@ def _usage_line(result: Result) -> str:
     return ", ".join(parts)
 
 
+def tie_line(result: Result) -> str | None:
+    """"tie: ..." when the answer won a tied vote (`details["tie"]`, rule in `ttc.votes`), else None."""
+    tie = result.details.get("tie")
+    if not tie:
+        return None
+    others = ", ".join(str(a) for a in tie[1:])
+    return (f"tie: {len(tie)} answers shared the most votes; {tie[0]} won as the one seen first "
+            f"(also tied: {others})")
+
+
 def _candidate_correct(result: Result, answer: str | None) -> str:
     gold = result.problem.answer
     if gold is None:
@@ -75,6 +85,9 @@ def result_html(result: Result) -> str:
         ranked = sorted(votes.items(), key=lambda kv: -kv[1])
         parts.append("<div>votes: " + ", ".join(f"<code>{e(str(a))}</code>: {e(_fmt(v))}" for a, v in ranked)
                      + "</div>")
+    tie = tie_line(result)
+    if tie:
+        parts.append(f"<div class='ttc-tie' style='color:#8a5a00'>{e(tie)}</div>")
     from ttc.render import result_pictures_html  # the vote chart and the search tree, inline SVG
 
     parts.append(result_pictures_html(result))
@@ -113,6 +126,9 @@ def result_markdown(result: Result) -> str:
         lines.append(
             "votes: " + ", ".join(f"`{a}`: {_fmt(v)}" for a, v in sorted(votes.items(), key=lambda kv: -kv[1]))
         )
+    tie = tie_line(result)
+    if tie:
+        lines.append(tie)
     out = "\n\n".join(lines)
     if result.candidates:
         rows = ["| # | answer | | tokens | finish | scores |", "|---:|---|---|---:|---|---|"]

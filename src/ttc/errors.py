@@ -24,6 +24,12 @@ class Unsupported(InvalidInput):
     and says what would provide it (e.g. a local tokenizer for a server without /tokenize)."""
 
 
+class MissingExtra(TTCError, ImportError):
+    """A feature needs an optional dependency that is not installed (`pip install ttc` is the light
+    core); the message names it and has the `pip install "ttc[...]"` line (`ttc._extras.require`).
+    An ImportError too, so `except ImportError` around an optional feature keeps working."""
+
+
 class ModelNotFound(TTCError, FileNotFoundError):
     """A model name or folder could not be resolved to weights on this machine."""
 

@@ -70,7 +70,8 @@ class Info(Mapping[str, Any]):
         return len(self.to_dict())
 
 
-def _choice(chosen: int | None, votes: Mapping[str, float] | None, vote_fallback: str | None) -> dict[str, Any]:
+def _choice(chosen: int | None, votes: Mapping[str, float] | None, vote_fallback: str | None,
+            tie: tuple[str, ...] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if chosen is not None:
         out["chosen"] = chosen
@@ -78,19 +79,24 @@ def _choice(chosen: int | None, votes: Mapping[str, float] | None, vote_fallback
         out["votes"] = dict(votes)
     if vote_fallback is not None:
         out["vote_fallback"] = vote_fallback
+    if tie is not None:
+        out["tie"] = list(tie)
     return out
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class VoteInfo(Info):
-    """A vote over candidates' answers (MajorityVote): the total weight per answer, and
-    `vote_fallback` when every weight was 0 and the unweighted plurality decided."""
+    """A vote over candidates' answers (MajorityVote): the total weight per answer,
+    `vote_fallback` when every weight was 0 and the unweighted plurality decided, and `tie`: the
+    answers that shared the largest total, the winner (seen first) first; None without a tie
+    (`ttc.votes`)."""
 
     votes: Mapping[str, float]
     vote_fallback: str | None = None
+    tie: tuple[str, ...] | None = None
 
     def _fields(self) -> dict[str, Any]:
-        return _choice(None, self.votes, self.vote_fallback)
+        return _choice(None, self.votes, self.vote_fallback, self.tie)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -107,7 +113,8 @@ class AdaptiveVoteInfo(VoteInfo):
     finish_order: tuple[int, ...] | None = None
 
     def _fields(self) -> dict[str, Any]:
-        out = _choice(None, self.votes, self.vote_fallback) | {"samples": self.samples, "cancelled": self.cancelled}
+        out = _choice(None, self.votes, self.vote_fallback, self.tie) | {"samples": self.samples,
+                                                                         "cancelled": self.cancelled}
         if self.rounds is not None:
             out["rounds"] = self.rounds
         out |= {"stop_reason": self.stop_reason, "stop_rule": self.stop_rule}
@@ -133,7 +140,7 @@ class ConfidenceVoteInfo(VoteInfo):
     def _fields(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "keep": self.keep, "warmup": self.warmup, "online": self.online,
                 "confidences": list(self.confidences), "voters": list(self.voters), "votes": dict(self.votes),
-                "stopped": self.stopped} | _choice(None, None, self.vote_fallback)
+                "stopped": self.stopped} | _choice(None, None, self.vote_fallback, self.tie)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -150,7 +157,7 @@ class FirstFinishInfo(VoteInfo):
     def _fields(self) -> dict[str, Any]:
         return {"chosen": list(self.chosen), "votes": dict(self.votes), "latency_seconds": self.latency_seconds,
                 "finish_seconds": list(self.finish_seconds), "finish_order": list(self.finish_order),
-                "cancelled": self.cancelled, "failed": self.failed}
+                "cancelled": self.cancelled, "failed": self.failed} | _choice(None, None, None, self.tie)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -167,7 +174,8 @@ class SelectionInfo(Info):
 @dataclass(frozen=True, eq=False, kw_only=True)
 class SearchInfo(Info):
     """A step search: how the answer was chosen among the final nodes (`chosen`: the best one's
-    index among the candidates, or `votes`), the tree's size, and why the search stopped."""
+    index among the candidates, or `votes`, with `tie` as in `VoteInfo`), the tree's size, and why
+    the search stopped."""
 
     select: str
     nodes: int
@@ -177,13 +185,14 @@ class SearchInfo(Info):
     chosen: int | None = None
     votes: Mapping[str, float] | None = None
     vote_fallback: str | None = None
+    tie: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         check_stop_reason(self.stopped_by)
 
     def _head(self) -> dict[str, Any]:
         return {"select": self.select, "nodes": self.nodes, "finished": self.finished} | _choice(
-            self.chosen, self.votes, self.vote_fallback)
+            self.chosen, self.votes, self.vote_fallback, self.tie)
 
     def _fields(self) -> dict[str, Any]:
         return self._head() | {"generated": self.generated, "stopped_by": self.stopped_by}

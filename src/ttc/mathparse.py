@@ -50,6 +50,7 @@ sys.path = [p for p in sys.path if p not in ("", ".")]  # `python -c` puts the c
 import json, logging, time
 logging.disable(logging.CRITICAL)  # its timeout notices are expected: ttc reads "no result"
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+from sympy import And, Eq
 T = int(sys.argv[1])
 
 def find(text):
@@ -61,11 +62,24 @@ def check(gold, pred):
     p = parse("$" + pred + "$", parsing_timeout=T)
     return bool(verify(g, p, timeout_seconds=T))
 
+def same(a, b):  # symmetric: math-verify's verify follows the gold's form, so ask both ways
+    return check(a, b) or check(b, a)
+
+def equation(text):  # the extracted text of a variable-free equation or chain of them, else None
+    found = parse("$" + text + "$", parsing_timeout=T)
+    if len(found) != 2 or not isinstance(found[1], str):
+        return None
+    expr = found[0]
+    relations = expr._unsorted_args if isinstance(expr, And) else (expr,)
+    if not relations or not all(isinstance(r, Eq) for r in relations) or expr.free_symbols:
+        return None
+    return found[1]
+
 def slow(seconds):  # a test hook: a call that outlives any short deadline
     time.sleep(seconds)
     return True
 
-ops = {"find": find, "verify": check, "slow": slow}
+ops = {"find": find, "verify": check, "same": same, "equation": equation, "slow": slow}
 check("\\frac{1}{2}", "0.5"), find("x = 1/2")  # load sympy's lazy parts before any deadline runs
 sys.stdout.write("ready\n"); sys.stdout.flush()
 for line in sys.stdin:
@@ -202,6 +216,26 @@ def verify(gold: str, pred: str) -> bool:
     if len(gold) > MAX_CHARS or len(pred) > MAX_CHARS:
         return False
     return bool(_CACHE.get("verify", gold, pred))
+
+
+def same(a: str, b: str) -> bool:
+    """Whether math-verify judges two bare answers equal either way round: its `verify` follows the
+    gold's form (an equation given as the prediction is read as its last side, not the other way
+    round), so ttc asks in both directions, which makes the answer symmetric. The cache key is the
+    sorted pair, so both orders share one call."""
+    if len(a) > MAX_CHARS or len(b) > MAX_CHARS:
+        return False
+    first, second = sorted((a, b))
+    return bool(_CACHE.get("same", first, second))
+
+
+def equation(text: str) -> str | None:
+    """When math-verify reads `text` as an equation or a chain of equations with no variables
+    ("17 + 25 = 42", "3 + 4 = 7 apples", "2 + 3 = 5 = 5"), the part of `text` it read ("3 + 4 = 7");
+    else None ("x = 5", "y = 2x + 3", "x \\geq 5", "42")."""
+    if "=" not in text or len(text) > MAX_CHARS:
+        return None
+    return _CACHE.get("equation", text)
 
 
 def clear_cache() -> None:

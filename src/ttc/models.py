@@ -70,6 +70,10 @@ def _file_lock(path: Path):
 
 def _build(gguf: Path, target: Path) -> None:
     """Dequantise the GGUF into a float32 model and save it; publish with an atomic rename."""
+    from ttc._extras import require, require_extra
+
+    require_extra("transformers", "building the embedded SmolLM2 model from its GGUF")
+    require("gguf", "transformers", "reading the embedded SmolLM2 GGUF")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

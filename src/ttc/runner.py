@@ -12,8 +12,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tqdm.auto import tqdm
-
+from ttc._progress import tqdm
 from ttc.backends.base import Generator
 from ttc.context import Budget, Context
 from ttc.errors import InvalidInput

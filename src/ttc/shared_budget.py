@@ -31,8 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tqdm.auto import tqdm
-
+from ttc._progress import tqdm
 from ttc.backends.base import Generator
 from ttc.context import Budget, Context
 from ttc.errors import BudgetExhausted, InvalidInput, Unsupported

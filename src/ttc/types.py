@@ -302,6 +302,15 @@ class Result:
         return self.is_correct()
 
     @property
+    def versions(self) -> dict[str, Any]:
+        """The ttc version and the answer-rule version (`ttc.answers.ANSWER_RULES_VERSION`) this
+        result was read and graded by: a change of answer rules changes `correct`."""
+        from ttc import __version__
+        from ttc.answers import ANSWER_RULES_VERSION
+
+        return {"ttc_version": __version__, "answer_rules": ANSWER_RULES_VERSION}
+
+    @property
     def truncated(self) -> int:
         """How many candidates were cut at max_tokens (finish_reason "length") before finishing."""
         return sum(1 for c in self.candidates if c.finish_reason == "length")
@@ -331,6 +340,7 @@ class Result:
             "answer": self.answer,
             "correct": self.is_correct(),
             "strategy": self.strategy,
+            **self.versions,
             "usage": self.usage.to_dict(),
             "details": self.details.to_dict(),
             "error": self.error,
@@ -350,6 +360,8 @@ class Result:
     def __repr__(self) -> str:
         if self.error:
             return f"Result(strategy={self.strategy!r}, error={self.error!r})"
+        tie = self.details.get("tie")  # a tied vote, won by the answer seen first (`ttc.votes`)
         return (f"Result(strategy={self.strategy!r}, answer={self.answer!r}, "
-                f"candidates={len(self.candidates)}, tokens={self.usage.total_tokens}, "
+                + (f"tie={list(tie)!r}, " if tie else "")
+                + f"candidates={len(self.candidates)}, tokens={self.usage.total_tokens}, "
                 f"seconds={self.usage.wall_seconds:.2f})")

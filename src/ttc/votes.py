@@ -8,15 +8,19 @@ Scores (outcome verifiers, PRM values used as weights):
   cancelling out (summing negative numbers made the *minority* answer win);
 - any other negative weight is refused: a vote weight is a non-negative amount of belief.
 
-Votes: the answer with the largest total weight wins, ties to the answer seen first. When every
-weight is 0 (e.g. a confidence filter that dropped every trace) the weighted vote says nothing, so
-the unweighted plurality decides instead, and `details["vote_fallback"]` says so.
+Votes: the answer with the largest total weight wins. A tie (two or more groups with exactly the
+same largest total) goes to the group whose first answer came first (the candidates' order: the
+order they were drawn, or finished, in), and is recorded: `details["tie"]` lists the tied answers
+in that order, the winner first. When every weight is 0 (e.g. a confidence filter that dropped
+every trace) the weighted vote says nothing, so the unweighted plurality decides instead, and
+`details["vote_fallback"]` says so.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from ttc import answers
 from ttc.errors import InvalidInput
@@ -56,12 +60,13 @@ def vote_weights(name: str, scores: Sequence[float], log_scale: bool = False) ->
 
 
 def weighted_vote(candidate_answers: Sequence[str | None], weights: Sequence[float] | None = None
-                  ) -> tuple[str | None, dict[str, float], dict[str, str]]:
+                  ) -> tuple[str | None, dict[str, float], dict[str, Any]]:
     """(answer, votes, info): the answer whose equivalence group has the largest total weight.
 
     `weights` (one per answer, non-negative: see `vote_weights`) default to 1 each. Answers that
-    are None do not vote. Ties go to the group seen first. If the groups' totals are all 0 the
-    unweighted plurality decides, and info["vote_fallback"] says so.
+    are None do not vote. Ties go to the group seen first, and info["tie"] holds the tied answers
+    (winner first). If the groups' totals are all 0 the unweighted plurality decides, and
+    info["vote_fallback"] says so.
     """
     if weights is None:
         weights = [1.0] * len(candidate_answers)
@@ -71,10 +76,23 @@ def weighted_vote(candidate_answers: Sequence[str | None], weights: Sequence[flo
     votes = {candidate_answers[g[0]]: math.fsum(weights[i] for i in g) for g in groups}
     if not votes:
         return None, votes, {}
-    info: dict[str, str] = {}
+    info: dict[str, Any] = {}
     decide = votes
     if all(v == 0 for v in votes.values()):
         decide = {candidate_answers[g[0]]: float(len(g)) for g in groups}
         info["vote_fallback"] = ALL_ZERO_FALLBACK
     answer = max(decide, key=decide.get)  # max keeps the first of equals
+    tied = tied_answers(decide)
+    if tied:
+        info["tie"] = tied
     return answer, votes, info
+
+
+def tied_answers(votes: dict[str, float]) -> tuple[str, ...] | None:
+    """The answers that share the largest total, in the votes' order (the first is the one a tie
+    gives the win to); None when one answer leads alone."""
+    if not votes:
+        return None
+    top = max(votes.values())
+    tied = tuple(a for a, v in votes.items() if v == top)
+    return tied if len(tied) > 1 else None

@@ -7,12 +7,17 @@ __all__ = ["Generation", "Generator", "OpenAICompatible", "Scripted", "Transform
 
 
 def __getattr__(name: str):
-    # Heavy backends import torch/vllm; load them only when asked for.
+    # Heavy backends import torch/vllm; load them only when asked for, and say which extra is missing
+    # (`pip install ttc` is the light core: ttc[transformers], ttc[vllm]).
+    from ttc._extras import require_extra
+
     if name == "Transformers":
+        require_extra("transformers", "ttc.backends.Transformers")
         from ttc.backends.transformers import Transformers
 
         return Transformers
     if name == "VLLMEngine":
+        require_extra("vllm", "ttc.backends.VLLMEngine")
         from ttc.backends.vllm_engine import VLLMEngine
 
         return VLLMEngine

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ttc._extras import require_extra
 from ttc.backends.base import Generator
 from ttc.errors import InvalidInput
 
@@ -26,10 +27,12 @@ def make_backend(kind: str = "transformers", model: str | None = None, url: str 
             # a missing folder, or an uncached hub id with the hub unreachable: ModelNotFound now
             check_hub_model(resolve_model(model))
     if kind == "transformers":
+        require_extra("transformers", "the transformers backend")
         from ttc.backends.transformers import Transformers
 
         return Transformers(model, num_threads=threads, **kwargs)
     if kind == "vllm":
+        require_extra("vllm", "the vllm backend")
         from ttc.backends.vllm_engine import VLLMEngine
 
         return VLLMEngine(model, **kwargs)

@@ -60,8 +60,8 @@ def _finish(report: Any, output: str) -> int:
 
     print(report.table())
     prefix = report_prefix(output)
-    print(f"results: {output}\nsummary: {prefix}.summary.md, {prefix}.summary.csv\nplot:    {prefix}.png",
-          file=sys.stderr)
+    plot = f"{prefix}.png" if os.path.exists(f"{prefix}.png") else "(none: matplotlib is not installed)"
+    print(f"results: {output}\nsummary: {prefix}.summary.md, {prefix}.summary.csv\nplot:    {plot}", file=sys.stderr)
     failed = report.failed_settings()
     for setting, count, error in failed:
         where = f"{setting}: " if len(report.rows) > 1 else ""

@@ -1,6 +1,6 @@
 """Evaluation datasets: GSM8K, MATH-500, any JSONL/Parquet/JSON/CSV file, a hub id, or a Python list.
 
-    problems = load_dataset("gsm8k", split="test", limit=50)        # local copy if present, else the hub
+    problems = load_dataset("gsm8k", split="test", limit=50)        # packaged with ttc: works offline
     problems = load_dataset("math500")
     problems = load_dataset("my_data.jsonl", question_field="prompt", answer_field="target")
     problems = load_dataset([{"question": "2+2?", "answer": "4"}, "What is 3+5?"])
@@ -8,18 +8,21 @@
 Every loader returns a list of `ttc.Problem` with a stable `id` (the dataset name and the record's
 position in the source), the gold answer as a string, and the other fields in `metadata`.
 
-Names resolve to a local copy first: `$TTC_DATA_DIR`, then `<repo>/../shared/data` and
-`<repo>/shared/data`, looking for `<name>_<split>.jsonl` (or `.parquet`); when none is there the
-name's Hugging Face hub id is loaded with the `datasets` library.
+Names resolve to a local copy first: `$TTC_DATA_DIR/<name>_<split>.jsonl` (or `.jsonl.gz`,
+`.parquet`), then the copies packaged with ttc (GSM8K's test split and MATH-500, `ttc.data`); only
+when neither has it is the name's Hugging Face hub id loaded with the `datasets` library (the `eval`
+extra). An unreachable hub fails at once, naming the file wanted and `$TTC_DATA_DIR`.
 
-JSONL files are read line by line by ttc itself (not by `datasets`, whose JSON loader rejects a
-whole file for one bad line): a malformed line is reported with its line number, as a warning,
-and the other lines are kept. Parquet, JSON, CSV files, folders and hub ids go through
+JSONL files (also gzipped, `.jsonl.gz`) are read line by line by ttc itself (not by `datasets`,
+whose JSON loader rejects a whole file for one bad line): a malformed line is reported with its
+line number, as a warning, and the other lines are kept. Parquet, JSON, CSV files, folders and hub ids go through
 `datasets.load_dataset`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import os
 import warnings
@@ -28,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ttc._extras import require
+from ttc.data import DATA_DIR, packaged
 from ttc.errors import InvalidInput
 from ttc.types import Problem
 
@@ -90,32 +95,29 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 _ALIASES = {"gsm8k": "gsm8k", "gsm-8k": "gsm8k", "math500": "math500", "math-500": "math500",
             "math_500": "math500"}
-_FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv")
-
-
-def repo_root() -> Path:
-    """The source checkout this module lives in (src/ttc/eval/datasets.py -> repo)."""
-    return Path(__file__).resolve().parents[3]
+_FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".json", ".parquet", ".csv")
+#: the environment variable naming a folder of local dataset copies (`<name>_<split>.jsonl`)
+DATA_DIR_VARIABLE = "TTC_DATA_DIR"
 
 
 def data_dirs() -> list[Path]:
-    """Where local copies of named datasets are looked for, in order."""
+    """Where local copies of named datasets are looked for, in order: $TTC_DATA_DIR, then the
+    copies packaged with ttc."""
     dirs = []
-    if os.environ.get("TTC_DATA_DIR"):
-        dirs.append(Path(os.environ["TTC_DATA_DIR"]).expanduser())
-    root = repo_root()
-    dirs += [root.parent / "shared" / "data", root / "shared" / "data"]
-    return dirs
+    if os.environ.get(DATA_DIR_VARIABLE):
+        dirs.append(Path(os.environ[DATA_DIR_VARIABLE]).expanduser())
+    return dirs + [DATA_DIR]
 
 
 def local_copy(name: str, split: str) -> Path | None:
-    """The local file of dataset `name` and `split`, if one of `data_dirs()` has it."""
-    for folder in data_dirs():
-        for suffix in (".jsonl", ".parquet"):
+    """The local file of dataset `name` and `split`: $TTC_DATA_DIR's, else the packaged one, else None."""
+    if os.environ.get(DATA_DIR_VARIABLE):
+        folder = Path(os.environ[DATA_DIR_VARIABLE]).expanduser()
+        for suffix in (".jsonl", ".jsonl.gz", ".parquet"):
             path = folder / f"{name}_{split}{suffix}"
             if path.is_file():
                 return path
-    return None
+    return packaged(name, split)
 
 
 def load_dataset(source: str | os.PathLike | Sequence[Any] | Any, split: str | None = None,
@@ -125,9 +127,10 @@ def load_dataset(source: str | os.PathLike | Sequence[Any] | Any, split: str | N
                  hub_config: str | None = None, require_answer: bool = True) -> list[Problem]:
     """Load evaluation problems.
 
-    source: "gsm8k" or "math500" (local copy if present, else the hub); a path to a .jsonl,
-        .parquet, .json or .csv file or a folder of them; a Hugging Face hub id ("org/name");
-        a `datasets.Dataset`; or a Python list of `Problem`s, dicts or question strings.
+    source: "gsm8k" or "math500" (a copy in $TTC_DATA_DIR, else the one packaged with ttc, else
+        the hub); a path to a .jsonl(.gz), .parquet, .json or .csv file or a folder of them; a
+        Hugging Face hub id ("org/name"); a `datasets.Dataset`; or a Python list of `Problem`s,
+        dicts or question strings.
     split: for named datasets and hub ids ("test" by default for names, "train" for files).
     limit: keep the first `limit` problems.
     question_field / answer_field / id_field: record fields to read (default: the dataset's own,
@@ -175,8 +178,12 @@ def _load_named_or_path(source: str, split: str | None, limit: int | None, quest
         prefix = f"{spec.name}-{split}"
         if path is not None:
             return _load_file(path, prefix, qf, af, id_field, fmt, limit, require_answer)
+        wanted = f"{spec.name}_{split}.jsonl"
         return _load_hub(spec.hub_id, hub_config or spec.hub_config, split, prefix, qf, af, id_field, fmt,
-                         limit, require_answer)
+                         limit, require_answer,
+                         local_hint=f"to use a local copy, put {wanted} in a folder and set ${DATA_DIR_VARIABLE} "
+                                    f"to it (ttc itself ships "
+                                    f"{', '.join(p.name for p in sorted(DATA_DIR.glob('*.jsonl.gz')))})")
 
     fmt = _answer_format(answer_format) or auto_gold
     path = Path(source).expanduser()
@@ -184,7 +191,8 @@ def _load_named_or_path(source: str, split: str | None, limit: int | None, quest
         if path.is_dir():
             return _load_hub(str(path), hub_config, split, path.name, question_field,
                              answer_field, id_field, fmt, limit, require_answer)
-        return _load_file(path, path.stem, question_field, answer_field, id_field, fmt, limit, require_answer)
+        stem = path.name[:-3].rsplit(".", 1)[0] if path.name.lower().endswith(".gz") else path.stem
+        return _load_file(path, stem, question_field, answer_field, id_field, fmt, limit, require_answer)
     if source.lower().endswith(_FILE_SUFFIXES) or source.startswith((".", "/", "~")):
         raise InvalidInput(f"dataset file {source!r} does not exist (known names: {', '.join(DATASETS)})")
     if source.count("/") != 1:
@@ -198,13 +206,13 @@ def _load_file(path: Path, prefix: str, question_field: str | None, answer_field
                id_field: str | None, fmt: Callable[[Any], str], limit: int | None,
                require_answer: bool) -> list[Problem]:
     suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
+    if suffix in (".jsonl", ".ndjson") or path.name.lower().endswith((".jsonl.gz", ".ndjson.gz")):
         return _from_rows(_jsonl_rows(path), prefix, question_field, answer_field, id_field, fmt, limit,
                           f"{path}: line", require_answer)
     builder = {".parquet": "parquet", ".json": "json", ".csv": "csv"}.get(suffix)
     if builder is None:
         raise InvalidInput(f"unsupported dataset file {str(path)!r}: use .jsonl, .parquet, .json or .csv")
-    import datasets
+    datasets = require("datasets", "eval", f"reading a {suffix} file")
 
     ds = datasets.load_dataset(builder, data_files=str(path), split="train")
     rows = ((i, dict(row)) for i, row in enumerate(ds))
@@ -214,16 +222,21 @@ def _load_file(path: Path, prefix: str, question_field: str | None, answer_field
 
 def _load_hub(hub_id: str, config: str | None, split: str | None, prefix: str, question_field: str | None,
               answer_field: str | None, id_field: str | None, fmt: Callable[[Any], str], limit: int | None,
-              require_answer: bool) -> list[Problem]:
-    import datasets
-
+              require_answer: bool, local_hint: str | None = None) -> list[Problem]:
+    """A hub id or a folder through `datasets.load_dataset`; with the hub unreachable, only the local
+    datasets cache is asked (offline mode: no minutes of retries), and a miss says what to do."""
+    datasets = require("datasets", "eval", f"loading {hub_id!r} from the Hugging Face hub")
+    reachable, why = (True, "") if os.path.isdir(hub_id) else _hub_reachable()
     try:
-        loaded = datasets.load_dataset(hub_id, config, split=split)
+        with contextlib.nullcontext() if reachable else _datasets_offline(datasets):
+            loaded = datasets.load_dataset(hub_id, config, split=split)
     except Exception as exc:  # no network, unknown id, unknown split: say what was tried
-        hint = (f" Put a local copy in $TTC_DATA_DIR (looked in: {', '.join(str(d) for d in data_dirs())})."
-                if hub_id in {s.hub_id for s in DATASETS.values()} else "")
-        raise InvalidInput(f"could not load dataset {hub_id!r} with the datasets library: "
-                           f"{type(exc).__name__}: {str(exc).rstrip('.')}.{hint}") from exc
+        cause = (f"the hub is unreachable ({why}) and it is not in the local datasets cache" if not reachable
+                 else f"{type(exc).__name__}: {str(exc).rstrip('.')}")
+        if local_hint is None and not reachable:
+            local_hint = "save it as a .jsonl file where the hub is reachable and pass the file's path"
+        hint = f"; {local_hint}" if local_hint else ""
+        raise InvalidInput(f"could not load dataset {hub_id!r} with the datasets library: {cause}{hint}") from exc
     if split is None:  # a DatasetDict: its test split, or its only split
         names = list(loaded)
         split = "test" if "test" in names else names[0] if len(names) == 1 else None
@@ -237,6 +250,27 @@ def _load_hub(hub_id: str, config: str | None, split: str | None, prefix: str, q
                       answer_field, id_field, fmt, limit, f"{hub_id}: record", require_answer)
 
 
+def _hub_reachable() -> tuple[bool, str]:
+    from ttc.models import hub_reachable
+
+    if os.environ.get("HF_DATASETS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False, "HF_DATASETS_OFFLINE is set"
+    return hub_reachable()
+
+
+@contextlib.contextmanager
+def _datasets_offline(datasets: Any):
+    """The datasets library in offline mode for one call (it reads HF_HUB_OFFLINE once, at import)."""
+    import huggingface_hub.constants as hub_constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = saved
+
+
 def _jsonl_rows(path: Path) -> Iterable[tuple[int, dict[str, Any], int]]:
     """(record index, record, line number) for each good line; a bad line warns with its number.
 
@@ -244,7 +278,8 @@ def _jsonl_rows(path: Path) -> Iterable[tuple[int, dict[str, Any], int]]:
     line is fixed later.
     """
     index = 0
-    with open(path, encoding="utf-8") as handle:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, 1):
             if not line.strip():
                 continue

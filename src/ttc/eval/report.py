@@ -17,12 +17,13 @@ import html
 import io
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ttc.eval.results import read_results
+from ttc.eval.results import ResultsWarning, read_results
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
@@ -311,8 +312,11 @@ class EvalReport:
         failed, and a setting that failed everywhere is not drawn). A *partial* setting (fewer
         problems done than the report covers: a run still going or interrupted) is drawn hollow,
         joined by a dotted line and labelled with its count, e.g. "n=16 (12/50)".
-        Saves a PNG when `path` is given; returns the matplotlib Figure.
+        Saves a PNG when `path` is given; returns the matplotlib Figure (matplotlib: `ttc[eval]`).
         """
+        from ttc._extras import require
+
+        require("matplotlib", "eval", "EvalReport.plot")
         from matplotlib.figure import Figure  # no pyplot: no GUI backend, works headless (Agg)
 
         _show_figures_in_notebooks()
@@ -391,7 +395,9 @@ class EvalReport:
         return fig
 
     def save(self, prefix: str | os.PathLike) -> dict[str, Path]:
-        """Write PREFIX.summary.md, PREFIX.summary.csv and PREFIX.png; return their paths."""
+        """Write PREFIX.summary.md, PREFIX.summary.csv and PREFIX.png; return their paths. Without
+        matplotlib (the light core install) the plot is left out, with one warning that says how
+        to get it."""
         prefix = Path(prefix)
         prefix.parent.mkdir(parents=True, exist_ok=True)
         paths = {"markdown": prefix.with_name(prefix.name + ".summary.md"),
@@ -399,7 +405,14 @@ class EvalReport:
                  "plot": prefix.with_name(prefix.name + ".png")}
         paths["markdown"].write_text(self.to_markdown(), encoding="utf-8")
         self.to_csv(paths["csv"])
-        self.plot(paths["plot"])
+        from ttc._extras import available, install_line
+
+        if available("matplotlib"):
+            self.plot(paths["plot"])
+        else:  # the tables are the results; a run must not fail at its very end for want of a picture
+            del paths["plot"]
+            warnings.warn(f"no plot saved: EvalReport.plot needs matplotlib: {install_line('eval')}",
+                          ResultsWarning, stacklevel=2)
         return paths
 
 

@@ -95,6 +95,7 @@ def make_record(problem: Problem, setting: Setting, result: Result, run_info: Ma
         "candidates": candidates,
         "text": result.text,  # the text of the candidate that gave the answer, for error analysis
         "details": result.details,
+        **result.versions,  # the answer rules that graded "correct"
         **run_info,
     }
 
@@ -275,6 +276,7 @@ def _check_config(path: Path, records: Sequence[Mapping[str, Any]], prompts: Map
                     f"{path} has results made with {name}={record[name]!r} (setting {key}), but this run "
                     f"uses {name}={wanted[name]!r}: they would be mixed into one table. Write this run to "
                     f"another file (--output / output=), or delete {path} to start over")
+    _check_answer_rules(path, records)
     for record in records:
         name = "seed"
         if record["setting"] in prompts and name in run_info and name in record and record[name] != run_info[name]:
@@ -282,6 +284,18 @@ def _check_config(path: Path, records: Sequence[Mapping[str, Any]], prompts: Map
                           f"{run_info[name]!r}: they are kept and not re-run; use another output "
                           f"file to start over", ResultsWarning, stacklevel=3)
             return
+
+
+def _check_answer_rules(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
+    """Warn when kept records were graded by other answer rules (`ttc.answers.ANSWER_RULES_VERSION`;
+    a record without the field was graded by version 1): their "correct" may differ from this run's."""
+    from ttc.answers import ANSWER_RULES_VERSION
+
+    other = sorted({r.get("answer_rules", 1) for r in records} - {ANSWER_RULES_VERSION})
+    if other:
+        warnings.warn(f"{path} has results graded by answer rules {other}, this run grades by "
+                      f"{ANSWER_RULES_VERSION} (ttc.answers.ANSWER_RULES_VERSION): they are kept and not "
+                      f"re-graded; use another output file to start over", ResultsWarning, stacklevel=4)
 
 
 @dataclass

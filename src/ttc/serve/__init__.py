@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -10,16 +11,44 @@ from typing import Any
 from aiohttp import web
 
 from ttc.serve.app import TTCServer
-from ttc.serve.config import Limits, ServeConfig
+from ttc.serve.config import Connections, Limits, ServeConfig
 from ttc.serve.schema import RequestError
 
-__all__ = ["Limits", "RequestError", "RunningServer", "ServeConfig", "TTCServer", "serve", "start_in_thread"]
+__all__ = ["Connections", "Limits", "RequestError", "RunningServer", "ServeConfig", "TTCServer", "serve",
+           "start_in_thread"]
 
 
 def serve(config: ServeConfig) -> None:
-    """Run the server in the foreground until interrupted (what `ttc serve` does)."""
+    """Run the server in the foreground until SIGTERM or SIGINT (what `ttc serve` does), then shut
+    down gracefully: stop accepting, let in-flight requests finish for up to
+    `config.connections.shutdown_timeout` s, cancel the rest (and their upstream requests), exit."""
+    asyncio.run(_serve_until_signalled(config))
+
+
+async def _serve_until_signalled(config: ServeConfig) -> None:
     server = TTCServer(config)
-    web.run_app(server.app(), host=config.host, port=config.port, handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(server.app(), handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server.log.info("listening", host=config.host, port=config.port, upstreams=len(config.upstream))
+    await stop.wait()
+    server.log.info("shutting down", in_flight=server.in_flight,
+                    shutdown_timeout=config.connections.shutdown_timeout)
+    await _shut_down(server, runner)
+    server.log.info("stopped")
+
+
+async def _shut_down(server: TTCServer, runner: web.AppRunner, timeout: float | None = None) -> None:
+    """Stop listening, drain (`TTCServer.drain`), then close every connection and session."""
+    for site in list(runner.sites):
+        await site.stop()
+    await server.drain(server.config.connections.shutdown_timeout if timeout is None else timeout)
+    await runner.cleanup()
 
 
 @dataclass
@@ -36,11 +65,14 @@ class RunningServer:
     def root(self) -> str:
         return self.url[: -len("/v1")]
 
-    def stop(self) -> None:
-        """Stop serving, close the upstream sessions and end the thread. Safe to call twice."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Shut down gracefully (as on SIGTERM; `timeout`: how long in-flight requests may finish,
+        default the config's shutdown_timeout), close the upstream sessions, end the thread. Safe
+        to call twice."""
         if not self._thread.is_alive():
             return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
+        wait = self.server.config.connections.shutdown_timeout if timeout is None else timeout
+        asyncio.run_coroutine_threadsafe(_shut_down(self.server, self._runner, wait), self._loop).result(wait + 30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=30)
 
@@ -51,16 +83,17 @@ class RunningServer:
         self.stop()
 
 
-def start_in_thread(config: ServeConfig, port: int | None = None) -> RunningServer:
+def start_in_thread(config: ServeConfig, port: int | None = None, log_stream: Any = None) -> RunningServer:
     """Start `ttc serve` in a daemon thread of this process (a notebook, a test, a benchmark) on
-    `config.host` and `port` (default `config.port`; 0 picks a free one); returns once it listens."""
-    server = TTCServer(config)
+    `config.host` and `port` (default `config.port`; 0 picks a free one); returns once it listens.
+    `log_stream`: where its log lines go (default stderr)."""
+    server = TTCServer(config, log_stream=log_stream)
     loop = asyncio.new_event_loop()
     ready: dict[str, Any] = {}
     started = threading.Event()
 
     async def start() -> None:
-        runner = web.AppRunner(server.app(), handler_cancellation=True, access_log=None)
+        runner = web.AppRunner(server.app(), handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port if port is None else port)
         await site.start()

@@ -1,7 +1,8 @@
 """`ttc serve`: an OpenAI-compatible endpoint that runs ttc strategies against upstream deployments.
 
-Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`, `GET /health`,
-`GET /metrics`. A request with a `ttc` object (or any request, with `default="strategy"`) is
+Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`, `GET /live`
+(answers without contacting anything), `GET /health` (readiness, from a background probe of the
+upstreams), `GET /metrics`. A request with a `ttc` object (or any request, with `default="strategy"`) is
 solved by a registered strategy (`ttc.strategies.registry.make_strategy`) on an
 `OpenAICompatible` backend over the upstream replicas; any other request is forwarded unchanged
 (passthrough), streamed back byte for byte.
@@ -14,31 +15,44 @@ that wait must not stall the HTTP loop's passthrough, health, metrics and 429 an
 A client that disconnects cancels its handler (aiohttp's `handler_cancellation`), which cancels its
 strategy task and so every upstream request it has open (vLLM aborts a request whose connection
 closes). The server keeps no state between requests: replicas scale out behind any load balancer.
+
+Production guards (docs/serve.md "In production"): every request gets a request id (the
+`X-Request-Id` header, in error bodies and in its access-log line); only `application/json`
+bodies are read, within `body_timeout`; without an API key only loopback `Host`s and no foreign
+`Origin` are served (a web page cannot drive the server); the upstream key is redacted from every
+relayed byte, error and log line; each path has its own upstream pool and timeouts; SIGTERM
+drains in-flight requests for `shutdown_timeout` s, then cancels them and their upstream requests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import itertools
 import json
+import math
+import re
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from ttc.backends.openai_compatible import OpenAICompatible, RequestRejected
+from ttc.backends.openai_compatible import HTTPStatusError, OpenAICompatible, RequestRejected
 from ttc.context import Context
 from ttc.errors import BudgetExhausted, GenerationError, InvalidInput
 from ttc.eval.results import jsonable
 from ttc.runner import note_truncation
-from ttc.serve import schema
+from ttc.serve import guard, schema
 from ttc.serve.config import ServeConfig
+from ttc.serve.logs import ServerLog
 from ttc.serve.metrics import CONTENT_TYPE, Metrics
+from ttc.serve.passthrough import Passthrough
+from ttc.serve.probes import ProbeListener
+from ttc.serve.redact import Redactor
 from ttc.serve.schema import RequestError, StrategyRequest
+from ttc.serve.upstream import HealthProbe, cause_of_status, refused_credentials
 from ttc.strategies import registry
 from ttc.types import Problem, Result, Usage
 
@@ -49,6 +63,9 @@ STREAM_CHUNK = 48
 #: seconds between SSE keep-alive comments while a streamed strategy runs
 KEEPALIVE_SECONDS = 10.0
 _SERVER_KEY = web.AppKey("ttc_server", object)
+#: a request's id and what its access-log line reports
+_INFO = web.RequestKey("ttc_request", dict)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class _WorkerLoop:
@@ -78,49 +95,65 @@ class _Outcome:
 
 
 class TTCServer:
-    """The server's state: config, upstream backend, passthrough session, metrics, in-flight count."""
+    """The server's state: config, upstream backend, passthrough pool, health probe, metrics, logs,
+    in-flight requests. `log_stream`: where log lines go (default stderr)."""
 
-    def __init__(self, config: ServeConfig):
+    def __init__(self, config: ServeConfig, log_stream: Any = None):
         self.config = config
         self.metrics = Metrics()
         self.in_flight = 0
         self.backend: OpenAICompatible | None = None
-        self.session: aiohttp.ClientSession | None = None
         self.worker: _WorkerLoop | None = None
-        self._replicas = itertools.cycle(range(len(config.upstream)))
+        self.probe: HealthProbe | None = None
+        self.draining = False
+        self.probes: ProbeListener | None = None  # /live and /health on --health-port
+        self._handlers: set[asyncio.Task] = set()  # every request being answered (for shutdown)
         self._bases: list[str] = []  # the replicas' /v1 base URLs, from the backend once started
         self._prm: Any = None
         self._prm_model: str | None = None
-        headers = {"Content-Type": "application/json"}
         key = config.upstream_api_key
-        if key is None:
-            import os
-
-            key = os.environ.get("OPENAI_API_KEY") or os.environ.get("VLLM_API_KEY")
+        headers = {"Content-Type": "application/json"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
         self._upstream_headers = headers
+        self.redactor = Redactor([key], [*config.upstream, config.prm_upstream])
+        self.log = ServerLog(config.log_format, config.log_level, self.redactor, log_stream)
+        self.passthrough = Passthrough(config, headers, self.redactor, self.metrics, self.log)
+        self.pool = self.passthrough.pool
 
     # -- lifecycle ----------------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.limits.max_body_bytes,
-                              middlewares=[self._errors, self._auth])
+                              middlewares=[self._frame, self._guard])
         app[_SERVER_KEY] = self
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/live", self.live)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics_page)
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
+        app.on_response_prepare.append(self._stamp)
         return app
 
     async def _start(self, app: web.Application) -> None:
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+        c = self.config.connections
         self.worker = _WorkerLoop()
-        self.backend = OpenAICompatible(list(self.config.upstream), api_key=self.config.upstream_api_key,
-                                        max_concurrency=max(64, 8 * self.config.limits.max_in_flight))
+        # the key is given explicitly ("" = none): the backend would otherwise read $OPENAI_API_KEY
+        self.backend = OpenAICompatible(list(self.config.upstream), api_key=self.config.upstream_api_key or "",
+                                        max_concurrency=c.strategy_connections, timeout=c.total_timeout,
+                                        connect_timeout=c.connect_timeout, max_retry_after=0.0,
+                                        tokenizer=self.config.tokenizer, use_chat=self.config.use_chat)
         self._bases = [r.base for r in self.backend.replicas]
+        self.redactor.add_urls(self._bases)
+        await self.passthrough.start(self._bases)
+        self.probe = HealthProbe(self._bases, self._upstream_headers, c.health_interval, c.health_timeout,
+                                 self.metrics)
+        await self.probe.start()
+        if self.config.health_port is not None:
+            self.probes = ProbeListener(self.config.host, self.config.health_port, self.live, self.health)
+            self.probes.start()
         if self.config.prm_upstream:
             self._prm_model = await self._first_model(self.config.prm_upstream)
         # start math-verify's helper process now, not on the first request (it imports sympy: seconds)
@@ -129,8 +162,11 @@ class TTCServer:
         self.worker.loop.call_soon_threadsafe(lambda: self.worker.loop.run_in_executor(None, mathparse.find, "$x$"))
 
     async def _stop(self, app: web.Application) -> None:
-        if self.session is not None:
-            await self.session.close()
+        if self.probes is not None:
+            self.probes.stop()
+        if self.probe is not None:
+            await self.probe.stop()
+        await self.passthrough.close()
         if self.worker is not None:
             if self.backend is not None:
                 try:
@@ -139,52 +175,96 @@ class TTCServer:
                     pass
             self.worker.stop()
 
+    async def drain(self, timeout: float) -> int:
+        """Graceful shutdown, once the listening socket is closed: let the requests in flight finish
+        for up to `timeout` s, then cancel the rest (and so their upstream requests). Returns how
+        many were cancelled."""
+        self.draining = True
+        pending = {t for t in self._handlers if not t.done()}
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+            self.log.error("shutdown: cancelled requests still in flight", cancelled=len(pending),
+                           shutdown_timeout=timeout)
+        return len(pending)
+
     async def _first_model(self, url: str) -> str:
         """The first model of `url`'s /v1/models (a PRM deployment serves one)."""
         base = url.rstrip("/")
         base = base if base.endswith("/v1") else base + "/v1"
         try:
-            async with self.session.get(base + "/models", headers=self._upstream_headers) as r:
+            async with self.passthrough.session.get(base + "/models", headers=self._upstream_headers) as r:
                 data = await r.json(content_type=None)
             return str(data["data"][0]["id"])
         except (aiohttp.ClientError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise InvalidInput(f"--prm-upstream: no model list at {base}/models ({type(exc).__name__})") from None
 
     # -- middlewares --------------------------------------------------------------------------
-    @web.middleware
-    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        key = self.config.api_key
-        if key and request.path != "/health":
-            given = request.headers.get("Authorization", "")
-            token = given[7:] if given.startswith("Bearer ") else ""
-            if not hmac.compare_digest(token.encode(), key.encode()):
-                raise RequestError("missing or wrong API key (send Authorization: Bearer KEY)", None, status=401,
-                                   type="authentication_error")
-        return await handler(request)
+    async def _stamp(self, request: web.Request, response: web.StreamResponse) -> None:
+        info = request.get(_INFO)
+        if info is not None:
+            response.headers["X-Request-Id"] = info["request_id"]
 
     @web.middleware
-    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _frame(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A request id, OpenAI-shaped error answers, one access-log line; tracked for shutdown."""
+        given = request.headers.get("X-Request-Id", "")
+        rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        info: dict[str, Any] = {"request_id": rid, "method": request.method, "path": request.path}
+        request[_INFO] = info
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        started = time.monotonic()
+        status = 500
+        try:
+            response = await self._answer(request, handler, rid)
+            status = response.status
+            return response
+        except (asyncio.CancelledError, ConnectionResetError):
+            status = 499  # the client left, or shutdown cancelled the request
+            raise
+        finally:
+            if task is not None:
+                self._handlers.discard(task)
+            info["status"] = status
+            info["latency_ms"] = round(1000 * (time.monotonic() - started), 1)
+            self.log.access(info)
+
+    async def _answer(self, request: web.Request, handler: Any, rid: str) -> web.StreamResponse:
         try:
             return await handler(request)
         except RequestError as exc:
-            self.metrics.errors.labels(str(exc.status)).inc()
-            return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+            return self._error_response(request, exc)
         except web.HTTPRequestEntityTooLarge:
-            self.metrics.errors.labels("413").inc()
-            error = RequestError(f"the request body is over this server's cap of "
-                                 f"{self.config.limits.max_body_bytes} bytes", None, status=413)
-            return web.json_response(error.body(), status=413)
+            return self._error_response(request, RequestError(
+                f"the request body is over this server's cap of {self.config.limits.max_body_bytes} bytes", None,
+                status=413))
         except web.HTTPException as exc:
-            self.metrics.errors.labels(str(exc.status)).inc()
-            error = RequestError(exc.reason, None, status=exc.status)
-            return web.json_response(error.body(), status=exc.status)
+            return self._error_response(request, RequestError(exc.reason, None, status=exc.status))
         except (asyncio.CancelledError, ConnectionResetError):
             raise  # the client left
         except Exception as exc:  # a bug: an OpenAI-style 500 rather than aiohttp's text page
-            self.metrics.errors.labels("500").inc()
-            error = RequestError(f"internal error: {type(exc).__name__}: {self._redact(str(exc))}", None,
-                                 status=500, type="server_error")
-            return web.json_response(error.body(), status=500)
+            self.log.error("internal error", request_id=rid, cause=type(exc).__name__,
+                           detail=self.redactor.text(str(exc), urls=False))
+            return self._error_response(request, RequestError(
+                f"internal error: {type(exc).__name__}: {self._redact(str(exc))}", None, status=500,
+                type="server_error"))
+
+    def _error_response(self, request: web.Request, error: RequestError) -> web.Response:
+        self.metrics.errors.labels(str(error.status)).inc()
+        info = request.get(_INFO, {})
+        info["error"] = error.type
+        return web.json_response(error.body(info.get("request_id")), status=error.status, headers=error.headers)
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """The key, or no web page; only JSON bodies (`ttc.serve.guard`)."""
+        guard.check(request, self.config)
+        return await handler(request)
 
     # -- routes -------------------------------------------------------------------------------
     async def chat(self, request: web.Request) -> web.StreamResponse:
@@ -194,94 +274,62 @@ class TTCServer:
         return await self._handle(request, "completions")
 
     async def models(self, request: web.Request) -> web.StreamResponse:
-        status, body = await self._upstream_get("/models")
-        return web.Response(status=status, body=body, content_type="application/json")
+        status, body = await self.passthrough.get("/models")
+        if status in (401, 403):
+            self.metrics.upstream_errors.labels("refused_credentials", "passthrough").inc()
+            raise refused_credentials(status)
+        return web.Response(status=status, body=self.redactor.bytes(body, urls=True), content_type="application/json")
+
+    async def live(self, request: web.Request) -> web.StreamResponse:
+        """Liveness: the process answers. Contacts nothing."""
+        return web.json_response({"status": "alive"})
 
     async def health(self, request: web.Request) -> web.StreamResponse:
-        ok = await asyncio.gather(*(self._replica_ok(i) for i in range(len(self._bases))))
-        status = 200 if any(ok) else 503
-        return web.json_response({"status": "ok" if any(ok) else "no upstream answers", "upstreams": list(ok),
-                                  "problems_in_flight": self.in_flight}, status=status)
+        """Readiness, from the background probe (never a request that queues behind traffic)."""
+        probe = self.probe
+        ups = probe.replicas if probe is not None else []
+        ok = any(r.ok for r in ups) and not self.draining
+        status = "ok" if ok else ("shutting down" if self.draining else "no upstream answers")
+        now = time.monotonic()
+        return web.json_response({"status": status, "upstreams": [r.ok for r in ups],
+                                  "details": [r.detail for r in ups],
+                                  "probed_seconds_ago": [round(now - r.checked, 1) for r in ups],
+                                  "problems_in_flight": self.in_flight}, status=200 if ok else 503)
 
     async def metrics_page(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(body=self.redactor.bytes(self.metrics.render()), headers={"Content-Type": CONTENT_TYPE})
 
-    async def _replica_ok(self, i: int) -> bool:
-        root = self._bases[i][: -len("/v1")] if self._bases[i].endswith("/v1") else self._bases[i]
+    async def _read_body(self, request: web.Request) -> bytes:
         try:
-            async with self.session.get(root + "/health", headers=self._upstream_headers,
-                                        timeout=aiohttp.ClientTimeout(total=5)) as r:
-                return r.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            return False
-
-    async def _upstream_get(self, path: str) -> tuple[int, bytes]:
-        for _ in range(len(self._bases)):
-            base = self._bases[next(self._replicas)]
-            try:
-                async with self.session.get(base + path, headers=self._upstream_headers,
-                                            timeout=aiohttp.ClientTimeout(total=30)) as r:
-                    return r.status, await r.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                continue
-        raise RequestError("no upstream answers", None, status=502, type="upstream_error")
+            return await asyncio.wait_for(request.read(), self.config.connections.body_timeout)
+        except asyncio.TimeoutError:
+            raise RequestError(f"the request body did not arrive within {self.config.connections.body_timeout:g} s",
+                               None, status=408) from None
 
     async def _handle(self, request: web.Request, kind: str) -> web.StreamResponse:
         endpoint = "/chat/completions" if kind == "chat" else "/completions"
-        raw = await request.read()
+        info = request[_INFO]
+        raw = await self._read_body(request)
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             self.metrics.requests.labels(endpoint, "invalid").inc()
-            raise RequestError(f"the request body is not valid JSON: {exc}", None) from None
+            reason = "it nests too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise RequestError(f"the request body is not valid JSON: {reason}", None) from None
         if not isinstance(body, dict):
             self.metrics.requests.labels(endpoint, "invalid").inc()
             raise RequestError("the request body must be a JSON object", None)
         if "ttc" not in body and self.config.default == "passthrough":
             self.metrics.requests.labels(endpoint, "passthrough").inc()
-            return await self._passthrough(request, endpoint, raw, bool(body.get("stream")))
+            info.update(mode="passthrough", n=body.get("n") if isinstance(body.get("n"), int) else None)
+            schema.check_passthrough(body, self.config)
+            return await self.passthrough.forward(request, info, endpoint, raw, bool(body.get("stream")))
         self.metrics.requests.labels(endpoint, "strategy").inc()
+        info["mode"] = "strategy"
         req = schema.parse(body, kind, self.config, prm_available=self.config.prm_upstream is not None)
+        req.id = info["request_id"]
+        info.update(strategy=req.strategy, n=req.n)
         return await self._run(request, req)
-
-    # -- passthrough --------------------------------------------------------------------------
-    async def _passthrough(self, request: web.Request, path: str, raw: bytes, stream: bool) -> web.StreamResponse:
-        """Forward the request unchanged to the next replica (the following ones if it refuses
-        connections) and relay the answer; upstream URLs and credentials never reach the client."""
-        for _ in range(len(self._bases)):
-            base = self._bases[next(self._replicas)]
-            try:
-                upstream = await self.session.post(base + path, data=raw, headers=self._upstream_headers)
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError):
-                continue
-            try:
-                kind = upstream.headers.get("Content-Type", "application/json")
-                if not kind.startswith("text/event-stream"):
-                    body = await upstream.read()
-                    if upstream.status == 200 and not stream:
-                        self._count_passthrough(body)
-                    elif upstream.status >= 400:
-                        self.metrics.errors.labels(str(upstream.status)).inc()
-                    return web.Response(status=upstream.status, body=body, content_type="application/json")
-                out = web.StreamResponse(status=upstream.status, headers={"Content-Type": kind,
-                                                                          "Cache-Control": "no-cache"})
-                await out.prepare(request)
-                async for chunk in upstream.content.iter_any():
-                    await out.write(chunk)
-                await out.write_eof()
-                return out
-            finally:
-                upstream.close()  # before the end (client gone): drop the connection, vLLM aborts
-        raise RequestError("no upstream answers (connection refused by every replica)", None, status=502,
-                           type="upstream_error")
-
-    def _count_passthrough(self, body: bytes) -> None:
-        try:
-            usage = json.loads(body).get("usage") or {}
-            prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        except (ValueError, AttributeError, TypeError):
-            return
-        self.metrics.count_usage(Usage(prompt_tokens=prompt, completion_tokens=completion), "passthrough")
 
     # -- strategies ---------------------------------------------------------------------------
     def _strategy(self, req: StrategyRequest) -> Any:
@@ -318,6 +366,10 @@ class TTCServer:
         except Exception as exc:  # reported to the client with the usage spent
             return _Outcome(None, ctx.finish(), exc)
         result.usage = ctx.finish()
+        stopped = getattr(result.details, "stopped_by", None)
+        if not result.candidates and isinstance(stopped, str) and stopped.endswith("budget"):
+            return _Outcome(None, result.usage, BudgetExhausted(f"the budget ({stopped}) ended the search before its "
+                                                                f"first step: no answer"))
         return _Outcome(note_truncation(result), result.usage, None)
 
     async def _run(self, request: web.Request, req: StrategyRequest) -> web.StreamResponse:
@@ -349,12 +401,15 @@ class TTCServer:
             outcome: _Outcome = await task
             self.metrics.latency.labels(req.strategy).observe(time.monotonic() - started)
             self.metrics.count_usage(outcome.usage, "strategy")
+            request[_INFO].update(prompt_tokens=outcome.usage.prompt_tokens,
+                                  completion_tokens=outcome.usage.completion_tokens)
             if outcome.error is not None:
-                error = _error_of(outcome.error, outcome.usage, self._redact)
+                error = self._strategy_error(request, outcome)
                 if stream is None:
                     raise error  # the error middleware answers and counts it
                 self.metrics.errors.labels(str(error.status)).inc()
-                await _sse(stream, error.body())
+                request[_INFO]["error"] = error.type
+                await _sse(stream, error.body(req.id))
                 await stream.write_eof()
                 return stream
             if stream is None:
@@ -373,12 +428,24 @@ class TTCServer:
         return out
 
     def _redact(self, message: str) -> str:
-        """`message` without the upstreams' URLs (they may carry credentials or internal names)."""
-        for url in sorted({*self.config.upstream, *self._bases, self.config.prm_upstream or ""}, key=len,
-                          reverse=True):
-            if url:
-                message = message.replace(url.rstrip("/"), "<upstream>")
-        return message
+        """`message` without the upstream key and the upstreams' URLs (they may carry credentials or
+        internal names)."""
+        return self.redactor.text(message)
+
+    def _strategy_error(self, request: web.Request, outcome: _Outcome) -> RequestError:
+        """The client's error for a failed strategy run; upstream failures are logged with their
+        cause (the upstream's own message, its URL: for the operator) and counted by cause."""
+        exc = outcome.error
+        error = _error_of(exc, outcome.usage, self._redact, self.config.limits.retry_after)
+        if isinstance(exc, GenerationError):
+            cause = _cause_of(exc)
+            self.metrics.upstream_errors.labels(cause, "strategy").inc()
+            self.log.error("upstream failure", request_id=request[_INFO]["request_id"], path="strategy", cause=cause,
+                           error=type(exc).__name__, detail=str(exc))
+        elif error.status >= 500:
+            self.log.error("strategy failed", request_id=request[_INFO]["request_id"], error=type(exc).__name__,
+                           detail=str(exc))
+        return error
 
     # -- responses ----------------------------------------------------------------------------
     def _model(self, req: StrategyRequest) -> str:
@@ -405,15 +472,21 @@ class TTCServer:
                 "created": int(time.time()), "model": self._model(req), "choices": [choice], **extra}
 
     async def _stream_result(self, stream: web.StreamResponse, req: StrategyRequest, result: Result) -> None:
-        """The chosen text in SSE chunks, then a chunk with the finish reason, then the usage and the
-        `ttc` field in a last chunk with no choices (OpenAI's `include_usage` shape), then [DONE]."""
+        """The chosen text in SSE chunks, then a chunk with the finish reason, then [DONE]. The usage
+        comes in a last chunk with no choices only when the client asked (`stream_options.
+        include_usage`, as OpenAI and vLLM do: a `choices: []` chunk breaks the common client loop);
+        the `ttc` field rides on that chunk, else on the finish chunk."""
         text, finish = _chosen(result)
         for i in range(0, len(text), STREAM_CHUNK):
             await _sse(stream, self._chunk(req, text[i:i + STREAM_CHUNK], None))
-        await _sse(stream, self._chunk(req, {} if req.kind == "chat" else "", finish))
-        last = self._chunk(req, None, None, usage=_usage(result.usage), ttc=self._ttc_field(req, result))
-        last["choices"] = []
-        await _sse(stream, last)
+        if not req.stream_usage:  # the ttc field rides on the finish chunk
+            await _sse(stream, self._chunk(req, {} if req.kind == "chat" else "", finish,
+                                           ttc=self._ttc_field(req, result)))
+        else:
+            await _sse(stream, self._chunk(req, {} if req.kind == "chat" else "", finish))
+            last = self._chunk(req, None, None, usage=_usage(result.usage), ttc=self._ttc_field(req, result))
+            last["choices"] = []
+            await _sse(stream, last)
         await stream.write(b"data: [DONE]\n\n")
         await stream.write_eof()
 
@@ -470,10 +543,17 @@ def _param_named(message: str, req: StrategyRequest) -> str:
     return "ttc.n" if " n=" in message or "n must" in message else "ttc"
 
 
-def _error_of(exc: BaseException, usage: Usage, redact: Any) -> RequestError:
+def _error_of(exc: BaseException, usage: Usage, redact: Any, retry_after: int = 1) -> RequestError:
     """The OpenAI-style error for a failed strategy run, with what it had spent (`ttc.usage`).
-    Upstream URLs never appear: only the upstream's own message."""
+    Upstream URLs and the upstream key never appear: only the upstream's own message, redacted."""
     extra = {"usage": _usage(usage), "ttc": {"usage": _ttc_usage(usage)}}
+    if isinstance(exc, HTTPStatusError) and exc.status in (401, 403):
+        return refused_credentials(exc.status, extra)
+    if isinstance(exc, HTTPStatusError) and exc.status in (429, 503):
+        wait = exc.retry_after if exc.retry_after is not None else retry_after
+        return RequestError(f"the upstream is overloaded (HTTP {exc.status}): retry later", None, status=503,
+                            type="upstream_overloaded", headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                            extra=extra)
     if isinstance(exc, RequestRejected):
         return RequestError(f"the upstream refused a request: {redact(exc.server_message)}", None, status=400,
                             extra=extra)
@@ -481,11 +561,24 @@ def _error_of(exc: BaseException, usage: Usage, redact: Any) -> RequestError:
         return RequestError(str(exc), "ttc.budget", status=422, type="budget_exhausted", extra=extra)
     if isinstance(exc, InvalidInput):
         return RequestError(redact(str(exc)), "ttc", status=400, extra=extra)
+    if isinstance(exc, GenerationError) and _cause_of(exc) == "timeout":
+        return RequestError("the upstream did not answer in time; the request was aborted", None, status=504,
+                            type="upstream_timeout", extra=extra)
     if isinstance(exc, GenerationError):
         return RequestError(f"the upstream failed: {type(exc).__name__}", None, status=502, type="upstream_error",
                             extra=extra)
     return RequestError(f"internal error: {type(exc).__name__}: {redact(str(exc))}", None, status=500,
                         type="server_error", extra=extra)
+
+
+def _cause_of(exc: GenerationError) -> str:
+    """The /metrics cause of an upstream failure on the strategy path."""
+    if isinstance(exc, HTTPStatusError):
+        return cause_of_status(exc.status)
+    name = type(exc).__name__
+    if "did not answer within" in str(exc):
+        return "timeout"
+    return {"BackendUnavailable": "connect", "MalformedResponse": "bad_response"}.get(name, "other")
 
 
 async def _sse(stream: web.StreamResponse, data: dict[str, Any] | str) -> None:

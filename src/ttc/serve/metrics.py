@@ -3,10 +3,14 @@ servers in one process, as in the tests, do not share counts)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from ttc._extras import require
 
-from ttc.types import Usage
+require("prometheus_client", "serve", "`ttc serve` (its /metrics)")
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest  # noqa: E402
+from prometheus_client.exposition import CONTENT_TYPE_LATEST  # noqa: E402
+
+from ttc.types import Usage  # noqa: E402
 
 #: strategy latency buckets (seconds): a vote on a CPU model takes seconds to minutes
 BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000)
@@ -14,7 +18,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class Metrics:
-    """Requests, errors, tokens by kind, strategy latency and in-flight problems."""
+    """Requests, errors, tokens by kind, strategy latency, in-flight problems, upstream errors by
+    cause, upstream connections in use and requests waiting for one."""
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
@@ -29,6 +34,15 @@ class Metrics:
         self.in_flight = Gauge("ttc_serve_problems_in_flight", "Problems being solved now", registry=r)
         self.refused = Counter("ttc_serve_refused", "Requests refused because the server was full (429)",
                                registry=r)
+        self.upstream_errors = Counter("ttc_serve_upstream_errors", "Upstream failures by cause (timeout, "
+                                       "connect, refused_credentials, rate_limited, bad_response, http_5xx, ...) "
+                                       "and path (passthrough, strategy, health)", ["cause", "path"], registry=r)
+        self.pool_in_use = Gauge("ttc_serve_upstream_connections_in_use", "Upstream connections held now, by path",
+                                 ["path"], registry=r)
+        self.pool_waiting = Gauge("ttc_serve_upstream_waiting", "Requests waiting for an upstream connection, by "
+                                  "path", ["path"], registry=r)
+        self.upstream_up = Gauge("ttc_serve_upstream_up", "1 if the last health probe reached the replica",
+                                 ["replica"], registry=r)
 
     def count_usage(self, usage: Usage, mode: str) -> None:
         for kind, value in (("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens),

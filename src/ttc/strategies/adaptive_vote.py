@@ -26,11 +26,11 @@ async def draw_round(sample: Sampler, problem: Problem, ctx: Context, k: int) ->
 
 def vote_result(name: str, problem: Problem, ctx: Context, candidates: list[Candidate], reason: StopReason,
                 rounds: int | None, rule: StoppingRule, **stream: Any) -> Result:
-    """The plurality of the answers drawn (ties: the answer seen first), with why sampling stopped.
+    """The plurality of the answers drawn (ties: the answer seen first, recorded), with why sampling stopped.
     `stream` holds the stream mode's `launched` and `finish_order` (it has no rounds)."""
     answer, votes, info = weighted_vote([c.answer for c in candidates])
     cancelled = sum(c.finish_reason == "cancelled" for c in candidates)
-    details = AdaptiveVoteInfo(votes=votes, vote_fallback=info.get("vote_fallback"),
+    details = AdaptiveVoteInfo(votes=votes, vote_fallback=info.get("vote_fallback"), tie=info.get("tie"),
                                samples=len(candidates) - cancelled, cancelled=cancelled, rounds=rounds,
                                stop_reason=reason, stop_rule=rule.name, **stream)
     return Result(problem=problem, answer=answer, candidates=candidates, usage=ctx.usage, strategy=name,

@@ -18,6 +18,7 @@ from ttc.strategies.base import Sampler, Strategy
 from ttc.strategies.sample import DEFAULT_PARAMS, Sample
 from ttc.strategies.wrapping import check_n
 from ttc.types import Candidate, Problem, Prompt, Result, SamplingParams, Usage
+from ttc.votes import tied_answers
 
 
 class StreamSample(Sampler):
@@ -99,7 +100,8 @@ class FirstFinish(Strategy):
     in Large Language Models"): launch n candidates concurrently, return the first that completes
     and cancel the others; shorter traces are likelier to be right, and latency is one trace's.
 
-    k > 1 waits for the first k and takes a majority vote among them (ties: the earliest finisher).
+    k > 1 waits for the first k and takes a majority vote among them (ties: the earliest finisher,
+    recorded in `details["tie"]`).
     As in the paper, only a trace that completed is a finisher: a stream cut at `max_tokens`
     (finish_reason "length") is not one, and the search waits for the next. `require_answer`
     (default True) also only counts finishers with an extractable answer towards k. If no candidate
@@ -193,7 +195,8 @@ class FirstFinish(Strategy):
                           chosen=tuple(i for i, _, _ in chosen), votes=votes,
                           latency_seconds=max(t for _, t, _ in chosen), finish_seconds=tuple(seconds),
                           finish_order=tuple(i for i, _, _ in finished),
-                          cancelled=sum(c.finish_reason == "cancelled" for c in candidates), failed=len(errors)))
+                          cancelled=sum(c.finish_reason == "cancelled" for c in candidates), failed=len(errors),
+                          tie=tied_answers(votes)))
 
     def _counted(self, finished: list[tuple[int, float, Candidate]]) -> int:
         return sum(self._finisher(c) for _, _, c in finished)

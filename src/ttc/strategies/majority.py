@@ -20,9 +20,9 @@ class MajorityVote(Strategy):
     as in Li et al., 2023, "Making Language Models Better Reasoners with Step-Aware Verifier"),
     by the rule of `ttc.votes`: scores of a log-scale verifier (`mean_logprob`) are exponentiated,
     -inf weighs 0, other negative scores and NaN/+inf are refused. Ties go to the answer seen
-    first. If every weight is 0 (a confidence filter that dropped every trace), the unweighted
-    plurality decides and `details["vote_fallback"]` says so. Candidates without an extractable
-    answer do not vote.
+    first, and `details["tie"]` lists the tied answers. If every weight is 0 (a confidence filter
+    that dropped every trace), the unweighted plurality decides and `details["vote_fallback"]`
+    says so. Candidates without an extractable answer do not vote.
 
     Deviations: answers vote together by `ttc.answers.equivalent` (math-verify equivalence), where
     the paper compares parsed answers for equality; ties go to the answer seen first.

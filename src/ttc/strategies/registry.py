@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ttc.errors import InvalidInput
@@ -155,6 +156,97 @@ OPTIONS: dict[str, dict[str, type]] = {
     "rpc": {"prune": str, "normalise": bool, "dedup": bool},
     "adaptive_best_of_n": {"threshold": float, "batches": str},
 }
+# -- worst cases: what a strategy built by name can cost at most (`ttc serve` refuses past its caps) --
+@dataclass(frozen=True)
+class WorstCase:
+    """The most a strategy built by name can ask of its generator: `sequences` generated at once
+    (one request's n, or the requests one round sends together) and `tokens` generated in all
+    (completion tokens of every request, before any budget cuts them). `sequences_from` /
+    `tokens_from`: the parameters that set each, the one to name when a cap refuses it."""
+
+    sequences: int
+    tokens: int
+    sequences_from: str = "n"
+    tokens_from: str = "n"
+
+
+def _steps_of(options: dict[str, Any]) -> int:
+    return options.get("max_steps", StepConfig.max_steps)
+
+
+def _wc_samples(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """n independent samples of at most max_tokens each, all at once."""
+    return WorstCase(n, n * max_tokens)
+
+
+def _wc_sample(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    return WorstCase(1, max_tokens, "n", "max_tokens")
+
+
+def _wc_early_exit(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """Each of n candidates: max_tokens, plus a 12-token elicited answer per probe (every `every`)."""
+    every = max(1, options.get("every", 64))
+    probes = -(-max_tokens // every)
+    return WorstCase(n, n * (max_tokens + probes * 12), "n", "every")
+
+
+def _wc_adaptive_best_of_n(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """At most n samples, each self-evaluated with a 1-token answer."""
+    return WorstCase(n, n * (max_tokens + 1))
+
+
+def _wc_tree(width_key: str) -> Callable[[int, int, dict[str, Any]], WorstCase]:
+    """Beam / DVTS: width x expansions steps per round (the factory's defaults from n), max_steps
+    rounds of at most max_tokens (the per-step limit) each."""
+
+    def worst(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+        width = options.get(width_key, max(1, n // 4))
+        expansions = options.get("expansions", max(1, n // max(1, width)))
+        at_once = width * expansions
+        named = width_key if width >= expansions else "expansions"
+        if width_key not in options and "expansions" not in options:
+            named = "n"
+        return WorstCase(at_once, at_once * _steps_of(options) * max_tokens, named,
+                         "max_steps" if "max_steps" in options else named)
+
+    return worst
+
+
+def _wc_astar(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """n steps per expansion, `max_expansions` expansions (default 2 x max_steps)."""
+    expansions = options.get("max_expansions", 2 * _steps_of(options))
+    return WorstCase(n, n * expansions * max_tokens, "n", "max_expansions" if "max_expansions" in options else "n")
+
+
+def _wc_particle(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """n particles, one step each per round, max_steps rounds."""
+    return WorstCase(n, n * _steps_of(options) * max_tokens, "n", "max_steps" if "max_steps" in options else "n")
+
+
+#: name -> worst(n, max_tokens per sequence or step, own options) -> WorstCase; one per STRATEGIES entry
+WORST_CASES: dict[str, Callable[[int, int, dict[str, Any]], WorstCase]] = {
+    "sample": _wc_sample,
+    "majority": _wc_samples,
+    "best_of_n": _wc_samples,
+    "first_finish": _wc_samples,
+    "early_exit": _wc_early_exit,
+    "deepconf": _wc_samples,
+    "beam": _wc_tree("width"),
+    "dvts": _wc_tree("subtrees"),
+    "astar": _wc_astar,
+    "particle": _wc_particle,
+    "adaptive_vote": _wc_samples,
+    "rpc": _wc_samples,
+    "adaptive_best_of_n": _wc_adaptive_best_of_n,
+}
+
+
+def worst_case(name: str, n: int, max_tokens: int, options: dict[str, Any] | None = None) -> WorstCase:
+    """The most strategy `name` built with n, per-sequence (or per-step) max_tokens and its own
+    parameters `options` can generate at once and in all (see `WorstCase`)."""
+    return WORST_CASES[canonical_name(name)](n, max_tokens, dict(options or {}))
+
+
 ALIASES = {"self_consistency": "majority", "vote": "majority", "bon": "best_of_n", "best-of-n": "best_of_n"}
 ALIASES.update({"ffs": "first_finish", "first-finish": "first_finish", "early-exit": "early_exit"})
 ALIASES.update({"adaptive": "adaptive_vote", "adaptive-vote": "adaptive_vote", "adaptive_consistency": "adaptive_vote"})

@@ -26,7 +26,8 @@ Choices the papers leave open, or that we made where their code and ours differ:
   answer, and info["fallback"] says so.
 - Paths without an extractable answer take part in the mixture fit and the mean (they are samples of the
   model's distribution) but do not vote (as everywhere in ttc, `ttc.votes`).
-- Ties: the answer group seen first wins (`ttc.votes.weighted_vote`); the authors' evaluation splits the
+- Ties: the answer group seen first wins and info["tie"] lists the tied answers
+  (`ttc.votes.weighted_vote`); the authors' evaluation splits the
   credit of a tie instead, which a strategy returning one answer cannot do.
 - Grouping: answers vote together when `ttc.answers.equivalent` says they are equal (the code uses its
   math_equal).
@@ -41,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from ttc._extras import require, require_extra
 from ttc.context import Context
 from ttc.errors import InvalidInput, Unsupported
 from ttc.strategies.base import Sampler, Strategy
@@ -71,7 +73,7 @@ def _weibull_mean(k: float, lam: float) -> float:
 def fit_weibull_mixture(probs: Sequence[float]) -> tuple[float, float, float, float, float] | None:
     """(w_high, k_high, lam_high, k_low, lam_low): a two-Weibull mixture fitted to `probs` by maximum
     likelihood, the high component (higher mean) first; None when the fit fails."""
-    from scipy.optimize import minimize
+    minimize = require("scipy.optimize", "rpc", "RPC's Weibull-mixture pruning").minimize
 
     data = np.asarray(probs, dtype=float)
 
@@ -202,6 +204,8 @@ class RPC(Strategy):
                  dedup: bool = True):
         if prune not in PRUNING:
             raise InvalidInput(f"unknown pruning {prune!r}; known: {', '.join(PRUNING)}")
+        if prune == "mixture":  # said here, not once per problem mid-run
+            require_extra("rpc", "RPC's Weibull-mixture pruning (prune='none' needs no scipy)")
         self.n = check_n(n)
         self.sample = sampler_for(sample, None)
         params = getattr(self.sample, "params", None)

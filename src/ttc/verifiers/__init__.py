@@ -32,6 +32,9 @@ def __getattr__(name: str):
     if name in ("HFProcessRewardModel", "MathShepherdPRM", "QwenPRM", "Qwen2ForProcessRewardModel", "reward_models"):
         import importlib
 
+        from ttc._extras import require_extra
+
+        require_extra("transformers", f"ttc.verifiers.{name}")
         reward_models = importlib.import_module("ttc.verifiers.reward_models")  # `from . import` would recurse
         return reward_models if name == "reward_models" else getattr(reward_models, name)
     raise AttributeError(f"module 'ttc.verifiers' has no attribute {name!r}")

@@ -75,6 +75,9 @@ def load_prm(path: str, format: str = "auto", *, device: str = "cpu", dtype: Any
     the format's class (e.g. `separator=`, `system=` for qwen; `good_token=`, `bad_token=`,
     `step_tag=`, `step_prefix=` for math-shepherd).
     """
+    from ttc._extras import require_extra
+
+    require_extra("transformers", "loading a process reward model in process")
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForTokenClassification
 
     from ttc.verifiers.reward_models import MathShepherdPRM, Qwen2ForProcessRewardModel, QwenPRM

@@ -1,0 +1,340 @@
+"""`OpenAICompatible`: the facade. It holds the parts (transport, features and probe, wire format,
+tokenization) and runs a request through them: build the body, send it (adapting it where the
+server refuses a field), read the answer, record what it showed about the server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+from ttc.backends.base import Delta, Generation, Generator
+from ttc.backends.openai import payloads, responses, usage
+from ttc.backends.openai.adapting import Adapter
+from ttc.backends.openai.fanout import with_n
+from ttc.backends.openai.features import ServerFeatures
+from ttc.backends.openai.probe import Probe
+from ttc.backends.openai.prompts import ChatMessages
+from ttc.backends.openai.responses import Parsed
+from ttc.backends.openai.streaming import read_stream
+from ttc.backends.openai.tokenization import Tokenization
+from ttc.backends.openai.transport import (
+    Replica,
+    Transport,
+    discover_model,
+    request_headers,
+    split_base,
+)
+from ttc.backends.token_cache import TokenCache
+from ttc.errors import InvalidInput, MalformedResponse, Unsupported
+from ttc.types import Prompt, SamplingParams
+
+__all__ = ["OpenAICompatible"]
+
+_TRANSPORT_SETTINGS = frozenset({"max_concurrency", "timeout", "connect_timeout", "max_retries", "backoff",
+                                 "max_backoff", "cooldown", "max_retry_after"})
+
+
+class OpenAICompatible(Generator):
+    """Generate through an OpenAI-compatible server (vLLM's or another).
+
+        llm = ttc.backends.OpenAICompatible("http://127.0.0.1:8000/v1")            # model from /v1/models
+        llm = ttc.backends.OpenAICompatible(["http://a:8000/v1", "http://b:8000/v1"], model="qwen")
+
+    `base_url`: one URL or a list of replicas serving the same model (a URL without a path gets
+    `/v1`). `model`: the served model name; None reads it from `/v1/models` (at construction
+    when a replica answers, else at the first request). `api_key`: else
+    $OPENAI_API_KEY, else $VLLM_API_KEY, else none. `max_concurrency`: most requests in flight at
+    once (per event loop). `timeout`: seconds for a whole request (a stream: between chunks);
+    `connect_timeout`: to open a connection. `max_retries`: extra attempts after a connection error,
+    a 5xx or a 429, waiting `backoff * 2**attempt` seconds (capped at `max_backoff`, with jitter)
+    unless another replica is available. `cooldown`: seconds a replica that failed to connect is
+    left out. `max_retry_after`: the longest wait a 429/503 `Retry-After` header is obeyed for
+    (longer asks wait this long). `use_chat`: True: `chat_prompt` returns `ChatMessages` and
+    requests go to `/v1/chat/completions`; False: the chat template is applied by the server's
+    `/tokenize` or the local tokenizer; None (default): the first of /tokenize, local tokenizer,
+    chat endpoint that works. `vllm_extensions`: ask for token ids with vLLM's extra request
+    fields (turned off automatically if the server refuses). `tokenizer`: the served model's
+    tokenizer for servers without `/tokenize` (an object with `encode`/`decode`/
+    `apply_chat_template`, or a Hugging Face id or folder loaded offline); None: looked up offline
+    from the model name, if that names a local folder or a cached hub model.
+
+    The HTTP session belongs to the event loop that made it: call `aclose()` (or use
+    `async with`) before an event loop you used ends; the backend stays usable afterwards.
+    Every JSON request passes `_request` (tests and benchmarks wrap it), every /tokenize of a
+    prompt `_server_tokenize`.
+    """
+
+    def __init__(self, base_url: str | Sequence[str] = "http://127.0.0.1:8000/v1", model: str | None = None, *,
+                 api_key: str | None = None, max_concurrency: int = 64, timeout: float = 600.0,
+                 connect_timeout: float = 10.0, max_retries: int = 3, backoff: float = 0.25,
+                 max_backoff: float = 8.0, cooldown: float = 30.0, use_chat: bool | None = None,
+                 vllm_extensions: bool = True, headers: dict[str, str] | None = None,
+                 tokenizer: Any = None, max_retry_after: float = 60.0):
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise InvalidInput("OpenAICompatible needs at least one base URL")
+        replicas = [split_base(u) for u in urls]
+        self._model = model
+        self.use_chat = None if use_chat is None else bool(use_chat)
+        self.vllm_extensions = bool(vllm_extensions)
+        self.features = ServerFeatures()
+        if not vllm_extensions:
+            self.features.token_ids = False
+        self._probed = False
+        self._probe_lock: asyncio.Lock | None = None
+        self._warned: set[str] = set()
+        self.transport = Transport(
+            replicas, request_headers(api_key, headers), max_concurrency=max_concurrency, timeout=timeout,
+            connect_timeout=connect_timeout, max_retries=max_retries, backoff=backoff, max_backoff=max_backoff,
+            cooldown=cooldown, max_retry_after=max_retry_after)
+        self.adapter = Adapter(self.features, self)
+        # late-bound, so that a wrapped `_request` / `_server_tokenize` sees the parts' requests too
+        self._send: Callable[..., Awaitable[Any]] = lambda *a, **k: self._request(*a, **k)
+        self.tokens = Tokenization(self.features, self._send, lambda payload: self._server_tokenize(payload),
+                                   self.model, source=tokenizer, model_hint=lambda: self._model,
+                                   base_url=self.base_url)
+        if self._model is None:  # now, so that `model_name` is real from the start (else at the first request)
+            self._model = discover_model(self.replicas, self.transport.headers,
+                                         min(self.transport.connect_timeout, 5.0))
+
+    # -- the parts' state, under the names it always had -------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        if name in _TRANSPORT_SETTINGS and "transport" in self.__dict__:  # max_retries, timeout, ...
+            return getattr(self.transport, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        target = self.transport if name in _TRANSPORT_SETTINGS and "transport" in self.__dict__ else super()
+        target.__setattr__(name, value)
+
+    @property
+    def replicas(self) -> list[Replica]:
+        return self.transport.replicas
+
+    @property
+    def retries(self) -> int:
+        """Attempts repeated after a failure, for tests and monitoring."""
+        return self.transport.retries
+
+    @property
+    def _states(self) -> Any:
+        return self.transport.states
+
+    @property
+    def token_cache(self) -> TokenCache:
+        """The ids /tokenize gave, by request body: each distinct text is sent once."""
+        return self.tokens.cache
+
+    @token_cache.setter
+    def token_cache(self, cache: TokenCache) -> None:
+        self.tokens.cache = cache
+
+    # -- what the server can do -------------------------------------------------------------------
+    @property  # type: ignore[override]
+    def capabilities(self) -> frozenset[str]:  # type: ignore[override]
+        """Derived from `features` (what the server showed), never declared up front."""
+        return self.features.capabilities()
+
+    @property  # type: ignore[override]
+    def tokenizer(self) -> Any:  # type: ignore[override]
+        """The local tokenizer of the served model (given, or found offline), else None."""
+        return self.tokens.tokenizer
+
+    @property  # type: ignore[override]
+    def eos_token_ids(self) -> frozenset[int]:  # type: ignore[override]
+        """End-of-sequence ids from the local tokenizer (and its generation config), if there is one."""
+        return self.tokens.eos_token_ids()
+
+    async def detect_capabilities(self) -> frozenset[str]:
+        await self.probe()
+        return self.capabilities
+
+    async def probe(self) -> ServerFeatures:
+        """Ask the server once what it supports (a few requests of one token each); cached.
+
+        The probe requests count on the server (its /metrics) but in no problem's usage.
+        """
+        if self._probed:
+            return self.features
+        if self._probe_lock is None:
+            self._probe_lock = asyncio.Lock()
+        async with self._probe_lock:
+            if not self._probed:
+                await Probe(self.features, self._send, self.transport, model=await self.model(),
+                            extensions=self, base_url=self.base_url, warn=self._warn_once).run()
+                self._probed = True
+        return self.features
+
+    def _warn_once(self, key: str, message: str, category: type[Warning] = RuntimeWarning) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, category, stacklevel=4)
+
+    def _warn_no_usage(self) -> None:
+        self._warn_once("usage", f"{self.base_url} reported no token usage: ttc estimates it (Usage.estimated is "
+                        f"True)", UserWarning)
+
+    # -- Generator API ----------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self._model or f"(the model served at {self.base_url})"
+
+    @property
+    def base_url(self) -> str:
+        return self.replicas[0].base
+
+    async def model(self) -> str:
+        """The served model's name: the one given, else the first of `/v1/models`."""
+        if self._model is None:
+            data = await self._request("GET", "/models")
+            try:
+                self._model = str(data["data"][0]["id"])
+            except (KeyError, IndexError, TypeError):
+                raise MalformedResponse(f"/v1/models gave no model id: {str(data)[:300]}") from None
+        return self._model
+
+    async def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text` as the server tokenizes a prompt: vLLM's `/tokenize`, else the local
+        tokenizer, else `Unsupported`.
+
+        A `ChatMessages` prompt is tokenized with the chat template applied, as sent.
+        """
+        return await self.tokens.tokenize(text)
+
+    async def _server_tokenize(self, payload: dict[str, Any]) -> Any:
+        """vLLM's /tokenize; None (and remembered) when the server has no such endpoint."""
+        return await self.tokens.server_tokenize(payload)
+
+    def continue_prompt(self, prompt: Prompt, text: str) -> Prompt:
+        """`prompt` followed by `text` the model already wrote. A `ChatMessages` prompt continues
+        the assistant's message (`continue_final_message`), where the server supports it."""
+        if not isinstance(prompt, ChatMessages):
+            return super().continue_prompt(prompt, text)
+        if self.features.continue_final_message is False or (
+                self.features.chat is False and self.features.continue_final_message is None):
+            raise Unsupported(
+                f"continuing a chat reply (step search) on {self.base_url} needs its /tokenize (vLLM), a local "
+                f"tokenizer (OpenAICompatible(..., tokenizer=<Hugging Face id or folder of the served model>)) "
+                f"or a chat endpoint that accepts continue_final_message; it has none of them")
+        return prompt.continued(text)
+
+    async def chat_prompt(self, messages: Sequence[dict[str, str]]) -> Prompt:
+        """The chat template applied to `messages`: by the server as token ids (vLLM's `/tokenize`),
+        else by the local tokenizer as text, else the messages themselves (`ChatMessages`, sent to
+        `/v1/chat/completions`); `use_chat=True` always gives `ChatMessages`."""
+        payloads.check_messages(messages, "chat_prompt")
+        return await self.tokens.chat_prompt(messages, self.use_chat)
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
+        """`params.n` completions from one `/v1/completions` request (or a chat request for
+        `ChatMessages`); n single requests where the server ignores or rejects `n`."""
+        if isinstance(prompt, ChatMessages):
+            return await self.chat(prompt.messages, params, continue_final=prompt.continue_final)
+        return await with_n(params, lambda p: self._generate_once(prompt, p), self.features)
+
+    async def _generate_once(self, prompt: Prompt, params: SamplingParams) -> Generation:
+        if self.features.completions is False:
+            raise Unsupported(f"{self.base_url} has no /v1/completions (chat only): a text or token-id prompt "
+                              f"cannot be sent; use a chat prompt (OpenAICompatible(..., use_chat=True))")
+        payloads.wire_prompt(prompt)  # bad input fails before the server is asked for its model name
+        payload = payloads.completion_payload(await self.model(), prompt, params, self.features,
+                                              extensions=self.vllm_extensions, stream=False)
+        data = await self._request_adapting("POST", "/completions", payload)
+        return await self._answer(data, prompt, params, responses.parse_completions)
+
+    async def chat(self, messages: Sequence[dict[str, str]], params: SamplingParams, *,
+                   continue_final: bool = False) -> Generation:
+        """`params.n` assistant replies to `messages` from `/v1/chat/completions` (continuing the
+        last assistant message instead with `continue_final`)."""
+        async def once(p: SamplingParams) -> Generation:
+            payloads.check_messages(messages)
+            payload = payloads.chat_payload(await self.model(), messages, p, self.features,
+                                            extensions=self.vllm_extensions, stream=False,
+                                            continue_final=continue_final)
+            data = await self._request_adapting("POST", "/chat/completions", payload)
+            return await self._answer(data, ChatMessages(messages), p, responses.parse_chat)
+        return await with_n(params, once, self.features)
+
+    async def _answer(self, data: Any, prompt: Prompt, params: SamplingParams, parse: Callable[..., Parsed]
+                      ) -> Generation:
+        """An answer read (`parse`), what it showed recorded, and its usage; an answer ttc rejects
+        still counts what it cost. Ids the server did not send are asked of /tokenize."""
+        try:
+            parsed = parse(data, params, self.features, extensions=self.vllm_extensions,
+                           eos_ids=self.tokens.eos_token_ids, encode=self.tokens.encode)
+        except MalformedResponse as exc:
+            self.features.update(getattr(exc, "feature_updates", {}))
+            exc.usage = usage.rejected_usage(data, prompt)  # what the server already spent stays counted
+            raise
+        self.features.update(parsed.updates)
+        for i in parsed.needs_ids:
+            ids = await self.tokens.completion_ids(parsed.completions[i].text)
+            parsed.completions[i] = dataclasses.replace(parsed.completions[i], token_ids=ids)
+        generation = usage.generation(data, parsed.completions, prompt)
+        if generation.estimated:
+            self._warn_no_usage()
+        return generation
+
+    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Delta]:
+        """Stream one completion; closing the iterator early closes the connection, and vLLM
+        aborts the request (it stops generating for it)."""
+        if params.n != 1:
+            raise InvalidInput(f"stream() produces one completion; got n={params.n}")
+        chat = isinstance(prompt, ChatMessages)
+        if chat:
+            payloads.check_messages(prompt.messages)  # bad input fails before the server is asked for its model
+            path, payload = "/chat/completions", payloads.chat_payload(
+                await self.model(), prompt.messages, params, self.features, extensions=self.vllm_extensions,
+                stream=True, continue_final=prompt.continue_final)
+        else:
+            if self.features.completions is False:
+                raise Unsupported(f"{self.base_url} has no /v1/completions (chat only): use a chat prompt "
+                                  f"(OpenAICompatible(..., use_chat=True))")
+            payloads.wire_prompt(prompt)
+            path, payload = "/completions", payloads.completion_payload(
+                await self.model(), prompt, params, self.features, extensions=self.vllm_extensions, stream=True)
+        async with self.transport.state().semaphore:
+            opened = await self.transport.open_stream(path, payload, self.adapter.stream)
+            deltas = read_stream(opened, params, self.features, prompt, chat=chat, on_estimate=self._warn_no_usage)
+            async with contextlib.aclosing(deltas):
+                async for delta in deltas:
+                    yield delta
+
+    async def health(self) -> list[bool]:
+        """Whether each replica answers `GET /health` with 200 (vLLM), in order."""
+        return await self.transport.health()
+
+    async def aclose(self) -> None:
+        """Close this event loop's HTTP session (the backend stays usable). Safe to call twice."""
+        await self.transport.aclose()
+
+    async def __aenter__(self) -> OpenAICompatible:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    close_loop = aclose
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, model, capabilities and every server feature known so far (`await probe()`
+        first to have them all)."""
+        tok = self.tokens.loaded
+        return super().describe() | {"base_urls": [r.base for r in self.replicas],
+                                     "features": self.features.to_dict(),
+                                     "local_tokenizer": None if tok is None else
+                                     getattr(tok, "name_or_path", type(tok).__name__)}
+
+    # -- sending ----------------------------------------------------------------------------------
+    async def _request(self, method: str, path: str, payload: dict[str, Any] | None = None, *,
+                       root: bool = False, retries: int | None = None) -> Any:
+        """Send one request (with retries and replica failover) and return its parsed JSON body."""
+        return await self.transport.request(method, path, payload, root=root, retries=retries)
+
+    async def _request_adapting(self, method: str, path: str, payload: dict[str, Any]) -> Any:
+        """A request that drops what the server refuses, once each, and remembers it."""
+        return await self.adapter.request(self._send, method, path, payload)

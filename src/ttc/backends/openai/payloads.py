@@ -1,0 +1,113 @@
+"""The wire format, requests: the JSON bodies built from `SamplingParams`. Pure functions of their
+arguments (no I/O, nothing shared is changed); how a refused body is rewritten is in `adapting.py`.
+
+What a body asks for depends on what the server showed (`ServerFeatures`: logprobs, the most top
+logprobs, stream usage) and on whether vLLM's extra fields are still sent (`extensions`).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from ttc.backends.openai.features import ServerFeatures
+from ttc.errors import InvalidInput
+from ttc.types import Prompt, SamplingParams
+
+__all__ = ["EXTENSION_FIELDS", "MENTIONS_N", "chat_payload", "check_messages", "completion_payload", "sampling_fields",
+           "top_k", "wants_logprobs", "wire_prompt"]
+
+#: vLLM's extra request fields that make completions carry the sampled token ids
+EXTENSION_FIELDS = ("return_token_ids", "return_tokens_as_token_ids")
+MENTIONS_N = re.compile(r"(?<![\w-])'?n'?(?![\w-])")  # the field `n` named in an error message
+
+
+def sampling_fields(params: SamplingParams) -> dict[str, Any]:
+    """n, temperature, top_p, max_tokens, and stop and seed where set."""
+    if not isinstance(params, SamplingParams):
+        raise InvalidInput(f"params must be ttc.SamplingParams, got {type(params).__name__}")
+    fields: dict[str, Any] = {"n": params.n, "temperature": params.temperature, "top_p": params.top_p,
+                              "max_tokens": params.max_tokens}
+    if params.stop:
+        fields["stop"] = list(params.stop)
+    if params.seed is not None:
+        fields["seed"] = params.seed
+    return fields
+
+
+def wants_logprobs(params: SamplingParams, features: ServerFeatures) -> bool:
+    """Logprobs are asked for when wanted and the server has not shown that it has none."""
+    return bool(params.logprobs or params.top_logprobs) and features.logprobs is not False
+
+
+def top_k(params: SamplingParams, features: ServerFeatures) -> int:
+    """Top alternatives to ask for: as many as wanted, at most the server's limit."""
+    limit = features.max_top_logprobs
+    return params.top_logprobs if limit is None else min(params.top_logprobs, limit)
+
+
+def wire_prompt(prompt: Prompt) -> Any:
+    """The prompt as sent: the text, or a list of non-negative int ids (else `InvalidInput`)."""
+    if isinstance(prompt, str):
+        if not prompt:
+            raise InvalidInput("empty prompt")
+        return prompt
+    try:
+        ids = [operator.index(t) for t in prompt]
+    except TypeError:
+        raise InvalidInput("a prompt must be text or a sequence of integer token ids") from None
+    if not ids:
+        raise InvalidInput("empty prompt (no token ids)")
+    if any(t < 0 for t in ids):
+        raise InvalidInput(f"negative token ids in the prompt: {[t for t in ids if t < 0][:5]}")
+    return ids
+
+
+def _stream_fields(payload: dict[str, Any], features: ServerFeatures) -> None:
+    payload["stream"] = True
+    if features.stream_usage is not False:
+        payload["stream_options"] = {"include_usage": True}  # the usage in a last chunk
+
+
+def completion_payload(model: str, prompt: Prompt, params: SamplingParams, features: ServerFeatures, *,
+                       extensions: bool, stream: bool) -> dict[str, Any]:
+    """A `/v1/completions` body for a text or token-id prompt."""
+    payload = {"model": model, "prompt": wire_prompt(prompt), **sampling_fields(params)}
+    wants = wants_logprobs(params, features)
+    if wants:
+        payload["logprobs"] = top_k(params, features)
+    if extensions:
+        payload["return_token_ids"] = True
+        if wants:
+            payload["return_tokens_as_token_ids"] = True
+    if stream:
+        _stream_fields(payload, features)
+    return payload
+
+
+def check_messages(messages: Any, what: str = "chat") -> None:
+    if not messages or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+        raise InvalidInput(f"{what} needs a non-empty list of {{'role': ..., 'content': ...}} messages")
+
+
+def chat_payload(model: str, messages: Sequence[dict[str, str]], params: SamplingParams, features: ServerFeatures,
+                 *, extensions: bool, stream: bool, continue_final: bool = False) -> dict[str, Any]:
+    """A `/v1/chat/completions` body; `continue_final` continues the last (assistant) message."""
+    check_messages(messages)
+    payload = {"model": model, "messages": [dict(m) for m in messages], **sampling_fields(params)}
+    if continue_final:
+        payload["continue_final_message"] = True
+        payload["add_generation_prompt"] = False
+    if wants_logprobs(params, features):
+        payload["logprobs"] = True
+        if top_k(params, features):
+            payload["top_logprobs"] = top_k(params, features)
+    if extensions:
+        payload["return_token_ids"] = True
+        if params.logprobs or params.top_logprobs:
+            payload["return_tokens_as_token_ids"] = True
+    if stream:
+        _stream_fields(payload, features)
+    return payload
