@@ -275,7 +275,7 @@ def main() -> None:
     parser.add_argument("--output", default=None, help="also write the JSON here")
     args = parser.parse_args()
     result = check(args) if args.mode == "check" else asyncio.run(bench(args))
-    result["args"] = vars(args)
+    result["args"] = {k: v for k, v in vars(args).items() if k != "output"}
     text = json.dumps(result, indent=1, default=str)
     print(text)
     if args.output:
