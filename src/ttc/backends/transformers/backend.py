@@ -33,7 +33,7 @@ temperature-0 greedy and do_sample are per manager, not per request; its logprob
 token's after temperature and top-p, with no top logprobs; it has no stop strings (an adapter must
 stream and cancel) and no hidden states. On the workloads where an adapter can run it (sampling
 and step searches, seeds ignored) it generated fewer tokens per CPU second than this loop on the
-CPU (0.44x for MajorityVote(16), 0.6-0.8x for beam search and particle filtering; table in
+CPU (0.44-0.46x for MajorityVote(16), 0.64-0.77x for beam search and particle filtering; table in
 docs/performance.md). So the own loop stays; CB would be worth another look as a
 mode for unseeded sampling on a GPU with flash attention, which this CPU cannot measure.
 """
