@@ -51,7 +51,9 @@ ROOT = Path(__file__).resolve().parent.parent
 #: the selection and weighting logic of issue 10 section 3 (module: functions)
 DEFAULT_TARGETS = [
     # resampling, its application to the population, softmax/logit, ESS, the final choice
-    "ttc.strategies.particle:resample,check_probability,ParticleFilter.*",
+    "ttc.strategies.particle:resample,check_probability,prefix_at,ParticleFilter.*",
+    # particle Gibbs and parallel tempering (issue 25): sweeps, reference draw, swaps
+    "ttc.strategies.particle_gibbs:*",
     "ttc.smc:*",  # the pure particle kernels: weights, ESS, the four resamplers
     # vote and best-of-N choice
     "ttc.strategies.best_of_n:BestOfN.run",  # its softmax is ttc.smc.softmax
@@ -105,9 +107,11 @@ DEFAULT_TESTS = [
 #: which of those files run for a module's mutants (first match by prefix; `--all-tests` runs every
 #: file for every mutant). Fewer files can only miss kills, never invent them.
 TEST_MAP = {
+    "ttc.strategies.particle_gibbs": ["tests/test_logic_particle_gibbs.py", "tests/test_logic_particle.py"],
     "ttc.strategies.particle": ["tests/test_logic_particle.py", "tests/test_particle_rounds.py",
-                                "tests/test_step_search.py"],
-    "ttc.smc": ["tests/test_smc.py", "tests/test_logic_particle.py", "tests/test_step_search.py"],
+                                "tests/test_step_search.py", "tests/test_logic_particle_gibbs.py"],
+    "ttc.smc": ["tests/test_smc.py", "tests/test_logic_particle.py", "tests/test_step_search.py",
+                "tests/test_logic_particle_gibbs.py"],
     "ttc.strategies.best_of_n": ["tests/test_logic_votes.py", "tests/test_strategies.py"],
     "ttc.strategies.majority": ["tests/test_logic_votes.py", "tests/test_strategies.py"],
     "ttc.strategies.first_finish": ["tests/test_logic_votes.py", "tests/test_first_finish.py"],
@@ -120,14 +124,18 @@ TEST_MAP = {
     "ttc.steps": ["tests/test_logic_search.py", "tests/test_logic_particle.py", "tests/test_step_search.py"],
     "ttc.verifiers.process": ["tests/test_logic_search.py", "tests/test_step_search.py"],
     # the adaptive strategies (before "ttc.probes": the first matching prefix wins)
-    "ttc.stopping": ["tests/test_logic_adaptive.py", "tests/test_adaptive_vote.py", "tests/test_shared_budget.py"],
+    "ttc.stopping": ["tests/test_logic_adaptive.py", "tests/test_adaptive_vote.py", "tests/test_shared_budget.py",
+                     "tests/test_logic_audit.py"],
     "ttc.strategies.adaptive_vote": ["tests/test_adaptive_vote.py", "tests/test_logic_adaptive.py",
-                                     "tests/test_shared_budget.py"],
+                                     "tests/test_shared_budget.py", "tests/test_logic_audit.py"],
     "ttc.shared_budget": ["tests/test_shared_budget.py", "tests/test_logic_adaptive.py", "tests/test_adaptive_vote.py"],
-    "ttc.strategies.rpc": ["tests/test_logic_adaptive.py", "tests/test_rpc_adaptive_bon.py"],
-    "ttc.strategies.adaptive_best_of_n": ["tests/test_rpc_adaptive_bon.py", "tests/test_logic_adaptive.py"],
+    "ttc.strategies.rpc": ["tests/test_logic_adaptive.py", "tests/test_rpc_adaptive_bon.py",
+                           "tests/test_logic_audit.py"],
+    "ttc.strategies.adaptive_best_of_n": ["tests/test_rpc_adaptive_bon.py", "tests/test_logic_adaptive.py",
+                                          "tests/test_logic_audit.py"],
     "ttc.probes.es_cot": ["tests/test_logic_adaptive.py", "tests/test_rpc_adaptive_bon.py"],
-    "ttc.probes": ["tests/test_logic_probes.py", "tests/test_probes.py", "tests/test_early_exit.py"],
+    "ttc.probes": ["tests/test_logic_probes.py", "tests/test_probes.py", "tests/test_early_exit.py",
+                   "tests/test_logic_audit.py"],
     # extraction is tested by its table; votes and probes compare answers with it
     "ttc.answers": ["tests/test_answer_cases.py", "tests/test_answers*.py", "tests/test_logic_votes.py",
                     "tests/test_logic_probes.py"],
@@ -149,7 +157,7 @@ KNOWN_EQUIVALENT = [
     ("residual", "boolean: True->False",
      "out += multinomial(rng, [s - c for s, c in zip(scaled, copies, strict=True)], rest)",
      "scaled and copies are built from the same list: equal lengths, so strict never raises"),
-    ("ParticleFilter.run", "offbyone: 0->-1",
+    ("ParticleFilter._sweep", "offbyone: 0->-1",
      "requests = [Request(population[idxs[0]], len(idxs)) for idxs in live]",
      "a group's indices are particles at the same node: population[idxs[0]] is population[idxs[-1]]"),
     ("ParticleFilter._extend", "boolean: True->False",
@@ -160,9 +168,43 @@ KNOWN_EQUIVALENT = [
     ("StepSearch._grow", "boolean: True->False",
      "requests = [r._replace(n=k) for r, k in zip(requests, granted, strict=True) if k]",
      "every trim rule returns one count per request"),
-    ("ParticleFilter.run", "offbyone: range bound +1", "for t in range(self.steps.max_steps):",
+    ("ParticleFilter._sweep", "offbyone: range bound +1", "for t in range(self.steps.max_steps):",
      "every trace is finished at max_steps steps (Stepper._extend), so the loop ends on 'no live particle' "
      "after max_steps rounds either way"),
+    ("AdaptiveBestOfN.run", "boolean: True->False", "for c, outcome in zip(new, evals, strict=True):",
+     "asyncio.gather returns one outcome per sample evaluated: equal lengths, so strict never raises"),
+    ("ConfidenceFilter.score", "boolean: True->False",
+     "answered = [x for x, c in zip(confs, candidates, strict=True) if math.isfinite(x) and c.answer is not None]",
+     "confs holds one confidence per candidate (built in the loop above): strict never raises"),
+    ("WindowStop.unanimous_window", "drop: statement dropped", "return None",
+     "the function's last statement: without it the function returns None all the same"),
+    ("swap_acceptance", "compare: boundary GtE->Gt", "return 1.0 if log_ratio >= 0 else math.exp(log_ratio)",
+     "at log_ratio = 0 both branches give 1.0 (exp(0))"),
+    ("ParticleGibbs.choose_reference", "offbyone: 0->-1", "return finished[multinomial(rng, weights, 1)[0]]",
+     "one draw: [0] and [-1] are the same element"),
+    ("ParticleGibbs.choose_reference", "offbyone: 1->2", "return finished[multinomial(rng, weights, 1)[0]]",
+     "the first of two independent multinomial draws has the same distribution as one draw (only the rng "
+     "stream advances further; no test pins a seed's exact reference)"),
+    ("ParticleGibbs.run", "drop: statement dropped", "sweep: Sweep | None = None",
+     "the loop runs at least once (iterations >= 1) and assigns sweep before it is read"),
+    ("ParticleGibbs.run", "offbyone: range bound +1", "for k in range(self.iterations):",
+     "the loop breaks at k == iterations - 1, so the extra iteration is never reached"),
+    ("ParticleGibbs.run", "drop: statement dropped", "if reference is None:",
+     "unreachable: a sweep that ends 'all_finished' has only finished, scored particles, so "
+     "choose_reference always finds one"),
+    ("ParticleGibbs.run", "drop: statement dropped", "break",
+     "the break of `if reference is None:`, unreachable (see that guard)"),
+    ("ParallelTempering.run", "drop: statement dropped", "sweeps: list[Sweep] = []",
+     "the loop runs at least once (iterations >= 1) and assigns sweeps before it is read"),
+    ("ParallelTempering.run", "offbyone: range bound +1", "for k in range(self.iterations):",
+     "the loop breaks at k == iterations - 1, so the extra iteration is never reached"),
+    ("ParallelTempering.run", "drop: statement dropped", "if any(d is None for d in drawn):",
+     "unreachable: sweeps that end 'all_finished' have only finished, scored particles"),
+    ("ParallelTempering.run", "drop: statement dropped", "break",
+     "the break of `if any(d is None for d in drawn):`, unreachable (see that guard)"),
+    ("ParallelTempering.run", "boolean: True->False",
+     "drawn = [self.choose_reference(s.population, ctx.rng, t) for s, t in zip(sweeps, self.temperatures,",
+     "one sweep per temperature: equal lengths, so strict never raises"),
     ("BestOfN.run", "offbyone: 0->-1",
      "chosen = ctx.rng.choices(range(len(scores)), weights=softmax(scores, self.temperature))[0]",
      "choices(k=1) returns one element: [0] and [-1] are the same"),

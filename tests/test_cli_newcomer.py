@@ -96,9 +96,10 @@ def test_eval_that_answered_exits_zero(tmp_path):
 
 
 SLOW_VOTES = """
-class SlowVotes(Scripted):  # plain sampling answers at once; a vote's n>1 request never finishes
+from ttc.demo_timing import CALIBRATION_STEPS
+class SlowVotes(Scripted):  # plain sampling (and the short timing requests) answer at once; a vote's never finishes
     async def generate(self, prompt, params):
-        if params.n > 1:
+        if params.n > 1 and params.max_tokens > CALIBRATION_STEPS:
             await asyncio.sleep(3600)
         return await super().generate(prompt, params)
 BACKEND = SlowVotes(["The answer is 7."])
@@ -125,11 +126,88 @@ def test_interrupted_demo_prints_the_rows_that_finished():
         killer.cancel()
     stdout = seen + rest.splitlines()
     assert proc.returncode == 130, stderr
-    assert stdout[0].split() == ["strategy", "n", "accuracy", "tokens/problem", "seconds"]
+    assert stdout[0].split() == ["strategy", "n", "accuracy", "95%", "interval", "tokens/problem"]
     rows = [x for x in stdout if x.split() and x.split()[0] in ("sample", "majority", "best_of_n")]
     assert len(rows) == 1 and rows[0].split()[:2] == ["sample", "1"]
-    assert stdout[-1] == "(3 problems; tokens = prompt + completion per problem)"
+    assert stdout[-3].startswith("(3 problems; tokens = prompt + completion per problem")
+    assert stdout[-1] == " every setting uses the first n of the same 4 samples per problem)"
     assert "interrupted; the 1 row above finished" in stderr
+
+
+FIRST_RIGHT = """
+import re
+def first_right(prompt, params, i):  # a single sample adds up; the samples drawn in bulk say 0
+    a, b = map(int, re.findall(r"has (\\d+) .* gets (\\d+)", prompt)[0])
+    return f"The answer is {a + b if params.n == 1 else 0}."
+BACKEND = Scripted(first_right)
+"""
+
+ROW_WORDS = ("sample", "majority", "best_of_n")
+
+
+def check_demo_output(stdout: str, stderr: str, problems: int, ns: list[int]) -> list[list[str]]:
+    """The estimate comes first (before any row), then a complete table whose intervals are the
+    Wilson 95% intervals of its accuracies; returns the rows' fields."""
+    from ttc.eval.report import wilson_interval
+
+    notes = [x for x in stderr.splitlines() if x.startswith("ttc demo:")]
+    assert any(x.startswith("ttc demo: expected to take about ") for x in notes), stderr
+    lines = stdout.splitlines()
+    assert lines[0].split() == ["strategy", "n", "accuracy", "95%", "interval", "tokens/problem"]
+    rows = [x.split() for x in lines if x.split() and x.split()[0] in ROW_WORDS]
+    expected = [["sample", "1"]] + [[name, str(n)] for n in ns if n > 1 for name in ("majority", "best_of_n")]
+    assert [r[:2] for r in rows] == expected
+    for row in rows:
+        accuracy = float(row[2])
+        correct = round(accuracy * problems)
+        assert abs(correct / problems - accuracy) < 1e-3
+        low, high = wilson_interval(correct, problems)
+        assert row[3] == f"{low:.2f}-{high:.2f}" and low <= accuracy <= high
+    assert lines[-3].startswith(f"({problems} problems;")
+    assert any(x.startswith("ttc demo: done in ") for x in notes), stderr
+    return rows
+
+
+def test_demo_says_how_long_it_will_take_then_prints_a_table_with_95_percent_intervals():
+    proc = cli(["demo", "--problems", "5", "--n", "1,4", "--quiet"], FIRST_RIGHT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    rows = check_demo_output(stdout, stderr, 5, [1, 4])
+    assert rows[0][2] == "1.000" and rows[1][2] == "0.000"  # the vote over 1 right and 3 "0"s says 0
+
+
+def test_demo_defaults_are_the_quick_size_and_full_is_the_long_run():
+    from ttc.demo import FULL, QUICK
+    from ttc.demo_cli import demo_size
+
+    parse = build_parser().parse_args
+    assert demo_size(parse(["demo"])) == QUICK
+    assert demo_size(parse(["demo", "--full"])) == FULL
+    assert QUICK.problems * max(QUICK.ns) < FULL.problems * max(FULL.ns)
+    assert demo_size(parse(["demo", "--full", "--n", "1,2", "--problems", "7"])).problems == 7
+
+
+@pytest.mark.parametrize("option", [["--n", "0"], ["--n", "-1"], ["--n", "abc"], ["--n", "1,0"],
+                                    ["--problems", "0"], ["--max-tokens", "-5"]])
+def test_demo_rejects_a_size_that_cannot_run_with_one_line_and_no_model(option, capsys, monkeypatch):
+    import ttc.cli
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded for a demo that cannot run")
+
+    monkeypatch.setattr(ttc.cli, "make_backend", no_model)
+    assert main(["demo", *option]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ttc: error: {option[0]} must be") and "positive" in err[0], err
+
+
+@pytest.mark.slow
+def test_demo_on_the_real_model_estimates_then_prints_the_table(tmp_path):
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "ttc.cli", "demo", "--problems", "3", "--n", "1,2",
+                           "--max-tokens", "24", "--quiet"], capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    check_demo_output(proc.stdout, proc.stderr, 3, [1, 2])
 
 
 def test_every_option_of_every_command_shows_its_default():
@@ -213,6 +291,101 @@ def test_results_made_with_another_prompt_are_refused(tmp_path):
         evaluate({"vote": other}, problems, scripted(), output=out, progress=False, save_report=False)
     # the same prompt resumes as before
     evaluate({"vote": MajorityVote(n=2)}, problems, scripted(), output=out, progress=False, save_report=False)
+
+
+@pytest.mark.parametrize("max_tokens,warned", [("6", True), ("3000", False)])
+def test_eval_warns_when_half_the_candidates_were_cut_at_max_tokens(tmp_path, max_tokens, warned):
+    data = write_jsonl(tmp_path / "p.jsonl", addition_problems(3))
+    proc = cli(["eval", "--dataset", str(data), "--n", "1,2", "--max-tokens", max_tokens,
+                "--output", str(tmp_path / "r.jsonl"), "--quiet"],
+               "from eval_helpers import script\nBACKEND = Scripted(script)")
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    warnings = [x for x in stderr.splitlines() if x.startswith("ttc: warning:")]
+    if warned:  # one line per setting, naming the option to raise
+        assert len(warnings) == 2 and all("100% of the candidates were cut at max_tokens" in x for x in warnings)
+        assert all(x.endswith("raise --max-tokens (it was 6)") for x in warnings), warnings
+        assert warnings[0].startswith("ttc: warning: majority@n=1: ")
+    else:
+        assert warnings == []
+
+
+def test_compare_warns_when_half_the_candidates_were_cut_at_max_tokens(tmp_path):
+    data = write_jsonl(tmp_path / "p.jsonl", addition_problems(2))
+    proc = cli(["compare", "--dataset", str(data), "--strategies", "majority", "--tokens-budget", "200",
+                "--max-tokens", "6", "--output", str(tmp_path / "c.jsonl"), "--quiet"],
+               "from eval_helpers import script\nBACKEND = Scripted(script)")
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "of the candidates were cut at max_tokens" in stderr and "raise --max-tokens" in stderr
+
+
+def run_in_process(monkeypatch, capsys, backend, argv):
+    import ttc.cli
+
+    monkeypatch.setattr(ttc.cli, "make_backend", lambda *a, **k: backend)
+    code = main(argv)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out
+
+
+def test_run_prompt_sends_the_question_in_the_given_template(monkeypatch, capsys):
+    from ttc.backends import Scripted
+
+    backend = Scripted(lambda prompt, params, i: "The answer is 7." if "Q: What is 3 + 4? A:" in prompt
+                       else "The answer is 0.")
+    out = run_in_process(monkeypatch, capsys, backend,
+                         ["run", "What is 3 + 4?", "--prompt", "Q: {question} A:", "--strategy", "sample", "--quiet"])
+    assert "answer: 7" in out.out
+    assert "Q: What is 3 + 4? A:" in backend.requests[0][0]
+
+
+def test_run_prompt_demo_and_default_are_the_named_instructions(monkeypatch, capsys):
+    from ttc.backends import Scripted
+    from ttc.demo import DEMO_PROMPT
+    from ttc.prompts import DEFAULT_INSTRUCTION
+
+    for name, instruction in (("demo", DEMO_PROMPT.instruction), ("default", DEFAULT_INSTRUCTION)):
+        backend = Scripted(["The answer is 7."])
+        run_in_process(monkeypatch, capsys, backend, ["run", "What is 3 + 4?", "--prompt", name, "--quiet"])
+        assert instruction.format(question="What is 3 + 4?") in backend.requests[0][0]
+
+
+def test_run_prompt_without_a_question_slot_is_one_line_error(monkeypatch, capsys):
+    import ttc.cli
+
+    monkeypatch.setattr(ttc.cli, "make_backend", lambda *a, **k: pytest.fail("no backend for a bad --prompt"))
+    assert main(["run", "What is 3 + 4?", "--prompt", "Answer briefly."]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ttc: error: --prompt must be default or demo, or a template")
+
+
+def test_run_step_search_says_who_scored_its_steps_and_its_bar_has_a_total(monkeypatch, capsys):
+    from ttc.backends import Scripted
+    from ttc.run_cli import progress_total
+    from ttc.strategies.registry import make_strategy
+    from ttc.types import SamplingParams
+
+    backend = Scripted(["Yes"])
+    out = run_in_process(monkeypatch, capsys, backend,
+                         ["run", "What is 3 + 4?", "--strategy", "beam", "--n", "2", "--max-tokens", "16"])
+    notes = [x for x in out.out.splitlines() if x.startswith("note:")]
+    assert len(notes) == 1
+    assert "scored by an LLM judge built on scripted (the same model that wrote them)" in notes[0]
+    # the bar's total: n steps a round of at most 16 tokens (+1 judged token), for at most max_steps rounds
+    beam = make_strategy("beam", n=2, params=SamplingParams(max_tokens=16))
+    total = progress_total(beam, 2, 16)
+    assert total == beam.steps.max_steps * 2 * 17
+    assert f"/{total}" in out.err and "(total: at most)" in out.err
+
+
+def test_run_with_whole_candidates_says_nothing_about_a_judge(monkeypatch, capsys):
+    from ttc.backends import Scripted
+
+    out = run_in_process(monkeypatch, capsys, Scripted(["The answer is 7."]),
+                         ["run", "What is 3 + 4?", "--n", "2", "--max-tokens", "16"])
+    assert "note:" not in out.out and "/32" in out.err
 
 
 # -- a fresh clone (issue 20) -------------------------------------------------------------------

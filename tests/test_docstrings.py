@@ -21,6 +21,7 @@ DOCUMENTED = {
     "ttc.strategies.beam": [ttc.BeamSearch, ttc.DVTS],
     "ttc.strategies.astar": [ttc.AStar],
     "ttc.strategies.particle": [ttc.ParticleFilter],
+    "ttc.strategies.particle_gibbs": [ttc.ParticleGibbs, ttc.ParallelTempering],
     "ttc.strategies.adaptive_vote": [ttc.AdaptiveVote],
     "ttc.strategies.rpc": [ttc.RPC],
     "ttc.strategies.adaptive_best_of_n": [ttc.AdaptiveBestOfN],

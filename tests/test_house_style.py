@@ -63,8 +63,8 @@ class ScriptedProbe(Probe):
 
     def __init__(self, name, actions, every=8, scans=False, suffix=None, top=0, caps=frozenset()):
         self.name, self.actions, self.every, self.scans_tokens = name, list(actions), every, scans
-        self.suffix, self.required_top_logprobs, self.required_capabilities = suffix, top, frozenset(caps)
-        self.needs_logprobs = bool(top)
+        self.suffix, self.required_capabilities = suffix, frozenset(caps)
+        self.needs = ttc.Needs(logprobs=bool(top), top_logprobs=top, hidden_states="hidden_states" in caps)
         self.asked: list[int] = []
 
     async def check(self, state, ctx):
@@ -88,10 +88,10 @@ def test_any_of_requirements_are_the_union_of_its_members():
     b = ScriptedProbe("b", [], every=24, scans=True, suffix=" S", top=5, caps={"stream"})
     both = AnyOf([a, b])
     assert both.every == 8  # gcd: both members' check points fall on the container's
-    assert both.scans_tokens and both.suffix == " S" and both.needs_logprobs
-    assert both.required_top_logprobs == 5
+    assert both.scans_tokens and both.suffix == " S"
+    assert both.needs == ttc.Needs(logprobs=True, top_logprobs=5, hidden_states=True)
     assert both.required_capabilities == {"hidden_states", "stream"}
-    assert not AnyOf([ScriptedProbe("a", [])]).needs_logprobs
+    assert not AnyOf([ScriptedProbe("a", [])]).needs
     with pytest.raises(ttc.InvalidInput, match="at least one"):
         AnyOf([])
     with pytest.raises(ttc.InvalidInput, match="different names"):
@@ -179,7 +179,9 @@ def test_early_exit_with_any_of_stops_on_whichever_member_stops_first(mode):
     assert_usage_is_sum_of_candidates(result)
     # the probe answers never agree: the confidence dip drops the trace at 52 tokens
     late = Scripted(trace_script(dip, lambda w: f" {w}."))
-    no_logprobs = PARAMS.replace(logprobs=False)
+    no_logprobs = PARAMS.replace(logprobs=None)  # unspecified: the probe's need fills it in
+    with pytest.raises(ttc.InvalidInput, match=r"probe 'any_of' \(AnyOf\) needs token logprobs.*logprobs=False"):
+        EarlyExit(AnyOf([confidence, consistency]), params=PARAMS.replace(logprobs=False), mode=mode)
     result = EarlyExit(AnyOf([confidence, consistency]), params=no_logprobs, mode=mode).solve("q", late)
     c = result.candidates[0]
     assert (result.answer, c.finish_reason, c.scores["exit_tokens"]) == (None, "dropped", 52)

@@ -160,13 +160,14 @@ def test_group_and_lowest_group_confidence():
     )
 
 
-def test_deepconf_threshold_is_the_lower_quantile_of_finite_warmup_scores():
+def test_deepconf_threshold_is_the_linear_percentile_of_finite_warmup_scores():
+    # issue 25 (N4): np.percentile's linear interpolation, as DeepConf's code (was the lower quantile)
     scores = [float(s) for s in range(1, 11)]  # 1..10
-    assert calibrate_threshold(scores, keep=0.9) == 1.0  # keeps 90%: the 10% quantile, lower
-    assert calibrate_threshold(scores, keep=0.1) == 9.0
-    assert calibrate_threshold(scores, keep=0.5) == 5.0
+    assert calibrate_threshold(scores, keep=0.9) == pytest.approx(1.9)  # keeps 90%: the 10th percentile
+    assert calibrate_threshold(scores, keep=0.1) == pytest.approx(9.1)
+    assert calibrate_threshold(scores, keep=0.5) == pytest.approx(5.5)
     assert calibrate_threshold(scores, keep=1.0) == 1.0
-    assert calibrate_threshold([-math.inf, 3.0, math.nan, 5.0], keep=0.5) == 3.0
+    assert calibrate_threshold([-math.inf, 3.0, math.nan, 5.0], keep=0.5) == 4.0
     for keep in (0.0, 1.5, -0.1):
         with pytest.raises(InvalidInput):
             calibrate_threshold(scores, keep=keep)

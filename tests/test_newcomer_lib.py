@@ -220,7 +220,7 @@ def test_self_certainty_with_your_own_sampler_asks_for_top_logprobs():
     mine = Sample(params=SamplingParams(temperature=0.5, max_tokens=64, logprobs=True))
     best = BestOfN(n=2, verifier=LogprobConfidence("self_certainty"), sample=mine)
     assert best.sample.params.top_logprobs == 5 and best.sample.params.temperature == 0.5
-    assert mine.params.top_logprobs == 0  # the caller's object is not changed
+    assert mine.params.top_logprobs is None  # the caller's object is not changed (unspecified: None)
     llm = Scripted(["The answer is 5."])
     asyncio.run(best.sample.candidates(PROBLEM, ttc.Context(llm), 2))
     assert llm.requests[0][1].top_logprobs == 5

@@ -5,6 +5,8 @@ Save fresh outputs with `OMP_NUM_THREADS=1 python scripts/run_notebook.py exampl
 """
 
 import re
+import sys
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -42,6 +44,12 @@ def check_outputs(nb) -> None:
     plain = "".join(d.get("text/plain", "") for d in rich)
     assert "'cancelled'" in plain and "answer:" in printed  # the FirstFinish run cancelled the slower streams
     assert "exit_tokens" in printed                  # the EarlyExit run
+    assert re.search(r"\] \d right, 0 failed", printed)  # solve_many's results count what failed
+    texts = [str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) + str(o.get("evalue", ""))
+             for c in code for o in outputs_of(c)]
+    machine = [str(ROOT.parent), str(Path.home()), tempfile.gettempdir(), sys.prefix, "site-packages"]
+    paths = [t for t in texts if any(m in t for m in machine)]
+    assert not paths, f"saved outputs show a machine path: {paths[:2]}"
     servers = [c.source for c in nb.cells if "OpenAICompatible(" in c.source]
     assert servers and all(c.cell_type == "markdown" for c in nb.cells if "OpenAICompatible(" in c.source)
 

@@ -41,8 +41,8 @@ def test_group_confidences_are_sliding_window_means():
 
 def test_deepconf_threshold_keeps_the_top_fraction_of_warmup_traces():
     scores = list(range(1, 11))
-    assert calibrate_threshold(scores, keep=0.9) == 1      # DeepConf-high: keep 90%
-    assert calibrate_threshold(scores, keep=0.1) == 9      # DeepConf-low: keep the top 10%
+    assert calibrate_threshold(scores, keep=0.9) == pytest.approx(1.9)  # DeepConf-high: keep 90%
+    assert calibrate_threshold(scores, keep=0.1) == pytest.approx(9.1)  # DeepConf-low: keep the top 10%
     kept = [s for s in scores if s >= calibrate_threshold(scores, keep=0.5)]
     assert len(kept) >= 5
     with pytest.raises(ttc.InvalidInput):

@@ -112,9 +112,13 @@ def test_rpc_refuses_a_backend_without_logprobs():
 
 
 def test_rpc_asks_a_given_sampler_for_logprobs_without_changing_it():
-    sample = ttc.Sample(params=ttc.SamplingParams(logprobs=False))
+    sample = ttc.Sample(params=ttc.SamplingParams(max_tokens=32))  # logprobs unspecified
     strategy = RPC(n=2, sample=sample)
-    assert strategy.sample.params.logprobs and not sample.params.logprobs
+    assert strategy.sample.params.logprobs is True and sample.params.logprobs is None
+    # an explicit logprobs=False refuses what RPC needs: an error at construction, naming both
+    # (it used to be overridden silently)
+    with pytest.raises(ttc.InvalidInput, match=r"RPC needs token logprobs.*logprobs=False"):
+        RPC(n=2, sample=ttc.Sample(params=ttc.SamplingParams(logprobs=False)))
 
 
 def test_registry_builds_rpc_and_adaptive_best_of_n():

@@ -24,6 +24,7 @@ ALLOWED = {
     "/path/to/": "a placeholder in usage examples, to be replaced by the reader's own folder",
     "/no/such/": "a deliberately missing folder in tests of the missing-model error",
     "/usr/bin/env": "the portable shebang of scripts",
+    "/secrets/": "the mount point of a Kubernetes secret inside ttc's container (docs/serve.md's deployment recipe)",
     "/proc/": "Linux's process table (a benchmark reads a server's CPU time), the same on every Linux",
 }
 #: files whose paths are relative to the repository by definition

@@ -17,9 +17,12 @@ from ttc.errors import (
     MalformedResponse,
     MissingExtra,
     ModelNotFound,
+    ProblemsFailed,
     TTCError,
+    TTCWarning,
     Unsupported,
 )
+from ttc.needs import Needs
 from ttc.prompts import ChatPrompt
 from ttc.runner import asolve_many, run_sync, solve_many
 from ttc.steps import StepConfig
@@ -35,12 +38,14 @@ from ttc.strategies import (
     EarlyExit,
     FirstFinish,
     MajorityVote,
+    ParallelTempering,
     ParticleFilter,
+    ParticleGibbs,
     Sample,
     Sampler,
     Strategy,
 )
-from ttc.types import Candidate, Completion, Problem, Result, SamplingParams, Step, Trace, Usage
+from ttc.types import Candidate, Completion, Problem, Result, Results, SamplingParams, Step, Trace, Usage
 
 __version__ = "0.1.0"
 
@@ -69,9 +74,14 @@ __all__ = [
     "MalformedResponse",
     "MissingExtra",
     "ModelNotFound",
+    "Needs",
+    "ParallelTempering",
     "ParticleFilter",
+    "ParticleGibbs",
     "Problem",
+    "ProblemsFailed",
     "Result",
+    "Results",
     "Sample",
     "Sampler",
     "SamplingParams",
@@ -79,6 +89,7 @@ __all__ = [
     "StepConfig",
     "Strategy",
     "TTCError",
+    "TTCWarning",
     "Trace",
     "Unsupported",
     "Usage",

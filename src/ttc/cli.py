@@ -23,70 +23,23 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
                    "own choice; or a count (default: auto)")
 
 
-def _int_list(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from ttc.demo import demo_problems, format_footer, format_header, format_row, run_demo
-    from ttc.runner import run_sync
-
-    problems = demo_problems(args.problems, seed=args.seed)
-    backend = make_backend(args.backend, args.model, args.url, threads=args.threads)
-    print(f"ttc demo: {len(problems)} addition word problems, backend={args.backend}, "
-          f"model={getattr(backend, 'model_name', args.model)}", file=sys.stderr)
-    rows: list = []
-    saved = open(args.save, "w") if args.save else None
-
-    def save(record: dict) -> None:
-        saved.write(json.dumps(record) + "\n")
-        saved.flush()
-
-    def on_row(row) -> None:  # noqa: ANN001 - called on ttc's loop thread as each setting finishes
-        if not rows:
-            print(format_header(), flush=True)
-        rows.append(row)
-        print(format_row(row), flush=True)
-
-    try:
-        run_sync(run_demo(backend, problems, ns=_int_list(args.n), max_tokens=args.max_tokens,
-                          seed=args.seed, progress=not args.quiet, on_row=on_row,
-                          save=save if saved else None))
-    except KeyboardInterrupt:
-        if not rows:
-            print(("\n" if not args.quiet else "") + "ttc demo: interrupted before the first setting finished",
-                  file=sys.stderr)
-        else:
-            print(format_footer(len(problems)), flush=True)
-            print(
-                ("\n" if not args.quiet else "")
-                + f"ttc demo: interrupted; the {len(rows)} row{'s' if len(rows) != 1 else ''} above "
-                f"finished",
-                file=sys.stderr,
-            )
-        return 130
-    finally:
-        run_sync(backend.aclose())
-        if saved is not None:
-            saved.close()
-    print(format_footer(len(problems)))
-    return 0
-
-
-def _solve_with_progress(strategy, question: str, backend, seed: int | None, total: int | None,  # noqa: ANN001
-                         enabled: bool):
+def _solve_with_progress(strategy, question, backend, seed: int | None, total: int | None,  # noqa: ANN001
+                         enabled: bool, whole: bool = True):
     """Solve one question with a tqdm bar on stderr counting the tokens the backend has decoded.
 
     The bar follows `backend.tokens_generated()` (polled twice a second), so a vote's n
     candidates, which arrive together, still show progress while they are decoded. Backends
-    that cannot count tokens before a request finishes show the elapsed time only.
+    that cannot count tokens before a request finishes show the elapsed time only. `whole`: the
+    total is the real size of the work (n whole candidates), not a bound the strategy usually
+    stays well under (a step search), which the bar's label then says.
     """
     import threading
 
     from ttc._progress import tqdm
 
     start = backend.tokens_generated()
-    bar = tqdm(total=total if start is not None else None, unit="tok", desc=f"{strategy.name} tokens",
+    desc = f"{strategy.name} tokens" + ("" if whole or total is None else " (total: at most)")
+    bar = tqdm(total=total if start is not None else None, unit="tok", desc=desc,
                disable=not enabled, file=sys.stderr, dynamic_ncols=True, leave=False)
     stop = threading.Event()
 
@@ -110,6 +63,7 @@ def _solve_with_progress(strategy, question: str, backend, seed: int | None, tot
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ttc.display import tie_line
+    from ttc.run_cli import WHOLE_CANDIDATE_STRATEGIES, judge_note, progress_total, prompt_problem
     from ttc.runner import run_sync
     from ttc.strategies.registry import make_strategy
     from ttc.verifiers import LogprobConfidence
@@ -117,19 +71,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens, logprobs=True, seed=args.seed)
     verifier = LogprobConfidence(args.verifier) if args.verifier else None
     strategy = make_strategy(args.strategy, n=args.n, verifier=verifier, params=params)
+    problem = prompt_problem(args.question, args.prompt)
     backend = make_backend(args.backend, args.model, args.url, threads=args.threads)
     try:
-        # an upper bound for the strategies that sample n whole candidates; others show a count only
-        whole = strategy.name in ("sample", "majority", "best_of_n", "first_finish")
-        total = getattr(strategy, "n", 1) * args.max_tokens if whole else None
-        result = _solve_with_progress(strategy, args.question, backend, args.seed, total,
-                                      enabled=not args.quiet and not args.json)
+        # the work's size for whole candidates, an upper bound for step searches; others show a count only
+        total = progress_total(strategy, args.n, args.max_tokens)
+        result = _solve_with_progress(strategy, problem, backend, args.seed, total,
+                                      enabled=not args.quiet and not args.json,
+                                      whole=strategy.name in WHOLE_CANDIDATE_STRATEGIES)
     finally:
         run_sync(backend.aclose())
+    note = judge_note(strategy, getattr(backend, "model_name", args.model))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
+        if note:
+            print(note, file=sys.stderr)
     else:
-        print(f"answer: {result.answer}")
+        if note:
+            print(note)
+        print(f"answer: {result.answer}" + (f" ({result.no_answer_reason})" if result.answer is None else ""))
         if "votes" in result.details:
             print(f"votes: {result.details['votes']}")
         if tie_line(result):
@@ -318,16 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttc", description="Test-time-compute strategies for LLMs")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="accuracy vs samples on the embedded model, offline")
-    _add_backend_args(demo)
-    demo.add_argument("--problems", type=int, default=40, help="number of demo problems")
-    demo.add_argument("--n", default="1,4,16", help="comma-separated numbers of candidates")
-    demo.add_argument("--max-tokens", type=int, default=96, help="completion tokens per candidate")
-    demo.add_argument("--seed", type=int, default=0, help="problem generator and sampling seed")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    demo.add_argument("--save", default=None, metavar="PATH",
-                      help="write every result, with its candidates' texts, to PATH (JSON lines)")
-    demo.set_defaults(func=cmd_demo)
+    from ttc.demo_cli import register as register_demo_command
+
+    register_demo_command(sub, _add_backend_args, lambda: make_backend)  # `ttc demo`
 
     run = sub.add_parser("run", help="solve one question with a strategy")
     run.add_argument("question")
@@ -336,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n", type=int, default=8, help="number of candidates")
     run.add_argument("--verifier", choices=["mean_logprob", "self_certainty"], default=None,
                      help="logprob-confidence verifier (weights votes; picks for best_of_n)")
+    run.add_argument("--prompt", default=None, metavar="PROMPT",
+                     help="the user message: default (step by step, answer in \\boxed{}), demo (\"Give the final "
+                     "answer as a number.\", suits the small embedded model) or a template in which {question} is "
+                     "replaced (default: the strategy's own prompt, which is default)")
     run.add_argument("--max-tokens", type=int, default=256, help="completion tokens per candidate")
     run.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
     run.add_argument("--seed", type=int, default=None, help="sampling seed (default: none, a new sample each run)")

@@ -78,7 +78,9 @@ def result_html(result: Result) -> str:
     colour = "#1b7f3b" if verdict.startswith(" ✓") else "#b00020" if verdict else "inherit"
     parts = [head,
              f"<div>answer: <strong>{e(str(result.answer))}</strong>"
-             f"<span style='color:{colour}'>{e(verdict)}</span></div>",
+             f"<span style='color:{colour}'>{e(verdict)}</span>"
+             + (f" <span style='color:#555'>({e(result.no_answer_reason)})</span>" if result.answer is None else "")
+             + "</div>",
              f"<div style='color:#555'>{e(_usage_line(result))}</div>"]
     votes = result.details.get("votes")
     if isinstance(votes, dict) and votes:
@@ -119,7 +121,8 @@ def result_markdown(result: Result) -> str:
     lines = [f"**{result.strategy}**" + (f" · problem `{result.problem.id}`" if result.problem.id else "")]
     if not result.ok:
         return "\n\n".join(lines + [f"**error:** {result.error}", _usage_line(result)])
-    lines.append(f"answer: **{result.answer}**{_verdict(result)}")
+    why = f" ({result.no_answer_reason})" if result.answer is None else ""
+    lines.append(f"answer: **{result.answer}**{_verdict(result)}{why}")
     lines.append(_usage_line(result))
     votes = result.details.get("votes")
     if isinstance(votes, dict) and votes:

@@ -58,3 +58,12 @@ class MalformedResponse(GenerationError):
 
 class AnswerNotFound(TTCError):
     """No final answer could be extracted from a candidate's text."""
+
+
+class TTCWarning(UserWarning):
+    """Base class of the warnings ttc issues on purpose."""
+
+
+class ProblemsFailed(TTCWarning):
+    """Some problems of a `solve_many` run failed: the warning gives the count and the first error;
+    the returned `Results` hold them (`results.failed`, `results.first_error`, each `Result.error`)."""

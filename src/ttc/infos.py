@@ -241,13 +241,45 @@ class ParticleRound:
     ess: float
     ancestors: tuple[int, ...]
     resampled: bool = True
+    #: particle Gibbs (`ttc.ParticleGibbs`): the index in `nodes` of the reference particle's
+    #: prefix (it is weighted with the others but not resampled); None in a plain particle filter
+    reference: int | None = None
+    #: particle Gibbs: which sweep (0 = the plain particle filter); parallel tempering: which chain
+    iteration: int = 0
+    chain: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {"round": self.round, "nodes": list(self.nodes), "scores": list(self.scores),
                "weights": list(self.weights), "ess": self.ess, "resampled": list(self.ancestors)}
         if not self.resampled:
             out["resampling_skipped"] = True
+        if self.reference is not None:
+            out["reference"] = self.reference
+        if self.iteration:
+            out["iteration"] = self.iteration
+        if self.chain is not None:
+            out["chain"] = self.chain
         return out
+
+
+@dataclass(frozen=True)
+class Swap:
+    """One proposed exchange of reference particles between two tempered chains (parallel
+    tempering, `ttc.ParallelTempering`): after sweep `iteration`, chains `chains` = (i, j) at
+    inverse temperatures `betas` held references with final log-likelihoods `log_likelihoods`
+    (logit of their final PRM score); the swap was accepted with probability `acceptance`."""
+
+    iteration: int
+    chains: tuple[int, int]
+    betas: tuple[float, float]
+    log_likelihoods: tuple[float, float]
+    acceptance: float
+    accepted: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"iteration": self.iteration, "chains": list(self.chains), "betas": list(self.betas),
+                "log_likelihoods": list(self.log_likelihoods), "acceptance": self.acceptance,
+                "accepted": self.accepted}
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -273,3 +305,35 @@ class ParticleInfo(SearchInfo):
         return out | {"rounds": len(self.history), "ess": [r.ess for r in self.history],
                       "history": [r.to_dict() for r in self.history], "multiplicity": list(self.multiplicity),
                       "generated": self.generated, "stopped_by": self.stopped_by}
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class ParticleGibbsInfo(ParticleInfo):
+    """ParticleGibbs: a ParticleInfo over every sweep (`history` holds the rounds of all of them,
+    each with its `iteration`), plus the number of sweeps and the reference particle (tree node
+    id) each sweep after the first was conditioned on."""
+
+    iterations: int
+    references: tuple[int, ...]
+
+    def _fields(self) -> dict[str, Any]:
+        return super()._fields() | {"iterations": self.iterations, "references": list(self.references)}
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class TemperingInfo(ParticleGibbsInfo):
+    """ParallelTempering: a ParticleGibbsInfo of every chain's sweeps (rounds carry their
+    `chain`; `references` are the target chain's), the chains' temperatures (chain 0, the
+    lowest, is the target: the answer is chosen among its final particles), every proposed swap,
+    and each chain's reference node after each iteration (`chain_references[c]`)."""
+
+    temperatures: tuple[float, ...]
+    swaps: tuple[Swap, ...]
+    chain_references: tuple[tuple[int, ...], ...]
+
+    def _fields(self) -> dict[str, Any]:
+        accepted = sum(s.accepted for s in self.swaps)
+        return super()._fields() | {"temperatures": list(self.temperatures),
+                                    "swaps": [s.to_dict() for s in self.swaps],
+                                    "swap_rate": accepted / len(self.swaps) if self.swaps else None,
+                                    "chain_references": [list(r) for r in self.chain_references]}

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import warnings
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ttc._progress import tqdm
 from ttc.backends.base import Generator
 from ttc.context import Budget, Context
-from ttc.errors import InvalidInput
-from ttc.types import Problem, Result, Usage
+from ttc.errors import InvalidInput, ProblemsFailed
+from ttc.types import Problem, Result, Results, Usage
 
 if TYPE_CHECKING:
     from ttc.strategies.base import Strategy
@@ -78,8 +79,10 @@ async def solve_one(strategy: Strategy, problem: Problem | str, generator: Gener
 async def asolve_many(strategy: Strategy, problems: Iterable[Problem | str], generator: Generator, *,
                       concurrency: int = 32, budget: Budget | None = None, seed: int | None = None,
                       progress: bool = True, on_result: Callable[[int, Result], None] | None = None,
-                      total_budget: Budget | None = None, allocation: str = "uniform") -> list[Result]:
-    """Solve `problems` concurrently; return one `Result` per problem, in order.
+                      total_budget: Budget | None = None, allocation: str = "uniform", warn: bool = True
+                      ) -> Results:
+    """Solve `problems` concurrently; return one `Result` per problem, in order, as `Results` (a
+    list that also says what failed: `results.failed`, `results.first_error`).
 
     `budget` limits each problem; `total_budget=Budget(tokens=T)` is one token total shared by all
     of them, split `allocation="uniform"` (equal shares) or `"adaptive"` (problems whose vote is
@@ -88,9 +91,31 @@ async def asolve_many(strategy: Strategy, problems: Iterable[Problem | str], gen
     `details["allocation"]` says what its problem got.
 
     A problem that fails (bad input, budget, backend error) becomes a `Result` with `error` set
-    and the usage it had spent, and never stops the others. `on_result(index, result)` is called
-    as each finishes (e.g. to stream results to a file). Problem i gets seed `seed + i`.
+    and the usage it had spent, and never stops the others; with `warn` (default), a run where any
+    failed warns once (`ttc.ProblemsFailed`) with the count and the first error. `on_result(index,
+    result)` is called as each finishes (e.g. to stream results to a file). Problem i gets seed `seed + i`.
     """
+    results = await _solve_all(strategy, problems, generator, concurrency=concurrency, budget=budget, seed=seed,
+                               progress=progress, on_result=on_result, total_budget=total_budget,
+                               allocation=allocation)
+    if warn:
+        warn_failures(results, stacklevel=2)
+    return results
+
+
+def warn_failures(results: Results, stacklevel: int = 1) -> None:
+    """Warn once (`ProblemsFailed`) with the count and the first error when any problem failed;
+    `stacklevel` counts from the caller of this function, as `warnings.warn`'s does."""
+    if results.failed:
+        warnings.warn(f"{results.summary()} (see results.failed, results.first_error and each "
+                      f"Result.error)", ProblemsFailed, stacklevel=stacklevel + 1)
+
+
+async def _solve_all(strategy: Strategy, problems: Iterable[Problem | str], generator: Generator, *,
+                     concurrency: int, budget: Budget | None, seed: int | None, progress: bool,
+                     on_result: Callable[[int, Result], None] | None, total_budget: Budget | None,
+                     allocation: str) -> Results:
+    """`asolve_many` without the warning."""
     if total_budget is not None:
         from ttc.shared_budget import asolve_shared
 
@@ -132,15 +157,19 @@ async def asolve_many(strategy: Strategy, problems: Iterable[Problem | str], gen
         return result
 
     try:
-        return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(items))))
+        return Results(await asyncio.gather(*(one(i, p) for i, p in enumerate(items))))
     finally:
         bar.close()
 
 
-def solve_many(strategy: Strategy, problems: Iterable[Problem | str], generator: Generator, **kwargs: Any
-               ) -> list[Result]:
-    """Sync `asolve_many`: works in scripts and inside Jupyter. Same arguments."""
-    return run_sync(closing_loop(generator, asolve_many(strategy, problems, generator, **kwargs)))
+def solve_many(strategy: Strategy, problems: Iterable[Problem | str], generator: Generator, *, warn: bool = True,
+               **kwargs: Any) -> Results:
+    """Sync `asolve_many`: works in scripts and inside Jupyter. Same arguments; the warning about
+    failed problems is issued in the caller's thread, pointing at the caller's line."""
+    results = run_sync(closing_loop(generator, asolve_many(strategy, problems, generator, warn=False, **kwargs)))
+    if warn:
+        warn_failures(results, stacklevel=2)
+    return results
 
 
 async def closing_loop(generator: Generator, coro: Coroutine[Any, Any, T]) -> T:

@@ -40,7 +40,7 @@ from ttc.strategies.adaptive_vote import AdaptiveVote, draw_round, vote_result
 from ttc.strategies.base import Strategy
 from ttc.strategies.majority import MajorityVote
 from ttc.strategies.sample import Sample
-from ttc.types import Candidate, Problem, Result
+from ttc.types import Candidate, Problem, Result, Results
 
 Allocation = Literal["uniform", "adaptive"]
 ALLOCATIONS: tuple[Allocation, ...] = ("uniform", "adaptive")
@@ -123,7 +123,7 @@ async def _prompt_tokens(sample: Sample, problem: Problem, generator: Generator)
 async def asolve_shared(strategy: Strategy, problems: Iterable[Problem | str], generator: Generator, *,
                         total_budget: Budget, allocation: Allocation = "uniform", concurrency: int = 32,
                         budget: Budget | None = None, seed: int | None = None, progress: bool = True,
-                        on_result: Callable[[int, Result], None] | None = None) -> list[Result]:
+                        on_result: Callable[[int, Result], None] | None = None) -> Results:
     """`asolve_many` with one token budget shared by all problems (see the module docstring).
 
     Each Result's `details["allocation"]` reports what its problem got: samples, rounds, tokens,
@@ -139,7 +139,7 @@ async def asolve_shared(strategy: Strategy, problems: Iterable[Problem | str], g
     plan = vote_plan(strategy)
     items = [Problem.coerce(p).validate() for p in problems]
     if not items:
-        return []
+        return Results()
     max_tokens = plan.sample.params.max_tokens
     lengths = [await _prompt_tokens(plan.sample, p, generator) for p in items]
     total = total_budget.tokens
@@ -225,7 +225,7 @@ async def asolve_shared(strategy: Strategy, problems: Iterable[Problem | str], g
         _update_bar(bar, states)
     bar.close()
     spent = sum(p.spent for p in {id(p): p for p in pools}.values())
-    results = []
+    results = Results()
     for state, share in zip(states, shares, strict=True):
         usage = state.ctx.finish()
         if state.error is not None:

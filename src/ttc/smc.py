@@ -111,6 +111,34 @@ def residual(rng: random.Random, weights: Sequence[float], n: int) -> list[int]:
     return out
 
 
+def swap_acceptance(betas: tuple[float, float], log_likelihoods: tuple[float, float]) -> float:
+    """The Metropolis probability of exchanging the states of two tempered chains (parallel
+    tempering; Geyer, 1991). Chain k targets pi_k(x) ~ p(x) L(x)^beta_k (the same prior p, the
+    likelihood L tempered by its exponent beta_k); with l_i = log L(x_i) the log-likelihood of
+    chain i's state, the exchange is accepted with probability
+
+        min(1, pi_i(x_j) pi_j(x_i) / (pi_i(x_i) pi_j(x_j))) = min(1, exp((beta_i - beta_j)(l_j - l_i)))
+
+    (the prior cancels: only the likelihoods are needed). Equal exponents or equal likelihoods
+    always swap; the colder chain (larger beta) always takes a state of higher likelihood."""
+    (beta_i, beta_j), (ell_i, ell_j) = betas, log_likelihoods
+    log_ratio = (beta_i - beta_j) * (ell_j - ell_i)
+    if math.isnan(log_ratio):
+        raise InvalidInput(f"swap_acceptance needs finite exponents and log-likelihoods, got {betas}, "
+                           f"{log_likelihoods}")
+    return 1.0 if log_ratio >= 0 else math.exp(log_ratio)
+
+
+def swap_pairs(chains: int, iteration: int) -> list[tuple[int, int]]:
+    """The adjacent chain pairs proposed for exchange after sweep `iteration`: (0, 1), (2, 3), ...
+    on even iterations, (1, 2), (3, 4), ... on odd ones (the deterministic even-odd scheme:
+    non-overlapping pairs, so the proposals are independent, and every neighbour pair is proposed
+    every two iterations)."""
+    if chains < 1 or iteration < 0:
+        raise InvalidInput(f"swap_pairs needs chains >= 1 and iteration >= 0, got {chains}, {iteration}")
+    return [(i, i + 1) for i in range(iteration % 2, chains - 1, 2)]
+
+
 #: the resamplers `ParticleFilter(resampling=...)` knows by name
 RESAMPLERS: dict[str, Resampler] = {"multinomial": multinomial, "residual": residual, "stratified": stratified,
                                     "systematic": systematic}

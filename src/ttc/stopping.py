@@ -53,6 +53,11 @@ class StoppingRule(abc.ABC):
     def should_stop(self, answers: Sequence[str | None]) -> bool:
         """True when sampling may stop: the answers so far settle the vote."""
 
+    def voters(self, answers: Sequence[str | None]) -> list[int]:
+        """The indices of the answers that vote once this rule has stopped sampling: every answer
+        drawn, unless the rule's source decides with a part of them (`WindowStop`)."""
+        return list(range(len(answers)))
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({fields})"
@@ -62,12 +67,15 @@ class WindowStop(StoppingRule):
     """ESC's rule (Li et al., 2024, "Escape Sky-high Cost: Early-stopping Self-Consistency for
     Multi-step Reasoning", ICLR): the samples are cut into disjoint windows of `window` in drawing
     order (samples 1..w, w+1..2w, ...); sampling stops as soon as every answer of one complete
-    window is the same (zero answer entropy within the window). The answer is then the majority over
-    all samples drawn, as in the paper. The paper's illustration uses windows of 5 with at most 20
-    samples; the default window of 4 here divides the default max_n of 16.
+    window is the same (zero answer entropy within the window). The answer is then that window's
+    answer (`voters`: the first unanimous window votes alone), as the authors' code does
+    (`Yiwei98/ESC`, `early_stop_gsm8k.py`: on a unanimous window it breaks with the window's
+    predictions only); when no window decides, every sample drawn votes. The authors' code uses
+    windows of 5 with at most 40 samples; the default window of 4 here divides the default max_n of 16.
 
     Deviation, stated: a sample without an extractable answer (None) is a distinct non-answer, so a
-    window with one is never unanimous (the paper has no unanswered samples in its counting).
+    window with one is never unanimous (the authors' code turns a missing number into -1000, which
+    then counts as an answer).
     """
 
     name = "esc"
@@ -77,13 +85,22 @@ class WindowStop(StoppingRule):
             raise InvalidInput(f"WindowStop.window must be a positive integer, got {window!r}")
         self.window = window
 
-    def should_stop(self, answers: Sequence[str | None]) -> bool:
+    def unanimous_window(self, answers: Sequence[str | None]) -> int | None:
+        """The start of the first complete window whose answers all agree (None: no such window)."""
         w = self.window
         for start in range(0, len(answers) - w + 1, w):
             chunk = answers[start:start + w]
             if None not in chunk and len(answer_counts(chunk)) == 1:
-                return True
-        return False
+                return start
+        return None
+
+    def should_stop(self, answers: Sequence[str | None]) -> bool:
+        return self.unanimous_window(answers) is not None
+
+    def voters(self, answers: Sequence[str | None]) -> list[int]:
+        """The first unanimous window's samples (ESC's answer), else every sample."""
+        start = self.unanimous_window(answers)
+        return list(range(len(answers))) if start is None else list(range(start, start + self.window))
 
 
 def beta_leader_probability(leader: int, runner_up: int) -> float:

@@ -63,6 +63,9 @@ class SamplingParams:
 
     `logprobs` asks for the log-probability of every sampled token; `top_logprobs` additionally
     asks for the k most likely alternatives at each position (used by confidence verifiers).
+    Both are None ("unspecified") by default: a backend then returns none, and a strategy whose
+    verifier, PRM or probe needs them fills them in (`ttc.needs`). An explicit `logprobs=False` or
+    a `top_logprobs` below what a verifier needs is refused when the strategy is built.
     """
 
     n: int = 1
@@ -71,8 +74,8 @@ class SamplingParams:
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
     seed: int | None = None
-    logprobs: bool = False
-    top_logprobs: int = 0
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("temperature", "top_p"):
@@ -85,8 +88,13 @@ class SamplingParams:
             raise InvalidInput(f"SamplingParams.temperature must be >= 0, got {self.temperature!r}")
         if not 0 < self.top_p <= 1:
             raise InvalidInput(f"SamplingParams.top_p must be in (0, 1], got {self.top_p!r}")
-        if self.top_logprobs < 0:
-            raise InvalidInput(f"SamplingParams.top_logprobs must be >= 0, got {self.top_logprobs!r}")
+        if self.logprobs is not None and not isinstance(self.logprobs, bool):
+            raise InvalidInput(f"SamplingParams.logprobs must be True, False or None (unspecified), got "
+                               f"{self.logprobs!r}; the number of alternatives per token is top_logprobs")
+        top = self.top_logprobs
+        if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 0):
+            raise InvalidInput(f"SamplingParams.top_logprobs must be an integer >= 0 or None (unspecified), "
+                               f"got {top!r}")
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         else:
@@ -302,6 +310,38 @@ class Result:
         return self.is_correct()
 
     @property
+    def no_answer_reason(self) -> str | None:
+        """Why `answer` is None (None when there is an answer), in words that start with the kind:
+
+        - "error: ..." the problem failed (`error` says how);
+        - "cut at max_tokens: ..." every candidate was cut before it stated an answer;
+        - "nothing extractable: ..." candidates finished (or were stopped) without a readable answer;
+        - "no candidates" the strategy produced none;
+        - "the chosen candidate has no answer: ..." other candidates had one, the strategy chose one
+          without (e.g. a verifier's favourite that states none).
+        """
+        if self.answer is not None:
+            return None
+        if self.error is not None:
+            return f"error: {self.error}"
+        total = len(self.candidates)
+        if not total:
+            return "no candidates"
+        answered = sum(c.answer is not None for c in self.candidates)
+        if answered:
+            return f"the chosen candidate has no answer: {answered} of {total} candidates had one"
+        cut = self.truncated
+        if cut == total:
+            which = "the candidate was" if total == 1 else f"all {total} candidates were"
+            return f"cut at max_tokens: {which} cut before stating an answer; raise max_tokens"
+        reasons: dict[str, int] = {}
+        for c in self.candidates:
+            reasons[c.finish_reason or "unknown"] = reasons.get(c.finish_reason or "unknown", 0) + 1
+        words = {"stop": "finished", "length": "cut at max_tokens"}
+        how = ", ".join(f"{k} {words.get(r, r)}" for r, k in reasons.items())
+        return f"nothing extractable: no candidate stated an answer ({how})"
+
+    @property
     def versions(self) -> dict[str, Any]:
         """The ttc version and the answer-rule version (`ttc.answers.ANSWER_RULES_VERSION`) this
         result was read and graded by: a change of answer rules changes `correct`."""
@@ -344,6 +384,7 @@ class Result:
             "usage": self.usage.to_dict(),
             "details": self.details.to_dict(),
             "error": self.error,
+            "no_answer_reason": self.no_answer_reason,
             "truncated": self.truncated,
             "candidates": [
                 {
@@ -360,8 +401,41 @@ class Result:
     def __repr__(self) -> str:
         if self.error:
             return f"Result(strategy={self.strategy!r}, error={self.error!r})"
+        why = f"no_answer_reason={self.no_answer_reason!r}, " if self.answer is None else ""
         tie = self.details.get("tie")  # a tied vote, won by the answer seen first (`ttc.votes`)
-        return (f"Result(strategy={self.strategy!r}, answer={self.answer!r}, "
+        return (f"Result(strategy={self.strategy!r}, answer={self.answer!r}, " + why
                 + (f"tie={list(tie)!r}, " if tie else "")
                 + f"candidates={len(self.candidates)}, tokens={self.usage.total_tokens}, "
                 f"seconds={self.usage.wall_seconds:.2f})")
+
+
+class Results(list[Result]):
+    """What `solve_many` returns: the results, in the order of the problems (a plain list), and
+    what failed, so that a failure is never silent.
+
+    `failed` is how many problems failed (their Result has `error` set), `failures` those results,
+    `first_error` the first one's error (None when none failed), `no_answer` how many results have
+    no answer for any reason (`Result.no_answer_reason` says which).
+    """
+
+    @property
+    def failures(self) -> list[Result]:
+        return [r for r in self if r.error is not None]
+
+    @property
+    def failed(self) -> int:
+        return sum(r.error is not None for r in self)
+
+    @property
+    def first_error(self) -> str | None:
+        return next((r.error for r in self if r.error is not None), None)
+
+    @property
+    def no_answer(self) -> int:
+        return sum(r.answer is None for r in self)
+
+    def summary(self) -> str:
+        """E.g. "2 of 10 problems failed; the first error: Unsupported: ..." ("10 problems, none failed")."""
+        if not self.failed:
+            return f"{len(self)} problems, none failed"
+        return f"{self.failed} of {len(self)} problems failed; the first error: {self.first_error}"

@@ -111,7 +111,7 @@ def sampling_params(params: SamplingParams, output_kind: Any, defaults: dict[str
                   max_tokens=params.max_tokens, stop=list(params.stop), seed=params.seed,
                   output_kind=output_kind)
     if params.logprobs or params.top_logprobs:
-        kwargs["logprobs"] = params.top_logprobs
+        kwargs["logprobs"] = params.top_logprobs or 0  # None (unspecified) is no alternatives
     try:
         return vllm.SamplingParams(**kwargs)
     except (ValueError, TypeError) as exc:

@@ -53,15 +53,23 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
                 **_dataset_options(args))
 
 
-def _finish(report: Any, output: str) -> int:
-    """Print the table and where the files are; exit 1 with one line per setting whose every
-    problem failed (a run that produced nothing must not look like a run that answered wrong)."""
+def _finish(report: Any, output: str, max_tokens: int) -> int:
+    """Print the table and where the files are; warn for each setting whose candidates were
+    mostly cut at max_tokens (at least half: its accuracy says more about --max-tokens than about
+    the strategy); exit 1 with one line per setting whose every problem failed (a run that
+    produced nothing must not look like a run that answered wrong)."""
     from ttc.eval.runner import report_prefix
 
     print(report.table())
     prefix = report_prefix(output)
     plot = f"{prefix}.png" if os.path.exists(f"{prefix}.png") else "(none: matplotlib is not installed)"
     print(f"results: {output}\nsummary: {prefix}.summary.md, {prefix}.summary.csv\nplot:    {plot}", file=sys.stderr)
+    for row in report.rows:
+        if row.cut is not None and row.cut >= 0.5:
+            where = f"{row.setting}: " if len(report.rows) > 1 else ""
+            print(f"ttc: warning: {where}{row.cut:.0%} of the candidates were cut at max_tokens (finish_reason "
+                  f"\"length\"): the accuracy rests on unfinished answers; raise --max-tokens (it was {max_tokens})",
+                  file=sys.stderr)
     failed = report.failed_settings()
     for setting, count, error in failed:
         where = f"{setting}: " if len(report.rows) > 1 else ""
@@ -94,7 +102,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _plain_warnings()
 
     report = evaluate(args.strategy, args.dataset, n=args.n, tokens_budget=args.tokens_budget, **_common(args))
-    return _finish(report, args.output)
+    return _finish(report, args.output, args.max_tokens)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -103,7 +111,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _plain_warnings()
 
     report = compare(args.strategies, args.dataset, tokens_budget=args.tokens_budget, **_common(args))
-    return _finish(report, args.output)
+    return _finish(report, args.output, args.max_tokens)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -241,7 +241,7 @@ async def arun_settings(planned: Sequence[Planned], problems: Sequence[Problem],
 
             wrapper = _Resumable(item.strategy, setting.key, dict(finished))
             await asolve_many(wrapper, problems, generator, concurrency=concurrency, budget=setting.budget,
-                              seed=seed, progress=progress, on_result=on_result)
+                              seed=seed, progress=progress, on_result=on_result, warn=False)  # reported
         all_records = list(existing) + new_records
     finally:
         if file:

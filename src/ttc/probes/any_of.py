@@ -3,8 +3,9 @@
 The container follows transformers' `StoppingCriteriaList` (`generation/stopping_criteria.py`),
 whose call is `any(criterion(...) for criterion in the list)`: here the first probe, in list
 order, whose decision is "exit" or "drop" stops the trace, and its decision is the container's.
-Its requirements are the union of its members': logprobs if any needs them, the largest
-top-logprob count, every backend capability any of them needs.
+Its requirements are the union of its members': their `needs` (`ttc.needs.Needs.union`: logprobs
+if any needs them, the largest top-logprob count, hidden states if any reads them) and every
+backend capability any of them needs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 
 from ttc.context import Context
 from ttc.errors import InvalidInput
+from ttc.needs import Needs, needs_of
 from ttc.probes.base import CONTINUE, Decision, Probe, TraceState
 
 
@@ -59,8 +61,7 @@ class AnyOf(Probe):
         self.every = math.gcd(*(max(1, p.every) for p in probes))
         self.scans_tokens = any(p.scans_tokens for p in probes)
         self.suffix = next((p.suffix for p in probes if p.suffix), None)
-        self.needs_logprobs = any(p.needs_logprobs for p in probes)
-        self.required_top_logprobs = max(p.required_top_logprobs for p in probes)
+        self.needs = Needs.union(needs_of(p) for p in probes)
         self.required_capabilities = frozenset().union(*(p.required_capabilities for p in probes))
 
     def _key(self, i: int) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 from ttc.answers import extract
 from ttc.context import Context
 from ttc.errors import InvalidInput
+from ttc.needs import NOTHING, Needs
 from ttc.types import Problem, SamplingParams, Usage
 
 CONTINUE, EXIT, DROP = "continue", "exit", "drop"
@@ -92,16 +93,16 @@ class Probe(abc.ABC):
       confidence windows), so a stream asks it at every token rather than every `every` tokens;
     - `suffix`: the answer-eliciting text the probe uses; EarlyExit forces an answer with it
       when the probe stops without one (None: `PLAIN_SUFFIX`);
-    - `needs_logprobs`, `required_top_logprobs`: what the sampling must return per token;
-    - `required_capabilities`: backend capabilities it needs (e.g. hidden states).
+    - `needs` (`ttc.needs.Needs`): what it reads beyond the text (token logprobs, top logprobs,
+      hidden states); EarlyExit asks its sampling for them and checks the backend for hidden states;
+    - `required_capabilities`: other backend capabilities it needs (e.g. "stream").
     """
 
     name: str = "probe"
     every: int = 32
     scans_tokens: bool = False
     suffix: str | None = None
-    needs_logprobs: bool = False
-    required_top_logprobs: int = 0
+    needs: Needs = NOTHING
     required_capabilities: frozenset[str] = frozenset()
 
     @abc.abstractmethod

@@ -29,6 +29,7 @@ import numpy as np
 
 from ttc.context import Context
 from ttc.errors import InvalidInput, check_positive
+from ttc.needs import Needs
 from ttc.probes.base import CONTINUE, DROP, EXIT, Decision, Probe, TraceState
 from ttc.types import Candidate, Completion, Problem
 from ttc.verifiers.base import Verifier
@@ -65,14 +66,17 @@ def lowest_group_confidence(completion: Completion, window: int, mode: str = "to
 
 
 def calibrate_threshold(warmup_scores: Sequence[float], keep: float = 0.9) -> float:
-    """DeepConf's offline threshold: the score that keeps the top `keep` fraction of warm-up traces
-    (keep=0.1 is DeepConf-low, keep=0.9 DeepConf-high), from their lowest group confidences."""
+    """DeepConf's threshold: the score that keeps the top `keep` fraction of warm-up traces
+    (keep=0.1 is DeepConf-low, keep=0.9 DeepConf-high), from their lowest group confidences: their
+    (1 - keep) x 100-th percentile, linearly interpolated (`np.percentile`), as DeepConf's code
+    (`deepconf-online.py`, `analysis_offline.py`) and `ttc.DeepConf` compute it. Non-finite scores
+    are left out."""
     if not 0 < keep <= 1:
         raise InvalidInput(f"keep must be in (0, 1], got {keep!r}")
     scores = np.asarray([s for s in warmup_scores if np.isfinite(s)], dtype=float)
     if len(scores) == 0:
         raise InvalidInput("calibrate_threshold needs at least one finite warm-up score")
-    return float(np.quantile(scores, 1.0 - keep, method="lower"))
+    return float(np.percentile(scores, (1.0 - keep) * 100.0))
 
 
 class TokenConfidence(Probe):
@@ -118,8 +122,7 @@ class TokenConfidence(Probe):
         self.every = every
         self.min_tokens = window if min_tokens is None else min_tokens
         self.mode = "topk" if top_k else "logprob"
-        self.needs_logprobs = True
-        self.required_top_logprobs = top_k
+        self.needs = Needs(logprobs=True, top_logprobs=top_k)
 
     def confidences(self, state: TraceState) -> np.ndarray:
         return token_confidences(state.logprobs, state.top_logprobs, self.mode)
@@ -150,9 +153,11 @@ class TokenConfidence(Probe):
         (`weighted=True`: the confidence itself instead of 1, for top-k confidences, which are positive).
 
         The bar is the probe's `threshold`, or with `keep` DeepConf-offline's own: the (1 - keep) x
-        100-th percentile of this question's candidates (keep=0.1: the top 10%), so a question never
-        loses every trace. `MajorityVote(n, verifier=probe.filter(weighted=True, keep=0.1))` is
-        DeepConf-offline (top-eta filter, then a confidence-weighted vote)."""
+        100-th percentile (linear, `calibrate_threshold`) of this question's candidates that have an
+        answer (keep=0.1: the top 10%), as DeepConf's `filter_top_confidence` takes it over its valid
+        traces; so a question never loses every answered trace.
+        `MajorityVote(n, verifier=probe.filter(weighted=True, keep=0.1))` is DeepConf-offline
+        (top-eta filter, then a confidence-weighted vote)."""
         return ConfidenceFilter(self, weighted, keep)
 
 
@@ -187,7 +192,7 @@ class ConfidenceFilter(Verifier):
         self.weighted = weighted
         self.keep = keep
         self.name = "confidence_filter"
-        self.required_top_logprobs = probe.top_k
+        self.needs = probe.needs
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[float]:
         confs = []
@@ -200,7 +205,7 @@ class ConfidenceFilter(Verifier):
             c.scores["lowest_group_confidence"] = conf
             confs.append(conf)
         bar = self.probe.threshold
-        if self.keep is not None:  # DeepConf-offline: this question's top `keep` fraction
-            finite = [x for x in confs if math.isfinite(x)]
-            bar = float(np.percentile(finite, (1.0 - self.keep) * 100.0)) if finite else math.inf
+        if self.keep is not None:  # DeepConf-offline: the top `keep` fraction of this question's answered traces
+            answered = [x for x, c in zip(confs, candidates, strict=True) if math.isfinite(x) and c.answer is not None]
+            bar = calibrate_threshold(answered, self.keep) if answered else math.inf
         return [((max(conf, 0.0) if self.weighted else 1.0) if conf >= bar else 0.0) for conf in confs]

@@ -26,6 +26,7 @@ import numpy as np
 from ttc.backends.base import HIDDEN_STATES, Generator
 from ttc.context import Context, split_verifier_cost
 from ttc.errors import InvalidInput
+from ttc.needs import Needs
 from ttc.probes.base import CONTINUE, EXIT, PLAIN_SUFFIX, Decision, Probe, TraceState
 from ttc.probes.conformal import _sigmoid, conformal_threshold
 
@@ -173,13 +174,13 @@ class HiddenStateProbe(Probe):
         >>> from ttc.probes import HiddenStateProbe, LinearProbe
         >>> linear = LinearProbe(np.ones(2), 0.0, np.zeros(2), np.ones(2), threshold=0.5, cues=("wait",))
         >>> probe = HiddenStateProbe(linear)
-        >>> probe.scans_tokens, sorted(probe.required_capabilities)
-        (True, ['hidden_states'])
+        >>> probe.scans_tokens, probe.needs.hidden_states
+        (True, True)
     """
 
     name = "hidden_state"
     scans_tokens = True
-    required_capabilities = frozenset({HIDDEN_STATES})
+    needs = Needs(hidden_states=True)
 
     def __init__(self, probe: LinearProbe | str | Path, cues: Sequence[str] | None = None, every: int = 32,
                  threshold: float | None = None, suffix: str | None = None, min_tokens: int = 0):

@@ -11,6 +11,7 @@ from ttc.strategies.early_exit import EarlyExit
 from ttc.strategies.first_finish import FirstFinish, StreamSample
 from ttc.strategies.majority import MajorityVote
 from ttc.strategies.particle import ParticleFilter
+from ttc.strategies.particle_gibbs import ParallelTempering, ParticleGibbs
 from ttc.strategies.rpc import RPC
 from ttc.strategies.sample import Sample
 
@@ -26,7 +27,9 @@ __all__ = [
     "EarlyExit",
     "FirstFinish",
     "MajorityVote",
+    "ParallelTempering",
     "ParticleFilter",
+    "ParticleGibbs",
     "Sample",
     "Sampler",
     "Strategy",

@@ -22,11 +22,16 @@ Deviations and choices:
 - Cost: self-evaluation requests are ordinary generator requests made through the run's context, so they
   are counted in the Result's usage (generator calls and tokens) and charged to its token budget, as
   the samples are; details["self_eval_calls"] and ["self_eval_tokens"] say how much of it they were.
+- Budget: when the token budget refuses a batch's self-evaluations, its samples (drawn and billed) stay
+  candidates without a P(better) (`details["p_better"]` holds None for them, `["unevaluated"]` counts
+  them) and sampling stops ("budget"); the answer is the best evaluated sample, or the first sample
+  when none could be evaluated. Only a first sample the budget refuses raises `BudgetExhausted`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import get_args
 
 from ttc.context import Context
@@ -83,7 +88,7 @@ class AdaptiveBestOfN(Strategy):
             raise InvalidInput("the self-evaluation question must not be empty")
         self.max_n = check_n(max_n)
         self.threshold = float(threshold)
-        self.sample = sampler_for(sample, None)
+        self.sample = sampler_for(sample, None, holder="AdaptiveBestOfN")
         self.batches = batches
         self.question = question
         self.top_logprobs = top_logprobs
@@ -104,7 +109,7 @@ class AdaptiveBestOfN(Strategy):
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         candidates: list[Candidate] = []
-        scores: list[float] = []
+        scores: list[float | None] = []  # one per candidate; None: its self-evaluation was refused
         calls = tokens = 0
         stop: SelfEvalStop = "max_n"
         size = 1
@@ -112,25 +117,45 @@ class AdaptiveBestOfN(Strategy):
             k = min(size, self.max_n - len(candidates))
             try:
                 new = await self.sample.candidates(problem, ctx, k)
-                evals = await asyncio.gather(*(self.p_better(problem, c, ctx) for c in new))
             except BudgetExhausted:
-                if not scores:
+                if not candidates:
                     raise
                 stop = "budget"
                 break
-            for c, (p, t) in zip(new, evals, strict=True):
+            evals = await asyncio.gather(*(self.p_better(problem, c, ctx) for c in new), return_exceptions=True)
+            refused = False
+            for c, outcome in zip(new, evals, strict=True):
+                candidates.append(c)  # drawn and billed: a candidate, evaluated or not
+                if isinstance(outcome, BudgetExhausted):
+                    refused = True
+                    scores.append(None)
+                    continue
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                p, t = outcome
                 c.scores["p_better"] = p
-                candidates.append(c)
                 scores.append(p)
                 calls += 1
                 tokens += t
-            if min(scores) < self.threshold:
+            scored = [p for p in scores if p is not None]
+            if scored and min(scored) < self.threshold:
                 stop = "confident"
+                break
+            if refused:
+                stop = "budget"
                 break
             if self.batches == "doubling":
                 size *= 2
-        chosen = min(range(len(scores)), key=scores.__getitem__)
+        chosen = choose(scores)
         return Result(problem=problem, answer=candidates[chosen].answer, candidates=candidates, usage=ctx.usage,
                       strategy=self.name,
                       details={"chosen": chosen, "p_better": scores, "stop": stop, "samples": len(candidates),
-                               "self_eval_calls": calls, "self_eval_tokens": tokens})
+                               "self_eval_calls": calls, "self_eval_tokens": tokens,
+                               "unevaluated": sum(p is None for p in scores)})
+
+
+def choose(scores: Sequence[float | None]) -> int:
+    """The sample with the lowest P(better) (ties: the first); the first sample when none was
+    self-evaluated (the budget refused every evaluation)."""
+    scored = [i for i, p in enumerate(scores) if p is not None]
+    return min(scored, key=scores.__getitem__) if scored else 0

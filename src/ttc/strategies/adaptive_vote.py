@@ -25,10 +25,16 @@ async def draw_round(sample: Sampler, problem: Problem, ctx: Context, k: int) ->
 
 
 def vote_result(name: str, problem: Problem, ctx: Context, candidates: list[Candidate], reason: StopReason,
-                rounds: int | None, rule: StoppingRule, **stream: Any) -> Result:
+                rounds: int | None, rule: StoppingRule, seen: list[Candidate] | None = None, **stream: Any) -> Result:
     """The plurality of the answers drawn (ties: the answer seen first, recorded), with why sampling stopped.
+    When the rule decided, only its `voters` vote (ESC: the unanimous window); it is asked about the
+    samples in the order it saw them, `seen` (default: `candidates`; stream mode: finish order).
     `stream` holds the stream mode's `launched` and `finish_order` (it has no rounds)."""
-    answer, votes, info = weighted_vote([c.answer for c in candidates])
+    voting = candidates
+    if reason == "decided":
+        order = candidates if seen is None else seen
+        voting = [order[i] for i in rule.voters([c.answer for c in order])]
+    answer, votes, info = weighted_vote([c.answer for c in voting])
     cancelled = sum(c.finish_reason == "cancelled" for c in candidates)
     details = AdaptiveVoteInfo(votes=votes, vote_fallback=info.get("vote_fallback"), tie=info.get("tie"),
                                samples=len(candidates) - cancelled, cancelled=cancelled, rounds=rounds,
@@ -43,7 +49,9 @@ class AdaptiveVote(Strategy):
     Samples `batch` candidates at a time, up to `max_n`, and after each round asks the stopping rule
     `stop` whether the answers so far settle the vote: `ttc.stopping.BetaStop(confidence=0.95)`
     (Adaptive-Consistency, Aggarwal et al., 2023; the default) or `ttc.stopping.WindowStop(window)`
-    (ESC, Li et al., 2024). The answer is the plurality of every answer drawn, as in both papers.
+    (ESC, Li et al., 2024). The answer is the plurality of every answer drawn (Adaptive-Consistency's
+    code), except when `WindowStop` decides: then it is the unanimous window's answer, as ESC's code
+    (the rule's `voters`).
     `details["stop_reason"]` is one of `ttc.stopping.STOP_REASONS`: "decided" (the rule stopped it),
     "max_n", or "budget" (the problem's token budget could not pay for another round; at least one
     round must fit, else `BudgetExhausted` is raised as for any strategy).
@@ -67,8 +75,11 @@ class AdaptiveVote(Strategy):
     windows); here the batch size is free, and a rule is only asked at round ends (batch mode) or
     sample ends (stream mode), so a rule that would have stopped mid-round sees the whole round.
 
+    `max_n` defaults to 16; the authors' codes draw up to 40 (Adaptive-Consistency's
+    `AC(max_gens=40)`, ESC's `sc_num=40`): pass `max_n=40` to match their cap.
+
     Args:
-        max_n: the most samples drawn.
+        max_n: the most samples drawn (default 16; the authors' 40).
         batch: samples per round (batch mode) or in flight (stream mode).
         stop: the stopping rule: a `ttc.stopping.StoppingRule`, a name ("beta", "esc"), or None
             (`BetaStop(confidence=0.95)`).
@@ -92,7 +103,7 @@ class AdaptiveVote(Strategy):
             raise InvalidInput(f"AdaptiveVote.batch must be a positive integer, got {batch!r}")
         self.batch = min(batch, self.max_n)
         self.stop = as_rule(stop)
-        self.sample = sampler_for(sample, None)
+        self.sample = sampler_for(sample, None, holder="AdaptiveVote")
         self.stream = bool(stream)
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
@@ -167,5 +178,6 @@ class AdaptiveVote(Strategy):
             else:
                 candidates.append(Candidate(text=view.partial_text(), answer=None, usage=view.spent_total(),
                                             finish_reason="cancelled"))
-        return vote_result(self.name, problem, ctx, candidates, reason, None, self.stop, launched=len(views),
+        return vote_result(self.name, problem, ctx, candidates, reason, None, self.stop, [c for _, c in finished],
+                           launched=len(views),
                            finish_order=tuple(i for i, _ in finished))

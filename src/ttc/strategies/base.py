@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import copy
 
 from ttc.backends.base import Generator
 from ttc.context import Budget, Context
+from ttc.errors import InvalidInput
+from ttc.needs import Needs, fill
 from ttc.runner import closing_loop, run_sync, solve_one
-from ttc.types import Candidate, Problem, Result
+from ttc.types import Candidate, Problem, Result, SamplingParams
 
 
 class Strategy(abc.ABC):
@@ -40,7 +43,30 @@ class Sampler(Strategy):
 
     Subclasses implement `candidate` (one solution) and may override `candidates` to produce k
     at once more cheaply (plain sampling asks the backend for n=k in one request).
+
+    A wrapper whose verifier needs more than text asks its sampler for it with `with_needs`;
+    the default fills in the sampler's `params` (`ttc.needs.fill`). A sampler without `params`
+    overrides `with_needs` to provide them, or is refused beside a verifier that needs them.
     """
+
+    def with_needs(self, needs: Needs, who: str) -> Sampler:
+        """This sampler, or a changed copy (the caller's object is never changed), whose candidates
+        carry what `needs` asks; `InvalidInput` naming `who` when its explicit settings refuse it."""
+        needs = needs.sampling
+        if not needs:
+            return self
+        params = getattr(self, "params", None)
+        if not isinstance(params, SamplingParams):
+            raise InvalidInput(
+                f"{who} needs {needs.describe()}, and sample={type(self).__name__} has no `params` to ask for "
+                f"them: make it sample with SamplingParams({needs.settings()}) and override Sampler.with_needs, "
+                f"or use a scorer that needs none")
+        filled = fill(params, needs, who=who, where=f"sample={type(self).__name__}")
+        if filled == params:
+            return self
+        adjusted = copy.copy(self)
+        adjusted.params = filled  # type: ignore[attr-defined]
+        return adjusted
 
     @abc.abstractmethod
     async def candidate(self, problem: Problem, ctx: Context) -> Candidate:

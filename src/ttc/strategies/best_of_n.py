@@ -58,7 +58,7 @@ class BestOfN(Strategy):
         self.verifier = verifier = as_verifier(verifier)
         self.selection = selection
         self.temperature = temperature
-        self.sample = sampler_for(sample, verifier)
+        self.sample = sampler_for(sample, verifier, holder="BestOfN")
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         candidates = await self.sample.candidates(problem, ctx, self.n)

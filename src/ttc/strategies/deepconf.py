@@ -12,6 +12,7 @@ import numpy as np
 from ttc.context import Context
 from ttc.errors import BudgetExhausted, InvalidInput, check_positive
 from ttc.infos import ConfidenceVoteInfo
+from ttc.needs import Needs, fill
 from ttc.probes.base import DROP
 from ttc.probes.confidence import TokenConfidence, lowest_group_confidence
 from ttc.prompts import ChatPrompt
@@ -71,7 +72,8 @@ class DeepConf(Strategy):
         window: tokens per confidence group.
         top_k: top logprobs per token in the token confidence.
         every: tokens between the online checks.
-        params, prompt: sampling parameters and chat prompt.
+        params, prompt: sampling parameters and chat prompt; token logprobs and the top-`top_k`
+            logprobs are asked for where `params` leave them unset (explicitly fewer is refused).
 
     Example:
         >>> import ttc
@@ -100,7 +102,8 @@ class DeepConf(Strategy):
         self.window = window
         self.top_k = top_k
         self.every = every
-        self.params = params.replace(logprobs=True, top_logprobs=max(params.top_logprobs, top_k))
+        self.params = fill(params, Needs(logprobs=True, top_logprobs=top_k), who=f"DeepConf(top_k={top_k})",
+                           where="its params")
         self.prompt = prompt
 
     def _confidence(self, candidate: Candidate) -> float:

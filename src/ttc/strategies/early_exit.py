@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ttc.answers import read_answer
-from ttc.backends.base import TOKEN_IDS
+from ttc.backends.base import HIDDEN_STATES, TOKEN_IDS
 from ttc.context import Context
 from ttc.errors import BudgetExhausted, InvalidInput, Unsupported
+from ttc.needs import Needs, fill, needs_of
 from ttc.probes.base import DROP, EXIT, PLAIN_SUFFIX, Decision, Probe, TraceState, elicit_answer
 from ttc.prompts import ChatPrompt
 from ttc.strategies.base import Sampler
@@ -44,7 +45,9 @@ class EarlyExit(Sampler):
 
     Args:
         probe: the probe that decides (a `ttc.probes` probe, or `AnyOf([...])` of several).
-        params: sampling parameters of the candidate (logprobs are added if the probe needs them).
+        params: sampling parameters of the candidate; what the probe needs (`probe.needs`: token
+            logprobs, top logprobs) is asked for where they leave it unset, and an explicit
+            setting that refuses it (`logprobs=False` beside `TokenConfidence`) is an InvalidInput.
         prompt: the chat prompt the question is rendered into.
         mode: "chunks" (token-id continuations) or "stream" (one cancellable stream).
         answer_suffix: the text that forces an answer (default: the probe's `suffix`).
@@ -71,22 +74,36 @@ class EarlyExit(Sampler):
             raise InvalidInput(f"EarlyExit needs a ttc probe (ttc.probes.*), got {type(probe).__name__}")
         if mode not in MODES:
             raise InvalidInput(f"unknown EarlyExit mode {mode!r}; known: {', '.join(MODES)}")
-        if mode == "stream" and probe.required_top_logprobs:
-            raise InvalidInput(f"probe {probe.name!r} needs top-{probe.required_top_logprobs} logprobs per token, "
+        needs = needs_of(probe)
+        if mode == "stream" and needs.top_logprobs:
+            raise InvalidInput(f"probe {probe.name!r} needs top-{needs.top_logprobs} logprobs per token, "
                                f"which streams do not carry: use mode='chunks' (or top_k=0 for the sampled "
                                f"token's logprob)")
         if on_drop not in ("abstain", "answer"):
             raise InvalidInput(f"on_drop must be 'abstain' or 'answer', got {on_drop!r}")
         self.probe = probe
-        self.params = params.replace(
-            n=1, logprobs=params.logprobs or probe.needs_logprobs,
-            top_logprobs=max(params.top_logprobs, probe.required_top_logprobs))
+        self.params = fill(params.replace(n=1), needs, who=f"probe {probe.name!r} ({type(probe).__name__})",
+                           where="EarlyExit's params")
         self.prompt = prompt
         self.mode = mode
         self.answer_suffix = answer_suffix or probe.suffix or PLAIN_SUFFIX
         self.answer_tokens = answer_tokens
         self.on_drop = on_drop
         self.scan_every_token = probe.scans_tokens if scan_every_token is None else scan_every_token
+
+    def with_needs(self, needs: Needs, who: str) -> EarlyExit:
+        """As `Sampler.with_needs`; a stream carries no top logprobs, so mode="stream" refuses them."""
+        if self.mode == "stream" and needs.top_logprobs:
+            raise InvalidInput(f"{who} needs the top-{needs.top_logprobs} logprobs of every token, which "
+                               f"EarlyExit(mode='stream') cannot give (streams carry the sampled token's "
+                               f"logprob only): use mode='chunks'")
+        return super().with_needs(needs, who)  # type: ignore[return-value]
+
+    @property
+    def required_capabilities(self) -> frozenset[str]:
+        """Backend capabilities the probe needs: its declared ones, and hidden states if it reads them."""
+        hidden = {HIDDEN_STATES} if needs_of(self.probe).hidden_states else set()
+        return frozenset(self.probe.required_capabilities) | hidden
 
     async def candidate(self, problem: Problem, ctx: Context) -> Candidate:
         seed = ctx.next_seed(self.params.seed)  # drawn before any await: the same run gives the same seeds
@@ -95,7 +112,7 @@ class EarlyExit(Sampler):
             raise Unsupported(f"EarlyExit continues and probes traces as token ids: it needs a backend with token "
                               f"ids ({type(ctx.generator).__name__} here has none: on a server, vLLM's /tokenize "
                               f"and return_token_ids); use FirstFinish or MajorityVote on this backend")
-        missing = self.probe.required_capabilities - capabilities
+        missing = self.required_capabilities - capabilities
         if missing:
             raise InvalidInput(f"probe {self.probe.name!r} needs backend capabilities {sorted(missing)}, "
                                f"which {type(ctx.generator).__name__} does not declare")

@@ -13,6 +13,7 @@ from ttc.answers import answer_fields
 from ttc.context import Context, Stream
 from ttc.errors import InvalidInput
 from ttc.infos import FirstFinishInfo
+from ttc.needs import Needs
 from ttc.prompts import ChatPrompt
 from ttc.strategies.base import Sampler, Strategy
 from ttc.strategies.sample import DEFAULT_PARAMS, Sample
@@ -44,6 +45,14 @@ class StreamSample(Sampler):
     def __init__(self, params: SamplingParams = DEFAULT_PARAMS, prompt: ChatPrompt = ChatPrompt()):
         self.params = params.replace(n=1)
         self.prompt = prompt
+
+    def with_needs(self, needs: Needs, who: str) -> StreamSample:
+        """As `Sampler.with_needs`; a stream carries no top logprobs, so they are refused."""
+        if needs.top_logprobs:
+            raise InvalidInput(f"{who} needs the top-{needs.top_logprobs} logprobs of every token, which "
+                               f"StreamSample cannot give (streams carry the sampled token's logprob only): "
+                               f"use Sample")
+        return super().with_needs(needs, who)  # type: ignore[return-value]
 
     async def candidate(self, problem: Problem, ctx: Context) -> Candidate:
         seed = ctx.next_seed(self.params.seed)  # drawn before any await: the same run gives the same seeds

@@ -45,7 +45,7 @@ class MajorityVote(Strategy):
     def __init__(self, n: int = 8, sample: Sampler | None = None, verifier: Verifier | None = None):
         self.n = check_n(n)
         self.verifier = verifier = as_verifier(verifier)
-        self.sample = sampler_for(sample, verifier)
+        self.sample = sampler_for(sample, verifier, holder="MajorityVote")
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         candidates = await self.sample.candidates(problem, ctx, self.n)

@@ -8,13 +8,15 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from ttc.context import Context
 from ttc.errors import InvalidInput, check_positive
 from ttc.infos import ParticleInfo, ParticleRound, StopReason
 from ttc.prompts import ChatPrompt
 from ttc.smc import RESAMPLERS, Resampler, effective_sample_size, logit, resampler, softmax
-from ttc.steps import STEP_PARAMS, Node, SearchTree, StepConfig
+from ttc.steps import STEP_PARAMS, Node, SearchTree, StepConfig, Stepper
 from ttc.strategies.stepwise import Growth, Request, StepSearch, all_or_nothing
 from ttc.types import Problem, Result, SamplingParams
 from ttc.verifiers.process import ProcessRewardModel, aggregate, check_aggregation
@@ -23,6 +25,24 @@ __all__ = ["RESAMPLING", "ParticleFilter", "check_probability", "effective_sampl
            "softmax"]
 
 RESAMPLING = tuple(RESAMPLERS)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What one particle filter sweep left: its final population (finished particles, and the
+    unfinished ones if the budget or max_steps stopped it), its rounds, and why it ended."""
+
+    population: list[Node]
+    rounds: list[ParticleRound]
+    stop: StopReason
+
+
+def prefix_at(tree: SearchTree, node: Node, depth: int) -> Node:
+    """`node`'s ancestor at `depth` steps (the node itself when it is not deeper): the prefix of a
+    reference particle that competes with the free particles of the same depth."""
+    while node.depth > depth and node.parent is not None:
+        node = tree[node.parent]
+    return node
 
 
 def resample(weights: Sequence[float], n: int, rng: random.Random, method: str = "multinomial") -> list[int]:
@@ -126,7 +146,21 @@ class ParticleFilter(StepSearch):
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         stepper, tree = await self._begin(problem, ctx)
-        population: list[Node] = [tree.root] * self.particles
+        sweep = await self._sweep(problem, ctx, stepper, tree)
+        return self._finish(problem, ctx, tree, sweep.population, sweep.rounds, sweep.stop)
+
+    async def _sweep(self, problem: Problem, ctx: Context, stepper: Stepper, tree: SearchTree,
+                     reference: Node | None = None, temperature: float | None = None, iteration: int = 0,
+                     chain: int | None = None) -> Sweep:
+        """One particle filter from the root (`ttc.infos.ParticleRound` per round). With a
+        `reference` (a finished particle of an earlier sweep: particle Gibbs' conditional SMC), the
+        sweep has `particles - 1` free particles; each round the reference's prefix of the same
+        depth is weighted with them by its own PRM scores of that prefix (not by its final score)
+        and can be drawn by the resampling (a free particle then continues from that prefix), but
+        is itself never replaced; it ends the sweep in the population. `temperature` overrides the
+        filter's (a tempered chain's)."""
+        free = self.particles - (reference is not None)
+        population: list[Node] = [tree.root] * free
         rounds: list[ParticleRound] = []
         stop: StopReason | None = None
         for t in range(self.steps.max_steps):
@@ -139,13 +173,17 @@ class ParticleFilter(StepSearch):
                 stop = growth.stop  # unscored steps cannot be weighted: the population keeps its parents
                 break
             population = self._extend(population, live, growth)
-            record = self._reweight(population, ctx.rng, t)
+            pool = population if reference is None else [*population, prefix_at(tree, reference, t + 1)]
+            record = self._reweight(pool, ctx.rng, t, free, temperature, reference=None if reference is None
+                                    else len(population), iteration=iteration, chain=chain)
             rounds.append(record)
-            population = [population[i] for i in record.ancestors]
+            population = [pool[i] for i in record.ancestors]
             if growth.exhausted:
                 stop = "token_budget"
                 break
-        return self._finish(problem, ctx, tree, population, rounds, stop or "all_finished")
+        if reference is not None:
+            population.append(reference)
+        return Sweep(population, rounds, stop or "all_finished")
 
     @staticmethod
     def _live(population: Sequence[Node]) -> list[list[int]]:
@@ -172,19 +210,25 @@ class ParticleFilter(StepSearch):
         check_probability(self.prm, r)
         return logit(r)
 
-    def _reweight(self, population: Sequence[Node], rng: random.Random, t: int) -> ParticleRound:
-        """Weight the population, and draw the next one's ancestors (unless the ESS trigger skips)."""
-        weights = softmax([self.log_weight(p) for p in population], self.temperature)
+    def _reweight(self, population: Sequence[Node], rng: random.Random, t: int, draws: int,
+                  temperature: float | None = None, **record: int | None) -> ParticleRound:
+        """Weight the population (at `temperature`, default the filter's), and draw `draws` ancestors
+        for the next one (unless the ESS trigger skips: then the first `draws` particles keep
+        themselves)."""
+        weights = softmax([self.log_weight(p) for p in population],
+                          self.temperature if temperature is None else temperature)
         ess = effective_sample_size(weights)
-        resampled = self.resample_threshold is None or ess < self.resample_threshold * self.particles
-        ancestors = self._resample(rng, weights, self.particles) if resampled else range(self.particles)
+        resampled = self.resample_threshold is None or ess < self.resample_threshold * len(population)
+        ancestors = self._resample(rng, weights, draws) if resampled else range(draws)
         return ParticleRound(round=t, nodes=tuple(p.id for p in population), scores=tuple(p.score for p in population),
-                             weights=tuple(weights), ess=ess, ancestors=tuple(ancestors), resampled=resampled)
+                             weights=tuple(weights), ess=ess, ancestors=tuple(ancestors), resampled=resampled,
+                             **record)
 
     def _finish(self, problem: Problem, ctx: Context, tree: SearchTree, population: Sequence[Node],
-                rounds: Sequence[ParticleRound], stop: StopReason) -> Result:
+                rounds: Sequence[ParticleRound], stop: StopReason, info: type[ParticleInfo] = ParticleInfo,
+                **fields: Any) -> Result:
         """The answer among the final particles (the finished ones, if any: a budget stop leaves
-        partial particles with no answer yet)."""
+        partial particles with no answer yet); `info` is the details record, `fields` its own."""
         if any(p.finished for p in population):
             population = [p for p in population if p.finished]
         counts = Counter(p.id for p in population if p.value is not None)
@@ -199,6 +243,7 @@ class ParticleFilter(StepSearch):
         name = self.resampling if isinstance(self.resampling, str) else getattr(self.resampling, "__name__",
                                                                                  repr(self.resampling))
         return self._result(problem, ctx, tree, final, weights, select="best" if self.select == "best" else "weighted",
-                            info=ParticleInfo, particles=self.particles, temperature=self.temperature,
+                            info=info, particles=self.particles, temperature=self.temperature,
                             resampling=name, history=tuple(rounds), multiplicity=tuple(counts[n.id] for n in final),
-                            resample_threshold=self.resample_threshold, weight_by=self.weight_by, stopped_by=stop)
+                            resample_threshold=self.resample_threshold, weight_by=self.weight_by, stopped_by=stop,
+                            **fields)

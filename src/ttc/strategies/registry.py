@@ -20,6 +20,7 @@ from ttc.strategies.early_exit import EarlyExit
 from ttc.strategies.first_finish import FirstFinish
 from ttc.strategies.majority import MajorityVote
 from ttc.strategies.particle import ParticleFilter
+from ttc.strategies.particle_gibbs import ParallelTempering, ParticleGibbs, temperature_ladder
 from ttc.strategies.rpc import RPC
 from ttc.strategies.sample import DEFAULT_PARAMS, Sample
 from ttc.verifiers.base import Verifier
@@ -37,8 +38,6 @@ def _majority(n: int, verifier: Verifier | None, params: Any) -> Strategy:
 
 def _best_of_n(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
     verifier = verifier or LogprobConfidence()
-    if verifier.required_top_logprobs:
-        params = params.replace(top_logprobs=verifier.required_top_logprobs)
     return BestOfN(n=n, verifier=verifier, sample=Sample(params=params), **options)
 
 
@@ -105,6 +104,26 @@ def _particle(n: int, verifier: Verifier | None, params: Any, **options: Any) ->
     return ParticleFilter(particles=n, **_step_search_args(verifier, params, options))
 
 
+def _particle_gibbs(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
+    """n = particles x iterations, the particles drawn in all (its_hub's split of its budget):
+    `iterations` (default 2) sweeps of max(2, n // iterations) particles, unless `particles` is given."""
+    iterations = options.pop("iterations", 2)
+    particles = options.pop("particles", max(2, n // max(1, iterations)))
+    return ParticleGibbs(particles=particles, iterations=iterations, **_step_search_args(verifier, params, options))
+
+
+def _parallel_tempering(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
+    """n = particles x iterations x chains: `chains` (default 3) chains whose inverse temperatures
+    fall geometrically from 1 to `hottest_beta` (default 0.25: temperatures 1, 2, 4), `iterations`
+    (default 2) sweeps each, max(2, n // (iterations x chains)) particles, unless `particles` is given."""
+    iterations = options.pop("iterations", 2)
+    chains = options.pop("chains", 3)
+    temperatures = temperature_ladder(chains, options.pop("hottest_beta", 0.25))
+    particles = options.pop("particles", max(2, n // max(1, iterations * chains)))
+    return ParallelTempering(particles=particles, iterations=iterations, temperatures=temperatures,
+                             **_step_search_args(verifier, params, options))
+
+
 def _adaptive_vote(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
     """AdaptiveVote with max_n = n, rounds of 4, Adaptive-Consistency's Beta rule (c = 0.95)."""
     if verifier is not None:
@@ -135,6 +154,8 @@ STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "dvts": _dvts,
     "astar": _astar,
     "particle": _particle,
+    "particle_gibbs": _particle_gibbs,
+    "parallel_tempering": _parallel_tempering,
     "adaptive_vote": _adaptive_vote,
     "rpc": _rpc,
     "adaptive_best_of_n": _adaptive_best_of_n,
@@ -152,6 +173,11 @@ OPTIONS: dict[str, dict[str, type]] = {
     "dvts": {"subtrees": int, "expansions": int, "unique": bool, **_STEP_OPTIONS},
     "astar": {"max_expansions": int, "cost_weight": float, "solutions": int, **_STEP_OPTIONS},
     "particle": {"resampling": str, "weight_by": str, "resample_threshold": float, **_STEP_OPTIONS},
+    "particle_gibbs": {"particles": int, "iterations": int, "resampling": str, "weight_by": str,
+                       "resample_threshold": float, **_STEP_OPTIONS},
+    "parallel_tempering": {"particles": int, "iterations": int, "chains": int, "hottest_beta": float,
+                           "resampling": str,
+                           "weight_by": str, "resample_threshold": float, **_STEP_OPTIONS},
     "adaptive_vote": {"batch": int, "stop": str, "stream": bool},
     "rpc": {"prune": str, "normalise": bool, "dedup": bool},
     "adaptive_best_of_n": {"threshold": float, "batches": str},
@@ -223,6 +249,27 @@ def _wc_particle(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
     return WorstCase(n, n * _steps_of(options) * max_tokens, "n", "max_steps" if "max_steps" in options else "n")
 
 
+def _wc_particle_gibbs(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """`iterations` sweeps, one after the other, of at most `particles` particles (the factory's
+    defaults from n), one step each per round, max_steps rounds."""
+    iterations = max(1, options.get("iterations", 2))
+    particles = options.get("particles", max(2, n // iterations))
+    named = "particles" if "particles" in options else "n"
+    return WorstCase(particles, iterations * particles * _steps_of(options) * max_tokens, named,
+                     "max_steps" if "max_steps" in options else named)
+
+
+def _wc_parallel_tempering(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """`chains` particle Gibbs chains whose sweeps run at the same time: chains x particles at once,
+    times iterations x max_steps rounds of at most max_tokens each."""
+    iterations = max(1, options.get("iterations", 2))
+    chains = max(1, options.get("chains", 3))
+    particles = options.get("particles", max(2, n // (iterations * chains)))
+    named = "particles" if "particles" in options else ("chains" if "chains" in options else "n")
+    return WorstCase(chains * particles, iterations * chains * particles * _steps_of(options) * max_tokens, named,
+                     "max_steps" if "max_steps" in options else named)
+
+
 #: name -> worst(n, max_tokens per sequence or step, own options) -> WorstCase; one per STRATEGIES entry
 WORST_CASES: dict[str, Callable[[int, int, dict[str, Any]], WorstCase]] = {
     "sample": _wc_sample,
@@ -235,6 +282,8 @@ WORST_CASES: dict[str, Callable[[int, int, dict[str, Any]], WorstCase]] = {
     "dvts": _wc_tree("subtrees"),
     "astar": _wc_astar,
     "particle": _wc_particle,
+    "particle_gibbs": _wc_particle_gibbs,
+    "parallel_tempering": _wc_parallel_tempering,
     "adaptive_vote": _wc_samples,
     "rpc": _wc_samples,
     "adaptive_best_of_n": _wc_adaptive_best_of_n,
@@ -253,6 +302,8 @@ ALIASES.update({"adaptive": "adaptive_vote", "adaptive-vote": "adaptive_vote", "
 ALIASES.update({"deepconf_online": "deepconf", "deepconf-online": "deepconf"})
 ALIASES.update({"beam_search": "beam", "beam-search": "beam", "a*": "astar", "a_star": "astar",
                 "particle_filter": "particle", "particle-filter": "particle", "pf": "particle"})
+ALIASES.update({"particle-gibbs": "particle_gibbs", "pg": "particle_gibbs", "parallel-tempering": "parallel_tempering",
+                "pt": "parallel_tempering", "tempering": "parallel_tempering"})
 
 
 def canonical_name(name: str) -> str:

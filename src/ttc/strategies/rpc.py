@@ -18,9 +18,12 @@ Choices the papers leave open, or that we made where their code and ours differ:
   maximum likelihood (weight of the first in [0.2, 0.8], shapes and scales >= 0.01, start
   (0.5, 1, 1, 1.5, 2), L-BFGS-B via scipy); the component with the higher mean is "high". A path is
   pruned when its posterior membership of the low component exceeds that of the high one AND its
-  probability is below the mean probability. Deviation for robustness: mixture densities are floored at
-  1e-300 so that one point of zero density does not make the likelihood infinite; a fit that fails
-  (non-finite parameters) prunes nothing. `prune="none"` skips pruning (PC alone).
+  probability is below the mean probability. Deviation for robustness: the likelihood's densities are
+  floored at 1e-300 so that one point of zero density does not make it infinite; a fit at which some
+  path's density is floored is not accepted (the floor can let L-BFGS-B stop on a plateau where every
+  density is floored, which prunes nothing): it is redone as the authors' code does it (unfloored),
+  and a fit that still leaves a path with zero density (or a non-finite parameter) prunes nothing.
+  `prune="none"` skips pruning (PC alone).
 - Everything pruned: the mean condition keeps the most probable path, so pruning never empties the pool;
   but the paths kept may all lack an answer. Then the vote falls back to PC over every path with an
   answer, and info["fallback"] says so.
@@ -35,7 +38,6 @@ Choices the papers leave open, or that we made where their code and ours differ:
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -45,9 +47,10 @@ import numpy as np
 from ttc._extras import require, require_extra
 from ttc.context import Context
 from ttc.errors import InvalidInput, Unsupported
+from ttc.needs import Needs
 from ttc.strategies.base import Sampler, Strategy
 from ttc.strategies.wrapping import check_n, sampler_for
-from ttc.types import Candidate, Problem, Result, SamplingParams
+from ttc.types import Candidate, Problem, Result
 from ttc.votes import weighted_vote
 
 PRUNING = ("mixture", "none")
@@ -70,24 +73,45 @@ def _weibull_mean(k: float, lam: float) -> float:
     return lam * math.gamma(1 + 1 / k)
 
 
-def fit_weibull_mixture(probs: Sequence[float]) -> tuple[float, float, float, float, float] | None:
-    """(w_high, k_high, lam_high, k_low, lam_low): a two-Weibull mixture fitted to `probs` by maximum
-    likelihood, the high component (higher mean) first; None when the fit fails."""
+def _mixture_nll(data: np.ndarray, params: Sequence[float], floor: float = 0.0) -> float:
+    """The mixture's negative log-likelihood of `data`; densities floored at `floor` (0: none, the
+    authors' objective, +inf when a density underflows to 0)."""
+    w, k1, l1, k2, l2 = params
+    with np.errstate(all="ignore"):
+        pdf = w * _weibull_pdf(data, k1, l1) + (1 - w) * _weibull_pdf(data, k2, l2)
+        return float(-np.sum(np.log(np.maximum(pdf, floor))))
+
+
+def _minimise_nll(data: np.ndarray, floor: float) -> tuple[float, ...] | None:
+    """The authors' L-BFGS-B fit (start, bounds) of the NLL floored at `floor`; None unless the
+    parameters are finite and every density at them is positive (unfloored NLL finite): a fit
+    where some path has zero density does not describe the paths (with the floor, L-BFGS-B can
+    stop in a flat region where every density is floored: the audit's finding N2)."""
     minimize = require("scipy.optimize", "rpc", "RPC's Weibull-mixture pruning").minimize
 
-    data = np.asarray(probs, dtype=float)
-
-    def nll(params: np.ndarray) -> float:
-        w, k1, l1, k2, l2 = params
-        pdf = w * _weibull_pdf(data, k1, l1) + (1 - w) * _weibull_pdf(data, k2, l2)
-        return float(-np.sum(np.log(np.maximum(pdf, 1e-300))))
-
     with np.errstate(all="ignore"):
-        fit = minimize(nll, np.array([0.5, 1.0, 1.0, 1.5, 2.0]),
+        fit = minimize(lambda params: _mixture_nll(data, params, floor), np.array([0.5, 1.0, 1.0, 1.5, 2.0]),
                        bounds=[(0.2, 0.8), (0.01, None), (0.01, None), (0.01, None), (0.01, None)])
-    w, k1, l1, k2, l2 = (float(v) for v in fit.x)
-    if not all(math.isfinite(v) for v in (w, k1, l1, k2, l2)):
+    params = tuple(float(v) for v in fit.x)
+    if not all(math.isfinite(v) for v in params) or not math.isfinite(_mixture_nll(data, params)):
         return None
+    return params
+
+
+def fit_weibull_mixture(probs: Sequence[float]) -> tuple[float, float, float, float, float] | None:
+    """(w_high, k_high, lam_high, k_low, lam_low): a two-Weibull mixture fitted to `probs` by maximum
+    likelihood, the high component (higher mean) first; None when the fit fails.
+
+    The NLL is minimised with densities floored at 1e-300 (so one underflowing point does not make
+    the objective infinite). That fit is kept only if no density at it is floored (there the floored
+    NLL is the authors' NLL); otherwise the floor may have let L-BFGS-B stop on a plateau where every
+    density is floored (finding N2 of the 4e644bc audit), and the authors' own fit (`compute_rpc.py`:
+    the unfloored NLL) is used if it has no zero density either; else the fit fails."""
+    data = np.asarray(probs, dtype=float)
+    params = _minimise_nll(data, 1e-300) or _minimise_nll(data, 0.0)
+    if params is None:
+        return None
+    w, k1, l1, k2, l2 = params
     if _weibull_mean(k1, l1) < _weibull_mean(k2, l2):
         w, k1, l1, k2, l2 = 1 - w, k2, l2, k1, l1
     return w, k1, l1, k2, l2
@@ -177,14 +201,15 @@ class RPC(Strategy):
     Source: Zhou et al., 2025, "Bridging Internal Probability and Self-Consistency for Effective and
     Efficient LLM Reasoning" (and its theoretical companion); their code, github.com/WNJXYK/RPC.
     Deviations (all in the module docstring): length-normalised path probability and distinct paths
-    as in the authors' code; floored mixture densities; a fallback vote when the kept paths have no
-    answer; ties go to the answer seen first.
+    as in the authors' code; floored mixture densities (a fit that
+    needs the floor is redone unfloored, as the authors'); a fallback vote
+    when the kept paths have no answer; ties go to the answer seen first.
 
     Args:
         n: paths sampled.
-        sample: the single-candidate strategy repeated, as for MajorityVote; one whose params do not
-            ask for token logprobs is copied with `logprobs=True` (a backend that returns none is
-            refused with Unsupported).
+        sample: the single-candidate strategy repeated, as for MajorityVote; asked for token logprobs
+            (`needs`: one whose params leave them unset is copied with `logprobs=True`; an explicit
+            `logprobs=False` is an InvalidInput; a backend that returns none is refused with Unsupported).
         prune: "mixture" (the paper's Weibull-mixture pruning) or "none" (Perplexity Consistency alone).
         normalise: length-normalised path probability (the authors' code) or the raw product.
         dedup: identical paths count once.
@@ -199,6 +224,8 @@ class RPC(Strategy):
     """
 
     name = "rpc"
+    #: RPC weighs each path by the model's own token probabilities
+    needs = Needs(logprobs=True)
 
     def __init__(self, n: int = 8, sample: Sampler | None = None, prune: str = "mixture", normalise: bool = True,
                  dedup: bool = True):
@@ -207,11 +234,7 @@ class RPC(Strategy):
         if prune == "mixture":  # said here, not once per problem mid-run
             require_extra("rpc", "RPC's Weibull-mixture pruning (prune='none' needs no scipy)")
         self.n = check_n(n)
-        self.sample = sampler_for(sample, None)
-        params = getattr(self.sample, "params", None)
-        if isinstance(params, SamplingParams) and not params.logprobs:
-            self.sample = copy.copy(self.sample)  # the caller's sampler is not changed
-            self.sample.params = params.replace(logprobs=True)
+        self.sample = sampler_for(sample, None, holder="RPC", needs=self.needs)
         self.prune = prune
         self.normalise = normalise
         self.dedup = dedup

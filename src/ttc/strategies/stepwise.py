@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from ttc.context import Context
 from ttc.errors import BudgetExhausted, InvalidInput, check_positive  # noqa: F401 (re-exported)
 from ttc.infos import SearchInfo, StopReason
+from ttc.needs import fill, needs_of
 from ttc.prompts import ChatPrompt
 from ttc.steps import (
     STEP_PARAMS,
@@ -84,7 +85,8 @@ class StepSearch(Strategy):
     aggregation: how a trace's step scores combine (last|min|mean|prod).
     select: how the answer is chosen among finished traces (best|weighted|majority).
     steps: what a step is (delimiter, max steps, max tokens per step).
-    params: how steps are sampled (temperature, top_p, seed; max_tokens and stop come from `steps`).
+    params: how steps are sampled (temperature, top_p, seed; max_tokens and stop come from `steps`);
+        what the PRM declares it reads (`prm.needs`, e.g. token logprobs) is asked for where unset.
     prompt: how the problem becomes the chat prompt.
     """
 
@@ -108,7 +110,8 @@ class StepSearch(Strategy):
         self.aggregation = check_aggregation(aggregation)
         self.select = check_selection(select)
         self.steps = steps or StepConfig()
-        self.params = params
+        self.params = fill(params, needs_of(prm), who=f"the PRM {prm.name!r} of {type(self).__name__}",
+                           where="its params")
         self.prompt = prompt
 
     async def _begin(self, problem: Problem, ctx: Context) -> tuple[Stepper, SearchTree]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from ttc.errors import InvalidInput, check_positive
+from ttc.needs import NOTHING, Needs, needs_of
 from ttc.strategies.base import Sampler
 from ttc.strategies.sample import Sample
-from ttc.types import SamplingParams
 from ttc.verifiers.base import Verifier
 
 
@@ -30,33 +29,19 @@ def as_verifier(verifier: Any) -> Verifier | None:
                        f"got {type(verifier).__name__}")
 
 
-def sampler_for(sample: Sampler | None, verifier: Verifier | None) -> Sampler:
-    """The sampler to repeat: the given one, or plain sampling asking for what the verifier needs.
-
-    A given sampler whose `params` ask for fewer top logprobs than the verifier needs (e.g.
-    `LogprobConfidence("self_certainty")`) is copied with `top_logprobs` raised; the caller's
-    object is not changed. A sampler without `params` cannot be adjusted and is refused.
-    """
-    needed = verifier.required_top_logprobs if verifier is not None else 0
-    if sample is not None:
-        if not isinstance(sample, Sampler):
-            raise InvalidInput(f"sample= must be a single-candidate strategy (a ttc Sampler), "
-                               f"got {type(sample).__name__}")
-        if not needed:
-            return sample
-        params = getattr(sample, "params", None)
-        if not isinstance(params, SamplingParams):
-            raise InvalidInput(
-                f"verifier {verifier.name!r} needs the top-{needed} logprobs of every token, and sample="
-                f"{type(sample).__name__} has no `params` to ask for them: make it sample with "
-                f"SamplingParams(top_logprobs={needed}), or use a verifier that needs none "
-                f"(e.g. LogprobConfidence('mean_logprob'))")
-        if (params.top_logprobs or 0) >= needed:
-            return sample
-        adjusted = copy.copy(sample)
-        adjusted.params = params.replace(top_logprobs=needed)
-        return adjusted
-    default = Sample()
-    if needed:
-        default = Sample(params=default.params.replace(top_logprobs=needed))
-    return default
+def sampler_for(sample: Sampler | None, verifier: Verifier | None, *, holder: str,
+                needs: Needs = NOTHING) -> Sampler:
+    """The sampler to repeat (the given one, or plain sampling), asked for what the verifier needs
+    and what the holding strategy itself `needs` (`Sampler.with_needs`: the caller's object is not
+    changed). An explicit setting of the sampler that refuses a need raises `InvalidInput`
+    naming both, here, when the holding strategy is built."""
+    if sample is None:
+        sample = Sample()
+    elif not isinstance(sample, Sampler):
+        raise InvalidInput(f"sample= must be a single-candidate strategy (a ttc Sampler), "
+                           f"got {type(sample).__name__}")
+    verifier_needs = needs_of(verifier) if verifier is not None else NOTHING
+    who = [holder] if needs.sampling else []
+    if verifier is not None and verifier_needs.sampling:
+        who.append(f"the verifier {verifier.name!r} ({type(verifier).__name__}) of {holder}")
+    return sample.with_needs(needs | verifier_needs, " and ".join(who))

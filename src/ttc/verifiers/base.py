@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from ttc.context import Context, split_verifier_cost
 from ttc.errors import InvalidInput
+from ttc.needs import NOTHING, Needs
 from ttc.types import Candidate, Problem
 from ttc.votes import check_scores
 
@@ -21,12 +22,16 @@ class Verifier(abc.ABC):
     worst" (weight 0, probability 0). A verifier whose scores are log-probabilities declares
     `log_scale = True`; weighted votes then use exp(score). Other scores must be >= 0 to weight
     a vote.
+
+    A verifier that reads more than a candidate's text declares it in `needs` (`ttc.needs.Needs`:
+    token logprobs, top logprobs, hidden states); every strategy that holds the verifier asks its
+    sampler for them when it is built (see docs/verifiers.md, "Declared needs").
     """
 
     name: str = "verifier"
     free: bool = False
-    #: top-k logprobs per token this verifier needs from generation (0: none)
-    required_top_logprobs: int = 0
+    #: what this verifier reads from each sampled candidate beyond its text
+    needs: Needs = NOTHING
     #: scores are log-probabilities (<= 0): weighted votes exponentiate them
     log_scale: bool = False
 

@@ -6,7 +6,8 @@ import math
 from collections.abc import Sequence
 
 from ttc.context import Context
-from ttc.errors import InvalidInput, Unsupported
+from ttc.errors import InvalidInput, Unsupported, check_positive
+from ttc.needs import Needs
 from ttc.types import Candidate, Completion, Problem
 from ttc.verifiers.base import Verifier
 
@@ -41,8 +42,8 @@ def self_certainty(completion: Completion) -> float:
 class LogprobConfidence(Verifier):
     """Scores a candidate by the model's own confidence in it: `mean_logprob` or `self_certainty`.
 
-    `self_certainty` needs top-k logprobs; strategies that own their sampler ask for `top_k` of
-    them automatically (see `required_top_logprobs`).
+    It declares what it reads (`needs`): `mean_logprob` the token logprobs, `self_certainty` the
+    top-`top_k` logprobs of every token; a strategy holding it asks its sampler for them.
 
     `mean_logprob` is a log-probability (<= 0): it declares `log_scale`, so a weighted vote uses
     exp(mean logprob), the geometric-mean token probability. `self_certainty` is >= 0 (the top-k
@@ -73,7 +74,10 @@ class LogprobConfidence(Verifier):
             raise InvalidInput(f"unknown confidence kind {kind!r}; known: {', '.join(KINDS)}")
         self.kind = kind
         self.name = kind
-        self.required_top_logprobs = top_k if kind == "self_certainty" else 0
+        if kind == "self_certainty":
+            self.needs = Needs(top_logprobs=check_positive("LogprobConfidence.top_k", top_k))
+        else:
+            self.needs = Needs(logprobs=True)
         self.log_scale = kind == "mean_logprob"
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[float]:

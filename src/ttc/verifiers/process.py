@@ -21,6 +21,7 @@ from typing import Any
 
 from ttc.context import Context, split_verifier_cost
 from ttc.errors import InvalidInput
+from ttc.needs import NOTHING, Needs, needs_of
 from ttc.types import Candidate, Problem, Usage
 from ttc.verifiers.base import Verifier
 from ttc.verifiers.loading import load_prm
@@ -55,10 +56,15 @@ class ProcessRewardModel(abc.ABC):
     Implement `score`; strategies call it through `score_steps`, which enforces the verifier
     budget and accounts the cost. A PRM with `free = True` spends no verifier calls; none of
     ttc's is free (programmatic oracles count calls too, so that budgets compare).
+
+    A PRM declares what it reads beyond the step texts in `needs` (`ttc.needs.Needs`), as a
+    verifier does; a step search (and `PRMVerifier`) asks its sampling for it. ttc's PRMs read text only.
     """
 
     name: str = "prm"
     free: bool = False
+    #: what this PRM reads from the sampled steps beyond their text
+    needs: Needs = NOTHING
 
     @abc.abstractmethod
     async def score(self, problem: Problem, traces: Sequence[Sequence[str]], ctx: Context) -> list[list[float]]:
@@ -212,6 +218,7 @@ class PRMVerifier(Verifier):
         self.split = split
         self.name = f"{prm.name}_{aggregation}" if split else prm.name
         self.free = prm.free
+        self.needs = needs_of(prm)
 
     def _steps(self, candidate: Candidate) -> list[str]:
         if not self.split:

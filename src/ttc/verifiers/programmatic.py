@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 
 from ttc.context import Context
+from ttc.needs import NOTHING, Needs, needs_of
 from ttc.types import Candidate, Problem
 from ttc.verifiers.base import Verifier, as_numbers
 
@@ -16,6 +17,8 @@ class Programmatic(Verifier):
     """Scores each candidate with `fn(problem, candidate) -> float` (sync or async).
 
     `log_scale=True` declares the scores log-probabilities (weighted votes use exp(score)).
+    `needs` declares what `fn` reads beyond the text (e.g. `ttc.Needs(logprobs=True)` for a
+    function of `candidate.completion.logprobs`): the holding strategy asks its sampler for it.
 
     Source: none (a plain callable). Deviations: none.
 
@@ -23,6 +26,7 @@ class Programmatic(Verifier):
         fn: `fn(problem, candidate) -> float`, sync or async.
         name: the score's name.
         log_scale: the scores are log-probabilities.
+        needs: what `fn` reads from each candidate's completion (default: nothing but the text).
 
     Example:
         >>> import ttc
@@ -32,10 +36,12 @@ class Programmatic(Verifier):
         '7'
     """
 
-    def __init__(self, fn: ScoreFn, name: str = "programmatic", log_scale: bool = False):
+    def __init__(self, fn: ScoreFn, name: str = "programmatic", log_scale: bool = False, needs: Needs = NOTHING):
         self.fn = fn
         self.name = name
         self.log_scale = bool(log_scale)
+        self.needs = needs
+        needs_of(self)  # refuses anything but a Needs, naming it
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[float]:
         scores = []

@@ -45,7 +45,8 @@ def wants_logprobs(params: SamplingParams, features: ServerFeatures) -> bool:
 def top_k(params: SamplingParams, features: ServerFeatures) -> int:
     """Top alternatives to ask for: as many as wanted, at most the server's limit."""
     limit = features.max_top_logprobs
-    return params.top_logprobs if limit is None else min(params.top_logprobs, limit)
+    top = params.top_logprobs or 0  # None: unspecified, no alternatives
+    return top if limit is None else min(top, limit)
 
 
 def wire_prompt(prompt: Prompt) -> Any:

@@ -40,13 +40,13 @@ def sample_tokens(logits: torch.Tensor, active: list[Seq], temps: torch.Tensor,
 
 def _record(logits: torch.Tensor, tokens: torch.Tensor, active: list[Seq]) -> None:
     """Append each row's token, and its logprob and top logprobs where its request asks for them."""
-    want_lp = [s.request.params.logprobs or s.request.params.top_logprobs > 0 for s in active]
+    want_lp = [bool(s.request.params.logprobs or s.request.params.top_logprobs) for s in active]
     token_list = tokens.tolist()
     chosen = top_values = top_ids = None
     if any(want_lp):
         logprobs = torch.log_softmax(logits, dim=-1)  # raw distribution, as vLLM reports it
         chosen = logprobs.gather(-1, tokens[:, None]).squeeze(-1).tolist()
-        k = min(max(s.request.params.top_logprobs for s in active), logprobs.shape[-1])
+        k = min(max(s.request.params.top_logprobs or 0 for s in active), logprobs.shape[-1])
         if k:
             values, ids = logprobs.topk(k, dim=-1)
             top_values, top_ids = values.tolist(), ids.tolist()

@@ -63,7 +63,7 @@ def completion(seq: Seq, decode: Decode) -> Completion:
         text = seq.text[:seq.stop_at]
     else:
         text = decode(seq.tokens)
-    want_lp = params.logprobs or params.top_logprobs > 0
+    want_lp = bool(params.logprobs or params.top_logprobs)
     return Completion(text=text, token_ids=tuple(seq.tokens), finish_reason=seq.finish_reason or "length",
                       logprobs=tuple(seq.logprobs) if want_lp else None,
                       top_logprobs=tuple(seq.top) if params.top_logprobs else None)
