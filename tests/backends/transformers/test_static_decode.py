@@ -1,4 +1,4 @@
-"""The static-cache decode path (`ttc.backends.static_decode`) against the dynamic-cache path, on CPU.
+"""The static-cache decode path (`ttc.backends.transformers.static_decode`) against the dynamic-cache path, on CPU.
 
 On CUDA the same steps are replayed as CUDA graphs (the cuda case runs only where a GPU is, e.g.
 with benchmarks/gpu.py's machine); on CPU they run eagerly, which checks the cache copies, the
@@ -66,7 +66,7 @@ def test_static_cache_decode_equals_dynamic(model, device):
 def test_gqa_decode_attention_equals_repeated_heads():
     from transformers.integrations.sdpa_attention import repeat_kv
 
-    from ttc.backends.static_decode import gqa_decode_attention
+    from ttc.backends.transformers.static_decode import gqa_decode_attention
 
     torch.manual_seed(1)
     module = type("Attn", (), {"num_key_value_groups": 3, "is_causal": True})()

@@ -18,7 +18,7 @@ built from a 2D mask inside the step.
 
 Deliberate limits:
 - Prefix reuse happens before this path, not inside it: a batch's prompts are prefilled from the
-  prefix cache's longest cached prefixes (`Transformers._prefill`, the same as on the dynamic
+  prefix cache's longest cached prefixes (`prefill.prefill`, the same as on the dynamic
   path), and the result, holes of left padding included, is copied into the static rows; a
   finished candidate's KV is copied back out (`StaticSession.row`). Rows of one batch never share
   KV inside the static cache (each candidate has its own copy of its prompt): that would need

@@ -1,4 +1,4 @@
-"""The prefix cache (`ttc.backends.prefix_cache`) and its use by the transformers backend.
+"""The prefix cache (`ttc.backends.transformers.prefix_cache`) and its use by the transformers backend.
 
 The radix tree is checked with KV tensors whose values name their token position, so a wrong
 split or concatenation shows as a wrong number. The backend is checked on a tiny random Qwen2
@@ -14,7 +14,7 @@ import torch
 
 from tiny_models import TinyTokenizer, tiny_gqa_model
 from ttc.backends.base import PREFIX_CACHING
-from ttc.backends.prefix_cache import PrefixCache
+from ttc.backends.transformers.prefix_cache import PrefixCache
 from ttc.types import SamplingParams
 
 
