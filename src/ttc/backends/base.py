@@ -7,6 +7,7 @@ A backend is async and batches on its own: strategies just issue concurrent `gen
 from __future__ import annotations
 
 import abc
+import operator
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -192,3 +193,21 @@ class Generator(abc.ABC):
     def describe(self) -> dict[str, Any]:
         return {"backend": type(self).__name__, "model": self.model_name,
                 "capabilities": sorted(self.capabilities)}
+
+
+def checked_prompt(prompt: Prompt) -> str | list[int]:
+    """The prompt as a backend sends it: non-empty text, or a list of non-negative int token ids
+    (else `InvalidInput`). One rule for every backend."""
+    if isinstance(prompt, str):
+        if not prompt:
+            raise InvalidInput("empty prompt")
+        return prompt
+    try:
+        ids = [operator.index(t) for t in prompt]
+    except TypeError:
+        raise InvalidInput("a prompt must be text or a sequence of integer token ids") from None
+    if not ids:
+        raise InvalidInput("empty prompt (no token ids)")
+    if any(t < 0 for t in ids):
+        raise InvalidInput(f"negative token ids in the prompt: {[t for t in ids if t < 0][:5]}")
+    return ids

@@ -8,11 +8,10 @@ stream deltas, finish reasons and errors are mapped here, as functions of their 
 from __future__ import annotations
 
 import asyncio
-import operator
 import os
 from typing import Any
 
-from ttc.backends.base import Delta
+from ttc.backends.base import Delta, checked_prompt
 from ttc.errors import BackendUnavailable, GenerationError, InvalidInput, TTCError
 from ttc.types import Completion, Prompt, SamplingParams, Usage
 
@@ -83,21 +82,12 @@ def to_ttc_error(exc: BaseException) -> BaseException:
 
 def engine_prompt(prompt: Prompt) -> Any:
     """A text prompt as vLLM's {"prompt": text}, token ids as a `TokensPrompt`; bad prompts refused."""
-    if isinstance(prompt, str):
-        if not prompt:
-            raise InvalidInput("empty prompt")
-        return {"prompt": prompt}
-    try:
-        ids = [operator.index(t) for t in prompt]
-    except TypeError:
-        raise InvalidInput("a prompt must be text or a sequence of integer token ids") from None
-    if not ids:
-        raise InvalidInput("empty prompt (no token ids)")
-    if any(t < 0 for t in ids):
-        raise InvalidInput(f"negative token ids in the prompt: {[t for t in ids if t < 0][:5]}")
+    checked = checked_prompt(prompt)
+    if isinstance(checked, str):
+        return {"prompt": checked}
     from vllm.inputs import TokensPrompt
 
-    return TokensPrompt(prompt_token_ids=ids)
+    return TokensPrompt(prompt_token_ids=checked)
 
 
 def sampling_params(params: SamplingParams, output_kind: Any, defaults: dict[str, Any]) -> Any:

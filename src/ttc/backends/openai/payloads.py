@@ -7,11 +7,11 @@ logprobs, stream usage) and on whether vLLM's extra fields are still sent (`exte
 
 from __future__ import annotations
 
-import operator
 import re
 from collections.abc import Sequence
 from typing import Any
 
+from ttc.backends.base import checked_prompt
 from ttc.backends.openai.features import ServerFeatures
 from ttc.backends.openai.prompts import ChatMessages
 from ttc.errors import InvalidInput
@@ -52,19 +52,7 @@ def top_k(params: SamplingParams, features: ServerFeatures) -> int:
 
 def wire_prompt(prompt: Prompt) -> Any:
     """The prompt as sent: the text, or a list of non-negative int ids (else `InvalidInput`)."""
-    if isinstance(prompt, str):
-        if not prompt:
-            raise InvalidInput("empty prompt")
-        return prompt
-    try:
-        ids = [operator.index(t) for t in prompt]
-    except TypeError:
-        raise InvalidInput("a prompt must be text or a sequence of integer token ids") from None
-    if not ids:
-        raise InvalidInput("empty prompt (no token ids)")
-    if any(t < 0 for t in ids):
-        raise InvalidInput(f"negative token ids in the prompt: {[t for t in ids if t < 0][:5]}")
-    return ids
+    return checked_prompt(prompt)
 
 
 def _stream_fields(payload: dict[str, Any], features: ServerFeatures) -> None:
