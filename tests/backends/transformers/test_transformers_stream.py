@@ -35,7 +35,10 @@ def test_a_stream_to_the_end_is_the_seeded_generation(smollm2, chat):
     plain, deltas = run(main())
     assert sum((d.token_ids for d in deltas), ()) == plain.token_ids
     assert "".join(d.text for d in deltas) == plain.text
-    assert sum((d.logprobs for d in deltas), ()) == pytest.approx(plain.logprobs, abs=1e-5)
+    # the same tokens, and the same logprobs up to float32 reduction order: the stream decodes in other
+    # batch shapes than generate, and this machine's CPU kernels differed by 1.28e-5 (at 4e644bc too);
+    # a wrong logprob (another position, after temperature) is off by far more than 1e-4
+    assert sum((d.logprobs for d in deltas), ()) == pytest.approx(plain.logprobs, abs=1e-4)
     assert [d.finish_reason for d in deltas[:-1]] == [None] * (len(deltas) - 1)
     assert deltas[-1].finish_reason == plain.finish_reason
 
