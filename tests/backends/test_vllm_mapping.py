@@ -4,15 +4,12 @@ on vLLM's own output classes, without an engine."""
 import asyncio
 
 import pytest
+from vllm.logprobs import Logprob  # CI always has vllm(-cpu): a missing one fails, never skips
+from vllm.outputs import CompletionOutput, RequestOutput
 
+from ttc.backends import vllm_mapping as mapping
 from ttc.errors import BackendUnavailable, GenerationError, InvalidInput
 from ttc.types import SamplingParams
-
-vllm = pytest.importorskip("vllm")
-from vllm.logprobs import Logprob  # noqa: E402
-from vllm.outputs import CompletionOutput, RequestOutput  # noqa: E402
-
-from ttc.backends import vllm_mapping as mapping  # noqa: E402
 
 
 def _output(ids, text="ab", reason="stop", logprobs=None):
