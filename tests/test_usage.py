@@ -221,11 +221,12 @@ def test_budget_counts_billed_prompt_plus_completion_tokens():
 
 def test_usage_adds_every_field_and_estimated_is_sticky():
     a = Usage(prompt_tokens=1, completion_tokens=2, generator_calls=3, verifier_calls=4, verifier_tokens=5,
-              processed_prompt_tokens=6, cached_prompt_tokens=7, closed_streams=8)
+              processed_prompt_tokens=6, cached_prompt_tokens=7, closed_streams=8, reasoning_tokens=9)
     b = Usage(prompt_tokens=10, completion_tokens=20, generator_calls=30, verifier_calls=40, verifier_tokens=50,
-              processed_prompt_tokens=60, cached_prompt_tokens=70, estimated=True, closed_streams=80)
+              processed_prompt_tokens=60, cached_prompt_tokens=70, estimated=True, closed_streams=80,
+              reasoning_tokens=90)
     total = Usage.total([a, b, Usage()])
-    assert total.counts() == (11, 22, 33, 44, 55, 66, 77, 88) and total.estimated
+    assert total.counts() == (11, 22, 33, 44, 55, 66, 77, 88, 99) and total.estimated
     assert total.total_tokens == 33
     assert total.to_dict()["processed_prompt_tokens"] == 66 and total.to_dict()["total_tokens"] == 33
 

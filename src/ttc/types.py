@@ -66,6 +66,14 @@ class SamplingParams:
     Both are None ("unspecified") by default: a backend then returns none, and a strategy whose
     verifier, PRM or probe needs them fills them in (`ttc.needs`). An explicit `logprobs=False` or
     a `top_logprobs` below what a verifier needs is refused when the strategy is built.
+
+    The fields reasoning deployments are run with (`top_k`, `min_p`, the three penalties,
+    `chat_template_kwargs` such as `{"enable_thinking": True}`) are None / empty by default, which
+    means "the backend's default": each backend maps the ones it supports and refuses the others with
+    an error naming the field and the backend (`ttc.Unsupported`), never silently dropping one.
+    `extra` passes server- or engine-specific fields that ttc does not know (e.g. vLLM's
+    `{"thinking_token_budget": 64}`) as they are: into the request body of a server, into
+    `vllm.SamplingParams` in process; a backend that has no place for them refuses them.
     """
 
     n: int = 1
@@ -76,6 +84,13 @@ class SamplingParams:
     seed: int | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    chat_template_kwargs: Mapping[str, Any] | None = None
+    extra: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for name in ("temperature", "top_p"):
@@ -95,13 +110,80 @@ class SamplingParams:
         if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 0):
             raise InvalidInput(f"SamplingParams.top_logprobs must be an integer >= 0 or None (unspecified), "
                                f"got {top!r}")
+        self._check_reasoning_fields()
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         else:
             object.__setattr__(self, "stop", tuple(self.stop))
 
+    def _check_reasoning_fields(self) -> None:
+        k = self.top_k
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or not (k == -1 or k >= 1)):
+            raise InvalidInput(f"SamplingParams.top_k must be an integer >= 1 (or -1: all tokens) or None, got {k!r}")
+        for name in ("min_p", "presence_penalty", "frequency_penalty", "repetition_penalty"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InvalidInput(f"SamplingParams.{name} must be a finite number or None, got {value!r}")
+        if self.min_p is not None and not 0 <= self.min_p <= 1:
+            raise InvalidInput(f"SamplingParams.min_p must be in [0, 1], got {self.min_p!r}")
+        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
+            raise InvalidInput(f"SamplingParams.repetition_penalty must be > 0, got {self.repetition_penalty!r}")
+        for name in ("chat_template_kwargs", "extra"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+                raise InvalidInput(f"SamplingParams.{name} must be a mapping of field names (str) to values, "
+                                   f"got {value!r}")
+            object.__setattr__(self, name, _FrozenFields(value) if value else None)
+
     def replace(self, **changes: Any) -> SamplingParams:
         return dataclasses.replace(self, **changes)
+
+
+class _FrozenFields(dict):
+    """A read-only, hashable mapping, so that `SamplingParams` stays a frozen value."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("SamplingParams fields are read-only; use params.replace(...)")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted((k, repr(v)) for k, v in self.items())))
+
+
+@dataclass(frozen=True)
+class Thinking:
+    """The thinking segment of a reasoning model's output, kept apart from its final content.
+
+    `text`, `token_ids`, `logprobs` and `top_logprobs` are the thinking proper: the tokens strictly
+    between the start and end markers (`<think>` ... `</think>`), markers excluded, as vLLM's
+    reasoning parsers count `reasoning_tokens`. `marker_token_ids` are the marker tokens the model
+    generated itself (the start marker when the chat template did not open the thinking, and the
+    end marker when it closed it): they count as completion tokens, neither thinking nor content.
+    `closed` says whether the model ended its thinking. `hidden_tokens` is set instead of the text
+    when a server reports how many thinking tokens it generated but returns no thinking text.
+    """
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    closed: bool = True
+    logprobs: tuple[float, ...] | None = None
+    top_logprobs: tuple[dict[int | str, float], ...] | None = None
+    marker_token_ids: tuple[int, ...] = ()
+    hidden_tokens: int | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        """Thinking tokens generated (markers excluded): what `Usage.reasoning_tokens` adds up."""
+        return self.hidden_tokens if self.hidden_tokens is not None else len(self.token_ids)
+
+    @property
+    def hidden(self) -> bool:
+        return self.hidden_tokens is not None
 
 
 @dataclass(frozen=True)
@@ -115,6 +197,11 @@ class Completion:
     string), "length" (max_tokens) or "cancelled". `eos` says which kind of "stop" it was when the
     backend knows: True = the model's end-of-sequence token, False = a stop string (or not a
     stop at all), None = the backend cannot tell (then `Stepper` falls back to the token ids).
+
+    For a reasoning model, `text`, `token_ids`, `logprobs` and `top_logprobs` are the final content
+    only (what follows the thinking; empty while the thinking is not closed), and `thinking` holds
+    the thinking (`Thinking`); answers are read from the content only. Without thinking (an instruct
+    model, or a backend told no thinking format) `thinking` is None and `text` is the whole output.
     """
 
     text: str
@@ -123,10 +210,19 @@ class Completion:
     logprobs: tuple[float, ...] | None = None
     top_logprobs: tuple[dict[int | str, float], ...] | None = None
     eos: bool | None = None
+    thinking: Thinking | None = None
 
     @property
     def num_tokens(self) -> int:
-        return len(self.token_ids)
+        """Every token generated: content, plus thinking and its markers when there is thinking."""
+        if self.thinking is None:
+            return len(self.token_ids)
+        return len(self.token_ids) + self.thinking.num_tokens + len(self.thinking.marker_token_ids)
+
+    @property
+    def reasoning_tokens(self) -> int:
+        """Thinking tokens generated (markers excluded); 0 without thinking."""
+        return 0 if self.thinking is None else self.thinking.num_tokens
 
 
 @dataclass
@@ -159,6 +255,10 @@ class Usage:
     tokens that reached ttc; the backend may have generated a few more before it saw the close,
     and no server reports that number (vLLM counts them in `vllm:generation_tokens_total`, up to
     `max_tokens` per stream). With `closed_streams > 0`, `completion_tokens` is a lower bound.
+
+    `reasoning_tokens` is the part of `completion_tokens` that was thinking (`Thinking.num_tokens`:
+    markers excluded, as vLLM's `completion_tokens_details.reasoning_tokens` counts it, which the
+    server reports on the chat endpoint with a reasoning parser; elsewhere ttc counts it).
     """
 
     prompt_tokens: int = 0
@@ -171,6 +271,7 @@ class Usage:
     cached_prompt_tokens: int = 0
     estimated: bool = False
     closed_streams: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -187,6 +288,7 @@ class Usage:
         self.processed_prompt_tokens += other.processed_prompt_tokens
         self.cached_prompt_tokens += other.cached_prompt_tokens
         self.closed_streams += other.closed_streams
+        self.reasoning_tokens += other.reasoning_tokens
         self.estimated = self.estimated or other.estimated
 
     @classmethod
@@ -200,7 +302,7 @@ class Usage:
         """The additive part, for exact comparisons."""
         return (self.prompt_tokens, self.completion_tokens, self.generator_calls,
                 self.verifier_calls, self.verifier_tokens, self.processed_prompt_tokens,
-                self.cached_prompt_tokens, self.closed_streams)
+                self.cached_prompt_tokens, self.closed_streams, self.reasoning_tokens)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"total_tokens": self.total_tokens}
@@ -210,6 +312,8 @@ class Usage:
         text = f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens"
         if self.processed_prompt_tokens != self.prompt_tokens or self.cached_prompt_tokens:
             text += f" (prompt processed: {self.processed_prompt_tokens}, {self.cached_prompt_tokens} cached)"
+        if self.reasoning_tokens:
+            text += f" ({self.reasoning_tokens} of them thinking)"
         if self.estimated:
             text += " (estimated: the server reported no usage)"
         if self.closed_streams:
@@ -264,6 +368,8 @@ class Candidate:
     usage: Usage = field(default_factory=Usage)
     trace: Trace | None = None
     finish_reason: str | None = None
+    #: the thinking of a reasoning model (`Completion.thinking`'s text; `text` is the final content)
+    thinking: str | None = None
     #: where `answer` came from (`ttc.answers.SOURCES`: "boxed", "hashes", "stated", or
     #: "last_number", the fallback guess); None when there is no answer or a probe forced it (EarlyExit)
     answer_source: str | None = None
