@@ -45,6 +45,7 @@ from ttc.strategies import (
     ParticleGibbs,
     Sample,
     Sampler,
+    SolveDetectVerify,
     Strategy,
 )
 from ttc.types import Candidate, Completion, Problem, Result, Results, SamplingParams, Step, Trace, Usage
@@ -89,6 +90,7 @@ __all__ = [
     "Sample",
     "Sampler",
     "SamplingParams",
+    "SolveDetectVerify",
     "Step",
     "StepConfig",
     "Strategy",

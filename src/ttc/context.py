@@ -58,6 +58,8 @@ class Context:
         self._seed_rngs: dict[int, random.Random] = {}
         self.usage = Usage()
         self._reserved_tokens = 0
+        #: verifier tokens that count against `Budget.tokens` (`verifier_generate`'s requests)
+        self._budgeted_verifier_tokens = 0
         self._start = time.monotonic()
         self._deadline = None if self.budget.seconds is None else self._start + self.budget.seconds
 
@@ -95,7 +97,8 @@ class Context:
     def remaining_tokens(self) -> int | None:
         if self.budget.tokens is None:
             return None
-        return self.budget.tokens - self.usage.total_tokens - self._reserved_tokens
+        return (self.budget.tokens - self.usage.total_tokens - self._reserved_tokens
+                - self._budgeted_verifier_tokens)
 
     async def _prompt_length(self, prompt: Prompt) -> int:
         if isinstance(prompt, str):
@@ -216,6 +219,39 @@ class Context:
 
     def record_verifier_tokens(self, tokens: int) -> None:
         self.usage.verifier_tokens += tokens
+
+    async def verifier_generate(self, prompt: Prompt, params: SamplingParams,
+                                generator: Generator | None = None) -> list[tuple[Completion, int]]:
+        """A generative verifier's request, on `generator` (default: this context's): one verifier
+        call (checked against `Budget.verifier_calls`) whose tokens (prompt + completions, as the
+        backend counted them) are recorded as `Usage.verifier_tokens` and count against
+        `Budget.tokens` like the policy's own (max_tokens is cut to fit, or `BudgetExhausted`).
+        Returns each completion with its own completion tokens (the first also carries the prompt's).
+        """
+        generator = generator or self.generator
+        self._check_time()
+        if self.budget.verifier_calls is not None and self.verifier_calls_left() == 0:
+            raise BudgetExhausted(f"verifier budget exhausted: {self.usage.verifier_calls} of "
+                                  f"{self.budget.verifier_calls} calls used")
+        reserved = 0
+        if self.budget.tokens is not None:
+            prompt_len = len(await generator.tokenize(prompt)) if isinstance(prompt, str) else len(prompt)
+            params = self._fit_to_budget(prompt_len, params)
+            reserved = prompt_len + params.n * params.max_tokens
+            self._reserved_tokens += reserved
+        try:
+            try:
+                gen = await asyncio.wait_for(generator.generate(prompt, params), self.remaining_seconds())
+            except asyncio.TimeoutError:
+                raise BudgetExhausted(f"time budget of {self.budget.seconds} s exhausted") from None
+        finally:
+            self._reserved_tokens -= reserved
+        self.reserve_verifier_calls(1)
+        out = [(c, gen.tokens_of(i) + (gen.prompt_tokens if i == 0 else 0)) for i, c in enumerate(gen.completions)]
+        spent = sum(tokens for _, tokens in out)
+        self.record_verifier_tokens(spent)
+        self._budgeted_verifier_tokens += spent
+        return out
 
 
 

@@ -32,10 +32,15 @@ AdaptiveStop = Literal["decided", "max_n", "budget"]
 #: why adaptive best-of-N stopped (`ttc.AdaptiveBestOfN`): the model no longer expects a restart to
 #: do better, it drew max_n, or the budget could not pay for another round
 SelfEvalStop = Literal["confident", "max_n", "budget"]
+#: why Solve-Detect-Verify stopped (`ttc.SolveDetectVerify`): the verifier accepted the answer, it
+#: gave no readable verdict (the authors keep the answer then), the last round was answered
+#: unverified, or the budget could not pay for a verification or another round
+VerifyStop = Literal["verified", "unsure", "max_rounds", "budget"]
 #: every stop reason (`Literal` of `Literal`s flattens); extend it with a new family's Literal
-StopReason = Literal[BudgetStop, SearchStop, AdaptiveStop, SelfEvalStop]
+StopReason = Literal[BudgetStop, SearchStop, AdaptiveStop, SelfEvalStop, VerifyStop]
 STOP_REASONS: tuple[str, ...] = tuple(dict.fromkeys(
-    get_args(BudgetStop) + get_args(SearchStop) + get_args(AdaptiveStop) + get_args(SelfEvalStop)))
+    get_args(BudgetStop) + get_args(SearchStop) + get_args(AdaptiveStop) + get_args(SelfEvalStop)
+    + get_args(VerifyStop)))
 
 
 def check_stop_reason(reason: str) -> str:
@@ -337,3 +342,46 @@ class TemperingInfo(ParticleGibbsInfo):
                                     "swaps": [s.to_dict() for s in self.swaps],
                                     "swap_rate": accepted / len(self.swaps) if self.swaps else None,
                                     "chain_references": [list(r) for r in self.chain_references]}
+
+
+@dataclass(frozen=True)
+class DetectVerifyRound:
+    """One round of Solve-Detect-Verify (`ttc.SolveDetectVerify`): the hesitation words the detector
+    asked about (`ttc.probes.completion.Detection`: token position, word, P(complete), complete),
+    how the trace ended ("early_exit" at a detected completion point, else the model's own finish),
+    the answer, and the verification (None when the round was not verified: the last round, or no
+    budget left): `ttc.verifiers.flex.Verdict` (valid, first wrong paragraph, agreement of the fast
+    checks, escalated to slow checks, every check's mode, verdict and tokens, the feedback)."""
+
+    round: int
+    detections: tuple[Any, ...]
+    finish_reason: str | None
+    answer: str | None
+    tokens: int
+    verdict: Any | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"round": self.round, "detections": [dataclasses.asdict(d) for d in self.detections],
+                               "finish_reason": self.finish_reason, "answer": self.answer, "tokens": self.tokens}
+        v = self.verdict
+        if v is not None:
+            out["verification"] = {"valid": v.valid, "error_step": v.error_step, "agreement": v.agreement,
+                                   "escalated": v.escalated, "paragraphs": v.paragraphs,
+                                   "checks": [{"mode": c.mode, "valid": c.valid, "error_step": c.error_step,
+                                               "tokens": c.tokens} for c in v.checks],
+                                   "feedback": v.feedback}
+        return out
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class SolveDetectVerifyInfo(Info):
+    """SolveDetectVerify: every round (detections, answer, verification) and why it stopped."""
+
+    rounds: tuple[DetectVerifyRound, ...]
+    stopped_by: VerifyStop
+
+    def _fields(self) -> dict[str, Any]:
+        verdicts = [r.verdict for r in self.rounds if r.verdict is not None]
+        return {"rounds": [r.to_dict() for r in self.rounds], "stopped_by": check_stop_reason(self.stopped_by),
+                "detections": sum(len(r.detections) for r in self.rounds),
+                "verifications": len(verdicts), "escalations": sum(v.escalated for v in verdicts)}

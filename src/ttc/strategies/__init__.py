@@ -14,6 +14,7 @@ from ttc.strategies.particle import ParticleFilter
 from ttc.strategies.particle_gibbs import ParallelTempering, ParticleGibbs
 from ttc.strategies.rpc import RPC
 from ttc.strategies.sample import Sample
+from ttc.strategies.solve_detect_verify import SolveDetectVerify
 
 __all__ = [
     "DVTS",
@@ -32,6 +33,7 @@ __all__ = [
     "ParticleGibbs",
     "Sample",
     "Sampler",
+    "SolveDetectVerify",
     "Strategy",
     "StreamSample",
 ]
