@@ -76,12 +76,12 @@ class SolveDetectVerify(Sampler):
     Example:
         >>> import ttc
         >>> from ttc.backends import Scripted
-        >>> trace = "3 plus 4 is 7.\nWait, let me add again: 3 plus 4 is 7."
+        >>> trace = "3 plus 4 is 7.\\nWait, let me add again: 3 plus 4 is 7."
         >>> def script(prompt, params, i):
         ...     if "complete solution" in prompt: return "Yes"          # the detector's question
-        ...     if "paragraph" in prompt: return "\\boxed{-1}"          # the verifier: no error
+        ...     if "paragraph" in prompt: return "\\\\boxed{-1}"        # the verifier: no error
         ...     if prompt.endswith(ttc.probes.PLAIN_SUFFIX): return " 7"  # the elicited answer
-        ...     return trace[len(prompt.split("<assistant>\n", 1)[1]):]  # the trace, chunk by chunk
+        ...     return trace[len(prompt.split("<assistant>\\n", 1)[1]):]  # the trace, chunk by chunk
         >>> r = ttc.SolveDetectVerify(detector=ttc.probes.SolutionComplete(every=8)).solve("3 + 4?", Scripted(script))
         >>> r.answer, r.details["stopped_by"], r.details["rounds"][0]["detections"][0]["word"]
         ('7', 'verified', 'Wait')
