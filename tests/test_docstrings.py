@@ -25,6 +25,8 @@ DOCUMENTED = {
     "ttc.strategies.adaptive_vote": [ttc.AdaptiveVote],
     "ttc.strategies.rpc": [ttc.RPC],
     "ttc.strategies.adaptive_best_of_n": [ttc.AdaptiveBestOfN],
+    "ttc.strategies.solve_detect_verify": [ttc.SolveDetectVerify],
+    "ttc.probes.completion": [probes.SolutionComplete],
     "ttc.probes.es_cot": [probes.ESCoT],
     "ttc.verifiers.confidence": [verifiers.LogprobConfidence],
     "ttc.verifiers.judge": [verifiers.LLMJudge],

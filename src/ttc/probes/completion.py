@@ -7,60 +7,38 @@ far is complete, and one token is read: the trace is complete when "Yes" is more
 among the top log-probabilities (the authors' `solve_detect_verify.py`: `lp(Yes) > lp(No)`, with
 No absent as -inf). The trace is then stopped before the hesitation word and its answer elicited.
 
-`find_hesitations` and `split_paragraphs` are pure functions; the verifier splits a solution into
-paragraphs at the same words (the authors do too), so its error index means the same steps.
+The words and where they count are `ttc.hesitation`'s (the verifier splits a solution into paragraphs
+at the same words, as the authors do, so its error index means the same steps).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ttc.context import Context
 from ttc.errors import InvalidInput, check_positive
+from ttc.hesitation import (
+    DONE_THINKING,
+    HESITATION_WORDS,
+    find_hesitations,
+    hesitation_pattern,
+)
 from ttc.probes.base import CONTINUE, EXIT, Decision, Probe, TraceState
 from ttc.thinking import ThinkingFormat, thinking_format
 from ttc.types import SamplingParams
 
-#: the authors' hesitation keywords (`solve_detect_verify.py`, `MathProblemSolver.hesitation_keywords`)
-HESITATION_WORDS: tuple[str, ...] = ("wait", "double-check", "alternatively", "hmm", "let me check",
-                                     "let me double-check", "make sure", "another way", "let me verify",
-                                     "to confirm")
 #: the question put to the model at a hesitation word (the authors' wording, shortened)
 COMPLETE_QUESTION = ("Given the current solution to the problem above, check whether it is a complete "
                      "solution (i.e. it contains the final answer). Respond with only one word: `Yes` if "
                      "it is complete, `No` if it is not.")
-#: what a reasoning model's fast check writes as its thinking (the authors' placeholder)
-DONE_THINKING = "\nOkay, I think I have finished thinking.\n"
-#: a step boundary: the start of the text, a line break, or the end of a sentence and a space
-_BOUNDARY = r"(?:^|(?<=\n)|(?<=[.!?:]\s)|(?<=[.!?:]\s\s))"
-
-
-def hesitation_pattern(words: Sequence[str]) -> re.Pattern[str]:
-    """The regex that finds any of `words` (any case) at a step boundary, as a whole word."""
-    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-    return re.compile(_BOUNDARY + r"[ \t\"'*(]*(" + alternatives + r")(?![A-Za-z])", re.IGNORECASE)
-
-
-def find_hesitations(text: str, pattern: re.Pattern[str], start: int = 0) -> list[tuple[int, str]]:
-    """(character offset, word) of every hesitation word of `text` that begins at or after `start`."""
-    return [(m.start(1), m.group(1)) for m in pattern.finditer(text) if m.start(1) >= start]
-
-
-def split_paragraphs(text: str, pattern: re.Pattern[str]) -> list[str]:
-    """`text` cut before each hesitation word: the paragraphs the verifier indexes from 0 (empty
-    pieces dropped, as the authors' `split_solution_by_hesitation` does)."""
-    cuts = [0] + [at for at, _ in find_hesitations(text, pattern)] + [len(text)]
-    pieces = (text[a:b].strip() for a, b in zip(cuts, cuts[1:], strict=False))
-    return [p for p in pieces if p]
 
 
 def complete_by_logprobs(top: dict[str, float]) -> float:
     """P(Yes) / (P(Yes) + P(No)) from one token's top alternatives (keys: their text); 0.5 when neither
     is there. The trace is complete when this exceeds 0.5: lp(Yes) > lp(No), the authors' rule."""
-    import math
-
     yes = no = 0.0
     for token, logprob in top.items():
         word = token.strip().strip(".,:;!\"'`").lower()
@@ -94,6 +72,11 @@ class SolutionComplete(Probe):
     the end marker; once the model closes its thinking the detector is silent), and the completeness
     question is asked the authors' way: a closed placeholder thinking, then the answer token.
 
+    Source: Zhong et al., 2025 (arXiv 2505.11966), the authors' `solve_detect_verify.py`. Deviations:
+    a word counts only at a step boundary and as a whole word (the authors' check fires whenever the
+    text ends with a keyword), and the trace is cut before the word (they keep it); see
+    docs/strategies/solve_detect_verify.md.
+
     Args:
         words: the hesitation words (default: the authors' ten).
         question: the user message asking whether the solution is complete.
@@ -101,6 +84,19 @@ class SolutionComplete(Probe):
         top_logprobs: alternatives read for Yes/No.
         thinking: a reasoning model's thinking format (name or `ThinkingFormat`), or None.
         max_checks: at most this many completeness requests per trace (None: no limit).
+
+    Example:
+        >>> import ttc
+        >>> from ttc.backends import Scripted
+        >>> from ttc.probes import PLAIN_SUFFIX, SolutionComplete
+        >>> trace = "3 + 4 = 7.\\nHmm, is it? Yes, 7."
+        >>> def script(prompt, params, i):
+        ...     if "complete solution" in prompt: return "Yes"
+        ...     if prompt.endswith(PLAIN_SUFFIX): return " 7"
+        ...     return trace[len(prompt.split("<assistant>\\n", 1)[1]):]
+        >>> r = ttc.EarlyExit(SolutionComplete(every=4)).solve("3 + 4?", Scripted(script))
+        >>> r.answer, r.candidates[0].text
+        ('7', '3 + 4 = 7.\\n\\n\\nThe final answer is 7')
     """
 
     name = "solution_complete"
@@ -188,8 +184,6 @@ async def _append(ctx: Context, prompt: str | Sequence[int], text: str) -> str |
 
 async def _p_yes(ctx: Context, completion) -> float:  # noqa: ANN001 - a ttc Completion
     """P(complete) of a one-token answer: its top alternatives by text, else the sampled token."""
-    import math
-
     top = completion.top_logprobs[0] if completion.top_logprobs else None
     if top:
         decode = ctx.generator.decode if ctx.generator.can_decode else None

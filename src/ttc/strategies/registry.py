@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ttc.errors import InvalidInput
-from ttc.probes import AnswerConsistency
+from ttc.probes import AnswerConsistency, SolutionComplete
 from ttc.steps import StepConfig
 from ttc.strategies.adaptive_best_of_n import AdaptiveBestOfN
 from ttc.strategies.adaptive_vote import AdaptiveVote
@@ -23,8 +23,10 @@ from ttc.strategies.particle import ParticleFilter
 from ttc.strategies.particle_gibbs import ParallelTempering, ParticleGibbs, temperature_ladder
 from ttc.strategies.rpc import RPC
 from ttc.strategies.sample import DEFAULT_PARAMS, Sample
+from ttc.strategies.solve_detect_verify import SolveDetectVerify
 from ttc.verifiers.base import Verifier
 from ttc.verifiers.confidence import LogprobConfidence
+from ttc.verifiers.flex import FlexVerifier
 from ttc.verifiers.process import PRMVerifier, ProcessRewardModel
 
 
@@ -142,6 +144,18 @@ def _adaptive_best_of_n(n: int, verifier: Verifier | None, params: Any, **option
     return AdaptiveBestOfN(max_n=n, sample=Sample(params=params), **options)
 
 
+def _solve_detect_verify(n: int, verifier: Verifier | None, params: Any, every: int = 32, rounds: int = 2,
+                         fast: int = 4, threshold: float = 0.9, slow: int | None = None, mode: str = "chunks",
+                         thinking: str | None = None) -> Strategy:
+    """Solve-Detect-Verify with a FlexVerifier on the same model (`fast` quick checks, `slow` long ones
+    when they agree less than `threshold`), the detector asked every `every` tokens; n > 1 votes over n
+    such candidates (the outcome `verifier`, if any, weights that vote)."""
+    sample = SolveDetectVerify(verifier=FlexVerifier(fast=fast, threshold=threshold, slow=slow, thinking=thinking),
+                               detector=SolutionComplete(every=every, thinking=thinking), params=params,
+                               rounds=rounds, mode=mode, thinking=thinking)
+    return sample if n == 1 else MajorityVote(n=n, sample=sample, verifier=verifier)
+
+
 #: name -> factory(n, verifier, sampling params); later strategies register here too
 STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "sample": _sample,
@@ -159,6 +173,7 @@ STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "adaptive_vote": _adaptive_vote,
     "rpc": _rpc,
     "adaptive_best_of_n": _adaptive_best_of_n,
+    "solve_detect_verify": _solve_detect_verify,
 }
 #: each strategy's own parameters that a caller may set by name (the `ttc` object of `ttc serve`):
 #: parameter -> its JSON type. `make_strategy(name, ..., **options)` refuses any other; the strategy's
@@ -181,6 +196,8 @@ OPTIONS: dict[str, dict[str, type]] = {
     "adaptive_vote": {"batch": int, "stop": str, "stream": bool},
     "rpc": {"prune": str, "normalise": bool, "dedup": bool},
     "adaptive_best_of_n": {"threshold": float, "batches": str},
+    "solve_detect_verify": {"every": int, "rounds": int, "fast": int, "threshold": float, "slow": int,
+                            "mode": str, "thinking": str},
 }
 # -- worst cases: what a strategy built by name can cost at most (`ttc serve` refuses past its caps) --
 @dataclass(frozen=True)
@@ -219,6 +236,19 @@ def _wc_early_exit(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCas
 def _wc_adaptive_best_of_n(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
     """At most n samples, each self-evaluated with a 1-token answer."""
     return WorstCase(n, n * (max_tokens + 1))
+
+
+def _wc_solve_detect_verify(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """Each of n candidates: `rounds` traces of max_tokens, at worst a one-token completeness check per
+    generated token and a 12-token answer each, and a verification of every round but the last
+    (`fast` checks of 48 tokens, `slow` of 384); the fast checks of the n candidates run at once."""
+    rounds = max(1, options.get("rounds", 2))
+    fast = max(1, options.get("fast", 4))
+    slow = options.get("slow", -(-fast // 4))
+    per_round = 2 * max_tokens + 12
+    verify = fast * 48 + slow * 384
+    return WorstCase(n * fast, n * (rounds * per_round + (rounds - 1) * verify), "n",
+                     "rounds" if "rounds" in options else "n")
 
 
 def _wc_tree(width_key: str) -> Callable[[int, int, dict[str, Any]], WorstCase]:
@@ -287,6 +317,7 @@ WORST_CASES: dict[str, Callable[[int, int, dict[str, Any]], WorstCase]] = {
     "adaptive_vote": _wc_samples,
     "rpc": _wc_samples,
     "adaptive_best_of_n": _wc_adaptive_best_of_n,
+    "solve_detect_verify": _wc_solve_detect_verify,
 }
 
 
@@ -302,6 +333,7 @@ ALIASES.update({"adaptive": "adaptive_vote", "adaptive-vote": "adaptive_vote", "
 ALIASES.update({"deepconf_online": "deepconf", "deepconf-online": "deepconf"})
 ALIASES.update({"beam_search": "beam", "beam-search": "beam", "a*": "astar", "a_star": "astar",
                 "particle_filter": "particle", "particle-filter": "particle", "pf": "particle"})
+ALIASES.update({"sdv": "solve_detect_verify", "solve-detect-verify": "solve_detect_verify"})
 ALIASES.update({"particle-gibbs": "particle_gibbs", "pg": "particle_gibbs", "parallel-tempering": "parallel_tempering",
                 "pt": "parallel_tempering", "tempering": "parallel_tempering"})
 

@@ -58,6 +58,11 @@ class SolveDetectVerify(Sampler):
     Wrappers compose: `MajorityVote(n=4, sample=SolveDetectVerify())` votes over four verified
     candidates (the authors' `--majority_voting_n`).
 
+    Source: Zhong et al., 2025 (arXiv 2505.11966) and the authors' `solve_detect_verify.py`. Deviations:
+    the verifier is prompted (`FlexVerifier`), not the trained FlexiVe; the refining round draws one
+    solution, not the authors' best-of-4 vote; the trace is cut before the hesitation word; see
+    docs/strategies/solve_detect_verify.md for all of them.
+
     Args:
         verifier: the generative verifier (default: `FlexVerifier()` on the run's own generator).
         detector: the completion detector (default: `SolutionComplete()`, the authors' words).

@@ -30,7 +30,7 @@ from typing import Literal
 from ttc.backends.base import Generator
 from ttc.context import Context
 from ttc.errors import InvalidInput, check_positive
-from ttc.probes.completion import DONE_THINKING, HESITATION_WORDS, hesitation_pattern, split_paragraphs
+from ttc.hesitation import DONE_THINKING, HESITATION_WORDS, hesitation_pattern, split_paragraphs
 from ttc.thinking import ThinkingFormat, thinking_format
 from ttc.types import SamplingParams, Usage
 
