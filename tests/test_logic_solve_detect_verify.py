@@ -25,8 +25,13 @@ REFINE = "A verifier found an error"  # in the refining round's prompt
 
 
 def assistant_text(prompt: str) -> str:
-    """What the solver wrote so far in a Scripted chat prompt (after the last assistant tag)."""
-    return prompt.rsplit("<assistant>\n", 1)[1]
+    """What the solver wrote so far: after the last assistant tag of a Scripted chat prompt, or after
+    the raw prompt (its refining turn, which ends with the feedback message, or "Answer:")."""
+    if "<assistant>\n" in prompt:
+        return prompt.rsplit("<assistant>\n", 1)[1]
+    if REFINE in prompt:
+        return prompt.rsplit("with the final answer at the end.\n\n", 1)[1]
+    return prompt.split("Answer:", 1)[1]
 
 
 def shown_solution(prompt: str) -> str:
@@ -161,7 +166,7 @@ def test_a_reasoning_model_is_watched_inside_its_thinking_only():
 def test_a_reasoning_model_answers_after_closing_its_thinking():
     s = ttc.SolveDetectVerify(thinking="deepseek_r1")
     assert s.answer_suffix.startswith("\n</think>")
-    assert s.detector.thinking.name == "deepseek_r1"
+    assert s.detector.thinking.name == "deepseek_r1" and s.thinking.name == "deepseek_r1"
 
 
 # -- verification -------------------------------------------------------------------------------
@@ -220,6 +225,18 @@ def test_a_rejected_answer_gets_a_refining_round_with_the_critique():
     assert r.candidates[0].text == "Tom has 3 + 4 = 7 apples."
     assert r.answer == "7"
     assert len(requests_of(llm, VERIFY)) == 4  # only the first round was verified
+
+
+def test_a_raw_text_prompt_is_refined_as_raw_text():
+    llm = make_llm(verdicts=("Off. \\boxed{0}",))
+    raw = "Question: Tom?\nAnswer:"
+    problem = ttc.Problem("Tom?", metadata={"prompt": raw})
+    r = ttc.SolveDetectVerify(detector=detector()).solve(problem, llm)
+    refine = requests_of(llm, REFINE)
+    assert refine and refine[0][0].startswith(raw + TRACE[:TRACE.index("Hmm")])
+    assert "<user>" not in refine[0][0]  # no chat template around a raw prompt
+    assert "first in paragraph 0" in refine[0][0] and "Off." in refine[0][0]
+    assert len(r.details["rounds"]) == 2
 
 
 def test_more_rounds_verify_every_round_but_the_last():
