@@ -128,6 +128,14 @@ def test_trace_stops_before_the_first_word_where_the_model_says_complete():
     assert all(params.max_tokens == 1 and params.top_logprobs for _, params in requests_of(llm, DETECT))
 
 
+def test_a_stream_stops_at_the_same_point():
+    llm = make_llm(complete=("Hmm",))
+    r = ttc.SolveDetectVerify(detector=detector(), mode="stream").solve("Tom?", llm)
+    assert [d["word"] for d in r.details["rounds"][0]["detections"]] == ["Wait", "Hmm"]
+    assert r.candidates[0].text == TRACE[:TRACE.index("Hmm")] + PLAIN_SUFFIX + " 7"
+    assert r.usage.closed_streams == 1
+
+
 def test_no_completion_point_lets_the_trace_end_on_its_own():
     llm = make_llm(complete=())
     r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm)
