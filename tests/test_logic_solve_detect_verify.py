@@ -298,7 +298,7 @@ def test_every_request_is_in_the_usage():
     verifier = requests_of(llm, VERIFY)
     assert r.usage.verifier_calls == len(verifier) == 5
     checks = [c["tokens"] for x in r.details["rounds"] if "verification" in x for c in x["verification"]["checks"]]
-    assert r.usage.verifier_tokens == sum(checks)
+    assert r.usage.verifier_tokens == sum(checks) == r.details.rounds[0].verdict.tokens
     verifier_prompts = sum(len(llm._ids(p)) for p, _ in verifier)
     assert r.usage.verifier_tokens > verifier_prompts  # prompts and the verdicts generated
     others = [p for p, _ in llm.requests if VERIFY not in p]
