@@ -60,7 +60,8 @@ def server_counts(url: str) -> dict[str, float]:
 def build(name: str, args: argparse.Namespace) -> ttc.Strategy:
     params = ttc.SamplingParams(temperature=0.7, max_tokens=args.max_tokens)
     if name == "sdv":
-        return ttc.SolveDetectVerify(verifier=FlexVerifier(fast=args.fast), params=params, prompt=DEMO_PROMPT,
+        return ttc.SolveDetectVerify(verifier=FlexVerifier(fast=args.fast, slow_tokens=args.slow_tokens), params=params,
+                                     prompt=DEMO_PROMPT,
                                      detector=ttc.probes.SolutionComplete(every=args.every))
     if name == "particle_gibbs":
         steps = StepConfig(max_steps=args.max_steps, max_step_tokens=args.step_tokens)
@@ -163,6 +164,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--every", type=int, default=16, help="SDV: detector check every this many tokens")
     ap.add_argument("--fast", type=int, default=4, help="SDV: fast verifier checks")
+    ap.add_argument("--slow-tokens", type=int, default=384, help="SDV: max_tokens of a slow verifier check")
     ap.add_argument("--particles", type=int, default=4)
     ap.add_argument("--iterations", type=int, default=2)
     ap.add_argument("--max-steps", type=int, default=3)

@@ -79,6 +79,11 @@ def test_hesitation_words_only_at_step_boundaries():
     assert find_hesitations(text, PATTERN, start=found[1][0] + 1) == found[2:]
 
 
+def test_the_longest_word_wins_where_one_begins_another():
+    pattern = hesitation_pattern(("wait", "wait a second"))
+    assert find_hesitations("x.\nWait a second, y.", pattern) == [(3, "Wait a second")]
+
+
 def test_paragraphs_are_cut_before_each_hesitation_word():
     assert split_paragraphs("a = 1.\nWait, b = 2. Hmm c.", PATTERN) == ["a = 1.", "Wait, b = 2.", "Hmm c."]
     assert split_paragraphs("Wait. x", PATTERN) == ["Wait. x"]
@@ -185,7 +190,7 @@ def test_agreeing_fast_checks_settle_the_verdict_without_slow_checks():
     assert v["valid"] is True and v["escalated"] is False and v["agreement"] == 1.0
     assert [c["mode"] for c in v["checks"]] == ["fast"] * 4
     assert [params.max_tokens for _, params in requests_of(llm, VERIFY)] == [48] * 4
-    assert r.details["stopped_by"] == "verified"
+    assert r.details["stopped_by"] == "verified" and r.candidates[0].scores["verified"] == 1.0
     assert not requests_of(llm, REFINE)  # stopped: no second round
     assert len(r.details["rounds"]) == 1
 
@@ -223,6 +228,7 @@ def test_a_rejected_answer_gets_a_refining_round_with_the_critique():
     r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm)
     rounds = r.details["rounds"]
     assert len(rounds) == 2 and r.details["stopped_by"] == "max_rounds"
+    assert r.candidates[0].scores["verified"] == 0.0
     assert rounds[0]["verification"]["valid"] is False and rounds[0]["answer"] == "8"
     assert "verification" not in rounds[1]  # the last round is answered unverified
     refine = requests_of(llm, REFINE)
@@ -276,6 +282,16 @@ def test_a_separate_verifier_model_is_asked_instead_of_the_solver():
     r = ttc.SolveDetectVerify(verifier=FlexVerifier(judge), detector=detector()).solve("Tom?", llm)
     assert not requests_of(llm, VERIFY) and len(judge.requests) == 4
     assert r.details["stopped_by"] == "verified"
+
+
+def test_a_reasoning_verifiers_feedback_is_its_thinking():
+    judge = Scripted(["<think>the sum is off</think> so \\boxed{0}"])
+    llm = make_llm()
+    s = ttc.SolveDetectVerify(verifier=FlexVerifier(judge, thinking="qwen3"), detector=detector())
+    r = s.solve("Tom?", llm)
+    assert r.details["rounds"][0]["verification"]["feedback"] == "the sum is off"
+    refine = requests_of(llm, REFINE)[0][0]
+    assert "the sum is off" in refine and "so" not in refine.split("critique:")[1].split("Correct your")[0]
 
 
 def test_a_reasoning_verifier_checks_fast_with_its_thinking_closed():
