@@ -134,6 +134,11 @@ TEST_MAP = {
     "ttc.strategies.adaptive_best_of_n": ["tests/test_rpc_adaptive_bon.py", "tests/test_logic_adaptive.py",
                                           "tests/test_logic_audit.py"],
     "ttc.probes.es_cot": ["tests/test_logic_adaptive.py", "tests/test_rpc_adaptive_bon.py"],
+    # Solve-Detect-Verify (issue 25): the detector, the verifier, the shared hesitation words
+    "ttc.probes.completion": ["tests/test_logic_solve_detect_verify.py"],
+    "ttc.strategies.solve_detect_verify": ["tests/test_logic_solve_detect_verify.py"],
+    "ttc.verifiers.flex": ["tests/test_logic_solve_detect_verify.py"],
+    "ttc.hesitation": ["tests/test_logic_solve_detect_verify.py"],
     "ttc.probes": ["tests/test_logic_probes.py", "tests/test_probes.py", "tests/test_early_exit.py",
                    "tests/test_logic_audit.py"],
     # extraction is tested by its table; votes and probes compare answers with it
