@@ -77,6 +77,8 @@ def test_hesitation_words_only_at_step_boundaries():
     assert [w for _, w in found] == ["Wait", "hmm", "Let me check", "Alternatively"]
     assert [text[at:at + len(w)] for at, w in found] == [w for _, w in found]
     assert find_hesitations(text, PATTERN, start=found[1][0] + 1) == found[2:]
+    assert find_hesitations(text, PATTERN, start=found[1][0]) == found[1:]  # a word at `start` counts
+    assert find_hesitations(text, PATTERN, start=found[3][0]) == found[3:]  # from the word, not its quote
 
 
 def test_the_longest_word_wins_where_one_begins_another():
@@ -348,9 +350,24 @@ def test_a_token_budget_counts_the_verifier_and_stops_before_it_is_exceeded():
 def test_a_verifier_call_budget_stops_the_verification():
     llm = make_llm(verdicts=("\\boxed{1}",))
     r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm, budget=ttc.Budget(verifier_calls=2))
-    assert r.usage.verifier_calls <= 2
+    # the four fast checks are sent together: only two reach the verifier, and both are counted
+    assert r.usage.verifier_calls == len(requests_of(llm, VERIFY)) == 2
     assert r.details["stopped_by"] == "budget"
     assert r.candidates[0].usage.verifier_calls == r.usage.verifier_calls
+    enough = make_llm(verdicts=("\\boxed{1}",))
+    r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", enough, budget=ttc.Budget(verifier_calls=4))
+    assert r.usage.verifier_calls == 4 and r.details["stopped_by"] == "max_rounds"  # verified, rejected, refined
+
+
+def test_a_verifier_request_on_the_contexts_own_generator():
+    import asyncio
+
+    llm = Scripted(["\\boxed{-1}"])
+    ctx = ttc.Context(llm, ttc.Budget(tokens=100))
+    (completion, tokens), = asyncio.run(ctx.verifier_generate("check this", ttc.SamplingParams(max_tokens=8)))
+    assert completion.text == "\\boxed{-1}" and tokens == len(llm._ids("check this")) + 1
+    assert (ctx.usage.verifier_calls, ctx.usage.verifier_tokens, ctx.usage.total_tokens) == (1, tokens, 0)
+    assert ctx.remaining_tokens() == 100 - tokens  # verifier tokens count against the token budget
 
 
 def test_majority_vote_over_solve_detect_verify_candidates():

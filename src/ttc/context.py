@@ -223,16 +223,14 @@ class Context:
     async def verifier_generate(self, prompt: Prompt, params: SamplingParams,
                                 generator: Generator | None = None) -> list[tuple[Completion, int]]:
         """A generative verifier's request, on `generator` (default: this context's): one verifier
-        call (checked against `Budget.verifier_calls`) whose tokens (prompt + completions, as the
-        backend counted them) are recorded as `Usage.verifier_tokens` and count against
-        `Budget.tokens` like the policy's own (max_tokens is cut to fit, or `BudgetExhausted`).
+        call (counted, and checked against `Budget.verifier_calls`, before it is sent) whose tokens
+        (prompt + completions, as the backend counted them) are recorded as `Usage.verifier_tokens`
+        and count against `Budget.tokens` like the policy's own (max_tokens is cut to fit, or
+        `BudgetExhausted`).
         Returns each completion with its own completion tokens (the first also carries the prompt's).
         """
         generator = generator or self.generator
         self._check_time()
-        if self.budget.verifier_calls is not None and self.verifier_calls_left() == 0:
-            raise BudgetExhausted(f"verifier budget exhausted: {self.usage.verifier_calls} of "
-                                  f"{self.budget.verifier_calls} calls used")
         reserved = 0
         if self.budget.tokens is not None:
             prompt_len = len(await generator.tokenize(prompt)) if isinstance(prompt, str) else len(prompt)
@@ -240,13 +238,14 @@ class Context:
             reserved = prompt_len + params.n * params.max_tokens
             self._reserved_tokens += reserved
         try:
+            # counted before the request, so that checks sent together cannot overrun the call budget
+            self.reserve_verifier_calls(1)
             try:
                 gen = await asyncio.wait_for(generator.generate(prompt, params), self.remaining_seconds())
             except asyncio.TimeoutError:
                 raise BudgetExhausted(f"time budget of {self.budget.seconds} s exhausted") from None
         finally:
             self._reserved_tokens -= reserved
-        self.reserve_verifier_calls(1)
         out = [(c, gen.tokens_of(i) + (gen.prompt_tokens if i == 0 else 0)) for i, c in enumerate(gen.completions)]
         spent = sum(tokens for _, tokens in out)
         self.record_verifier_tokens(spent)
