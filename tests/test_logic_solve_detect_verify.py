@@ -160,6 +160,12 @@ def test_a_word_still_being_written_is_not_taken_for_a_hesitation():
     assert not requests_of(llm, DETECT)
 
 
+def test_hesitation_words_are_given_without_their_spaces():
+    probe = SolutionComplete(words=(" Hmm ",))
+    assert probe.words == ("Hmm",)
+    assert [w for _, w in find_hesitations(TRACE, probe.pattern)] == ["Hmm"]
+
+
 def test_max_checks_bounds_the_completeness_requests():
     llm = make_llm(complete=())
     r = ttc.SolveDetectVerify(detector=SolutionComplete(every=4, max_checks=1), rounds=1).solve("Tom?", llm)
@@ -408,6 +414,10 @@ def test_registry_builds_it_alone_or_voted():
     lambda: FlexVerifier(fast=0),
     lambda: FlexVerifier(slow=-1),
     lambda: FlexVerifier(prompt="no keys"),
+    lambda: FlexVerifier("not a generator"),
+    lambda: FlexVerifier(fast_tokens=0),
+    lambda: FlexVerifier(slow_tokens=0),
+    lambda: SolutionComplete(words=("  ",)),
     lambda: SolutionComplete(words=()),
     lambda: SolutionComplete(every=0),
 ])
