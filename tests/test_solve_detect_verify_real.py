@@ -5,7 +5,8 @@ the usage and under the budget. One demo problem each, tiny limits.
 
 The small model rarely writes the authors' hesitation words, so the detector here watches words it
 does write at step boundaries: step openers ("so", "the", "therefore") and the demo problems' names,
-with which it starts its answer (seen: a run with the openers alone found none in 64 tokens)."""
+with which it starts its answer (seen: seed 0 on the first problem writes "Syntactically: 2 + 2 + 2 = 6\n\n
+This can be represented ...", where only "This" is at a boundary)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from ttc.probes import SolutionComplete
 from ttc.verifiers import FlexVerifier
 
 pytestmark = pytest.mark.slow
-WORDS = ("so", "the", "therefore", "then", "now", "first", "next", "finally", "he", "she", "leo", "noah")
+WORDS = ("so", "the", "this", "therefore", "then", "now", "first", "next", "finally", "he", "she", "we", "let",
+         "since", "answer", "leo", "noah")
 
 
 def sdv() -> ttc.SolveDetectVerify:
