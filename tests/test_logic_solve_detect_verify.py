@@ -353,6 +353,18 @@ def test_a_token_budget_counts_the_verifier_and_stops_before_it_is_exceeded():
         assert r.answer == "7"
 
 
+def test_checks_sent_together_reserve_their_tokens_against_each_other():
+    llm = make_llm(verdicts=("\\boxed{1}",))
+    free = ttc.SolveDetectVerify(detector=detector(), rounds=2).solve("Tom?", llm)
+    first = free.details["rounds"][0]["tokens"]
+    check = free.details["rounds"][0]["verification"]["checks"][0]["tokens"]  # a prompt and a 1-token verdict
+    limit = first + int(2.5 * check)  # room for two checks and a half, were they not reserved at 48 tokens each
+    llm = make_llm(verdicts=("\\boxed{1}",))
+    r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm, budget=ttc.Budget(tokens=limit))
+    assert r.usage.total_tokens + r.usage.verifier_tokens <= limit
+    assert len(requests_of(llm, VERIFY)) < 4 and r.details["stopped_by"] == "budget"
+
+
 def test_a_verifier_call_budget_stops_the_verification():
     llm = make_llm(verdicts=("\\boxed{1}",))
     r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm, budget=ttc.Budget(verifier_calls=2))
