@@ -231,6 +231,13 @@ def test_threshold_at_the_agreement_does_not_escalate():
     assert r.details["rounds"][0]["verification"]["escalated"] is False
 
 
+def test_no_slow_checks_keeps_the_fast_majority():
+    llm = make_llm(verdicts=("\\boxed{-1}", "\\boxed{-1}", "\\boxed{2}", "\\boxed{1}"))
+    r = ttc.SolveDetectVerify(verifier=FlexVerifier(slow=0), detector=detector()).solve("Tom?", llm)
+    v = r.details["rounds"][0]["verification"]
+    assert (v["valid"], v["escalated"], len(v["checks"])) == (True, True, 4)  # unsure, but nothing to escalate to
+
+
 def test_a_rejected_answer_gets_a_refining_round_with_the_critique():
     llm = make_llm(verdicts=("The sum is wrong \\boxed{1}",), answer=" 8")
     r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm)
@@ -259,6 +266,14 @@ def test_a_raw_text_prompt_is_refined_as_raw_text():
     assert "<user>" not in refine[0][0]  # no chat template around a raw prompt
     assert "first in paragraph 0" in refine[0][0] and "Off." in refine[0][0]
     assert len(r.details["rounds"]) == 2
+
+
+def test_a_prompt_that_is_not_text_is_refined_as_a_conversation():
+    llm = make_llm(verdicts=("Off. \\boxed{0}",))
+    problem = ttc.Problem("Tom?", metadata={"prompt": ["not", "text"]})  # ChatPrompt ignores it too
+    ttc.SolveDetectVerify(detector=detector()).solve(problem, llm)
+    refine = requests_of(llm, REFINE)[0][0]
+    assert refine.startswith("<user>") and "<assistant>\n" + TRACE[:TRACE.index("Hmm")] in refine
 
 
 def test_more_rounds_verify_every_round_but_the_last():
