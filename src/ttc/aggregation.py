@@ -119,7 +119,7 @@ async def aggregate(ctx: Context, prompt: Prompt, params: SamplingParams) -> lis
             for c, usage in await ctx.generate(prompt, params)]
 
 
-_JUDGMENT = re.compile(r"judg(?:e)?ment\s*[:\-]?\s*\**\s*(?:solution|candidate|response)?\s*#?\[?(\d+)", re.I)
+_JUDGMENT = re.compile(r"judg(?:e)?ment[\s:*\-]*(?:solution|candidate|response)?[\s#\[]*(\d+)", re.I)
 _NAMED = re.compile(r"(?:solution|candidate|response)\s*#?\[?(\d+)\]?", re.I)
 _BRACKETED = re.compile(r"\[(\d+)\]")
 _NUMBER = re.compile(r"(?<![\d.])(\d+)(?![\d.])")
