@@ -24,6 +24,9 @@ from ttc.demo import DEMO_PROMPT, demo_problems
 from ttc.eval.report import wilson_interval
 from ttc.types import SamplingParams
 
+#: problems in flight at once (their requests share the server's batches)
+CONCURRENCY = 32
+
 
 def strategies(params: SamplingParams) -> dict[str, ttc.Strategy]:
     sample = ttc.Sample(params=params, prompt=DEMO_PROMPT)
@@ -54,7 +57,8 @@ def sample_cost(results: list, n: int) -> tuple[float, float]:
 
 async def solve(strategy: ttc.Strategy, problems: list, llm: OpenAICompatible, name: str) -> dict:
     start = time.perf_counter()
-    results = await ttc.asolve_many(strategy, problems, llm, concurrency=16, seed=0, progress=False, warn=False)
+    results = await ttc.asolve_many(strategy, problems, llm, concurrency=CONCURRENCY, seed=0, progress=False,
+                                    warn=False)
     out = row(name, results, time.perf_counter() - start)
     out["_results"] = results
     return out
@@ -66,6 +70,8 @@ async def main(args: argparse.Namespace) -> None:
     llm = OpenAICompatible(args.url)
     table = []
     for name, strategy in strategies(params).items():
+        if args.only and not any(name.startswith(p) for p in args.only.split(",")):
+            continue
         new = await solve(strategy, problems, llm, name)
         prompt, completion = sample_cost(new.pop("_results"), 4)
         target = new["tokens_per_problem"]
@@ -96,6 +102,7 @@ if __name__ == "__main__":
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--url", default=None, help="an OpenAI-compatible vLLM server (default: start one)")
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
+    parser.add_argument("--only", default=None, help="comma-separated strategy labels' prefixes to run")
     arguments = parser.parse_args()
     if arguments.url:
         asyncio.run(main(arguments))
