@@ -76,6 +76,8 @@ def test_a_bracket_of_one_is_refused():
     ("Solution 1 is wrong; Solution 2 is right.", 2, 1),
     ("The best is [3].", 3, 2),
     (" 2. ", 3, 1),
+    ("1", 3, 0),
+    ("3", 3, 2),
     ("Judgment: 0", 3, None),
     ("They all look fine.", 3, None),
     ("4", 3, None),
@@ -88,6 +90,7 @@ def test_parse_choice(text, count, expected):
     ("[2] > [1] > [3]", 3, [1, 0, 2]),
     ("[3] > [3] > [9] > [1]", 3, [2, 0, 1]),
     ("2, 3", 3, [1, 2, 0]),
+    ("[2]", 3, [1, 0, 2]),
     ("no ranking", 3, None),
 ])
 def test_parse_ranking(text, count, expected):
@@ -143,6 +146,43 @@ def test_context_length_is_read_from_the_backend():
     assert asyncio.run(context_length(llm)) is None
     llm.max_model_len = 300
     assert asyncio.run(context_length(llm)) == 300
+
+
+class AsksServer(Scripted):
+    """A backend that says its context length the way OpenAICompatible does (an async method)."""
+
+    max_model_len = True  # not a length: a bool is never read as one
+
+    async def context_length(self):
+        return 77
+
+
+class NoTokenizer(Scripted):
+    async def tokenize(self, text):
+        raise ttc.Unsupported("no tokenizer here")
+
+
+def test_context_length_is_asked_of_a_server():
+    assert asyncio.run(context_length(AsksServer(["x"]))) == 77
+
+
+def test_prompt_tokens_counts_ids_and_says_none_without_a_tokenizer():
+    from ttc.aggregation import prompt_tokens
+
+    assert asyncio.run(prompt_tokens(Context(Scripted(["x"])), [5, 6, 7])) == 3
+    assert asyncio.run(prompt_tokens(Context(Scripted(["x"])), "a b")) == 3
+    assert asyncio.run(prompt_tokens(Context(NoTokenizer(["x"])), "a b")) is None
+
+
+def test_without_a_tokenizer_the_limit_is_left_to_the_server():
+    llm = NoTokenizer(counter_script(["5", "7"], aggregate=lambda p: "Judgment: 2"))
+    r = ttc.GenSelect(n=2, sample=sample(), max_prompt_tokens=5).solve(QUESTION, llm, seed=0)
+    assert r.answer == "7" and r.details["aggregations"][0]["prompt_tokens"] is None
+
+
+def test_messages_need_one_note_per_candidate():
+    with pytest.raises(ValueError):
+        GENSELECT_PROMPT.messages("q", ["a", "b"], ["only one"])
 
 
 # -- GenSelect ------------------------------------------------------------------------------------
@@ -206,6 +246,23 @@ def test_genselect_fits_the_model_context():
     llm.max_model_len = (two + three) // 2 + PARAMS.max_tokens  # the selection may write max_tokens
     r = ttc.GenSelect(n=4, sample=sample()).solve(QUESTION, llm, seed=0)
     assert [a["inputs"] for a in r.details["aggregations"]] == [[0, 1], [2, 3], [0, 2]]
+
+
+def test_the_limit_is_the_smaller_of_max_prompt_tokens_and_the_context():
+    two, three = asyncio.run(_prompt_length(_texts(2))), asyncio.run(_prompt_length(_texts(3)))
+    for context, max_prompt in ((10_000, (two + three) // 2), ((two + three) // 2 + PARAMS.max_tokens, 10_000)):
+        llm = Scripted(counter_script(["5", "7", "8", "9"], aggregate=lambda p: "Judgment: 1"))
+        llm.max_model_len = context
+        r = ttc.GenSelect(n=4, sample=sample(), max_prompt_tokens=max_prompt).solve(QUESTION, llm, seed=0)
+        assert [a["inputs"] for a in r.details["aggregations"]] == [[0, 1], [2, 3], [0, 2]]
+
+
+def test_prompt_lengths_are_measured_only_when_something_limits_them():
+    llm = Scripted(counter_script(["5", "7"], aggregate=lambda p: "Judgment: 2"))
+    r = ttc.GenSelect(n=2, sample=sample()).solve(QUESTION, llm, seed=0)
+    assert r.details["aggregations"][0]["prompt_tokens"] is None
+    r = ttc.GenSelect(n=2, sample=sample()).solve(QUESTION, llm, seed=0, budget=ttc.Budget(tokens=10_000))
+    assert r.details["aggregations"][0]["prompt_tokens"] == len(llm._ids(llm.requests[-1][0]))
 
 
 def test_genselect_refuses_when_two_candidates_do_not_fit_before_sending():
@@ -338,6 +395,22 @@ def test_rsa_usage_counts_every_aggregation():
     assert r.usage.prompt_tokens == sum(len(llm._ids(text)) for text, _ in llm.requests)
     assert r.usage.completion_tokens == llm.generated_tokens
     assert sum(c.usage.completion_tokens for c in r.candidates) == llm.generated_tokens
+
+
+def test_every_aggregation_request_gets_its_own_seed_from_the_run():
+    llm = Scripted(counter_script(["5", "7", "8"], aggregate=lambda p: "the answer is 7."))
+    ttc.RSA(population=3, k=2, rounds=2, sample=sample()).solve(QUESTION, llm, seed=0)
+    seeds = [p.seed for text, p in llm.requests if "Solution 1" in text]
+    assert len(seeds) == 6 and None not in seeds and len(set(seeds)) == 6
+
+
+def test_a_written_candidates_answer_is_read_as_a_finished_samples():
+    llm = Scripted(counter_script(["5", "7"], aggregate=lambda p: "Fused: 3 + 4 = 7"))
+    r = ttc.Fuse(k=2, n=2, sample=sample()).solve(QUESTION, llm, seed=0)
+    assert r.answer == "7" and r.details["fallback"] is None
+    llm = Scripted(counter_script(["5", "7"], aggregate=lambda p: "Fused: " + "and so on " * 40 + "= 7"))
+    r = ttc.Fuse(k=2, n=2, sample=sample()).solve(QUESTION, llm, seed=0)  # cut at max_tokens: no guess
+    assert r.candidates[2].finish_reason == "length" and r.candidates[2].answer is None
 
 
 def test_rsa_aggregations_use_the_samplers_params_unless_given():
