@@ -226,6 +226,48 @@ def test_genselect_uses_the_largest_groups_that_fit():
     assert [a["inputs"] for a in r.details["aggregations"]] == [[0, 1, 2], [3, 4, 5], [0, 3]]
 
 
+def test_genselect_tries_every_group_count():
+    """12 candidates of which 3 fit: 4 groups of 3 (not 6 pairs: every group size is tried in turn)."""
+    three = asyncio.run(_prompt_length(_texts(3)))
+    llm = Scripted(counter_script(["5", "7", "8", "9"], aggregate=lambda p: "Judgment: 1"))
+    r = ttc.GenSelect(n=12, sample=sample(), max_prompt_tokens=three).solve(QUESTION, llm, seed=0)
+    first = [a["inputs"] for a in r.details["aggregations"] if a["round"] == 0]
+    assert first == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+
+
+def test_genselect_falls_back_to_pairs():
+    two, three = asyncio.run(_prompt_length(_texts(2))), asyncio.run(_prompt_length(_texts(3)))
+    llm = Scripted(counter_script(["5", "7", "8"], aggregate=lambda p: "Judgment: 2"))
+    r = ttc.GenSelect(n=3, sample=sample(), max_prompt_tokens=(two + three) // 2).solve(QUESTION, llm, seed=0)
+    assert [a["inputs"] for a in r.details["aggregations"]] == [[0, 1], [1, 2]]
+    assert r.answer == "8"
+
+
+class Nothing(ttc.Strategy):
+    async def run(self, problem, ctx):
+        return ttc.Result(problem=problem, answer=None, candidates=[], usage=ctx.usage, strategy="nothing")
+
+
+@pytest.mark.parametrize("layer", [lambda s: ttc.GenSelect(sample=s), lambda s: ttc.Fuse(sample=s),
+                                   lambda s: ttc.Rank(sample=s), lambda s: ttc.Critique(sample=s),
+                                   lambda s: ttc.Verify(verifier=lambda p, c: 1.0, sample=s)])
+def test_a_strategy_that_gives_no_candidates_is_named(layer):
+    with pytest.raises(ttc.InvalidInput, match="gave no candidates"):
+        layer(Nothing()).solve(QUESTION, Scripted(["x"]))
+
+
+def test_a_failed_aggregation_request_is_an_error_not_a_budget_stop():
+    def script(prompt, params, i):
+        if "Solution 1" in prompt or "[1]" in prompt or "Response:" in prompt:
+            raise RuntimeError("the server broke")
+        return f"try {i}: the answer is 5."
+
+    for strategy in (ttc.GenSelect(n=2, sample=sample()), ttc.RSA(population=2, k=2, rounds=1, sample=sample()),
+                     ttc.Critique(n=2, sample=sample())):
+        with pytest.raises(RuntimeError, match="the server broke"):
+            strategy.solve(QUESTION, Scripted(script), seed=0)
+
+
 def test_genselect_group_size_splits_without_a_limit():
     llm = Scripted(counter_script(["5", "7", "8", "9", "6"], aggregate=lambda p: "Judgment: 1"))
     r = ttc.GenSelect(n=5, sample=sample(), group_size=2).solve(QUESTION, llm, seed=0)
