@@ -137,8 +137,9 @@ def test_a_prompt_must_name_its_fields():
         AggregationPrompt(instruction="{question} only")
     with pytest.raises(ttc.InvalidInput, match="text"):
         AggregationPrompt(instruction="{question} {candidates}", candidate="Solution {label}")
-    with pytest.raises(ttc.InvalidInput, match="AggregationPrompt"):
-        ttc.GenSelect(prompt="pick one: {candidates}")
+    for strategy in (ttc.GenSelect, ttc.RSA, ttc.Fuse, ttc.Rank, ttc.Critique):
+        with pytest.raises(ttc.InvalidInput, match="AggregationPrompt"):
+            strategy(prompt="pick one: {question} {candidates}")
 
 
 def test_context_length_is_read_from_the_backend():
