@@ -473,7 +473,7 @@ def test_fuse_reads_the_top_k_of_a_best_of_n_and_answers_the_fused_one():
     inner = ttc.BestOfN(n=3, verifier=lambda p, c: scores[c.answer], sample=sample())
     r = ttc.Fuse(k=2, sample=inner).solve(QUESTION, llm, seed=0)
     (agg,) = r.details["aggregations"]
-    assert (agg["kind"], agg["inputs"], agg["outputs"]) == ("fuse", [1, 2], [3])
+    assert (agg["kind"], agg["round"], agg["inputs"], agg["outputs"]) == ("fuse", 0, [1, 2], [3])
     assert r.answer == "7" and r.details["chosen"] == 3 and r.details["outputs"] == [3]
     prompt = llm.requests[-1][0]
     assert r.candidates[1].text in prompt and r.candidates[2].text in prompt and r.candidates[0].text not in prompt
@@ -492,14 +492,15 @@ def test_fuse_under_a_budget_answers_the_top_input():
     llm = Scripted(counter_script(["5", "7"], aggregate=lambda p: "the answer is 9."))
     r = ttc.Fuse(k=2, n=2, sample=sample()).solve(QUESTION, llm, seed=0,
                                                   budget=ttc.Budget(tokens=first.usage.total_tokens + 10))
-    assert r.ok and (r.answer, r.details["fallback"]) == ("5", "budget")
+    assert r.ok and (r.answer, r.details["fallback"], r.details["chosen"]) == ("5", "budget", 0)
+    assert r.details["outputs"] == [0, 1] and r.details["aggregations"] == []
 
 
 def test_rank_orders_and_keeps_the_top_k():
     llm = Scripted(counter_script(["5", "7", "8"], aggregate=lambda p: "[3] > [2] > [1]"))
     r = ttc.Rank(k=2, n=3, sample=sample()).solve(QUESTION, llm, seed=0)
     (agg,) = r.details["aggregations"]
-    assert (agg["kind"], agg["inputs"], agg["chosen"]) == ("rank", [0, 1, 2], [2, 1, 0])
+    assert (agg["kind"], agg["round"], agg["inputs"], agg["chosen"]) == ("rank", 0, [0, 1, 2], [2, 1, 0])
     assert r.details["outputs"] == [2, 1] and r.answer == "8"
 
 
