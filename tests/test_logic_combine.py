@@ -504,6 +504,12 @@ def test_rank_orders_and_keeps_the_top_k():
     assert r.details["outputs"] == [2, 1] and r.answer == "8"
 
 
+def test_rank_passes_one_candidate_on_without_a_call():
+    llm = Scripted(counter_script(["5"], aggregate=lambda p: "[1]"))
+    r = ttc.Rank(n=1, sample=sample()).solve(QUESTION, llm, seed=0)
+    assert len(llm.requests) == 1 and r.details["aggregations"] == [] and r.answer == "5"
+
+
 def test_rank_unparsable_keeps_the_given_order():
     llm = Scripted(counter_script(["5", "7", "8"], aggregate=lambda p: "All are good."))
     r = ttc.Rank(n=3, sample=sample()).solve(QUESTION, llm, seed=0)
