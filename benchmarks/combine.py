@@ -34,8 +34,10 @@ def strategies(params: SamplingParams) -> dict[str, ttc.Strategy]:
         "genselect(n=4)": ttc.GenSelect(n=4, sample=sample),
         "rsa(N=4,K=2,T=1)": ttc.RSA(population=4, k=2, rounds=1, sample=sample),
         "fuse(k=3,n=4)": ttc.Fuse(k=3, n=4, sample=sample),
-        "archon(n=4: critique,rank,fuse k=3)": ttc.Fuse(k=3, sample=ttc.Rank(k=3, sample=ttc.Critique(n=4,
-                                                                                                    sample=sample))),
+        "fuse(k=2,n=2)": ttc.Fuse(k=2, n=2, sample=sample),
+        "rsa(N=2,K=2,T=1)": ttc.RSA(population=2, k=2, rounds=1, sample=sample),
+        "archon(n=4: critique,rank,fuse k=3)": ttc.Fuse(k=3, n=4, sample=ttc.Rank(
+            k=3, sample=ttc.Critique(n=4, sample=sample))),
     }
 
 
@@ -73,7 +75,8 @@ async def main(args: argparse.Namespace) -> None:
         if args.only and not any(name.startswith(p) for p in args.only.split(",")):
             continue
         new = await solve(strategy, problems, llm, name)
-        prompt, completion = sample_cost(new.pop("_results"), 4)
+        prompt, completion = sample_cost(new.pop("_results"), getattr(strategy, "n", None) or strategy.population)
+        print(json.dumps(new), flush=True)
         target = new["tokens_per_problem"]
         n = max(1, round((target - prompt) / max(completion, 1.0)))
         vote = await solve(ttc.MajorityVote(n=n, sample=ttc.Sample(params=params, prompt=DEMO_PROMPT)),
@@ -87,9 +90,8 @@ async def main(args: argparse.Namespace) -> None:
             vote.pop("_results")
         vote["against"] = name
         vote["within_10_percent"] = abs(vote["tokens_per_problem"] - target) <= 0.1 * target
-        for r in (new, vote):
-            print(json.dumps(r), flush=True)
-            table.append(r)
+        print(json.dumps(vote), flush=True)
+        table += [new, vote]
     await llm.aclose()
     if args.out:
         with open(args.out, "w") as f:
@@ -102,7 +104,7 @@ if __name__ == "__main__":
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--url", default=None, help="an OpenAI-compatible vLLM server (default: start one)")
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
-    parser.add_argument("--only", default=None, help="comma-separated strategy labels' prefixes to run")
+    parser.add_argument("--only", default=None, help="comma-separated labels (or their prefixes) to run")
     arguments = parser.parse_args()
     if arguments.url:
         asyncio.run(main(arguments))
