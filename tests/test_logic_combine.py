@@ -584,3 +584,64 @@ def test_genselect_and_rsa_refuse_a_verifier_by_name():
     for name in ("genselect", "rsa"):
         with pytest.raises(ttc.InvalidInput, match="verifier"):
             make_strategy(name, n=2, verifier=ttc.verifiers.Programmatic(lambda p, c: 1.0))
+
+
+# -- what the mutation run asked to pin ----------------------------------------------------------------
+def test_rank_under_a_budget_keeps_the_given_order():
+    llm = Scripted(counter_script(["5", "7", "8"], aggregate=lambda p: "[3] > [2] > [1]"))
+    budget = ttc.Budget(tokens=60 + 3 * PARAMS.max_tokens)
+    r = ttc.Rank(k=2, n=3, sample=sample()).solve(QUESTION, llm, seed=0, budget=budget)
+    assert (r.details["fallback"], r.details["outputs"], r.details["chosen"]) == ("budget", [0, 1], 0)
+
+
+def test_rank_answers_and_chooses_its_best():
+    llm = Scripted(counter_script(["5", "7", "8"], aggregate=lambda p: "[3] > [2] > [1]"))
+    r = ttc.Rank(k=2, n=3, sample=sample()).solve(QUESTION, llm, seed=0)
+    assert (r.details["chosen"], r.answer) == (2, "8")
+
+
+def test_critique_under_a_budget_leaves_the_critiques_out():
+    llm = Scripted(counter_script(["5", "7"], aggregate=lambda p: "- fine"))
+    budget = ttc.Budget(tokens=60 + 2 * PARAMS.max_tokens)
+    r = ttc.Critique(n=2, sample=sample()).solve(QUESTION, llm, seed=0, budget=budget)
+    assert r.ok and r.details["fallback"] == "budget" and r.details["aggregations"] == []
+
+
+def test_critique_passes_its_candidates_on_and_answers_the_first():
+    llm = Scripted(counter_script(["5", "7"], aggregate=lambda p: "- fine"))
+    r = ttc.Critique(n=2, sample=sample()).solve(QUESTION, llm, seed=0)
+    assert (r.details["outputs"], r.details["chosen"], r.answer, r.details["fallback"]) == ([0, 1], 0, "5", None)
+
+
+def test_verify_asks_its_sampler_for_what_the_verifier_needs():
+    v = ttc.Verify(verifier=ttc.verifiers.LogprobConfidence(), sample=ttc.Sample(params=SamplingParams(max_tokens=8)))
+    assert v.sample.params.logprobs is True
+
+
+def test_verify_keeps_a_score_at_the_threshold_and_chooses_the_first_kept():
+    llm = Scripted(counter_script(["5", "7", "7"]))
+    r = ttc.Verify(verifier=lambda p, c: 0.5 if c.answer == "7" else 0.4, n=3, sample=sample()).solve(QUESTION, llm)
+    assert (r.details["outputs"], r.details["chosen"]) == ([1, 2], 1)
+
+
+def test_only_critiques_are_shown_as_critiques():
+    llm = Scripted(counter_script(["5", "7"],
+                                  aggregate=lambda p: "[2] > [1]" if "Rank them" in p else "the answer is 7."))
+    ttc.Fuse(k=2, sample=ttc.Rank(n=2, sample=sample())).solve(QUESTION, llm, seed=0)
+    assert "(Critique:" not in llm.requests[-1][0]
+
+
+def test_default_sampling_and_plain_strategies_as_sources():
+    llm = Scripted(counter_script(["5", "7", "7"], aggregate=lambda p: "Judgment: 3"))
+    r = ttc.GenSelect(n=3).solve(QUESTION, llm, seed=0)
+    assert r.answer == "7" and r.details["aggregations"][0]["inputs"] == [0, 1, 2]
+    llm = Scripted(counter_script(["5", "7", "7"], aggregate=lambda p: "Judgment: 3"))
+    r = ttc.GenSelect(sample=ttc.MajorityVote(n=3, sample=sample())).solve(QUESTION, llm, seed=0)
+    assert r.details["aggregations"][0]["inputs"] == [0, 1, 2]
+
+
+def test_aggregation_params_come_from_the_wrapped_strategys_sampler():
+    from ttc.strategies.sample import DEFAULT_PARAMS
+
+    assert ttc.Fuse(sample=ttc.MajorityVote(n=2, sample=sample())).params == PARAMS.replace(n=1)
+    assert ttc.Fuse(sample=Nothing()).params == DEFAULT_PARAMS.replace(n=1)
