@@ -204,9 +204,11 @@ class Probe:
                 f.token_ids = isinstance(choice.get("token_ids"), list)
             f.stop_reason = "stop_reason" in choice
             f.usage = isinstance(data.get("usage"), dict)
+        hi = {**one, "messages": [{"role": "user", "content": "Hi"}]}
         status, chat = await self.ask("POST", "/chat/completions",
-                                      {**one, "messages": [{"role": "user", "content": "Hi"}],
-                                       **(ext if self.extensions.vllm_extensions else {})})
+                                      {**hi, **(ext if self.extensions.vllm_extensions else {})})
+        if status != 200 and self.extensions.vllm_extensions and ext:  # refused on chat only: ask plainly
+            status, chat = await self.ask("POST", "/chat/completions", hi)
         f.chat = status == 200
         if f.completions:
             return "/completions", {**one, "prompt": "Hi"}, chat

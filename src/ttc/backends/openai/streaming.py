@@ -4,8 +4,9 @@ stops early (vLLM then aborts the request).
 
 A stream whose deltas carry text and no token ids (a gateway strips them: LiteLLM's streams)
 counts what it received from the text: each such delta carries the running count as its usage
-(the local tokenizer's count, else an estimate that sets `estimated`), and the finish counts the
-whole text again where the server sent no usage. What the stream's answers carried is recorded
+(the local tokenizer's count, else an estimate; provisional), and the finish (where the server
+sent no usage) or the close (`OpenAICompatible.closed_stream_usage`) counts the whole text
+again, setting `estimated` where no tokenizer could. What the stream's answers carried is recorded
 for its endpoint (`ServerFeatures.endpoints`), and the prompt length the server reported is
 remembered for the prompt (`PromptLengths`), for streams of it closed before their usage chunk.
 """
@@ -55,10 +56,9 @@ async def read_stream(opened: OpenStream, params: SamplingParams, features: Serv
                 if delta.finish_reason is None:
                     if delta.text and not delta.token_ids:
                         text += delta.text
-                        piece, guessed = usage.text_tokens(delta.text, count)
-                        tokens += piece
-                        delta = dataclasses.replace(delta, usage=dataclasses.replace(
-                            usage.received_usage(text, tokens, lengths.get(prompt)), estimated=guessed))
+                        tokens += usage.text_tokens(delta.text, count)[0]
+                        delta = dataclasses.replace(delta, usage=usage.received_usage(text, tokens,
+                                                                                      lengths.get(prompt)))
                     yield delta
                     continue
                 last = delta

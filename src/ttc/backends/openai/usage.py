@@ -137,7 +137,8 @@ def stream_usage(reported: Any, received: Sequence[Delta], prompt: Prompt, count
 
 def received_usage(text: str, tokens: int, known_prompt: int | None) -> Usage:
     """A running stream's usage so far when its deltas carry no token ids: `tokens` counted from
-    the `text` received (provisional: the finish or the close counts the whole text again)."""
+    the `text` received (provisional, never `estimated`: the finish or the close counts the whole
+    text again and says whether that count is an estimate)."""
     prompt = known_prompt or 0
     return Usage(prompt_tokens=prompt, processed_prompt_tokens=prompt, completion_tokens=tokens, generator_calls=1)
 
