@@ -144,13 +144,15 @@ LITELLM_KEY = "sk-ttc-tests"  # the proxy's master key (loopback only)
 
 
 @pytest.fixture(scope="session")
-def litellm_gateway(vllm_server, tmp_path_factory):
+def litellm_gateway(request, tmp_path_factory):
     """A real LiteLLM proxy (its own virtualenv, `scripts/install_litellm.sh`: pinned, cached under
     ~/.cache and built on first use) on 127.0.0.1 (free port) in front of `vllm_server`, through
     its `hosted_vllm/` provider, with a master key. Yields a `types.SimpleNamespace`: `url` (its
     /v1 base URL), `key`, `model` (the name it serves the model under) and `upstream` (the vLLM
     server). Ready within a bounded wait; its process group is terminated, then killed, at the end
-    of the session, also on failure."""
+    of the session, also on failure. $TTC_TEST_LITELLM="GATEWAY_URL KEY VLLM_ROOT" uses a proxy and
+    a vLLM server already running instead."""
+    import json
     import signal
     import socket
     import subprocess
@@ -158,6 +160,16 @@ def litellm_gateway(vllm_server, tmp_path_factory):
     import types
     import urllib.request
     from pathlib import Path
+
+    running = os.environ.get("TTC_TEST_LITELLM")
+    if running:
+        url, key, root = running.split()
+        with urllib.request.urlopen(root + "/v1/models", timeout=10) as r:
+            model = json.load(r)["data"][0]["id"]
+        upstream = types.SimpleNamespace(url=root + "/v1", root=root, model=model)
+        yield types.SimpleNamespace(url=url, key=key, model="smollm2", upstream=upstream)
+        return
+    vllm_server = request.getfixturevalue("vllm_server")
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "install_litellm.sh"
     try:

@@ -143,3 +143,15 @@ def test_describe_shows_what_each_endpoint_carries():
         ttc.run_sync(llm.aclose())
         endpoints = llm.describe()["endpoints"]
         assert endpoints["chat"]["stop_reason"] is False and endpoints["chat_stream"]["token_ids"] is not True
+
+
+def test_only_messages_about_keys_read_as_auth_errors():
+    from ttc.backends.openai.http_errors import mentions_auth
+
+    for text in ("No connected db.", "Authentication Error, No api key passed in.", "invalid api_key", "Forbidden"):
+        assert mentions_auth(text), text
+    # vLLM's refusal of an unknown field, an internal KeyError, ordinary refusals: not auth (the
+    # adapter and the probe read them as they are)
+    for text in ("[{'type': 'extra_forbidden', 'loc': ('body', 'return_token_ids')}]", "KeyError: 'choices'",
+                 "max_tokens is too large", "the author's model"):
+        assert not mentions_auth(text), text

@@ -17,7 +17,8 @@ __all__ = ["AUTH_HINT", "AuthenticationFailed", "HTTPStatusError", "RequestRejec
 
 #: what an error body says when a key is missing or wrong: LiteLLM's proxy answers a wrong key with
 #: 400 "No connected db." (it looks virtual keys up in a database it does not have)
-_AUTH_WORDS = re.compile(r"api[ _-]?key|\bkey\b|auth|unauthori[sz]ed|forbidden|no connected db|database", re.I)
+_AUTH_WORDS = re.compile(r"\bapi[ _-]?key\b|\bkey\b|\bauth(entication|enticate|orization|ori[sz]ed)?\b|"
+                         r"\bunauthori[sz]ed\b|\bforbidden\b|no connected db|\bdatabase\b", re.I)
 AUTH_HINT = ("check api_key: pass OpenAICompatible(..., api_key=...) with the key of the server or of the gateway in "
              "front of it (LiteLLM: its master key or a virtual key), or set $OPENAI_API_KEY / $VLLM_API_KEY")
 
