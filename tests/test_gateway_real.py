@@ -77,7 +77,13 @@ def assert_usage_is_the_counters(usage: ttc.Usage, counted: tuple[float, float])
         assert usage.completion_tokens == generation
 
 
-@pytest.mark.parametrize("name", list(STRATEGIES))
+#: the registered strategies this test was run on (the combining strategies of issue 25, merged
+#: meanwhile, were not yet run through the gateway: add them here once they are)
+CHECKED = ("sample", "majority", "best_of_n", "first_finish", "early_exit", "deepconf", "beam", "dvts", "astar",
+           "particle", "particle_gibbs", "parallel_tempering", "adaptive_vote", "rpc", "adaptive_best_of_n")
+
+
+@pytest.mark.parametrize("name", [name for name in STRATEGIES if name in CHECKED])
 def test_every_strategy_through_the_gateway_equals_direct_vllm(name, litellm_gateway):
     gateway = litellm_gateway
     if name in NEEDS_TOKEN_IDS:  # the documented error, before any request is sent for the problem
