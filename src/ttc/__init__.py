@@ -7,6 +7,8 @@
 """
 
 from ttc import answers, backends, display, eval, models, probes, steps, stopping, verifiers, votes  # noqa: F401 (display: Result renders in Jupyter)
+from ttc.bank.report import TuneReport
+from ttc.bank.tune import tune
 from ttc.context import Budget, Context
 from ttc.errors import (
     AnswerNotFound,
@@ -95,6 +97,7 @@ __all__ = [
     "TTCError",
     "TTCWarning",
     "Trace",
+    "TuneReport",
     "Unsupported",
     "Usage",
     "answers",
@@ -107,6 +110,7 @@ __all__ = [
     "solve_many",
     "steps",
     "stopping",
+    "tune",
     "verifiers",
     "votes",
 ]
