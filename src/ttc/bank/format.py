@@ -206,3 +206,42 @@ def check_compatible(banks: Sequence[Bank]) -> None:
     names = [b.name for b in banks]
     if len(set(names)) != len(names):
         raise InvalidInput(f"two banks share the name {names!r}: rename a file")
+
+
+def cut_bank(bank: Bank, problems: int | None = None, k: int | None = None) -> Bank:
+    """The first `problems` problems with their first `k` samples (answer groups recomputed): a
+    smaller bank of the same model, prompt and sampling settings."""
+    from ttc.answers import group
+
+    k = bank.k if k is None else k
+    if not 1 <= k <= bank.k:
+        raise InvalidInput(f"k must be in [1, {bank.k}], got {k}")
+    out = []
+    for p in bank.problems[:problems]:
+        samples = list(p.samples[:k])
+        groups: dict[int, int] = {}
+        for members in group([s.answer for s in samples]):
+            for m in members:
+                groups[m] = members[0]
+        samples = [BankSample(**{**s.__dict__, "group": groups.get(i)}) for i, s in enumerate(samples)]
+        out.append(BankProblem(p.problem_id, p.index, p.question, p.gold, p.prompt_tokens, p.latency_s,
+                               tuple(samples)))
+    return Bank({**bank.header, "samples_per_problem": k}, tuple(out), bank.path)
+
+
+def save_bank(bank: Bank, path: str | os.PathLike) -> None:
+    """Write `bank` in the bank format (gzipped when `path` ends in .gz)."""
+    from ttc.eval.results import jsonable
+
+    with open_text(path, "wt") as f:
+        f.write(json.dumps(jsonable(dict(bank.header)), separators=(",", ":")) + "\n")
+        for p in bank.problems:
+            f.write(json.dumps(jsonable(p.to_dict()), ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def example_bank() -> str:
+    """Path of the tiny bank shipped with ttc (12 demo problems x 8 samples of the embedded SmolLM2
+    through vLLM, temperature 0.7, 96 tokens, top-5 logprobs): for docs, tests and trying `ttc tune`."""
+    from importlib.resources import files
+
+    return str(files("ttc.data") / "bank_demo_tiny.jsonl.gz")

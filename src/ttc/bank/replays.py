@@ -20,7 +20,8 @@ import numpy as np
 from ttc.bank.arrays import ProblemArrays
 
 #: columns of a replay row
-CORRECT, TOKENS, REQUESTS, LATENCY = range(4)
+CORRECT, TOKENS, REQUESTS, LATENCY, GROUP = range(5)
+COLUMNS = 5
 
 
 @dataclass(frozen=True)
@@ -103,10 +104,10 @@ class Vote(Family):
         leaders = _leaders(p, perm, weights)
         cum = np.cumsum(p.tokens[perm])
         lat = p.prefix_latencies(perm)
-        out = np.empty((len(self.ns), 4))
+        out = np.empty((len(self.ns), COLUMNS))
         for row, n in enumerate(self.ns):
             g = leaders[n - 1]
-            out[row] = (g >= 0 and bool(p.correct[g]), p.prompt_tokens + cum[n - 1], 1, lat[n - 1])
+            out[row] = (g >= 0 and bool(p.correct[g]), p.prompt_tokens + cum[n - 1], 1, lat[n - 1], g)
         return out
 
 
@@ -126,7 +127,7 @@ class Best(Family):
         s = p.scores[self.score][perm]
         cum = np.cumsum(p.tokens[perm])
         lat = p.prefix_latencies(perm)
-        out = np.empty((len(self.ns), 4))
+        out = np.empty((len(self.ns), COLUMNS))
         best, chosen = -math.inf, 0
         upto = 0
         for row, n in enumerate(self.ns):
@@ -135,7 +136,8 @@ class Best(Family):
                     best, chosen = s[upto], upto
                 upto += 1
             i = perm[chosen]
-            out[row] = (p.answers[i] is not None and bool(p.correct[i]), p.prompt_tokens + cum[n - 1], 1, lat[n - 1])
+            out[row] = (p.answers[i] is not None and bool(p.correct[i]), p.prompt_tokens + cum[n - 1], 1, lat[n - 1],
+                        int(p.group[i]))
         return out
 
 
@@ -154,7 +156,7 @@ class Adaptive(Family):
                          for n in self.max_ns]
 
     def run(self, p: ProblemArrays, perm: np.ndarray) -> np.ndarray:
-        out = np.empty((len(self.max_ns), 4))
+        out = np.empty((len(self.max_ns), COLUMNS))
         groups = p.group[perm]
         walked: dict[int, tuple[int, int, float]] = {}  # max_n -> (drawn, requests, latency)
         top = max(self.max_ns)
@@ -169,7 +171,7 @@ class Adaptive(Family):
             sub = perm[:drawn][voters]
             g = _leaders(p, sub, None)[-1] if len(sub) else -1
             out[row] = (g >= 0 and bool(p.correct[g]), requests * p.prompt_tokens + int(p.tokens[perm[:drawn]].sum()),
-                        requests, latency)
+                        requests, latency, g)
         return out
 
     def _walk(self, p: ProblemArrays, perm: np.ndarray, groups: np.ndarray, max_n: int
@@ -254,10 +256,10 @@ class Rpc(Family):
     def run(self, p: ProblemArrays, perm: np.ndarray) -> np.ndarray:
         cum = np.cumsum(p.tokens[perm])
         lat = p.prefix_latencies(perm)
-        out = np.empty((len(self.ns), 4))
+        out = np.empty((len(self.ns), COLUMNS))
         for row, n in enumerate(self.ns):
             g = _rpc_group(p, perm[:n], self.prune)
-            out[row] = (g >= 0 and bool(p.correct[g]), p.prompt_tokens + cum[n - 1], 1, lat[n - 1])
+            out[row] = (g >= 0 and bool(p.correct[g]), p.prompt_tokens + cum[n - 1], 1, lat[n - 1], g)
         return out
 
 
@@ -315,13 +317,13 @@ class FirstFinishReplay(Family):
 
     def run(self, p: ProblemArrays, perm: np.ndarray) -> np.ndarray:
         lengths = p.tokens[perm]
-        out = np.empty((len(self.ns), 4))
+        out = np.empty((len(self.ns), COLUMNS))
         for row, n in enumerate(self.ns):
             j = int(np.argmin(lengths[:n]))
             i = perm[j]
             short = int(lengths[j])
             out[row] = (p.answers[i] is not None and bool(p.correct[i]), n * (p.prompt_tokens + short), n,
-                        p.request_latency([i]))
+                        p.request_latency([i]), int(p.group[i]))
         return out
 
 
@@ -370,7 +372,7 @@ class DeepConfOnline(Family):
 
         pos, val = self._windows(p)
         conf = p.lowest_conf
-        out = np.empty((len(self.ns), 4))
+        out = np.empty((len(self.ns), COLUMNS))
         for row, n in enumerate(self.ns):
             warm = min(16, max(1, n // 2))
             idx = perm[:n]
@@ -388,7 +390,7 @@ class DeepConfOnline(Family):
             latency = p.request_latency(idx[:warm]) + p.latency * longest / (float(p.tokens.max()) or 1.0)
             voting = np.array([i for i in voters if p.group[i] >= 0], dtype=int)
             g = _vote_with_fallback(p, voting, np.maximum(conf, 0.0)) if len(voting) else -1
-            out[row] = (g >= 0 and bool(p.correct[g]), tokens, 1 + len(online), latency)
+            out[row] = (g >= 0 and bool(p.correct[g]), tokens, 1 + len(online), latency, g)
         return out
 
 
@@ -405,7 +407,7 @@ class Route(Family):
         self.settings = [TuneSetting("route", n, (("first", m),)) for m, n in self.pairs]
 
     def run(self, p: ProblemArrays, perm: np.ndarray) -> np.ndarray:
-        out = np.empty((len(self.pairs), 4))
+        out = np.empty((len(self.pairs), COLUMNS))
         leaders = _leaders(p, perm, None)
         for row, (m, n) in enumerate(self.pairs):
             first = p.group[perm[:m]]
@@ -415,5 +417,5 @@ class Route(Family):
             g = leaders[drawn - 1]
             latency = p.request_latency(perm[:m]) + (0.0 if agree else p.request_latency(perm[m:n]))
             out[row] = (g >= 0 and bool(p.correct[g]), requests * p.prompt_tokens + int(p.tokens[perm[:drawn]].sum()),
-                        requests, latency)
+                        requests, latency, g)
         return out

@@ -20,7 +20,9 @@ import numpy as np
 from ttc.bank.arrays import problem_arrays
 from ttc.bank.format import Bank, check_compatible, load_bank
 from ttc.bank.replays import (
+    COLUMNS,
     CORRECT,
+    GROUP,
     LATENCY,
     REQUESTS,
     TOKENS,
@@ -70,7 +72,8 @@ def default_families(k: int, scores: Iterable[str], has_top: bool, rpc_mixture: 
 def replay_bank(bank: Bank, families: Sequence[Family] | None = None, draws: int = 16, seed: int = 0,
                 progress: bool = False, name: str = "", rpc_mixture: bool = False
                 ) -> tuple[list[TuneSetting], np.ndarray]:
-    """(settings, outcomes[setting, problem, draw, column]) for every family on every problem."""
+    """(settings, outcomes[setting, problem, draw, column]) for every family on every problem; the
+    orderings are the same for every family (paired comparisons), drawn from `seed`."""
     arrays = [problem_arrays(p) for p in bank.problems]
     k = bank.k
     if families is None:
@@ -78,7 +81,7 @@ def replay_bank(bank: Bank, families: Sequence[Family] | None = None, draws: int
         has_top = all(s.top_logprobs is not None for s in bank.problems[0].samples)
         families = default_families(k, scores, has_top, rpc_mixture)
     settings = [s for f in families for s in f.settings]
-    out = np.empty((len(settings), len(arrays), draws, 4))
+    out = np.empty((len(settings), len(arrays), draws, COLUMNS))
     rng = np.random.default_rng(seed)
     perms = [[rng.permutation(k) for _ in range(draws)] for _ in arrays]
     from tqdm.auto import tqdm
@@ -181,7 +184,7 @@ def summarize(settings: Sequence[TuneSetting], outcomes: np.ndarray, fit: np.nda
               replicates: int = 1000, level: float = 0.9, seed: int = 1) -> TuneReport:
     """Rows with intervals from the `fit` problems; with `held` problems, their replayed accuracy and
     each row's prediction interval for it (simultaneous over settings)."""
-    point, low, high, boot = measure(outcomes[:, fit], replicates, level, seed)
+    point, low, high, boot = measure(outcomes[:, fit, :, :GROUP], replicates, level, seed)
     factor = simultaneous_factor(boot[:, :, CORRECT], point[:, CORRECT], level)
     sd = boot[:, :, CORRECT].std(axis=1)
     held_acc = outcomes[:, held, :, CORRECT].mean(axis=(1, 2)) if len(held) else None
