@@ -151,8 +151,14 @@ async def arecord(problems: Sequence[Problem], generator: Generator, output: str
         if on_problem is not None:
             on_problem(BankProblem.from_dict(line))
 
+    tasks = [asyncio.ensure_future(one(i, p)) for i, p in todo]
     try:
-        await asyncio.gather(*(one(i, p) for i, p in todo))
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:  # a failure stops the recording: what is written stays, the rest is resumed later
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     finally:
         bar.close()
         out.close()

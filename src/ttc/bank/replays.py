@@ -10,6 +10,7 @@ BestOfN, AdaptiveVote and RPC replays give exactly the real classes' answers on 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -101,7 +102,7 @@ class Vote(Family):
         if self.weight:
             s = p.scores[self.weight]
             weights = np.exp(s) if self.weight == "mean_logprob" else s
-        leaders = _leaders(p, perm, weights)
+        leaders = _leaders(p, perm, weights) if weights is not None else _draw(p, perm).leaders
         cum = np.cumsum(p.tokens[perm])
         lat = p.prefix_latencies(perm)
         out = np.empty((len(self.ns), COLUMNS))
@@ -156,80 +157,110 @@ class Adaptive(Family):
                          for n in self.max_ns]
 
     def run(self, p: ProblemArrays, perm: np.ndarray) -> np.ndarray:
+        d = _draw(p, perm)
         out = np.empty((len(self.max_ns), COLUMNS))
-        groups = p.group[perm]
-        walked: dict[int, tuple[int, int, float]] = {}  # max_n -> (drawn, requests, latency)
+        walked: dict[int, tuple[int, int, float, int | None]] = {}  # max_n -> (drawn, requests, latency, window)
         top = max(self.max_ns)
         if all(n % min(self.batch, n) == 0 and min(self.batch, n) == min(self.batch, top) for n in self.max_ns):
             # every max_n is a whole number of equal rounds: one walk to the largest serves them all
-            rounds = self._walk(p, perm, groups, top)
+            rounds = self._walk(p, d, top)
             for max_n in self.max_ns:
-                walked[max_n] = next(r for r in rounds if r[3] or r[0] >= max_n)[:3]
+                r = next(r for r in rounds if r[3] or r[0] >= max_n)
+                walked[max_n] = r[:3] + (r[4] if r[3] else None,)
         for row, max_n in enumerate(self.max_ns):
-            drawn, requests, latency = walked.get(max_n) or self._walk(p, perm, groups, max_n)[-1][:3]
-            voters = self._voters(groups[:drawn], p, perm[:drawn])
-            sub = perm[:drawn][voters]
-            g = _leaders(p, sub, None)[-1] if len(sub) else -1
-            out[row] = (g >= 0 and bool(p.correct[g]), requests * p.prompt_tokens + int(p.tokens[perm[:drawn]].sum()),
-                        requests, latency, g)
+            if max_n not in walked:
+                last = self._walk(p, d, max_n)[-1]
+                walked[max_n] = last[:3] + (last[4] if last[3] else None,)
+            drawn, requests, latency, window = walked[max_n]
+            if window is not None:  # ESC: the first unanimous window answers
+                g = d.groups[window]
+            else:
+                g = d.leaders[drawn - 1]
+            out[row] = (g >= 0 and bool(p.correct[g]), requests * p.prompt_tokens + d.cum[drawn - 1], requests,
+                        latency, g)
         return out
 
-    def _walk(self, p: ProblemArrays, perm: np.ndarray, groups: np.ndarray, max_n: int
-              ) -> list[tuple[int, int, float, bool]]:
-        """After each round: (drawn, requests, latency so far, stopped)."""
-        from ttc.stopping import BetaStop
+    def _walk(self, p: ProblemArrays, d: _Draw, max_n: int) -> list[tuple[int, int, float, bool, int | None]]:
+        """After each round: (drawn, requests, latency so far, stopped, start of ESC's unanimous window)."""
+        from ttc.stopping import BetaStop, WindowStop
 
         batch = min(self.batch, max_n)
         drawn, requests, latency = 0, 0, 0.0
         out = []
         counts: dict[int, int] = {}
+        scale = p.latency / (float(p.tokens.max()) or 1.0)
+        beta = type(self.rule) is BetaStop
+        window = type(self.rule) is WindowStop
         while drawn < max_n:
             take = min(batch, max_n - drawn)
-            latency += p.request_latency(perm[drawn:drawn + take])
-            for g in groups[drawn:drawn + take]:
+            latency += scale * max(d.tokens[drawn:drawn + take])
+            for g in d.groups[drawn:drawn + take]:
                 if g >= 0:
-                    counts[int(g)] = counts.get(int(g), 0) + 1
+                    counts[g] = counts.get(g, 0) + 1
             drawn += take
             requests += 1
-            if type(self.rule) is BetaStop:
-                top = sorted(counts.values(), reverse=True)[:2]
-                stopped = self.rule.decide(top, drawn)
+            start = None
+            if beta:
+                stopped = _beta_decides(self.rule, sorted(counts.values(), reverse=True)[:2], drawn)
+            elif window:
+                start = _window_start(d.groups[:drawn], self.rule.window)
+                stopped = start is not None
             else:
-                stopped = self._stops(groups[:drawn], p, perm[:drawn])
-            out.append((drawn, requests, latency, stopped))
+                stopped = self.rule.should_stop([p.rep[i] for i in d.perm[:drawn]])
+                if stopped:
+                    voters = self.rule.voters([p.rep[i] for i in d.perm[:drawn]])
+                    if voters != list(range(drawn)):
+                        raise NotImplementedError(f"replaying {self.rule!r}: a rule whose voters are a part of "
+                                                  "the samples other than ESC's window")
+            out.append((drawn, requests, latency, stopped, start))
             if stopped:
                 break
         return out
 
-    def _window_start(self, groups: np.ndarray) -> int | None:
-        w = self.rule.window
-        for start in range(0, len(groups) - w + 1, w):
-            chunk = groups[start:start + w]
-            if chunk[0] >= 0 and bool(np.all(chunk == chunk[0])):
-                return start
-        return None
 
-    def _stops(self, groups: np.ndarray, p: ProblemArrays, drawn: np.ndarray) -> bool:
-        """The rule on group ids (`BetaStop.decide`, `WindowStop`'s unanimous window); other rules
-        are asked with the answers' representative strings."""
-        from ttc.stopping import BetaStop, WindowStop
+_BETA: dict[tuple, bool] = {}
 
-        if type(self.rule) is BetaStop:
-            counts = sorted(np.bincount(groups[groups >= 0]).tolist(), reverse=True) if np.any(groups >= 0) else []
-            return self.rule.decide([c for c in counts if c], len(groups))
-        if type(self.rule) is WindowStop:
-            return self._window_start(groups) is not None
-        return self.rule.should_stop([p.rep[i] for i in drawn])
 
-    def _voters(self, groups: np.ndarray, p: ProblemArrays, drawn: np.ndarray) -> list[int]:
-        from ttc.stopping import BetaStop, WindowStop
+def _beta_decides(rule: Any, top: list[int], drawn: int) -> bool:
+    """`BetaStop.decide` on the two largest vote counts, memoised (it depends on nothing else)."""
+    key = (rule.confidence, rule.min_samples, tuple(top), drawn >= rule.min_samples)
+    if key not in _BETA:
+        _BETA[key] = rule.decide(list(top), drawn)
+    return _BETA[key]
 
-        if type(self.rule) is BetaStop:
-            return list(range(len(groups)))
-        if type(self.rule) is WindowStop:
-            start = self._window_start(groups)
-            return list(range(len(groups))) if start is None else list(range(start, start + self.rule.window))
-        return self.rule.voters([p.rep[i] for i in drawn])
+
+def _window_start(groups: list[int], w: int) -> int | None:
+    """`WindowStop.unanimous_window` on group ids."""
+    for start in range(0, len(groups) - w + 1, w):
+        first = groups[start]
+        if first >= 0 and all(g == first for g in groups[start + 1:start + w]):
+            return start
+    return None
+
+
+@dataclass
+class _Draw:
+    """One ordering of a problem's samples, as plain lists, with the unweighted leader after each prefix."""
+
+    perm: np.ndarray
+    groups: list[int]
+    tokens: list[int]
+    cum: list[int]
+    leaders: list[int]
+
+
+_LAST: list[_Draw | None] = [None]
+
+
+def _draw(p: ProblemArrays, perm: np.ndarray) -> _Draw:
+    """The `_Draw` of (p, perm), computed once for all families that replay this ordering."""
+    last = _LAST[0]
+    if last is not None and last.perm is perm:
+        return last
+    tokens = p.tokens[perm].tolist()
+    d = _Draw(perm, p.group[perm].tolist(), tokens, list(itertools.accumulate(tokens)), _leaders(p, perm, None))
+    _LAST[0] = d
+    return d
 
 
 def _rule_label(rule: Any) -> str:
@@ -408,7 +439,7 @@ class Route(Family):
 
     def run(self, p: ProblemArrays, perm: np.ndarray) -> np.ndarray:
         out = np.empty((len(self.pairs), COLUMNS))
-        leaders = _leaders(p, perm, None)
+        leaders = _draw(p, perm).leaders
         for row, (m, n) in enumerate(self.pairs):
             first = p.group[perm[:m]]
             agree = first[0] >= 0 and bool(np.all(first == first[0]))

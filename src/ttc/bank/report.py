@@ -97,6 +97,16 @@ class TuneReport:
     problem_ids: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
+    @property
+    def fit_ids(self) -> list[str]:
+        """The problems the rows' numbers come from (all of them without a split)."""
+        return [self.problem_ids[i] for i in self._fit]
+
+    @property
+    def held_out_ids(self) -> list[str]:
+        """The problems held out by `split` (none without one)."""
+        return [self.problem_ids[i] for i in self._held]
+
     def row(self, label: str) -> TuneRow:
         for r in self.rows:
             if r.label == label:
@@ -187,7 +197,7 @@ class TuneReport:
         budgets as vertical lines. Saved to `path` when given; returns the matplotlib Axes."""
         from ttc._extras import require
 
-        plt = require("matplotlib.pyplot", "plot", "plotting the tune frontier")
+        plt = require("matplotlib.pyplot", "eval", "plotting the tune frontier")
         if ax is None:
             _, ax = plt.subplots(figsize=(7, 4.5))
         ax.scatter([r.tokens.value for r in self.rows], [r.accuracy.value for r in self.rows], s=8,

@@ -110,7 +110,11 @@ def measure(outcomes: np.ndarray, replicates: int = 1000, level: float = 0.9, se
     s, p, d, c = outcomes.shape
     rng = np.random.default_rng(seed)
     pi, ri = _bootstrap_index(p, d, replicates, rng)
-    boot = outcomes[:, pi, ri, :].mean(axis=2)  # s x B x c
+    # replicate b's mean = outcomes . (how often it drew each (problem, draw)) / p: one matrix product
+    cells = (pi * d + ri) + (np.arange(replicates)[:, None] * p * d)
+    weights = np.bincount(cells.ravel(), minlength=replicates * p * d).reshape(replicates, p * d) / p
+    flat = outcomes.reshape(s, p * d, c)
+    boot = np.stack([flat[:, :, col] @ weights.T for col in range(c)], axis=2)  # s x B x c
     point = outcomes.mean(axis=(1, 2))
     alpha = (1 - level) / 2
     low, high = np.quantile(boot, [alpha, 1 - alpha], axis=1)
@@ -187,7 +191,7 @@ def summarize(settings: Sequence[TuneSetting], outcomes: np.ndarray, fit: np.nda
     point, low, high, boot = measure(outcomes[:, fit, :, :GROUP], replicates, level, seed)
     factor = simultaneous_factor(boot[:, :, CORRECT], point[:, CORRECT], level)
     sd = boot[:, :, CORRECT].std(axis=1)
-    held_acc = outcomes[:, held, :, CORRECT].mean(axis=(1, 2)) if len(held) else None
+    held_acc = outcomes[:, held][..., CORRECT].mean(axis=(1, 2)) if len(held) else None
     scale = math.sqrt(1 + len(fit) / len(held)) if len(held) else 1.0
     rows = []
     for i, s in enumerate(settings):
