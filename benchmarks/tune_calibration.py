@@ -7,8 +7,9 @@ settings: a bootstrap max-|t| band over every setting, widened for the held-out 
 
 The bank is replayed once; each split re-summarises the same replays on its halves. For each split
 and budget it prints the picked setting, its predicted interval, its held-out accuracy, and its
-margin on the held-out half over the best fixed-n setting (sample, majority, best_of_n, rpc: chosen on
-the fit half within the picked setting's tokens), with a paired bootstrap 90% interval.
+margin on the held-out half over the best fixed setting (one sample or an unweighted majority vote
+at a fixed n, self-consistency, chosen on the fit half within the picked setting's tokens), with a
+paired bootstrap 90% interval over the held-out problems.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"split": split, "budget": budget, "picked": row.label, "tokens": row.tokens.value,
                          "fit_accuracy": row.accuracy.value, "plain_interval": [row.accuracy.low, row.accuracy.high],
                          "predicted": list(row.predicted), "held_out": row.held_out,
-                         "inside": row.predicted[0] <= row.held_out <= row.predicted[1],
-                         "inside_plain": row.accuracy.low <= row.held_out <= row.accuracy.high,
+                         "inside": bool(row.predicted[0] <= row.held_out <= row.predicted[1]),
+                         "inside_plain": bool(row.accuracy.low <= row.held_out <= row.accuracy.high),
                          "factor": report.simultaneous_factor, "best_fixed": fixed.label if fixed else None,
                          "best_fixed_held_out": fixed.held_out if fixed else None,
                          "margin": list(margin), "warning": best.warning})

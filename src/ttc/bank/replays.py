@@ -46,8 +46,9 @@ class TuneSetting:
 
     @property
     def fixed(self) -> bool:
-        """A fixed-n setting (no per-problem adaptation): sample, majority, best_of_n, rpc."""
-        return self.strategy in ("sample", "majority", "best_of_n", "rpc")
+        """A plain fixed-n baseline: one sample, or an unweighted majority vote (self-consistency)
+        at a fixed n, what one runs without tuning."""
+        return self.strategy in ("sample", "majority") and not self.options
 
 
 def _leaders(p: ProblemArrays, perm: np.ndarray, weights: np.ndarray | None) -> list[int]:

@@ -151,7 +151,8 @@ class TuneReport:
         return float(diff.mean()), float(lo), float(hi)
 
     def best_fixed(self, tokens: float) -> TuneRow | None:
-        """The most accurate fixed-n setting (sample, majority, best_of_n, rpc) within `tokens`."""
+        """The most accurate plain baseline (one sample, or an unweighted majority vote at a fixed n:
+        `TuneSetting.fixed`) within `tokens`."""
         fits = [r for r in self.rows if r.setting.fixed and r.tokens.value <= tokens]
         return max(fits, key=lambda r: (r.accuracy.value, -r.tokens.value)) if fits else None
 
