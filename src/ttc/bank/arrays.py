@@ -18,8 +18,8 @@ class ProblemArrays:
     `group[i]`: the sample's answer group (-1: no answer); `rep[i]`: the group's representative
     answer string (None: no answer), what a replayed vote compares; `group_correct[g]`: whether group
     g's answer is right. `scores[name][i]`: verifier scores (mean_logprob, self_certainty when top
-    logprobs were recorded, and every verifier recorded with the bank). `conf_checks[i]`: DeepConf's
-    window confidence at each online check point (see `ttc.bank.replays.deepconf`)."""
+    logprobs were recorded, and every verifier recorded with the bank). `lowest_conf[i]`: DeepConf's
+    trace confidence (lowest sliding-window group confidence from the top logprobs)."""
 
     problem_id: str
     prompt_tokens: int

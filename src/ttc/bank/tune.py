@@ -131,7 +131,7 @@ def simultaneous_factor(boot: np.ndarray, point: np.ndarray, level: float = 0.9)
 
 
 def tune(banks: str | os.PathLike | Bank | Sequence[str | os.PathLike | Bank], *,
-         budgets: Sequence[float] = (), split: float | None = None, split_seed: int = 0, draws: int = 16,
+         budgets: Sequence[float] = (), split: float | None = None, split_seed: int = 0, draws: int = 8,
          replicates: int = 1000, level: float = 0.9, seed: int = 0, families: Sequence[Family] | None = None,
          rpc_mixture: bool = False, progress: bool = False) -> TuneReport:
     """Replay every replayable setting on the bank(s); return a `TuneReport`.
