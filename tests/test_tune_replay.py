@@ -99,7 +99,7 @@ def test_rpc_with_mixture_pruning_replay_is_exact(bank):
 def test_every_registered_strategy_declares_whether_it_replays():
     assert set(REPLAY) == set(STRATEGIES)
     for name in ("beam", "dvts", "astar", "particle", "particle_gibbs", "parallel_tempering", "early_exit",
-                 "adaptive_best_of_n"):
+                 "adaptive_best_of_n", "genselect", "rsa", "fuse", "archon"):
         assert not REPLAY[name].replayable and "fresh generation" in REPLAY[name].how
     for name in ("sample", "majority", "best_of_n", "adaptive_vote", "rpc"):
         assert REPLAY[name].replayable and REPLAY[name].exact

@@ -6,7 +6,7 @@
     print(result.answer, result.usage)
 """
 
-from ttc import answers, backends, display, eval, models, probes, steps, stopping, verifiers, votes  # noqa: F401 (display: Result renders in Jupyter)
+from ttc import aggregation, answers, backends, display, eval, models, probes, steps, stopping, verifiers, votes  # noqa: F401 (display: Result renders in Jupyter)
 from ttc.bank.report import TuneReport
 from ttc.bank.tune import tune
 from ttc.context import Budget, Context
@@ -22,6 +22,7 @@ from ttc.errors import (
     ModelNotFound,
     PoolExhausted,
     ProblemsFailed,
+    PromptTooLong,
     TTCError,
     TTCWarning,
     Unsupported,
@@ -33,21 +34,27 @@ from ttc.steps import StepConfig
 from ttc.strategies import (
     DVTS,
     RPC,
+    RSA,
     AdaptiveBestOfN,
     AdaptiveVote,
     AStar,
     BeamSearch,
     BestOfN,
+    Critique,
     DeepConf,
     EarlyExit,
     FirstFinish,
+    Fuse,
+    GenSelect,
     MajorityVote,
     ParallelTempering,
     ParticleFilter,
     ParticleGibbs,
+    Rank,
     Sample,
     Sampler,
     Strategy,
+    Verify,
 )
 from ttc.types import Candidate, Completion, Problem, Result, Results, SamplingParams, Step, Trace, Usage
 
@@ -56,6 +63,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DVTS",
     "RPC",
+    "RSA",
     "AStar",
     "AdaptiveBestOfN",
     "AdaptiveVote",
@@ -69,9 +77,12 @@ __all__ = [
     "ChatPrompt",
     "Completion",
     "Context",
+    "Critique",
     "DeepConf",
     "EarlyExit",
     "FirstFinish",
+    "Fuse",
+    "GenSelect",
     "GenerationError",
     "GenerationTimeout",
     "InvalidInput",
@@ -86,6 +97,8 @@ __all__ = [
     "PoolExhausted",
     "Problem",
     "ProblemsFailed",
+    "PromptTooLong",
+    "Rank",
     "Result",
     "Results",
     "Sample",
@@ -100,6 +113,7 @@ __all__ = [
     "TuneReport",
     "Unsupported",
     "Usage",
+    "Verify",
     "answers",
     "asolve_many",
     "backends",
