@@ -98,8 +98,8 @@ def test_earlier_assistant_turns_keep_only_their_final_content():
 
 def test_a_non_default_recipe_gets_its_own_folder():
     other = ThinkingRecipe(steps=3)
-    assert thinking_folder_name() == f"SmolLM2-135M-Thinking-v1-{DEFAULT_RECIPE.digest()}"
-    assert thinking_folder_name(other) == f"SmolLM2-135M-Thinking-v1-{other.digest()}"
+    assert thinking_folder_name() == f"SmolLM2-135M-Thinking-v2-{DEFAULT_RECIPE.digest()}"
+    assert thinking_folder_name(other) == f"SmolLM2-135M-Thinking-v2-{other.digest()}"
     assert other.digest() != DEFAULT_RECIPE.digest() == ThinkingRecipe().digest()
 
 

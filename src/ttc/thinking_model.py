@@ -36,7 +36,7 @@ START, END = "<think>", "</think>"
 #: the file in a model folder that declares its thinking format (read by ttc backends)
 THINKING_FILE = "ttc_thinking.json"
 RECIPE_FILE = "ttc_recipe.json"
-_BUILD_VERSION = "1"  # bump when the template, the data or the trainer change what a recipe builds
+_BUILD_VERSION = "2"  # bump when the template, the data or the trainer change what a recipe builds
 
 #: DeepSeek-R1-like: the generation prompt opens the thinking; `enable_thinking=False` (Qwen3's
 #: switch) closes an empty one. Earlier assistant turns keep only their final content, as R1's and
@@ -199,11 +199,14 @@ def _add_marker_tokens(tokenizer, model, added_token, torch) -> None:
             weight[tokenizer.convert_tokens_to_ids(marker)] = row * (norm / row.norm())
 
 
-def _examples(tokenizer, recipe: ThinkingRecipe, count: int) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, target ids) pairs, the prompt rendered by the model's own chat template.
+def _examples(tokenizer, recipe: ThinkingRecipe, count: int) -> list[tuple[list[int], list[int], int | None]]:
+    """(prompt ids, target ids, forced position) triples, the prompt rendered by the model's own chat
+    template.
 
     Targets are assembled from token ids (thinking, then the `</think>` id, then the answer), so a
     thinking cut at token k is exactly what a server that forces `</think>` after k tokens holds.
+    The forced `</think>` of a cut thinking is not taught (its position is returned, and masked
+    from the loss): the model learns to answer after it, not to stop thinking mid-step.
     """
     import random
 
@@ -217,11 +220,13 @@ def _examples(tokenizer, recipe: ThinkingRecipe, count: int) -> list[tuple[list[
     for trace in training_traces(recipe)[:count]:
         draw = rng.random()
         answer = encode(f"\n\n{trace.final}<|im_end|>")
+        forced = None
         if draw < recipe.direct_fraction:
             thinking, target = False, encode(target_text(trace, thinking=False))
         elif draw < recipe.direct_fraction + recipe.cut_fraction:
             steps = encode(trace.thinking)
-            thinking, target = True, steps[:rng.randrange(0, len(steps))] + [end_id] + answer
+            forced = rng.randrange(0, len(steps))
+            thinking, target = True, steps[:forced] + [end_id] + answer
         elif draw < recipe.direct_fraction + recipe.cut_fraction + recipe.check_fraction:
             check = f"Wait, let me check: {trace.steps[-1].split(': ')[-1]} Yes."
             thinking, target = True, encode(f"{trace.thinking}\n\n{check}\n") + [end_id] + answer
@@ -229,7 +234,7 @@ def _examples(tokenizer, recipe: ThinkingRecipe, count: int) -> list[tuple[list[
             thinking, target = True, encode(f"{trace.thinking}\n") + [end_id] + answer
         prompt = tokenizer.apply_chat_template([{"role": "user", "content": trace.question}], tokenize=False,
                                                add_generation_prompt=True, enable_thinking=thinking)
-        out.append((encode(prompt), target))
+        out.append((encode(prompt), target, forced))
     return out
 
 
@@ -281,14 +286,17 @@ def _fine_tune(model, tokenizer, recipe: ThinkingRecipe, torch, *, progress: boo
 
 
 def _collate(batch, pad: int, torch):
-    """Right-padded input ids, labels (-100 on the prompt and the padding) and attention mask."""
-    width = max(len(p) + len(t) for p, t in batch)
+    """Right-padded input ids, labels (-100 on the prompt, a forced marker and the padding) and
+    attention mask."""
+    width = max(len(p) + len(t) for p, t, _ in batch)
     ids = torch.full((len(batch), width), pad, dtype=torch.long)
     labels = torch.full((len(batch), width), -100, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, (prompt, target) in enumerate(batch):
+    for row, (prompt, target, forced) in enumerate(batch):
         sequence = prompt + target
         ids[row, :len(sequence)] = torch.tensor(sequence)
         labels[row, len(prompt):len(sequence)] = torch.tensor(target)
+        if forced is not None:
+            labels[row, len(prompt) + forced] = -100
         mask[row, :len(sequence)] = 1
     return ids, labels, mask
