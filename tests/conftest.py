@@ -231,3 +231,11 @@ def litellm_gateway(request, tmp_path_factory):
                                     upstream=vllm_server)
     finally:
         stop()
+
+
+# -- the thinking test model and its vLLM servers (issue 22; see tests/thinking_fixtures.py) --------
+from thinking_fixtures import (  # noqa: E402,F401  (fixtures, registered by being imported here)
+    thinking_model,
+    thinking_vllm_server,
+    thinking_vllm_server_no_parser,
+)
