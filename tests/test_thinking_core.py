@@ -226,3 +226,24 @@ def test_a_model_folder_declares_its_format_and_nothing_is_guessed(tmp_path):
         declared_format(str(tmp_path))
     with pytest.raises(ttc.InvalidInput, match="unknown thinking format"):
         Scripted(["x"], thinking="nonsense")
+
+
+def test_a_stopped_stream_keeps_its_thinking_apart_and_counts_it():
+    """FirstFinish's loser is closed mid-thinking: its text is its (empty) content, its thinking is
+    kept, and its thinking tokens are in the usage like every other completion token's part."""
+    long_thinking = "hmm " * 40 + "</think>\\boxed{3}"
+    calls = []
+
+    def script(prompt, params, i):  # the first stream is short and fast, the second long and slow
+        calls.append(1)
+        return "short \\boxed{7}</think>\\boxed{12}" if len(calls) == 1 else long_thinking
+
+    llm = Scripted(script, thinking="deepseek_r1",
+                   token_latency=lambda text, k: 0.001 if text.startswith("short") else 0.02)
+    strategy = ttc.FirstFinish(n=2, params=PARAMS)
+    result = strategy.solve("3 * 4?", llm)
+    assert result.answer == "12"
+    loser = next(c for c in result.candidates if c.finish_reason == "cancelled")
+    assert loser.text == "" and loser.thinking.startswith("hmm") and loser.thinking_closed is False
+    assert loser.usage.reasoning_tokens == loser.usage.completion_tokens > 0
+    assert result.usage.reasoning_tokens == sum(c.usage.reasoning_tokens for c in result.candidates)
