@@ -134,6 +134,11 @@ TEST_MAP = {
     "ttc.strategies.adaptive_best_of_n": ["tests/test_rpc_adaptive_bon.py", "tests/test_logic_adaptive.py",
                                           "tests/test_logic_audit.py"],
     "ttc.probes.es_cot": ["tests/test_logic_adaptive.py", "tests/test_rpc_adaptive_bon.py"],
+    # Solve-Detect-Verify (issue 25): the detector, the verifier, the shared hesitation words
+    "ttc.probes.completion": ["tests/test_logic_solve_detect_verify.py"],
+    "ttc.strategies.solve_detect_verify": ["tests/test_logic_solve_detect_verify.py"],
+    "ttc.verifiers.flex": ["tests/test_logic_solve_detect_verify.py"],
+    "ttc.hesitation": ["tests/test_logic_solve_detect_verify.py"],
     "ttc.probes": ["tests/test_logic_probes.py", "tests/test_probes.py", "tests/test_early_exit.py",
                    "tests/test_logic_audit.py"],
     # extraction is tested by its table; votes and probes compare answers with it
@@ -415,6 +420,31 @@ KNOWN_EQUIVALENT = [
     ("AdaptiveBestOfN.run", "boolean: True->False",
      "for c, (p, t) in zip(new, evals, strict=True):",
      "evals has one entry per new candidate (one gather task each)"),
+    # Solve-Detect-Verify (issue 25)
+    ("SolveDetectVerify.__init__", "offbyone: 1->2", "self.params = params.replace(n=1)",
+     "the round's EarlyExit replaces n by 1 itself"),
+    ("SolveDetectVerify.candidate", "offbyone: range bound +1", "for r in range(self.rounds):",
+     "the loop always breaks at r == rounds - 1 (the last round is answered unverified)"),
+    ("SolveDetectVerify.candidate", "arith: Add->Sub",
+     "round_seed = None if seed is None else seed + r * _ROUND_SEED_STRIDE",
+     "any fixed per-round offset of the candidate's one seed keeps runs reproducible and rounds distinct"),
+    ("SolveDetectVerify.candidate", "arith: Add->Sub",
+     "verdict = await self.verifier.verify(problem.question, solved.text, ctx, spent=spent,",
+     "the verifier's seed offset from the round's seed is arbitrary (any fixed one is reproducible)"),
+    ("SolveDetectVerify.candidate", "offbyone: 1->2",
+     "verdict = await self.verifier.verify(problem.question, solved.text, ctx, spent=spent,",
+     "the verifier's seed offset from the round's seed is arbitrary (any fixed one is reproducible)"),
+    ("SolutionComplete.check", "drop: statement dropped", "state.scanned = len(state.token_ids)",
+     "this probe keeps its own character offset; EarlyExit does not read `scanned`"),
+    ("SolutionComplete.check", "offbyone: 1->2", 'memory["chars"] = at_char + 1',
+     "set only when the probe stops the trace, after which it is never asked again"),
+    ("read_verdict", "offbyone: 0->-1", "if index >= 0:", "index -1 has returned on the line before"),
+    ("feedback_of", "offbyone: 1->2", 'text = text.split(fmt.end, 1)[0].replace(fmt.start, "")',
+     "the first piece of a split is the same for any maxsplit >= 1"),
+    ("Context.verifier_generate", "offbyone: 0->1", "reserved = 0",
+     "kept only without a token budget, where remaining_tokens() is None whatever is reserved"),
+    ("Context.verifier_generate", "offbyone: 0->-1", "reserved = 0",
+     "kept only without a token budget, where remaining_tokens() is None whatever is reserved"),
 ]
 
 

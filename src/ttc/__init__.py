@@ -6,7 +6,9 @@
     print(result.answer, result.usage)
 """
 
-from ttc import answers, backends, display, eval, models, probes, steps, stopping, verifiers, votes  # noqa: F401 (display: Result renders in Jupyter)
+from ttc import aggregation, answers, backends, display, eval, models, probes, steps, stopping, verifiers, votes  # noqa: F401 (display: Result renders in Jupyter)
+from ttc.bank.report import TuneReport
+from ttc.bank.tune import tune
 from ttc.context import Budget, Context
 from ttc.errors import (
     AnswerNotFound,
@@ -20,6 +22,7 @@ from ttc.errors import (
     ModelNotFound,
     PoolExhausted,
     ProblemsFailed,
+    PromptTooLong,
     TTCError,
     TTCWarning,
     Unsupported,
@@ -31,21 +34,28 @@ from ttc.steps import StepConfig
 from ttc.strategies import (
     DVTS,
     RPC,
+    RSA,
     AdaptiveBestOfN,
     AdaptiveVote,
     AStar,
     BeamSearch,
     BestOfN,
+    Critique,
     DeepConf,
     EarlyExit,
     FirstFinish,
+    Fuse,
+    GenSelect,
     MajorityVote,
     ParallelTempering,
     ParticleFilter,
     ParticleGibbs,
+    Rank,
     Sample,
     Sampler,
+    SolveDetectVerify,
     Strategy,
+    Verify,
 )
 from ttc.types import Candidate, Completion, Problem, Result, Results, SamplingParams, Step, Trace, Usage
 
@@ -54,6 +64,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DVTS",
     "RPC",
+    "RSA",
     "AStar",
     "AdaptiveBestOfN",
     "AdaptiveVote",
@@ -67,9 +78,12 @@ __all__ = [
     "ChatPrompt",
     "Completion",
     "Context",
+    "Critique",
     "DeepConf",
     "EarlyExit",
     "FirstFinish",
+    "Fuse",
+    "GenSelect",
     "GenerationError",
     "GenerationTimeout",
     "InvalidInput",
@@ -84,19 +98,24 @@ __all__ = [
     "PoolExhausted",
     "Problem",
     "ProblemsFailed",
+    "PromptTooLong",
+    "Rank",
     "Result",
     "Results",
     "Sample",
     "Sampler",
     "SamplingParams",
+    "SolveDetectVerify",
     "Step",
     "StepConfig",
     "Strategy",
     "TTCError",
     "TTCWarning",
     "Trace",
+    "TuneReport",
     "Unsupported",
     "Usage",
+    "Verify",
     "answers",
     "asolve_many",
     "backends",
@@ -107,6 +126,7 @@ __all__ = [
     "solve_many",
     "steps",
     "stopping",
+    "tune",
     "verifiers",
     "votes",
 ]

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from ttc.backends.base import Delta, Generator
@@ -58,6 +59,8 @@ class Context:
         self._seed_rngs: dict[int, random.Random] = {}
         self.usage = Usage()
         self._reserved_tokens = 0
+        #: verifier tokens that count against `Budget.tokens` (`verifier_generate`'s requests)
+        self._budgeted_verifier_tokens = 0
         self._start = time.monotonic()
         self._deadline = None if self.budget.seconds is None else self._start + self.budget.seconds
 
@@ -95,7 +98,8 @@ class Context:
     def remaining_tokens(self) -> int | None:
         if self.budget.tokens is None:
             return None
-        return self.budget.tokens - self.usage.total_tokens - self._reserved_tokens
+        return (self.budget.tokens - self.usage.total_tokens - self._reserved_tokens
+                - self._budgeted_verifier_tokens)
 
     async def _prompt_length(self, prompt: Prompt) -> int:
         if isinstance(prompt, str):
@@ -149,7 +153,8 @@ class Context:
                 prompt_tokens = await self._prompt_length(prompt)
             except Unsupported:  # no /tokenize and no local tokenizer: the server's stream usage counts it
                 prompt_tokens = 0
-        handle = Stream(self, self.generator.stream(prompt, params), prompt_tokens, prompt, params)
+        handle = Stream(self, self.generator.stream(prompt, params), prompt_tokens, prompt, params,
+                        settle=lambda text, ids, so_far: self.generator.closed_stream_usage(prompt, text, ids, so_far))
         try:
             yield handle
         finally:
@@ -217,6 +222,38 @@ class Context:
     def record_verifier_tokens(self, tokens: int) -> None:
         self.usage.verifier_tokens += tokens
 
+    async def verifier_generate(self, prompt: Prompt, params: SamplingParams,
+                                generator: Generator | None = None) -> list[tuple[Completion, int]]:
+        """A generative verifier's request, on `generator` (default: this context's): one verifier
+        call (counted, and checked against `Budget.verifier_calls`, before it is sent) whose tokens
+        (prompt + completions, as the backend counted them) are recorded as `Usage.verifier_tokens`
+        and count against `Budget.tokens` like the policy's own (max_tokens is cut to fit, or
+        `BudgetExhausted`).
+        Returns each completion with its own completion tokens (the first also carries the prompt's).
+        """
+        generator = generator or self.generator
+        self._check_time()
+        reserved = 0
+        if self.budget.tokens is not None:
+            prompt_len = len(await generator.tokenize(prompt)) if isinstance(prompt, str) else len(prompt)
+            params = self._fit_to_budget(prompt_len, params)
+            reserved = prompt_len + params.n * params.max_tokens
+            self._reserved_tokens += reserved
+        try:
+            # counted before the request, so that checks sent together cannot overrun the call budget
+            self.reserve_verifier_calls(1)
+            try:
+                gen = await asyncio.wait_for(generator.generate(prompt, params), self.remaining_seconds())
+            except asyncio.TimeoutError:
+                raise BudgetExhausted(f"time budget of {self.budget.seconds} s exhausted") from None
+        finally:
+            self._reserved_tokens -= reserved
+        out = [(c, gen.tokens_of(i) + (gen.prompt_tokens if i == 0 else 0)) for i, c in enumerate(gen.completions)]
+        spent = sum(tokens for _, tokens in out)
+        self.record_verifier_tokens(spent)
+        self._budgeted_verifier_tokens += spent
+        return out
+
 
 
 def split_verifier_cost(usages: Sequence[Usage], tokens: int, free: bool = False) -> None:
@@ -253,11 +290,13 @@ class Stream:
     """
 
     def __init__(self, ctx: Context, deltas: AsyncIterator[Delta], prompt_tokens: int,
-                 prompt: Prompt | None = None, params: SamplingParams | None = None):
+                 prompt: Prompt | None = None, params: SamplingParams | None = None,
+                 settle: Callable[[str, list[int], Usage], Usage | None] | None = None):
         self._ctx = ctx
         self._prompt = prompt
         self._params = params
         self._reasoning_counted = False
+        self._settle = settle  # the backend's account of a stream closed before its end
         self._deltas = deltas
         self._prompt_len = prompt_tokens
         self.usage = Usage(prompt_tokens=prompt_tokens, processed_prompt_tokens=prompt_tokens, generator_calls=1)
@@ -307,11 +346,16 @@ class Stream:
     async def close(self) -> None:
         """Stop the request if it is still running (the backend aborts it; tokens it generated
         after the last one received are not counted: `Usage.closed_streams` says so)."""
-        if self.finish_reason is None:
+        closed = self.finish_reason is None
+        if closed:
             self.finish_reason = "cancelled"
             self.usage.closed_streams = 1
             self._ctx.usage.closed_streams += 1
         await self._deltas.aclose()
+        if closed and self._settle is not None:
+            settled = self._settle(self.text, self.token_ids, dataclasses.replace(self.usage))
+            if settled is not None:
+                self._take_over(settled)
 
     def completion(self) -> Completion:
         """What was received, as a Completion: a reasoning model's thinking split off (its thinking

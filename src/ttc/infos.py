@@ -32,10 +32,15 @@ AdaptiveStop = Literal["decided", "max_n", "budget"]
 #: why adaptive best-of-N stopped (`ttc.AdaptiveBestOfN`): the model no longer expects a restart to
 #: do better, it drew max_n, or the budget could not pay for another round
 SelfEvalStop = Literal["confident", "max_n", "budget"]
+#: why Solve-Detect-Verify stopped (`ttc.SolveDetectVerify`): the verifier accepted the answer, it
+#: gave no readable verdict (the authors keep the answer then), the last round was answered
+#: unverified, or the budget could not pay for a verification or another round
+VerifyStop = Literal["verified", "unsure", "max_rounds", "budget"]
 #: every stop reason (`Literal` of `Literal`s flattens); extend it with a new family's Literal
-StopReason = Literal[BudgetStop, SearchStop, AdaptiveStop, SelfEvalStop]
+StopReason = Literal[BudgetStop, SearchStop, AdaptiveStop, SelfEvalStop, VerifyStop]
 STOP_REASONS: tuple[str, ...] = tuple(dict.fromkeys(
-    get_args(BudgetStop) + get_args(SearchStop) + get_args(AdaptiveStop) + get_args(SelfEvalStop)))
+    get_args(BudgetStop) + get_args(SearchStop) + get_args(AdaptiveStop) + get_args(SelfEvalStop)
+    + get_args(VerifyStop)))
 
 
 def check_stop_reason(reason: str) -> str:
@@ -337,3 +342,105 @@ class TemperingInfo(ParticleGibbsInfo):
                                     "swaps": [s.to_dict() for s in self.swaps],
                                     "swap_rate": accepted / len(self.swaps) if self.swaps else None,
                                     "chain_references": [list(r) for r in self.chain_references]}
+
+
+#: what an aggregation call did: named the best (GenSelect), wrote new candidates from several (RSA,
+#: Fuse), ordered them (Rank), or judged one (Critique)
+AggregationKind = Literal["select", "aggregate", "fuse", "rank", "critique"]
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """One aggregation call of a combining strategy (`ttc.aggregation`): which candidates it read.
+
+    `inputs`: the candidates shown, in the order shown (indices into `Result.candidates`; the one
+    labelled "Solution 1" first). `outputs`: the candidates it wrote (RSA, Fuse), else (). `chosen`:
+    what it named, as candidate indices: the winner (select) or the order (rank); () when it wrote or
+    judged. `parsed`: False when its text named nothing usable and the documented fallback decided.
+    `round`: the tournament round or RSA round (0-based). `text`: the selector's, ranker's or critic's
+    text (None for calls that wrote candidates: those are in `Result.candidates`). `prompt_tokens`:
+    the prompt's length as ttc measured it before sending (None when it did not need to)."""
+
+    kind: AggregationKind
+    round: int
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...] = ()
+    chosen: tuple[int, ...] = ()
+    parsed: bool = True
+    text: str | None = None
+    prompt_tokens: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "round": self.round, "inputs": list(self.inputs), "outputs": list(self.outputs),
+                "chosen": list(self.chosen), "parsed": self.parsed, "text": self.text,
+                "prompt_tokens": self.prompt_tokens}
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class CombineInfo(Info):
+    """A strategy that combines candidates (GenSelect, RSA, Archon's layers): every aggregation call
+    in order (those of the strategies it wraps first: indices stay valid because a layer's
+    candidates are its inner strategy's followed by its own), `outputs` (the candidates this layer
+    passes on, best first where it ranks), `chosen` (the candidate whose answer is the answer, None
+    when a vote decided), `votes` (RSA's vote over its final population) and `fallback` (why a
+    documented fallback decided, else None)."""
+
+    aggregations: tuple[Aggregation, ...]
+    outputs: tuple[int, ...]
+    chosen: int | None = None
+    votes: Mapping[str, float] | None = None
+    fallback: str | None = None
+    tie: tuple[str, ...] | None = None
+
+    def _fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"aggregations": [a.to_dict() for a in self.aggregations],
+                               "outputs": list(self.outputs), "chosen": self.chosen}
+        if self.votes is not None:
+            out["votes"] = dict(self.votes)
+        if self.tie is not None:
+            out["tie"] = list(self.tie)
+        out["fallback"] = self.fallback
+        return out
+
+
+@dataclass(frozen=True)
+class DetectVerifyRound:
+    """One round of Solve-Detect-Verify (`ttc.SolveDetectVerify`): the hesitation words the detector
+    asked about (`ttc.probes.completion.Detection`: token position, word, P(complete), complete),
+    how the trace ended ("early_exit" at a detected completion point, else the model's own finish),
+    the answer, and the verification (None when the round was not verified: the last round, or no
+    budget left): `ttc.verifiers.flex.Verdict` (valid, first wrong paragraph, agreement of the fast
+    checks, escalated to slow checks, every check's mode, verdict and tokens, the feedback)."""
+
+    round: int
+    detections: tuple[Any, ...]
+    finish_reason: str | None
+    answer: str | None
+    tokens: int
+    verdict: Any | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"round": self.round, "detections": [dataclasses.asdict(d) for d in self.detections],
+                               "finish_reason": self.finish_reason, "answer": self.answer, "tokens": self.tokens}
+        v = self.verdict
+        if v is not None:
+            out["verification"] = {"valid": v.valid, "error_step": v.error_step, "agreement": v.agreement,
+                                   "escalated": v.escalated, "paragraphs": v.paragraphs,
+                                   "checks": [{"mode": c.mode, "valid": c.valid, "error_step": c.error_step,
+                                               "tokens": c.tokens} for c in v.checks],
+                                   "feedback": v.feedback}
+        return out
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class SolveDetectVerifyInfo(Info):
+    """SolveDetectVerify: every round (detections, answer, verification) and why it stopped."""
+
+    rounds: tuple[DetectVerifyRound, ...]
+    stopped_by: VerifyStop
+
+    def _fields(self) -> dict[str, Any]:
+        verdicts = [r.verdict for r in self.rounds if r.verdict is not None]
+        return {"rounds": [r.to_dict() for r in self.rounds], "stopped_by": check_stop_reason(self.stopped_by),
+                "detections": sum(len(r.detections) for r in self.rounds),
+                "verifications": len(verdicts), "escalations": sum(v.escalated for v in verdicts)}

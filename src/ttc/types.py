@@ -380,6 +380,8 @@ class Candidate:
     #: where `answer` came from (`ttc.answers.SOURCES`: "boxed", "hashes", "stated", or
     #: "last_number", the fallback guess); None when there is no answer or a probe forced it (EarlyExit)
     answer_source: str | None = None
+    #: a sampler's typed record of how this candidate was made (`ttc.infos`; SolveDetectVerify's rounds)
+    details: Any = None
 
 
 @dataclass

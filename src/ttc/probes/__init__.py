@@ -4,6 +4,7 @@ token confidence (DeepConf), hidden-state exit probes with conformal calibration
 from ttc.probes.answer_consistency import AnswerConsistency
 from ttc.probes.any_of import AnyOf
 from ttc.probes.base import BOXED_SUFFIX, PLAIN_SUFFIX, Decision, Probe, TraceState, elicit_answer
+from ttc.probes.completion import HESITATION_WORDS, SolutionComplete
 from ttc.probes.confidence import (
     ConfidenceFilter,
     TokenConfidence,
@@ -40,3 +41,4 @@ __all__ = [
     "token_confidences",
 ]
 __all__ += ["ESCoT", "run_jump", "run_lengths"]
+__all__ += ["HESITATION_WORDS", "SolutionComplete"]

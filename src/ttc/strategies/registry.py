@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ttc.errors import InvalidInput
-from ttc.probes import AnswerConsistency
+from ttc.probes import AnswerConsistency, SolutionComplete
 from ttc.steps import StepConfig
 from ttc.strategies.adaptive_best_of_n import AdaptiveBestOfN
 from ttc.strategies.adaptive_vote import AdaptiveVote
@@ -18,13 +18,19 @@ from ttc.strategies.best_of_n import BestOfN
 from ttc.strategies.deepconf import DeepConf
 from ttc.strategies.early_exit import EarlyExit
 from ttc.strategies.first_finish import FirstFinish
+from ttc.strategies.genselect import GenSelect
+from ttc.strategies.layers import Critique, Fuse, Rank, Verify
 from ttc.strategies.majority import MajorityVote
 from ttc.strategies.particle import ParticleFilter
 from ttc.strategies.particle_gibbs import ParallelTempering, ParticleGibbs, temperature_ladder
 from ttc.strategies.rpc import RPC
+from ttc.strategies.rsa import RSA
 from ttc.strategies.sample import DEFAULT_PARAMS, Sample
+from ttc.strategies.solve_detect_verify import SolveDetectVerify
+from ttc.strategies.wrapping import sampler_for
 from ttc.verifiers.base import Verifier
 from ttc.verifiers.confidence import LogprobConfidence
+from ttc.verifiers.flex import FlexVerifier
 from ttc.verifiers.process import PRMVerifier, ProcessRewardModel
 
 
@@ -142,6 +148,58 @@ def _adaptive_best_of_n(n: int, verifier: Verifier | None, params: Any, **option
     return AdaptiveBestOfN(max_n=n, sample=Sample(params=params), **options)
 
 
+def _solve_detect_verify(n: int, verifier: Verifier | None, params: Any, every: int = 32, rounds: int = 2,
+                         fast: int = 4, threshold: float = 0.9, slow: int | None = None, mode: str = "chunks",
+                         thinking: str | None = None) -> Strategy:
+    """Solve-Detect-Verify with a FlexVerifier on the same model (`fast` quick checks, `slow` long ones
+    when they agree less than `threshold`), the detector asked every `every` tokens; n > 1 votes over n
+    such candidates (the outcome `verifier`, if any, weights that vote)."""
+    sample = SolveDetectVerify(verifier=FlexVerifier(fast=fast, threshold=threshold, slow=slow, thinking=thinking),
+                               detector=SolutionComplete(every=every, thinking=thinking), params=params,
+                               rounds=rounds, mode=mode, thinking=thinking)
+    return sample if n == 1 else MajorityVote(n=n, sample=sample, verifier=verifier)
+def _no_verifier(name: str, verifier: Verifier | None) -> None:
+    if verifier is not None:
+        raise InvalidInput(f"{name} chooses by the model's own reading, not by a verifier: use it without one")
+
+
+def _genselect(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
+    """GenSelect over n samples (a knockout tournament when they do not fit one prompt)."""
+    _no_verifier("genselect", verifier)
+    return GenSelect(n=n, sample=Sample(params=params), **options)
+
+
+def _rsa(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
+    """RSA with a population of n, k = min(3, n) (option `k`), 2 rounds (option `rounds`)."""
+    _no_verifier("rsa", verifier)
+    options.setdefault("k", min(3, n))
+    return RSA(population=n, sample=Sample(params=params), **options)
+
+
+def _fuse(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
+    """Fuse the top k = min(3, n) (option `k`) of n samples; with a verifier, the top k by its
+    scores (`Fuse(sample=BestOfN(n, verifier))`), else the first k."""
+    options.setdefault("k", min(3, n))
+    sample = Sample(params=params)
+    if verifier is not None:
+        return Fuse(sample=BestOfN(n=n, verifier=verifier, sample=sample), **options)
+    return Fuse(n=n, sample=sample, **options)
+
+
+def _archon(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
+    """Archon's generate -> critique -> (verify) -> rank -> fuse stack over n samples: each sample
+    critiqued, a verifier (if given) keeps those scoring >= 0.5, ranked, the top k = min(3, n) fused."""
+    k = options.pop("k", min(3, n))
+    limit = {"max_prompt_tokens": options["max_prompt_tokens"]} if "max_prompt_tokens" in options else {}
+    sample = sampler_for(Sample(params=params), verifier, holder="archon")  # what the verifier needs
+    layer: Strategy = Critique(n=n, sample=sample, **limit)
+    if verifier is not None:
+        layer = Verify(verifier=verifier, sample=layer)
+    stack = Fuse(k=k, sample=Rank(k=k, sample=layer, **limit), **options)
+    stack.name = "archon"  # results say which stack ran
+    return stack
+
+
 #: name -> factory(n, verifier, sampling params); later strategies register here too
 STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "sample": _sample,
@@ -159,6 +217,11 @@ STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "adaptive_vote": _adaptive_vote,
     "rpc": _rpc,
     "adaptive_best_of_n": _adaptive_best_of_n,
+    "solve_detect_verify": _solve_detect_verify,
+    "genselect": _genselect,
+    "rsa": _rsa,
+    "fuse": _fuse,
+    "archon": _archon,
 }
 #: each strategy's own parameters that a caller may set by name (the `ttc` object of `ttc serve`):
 #: parameter -> its JSON type. `make_strategy(name, ..., **options)` refuses any other; the strategy's
@@ -181,6 +244,12 @@ OPTIONS: dict[str, dict[str, type]] = {
     "adaptive_vote": {"batch": int, "stop": str, "stream": bool},
     "rpc": {"prune": str, "normalise": bool, "dedup": bool},
     "adaptive_best_of_n": {"threshold": float, "batches": str},
+    "solve_detect_verify": {"every": int, "rounds": int, "fast": int, "threshold": float, "slow": int,
+                            "mode": str, "thinking": str},
+    "genselect": {"group_size": int, "max_prompt_tokens": int, "fallback": str},
+    "rsa": {"k": int, "rounds": int, "max_prompt_tokens": int},
+    "fuse": {"k": int, "fusions": int, "max_prompt_tokens": int},
+    "archon": {"k": int, "fusions": int, "max_prompt_tokens": int},
 }
 # -- worst cases: what a strategy built by name can cost at most (`ttc serve` refuses past its caps) --
 @dataclass(frozen=True)
@@ -219,6 +288,19 @@ def _wc_early_exit(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCas
 def _wc_adaptive_best_of_n(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
     """At most n samples, each self-evaluated with a 1-token answer."""
     return WorstCase(n, n * (max_tokens + 1))
+
+
+def _wc_solve_detect_verify(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """Each of n candidates: `rounds` traces of max_tokens, at worst a one-token completeness check per
+    generated token and a 12-token answer each, and a verification of every round but the last
+    (`fast` checks of 48 tokens, `slow` of 384); the fast checks of the n candidates run at once."""
+    rounds = max(1, options.get("rounds", 2))
+    fast = max(1, options.get("fast", 4))
+    slow = options.get("slow", -(-fast // 4))
+    per_round = 2 * max_tokens + 12
+    verify = fast * 48 + slow * 384
+    return WorstCase(n * fast, n * (rounds * per_round + (rounds - 1) * verify), "n",
+                     "rounds" if "rounds" in options else "n")
 
 
 def _wc_tree(width_key: str) -> Callable[[int, int, dict[str, Any]], WorstCase]:
@@ -270,6 +352,32 @@ def _wc_parallel_tempering(n: int, max_tokens: int, options: dict[str, Any]) -> 
                      "max_steps" if "max_steps" in options else named)
 
 
+def _wc_genselect(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """n samples at once, then at most n - 1 selections (each removes at least one candidate), at most
+    n // 2 of them at once."""
+    return WorstCase(n, (2 * n - 1) * max_tokens)
+
+
+def _wc_rsa(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """A population of n at once, rewritten `rounds` (default 2) times."""
+    rounds = options.get("rounds", 2)
+    return WorstCase(n, n * (1 + rounds) * max_tokens, "n", "rounds" if "rounds" in options else "n")
+
+
+def _wc_fuse(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """n samples, then `fusions` (default 1) fused candidates in one request."""
+    fusions = options.get("fusions", 1)
+    return WorstCase(max(n, fusions), (n + fusions) * max_tokens, "n" if n >= fusions else "fusions",
+                     "fusions" if "fusions" in options else "n")
+
+
+def _wc_archon(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """n samples, n critiques (at once), one ranking, `fusions` (default 1) fused candidates."""
+    fusions = options.get("fusions", 1)
+    return WorstCase(max(n, fusions), (2 * n + 1 + fusions) * max_tokens, "n" if n >= fusions else "fusions",
+                     "fusions" if "fusions" in options else "n")
+
+
 #: name -> worst(n, max_tokens per sequence or step, own options) -> WorstCase; one per STRATEGIES entry
 WORST_CASES: dict[str, Callable[[int, int, dict[str, Any]], WorstCase]] = {
     "sample": _wc_sample,
@@ -287,6 +395,11 @@ WORST_CASES: dict[str, Callable[[int, int, dict[str, Any]], WorstCase]] = {
     "adaptive_vote": _wc_samples,
     "rpc": _wc_samples,
     "adaptive_best_of_n": _wc_adaptive_best_of_n,
+    "solve_detect_verify": _wc_solve_detect_verify,
+    "genselect": _wc_genselect,
+    "rsa": _wc_rsa,
+    "fuse": _wc_fuse,
+    "archon": _wc_archon,
 }
 
 
@@ -302,6 +415,9 @@ ALIASES.update({"adaptive": "adaptive_vote", "adaptive-vote": "adaptive_vote", "
 ALIASES.update({"deepconf_online": "deepconf", "deepconf-online": "deepconf"})
 ALIASES.update({"beam_search": "beam", "beam-search": "beam", "a*": "astar", "a_star": "astar",
                 "particle_filter": "particle", "particle-filter": "particle", "pf": "particle"})
+ALIASES.update({"sdv": "solve_detect_verify", "solve-detect-verify": "solve_detect_verify"})
+ALIASES.update({"gen_select": "genselect", "gen-select": "genselect", "recursive_self_aggregation": "rsa",
+                "fusion": "fuse", "fuser": "fuse"})
 ALIASES.update({"particle-gibbs": "particle_gibbs", "pg": "particle_gibbs", "parallel-tempering": "parallel_tempering",
                 "pt": "parallel_tempering", "tempering": "parallel_tempering"})
 
@@ -344,3 +460,49 @@ def make_strategy(name: str, n: int = 8, verifier: Verifier | None = None, param
     key = canonical_name(name)
     check_options(key, options)
     return STRATEGIES[key](n, verifier, params, **options) if options else STRATEGIES[key](n, verifier, params)
+
+
+# -- replay on a sample bank (`ttc tune`): which strategies are functions of independent samples --
+@dataclass(frozen=True)
+class Replayability:
+    """Whether `ttc tune` can evaluate a strategy from a recorded sample bank, and how (or why not).
+
+    `exact`: the replay gives the answer the real strategy gives on a backend serving the bank's
+    samples in order (tested); otherwise it is a documented approximation of the live strategy."""
+
+    replayable: bool
+    how: str
+    exact: bool = False
+
+
+_FRESH = "needs fresh generation beyond independent samples"
+#: name -> Replayability; one per STRATEGIES entry (tests/test_tune.py checks it)
+REPLAY: dict[str, Replayability] = {
+    "sample": Replayability(True, "the first sample of the subsample", exact=True),
+    "majority": Replayability(True, "vote over the first n samples (weighted by a recorded verifier score too)",
+                              exact=True),
+    "best_of_n": Replayability(True, "the best of the first n samples by a recorded score (mean_logprob, or a "
+                               "verifier recorded with --verifier)", exact=True),
+    "adaptive_vote": Replayability(True, "rounds of `batch` samples taken in order until the real stopping rule "
+                                   "stops", exact=True),
+    "rpc": Replayability(True, "RPC's vote over the first n samples' recorded logprobs (pruning refitted per "
+                         "subsample)", exact=True),
+    "deepconf": Replayability(True, "warm-up = the first samples; each later trace truncated at the first "
+                              "check (every `every` tokens) where a window's confidence from the recorded top "
+                              "logprobs falls under the bar; its tokens counted to there"),
+    "first_finish": Replayability(True, "the shortest of the first n samples wins (equal decoding speed "
+                                  "assumed); the others are billed up to its length"),
+    "early_exit": Replayability(False, f"{_FRESH}: its probes elicit answers mid-trace"),
+    "adaptive_best_of_n": Replayability(False, f"{_FRESH}: the model's self-evaluation of each sample"),
+    "solve_detect_verify": Replayability(False, f"{_FRESH}: its detector and verifier question the model "
+                                                "mid-trace, and a rejected answer is solved again with feedback"),
+    **{name: Replayability(False, f"{_FRESH}: a step search extends partial traces")
+       for name in ("beam", "dvts", "astar", "particle", "particle_gibbs", "parallel_tempering")},
+    **{name: Replayability(False, f"{_FRESH}: the model reads the candidates and writes a new answer or choice")
+       for name in ("genselect", "rsa", "fuse", "archon")},
+}
+
+
+def replayability(name: str) -> Replayability:
+    """How `ttc tune` can replay strategy `name` from a sample bank (see `REPLAY`)."""
+    return REPLAY[canonical_name(name)]

@@ -2,6 +2,7 @@
 
 from ttc.verifiers.base import Verifier, score_candidates
 from ttc.verifiers.confidence import LogprobConfidence
+from ttc.verifiers.flex import FlexVerifier
 from ttc.verifiers.judge import LLMJudge
 from ttc.verifiers.process import AGGREGATIONS, PRMVerifier, ProcessRewardModel, ProgrammaticPRM, aggregate, score_steps
 from ttc.verifiers.programmatic import Programmatic, gold_answer_oracle
@@ -9,6 +10,7 @@ from ttc.verifiers.remote_prm import RemotePRM
 
 __all__ = [
     "AGGREGATIONS",
+    "FlexVerifier",
     "HFProcessRewardModel",
     "LLMJudge",
     "LogprobConfidence",

@@ -1,0 +1,453 @@
+"""Solve-Detect-Verify's logic on the Scripted backend: where the detector stops a trace, when the
+verifier escalates, stop on an accepted answer, a refining round with the critique on a rejected one,
+and that every request's tokens are in the usage and under the budget."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+import ttc
+from ttc.backends import Scripted
+from ttc.hesitation import DONE_THINKING, HESITATION_WORDS, find_hesitations, hesitation_pattern, split_paragraphs
+from ttc.probes import PLAIN_SUFFIX, SolutionComplete
+from ttc.probes.completion import complete_by_logprobs
+from ttc.strategies.registry import make_strategy, worst_case
+from ttc.verifiers import FlexVerifier
+from ttc.verifiers.flex import Check, majority, read_verdict
+
+PATTERN = hesitation_pattern(HESITATION_WORDS)
+TRACE = "Tom has 3 apples and gets 4 more, so 3 + 4 = 7.\nWait, is that right? 3 + 4 = 7.\nHmm, yes it is 7."
+DETECT = "complete solution"  # in the detector's question
+VERIFY = "[Solution]"  # in the verifier's prompt
+REFINE = "A verifier found an error"  # in the refining round's prompt
+
+
+def assistant_text(prompt: str) -> str:
+    """What the solver wrote so far: after the last assistant tag of a Scripted chat prompt, or after
+    the raw prompt (its refining turn, which ends with the feedback message, or "Answer:")."""
+    if "<assistant>\n" in prompt:
+        return prompt.rsplit("<assistant>\n", 1)[1]
+    if REFINE in prompt:
+        return prompt.rsplit("with the final answer at the end.\n\n", 1)[1]
+    return prompt.split("Answer:", 1)[1]
+
+
+def shown_solution(prompt: str) -> str:
+    """The partial solution the detector's question shows (the assistant turn before it)."""
+    return prompt.split("<assistant>\n")[-2].split("\n<user>\n")[0]
+
+
+def make_llm(trace: str = TRACE, complete: tuple[str, ...] = ("Hmm",), verdicts=("\\boxed{-1}",),
+             answer: str = " 7", refined: str = "Tom has 3 + 4 = 7 apples.") -> Scripted:
+    """A solver that writes `trace` chunk by chunk, says its solution is complete at the words in
+    `complete`, answers `answer` when asked, and a verifier that cycles through `verdicts`."""
+    verdict = itertools.cycle(verdicts)
+
+    def script(prompt: str, params: ttc.SamplingParams, i: int) -> str:
+        if DETECT in prompt:
+            solution = shown_solution(prompt)
+            last = find_hesitations(TRACE, PATTERN)
+            # the word the trace was cut before: the first hesitation word after the solution shown
+            word = next((w for at, w in last if at >= len(solution.rstrip())), "")
+            return "Yes" if word in complete else "No"
+        if VERIFY in prompt:
+            return next(verdict)
+        if prompt.endswith(PLAIN_SUFFIX):
+            return answer
+        full = refined if REFINE in prompt else trace
+        return full[len(assistant_text(prompt)):]
+
+    return Scripted(script)
+
+
+def detector(every: int = 4) -> SolutionComplete:
+    return SolutionComplete(every=every)
+
+
+def requests_of(llm: Scripted, marker: str) -> list[tuple[str, ttc.SamplingParams]]:
+    return [(p, params) for p, params in llm.requests if marker in p]
+
+
+# -- the pure parts -----------------------------------------------------------------------------
+def test_hesitation_words_only_at_step_boundaries():
+    text = "We await the sum. Wait, check. I wait here.\nhmm ok. Let me check: 7. Waiting is long.\n'Alternatively' x"
+    found = find_hesitations(text, PATTERN)
+    assert [w for _, w in found] == ["Wait", "hmm", "Let me check", "Alternatively"]
+    assert [text[at:at + len(w)] for at, w in found] == [w for _, w in found]
+    assert find_hesitations(text, PATTERN, start=found[1][0] + 1) == found[2:]
+    assert find_hesitations(text, PATTERN, start=found[1][0]) == found[1:]  # a word at `start` counts
+    assert find_hesitations(text, PATTERN, start=found[3][0]) == found[3:]  # from the word, not its quote
+
+
+def test_the_longest_word_wins_where_one_begins_another():
+    pattern = hesitation_pattern(("wait", "wait a second"))
+    assert find_hesitations("x.\nWait a second, y.", pattern) == [(3, "Wait a second")]
+
+
+def test_paragraphs_are_cut_before_each_hesitation_word():
+    assert split_paragraphs("a = 1.\nWait, b = 2. Hmm c.", PATTERN) == ["a = 1.", "Wait, b = 2.", "Hmm c."]
+    assert split_paragraphs("Wait. x", PATTERN) == ["Wait. x"]
+
+
+def test_complete_is_yes_more_probable_than_no():
+    assert complete_by_logprobs({"Yes": -0.1, "No": -2.0}) > 0.5
+    assert complete_by_logprobs({" yes": -3.0, "No": -0.2}) < 0.5
+    assert complete_by_logprobs({"Maybe": -0.1}) == 0.5  # neither seen: not complete
+    assert complete_by_logprobs({"Yes": -1.0}) == 1.0  # No absent counts as -inf
+
+
+def test_verdicts_are_read_from_the_last_box():
+    assert read_verdict("paragraph 2 is wrong \\boxed{2}") == (False, 2)
+    assert read_verdict("\\boxed{1} no wait \\boxed{-1}") == (True, -1)
+    assert read_verdict("\\boxed{-2}") == (None, None)
+    assert read_verdict("\\boxed{0}") == (False, 0)
+    assert read_verdict("no verdict") == (None, None)
+
+
+def test_majority_of_readable_checks_and_its_share():
+    def c(valid, step):
+        return Check("fast", valid, step, 1)
+    assert majority([c(True, -1), c(None, None), c(True, -1), c(False, 2)]) == ((True, -1), 2 / 3)
+    assert majority([c(False, 2), c(True, -1)]) == ((False, 2), 0.5)  # a tie: the first seen
+    assert majority([c(False, 1), c(False, 2), c(False, 2)]) == ((False, 2), 2 / 3)  # same paragraph only
+    assert majority([c(None, None)]) == (None, 0.0)
+
+
+# -- detection ----------------------------------------------------------------------------------
+def test_trace_stops_before_the_first_word_where_the_model_says_complete():
+    llm = make_llm(complete=("Hmm",))
+    r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm)
+    rounds = r.details["rounds"]
+    assert [(d["word"], d["complete"]) for d in rounds[0]["detections"]] == [("Wait", False), ("Hmm", True)]
+    cut = TRACE.index("Hmm")
+    ids = llm._ids(TRACE[:cut])
+    assert rounds[0]["detections"][1]["at"] == len(ids)  # tokens before the word
+    assert rounds[0]["detections"][0]["at"] == len(llm._ids(TRACE[:TRACE.index("Wait")]))
+    cand = r.candidates[0]
+    assert cand.finish_reason == "early_exit"
+    assert cand.text == TRACE[:cut] + PLAIN_SUFFIX + " 7"
+    assert r.answer == "7"
+    # the detector saw the solution up to the word (not past it)
+    shown = [shown_solution(p) for p, _ in requests_of(llm, DETECT)]
+    assert shown[1].rstrip() == TRACE[:cut].rstrip()
+    assert all(params.max_tokens == 1 and params.top_logprobs for _, params in requests_of(llm, DETECT))
+
+
+def test_a_stream_stops_at_the_same_point():
+    llm = make_llm(complete=("Hmm",))
+    r = ttc.SolveDetectVerify(detector=detector(), mode="stream").solve("Tom?", llm)
+    assert [d["word"] for d in r.details["rounds"][0]["detections"]] == ["Wait", "Hmm"]
+    assert r.candidates[0].text == TRACE[:TRACE.index("Hmm")] + PLAIN_SUFFIX + " 7"
+    assert r.usage.closed_streams == 1
+
+
+def test_no_completion_point_lets_the_trace_end_on_its_own():
+    llm = make_llm(complete=())
+    r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm)
+    assert r.candidates[0].finish_reason == "stop"
+    assert r.candidates[0].text == TRACE
+    assert [d["complete"] for d in r.details["rounds"][0]["detections"]] == [False, False]
+    assert r.answer == "7"
+
+
+def test_a_word_still_being_written_is_not_taken_for_a_hesitation():
+    trace = "So 3 + 4 = 7.\nWaiting for nothing, the answer is 7."
+    llm = make_llm(trace=trace, complete=("Wait",))
+    r = ttc.SolveDetectVerify(detector=detector(every=1), rounds=1).solve("Tom?", llm)
+    assert r.details["rounds"][0]["detections"] == []
+    assert not requests_of(llm, DETECT)
+
+
+def test_hesitation_words_are_given_without_their_spaces():
+    probe = SolutionComplete(words=(" Hmm ",))
+    assert probe.words == ("Hmm",)
+    assert [w for _, w in find_hesitations(TRACE, probe.pattern)] == ["Hmm"]
+
+
+def test_max_checks_bounds_the_completeness_requests():
+    llm = make_llm(complete=())
+    r = ttc.SolveDetectVerify(detector=SolutionComplete(every=4, max_checks=1), rounds=1).solve("Tom?", llm)
+    assert len(r.details["rounds"][0]["detections"]) == 1
+    assert len(requests_of(llm, DETECT)) == 1
+
+
+def test_a_reasoning_model_is_watched_inside_its_thinking_only():
+    trace = "<think>3 + 4 = 7.\nWait, fine.</think>So 7.\nHmm, done."
+    probe = SolutionComplete(thinking="qwen3")
+    assert probe.watched(trace) == "<think>3 + 4 = 7.\nWait, fine."
+    llm = make_llm(trace=trace, complete=())
+    r = ttc.SolveDetectVerify(detector=SolutionComplete(every=4, thinking="qwen3"), rounds=1).solve("Tom?", llm)
+    assert [d["word"] for d in r.details["rounds"][0]["detections"]] == ["Wait"]
+    # the completeness question closes the thinking first, as the authors ask it
+    assert all(p.endswith(DONE_THINKING + "</think>\n\n") for p, _ in requests_of(llm, DETECT))
+
+
+def test_a_reasoning_model_answers_after_closing_its_thinking():
+    s = ttc.SolveDetectVerify(thinking="deepseek_r1")
+    assert s.answer_suffix.startswith("\n</think>")
+    assert s.detector.thinking.name == "deepseek_r1" and s.thinking.name == "deepseek_r1"
+
+
+# -- verification -------------------------------------------------------------------------------
+def test_agreeing_fast_checks_settle_the_verdict_without_slow_checks():
+    llm = make_llm(verdicts=("\\boxed{-1}",))
+    r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm)
+    v = r.details["rounds"][0]["verification"]
+    assert v["valid"] is True and v["escalated"] is False and v["agreement"] == 1.0
+    assert [c["mode"] for c in v["checks"]] == ["fast"] * 4
+    assert [params.max_tokens for _, params in requests_of(llm, VERIFY)] == [48] * 4
+    assert r.details["stopped_by"] == "verified" and r.candidates[0].scores["verified"] == 1.0
+    assert not requests_of(llm, REFINE)  # stopped: no second round
+    assert len(r.details["rounds"]) == 1
+
+
+def test_disagreeing_fast_checks_escalate_to_slow_checks():
+    # fast: -1, -1, -1, 1 (agreement 0.75 < 0.9); slow (ceil(4/4) = 1 check): -1
+    llm = make_llm(verdicts=("\\boxed{-1}", "\\boxed{-1}", "\\boxed{-1}", "\\boxed{1}", "\\boxed{-1}"))
+    r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm)
+    v = r.details["rounds"][0]["verification"]
+    assert v["escalated"] is True and v["agreement"] == 0.75
+    assert [c["mode"] for c in v["checks"]] == ["fast"] * 4 + ["slow"]
+    assert [params.max_tokens for _, params in requests_of(llm, VERIFY)] == [48] * 4 + [384]
+    assert "review every paragraph" in requests_of(llm, VERIFY)[-1][0]
+    assert v["valid"] is True and r.details["stopped_by"] == "verified"
+    assert r.details["escalations"] == 1
+
+
+def test_the_slow_checks_decide_against_the_fast_majority():
+    llm = make_llm(verdicts=("\\boxed{-1}", "\\boxed{-1}", "\\boxed{0}", "\\boxed{1}", "critique \\boxed{1}"))
+    r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm)
+    v = r.details["rounds"][0]["verification"]
+    assert (v["valid"], v["error_step"], v["escalated"]) == (False, 1, True)
+    assert v["feedback"] == "critique"
+
+
+def test_threshold_at_the_agreement_does_not_escalate():
+    llm = make_llm(verdicts=("\\boxed{-1}", "\\boxed{-1}", "\\boxed{-1}", "\\boxed{1}"))
+    verifier = FlexVerifier(threshold=0.75)
+    r = ttc.SolveDetectVerify(verifier=verifier, detector=detector()).solve("Tom?", llm)
+    assert r.details["rounds"][0]["verification"]["escalated"] is False
+
+
+def test_no_slow_checks_keeps_the_fast_majority():
+    llm = make_llm(verdicts=("\\boxed{-1}", "\\boxed{-1}", "\\boxed{2}", "\\boxed{1}"))
+    r = ttc.SolveDetectVerify(verifier=FlexVerifier(slow=0), detector=detector()).solve("Tom?", llm)
+    v = r.details["rounds"][0]["verification"]
+    assert (v["valid"], v["escalated"], len(v["checks"])) == (True, True, 4)  # unsure, but nothing to escalate to
+
+
+def test_a_rejected_answer_gets_a_refining_round_with_the_critique():
+    llm = make_llm(verdicts=("The sum is wrong \\boxed{1}",), answer=" 8")
+    r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm)
+    rounds = r.details["rounds"]
+    assert len(rounds) == 2 and r.details["stopped_by"] == "max_rounds"
+    assert r.candidates[0].scores["verified"] == 0.0
+    assert rounds[0]["verification"]["valid"] is False and rounds[0]["answer"] == "8"
+    assert "verification" not in rounds[1]  # the last round is answered unverified
+    refine = requests_of(llm, REFINE)
+    assert refine, "no refining round"
+    prompt = refine[0][0]
+    assert "first in paragraph 1" in prompt and "The sum is wrong" in prompt and "\\boxed{1}" not in prompt
+    assert TRACE[:TRACE.index("Hmm")] in prompt  # the previous solution is shown
+    assert r.candidates[0].text == "Tom has 3 + 4 = 7 apples."
+    assert r.answer == "7"
+    assert len(requests_of(llm, VERIFY)) == 4  # only the first round was verified
+
+
+def test_a_raw_text_prompt_is_refined_as_raw_text():
+    llm = make_llm(verdicts=("Off. \\boxed{0}",))
+    raw = "Question: Tom?\nAnswer:"
+    problem = ttc.Problem("Tom?", metadata={"prompt": raw})
+    r = ttc.SolveDetectVerify(detector=detector()).solve(problem, llm)
+    refine = requests_of(llm, REFINE)
+    assert refine and refine[0][0].startswith(raw + TRACE[:TRACE.index("Hmm")])
+    assert "<user>" not in refine[0][0]  # no chat template around a raw prompt
+    assert "first in paragraph 0" in refine[0][0] and "Off." in refine[0][0]
+    assert len(r.details["rounds"]) == 2
+
+
+def test_a_prompt_that_is_not_text_is_refined_as_a_conversation():
+    llm = make_llm(verdicts=("Off. \\boxed{0}",))
+    problem = ttc.Problem("Tom?", metadata={"prompt": ["not", "text"]})  # ChatPrompt ignores it too
+    ttc.SolveDetectVerify(detector=detector()).solve(problem, llm)
+    refine = requests_of(llm, REFINE)[0][0]
+    assert refine.startswith("<user>") and "<assistant>\n" + TRACE[:TRACE.index("Hmm")] in refine
+
+
+def test_more_rounds_verify_every_round_but_the_last():
+    llm = make_llm(verdicts=("\\boxed{0}",))
+    r = ttc.SolveDetectVerify(detector=detector(), rounds=3).solve("Tom?", llm)
+    assert ["verification" in x for x in r.details["rounds"]] == [True, True, False]
+    assert len(requests_of(llm, VERIFY)) == 8
+
+
+def test_one_round_is_detection_only():
+    llm = make_llm()
+    r = ttc.SolveDetectVerify(detector=detector(), rounds=1).solve("Tom?", llm)
+    assert not requests_of(llm, VERIFY)
+    assert r.details["stopped_by"] == "max_rounds" and r.usage.verifier_calls == 0
+
+
+def test_no_readable_verdict_keeps_the_answer():
+    llm = make_llm(verdicts=("I am not sure",))
+    r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm)
+    v = r.details["rounds"][0]["verification"]
+    assert v["valid"] is None and v["escalated"] is True  # nothing readable: escalated, still nothing
+    assert r.details["stopped_by"] == "unsure" and r.answer == "7"
+    assert not requests_of(llm, REFINE)
+
+
+def test_a_separate_verifier_model_is_asked_instead_of_the_solver():
+    judge = Scripted(["\\boxed{-1}"])
+    llm = make_llm(verdicts=("\\boxed{3}",))
+    r = ttc.SolveDetectVerify(verifier=FlexVerifier(judge), detector=detector()).solve("Tom?", llm)
+    assert not requests_of(llm, VERIFY) and len(judge.requests) == 4
+    assert r.details["stopped_by"] == "verified"
+
+
+def test_a_reasoning_verifiers_feedback_is_its_thinking():
+    judge = Scripted(["<think>the sum is off</think> so \\boxed{0}"])
+    llm = make_llm()
+    s = ttc.SolveDetectVerify(verifier=FlexVerifier(judge, thinking="qwen3"), detector=detector())
+    r = s.solve("Tom?", llm)
+    assert r.details["rounds"][0]["verification"]["feedback"] == "the sum is off"
+    refine = requests_of(llm, REFINE)[0][0]
+    assert "the sum is off" in refine and "so" not in refine.split("critique:")[1].split("Correct your")[0]
+
+
+def test_a_reasoning_verifier_checks_fast_with_its_thinking_closed():
+    judge = Scripted(["thinking about it</think>\\boxed{-1}"])
+    llm = make_llm()
+    s = ttc.SolveDetectVerify(verifier=FlexVerifier(judge, thinking="deepseek_r1"), detector=detector())
+    s.solve("Tom?", llm)
+    assert all(p.endswith(DONE_THINKING + "</think>\n\n") for p, _ in judge.requests)
+    assert "Answer at once" not in judge.requests[0][0]
+
+
+# -- usage and budget ---------------------------------------------------------------------------
+def _tokens(llm: Scripted, prompt: str, params: ttc.SamplingParams) -> int:
+    return len(llm._ids(prompt))
+
+
+def test_every_request_is_in_the_usage():
+    llm = make_llm(verdicts=("\\boxed{-1}", "\\boxed{-1}", "\\boxed{-1}", "\\boxed{1}", "\\boxed{2}"))
+    r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm)
+    verifier = requests_of(llm, VERIFY)
+    assert r.usage.verifier_calls == len(verifier) == 5
+    checks = [c["tokens"] for x in r.details["rounds"] if "verification" in x for c in x["verification"]["checks"]]
+    assert r.usage.verifier_tokens == sum(checks) == r.details.rounds[0].verdict.tokens
+    verifier_prompts = sum(len(llm._ids(p)) for p, _ in verifier)
+    assert r.usage.verifier_tokens > verifier_prompts  # prompts and the verdicts generated
+    others = [p for p, _ in llm.requests if VERIFY not in p]
+    assert r.usage.prompt_tokens == sum(len(llm._ids(p)) for p in others)
+    assert r.usage.generator_calls == len(others)
+    assert r.usage.prompt_tokens + r.usage.completion_tokens + r.usage.verifier_tokens == \
+        sum(len(llm._ids(p)) for p, _ in llm.requests) + llm.generated_tokens
+    cand = r.candidates[0]
+    assert (cand.usage.total_tokens, cand.usage.verifier_tokens, cand.usage.verifier_calls) == \
+        (r.usage.total_tokens, r.usage.verifier_tokens, r.usage.verifier_calls)
+    assert cand.scores["verifications"] == 1 and cand.scores["escalations"] == 1
+
+
+def test_a_token_budget_counts_the_verifier_and_stops_before_it_is_exceeded():
+    llm = make_llm(verdicts=("\\boxed{1}",))
+    free = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm)
+    first = free.details["rounds"][0]["tokens"]
+    verify_cost = free.usage.verifier_tokens
+    assert free.details["stopped_by"] == "max_rounds"
+    # no room to verify (a check's prompt alone is ~100 tokens); room to verify but not to refine
+    for limit, verified in ((first + 60, False), (first + verify_cost + 20, True)):
+        llm = make_llm(verdicts=("\\boxed{1}",))
+        r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm, budget=ttc.Budget(tokens=limit))
+        assert r.usage.total_tokens + r.usage.verifier_tokens <= limit
+        assert r.details["stopped_by"] == "budget"
+        assert ("verification" in r.details["rounds"][0]) is verified
+        assert len(r.details["rounds"]) == 1
+        assert r.answer == "7"
+
+
+def test_checks_sent_together_reserve_their_tokens_against_each_other():
+    llm = make_llm(verdicts=("\\boxed{1}",))
+    free = ttc.SolveDetectVerify(detector=detector(), rounds=2).solve("Tom?", llm)
+    first = free.details["rounds"][0]["tokens"]
+    check = free.details["rounds"][0]["verification"]["checks"][0]["tokens"]  # a prompt and a 1-token verdict
+    limit = first + int(2.5 * check)  # room for two checks and a half, were they not reserved at 48 tokens each
+    llm = make_llm(verdicts=("\\boxed{1}",))
+    r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm, budget=ttc.Budget(tokens=limit))
+    assert r.usage.total_tokens + r.usage.verifier_tokens <= limit
+    assert len(requests_of(llm, VERIFY)) < 4 and r.details["stopped_by"] == "budget"
+
+
+def test_a_verifier_call_budget_stops_the_verification():
+    llm = make_llm(verdicts=("\\boxed{1}",))
+    r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm, budget=ttc.Budget(verifier_calls=2))
+    # the four fast checks are sent together: only two reach the verifier, and both are counted
+    assert r.usage.verifier_calls == len(requests_of(llm, VERIFY)) == 2
+    assert r.details["stopped_by"] == "budget"
+    assert r.candidates[0].usage.verifier_calls == r.usage.verifier_calls
+    enough = make_llm(verdicts=("\\boxed{1}",))
+    r = ttc.SolveDetectVerify(detector=detector()).solve("Tom?", enough, budget=ttc.Budget(verifier_calls=4))
+    assert r.usage.verifier_calls == 4 and r.details["stopped_by"] == "max_rounds"  # verified, rejected, refined
+
+
+def test_a_verifier_request_on_the_contexts_own_generator():
+    import asyncio
+
+    llm = Scripted(["\\boxed{-1}"])
+    ctx = ttc.Context(llm, ttc.Budget(tokens=100))
+    (completion, tokens), = asyncio.run(ctx.verifier_generate("check this", ttc.SamplingParams(max_tokens=8)))
+    assert completion.text == "\\boxed{-1}" and tokens == len(llm._ids("check this")) + 1
+    assert (ctx.usage.verifier_calls, ctx.usage.verifier_tokens, ctx.usage.total_tokens) == (1, tokens, 0)
+    assert ctx.remaining_tokens() == 100 - tokens  # verifier tokens count against the token budget
+
+
+def test_majority_vote_over_solve_detect_verify_candidates():
+    llm = make_llm()
+    r = ttc.MajorityVote(n=3, sample=ttc.SolveDetectVerify(detector=detector())).solve("Tom?", llm)
+    assert r.answer == "7" and len(r.candidates) == 3
+    assert all(c.details["stopped_by"] == "verified" for c in r.candidates)
+    assert r.usage.verifier_calls == sum(c.usage.verifier_calls for c in r.candidates) == 12
+
+
+def test_a_seeded_run_is_reproducible():
+    def run():
+        llm = make_llm(verdicts=("\\boxed{1}",))
+        ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm, seed=3)
+        return [params.seed for _, params in llm.requests]
+    seeds = run()
+    assert seeds == run() and any(s is not None for s in seeds)
+
+
+# -- the registry and bad input -----------------------------------------------------------------
+def test_registry_builds_it_alone_or_voted():
+    one = make_strategy("sdv", n=1, every=16, fast=2, threshold=1.0)
+    assert isinstance(one, ttc.SolveDetectVerify)
+    assert (one.detector.every, one.verifier.fast, one.verifier.slow, one.verifier.threshold) == (16, 2, 1, 1.0)
+    voted = make_strategy("solve_detect_verify", n=4, rounds=3)
+    assert isinstance(voted, ttc.MajorityVote) and voted.sample.rounds == 3
+    wc = worst_case("solve_detect_verify", 2, 100, {"rounds": 2, "fast": 4})
+    assert wc.sequences == 8 and wc.tokens == 2 * (2 * (2 * 100 + 12) + 1 * (4 * 48 + 1 * 384))
+
+
+@pytest.mark.parametrize("build", [
+    lambda: ttc.SolveDetectVerify(rounds=0),
+    lambda: ttc.SolveDetectVerify(mode="batch"),
+    lambda: ttc.SolveDetectVerify(feedback="no keys"),
+    lambda: ttc.SolveDetectVerify(verifier=ttc.verifiers.LLMJudge()),
+    lambda: ttc.SolveDetectVerify(detector=ttc.probes.AnswerConsistency()),
+    lambda: FlexVerifier(threshold=0.0),
+    lambda: FlexVerifier(fast=0),
+    lambda: FlexVerifier(slow=-1),
+    lambda: FlexVerifier(prompt="no keys"),
+    lambda: FlexVerifier("not a generator"),
+    lambda: FlexVerifier(fast_tokens=0),
+    lambda: FlexVerifier(slow_tokens=0),
+    lambda: SolutionComplete(words=("  ",)),
+    lambda: SolutionComplete(words=()),
+    lambda: SolutionComplete(every=0),
+])
+def test_bad_settings_are_refused(build):
+    with pytest.raises(ttc.InvalidInput):
+        build()
