@@ -25,6 +25,7 @@ DOCUMENTED = {
     "ttc.strategies.adaptive_vote": [ttc.AdaptiveVote],
     "ttc.strategies.rpc": [ttc.RPC],
     "ttc.strategies.adaptive_best_of_n": [ttc.AdaptiveBestOfN],
+    "ttc.strategies.budget_forcing": [ttc.BudgetForcing],
     "ttc.probes.es_cot": [probes.ESCoT],
     "ttc.verifiers.confidence": [verifiers.LogprobConfidence],
     "ttc.verifiers.judge": [verifiers.LLMJudge],

@@ -128,6 +128,7 @@ MODES = {
 #: the documented errors naming a missing feature (docs/backends.md), by strategy and mode
 NEEDS_TOKEN_IDS = r"EarlyExit continues and probes traces as token ids"
 EXPECTED_ERRORS = {(name, m): NEEDS_TOKEN_IDS for name in ("early_exit", "deepconf") for m in MODES}
+EXPECTED_ERRORS |= {("budget_forcing", m): r"BudgetForcing needs the model's thinking format" for m in MODES}
 EXPECTED_ERRORS |= {(name, "strict_concurrent"): r"tokenizer=.*continue_final_message" for name in STEP_SEARCHES}
 
 

@@ -15,6 +15,7 @@ from ttc.strategies.astar import AStar
 from ttc.strategies.base import Strategy
 from ttc.strategies.beam import DVTS, BeamSearch
 from ttc.strategies.best_of_n import BestOfN
+from ttc.strategies.budget_forcing import BudgetForcing
 from ttc.strategies.deepconf import DeepConf
 from ttc.strategies.early_exit import EarlyExit
 from ttc.strategies.first_finish import FirstFinish
@@ -142,6 +143,14 @@ def _adaptive_best_of_n(n: int, verifier: Verifier | None, params: Any, **option
     return AdaptiveBestOfN(max_n=n, sample=Sample(params=params), **options)
 
 
+def _budget_forcing(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
+    """Budget forcing (s1) with a thinking budget of `budget` tokens (default: max_tokens) and
+    `waits` "Wait" extensions; n > 1 votes over n budget-forced candidates."""
+    options.setdefault("budget", params.max_tokens)
+    sample = BudgetForcing(params=params, **options)
+    return sample if n == 1 else MajorityVote(n=n, sample=sample, verifier=verifier)
+
+
 #: name -> factory(n, verifier, sampling params); later strategies register here too
 STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "sample": _sample,
@@ -159,6 +168,7 @@ STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "adaptive_vote": _adaptive_vote,
     "rpc": _rpc,
     "adaptive_best_of_n": _adaptive_best_of_n,
+    "budget_forcing": _budget_forcing,
 }
 #: each strategy's own parameters that a caller may set by name (the `ttc` object of `ttc serve`):
 #: parameter -> its JSON type. `make_strategy(name, ..., **options)` refuses any other; the strategy's
@@ -181,6 +191,8 @@ OPTIONS: dict[str, dict[str, type]] = {
     "adaptive_vote": {"batch": int, "stop": str, "stream": bool},
     "rpc": {"prune": str, "normalise": bool, "dedup": bool},
     "adaptive_best_of_n": {"threshold": float, "batches": str},
+    "budget_forcing": {"budget": int, "waits": int, "wait": str, "thinking": str, "answer_tokens": int,
+                       "engine": str},
 }
 # -- worst cases: what a strategy built by name can cost at most (`ttc serve` refuses past its caps) --
 @dataclass(frozen=True)
@@ -270,6 +282,16 @@ def _wc_parallel_tempering(n: int, max_tokens: int, options: dict[str, Any]) -> 
                      "max_steps" if "max_steps" in options else named)
 
 
+def _wc_budget_forcing(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """Each of n candidates: waits + 1 thinking requests of at most budget + 1 tokens (the budget
+    left, plus a start marker; a backend that ignores the end marker as a stop string may fill
+    them), then at most 2 x answer_tokens of answer."""
+    budget = options.get("budget", max_tokens)
+    waits = options.get("waits", 0)
+    answer = options.get("answer_tokens", 128)
+    return WorstCase(n, n * ((waits + 1) * (budget + 1) + 2 * answer), "n", "budget")
+
+
 #: name -> worst(n, max_tokens per sequence or step, own options) -> WorstCase; one per STRATEGIES entry
 WORST_CASES: dict[str, Callable[[int, int, dict[str, Any]], WorstCase]] = {
     "sample": _wc_sample,
@@ -287,6 +309,7 @@ WORST_CASES: dict[str, Callable[[int, int, dict[str, Any]], WorstCase]] = {
     "adaptive_vote": _wc_samples,
     "rpc": _wc_samples,
     "adaptive_best_of_n": _wc_adaptive_best_of_n,
+    "budget_forcing": _wc_budget_forcing,
 }
 
 
@@ -302,6 +325,7 @@ ALIASES.update({"adaptive": "adaptive_vote", "adaptive-vote": "adaptive_vote", "
 ALIASES.update({"deepconf_online": "deepconf", "deepconf-online": "deepconf"})
 ALIASES.update({"beam_search": "beam", "beam-search": "beam", "a*": "astar", "a_star": "astar",
                 "particle_filter": "particle", "particle-filter": "particle", "pf": "particle"})
+ALIASES.update({"budget-forcing": "budget_forcing", "s1": "budget_forcing"})
 ALIASES.update({"particle-gibbs": "particle_gibbs", "pg": "particle_gibbs", "parallel-tempering": "parallel_tempering",
                 "pt": "parallel_tempering", "tempering": "parallel_tempering"})
 
