@@ -149,7 +149,7 @@ class Context:
                 prompt_tokens = await self._prompt_length(prompt)
             except Unsupported:  # no /tokenize and no local tokenizer: the server's stream usage counts it
                 prompt_tokens = 0
-        handle = Stream(self, self.generator.stream(prompt, params), prompt_tokens)
+        handle = Stream(self, self.generator.stream(prompt, params), prompt_tokens, prompt, params)
         try:
             yield handle
         finally:
@@ -183,7 +183,7 @@ class Context:
         out = []
         request = _at_least(gen.usage(), prompt_len, len(gen.completions))
         for i, completion in enumerate(gen.completions):
-            u = Usage(completion_tokens=gen.tokens_of(i))
+            u = Usage(completion_tokens=gen.tokens_of(i), reasoning_tokens=completion.reasoning_tokens)
             if i == 0:
                 u.prompt_tokens = request.prompt_tokens
                 u.processed_prompt_tokens = request.processed_prompt_tokens
@@ -245,10 +245,19 @@ def _at_least(usage: Usage, prompt_len: int, sequences: int) -> Usage:
 
 
 class Stream:
-    """One streamed completion: iterate for deltas; tokens are counted in usage as they arrive."""
+    """One streamed completion: iterate for deltas; tokens are counted in usage as they arrive.
 
-    def __init__(self, ctx: Context, deltas: AsyncIterator[Delta], prompt_tokens: int):
+    Deltas carry the whole output as generated (a reasoning model's thinking and markers included:
+    `text` and `token_ids` here are that); `completion()` splits the thinking off as `generate`
+    would (`Generator.split_thinking`) and counts its tokens in `usage.reasoning_tokens`.
+    """
+
+    def __init__(self, ctx: Context, deltas: AsyncIterator[Delta], prompt_tokens: int,
+                 prompt: Prompt | None = None, params: SamplingParams | None = None):
         self._ctx = ctx
+        self._prompt = prompt
+        self._params = params
+        self._reasoning_counted = False
         self._deltas = deltas
         self._prompt_len = prompt_tokens
         self.usage = Usage(prompt_tokens=prompt_tokens, processed_prompt_tokens=prompt_tokens, generator_calls=1)
@@ -305,6 +314,16 @@ class Stream:
         await self._deltas.aclose()
 
     def completion(self) -> Completion:
-        return Completion(text=self.text, token_ids=tuple(self.token_ids),
-                          finish_reason=self.finish_reason or "cancelled",
-                          logprobs=None if self.logprobs is None else tuple(self.logprobs))
+        """What was received, as a Completion: a reasoning model's thinking split off (its thinking
+        tokens counted in `usage.reasoning_tokens`, once)."""
+        whole = Completion(text=self.text, token_ids=tuple(self.token_ids),
+                           finish_reason=self.finish_reason or "cancelled",
+                           logprobs=None if self.logprobs is None else tuple(self.logprobs))
+        if self._prompt is None or self._params is None:
+            return whole
+        done = self._ctx.generator.split_thinking(whole, self._prompt, self._params)
+        if not self._reasoning_counted:
+            self._reasoning_counted = True
+            self.usage.reasoning_tokens += done.reasoning_tokens
+            self._ctx.usage.reasoning_tokens += done.reasoning_tokens
+        return done

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import abc
 import operator
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ttc.errors import InvalidInput, Unsupported
+from ttc.thinking import ThinkingFormat
 from ttc.types import Completion, Prompt, SamplingParams, Usage
 
 #: Capability names a backend may declare in `Generator.capabilities`.
@@ -56,6 +57,7 @@ class Generation:
         return Usage(prompt_tokens=self.prompt_tokens, processed_prompt_tokens=processed,
                      cached_prompt_tokens=self.cached_prompt_tokens, generator_calls=self.requests,
                      completion_tokens=sum(self.tokens_of(i) for i in range(len(self.completions))),
+                     reasoning_tokens=sum(c.reasoning_tokens for c in self.completions),
                      estimated=self.estimated)
 
 
@@ -108,6 +110,15 @@ class Generator(abc.ABC):
     tokenizer: Any = None
     #: the token ids that end a sequence (empty when unknown)
     eos_token_ids: frozenset[int] = frozenset()
+    #: the model's thinking format when it is a reasoning model (`ttc.thinking.ThinkingFormat`), else
+    #: None: completions then carry `Completion.thinking` and their text is the final content
+    thinking: ThinkingFormat | None = None
+
+    def split_thinking(self, completion: Completion, prompt: Prompt, params: SamplingParams) -> Completion:
+        """`completion` as returned whole (a stream's deltas put together) with its thinking split off,
+        as `generate` returns it. Default: unchanged (a backend without thinking, or one whose
+        deltas already come split); in-process backends split at the marker token ids."""
+        return completion
 
     async def detect_capabilities(self) -> frozenset[str]:
         """The capabilities, after whatever one-time detection the backend needs (a server probe).
@@ -152,8 +163,11 @@ class Generator(abc.ABC):
         """Token ids of `text` exactly as `generate` would see it as a prompt."""
 
     @abc.abstractmethod
-    async def chat_prompt(self, messages: Sequence[dict[str, str]]) -> Prompt:
-        """The model's chat template applied to `messages`, ready to generate the assistant turn."""
+    async def chat_prompt(self, messages: Sequence[dict[str, str]], *,
+                          chat_template_kwargs: Mapping[str, Any] | None = None) -> Prompt:
+        """The model's chat template applied to `messages`, ready to generate the assistant turn;
+        `chat_template_kwargs` (`SamplingParams.chat_template_kwargs`, e.g. {"enable_thinking": False})
+        are passed to the template."""
 
     async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Delta]:
         """Stream one completion (params.n must be 1) as it is generated.
