@@ -217,3 +217,30 @@ def test_prompt_state():
     assert prompt_state([5, 1, 6, 2], m) is False
     assert prompt_state([5, 6], m) is None
     assert prompt_state([1, 2, 1], m) is True
+
+
+# -- on a backend that splits the thinking itself (as the in-process backends do) -------------------
+@pytest.mark.parametrize("fmt", ["deepseek_r1", "qwen3"])
+@pytest.mark.parametrize("budget,waits", [(5, 0), (40, 0), (40, 2), (12, 3)])
+def test_on_a_backend_that_splits_the_thinking_the_rule_and_the_counts_hold(fmt, budget, waits):
+    opens = "<think>" if fmt == "qwen3" else ""  # a Qwen3-style model writes its start marker itself
+
+    def script(prompt, params, i):
+        if prompt.endswith(CUE):
+            return "7} done"
+        if prompt.endswith("Wait"):
+            return " t t t </think> \\boxed{7}"
+        return opens + " t t t t </think> The answer is \\boxed{7}."
+
+    llm = Recording(script, thinking=fmt)
+    r = BudgetForcing(budget=budget, waits=waits).solve("3 + 4?", llm)  # the format: the backend's
+    info, c = r.details, r.candidates[0]
+    own = 9 + 7 * waits  # " t t t t " then " t t t " per wait
+    assert info["thinking_tokens"] == min(budget, own) == c.completion.thinking.num_tokens
+    assert info["forced"] == (budget <= own) and r.answer == "7"
+    assert r.usage.reasoning_tokens == info["thinking_tokens"]
+    total = info["thinking_tokens"] + info["marker_tokens"] + info["content_tokens"] + info["discarded_tokens"]
+    assert total == r.usage.completion_tokens == llm.generated_tokens
+    assert c.thinking.count("Wait") == info["waits"]
+    if fmt == "qwen3":
+        assert llm.prompts[0][-1] != llm._vocab["<think>"] and llm.requests[0][1].max_tokens == budget + 1

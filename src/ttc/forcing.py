@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ttc.thinking import split_positions
+from ttc.thinking import generated_ids, generated_logprobs, split_positions
 from ttc.types import Completion
 
 #: what the strategy does next (`next_move`)
@@ -57,24 +57,14 @@ def prompt_state(prompt_ids: Sequence[int], markers: MarkerIds) -> bool | None:
     return last_start > last_end
 
 
-def generated_ids(completion: Completion, markers: MarkerIds) -> tuple[list[int], list[float] | None]:
-    """Every token id the model generated in `completion`, in order, with their logprobs where
-    known: a backend that split the thinking off (`Completion.thinking`) is put back together
-    (start marker, thinking, end marker, content); marker tokens get logprob 0.0 (their own are
-    not kept). A backend that hides the thinking cannot be continued (`ValueError`)."""
-    thinking = completion.thinking
-    if thinking is None:
-        lps = None if completion.logprobs is None else list(completion.logprobs)
-        return list(completion.token_ids), lps
-    if thinking.hidden:
+def generated(completion: Completion) -> tuple[list[int], list[float] | None]:
+    """Every token id the model generated in `completion`, in order (a backend's thinking split put
+    back together: `ttc.thinking.generated_ids`), with their logprobs where known. A backend that
+    hides the thinking cannot be continued (`ValueError`)."""
+    if completion.thinking is not None and completion.thinking.hidden:
         raise ValueError("the backend hid the thinking (it returned no thinking tokens)")
-    lead = [t for t in thinking.marker_token_ids if t == markers.start]
-    tail = [t for t in thinking.marker_token_ids if t == markers.end]
-    ids = lead + list(thinking.token_ids) + tail + list(completion.token_ids)
-    if thinking.logprobs is None or (completion.token_ids and completion.logprobs is None):
-        return ids, None
-    lps = [0.0] * len(lead) + list(thinking.logprobs) + [0.0] * len(tail) + list(completion.logprobs or ())
-    return ids, lps
+    logprobs, _ = generated_logprobs(completion)
+    return list(generated_ids(completion)), None if logprobs is None else list(logprobs)
 
 
 @dataclass(frozen=True)

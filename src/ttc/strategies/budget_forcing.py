@@ -115,7 +115,7 @@ class BudgetForcing(Sampler):
                               f"/tokenize and return_token_ids) nor vLLM's thinking_token_budget "
                               f"(capability {THINKING_BUDGET!r}: a vLLM server with a reasoning config)")
         markers = await _marker_ids(ctx, fmt)
-        prompt = await self.prompt.render(problem, ctx.generator)
+        prompt = await self.prompt.render(problem, ctx.generator, self.params)
         prompt_ids = list(await ctx.generator.tokenize(prompt)) if isinstance(prompt, str) else list(prompt)
         opened = forcing.prompt_state(prompt_ids, markers)
         if opened is False:
@@ -238,7 +238,7 @@ class BudgetForcing(Sampler):
         return self.budget if self.budget is not None else self.params.max_tokens
 
     def _format(self, ctx: Context) -> ThinkingFormat:
-        fmt = self.thinking or generator_format(ctx.generator)
+        fmt = self.thinking or ctx.generator.thinking
         if fmt is None:
             raise Unsupported(f"BudgetForcing needs the model's thinking format: {type(ctx.generator).__name__} "
                                f"declares none; pass thinking='deepseek_r1' / 'qwen3' / a ThinkingFormat, "
@@ -262,15 +262,6 @@ class BudgetForcing(Sampler):
         fields = answer_fields(text, finished=run.forced or finish != "length")
         return Candidate(text=text, **fields, completion=completion, usage=run.usage, scores=scores,
                          finish_reason=finish, thinking=thinking_text), info
-
-
-def generator_format(generator: object) -> ThinkingFormat | None:
-    """The thinking format a backend was given (its `thinking` attribute), if any."""
-    for name in ("thinking", "thinking_format"):
-        value = getattr(generator, name, None)
-        if isinstance(value, (str, ThinkingFormat)):
-            return thinking_format(value)
-    return None
 
 
 async def _marker_ids(ctx: Context, fmt: ThinkingFormat) -> MarkerIds:
@@ -340,7 +331,7 @@ class _Run:
         """Split one request's output; count its thinking tokens into the usage where the backend
         did not (it cannot know a continuation's prompt opened the thinking unless it split it)."""
         try:
-            ids, lps = forcing.generated_ids(completion, self.markers)
+            ids, lps = forcing.generated(completion)
         except ValueError:
             raise Unsupported(f"BudgetForcing needs the thinking's token ids, and {type(ctx.generator).__name__} "
                               f"hides the thinking (it reports {completion.reasoning_tokens} thinking tokens "
