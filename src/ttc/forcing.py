@@ -22,10 +22,13 @@ So completion tokens = thinking + marker + content + discarded, request by reque
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from ttc.thinking import generated_ids, generated_logprobs, split_positions
+from ttc.errors import InvalidInput
+from ttc.thinking import ThinkingFormat, generated_ids, generated_logprobs, split_positions
 from ttc.types import Completion
 
 #: what the strategy does next (`next_move`)
@@ -40,6 +43,32 @@ class MarkerIds:
 
     start: int
     end: int
+
+
+_MARKERS: weakref.WeakKeyDictionary[Any, tuple[ThinkingFormat, MarkerIds]] = weakref.WeakKeyDictionary()
+
+
+async def marker_token_ids(generator: Any, fmt: ThinkingFormat) -> MarkerIds:
+    """`fmt`'s markers as one token id each of `generator`'s model (cached per generator), or
+    `InvalidInput` naming the marker the model does not have as a token (it never writes it)."""
+    cached = _MARKERS.get(generator)
+    if cached is not None and cached[0] == fmt:
+        return cached[1]
+    out = []
+    for marker in (fmt.start, fmt.end):
+        ids = list(await generator.tokenize(marker))
+        if len(ids) != 1:
+            convert = getattr(generator.tokenizer, "convert_tokens_to_ids", None)
+            single = convert(marker) if callable(convert) else None
+            if not isinstance(single, int) or single == getattr(generator.tokenizer, "unk_token_id", None):
+                raise InvalidInput(f"thinking marker {fmt.start!r} / {fmt.end!r} of format {fmt.name!r}: "
+                                   f"{marker!r} is {len(ids)} tokens for this model, not one token of its "
+                                   f"vocabulary, so the model never writes it: is {fmt.name!r} its format?")
+            ids = [single]
+        out.append(ids[0])
+    markers = MarkerIds(start=out[0], end=out[1])
+    _MARKERS[generator] = (fmt, markers)
+    return markers
 
 
 def prompt_state(prompt_ids: Sequence[int], markers: MarkerIds) -> bool | None:

@@ -114,7 +114,7 @@ class BudgetForcing(Sampler):
                               f"{type(ctx.generator).__name__} has no token ids (on a server: vLLM's "
                               f"/tokenize and return_token_ids) nor vLLM's thinking_token_budget "
                               f"(capability {THINKING_BUDGET!r}: a vLLM server with a reasoning config)")
-        markers = await _marker_ids(ctx, fmt)
+        markers = await forcing.marker_token_ids(ctx.generator, fmt)
         prompt = await self.prompt.render(problem, ctx.generator, self.params)
         prompt_ids = list(await ctx.generator.tokenize(prompt)) if isinstance(prompt, str) else list(prompt)
         opened = forcing.prompt_state(prompt_ids, markers)
@@ -262,24 +262,6 @@ class BudgetForcing(Sampler):
         fields = answer_fields(text, finished=run.forced or finish != "length")
         return Candidate(text=text, **fields, completion=completion, usage=run.usage, scores=scores,
                          finish_reason=finish, thinking=thinking_text), info
-
-
-async def _marker_ids(ctx: Context, fmt: ThinkingFormat) -> MarkerIds:
-    """The format's markers as one token id each, or `InvalidInput` naming the marker the model lacks."""
-    out = []
-    for marker in (fmt.start, fmt.end):
-        ids = list(await ctx.generator.tokenize(marker))
-        if len(ids) != 1:
-            convert = getattr(ctx.generator.tokenizer, "convert_tokens_to_ids", None)
-            single = convert(marker) if callable(convert) else None
-            unknown = getattr(ctx.generator.tokenizer, "unk_token_id", None)
-            if not isinstance(single, int) or single == unknown:
-                raise InvalidInput(f"thinking marker {fmt.start!r} / {fmt.end!r} of format {fmt.name!r}: "
-                                   f"{marker!r} is {len(ids)} tokens for this model, not one token of its "
-                                   f"vocabulary, so the model never writes it: is {fmt.name!r} its format?")
-            ids = [single]
-        out.append(ids[0])
-    return MarkerIds(start=out[0], end=out[1])
 
 
 @dataclass
