@@ -86,14 +86,15 @@ def prompt_state(prompt_ids: Sequence[int], markers: MarkerIds) -> bool | None:
     return last_start > last_end
 
 
-def generated(completion: Completion) -> tuple[list[int], list[float] | None]:
+def generated(completion: Completion) -> tuple[list[int], list[float] | None, list[dict] | None]:
     """Every token id the model generated in `completion`, in order (a backend's thinking split put
-    back together: `ttc.thinking.generated_ids`), with their logprobs where known. A backend that
-    hides the thinking cannot be continued (`ValueError`)."""
+    back together: `ttc.thinking.generated_ids`), with their logprobs and top logprobs where known.
+    A backend that hides the thinking cannot be continued (`ValueError`)."""
     if completion.thinking is not None and completion.thinking.hidden:
         raise ValueError("the backend hid the thinking (it returned no thinking tokens)")
-    logprobs, _ = generated_logprobs(completion)
-    return list(generated_ids(completion)), None if logprobs is None else list(logprobs)
+    logprobs, top = generated_logprobs(completion)
+    return (list(generated_ids(completion)), None if logprobs is None else list(logprobs),
+            None if top is None else list(top))
 
 
 @dataclass(frozen=True)

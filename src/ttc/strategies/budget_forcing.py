@@ -252,10 +252,12 @@ class BudgetForcing(Sampler):
         text = run.cue + content_text
         thinking = Thinking(text=thinking_text, token_ids=tuple(run.thinking_ids), closed=True,
                             logprobs=None if run.thinking_lps is None else tuple(run.thinking_lps),
+                            top_logprobs=tuple(run.thinking_tops) if run.thinking_tops else None,
                             marker_token_ids=tuple(run.kept_markers))
         finish = run.finish or "length"
         completion = Completion(text=text, token_ids=tuple(run.content_ids), finish_reason=finish,
                                 logprobs=None if run.content_lps is None else tuple(run.content_lps),
+                                top_logprobs=tuple(run.content_tops) if run.content_tops else None,
                                 thinking=thinking)
         info = run.info(self.budget, self.waits)
         scores = {"thinking_tokens": float(run.thought), "waits": float(run.waits), "forced": float(run.forced)}
@@ -295,11 +297,15 @@ class _Run:
     finish: str | None = None
     last_ids: list[int] = field(default_factory=list)
     last_lps: list[float] | None = None
+    last_tops: list[dict] | None = None
+    thinking_tops: list[dict] | None = None
+    content_tops: list[dict] | None = None
     _draws: int = 0
 
     def __post_init__(self) -> None:
         if self.logprobs:
             self.thinking_lps, self.content_lps = [], []
+            self.thinking_tops, self.content_tops = [], []
 
     @property
     def thought(self) -> int:
@@ -313,13 +319,13 @@ class _Run:
         """Split one request's output; count its thinking tokens into the usage where the backend
         did not (it cannot know a continuation's prompt opened the thinking unless it split it)."""
         try:
-            ids, lps = forcing.generated(completion)
+            ids, lps, tops = forcing.generated(completion)
         except ValueError:
             raise Unsupported(f"BudgetForcing needs the thinking's token ids, and {type(ctx.generator).__name__} "
                               f"hides the thinking (it reports {completion.reasoning_tokens} thinking tokens "
                               f"and returns none)") from None
         piece = forcing.split_piece(ids, self.markers, opened=opened)
-        self.last_ids, self.last_lps = ids, lps
+        self.last_ids, self.last_lps, self.last_tops = ids, lps, tops
         self.marker_tokens += len(piece.markers)
         counted = len(piece.thinking)
         if usage.reasoning_tokens != counted:
@@ -339,9 +345,8 @@ class _Run:
         self.thinking_ids += ids
         self.trace_thinking_ids += ids
         self.thinking_text += self._texts[0]
-        if self.thinking_lps is not None:
-            self.thinking_lps = None if self.last_lps is None else self.thinking_lps + [self.last_lps[i]
-                                                                                        for i in piece.thinking]
+        self.thinking_lps = _extend(self.thinking_lps, self.last_lps, piece.thinking)
+        self.thinking_tops = _extend(self.thinking_tops, self.last_tops, piece.thinking)
         self.trace += ids
 
     def keep_markers(self, piece: Piece, upto_end: bool = True) -> None:
@@ -360,9 +365,8 @@ class _Run:
         ids = [self.last_ids[i] for i in piece.content]
         self.content_ids += ids
         self.content_text += self._texts[1]
-        if self.content_lps is not None:
-            self.content_lps = None if self.last_lps is None else self.content_lps + [self.last_lps[i]
-                                                                                      for i in piece.content]
+        self.content_lps = _extend(self.content_lps, self.last_lps, piece.content)
+        self.content_tops = _extend(self.content_tops, self.last_tops, piece.content)
         self.trace += ids
 
     def suppress(self, piece: Piece) -> None:
@@ -384,6 +388,13 @@ class _Run:
                                  forced=self.forced, thinking_tokens=self.thought, marker_tokens=self.marker_tokens,
                                  content_tokens=len(self.content_ids), discarded_tokens=self.discarded,
                                  injected_tokens=self.injected, requests=self.requests)
+
+
+def _extend(kept: list | None, values: list | None, positions: list[int]) -> list | None:
+    """`kept` + `values` at `positions` (None once a request returned none: the part has none)."""
+    if kept is None or values is None:
+        return None
+    return kept + [values[i] for i in positions]
 
 
 def _texts(text: str, fmt: ThinkingFormat, opened: bool) -> tuple[str, str]:
