@@ -3,6 +3,9 @@
 The scripted model thinks in words after the prompt opened `<think>`; every word and every space is
 one token, so each count below is exact."""
 
+import asyncio
+import dataclasses
+
 import pytest
 
 import ttc
@@ -244,3 +247,48 @@ def test_on_a_backend_that_splits_the_thinking_the_rule_and_the_counts_hold(fmt,
     assert c.thinking.count("Wait") == info["waits"]
     if fmt == "qwen3":
         assert llm.prompts[0][-1] != llm._vocab["<think>"] and llm.requests[0][1].max_tokens == budget + 1
+
+
+def test_prompt_state_at_the_first_position():
+    m = MarkerIds(start=1, end=2)
+    assert prompt_state([1, 5], m) is True and prompt_state([2, 5], m) is False
+
+
+def test_marker_ids_are_looked_up_once_per_generator_and_format():
+    from ttc.forcing import marker_token_ids
+
+    class Counting(Scripted):
+        asked = 0
+
+        async def tokenize(self, text):
+            type(self).asked += 1
+            return await super().tokenize(text)
+
+    llm = Counting(["x"])
+    fmt = ttc.thinking.FORMATS["deepseek_r1"]
+    first = asyncio.run(marker_token_ids(llm, fmt))
+    assert asyncio.run(marker_token_ids(llm, fmt)) == first and Counting.asked == 2
+    other = dataclasses.replace(fmt, name="other", start="<t>", end="</t>")
+    assert asyncio.run(marker_token_ids(llm, other)) != first and Counting.asked == 4
+
+
+def test_a_marker_the_tokenizer_splits_is_found_in_its_vocabulary():
+    from ttc.forcing import marker_token_ids
+
+    class Vocab:
+        unk_token_id = 0
+
+        def convert_tokens_to_ids(self, token):
+            return {"<think>": 101, "</think>": 102}.get(token, 0)
+
+    class Split(Scripted):
+        tokenizer = Vocab()
+
+        async def tokenize(self, text):
+            return [7, 8]  # every marker text encodes as two pieces
+
+    fmt = ttc.thinking.FORMATS["deepseek_r1"]
+    assert asyncio.run(marker_token_ids(Split(["x"]), fmt)) == MarkerIds(start=101, end=102)
+    odd = dataclasses.replace(fmt, name="odd", end="</odd>")
+    with pytest.raises(ttc.InvalidInput, match="'</odd>' is 2 tokens"):
+        asyncio.run(marker_token_ids(Split(["x"]), odd))

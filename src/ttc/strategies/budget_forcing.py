@@ -317,7 +317,7 @@ class _Run:
 
     def take(self, completion: Completion, usage: Usage, *, opened: bool, ctx: Context) -> Piece:
         """Split one request's output; count its thinking tokens into the usage where the backend
-        did not (it cannot know a continuation's prompt opened the thinking unless it split it)."""
+        did not split it (a backend that did counted them itself, or reported the server's count)."""
         try:
             ids, lps, tops = forcing.generated(completion)
         except ValueError:
@@ -328,7 +328,7 @@ class _Run:
         self.last_ids, self.last_lps, self.last_tops = ids, lps, tops
         self.marker_tokens += len(piece.markers)
         counted = len(piece.thinking)
-        if usage.reasoning_tokens != counted:
+        if completion.thinking is None and usage.reasoning_tokens != counted:  # the backend did not split it
             delta = counted - usage.reasoning_tokens
             usage.reasoning_tokens += delta
             ctx.usage.reasoning_tokens += delta
