@@ -126,9 +126,16 @@ def test_thinking_markers_content_and_discarded_add_up_to_the_completion_tokens(
 
 
 def test_a_model_cut_while_answering_after_its_own_end_marker_finishes_its_answer():
-    r, llm = forced(7, lambda p, params, i: " t t </think> The answer is \\boxed{7}.")  # 5 + 1 + 1 = budget 7
+    def script(prompt, params, i):
+        answer = "The answer is \\boxed{7}."
+        return answer if prompt.endswith("</think> ") else " t t </think> " + answer
+    r, llm = forced(7, script)  # 5 thinking + 1 marker + 1 content = budget 7: cut, then continued
     assert r.answer == "7" and not r.details["forced"] and len(llm.requests) == 2
     assert llm.requests[1][1].max_tokens == 128 - 1
+    # the continuation holds the model's own end marker and the answer begun after it
+    assert llm.prompts[1][len(llm.prompts[0]):] == llm.prompts[0][:0] + [
+        llm._vocab[t] for t in (" ", "t", " ", "t", " ", "</think>", " ")]
+    assert r.candidates[0].text == " The answer is \\boxed{7}."
 
 
 def test_votes_and_best_of_n_wrap_it():
@@ -161,6 +168,13 @@ def test_a_backend_with_the_engines_thinking_budget_gets_one_request_carrying_it
     r = BudgetForcing(budget=16, thinking="deepseek_r1").solve("3 + 4?", llm)
     assert r.details["path"] == "engine" and len(llm.requests) == 1
     assert llm.requests[0][1].extra == {"thinking_token_budget": 16} and r.answer == "7"
+    # room for the budget, the end marker and the answer (the template lacked the start: ttc added it)
+    assert llm.requests[0][1].max_tokens == 16 + 1 + 128
+    c, info = r.candidates[0], r.details
+    assert c.completion.thinking.num_tokens == info["thinking_tokens"] == 7 and c.completion.thinking.closed
+    assert c.completion.thinking.marker_token_ids == (llm._vocab["</think>"],) and info["marker_tokens"] == 1
+    assert c.text == " The answer is \\boxed{7}." and c.finish_reason == "stop" and not info["forced"]
+    assert info["content_tokens"] == len(c.completion.token_ids) == 8
     for kwargs in ({"waits": 1}, {"engine": "never"}):
         strategy = BudgetForcing(budget=16, thinking="deepseek_r1", **kwargs)
         assert strategy.solve("3 + 4?", llm).details["path"] == "tokens"
@@ -247,6 +261,28 @@ def test_on_a_backend_that_splits_the_thinking_the_rule_and_the_counts_hold(fmt,
     assert c.thinking.count("Wait") == info["waits"]
     if fmt == "qwen3":
         assert llm.prompts[0][-1] != llm._vocab["<think>"] and llm.requests[0][1].max_tokens == budget + 1
+        # the model's own start marker stays in every continuation, once
+        assert all(p[len(llm.prompts[0]):].count(llm._vocab["<think>"]) == 1 for p in llm.prompts[1:])
+        assert info["marker_tokens"] >= 1
+
+
+def test_a_qwen3_style_model_that_does_not_think_answers_as_it_is():
+    llm = Recording(lambda p, params, i: " \\boxed{7}." if p.endswith("is") else "The answer is \\boxed{7}.",
+                    thinking="qwen3")
+    r = BudgetForcing(budget=4).solve("3 + 4?", llm)
+    c = r.candidates[0]
+    assert r.answer == "7" and c.text == "The answer is \\boxed{7}." and c.completion.thinking is None is c.thinking
+    assert (r.details["thinking_tokens"], r.details["content_tokens"], r.details["forced"]) == (0, 7, False)
+    assert len(llm.requests) == 2 and llm.requests[1][1].max_tokens == 128 - 5  # the cut answer, continued
+
+
+def test_the_token_budget_of_the_problem_ends_the_thinking_and_forces_what_it_can():
+    llm = Recording(thinker(40))
+    prompt = len(llm._ids(asyncio.run(llm.chat_prompt([{"role": "user", "content": "x"}]))))
+    with pytest.raises(ttc.BudgetExhausted):  # not even one thinking request fits
+        BudgetForcing(budget=64, thinking="deepseek_r1").solve("3 + 4?", llm, budget=ttc.Budget(tokens=20))
+    r = BudgetForcing(budget=64, thinking="deepseek_r1").solve("3 + 4?", llm, budget=ttc.Budget(tokens=prompt + 90))
+    assert r.ok and r.details["thinking_tokens"] < 64 and r.usage.total_tokens <= prompt + 90
 
 
 def test_prompt_state_at_the_first_position():

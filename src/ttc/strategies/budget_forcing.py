@@ -255,6 +255,8 @@ class BudgetForcing(Sampler):
                             top_logprobs=tuple(run.thinking_tops) if run.thinking_tops else None,
                             marker_token_ids=tuple(run.kept_markers))
         finish = run.finish or "length"
+        if not (run.opened or run.kept_markers):  # a Qwen3-style model that answered without thinking
+            thinking, thinking_text = None, None
         completion = Completion(text=text, token_ids=tuple(run.content_ids), finish_reason=finish,
                                 logprobs=None if run.content_lps is None else tuple(run.content_lps),
                                 top_logprobs=tuple(run.content_tops) if run.content_tops else None,
@@ -263,7 +265,8 @@ class BudgetForcing(Sampler):
         scores = {"thinking_tokens": float(run.thought), "waits": float(run.waits), "forced": float(run.forced)}
         fields = answer_fields(text, finished=run.forced or finish != "length")
         return Candidate(text=text, **fields, completion=completion, usage=run.usage, scores=scores,
-                         finish_reason=finish, thinking=thinking_text), info
+                         finish_reason=finish, thinking=thinking_text,
+                         thinking_closed=None if thinking is None else True), info
 
 
 @dataclass
