@@ -328,3 +328,26 @@ def test_a_marker_the_tokenizer_splits_is_found_in_its_vocabulary():
     odd = dataclasses.replace(fmt, name="odd", end="</odd>")
     with pytest.raises(ttc.InvalidInput, match="'</odd>' is 2 tokens"):
         asyncio.run(marker_token_ids(Split(["x"]), odd))
+
+
+def test_a_seeded_run_gives_its_requests_consecutive_seeds_and_repeats():
+    def seeds():
+        llm = Recording(thinker(3, wait_words=2))
+        BudgetForcing(budget=100, waits=2, thinking="deepseek_r1", params=SamplingParams(seed=5)).solve("3 + 4?", llm)
+        return [p.seed for _, p in llm.requests]
+
+    first = seeds()
+    assert len(first) == 3 and first == [first[0], first[0] + 1, first[0] + 2] and seeds() == first
+
+
+@pytest.mark.parametrize("budget,waits", [(4, 0), (100, 1)])
+def test_without_a_decoder_the_texts_come_from_the_completions(budget, waits):
+    class NoDecode(Recording):
+        can_decode = False
+
+    texts = []
+    for cls in (Recording, NoDecode):
+        r = BudgetForcing(budget=budget, waits=waits, thinking="deepseek_r1").solve(
+            "3 + 4?", cls(thinker(3, wait_words=2)))
+        texts.append((r.candidates[0].thinking, r.candidates[0].text, r.answer))
+    assert texts[0] == texts[1]
