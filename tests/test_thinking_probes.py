@@ -102,3 +102,14 @@ def test_step_searches_cut_the_thinking_at_the_formats_step_delimiter():
 
     assert asyncio.run(start(StepConfig())) == ("\n", True)
     assert asyncio.run(start(StepConfig(delimiter="###"))) == ("###", True)  # a named delimiter stays
+
+
+def test_an_exit_after_the_thinking_closed_keeps_the_content_apart_from_the_thinking():
+    from ttc.strategies.early_exit import _content_after
+
+    fmt = FORMATS["deepseek_r1"]
+    assert _content_after(" t t</think> The sum", PLAIN_SUFFIX + " 7", fmt) == (
+        " The sum" + PLAIN_SUFFIX + " 7", {"thinking": " t t", "thinking_closed": True})
+    assert _content_after(" t t", "</think>" + PLAIN_SUFFIX + " 7", fmt) == (
+        PLAIN_SUFFIX + " 7", {"thinking": " t t", "thinking_closed": True})
+    assert _content_after("The sum", PLAIN_SUFFIX + " 7", None) == ("The sum" + PLAIN_SUFFIX + " 7", {})

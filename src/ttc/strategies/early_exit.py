@@ -234,12 +234,17 @@ class EarlyExit(Sampler):
 def _content_after(text: str, appended: str, fmt: ThinkingFormat | None) -> tuple[str, dict]:
     """The candidate's text after a forced answer, and its thinking fields: a trace stopped inside
     its thinking was closed by the answer probe (`appended` starts with the end marker), so the
-    trace is the thinking and what was appended after the marker is the content."""
-    if fmt is None or not appended.startswith(fmt.end):
+    trace is the thinking and what was appended after the marker is the content; a trace whose
+    thinking had closed keeps its content, followed by what was appended."""
+    if fmt is None:
         return text + appended, {}
-    thought, _ = split_text(text, fmt, opened=not text.lstrip().startswith(fmt.start))
-    thinking = text if thought is None else thought.text
-    return appended[len(fmt.end):], {"thinking": thinking, "thinking_closed": True}
+    thought, content = split_text(text, fmt, opened=not text.lstrip().startswith(fmt.start))
+    if appended.startswith(fmt.end):
+        thinking = text if thought is None else thought.text
+        return appended[len(fmt.end):], {"thinking": thinking, "thinking_closed": True}
+    if thought is None:
+        return text + appended, {}
+    return content + appended, {"thinking": thought.text, "thinking_closed": thought.closed}
 
 
 def _append(state: TraceState, text: str, ids: Sequence[int], logprobs: Sequence[float] | None,
