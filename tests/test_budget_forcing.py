@@ -57,7 +57,8 @@ def test_the_thinking_never_exceeds_the_budget_and_is_forced_exactly_when_it_rea
     assert info["thinking_tokens"] == min(budget, own)
     assert info["forced"] == (budget <= own)
     assert llm.requests[0][1].max_tokens == budget
-    assert r.answer == "7" and c.completion.thinking.closed
+    assert r.answer == "7" and c.thinking_closed  # ended: by the model, or by ttc (then a prompt token)
+    assert c.completion.thinking.closed == (not info["forced"])  # whether the model wrote the end marker
     assert r.usage.reasoning_tokens == info["thinking_tokens"]
 
 

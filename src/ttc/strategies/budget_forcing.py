@@ -250,14 +250,17 @@ class BudgetForcing(Sampler):
         thinking_text = decode(run.trace_thinking_ids) if decode else run.thinking_text
         content_text = decode(run.content_ids) if decode else run.content_text
         text = run.cue + content_text
-        thinking = Thinking(text=thinking_text, token_ids=tuple(run.thinking_ids), closed=True,
+        # `closed`: the model wrote its end marker (a forced thinking was closed by ttc: a prompt token)
+        thinking = Thinking(text=thinking_text, token_ids=tuple(run.thinking_ids),
+                            closed=run.markers.end in run.kept_markers,
                             logprobs=None if run.thinking_lps is None else tuple(run.thinking_lps),
                             top_logprobs=tuple(run.thinking_tops) if run.thinking_tops else None,
                             marker_token_ids=tuple(run.kept_markers))
         finish = run.finish or "length"
         if not (run.opened or run.kept_markers):  # a Qwen3-style model that answered without thinking
             thinking, thinking_text = None, None
-        completion = Completion(text=text, token_ids=tuple(run.content_ids), finish_reason=finish,
+        # the completion is what the model generated (the cue is not); the candidate reads cue + answer
+        completion = Completion(text=content_text, token_ids=tuple(run.content_ids), finish_reason=finish,
                                 logprobs=None if run.content_lps is None else tuple(run.content_lps),
                                 top_logprobs=tuple(run.content_tops) if run.content_tops else None,
                                 thinking=thinking)
@@ -266,7 +269,7 @@ class BudgetForcing(Sampler):
         fields = answer_fields(text, finished=run.forced or finish != "length")
         return Candidate(text=text, **fields, completion=completion, usage=run.usage, scores=scores,
                          finish_reason=finish, thinking=thinking_text,
-                         thinking_closed=None if thinking is None else True), info
+                         thinking_closed=None if thinking is None else True), info  # ended: by the model or ttc
 
 
 @dataclass
