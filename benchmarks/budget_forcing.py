@@ -33,6 +33,8 @@ from ttc.thinking import FORMATS
 from ttc.types import Problem, SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=512)
+#: the extension string: the test model re-checks its last step after a blank line and "Wait,"
+WAIT = "\n\nWait"
 
 
 def problems(count: int, seed: int) -> list[Problem]:
@@ -48,7 +50,7 @@ def backend(kind: str) -> ttc.backends.Generator:
         from ttc.backends.vllm_engine import VLLMEngine
 
         return VLLMEngine(path, dtype="float32", max_model_len=2048, enforce_eager=True)
-    return ttc.backends.Transformers(path)
+    return ttc.backends.Transformers(path, device="cpu")
 
 
 def row(name: str, results: list[ttc.Result], seconds: float, **extra) -> dict:
@@ -115,10 +117,11 @@ def main() -> None:
     record: dict = {"problems": args.problems, "seed": args.seed, "backend": args.backend}
     try:
         plain = run("sample (own thinking)", ttc.Sample(GREEDY), items, llm)
+        plain["budget"] = "-"
         curve = [run("budget_forcing", BudgetForcing(budget=b, params=GREEDY, engine="never"), items, llm, budget=b)
                  for b in budgets]
         top = max(budgets)
-        waits = [run("budget_forcing + wait", BudgetForcing(budget=top, waits=k, params=GREEDY), items, llm,
+        waits = [run("budget_forcing + wait", BudgetForcing(budget=top, waits=k, wait=WAIT, params=GREEDY), items, llm,
                      budget=top, waits=k) for k in (int(w) for w in args.waits.split(",") if w)]
         record |= {"plain": plain, "curve": curve, "waits": waits}
         if not args.skip_probe:
