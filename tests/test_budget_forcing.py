@@ -5,6 +5,7 @@ one token, so each count below is exact."""
 
 import asyncio
 import dataclasses
+import random
 
 import pytest
 
@@ -15,7 +16,7 @@ from ttc.forcing import ANSWER, FORCE, THINK, WAIT, MarkerIds, next_move, prompt
 from ttc.strategies.budget_forcing import THINKING_BUDGET, BudgetForcing
 from ttc.strategies.registry import make_strategy, worst_case
 from ttc.thinking import ThinkingFormat
-from ttc.types import SamplingParams
+from ttc.types import SamplingParams, Thinking
 
 CUE = ttc.thinking.FORMATS["deepseek_r1"].answer_cue
 
@@ -273,6 +274,7 @@ def test_a_qwen3_style_model_that_does_not_think_answers_as_it_is():
     r = BudgetForcing(budget=4).solve("3 + 4?", llm)
     c = r.candidates[0]
     assert r.answer == "7" and c.text == "The answer is \\boxed{7}." and c.completion.thinking is None is c.thinking
+    assert c.thinking_closed is None
     assert (r.details["thinking_tokens"], r.details["content_tokens"], r.details["forced"]) == (0, 7, False)
     assert len(llm.requests) == 2 and llm.requests[1][1].max_tokens == 128 - 5  # the cut answer, continued
 
@@ -339,6 +341,18 @@ def test_a_seeded_run_gives_its_requests_consecutive_seeds_and_repeats():
 
     first = seeds()
     assert len(first) == 3 and first == [first[0], first[0] + 1, first[0] + 2] and seeds() == first
+    assert first[0] == random.Random(5).getrandbits(31)  # the seed rule's draw, then + 1 per request
+
+
+def test_a_backend_that_hides_the_thinking_is_refused():
+    class Hiding(Scripted):
+        async def generate(self, prompt, params):
+            gen = await super().generate(prompt, params)
+            hidden = [dataclasses.replace(c, thinking=Thinking(text="", hidden_tokens=5)) for c in gen.completions]
+            return dataclasses.replace(gen, completions=hidden)
+
+    with pytest.raises(ttc.Unsupported, match="hides the thinking"):
+        BudgetForcing(budget=8, thinking="deepseek_r1").solve("3 + 4?", Hiding(thinker(3)))
 
 
 @pytest.mark.parametrize("budget,waits", [(4, 0), (100, 1)])
