@@ -2,7 +2,7 @@
 sampled traces close their thinking within 256 tokens and answer after it (required: >= 80 of 100).
 
     # build time (into a fresh cache folder, so the cached model is not reused), then the trace rule
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/thinking_model.py --fresh-cache /tmp/ttc-build
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/thinking_model.py --fresh-cache "$(mktemp -d)"
     # the trace rule only, on the cached model
     .venv/bin/python benchmarks/thinking_model.py
 

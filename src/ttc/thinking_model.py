@@ -75,11 +75,11 @@ class ThinkingRecipe:
     """
 
     seed: int = 0
-    steps: int = 80
+    steps: int = 90
     batch_size: int = 8
-    learning_rate: float = 4e-4
+    learning_rate: float = 5e-4
     trainable_layers: int = 6
-    direct_fraction: float = 0.15
+    direct_fraction: float = 0.25
     cut_fraction: float = 0.15
     check_fraction: float = 0.1
     threads: int = 1
@@ -179,17 +179,24 @@ def build_thinking_model(base: str | os.PathLike, out: str | os.PathLike,
     logger.info("built the thinking test model in %.0f s", time.monotonic() - started)
 
 
+#: what each new marker's embedding starts from (the mean of these words' rows): the frozen lower
+#: layers only ever see this start, so the two markers must start far apart
+_MARKER_SEEDS = {START: " Let me think step by step", END: " Done thinking. So the final answer"}
+
+
 def _add_marker_tokens(tokenizer, model, added_token, torch) -> None:
-    """Add `<think>`/`</think>` as single tokens; each new row starts as the mean of the rows of
-    the pieces its text used to be split into (a meaningful start for a short fine-tune)."""
-    pieces = {marker: tokenizer.encode(marker, add_special_tokens=False) for marker in (START, END)}
+    """Add `<think>`/`</think>` as single tokens; each new row starts as the mean of the rows of a
+    phrase that means it, scaled to the vocabulary's mean row norm."""
+    pieces = {marker: tokenizer.encode(text, add_special_tokens=False) for marker, text in _MARKER_SEEDS.items()}
     tokenizer.add_tokens([added_token(marker, special=False, normalized=False, single_word=False,
                                       lstrip=False, rstrip=False) for marker in (START, END)])
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     weight = model.get_input_embeddings().weight
     with torch.no_grad():
+        norm = weight[:-len(pieces)].norm(dim=1).mean()
         for marker, ids in pieces.items():
-            weight[tokenizer.convert_tokens_to_ids(marker)] = weight[ids].mean(dim=0)
+            row = weight[ids].mean(dim=0)
+            weight[tokenizer.convert_tokens_to_ids(marker)] = row * (norm / row.norm())
 
 
 def _examples(tokenizer, recipe: ThinkingRecipe, count: int) -> list[tuple[list[int], list[int]]]:
@@ -214,7 +221,7 @@ def _examples(tokenizer, recipe: ThinkingRecipe, count: int) -> list[tuple[list[
             thinking, target = False, encode(target_text(trace, thinking=False))
         elif draw < recipe.direct_fraction + recipe.cut_fraction:
             steps = encode(trace.thinking)
-            thinking, target = True, steps[:rng.randrange(1, len(steps))] + [end_id] + answer
+            thinking, target = True, steps[:rng.randrange(0, len(steps))] + [end_id] + answer
         elif draw < recipe.direct_fraction + recipe.cut_fraction + recipe.check_fraction:
             check = f"Wait, let me check: {trace.steps[-1].split(': ')[-1]} Yes."
             thinking, target = True, encode(f"{trace.thinking}\n\n{check}\n") + [end_id] + answer

@@ -36,7 +36,7 @@ class ArithmeticTrace:
     @property
     def final(self) -> str:
         """The one-line final content after the thinking."""
-        return f"The answer is \\boxed{{{self.answer}}}."
+        return f"The final answer is \\boxed{{{self.answer}}}."
 
 
 def _buy_then_give(rng: random.Random) -> ArithmeticTrace:
@@ -59,7 +59,7 @@ def _packs_minus(rng: random.Random) -> ArithmeticTrace:
     return ArithmeticTrace(
         f"{name} buys {packs} packs of {item} with {each} {item} in each pack, then uses {c} of them. "
         f"How many {item} are left?",
-        (f"The packs hold {packs} * {each} = {packs * each} {item}.",
+        (f"{packs} packs hold {packs} * {each} = {packs * each} {item}.",
          f"After using {c}: {packs * each} - {c} = {packs * each - c}."),
         packs * each - c)
 
@@ -94,7 +94,7 @@ def _three_steps(rng: random.Random) -> ArithmeticTrace:
     return ArithmeticTrace(
         f"{name} has {boxes} boxes with {each} {item} each. {name} loses {lost} {item} and then finds {found}. "
         f"How many {item} does {name} have?",
-        (f"The boxes hold {boxes} * {each} = {have} {item}.",
+        (f"{boxes} boxes hold {boxes} * {each} = {have} {item}.",
          f"After losing {lost}: {have} - {lost} = {have - lost}.",
          f"After finding {found}: {have - lost} + {found} = {have - lost + found}."),
         have - lost + found)
