@@ -88,7 +88,7 @@ def plot(curve: list[dict], waits: list[dict], plain: dict, path: Path) -> None:
                     xytext=(4, -10), fontsize=8)
     if waits:
         ax.plot([r["thinking_tokens"] for r in waits], [r["accuracy"] for r in waits], "s--",
-                label=f"B={waits[0]['budget']} + Wait x1, x2")
+                label=f"B={waits[0]['budget']} + Wait x" + ", x".join(str(r["waits"]) for r in waits))
     ax.axhline(plain["accuracy"], color="grey", linestyle=":", label="own thinking (no forcing)")
     ax.set_xlabel("thinking tokens per problem (mean)")
     ax.set_ylabel("accuracy")
