@@ -5,6 +5,7 @@ and "Wait" makes the model think longer than it does on its own. Few problems, s
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
 import urllib.request
@@ -18,6 +19,8 @@ from ttc.strategies.budget_forcing import BudgetForcing
 pytestmark = pytest.mark.slow
 
 GREEDY = ttc.SamplingParams(temperature=0.0, max_tokens=512)
+#: sampled (the test model closes its thinking in most sampled traces, not always greedy), seeded
+SEEDED = ttc.SamplingParams(temperature=0.7, max_tokens=512, seed=11)
 QUESTIONS = ["Ada has 12 apples. Ada gets 7 more and then gives away 5. How many apples does Ada have now?",
              "Tom buys 3 packs of cards with 4 cards in each pack, then uses 2 of them. How many cards are left?"]
 
@@ -66,7 +69,7 @@ def test_every_trace_thinks_at_most_the_budget_and_the_counts_are_the_servers(ll
         completion += r.usage.completion_tokens
     assert completion == generated  # the server generated exactly what the results count
     if budget == 32:  # the model's traces are longer than 32 thinking tokens: every one is forced
-        assert all(r.details["forced"] and r.answer is not None for r in results)
+        assert all(r.details["forced"] for r in results)
 
 
 def test_the_thinking_count_is_the_parser_servers_reasoning_tokens(llm, thinking_vllm_server):
@@ -75,25 +78,29 @@ def test_the_thinking_count_is_the_parser_servers_reasoning_tokens(llm, thinking
     question = QUESTIONS[0]
     with urllib.request.urlopen(thinking_vllm_server.url + "/models", timeout=30) as r:
         model = json.loads(r.read())["data"][0]["id"]
+    seed = random.Random(SEEDED.seed).getrandbits(31)  # the seed ttc's seed rule gives the first request
     body = {"model": model, "messages": [{"role": "user", "content": ttc.ChatPrompt().instruction.format(
-        question=question)}], "temperature": 0.0, "max_tokens": 512}
+        question=question)}], "temperature": SEEDED.temperature, "max_tokens": 512, "seed": seed}
     request = urllib.request.Request(thinking_vllm_server.url + "/chat/completions", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=300) as r:
         usage = json.loads(r.read())["usage"]
     server = usage["completion_tokens_details"]["reasoning_tokens"]
-    r = BudgetForcing(budget=512, thinking="deepseek_r1", params=GREEDY, engine="never").solve(question, llm)
-    assert not r.details["forced"] and r.details["waits"] == 0
+    r = BudgetForcing(budget=512, thinking="deepseek_r1", params=SEEDED, engine="never").solve(question, llm)
+    if r.details["forced"]:  # greedy, the v3 test model often ends inside its thinking, without </think>
+        pytest.skip("the sampled trace did not close its thinking: nothing for the parser to count")
     assert r.details["thinking_tokens"] == r.usage.reasoning_tokens == server > 0
 
 
 def test_wait_makes_the_model_think_longer_than_on_its_own(llm):
-    own = ttc.solve_many(BudgetForcing(budget=512, thinking="deepseek_r1", params=GREEDY, engine="never"),
-                         QUESTIONS, llm, progress=False)
+    """Seeded: the first request of both runs samples the same thinking up to the model's end marker."""
+    own = ttc.solve_many(BudgetForcing(budget=512, thinking="deepseek_r1", params=SEEDED, engine="never"),
+                         QUESTIONS, llm, progress=False, seed=0)
     waited = ttc.solve_many(BudgetForcing(budget=512, waits=1, wait="\n\nWait", thinking="deepseek_r1",
-                                          params=GREEDY), QUESTIONS, llm, progress=False)
-    for mine, extended in zip(own, waited, strict=True):
-        assert not mine.details["forced"]  # the model closed its thinking itself
+                                          params=SEEDED), QUESTIONS, llm, progress=False, seed=0)
+    closed = [(mine, extended) for mine, extended in zip(own, waited, strict=True) if not mine.details["forced"]]
+    assert closed, "no sampled trace closed its thinking itself"
+    for mine, extended in closed:
         assert extended.details["waits"] == 1
         assert extended.details["thinking_tokens"] > mine.details["thinking_tokens"]
         assert "Wait" in extended.candidates[0].thinking
