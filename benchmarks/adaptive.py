@@ -15,8 +15,10 @@ The recording is one JSON line per problem, samples in the order the model produ
 prompt's length, the same for every sample of a problem: what a request for that sample alone
 would bill; the evaluation decides how many requests (batches) a strategy would have sent.
 
-Paired evaluation: `Replay` is a ttc backend that answers problem i's k-th..(k+n)-th samples
-from the recording, in recorded order, billing the recorded prompt and completion tokens. The real
+Paired evaluation: `ttc.backends.bank_replay.BankReplay` (the recording converted to a sample
+bank, `ttc.bank.convert`) answers problem i's k-th..(k+n)-th samples from the recording, in
+recorded order, billing the recorded prompt and completion tokens (`ttc tune` replays the same
+strategies faster, at every n, with intervals: docs/tune.md). The real
 `MajorityVote`, `AdaptiveVote` and shared-budget code run on it, so each row is a prefix of the
 same 16 samples per problem, and its tokens are what those requests would have been billed.
 """
@@ -33,10 +35,8 @@ import time
 from pathlib import Path
 
 from ttc.answers import equivalent
-from ttc.backends.base import Generation, Generator
 from ttc.demo import DEMO_PROMPT, demo_problems
-from ttc.errors import GenerationError
-from ttc.types import Completion, SamplingParams
+from ttc.types import SamplingParams
 
 #: the demo's sampling parameters (`ttc.demo.run_demo`, `ttc demo` defaults)
 DEMO_PARAMS = SamplingParams(temperature=0.7, max_tokens=96, logprobs=True)
@@ -120,43 +120,15 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 # -- 2. paired evaluation on the recording ----------------------------------------------------
-class Replay(Generator):
-    """Replays recorded samples: problem i's requests get its samples in recorded order. Problems
-    are asked as "ID|question" (`replay_problems`): some demo questions occur twice, and each
-    occurrence has its own recorded samples."""
+def replay(records: list[dict]):  # noqa: ANN201 - (BankReplay, its problems)
+    """A fresh `ttc.backends.bank_replay.BankReplay` of the recording (converted to a sample bank:
+    `ttc.bank.convert`) and the problems it answers: each problem's requests get its samples in
+    recorded order, billed the recorded prompt and completion tokens."""
+    from ttc.backends.bank_replay import BankReplay
+    from ttc.bank.convert import bank_from_recording
 
-    def __init__(self, records: list[dict]):
-        self.records = {r["id"]: r for r in records}
-        self.used = {q: 0 for q in self.records}
-        self.requests = 0
-
-    def _record(self, prompt: str) -> dict:
-        return self.records[prompt.split("|", 1)[0]]
-
-    async def chat_prompt(self, messages):  # noqa: ANN001, ANN201
-        return messages[-1]["content"].split("\n")[0]  # the question (DEMO_PROMPT: question, then the instruction)
-
-    async def tokenize(self, text: str) -> list[int]:
-        return [0] * self._record(text)["samples"][0]["prompt_tokens"]
-
-    async def generate(self, prompt, params: SamplingParams) -> Generation:  # noqa: ANN001
-        record = self._record(prompt)
-        start = self.used[record["id"]]
-        if start + params.n > len(record["samples"]):
-            raise GenerationError(f"{record['id']}: asked for sample {start + params.n}, only "
-                                  f"{len(record['samples'])} were recorded")
-        self.used[record["id"]] = start + params.n
-        self.requests += 1
-        completions = [Completion(text=x["text"], token_ids=(0,) * x["completion_tokens"],
-                                  finish_reason=x["finish_reason"])
-                       for x in record["samples"][start:start + params.n]]
-        return Generation(prompt_tokens=record["samples"][0]["prompt_tokens"], completions=completions)
-
-
-def replay_problems(records: list[dict]) -> list:
-    import ttc
-
-    return [ttc.Problem(question=f"{r['id']}|{r['question']}", answer=r["gold"], id=r["id"]) for r in records]
+    backend = BankReplay(bank_from_recording(records))
+    return backend, backend.problems()
 
 
 def summarize(name: str, results: list, reference: list | None = None) -> dict:  # noqa: ANN001
@@ -186,11 +158,11 @@ def offline_rows(records: list[dict], rpc_module=None) -> list[dict]:  # noqa: A
     from ttc.runner import asolve_many, run_sync
     from ttc.stopping import BetaStop, WindowStop
 
-    problems = replay_problems(records)
     sample = ttc.Sample(params=DEMO_PARAMS, prompt=DEMO_PROMPT)
 
     def run(strategy, **kw):  # noqa: ANN001, ANN202
-        return run_sync(asolve_many(strategy, problems, Replay(records), progress=False, seed=0, **kw))
+        backend, problems = replay(records)
+        return run_sync(asolve_many(strategy, problems, backend, progress=False, seed=0, **kw))
 
     mv16 = run(ttc.MajorityVote(n=16, sample=sample))
     rows = [summarize("MajorityVote(16)", mv16, mv16)]
@@ -322,8 +294,8 @@ def cmd_live(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - start
     finally:
         run_sync(backend.aclose())
-    mv16 = run_sync(asolve_many(ttc.MajorityVote(n=16, sample=sample), replay_problems(records), Replay(records),
-                                progress=False))
+    backend, replayed = replay(records)
+    mv16 = run_sync(asolve_many(ttc.MajorityVote(n=16, sample=sample), replayed, backend, progress=False))
     row = summarize(f"live AdaptiveVote {rule.name} batch={args.batch}", live, mv16)
     row["wall_seconds"] = seconds
     rec = summarize("recorded MajorityVote(16) (live when recorded)", mv16, mv16)

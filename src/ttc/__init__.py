@@ -7,6 +7,8 @@
 """
 
 from ttc import aggregation, answers, backends, display, eval, models, probes, steps, stopping, verifiers, votes  # noqa: F401 (display: Result renders in Jupyter)
+from ttc.bank.report import TuneReport
+from ttc.bank.tune import tune
 from ttc.context import Budget, Context
 from ttc.errors import (
     AnswerNotFound,
@@ -110,6 +112,7 @@ __all__ = [
     "TTCError",
     "TTCWarning",
     "Trace",
+    "TuneReport",
     "Unsupported",
     "Usage",
     "Verify",
@@ -123,6 +126,7 @@ __all__ = [
     "solve_many",
     "steps",
     "stopping",
+    "tune",
     "verifiers",
     "votes",
 ]

@@ -314,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ttc.probes.cli import register as register_probe_commands
 
     register_probe_commands(sub, _add_backend_args)  # `ttc probes collect|train|calibrate`
+
+    from ttc.bank.cli import register as register_bank_commands
+
+    register_bank_commands(sub, _add_backend_args)  # `ttc record`, `ttc tune`
     _add_serve_command(sub)  # `ttc serve`
     _defaults_in_help(parser)
     return parser

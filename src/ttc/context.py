@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from ttc.backends.base import Delta, Generator
@@ -149,7 +150,8 @@ class Context:
                 prompt_tokens = await self._prompt_length(prompt)
             except Unsupported:  # no /tokenize and no local tokenizer: the server's stream usage counts it
                 prompt_tokens = 0
-        handle = Stream(self, self.generator.stream(prompt, params), prompt_tokens, prompt, params)
+        handle = Stream(self, self.generator.stream(prompt, params), prompt_tokens, prompt, params,
+                        settle=lambda text, ids, so_far: self.generator.closed_stream_usage(prompt, text, ids, so_far))
         try:
             yield handle
         finally:
@@ -253,11 +255,13 @@ class Stream:
     """
 
     def __init__(self, ctx: Context, deltas: AsyncIterator[Delta], prompt_tokens: int,
-                 prompt: Prompt | None = None, params: SamplingParams | None = None):
+                 prompt: Prompt | None = None, params: SamplingParams | None = None,
+                 settle: Callable[[str, list[int], Usage], Usage | None] | None = None):
         self._ctx = ctx
         self._prompt = prompt
         self._params = params
         self._reasoning_counted = False
+        self._settle = settle  # the backend's account of a stream closed before its end
         self._deltas = deltas
         self._prompt_len = prompt_tokens
         self.usage = Usage(prompt_tokens=prompt_tokens, processed_prompt_tokens=prompt_tokens, generator_calls=1)
@@ -307,11 +311,16 @@ class Stream:
     async def close(self) -> None:
         """Stop the request if it is still running (the backend aborts it; tokens it generated
         after the last one received are not counted: `Usage.closed_streams` says so)."""
-        if self.finish_reason is None:
+        closed = self.finish_reason is None
+        if closed:
             self.finish_reason = "cancelled"
             self.usage.closed_streams = 1
             self._ctx.usage.closed_streams += 1
         await self._deltas.aclose()
+        if closed and self._settle is not None:
+            settled = self._settle(self.text, self.token_ids, dataclasses.replace(self.usage))
+            if settled is not None:
+                self._take_over(settled)
 
     def completion(self) -> Completion:
         """What was received, as a Completion: a reasoning model's thinking split off (its thinking

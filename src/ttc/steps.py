@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -130,6 +131,26 @@ def _eos_ids(generator: Generator) -> frozenset[int]:
     if eos is None:
         return frozenset()
     return frozenset([int(eos)] if isinstance(eos, int) else [int(i) for i in eos])
+
+
+#: generators already warned that end-of-text cannot be told from the step delimiter
+_WARNED_EOS: weakref.WeakSet[Generator] = weakref.WeakSet()
+
+
+def _warn_cannot_tell_eos(generator: Generator) -> None:
+    """Warn once per generator: a step that stopped may have ended the text or reached the delimiter."""
+    try:
+        if generator in _WARNED_EOS:
+            return
+        _WARNED_EOS.add(generator)
+    except TypeError:  # a generator that cannot be weakly referenced: warn every time
+        pass
+    where = getattr(generator, "base_url", None) or type(generator).__name__
+    warnings.warn(f"{where} does not say whether a step that stopped reached end-of-text or the step "
+                  f"delimiter (no stop_reason, no token ids, no local tokenizer): a step search assumes the "
+                  f"delimiter, so a finished trace is continued until max_steps (more tokens, a different search). "
+                  f"Pass the served model's tokenizer: OpenAICompatible(..., tokenizer=<Hugging Face id or folder>)",
+                  UserWarning, stacklevel=4)
 
 
 class Stepper:
@@ -292,6 +313,8 @@ class Stepper:
             return False, False
         if not completion.text.strip():
             return False, False
+        if not ids or not self._eos:
+            _warn_cannot_tell_eos(self.ctx.generator)
         # no way to look inside the ids: assume vLLM's convention (stop-string tokens kept)
         return True, bool(ids)
 

@@ -184,6 +184,13 @@ class Generator(abc.ABC):
         yield Delta(completion.text, completion.token_ids, completion.logprobs, completion.finish_reason,
                     usage=generation.usage())
 
+    def closed_stream_usage(self, prompt: Prompt, text: str, token_ids: Sequence[int], so_far: Usage) -> Usage | None:
+        """What a stream of `prompt` closed before its end cost, where the backend can tell more than
+        the deltas received (`so_far`, after `text` and `token_ids`) showed: e.g. a prompt no one
+        counted before sending, charged what the same prompt's finished streams reported. None
+        (the default): `so_far` stands."""
+        return None
+
     def tokens_generated(self) -> int | None:
         """Completion tokens decoded so far by this backend, in-flight requests included.
 

@@ -454,3 +454,47 @@ def make_strategy(name: str, n: int = 8, verifier: Verifier | None = None, param
     key = canonical_name(name)
     check_options(key, options)
     return STRATEGIES[key](n, verifier, params, **options) if options else STRATEGIES[key](n, verifier, params)
+
+
+# -- replay on a sample bank (`ttc tune`): which strategies are functions of independent samples --
+@dataclass(frozen=True)
+class Replayability:
+    """Whether `ttc tune` can evaluate a strategy from a recorded sample bank, and how (or why not).
+
+    `exact`: the replay gives the answer the real strategy gives on a backend serving the bank's
+    samples in order (tested); otherwise it is a documented approximation of the live strategy."""
+
+    replayable: bool
+    how: str
+    exact: bool = False
+
+
+_FRESH = "needs fresh generation beyond independent samples"
+#: name -> Replayability; one per STRATEGIES entry (tests/test_tune.py checks it)
+REPLAY: dict[str, Replayability] = {
+    "sample": Replayability(True, "the first sample of the subsample", exact=True),
+    "majority": Replayability(True, "vote over the first n samples (weighted by a recorded verifier score too)",
+                              exact=True),
+    "best_of_n": Replayability(True, "the best of the first n samples by a recorded score (mean_logprob, or a "
+                               "verifier recorded with --verifier)", exact=True),
+    "adaptive_vote": Replayability(True, "rounds of `batch` samples taken in order until the real stopping rule "
+                                   "stops", exact=True),
+    "rpc": Replayability(True, "RPC's vote over the first n samples' recorded logprobs (pruning refitted per "
+                         "subsample)", exact=True),
+    "deepconf": Replayability(True, "warm-up = the first samples; each later trace truncated at the first "
+                              "check (every `every` tokens) where a window's confidence from the recorded top "
+                              "logprobs falls under the bar; its tokens counted to there"),
+    "first_finish": Replayability(True, "the shortest of the first n samples wins (equal decoding speed "
+                                  "assumed); the others are billed up to its length"),
+    "early_exit": Replayability(False, f"{_FRESH}: its probes elicit answers mid-trace"),
+    "adaptive_best_of_n": Replayability(False, f"{_FRESH}: the model's self-evaluation of each sample"),
+    **{name: Replayability(False, f"{_FRESH}: a step search extends partial traces")
+       for name in ("beam", "dvts", "astar", "particle", "particle_gibbs", "parallel_tempering")},
+    **{name: Replayability(False, f"{_FRESH}: the model reads the candidates and writes a new answer or choice")
+       for name in ("genselect", "rsa", "fuse", "archon")},
+}
+
+
+def replayability(name: str) -> Replayability:
+    """How `ttc tune` can replay strategy `name` from a sample bank (see `REPLAY`)."""
+    return REPLAY[canonical_name(name)]

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from ttc.backends.base import Delta, Generation, Generator
-from ttc.backends.openai import payloads, responses, routing, usage
+from ttc.backends.openai import gateways, payloads, responses, routing, usage
 from ttc.backends.openai.adapting import Adapter
 from ttc.backends.openai.fanout import with_n
 from ttc.backends.openai.features import ServerFeatures
@@ -130,6 +130,8 @@ class OpenAICompatible(PartNames, Generator):
         self.probe_usage = Usage()
         self._probe_lock: asyncio.Lock | None = None
         self._warned: set[str] = set()
+        #: prompt lengths the server reported, for streams of the same prompt closed before their usage chunk
+        self.prompt_lengths = usage.PromptLengths()
         self.transport = Transport(
             replicas, request_headers(api_key, headers), max_concurrency=max_concurrency, timeout=timeout,
             connect_timeout=connect_timeout, max_retries=max_retries, backoff=backoff, max_backoff=max_backoff,
@@ -297,7 +299,10 @@ class OpenAICompatible(PartNames, Generator):
     async def _answer(self, data: Any, prompt: Prompt, params: SamplingParams, parse: Callable[..., Parsed]
                       ) -> Generation:
         """An answer read (`parse`), what it showed recorded, and its usage; an answer ttc rejects
-        still counts what it cost. Ids the server did not send are asked of /tokenize."""
+        still counts what it cost. Ids the server did not send are asked of /tokenize. What the
+        answer carried is recorded for its endpoint; fields a gateway moved are put back first."""
+        data = gateways.lifted(data)
+        chat = parse is responses.parse_chat
         try:
             parsed = parse(data, params, self.features, extensions=self.vllm_extensions,
                            eos_ids=self.tokens.eos_token_ids, encode=self.tokens.encode)
@@ -306,6 +311,11 @@ class OpenAICompatible(PartNames, Generator):
             exc.usage = usage.rejected_usage(data, prompt)  # what the server already spent stays counted
             raise
         self.features.update(parsed.updates)
+        endpoint = self.features.endpoint(chat)
+        for choice in data.get("choices") or [] if isinstance(data, dict) else []:
+            endpoint.observe(choice, data, asked_ids=self.vllm_extensions,
+                             asked_logprobs=payloads.wants_logprobs(params, self.features))
+        self.prompt_lengths.record(prompt, usage.read_usage(data)[0])
         for i in parsed.needs_ids:
             ids = await self.tokens.completion_ids(parsed.completions[i].text)
             parsed.completions[i] = dataclasses.replace(parsed.completions[i], token_ids=ids)
@@ -331,10 +341,26 @@ class OpenAICompatible(PartNames, Generator):
                 prompt = routing.chat_instead(prompt, self.base_url)
                 opened = await self._open_stream(prompt, params)
             deltas = read_stream(opened, params, self.features, prompt, chat=isinstance(prompt, ChatMessages),
-                                 on_estimate=self._warn_no_usage)
+                                 on_estimate=self._warn_no_usage, count=self._count_tokens,
+                                 prompt_lengths=self.prompt_lengths, asked_ids=self.vllm_extensions)
             async with contextlib.aclosing(deltas):
                 async for delta in deltas:
                     yield delta
+
+    def _count_tokens(self, text: str) -> int | None:
+        """`text`'s length in the local tokenizer's tokens; None without a local tokenizer."""
+        ids = self.tokens.encode(text)
+        return None if ids is None else len(ids)
+
+    def closed_stream_usage(self, prompt: Prompt, text: str, token_ids: Sequence[int], so_far: Usage) -> Usage:
+        """What a stream of `prompt` closed after receiving `text` cost: a chat prompt no tokenizer
+        counted is charged what the same prompt's finished requests reported (else estimated); text
+        that came without token ids is counted by the local tokenizer (else estimated)."""
+        spent = usage.closed_stream_usage(prompt, text, token_ids, so_far, self._count_tokens,
+                                          self.prompt_lengths.get(prompt))
+        if spent.estimated:
+            self._warn_no_usage()
+        return spent
 
     async def _open_stream(self, prompt: Prompt, params: SamplingParams) -> OpenStream:
         path, payload = payloads.request_body(await self.model(), prompt, params, self.features,
@@ -363,6 +389,8 @@ class OpenAICompatible(PartNames, Generator):
         tok = self.tokens.loaded
         return super().describe() | {"base_urls": [r.base for r in self.replicas],
                                      "features": self.features.to_dict(),
+                                     "endpoints": {name: dataclasses.asdict(e)
+                                                   for name, e in self.features.endpoints.items()},
                                      "probe_usage": self.probe_usage.to_dict(),
                                      "local_tokenizer": None if tok is None else
                                      getattr(tok, "name_or_path", type(tok).__name__)}

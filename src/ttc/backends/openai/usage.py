@@ -3,15 +3,24 @@ one, else counted from token ids, else estimated (and marked so). Pure functions
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ttc.backends.base import Delta, Generation
 from ttc.backends.openai.prompts import ChatMessages
 from ttc.types import Completion, Prompt, Usage
 
-__all__ = ["estimate_tokens", "generation", "prompt_length", "read_usage", "rejected_usage",
-           "split_completion_tokens", "stream_usage"]
+__all__ = ["Count", "PromptLengths", "closed_stream_usage", "estimate_tokens", "generation", "prompt_length",
+           "read_usage", "received_usage", "rejected_usage", "split_completion_tokens", "stream_usage", "text_tokens"]
+
+#: the local tokenizer's token count of a text; None where there is no local tokenizer
+Count = Callable[[str], "int | None"]
+
+
+def _no_count(text: str) -> None:
+    return None
 
 
 def read_usage(data: Any) -> tuple[int | None, int | None, int | None]:
@@ -92,21 +101,91 @@ def rejected_usage(data: Any, prompt: Prompt) -> Usage:
                  estimated=estimated)
 
 
-def stream_usage(reported: Any, received: Sequence[Delta], prompt: Prompt) -> Usage:
+def text_tokens(text: str, count: Count = _no_count) -> tuple[int, bool]:
+    """(tokens of `text`, whether estimated): the local tokenizer's count, else about 4
+    characters per token (estimated)."""
+    if not text:
+        return 0, False
+    counted = count(text)
+    return (counted, False) if counted is not None else (estimate_tokens(text), True)
+
+
+def received_tokens(received: Sequence[Delta], count: Count = _no_count) -> tuple[int, bool]:
+    """(completion tokens the deltas brought, whether estimated): their token ids; a stream whose
+    deltas came with text and no ids (a gateway strips them) is counted from its whole text."""
+    if all(d.token_ids or not d.text for d in received):
+        return sum(len(d.token_ids) for d in received), False
+    return text_tokens("".join(d.text for d in received), count)
+
+
+def stream_usage(reported: Any, received: Sequence[Delta], prompt: Prompt, count: Count = _no_count,
+                 known_prompt: int | None = None) -> Usage:
     """A finished stream's usage: the server's last usage chunk (`reported`), else counted from
-    the deltas' token ids (or estimated from their text)."""
+    the deltas' token ids, else from their text (`count`: the local tokenizer; else estimated).
+    `known_prompt`: the prompt's length as a finished stream of the same prompt reported it."""
     prompt_tokens, completion_tokens, cached = read_usage({"usage": reported})
     estimated = False
     if prompt_tokens is None:
-        prompt_tokens, estimated = prompt_length(prompt)
+        prompt_tokens, estimated = (known_prompt, False) if known_prompt is not None else prompt_length(prompt)
     if completion_tokens is None:
-        completion_tokens = 0
-        for d in received:
-            if d.token_ids:
-                completion_tokens += len(d.token_ids)
-            elif d.text:
-                completion_tokens += estimate_tokens(d.text)
-                estimated = True
+        completion_tokens, counted_estimate = received_tokens(received, count)
+        estimated = estimated or counted_estimate
     return Usage(prompt_tokens=prompt_tokens, processed_prompt_tokens=prompt_tokens,
                  cached_prompt_tokens=cached or 0, completion_tokens=completion_tokens,
                  generator_calls=1, estimated=estimated)
+
+
+def received_usage(text: str, tokens: int, known_prompt: int | None) -> Usage:
+    """A running stream's usage so far when its deltas carry no token ids: `tokens` counted from
+    the `text` received (provisional, never `estimated`: the finish or the close counts the whole
+    text again and says whether that count is an estimate)."""
+    prompt = known_prompt or 0
+    return Usage(prompt_tokens=prompt, processed_prompt_tokens=prompt, completion_tokens=tokens, generator_calls=1)
+
+
+def closed_stream_usage(prompt: Prompt, text: str, token_ids: Sequence[int], so_far: Usage, count: Count,
+                        known_prompt: int | None) -> Usage:
+    """What a stream closed before its end cost, as far as ttc can tell: the prompt as counted
+    before sending, else as a finished stream of the same prompt reported it (`known_prompt`),
+    else estimated; the completion as the token ids received, else the received text counted by
+    the local tokenizer (`count`), else estimated. Never a silent zero: a guess sets `estimated`."""
+    prompt_tokens, prompt_guessed = so_far.prompt_tokens, False
+    if not prompt_tokens:
+        prompt_tokens, prompt_guessed = (known_prompt, False) if known_prompt is not None else prompt_length(prompt)
+    completion_tokens, completion_guessed = so_far.completion_tokens, False
+    if text and not token_ids:
+        completion_tokens, completion_guessed = text_tokens(text, count)
+    estimated = prompt_guessed or completion_guessed
+    processed = max(prompt_tokens, so_far.processed_prompt_tokens)
+    return Usage(prompt_tokens=prompt_tokens, processed_prompt_tokens=processed,
+                 cached_prompt_tokens=so_far.cached_prompt_tokens, completion_tokens=completion_tokens,
+                 generator_calls=1, estimated=estimated)
+
+
+class PromptLengths:
+    """Prompt lengths the server reported, by prompt (the most recent `size` prompts): a stream
+    closed before the server's usage chunk is charged what the same prompt's finished requests
+    were charged (FirstFinish's cancelled streams of a chat prompt no local tokenizer can count)."""
+
+    def __init__(self, size: int = 1024):
+        self.size = size
+        self._known: OrderedDict[str, int] = OrderedDict()
+
+    @staticmethod
+    def key(prompt: Prompt) -> str | None:
+        if isinstance(prompt, ChatMessages):
+            return json.dumps([prompt.messages, prompt.continue_final], sort_keys=True)
+        return prompt if isinstance(prompt, str) else None  # token ids are counted exactly anyway
+
+    def record(self, prompt: Prompt, tokens: int | None) -> None:
+        key = self.key(prompt)
+        if key is None or tokens is None:
+            return
+        self._known[key] = tokens
+        self._known.move_to_end(key)
+        while len(self._known) > self.size:
+            self._known.popitem(last=False)
+
+    def get(self, prompt: Prompt) -> int | None:
+        key = self.key(prompt)
+        return None if key is None else self._known.get(key)
