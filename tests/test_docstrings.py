@@ -27,6 +27,7 @@ DOCUMENTED = {
     "ttc.strategies.adaptive_best_of_n": [ttc.AdaptiveBestOfN],
     "ttc.strategies.solve_detect_verify": [ttc.SolveDetectVerify],
     "ttc.probes.completion": [probes.SolutionComplete],
+    "ttc.strategies.budget_forcing": [ttc.BudgetForcing],
     "ttc.strategies.genselect": [ttc.GenSelect],
     "ttc.strategies.rsa": [ttc.RSA],
     "ttc.strategies.layers": [ttc.Fuse, ttc.Rank, ttc.Critique, ttc.Verify],

@@ -221,7 +221,9 @@ def test_every_registered_strategy_given_a_logprob_verifier_gets_its_logprobs(ki
         except ttc.InvalidInput as exc:
             assert "verifier" in str(exc) or "outcome verifier" in str(exc), (name, exc)
             continue
-        result = strategy.solve("3 + 4?", Scripted(_scored), seed=0)
+        # budget forcing needs a reasoning model: a Qwen3-style one, which here answers without thinking
+        llm = Scripted(_scored, thinking="qwen3") if name == "budget_forcing" else Scripted(_scored)
+        result = strategy.solve("3 + 4?", llm, seed=0)
         assert result.error is None and result.answer == "7", (name, result)
         scores = [c.scores[kind] for c in result.candidates if kind in c.scores]
         if scores:

@@ -322,7 +322,7 @@ def test_models_health_and_metrics(served, fake):
 SAMPLE = {int: 2, float: 0.5, bool: True}
 STRINGS = {"selection": "softmax", "mode": "chunks", "on_drop": "answer", "aggregation": "min", "select": "best",
            "resampling": "systematic", "weight_by": "min", "stop": "esc", "prune": "none", "batches": "single",
-           "thinking": "qwen3", "fallback": "first"}
+           "wait": "Wait", "thinking": "deepseek_r1", "engine": "auto", "fallback": "first"}
 
 
 @pytest.mark.parametrize("name", sorted(registry.OPTIONS))

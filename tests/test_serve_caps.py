@@ -48,7 +48,8 @@ class Counting(Scripted):
 STEP_SEARCHES = {"beam", "dvts", "astar", "particle", "particle_gibbs", "parallel_tempering"}
 SMALL = {"early_exit": {"every": 8}, "beam": {"width": 2, "expansions": 3, "max_steps": 3},
          "dvts": {"max_steps": 2}, "astar": {"max_steps": 2, "max_expansions": 3}, "particle": {"max_steps": 3},
-         "particle_gibbs": {"max_steps": 3}, "parallel_tempering": {"max_steps": 2, "chains": 2}}
+         "particle_gibbs": {"max_steps": 3}, "parallel_tempering": {"max_steps": 2, "chains": 2},
+         "budget_forcing": {"thinking": "deepseek_r1", "waits": 1}}
 
 
 def test_every_registered_strategy_declares_its_worst_case():

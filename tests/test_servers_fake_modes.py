@@ -129,6 +129,7 @@ MODES = {
 NEEDS_TOKEN_IDS = r"EarlyExit continues and probes traces as token ids"
 EXPECTED_ERRORS = {(name, m): NEEDS_TOKEN_IDS for name in ("early_exit", "deepconf", "solve_detect_verify")
                    for m in MODES}
+EXPECTED_ERRORS |= {("budget_forcing", m): r"BudgetForcing needs the model's thinking format" for m in MODES}
 EXPECTED_ERRORS |= {(name, "strict_concurrent"): r"tokenizer=.*continue_final_message" for name in STEP_SEARCHES}
 
 

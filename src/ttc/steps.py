@@ -27,11 +27,16 @@ does: without the delimiter as a stop, so the model completes its solution (up t
 one. It ends "eos" or "boxed" when the model finishes, "max_steps" when the token limit cuts it.
 `StepConfig(final_completion=False)` restores the plain step (the trace is then answered from its
 partial text).
+
+On a reasoning model (a generator with a thinking format) the steps are steps of the thinking, cut
+at the format's `step_delimiter` unless the StepConfig names another delimiter; the last step runs
+without a stop, so the model closes its thinking and answers; the answer is read from the content.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -181,6 +186,11 @@ class Stepper:
         self.use_token_ids = TOKEN_IDS in capabilities
         self._decode = generator.decode if generator.can_decode else None
         self._eos = _eos_ids(generator)
+        fmt = generator.thinking
+        if fmt is not None and self.config.delimiter == DEFAULT_DELIMITER != fmt.step_delimiter:
+            # a reasoning model's thinking is cut into steps by its family's delimiter, unless the
+            # StepConfig names its own
+            self.config = dataclasses.replace(self.config, delimiter=fmt.step_delimiter)
         rendered = await self.prompt.render(self.problem, generator, self.params)
         if self.use_token_ids:
             self.prompt_ids = tuple(rendered) if not isinstance(rendered, str) else \

@@ -15,6 +15,11 @@ whole probe response hedges. Deviations from Dynasor, by choice: the probe wordi
 tokens by default instead of 20 (`answer_tokens`), and the hedge list `HEDGES` (whole words:
 wait, hmm, not sure, maybe) instead of Dynasor's substrings (wait, hold, but, okay, no, hmm), whose
 "no" and "but" match inside many words; pass `hedges=` to change it.
+
+On a reasoning model (a generator with a thinking format) the probe is asked inside the thinking:
+the end-of-thinking marker is put before the suffix (`ttc.probes.base.elicit`), as Dynasor does for
+reasoning models, and once the model has closed its thinking itself the probe no longer asks (the
+model is answering). A model without thinking is probed as before.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import re
 from ttc.answers import equivalent
 from ttc.context import Context
 from ttc.errors import InvalidInput, check_positive
-from ttc.probes.base import BOXED_SUFFIX, CONTINUE, EXIT, Decision, Probe, TraceState, elicit
+from ttc.probes.base import BOXED_SUFFIX, CONTINUE, EXIT, Decision, Probe, TraceState, elicit, thinking_view
 
 #: probe answers containing these words are not counted as certain (Dynasor drops hedged answers)
 HEDGES = ("wait", "hmm", "not sure", "maybe")
@@ -71,6 +76,9 @@ class AnswerConsistency(Probe):
 
     async def check(self, state: TraceState, ctx: Context) -> Decision:
         if len(state.token_ids) < self.min_tokens:
+            return Decision(CONTINUE)
+        view = await thinking_view(state, ctx)
+        if view is not None and not view.open:  # a reasoning model that closed its thinking is answering
             return Decision(CONTINUE)
         got = await elicit(state, ctx, self.suffix, self.answer_tokens)
         answer, appended = got.answer, got.appended

@@ -15,7 +15,9 @@ from typing import Any
 from ttc.answers import extract
 from ttc.context import Context
 from ttc.errors import InvalidInput
+from ttc.forcing import marker_token_ids
 from ttc.needs import NOTHING, Needs
+from ttc.thinking import prompt_opens, split_positions
 from ttc.types import Problem, SamplingParams, Usage
 
 CONTINUE, EXIT, DROP = "continue", "exit", "drop"
@@ -127,10 +129,39 @@ class Elicited:
     response: str
 
 
+@dataclass(frozen=True)
+class ThinkingView:
+    """Where a partial trace of a reasoning model stands: the positions of its thinking tokens in
+    `TraceState.token_ids` (markers excluded) and whether the thinking is still open."""
+
+    positions: list[int]
+    open: bool
+
+
+async def thinking_view(state: TraceState, ctx: Context | None, upto: int | None = None) -> ThinkingView | None:
+    """The thinking of `state`'s trace (its first `upto` tokens), or None where there is none: a
+    generator without a thinking format, or a trace that never opened a thinking (then every probe
+    behaves as on an instruct model)."""
+    fmt = None if ctx is None else ctx.generator.thinking  # no context: a probe checked on its own
+    if fmt is None:
+        return None
+    markers = await marker_token_ids(ctx.generator, fmt)
+    ids = state.token_ids if upto is None else state.token_ids[:upto]
+    opened = prompt_opens(state.prompt_ids, markers.start, markers.end)
+    thinking, marks, _, closed = split_positions(ids, markers.start, markers.end, opened=opened)
+    if not opened and not marks:
+        return None
+    return ThinkingView(thinking, not closed)
+
+
 async def elicit(state: TraceState, ctx: Context, suffix: str, max_tokens: int = 12,
                  upto: int | None = None) -> Elicited:
     """Force an answer now: append `suffix` to the trace (cut after `upto` tokens) and read a short
     greedy continuation. The request is charged to the trace.
+
+    Inside an open thinking segment (a reasoning model), the end-of-thinking marker goes before the
+    suffix, as Dynasor does for reasoning models: the model is made to leave its thinking and answer.
+    The marker is then part of `Elicited.appended`.
 
     A suffix ending in "{" (a \\boxed{) is answered as Dynasor does: `max_tokens` tokens without a
     stop, the answer read up to the first unpaired "}", and the whole response kept, so that hedging
@@ -138,6 +169,11 @@ async def elicit(state: TraceState, ctx: Context, suffix: str, max_tokens: int =
     """
     ids = await suffix_ids(ctx, suffix)
     trace = state.token_ids if upto is None else state.token_ids[:upto]
+    view = await thinking_view(state, ctx, upto)
+    if view is not None and view.open:
+        fmt = ctx.generator.thinking
+        ids = [(await marker_token_ids(ctx.generator, fmt)).end] + ids
+        suffix = fmt.end + suffix
     boxed = suffix.rstrip().endswith("{")
     params = SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens, stop=() if boxed else ("\n",))
     (completion, usage), = await ctx.generate(list(state.prompt_ids) + list(trace) + ids, params)

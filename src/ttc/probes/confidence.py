@@ -18,10 +18,15 @@ question; the vote then falls back to the unweighted plurality, see `ttc.votes`)
 Without top-k logprobs (a stream, or a backend that returns only the sampled token's logprob)
 the token confidence is that logprob instead (mean logprob over the window): a different
 scale, so thresholds must be calibrated in the same mode they are used in.
+
+On a reasoning model the confidence is taken over the thinking tokens (the paper's traces are
+thinking traces): the markers and the final content are left out (`scored_part`; the probe reads
+the thinking positions of the partial trace). A model without thinking is scored as before.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 
@@ -30,8 +35,8 @@ import numpy as np
 from ttc.context import Context
 from ttc.errors import InvalidInput, check_positive
 from ttc.needs import Needs
-from ttc.probes.base import CONTINUE, DROP, EXIT, Decision, Probe, TraceState
-from ttc.types import Candidate, Completion, Problem
+from ttc.probes.base import CONTINUE, DROP, EXIT, Decision, Probe, TraceState, thinking_view
+from ttc.types import Candidate, Completion, Problem, Thinking
 from ttc.verifiers.base import Verifier
 
 MODES = ("topk", "logprob")
@@ -58,9 +63,18 @@ def group_confidences(conf: np.ndarray, window: int) -> np.ndarray:
     return (csum[window:] - csum[:-window]) / window
 
 
+def scored_part(completion: Completion) -> Completion | Thinking:
+    """The part of `completion` whose tokens DeepConf scores: the thinking where there is one (the
+    paper scores reasoning traces), else the whole output."""
+    thinking = completion.thinking
+    return thinking if thinking is not None and thinking.token_ids else completion
+
+
 def lowest_group_confidence(completion: Completion, window: int, mode: str = "topk") -> float:
-    """DeepConf's trace score: the minimum sliding-window group confidence (-inf for an empty trace)."""
-    conf = token_confidences(completion.logprobs, completion.top_logprobs, mode)
+    """DeepConf's trace score: the minimum sliding-window group confidence (-inf for an empty trace),
+    over the thinking tokens when the completion has a thinking (`scored_part`)."""
+    part = scored_part(completion)
+    conf = token_confidences(part.logprobs, part.top_logprobs, mode)
     groups = group_confidences(conf, window)
     return float(groups.min()) if len(groups) else -math.inf
 
@@ -129,12 +143,18 @@ class TokenConfidence(Probe):
 
     async def check(self, state: TraceState, ctx: Context) -> Decision:
         conf = self.confidences(state)
+        whole = len(conf)
+        # a reasoning model's trace is scored over its thinking tokens (markers and content left out)
+        view = await thinking_view(state, ctx)
+        positions = [i for i in view.positions if i < whole] if view is not None else list(range(whole))
+        conf = conf[positions]
         n = len(conf)
         if n < self.min_tokens:
             return Decision(CONTINUE)
         # windows ending at each token not yet scanned (ends from max(scanned, min_tokens) to n)
-        first_end = max(state.scanned, self.min_tokens, min(self.window, n))
-        state.scanned = n
+        scanned = bisect.bisect_left(positions, state.scanned)
+        first_end = max(scanned, self.min_tokens, min(self.window, n))
+        state.scanned = whole
         csum = np.concatenate([[0.0], np.cumsum(conf)])
         lowest = math.inf
         for end in range(first_end, n + 1):
@@ -142,7 +162,7 @@ class TokenConfidence(Probe):
             group = (csum[end] - csum[start]) / (end - start)
             lowest = min(lowest, group)
             if group < self.threshold:
-                return Decision(self.action, at=end, score=float(group))
+                return Decision(self.action, at=positions[end - 1] + 1 if end else 0, score=float(group))
         return Decision(CONTINUE, score=None if lowest == math.inf else float(lowest))
 
     def score(self, completion: Completion) -> float:

@@ -22,6 +22,9 @@ check its exact form and defaults against the paper):
   charged to the trace (`ttc.probes.base.elicit`). A step without an answer equals nothing, not even
   another step without one: it is a run of length 1.
 - Identity of step answers is `ttc.answers.equivalent` (the paper compares answer strings).
+- On a reasoning model the steps are steps of the thinking: each step answer is elicited after the
+  end-of-thinking marker (`ttc.probes.base.elicit`), and once the model closed its thinking itself no
+  more step answers are taken (the runs are runs over the thinking).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from collections.abc import Sequence
 from ttc.answers import equivalent
 from ttc.context import Context
 from ttc.errors import InvalidInput
-from ttc.probes.base import BOXED_SUFFIX, CONTINUE, EXIT, Decision, Probe, TraceState, elicit
+from ttc.probes.base import BOXED_SUFFIX, CONTINUE, EXIT, Decision, Probe, TraceState, elicit, thinking_view
 
 
 def run_lengths(step_answers: Sequence[str | None]) -> list[int]:
@@ -102,6 +105,9 @@ class ESCoT(Probe):
         self.answer_tokens = answer_tokens
 
     async def check(self, state: TraceState, ctx: Context) -> Decision:
+        view = await thinking_view(state, ctx)
+        if view is not None and not view.open:  # a reasoning model that closed its thinking is answering
+            return Decision(CONTINUE)
         got = await elicit(state, ctx, self.suffix, self.answer_tokens)
         history = state.memory.setdefault(self.name, [])
         history.append(got.answer)

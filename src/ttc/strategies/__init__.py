@@ -6,6 +6,7 @@ from ttc.strategies.astar import AStar
 from ttc.strategies.base import Sampler, Strategy
 from ttc.strategies.beam import DVTS, BeamSearch
 from ttc.strategies.best_of_n import BestOfN
+from ttc.strategies.budget_forcing import BudgetForcing
 from ttc.strategies.deepconf import DeepConf
 from ttc.strategies.early_exit import EarlyExit
 from ttc.strategies.first_finish import FirstFinish, StreamSample
@@ -28,6 +29,7 @@ __all__ = [
     "AdaptiveVote",
     "BeamSearch",
     "BestOfN",
+    "BudgetForcing",
     "Critique",
     "DeepConf",
     "EarlyExit",

@@ -14,7 +14,7 @@ from ttc.errors import BudgetExhausted, InvalidInput, check_positive
 from ttc.infos import ConfidenceVoteInfo
 from ttc.needs import Needs, fill
 from ttc.probes.base import DROP
-from ttc.probes.confidence import TokenConfidence, lowest_group_confidence
+from ttc.probes.confidence import TokenConfidence, lowest_group_confidence, scored_part
 from ttc.prompts import ChatPrompt
 from ttc.strategies.base import Strategy
 from ttc.strategies.early_exit import DROPPED, EarlyExit
@@ -110,7 +110,8 @@ class DeepConf(Strategy):
         completion = candidate.completion
         if completion is None:
             raise InvalidInput("DeepConf needs candidates that carry their completion")
-        if completion.token_ids and not completion.top_logprobs:
+        part = scored_part(completion)  # the thinking, on a reasoning model
+        if part.token_ids and not part.top_logprobs:
             raise InvalidInput(f"DeepConf needs top-{self.top_k} logprobs per token, which the backend did not return")
         conf = lowest_group_confidence(completion, self.window, "topk")
         candidate.scores["lowest_group_confidence"] = conf

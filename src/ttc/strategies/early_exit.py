@@ -13,7 +13,7 @@ from ttc.probes.base import DROP, EXIT, PLAIN_SUFFIX, Decision, Probe, TraceStat
 from ttc.prompts import ChatPrompt
 from ttc.strategies.base import Sampler
 from ttc.strategies.sample import DEFAULT_PARAMS
-from ttc.thinking import generated_ids, generated_logprobs, generated_text
+from ttc.thinking import ThinkingFormat, generated_ids, generated_logprobs, generated_text, split_text
 from ttc.types import Candidate, Completion, Problem, SamplingParams
 
 MODES = ("chunks", "stream")
@@ -200,6 +200,7 @@ class EarlyExit(Sampler):
         if decision is not None and decision.score is not None:
             scores[decision.probe or self.probe.name] = decision.score
         text, answer, reason, source = state.text, None, finish, None
+        forced_thinking: dict = {}
         if finish == EXIT or (finish == DROP and self.on_drop == "answer"):
             cut = decision.at if decision is not None and decision.at is not None else len(state.token_ids)
             if cut < len(state.token_ids):
@@ -213,7 +214,7 @@ class EarlyExit(Sampler):
                     answer, appended = None, ""
             else:
                 appended = decision.appended
-            text = text + appended
+            text, forced_thinking = _content_after(text, appended, ctx.generator.thinking)
             scores["exit_tokens"] = float(cut)
             reason = EARLY_EXIT if finish == EXIT else DROPPED
         elif finish == DROP:
@@ -226,7 +227,24 @@ class EarlyExit(Sampler):
         scores["probe_calls"] = float(state.probe_calls)
         scores["probe_tokens"] = float(state.probe_tokens)
         return Candidate(text=text, answer=answer, completion=completion, usage=state.usage, scores=scores,
-                         finish_reason=reason, answer_source=source, **thinking_fields(completion))
+                         finish_reason=reason, answer_source=source,
+                         **(thinking_fields(completion) | forced_thinking))
+
+
+def _content_after(text: str, appended: str, fmt: ThinkingFormat | None) -> tuple[str, dict]:
+    """The candidate's text after a forced answer, and its thinking fields: a trace stopped inside
+    its thinking was closed by the answer probe (`appended` starts with the end marker), so the
+    trace is the thinking and what was appended after the marker is the content; a trace whose
+    thinking had closed keeps its content, followed by what was appended."""
+    if fmt is None:
+        return text + appended, {}
+    thought, content = split_text(text, fmt, opened=not text.lstrip().startswith(fmt.start))
+    if appended.startswith(fmt.end):
+        thinking = text if thought is None else thought.text
+        return appended[len(fmt.end):], {"thinking": thinking, "thinking_closed": True}
+    if thought is None:
+        return text + appended, {}
+    return content + appended, {"thinking": thought.text, "thinking_closed": thought.closed}
 
 
 def _append(state: TraceState, text: str, ids: Sequence[int], logprobs: Sequence[float] | None,

@@ -15,6 +15,7 @@ from ttc.strategies.astar import AStar
 from ttc.strategies.base import Strategy
 from ttc.strategies.beam import DVTS, BeamSearch
 from ttc.strategies.best_of_n import BestOfN
+from ttc.strategies.budget_forcing import BudgetForcing
 from ttc.strategies.deepconf import DeepConf
 from ttc.strategies.early_exit import EarlyExit
 from ttc.strategies.first_finish import FirstFinish
@@ -158,6 +159,16 @@ def _solve_detect_verify(n: int, verifier: Verifier | None, params: Any, every: 
                                detector=SolutionComplete(every=every, thinking=thinking), params=params,
                                rounds=rounds, mode=mode, thinking=thinking)
     return sample if n == 1 else MajorityVote(n=n, sample=sample, verifier=verifier)
+
+
+def _budget_forcing(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
+    """Budget forcing (s1) with a thinking budget of `budget` tokens (default: max_tokens) and
+    `waits` "Wait" extensions; n > 1 votes over n budget-forced candidates."""
+    options.setdefault("budget", params.max_tokens)
+    sample = BudgetForcing(params=params, **options)
+    return sample if n == 1 else MajorityVote(n=n, sample=sample, verifier=verifier)
+
+
 def _no_verifier(name: str, verifier: Verifier | None) -> None:
     if verifier is not None:
         raise InvalidInput(f"{name} chooses by the model's own reading, not by a verifier: use it without one")
@@ -218,6 +229,7 @@ STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "rpc": _rpc,
     "adaptive_best_of_n": _adaptive_best_of_n,
     "solve_detect_verify": _solve_detect_verify,
+    "budget_forcing": _budget_forcing,
     "genselect": _genselect,
     "rsa": _rsa,
     "fuse": _fuse,
@@ -246,6 +258,8 @@ OPTIONS: dict[str, dict[str, type]] = {
     "adaptive_best_of_n": {"threshold": float, "batches": str},
     "solve_detect_verify": {"every": int, "rounds": int, "fast": int, "threshold": float, "slow": int,
                             "mode": str, "thinking": str},
+    "budget_forcing": {"budget": int, "waits": int, "wait": str, "thinking": str, "answer_tokens": int,
+                       "engine": str},
     "genselect": {"group_size": int, "max_prompt_tokens": int, "fallback": str},
     "rsa": {"k": int, "rounds": int, "max_prompt_tokens": int},
     "fuse": {"k": int, "fusions": int, "max_prompt_tokens": int},
@@ -352,6 +366,16 @@ def _wc_parallel_tempering(n: int, max_tokens: int, options: dict[str, Any]) -> 
                      "max_steps" if "max_steps" in options else named)
 
 
+def _wc_budget_forcing(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """Each of n candidates: waits + 1 thinking requests of at most budget + 1 tokens (the budget
+    left, plus a start marker; a backend that ignores the end marker as a stop string may fill
+    them), then at most 2 x answer_tokens of answer."""
+    budget = options.get("budget", max_tokens)
+    waits = options.get("waits", 0)
+    answer = options.get("answer_tokens", 128)
+    return WorstCase(n, n * ((waits + 1) * (budget + 1) + 2 * answer), "n", "budget")
+
+
 def _wc_genselect(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
     """n samples at once, then at most n - 1 selections (each removes at least one candidate), at most
     n // 2 of them at once."""
@@ -396,6 +420,7 @@ WORST_CASES: dict[str, Callable[[int, int, dict[str, Any]], WorstCase]] = {
     "rpc": _wc_samples,
     "adaptive_best_of_n": _wc_adaptive_best_of_n,
     "solve_detect_verify": _wc_solve_detect_verify,
+    "budget_forcing": _wc_budget_forcing,
     "genselect": _wc_genselect,
     "rsa": _wc_rsa,
     "fuse": _wc_fuse,
@@ -416,6 +441,7 @@ ALIASES.update({"deepconf_online": "deepconf", "deepconf-online": "deepconf"})
 ALIASES.update({"beam_search": "beam", "beam-search": "beam", "a*": "astar", "a_star": "astar",
                 "particle_filter": "particle", "particle-filter": "particle", "pf": "particle"})
 ALIASES.update({"sdv": "solve_detect_verify", "solve-detect-verify": "solve_detect_verify"})
+ALIASES.update({"budget-forcing": "budget_forcing", "s1": "budget_forcing"})
 ALIASES.update({"gen_select": "genselect", "gen-select": "genselect", "recursive_self_aggregation": "rsa",
                 "fusion": "fuse", "fuser": "fuse"})
 ALIASES.update({"particle-gibbs": "particle_gibbs", "pg": "particle_gibbs", "parallel-tempering": "parallel_tempering",
