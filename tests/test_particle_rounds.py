@@ -49,7 +49,8 @@ def test_each_capped_caps_every_request_independently():
 def test_stop_reasons_are_one_closed_literal():
     assert set(typing.get_args(StopReason)) == set(STOP_REASONS)
     assert {"verifier_budget", "token_budget", "search_complete", "solved", "max_expansions", "open_set_empty",
-            "all_finished", "decided", "max_n", "budget", "confident"} == set(STOP_REASONS)
+            "all_finished", "decided", "max_n", "budget", "confident", "verified", "unsure",
+            "max_rounds"} == set(STOP_REASONS)
     with pytest.raises(InvalidInput, match="unknown stop reason 'tired'"):
         SearchInfo(select="best", nodes=1, finished=0, generated=0, stopped_by="tired")
 
