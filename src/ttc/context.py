@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ttc.backends.base import Delta, Generator
 from ttc.errors import BudgetExhausted, GenerationError, InvalidInput, Unsupported
-from ttc.types import Completion, Prompt, SamplingParams, Usage
+from ttc.types import Completion, Prompt, SamplingParams, Thinking, Usage
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ class Context:
         out = []
         request = _at_least(gen.usage(), prompt_len, len(gen.completions))
         for i, completion in enumerate(gen.completions):
-            u = Usage(completion_tokens=gen.tokens_of(i))
+            u = Usage(completion_tokens=gen.tokens_of(i), reasoning_tokens=gen.reasoning_of(i))
             if i == 0:
                 u.prompt_tokens = request.prompt_tokens
                 u.processed_prompt_tokens = request.processed_prompt_tokens
@@ -257,6 +257,8 @@ class Stream:
         self.logprobs: list[float] | None = None
         self.text = ""
         self.finish_reason: str | None = None
+        #: the thinking received so far (a reasoning model's; `text` is the final content), else None
+        self.thinking: Thinking | None = None
 
     def __aiter__(self) -> Stream:
         return self
@@ -272,12 +274,20 @@ class Stream:
         self.token_ids.extend(delta.token_ids)
         if delta.logprobs is not None:
             self.logprobs = (self.logprobs or []) + list(delta.logprobs)
+        if delta.thinking is not None:
+            self.thinking = _joined(self.thinking, delta.thinking)
         if delta.usage is not None:
             self._take_over(delta.usage)
         else:
             n = len(delta.token_ids)
+            thought = 0
+            if delta.thinking is not None:
+                thought = delta.thinking.num_tokens
+                n += thought + len(delta.thinking.marker_token_ids)
             self.usage.completion_tokens += n
             self._ctx.usage.completion_tokens += n
+            self.usage.reasoning_tokens += thought
+            self._ctx.usage.reasoning_tokens += thought
         self.finish_reason = delta.finish_reason
         return delta
 
@@ -287,9 +297,10 @@ class Stream:
                     processed_prompt_tokens=max(reported.processed_prompt_tokens, self._prompt_len),
                     cached_prompt_tokens=reported.cached_prompt_tokens,
                     completion_tokens=reported.completion_tokens, generator_calls=1,
-                    estimated=reported.estimated)
+                    estimated=reported.estimated, reasoning_tokens=reported.reasoning_tokens)
         total = self._ctx.usage
-        for name in ("prompt_tokens", "processed_prompt_tokens", "cached_prompt_tokens", "completion_tokens"):
+        for name in ("prompt_tokens", "processed_prompt_tokens", "cached_prompt_tokens", "completion_tokens",
+                     "reasoning_tokens"):
             setattr(total, name, getattr(total, name) + getattr(new, name) - getattr(self.usage, name))
             setattr(self.usage, name, getattr(new, name))
         self.usage.estimated = new.estimated
@@ -307,4 +318,16 @@ class Stream:
     def completion(self) -> Completion:
         return Completion(text=self.text, token_ids=tuple(self.token_ids),
                           finish_reason=self.finish_reason or "cancelled",
-                          logprobs=None if self.logprobs is None else tuple(self.logprobs))
+                          logprobs=None if self.logprobs is None else tuple(self.logprobs), thinking=self.thinking)
+
+
+def _joined(before: Thinking | None, piece: Thinking) -> Thinking:
+    """The thinking of a stream so far, `piece` (one delta's) added to `before`."""
+    if before is None:
+        return piece
+    logprobs = None if before.logprobs is None or piece.logprobs is None else before.logprobs + piece.logprobs
+    hidden = None if before.hidden_tokens is None and piece.hidden_tokens is None else \
+        (before.hidden_tokens or 0) + (piece.hidden_tokens or 0)
+    return Thinking(text=before.text + piece.text, token_ids=before.token_ids + piece.token_ids,
+                    closed=before.closed or piece.closed, logprobs=logprobs,
+                    marker_token_ids=before.marker_token_ids + piece.marker_token_ids, hidden_tokens=hidden)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ttc.errors import InvalidInput, Unsupported
-from ttc.types import Completion, Prompt, SamplingParams, Usage
+from ttc.types import Completion, Prompt, SamplingParams, Thinking, Usage
 
 #: Capability names a backend may declare in `Generator.capabilities`.
 STREAM = "stream"                  # tokens can be watched as they arrive and a request cancelled
@@ -31,7 +31,9 @@ class Generation:
     completion; None = each completion's token ids), `processed_prompt_tokens` (None = n x
     prompt_tokens: the prompt once per sequence), `cached_prompt_tokens` (of the processed ones,
     those served from a prefix cache, where known). `estimated` marks counts the backend had to
-    guess (a server that sent no usage).
+    guess (a server that sent no usage). `reasoning_tokens`: the thinking tokens of each completion
+    (part of its completion tokens; None = each completion's `reasoning_tokens`), where the server
+    reported a total that the completions' own counts do not add up to.
     """
 
     prompt_tokens: int
@@ -41,12 +43,19 @@ class Generation:
     cached_prompt_tokens: int = 0
     estimated: bool = False
     requests: int = 1  # requests sent to make it (n single requests where a server ignores n)
+    reasoning_tokens: tuple[int, ...] | None = None
 
     def tokens_of(self, i: int) -> int:
         """Completion tokens of the i-th completion, as the backend counted them."""
         if self.completion_tokens is not None:
             return self.completion_tokens[i]
         return self.completions[i].num_tokens
+
+    def reasoning_of(self, i: int) -> int:
+        """Thinking tokens of the i-th completion, as the backend counted them."""
+        if self.reasoning_tokens is not None:
+            return self.reasoning_tokens[i]
+        return self.completions[i].reasoning_tokens
 
     def usage(self) -> Usage:
         """The whole request's usage (`generator_calls` = the requests it took)."""
@@ -56,6 +65,7 @@ class Generation:
         return Usage(prompt_tokens=self.prompt_tokens, processed_prompt_tokens=processed,
                      cached_prompt_tokens=self.cached_prompt_tokens, generator_calls=self.requests,
                      completion_tokens=sum(self.tokens_of(i) for i in range(len(self.completions))),
+                     reasoning_tokens=sum(self.reasoning_of(i) for i in range(len(self.completions))),
                      estimated=self.estimated)
 
 
@@ -68,6 +78,10 @@ class Delta:
     e.g. a server's final usage chunk), is its count of the whole request so far: billed,
     processed and cached prompt tokens and the completion tokens generated up to this delta.
     The stream's usage takes it over; without it, completion tokens are the token ids received.
+
+    For a reasoning model, `text`, `token_ids` and `logprobs` are final content, and `thinking` the
+    piece of thinking that arrived in this delta (its text, ids, logprobs and the marker tokens that
+    came with it; `closed` once the end marker arrived), None when none did.
     """
 
     text: str
@@ -75,6 +89,7 @@ class Delta:
     logprobs: tuple[float, ...] | None = None
     finish_reason: str | None = None
     usage: Usage | None = None
+    thinking: Thinking | None = None
 
 
 def combine_generations(generations: Sequence[Generation]) -> Generation:
@@ -91,7 +106,8 @@ def combine_generations(generations: Sequence[Generation]) -> Generation:
         processed_prompt_tokens=sum(u.processed_prompt_tokens for _, u in parts),
         cached_prompt_tokens=sum(u.cached_prompt_tokens for _, u in parts),
         estimated=any(u.estimated for _, u in parts),
-        requests=sum(u.generator_calls for _, u in parts))
+        requests=sum(u.generator_calls for _, u in parts),
+        reasoning_tokens=tuple(g.reasoning_of(i) for g in generations for i in range(len(g.completions))))
 
 
 class Generator(abc.ABC):
@@ -168,7 +184,7 @@ class Generator(abc.ABC):
         generation = await self.generate(prompt, params)
         completion = generation.completions[0]
         yield Delta(completion.text, completion.token_ids, completion.logprobs, completion.finish_reason,
-                    usage=generation.usage())
+                    usage=generation.usage(), thinking=completion.thinking)
 
     def tokens_generated(self) -> int | None:
         """Completion tokens decoded so far by this backend, in-flight requests included.
