@@ -20,8 +20,8 @@ from ttc.backends.base import Delta
 from ttc.thinking import ThinkingFormat, split_positions, split_text
 from ttc.types import Completion, Thinking
 
-__all__ = ["ThinkingSplit", "opened_by_ids", "opened_by_text", "reasoning_of", "reported_reasoning",
-           "split_completion", "StreamSplitter", "with_server_thinking"]
+__all__ = ["NO_SPLIT", "StreamSplitter", "ThinkingSplit", "opened_by_ids", "opened_by_text", "reasoning_of",
+           "reported_reasoning", "split_completion", "with_server_thinking"]
 
 
 def reasoning_of(part: Any) -> str | None:
@@ -158,15 +158,23 @@ class StreamSplitter:
     def __init__(self, split: ThinkingSplit):
         self.split = split
         self.state = "content" if split.fmt is None else ("thinking" if split.is_opened else "start")
+        self.server = False  # the server's parser splits this stream
 
-    def server_delta(self, delta: Delta, reasoning: str) -> Delta:
-        """A chat delta whose thinking the server's parser sent as `reasoning`."""
-        if not reasoning:
+    def read(self, delta: Delta) -> Delta:
+        """`delta` with its thinking apart: as the server sent it, else split by the format."""
+        if delta.thinking is not None:
+            return self.server_delta(delta)
+        return delta if self.server else self(delta)
+
+    def server_delta(self, delta: Delta) -> Delta:
+        """A delta whose thinking the server's parser sent (`delta.thinking`, text only): the ids of
+        a delta that is all thinking are its thinking's. From then on, content is not split again."""
+        self.server = True
+        assert delta.thinking is not None
+        if delta.text or not delta.token_ids:
             return delta
-        self.state = "thinking"
-        ids = delta.token_ids if not delta.text else ()
-        return replace(delta, token_ids=() if ids else delta.token_ids,
-                       thinking=Thinking(text=reasoning, token_ids=ids, closed=False))
+        return replace(delta, token_ids=(), logprobs=None,
+                       thinking=replace(delta.thinking, token_ids=delta.token_ids, logprobs=delta.logprobs))
 
     def __call__(self, delta: Delta) -> Delta:
         fmt = self.split.fmt

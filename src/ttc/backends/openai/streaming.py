@@ -11,6 +11,7 @@ from typing import Any
 from ttc.backends.base import Delta
 from ttc.backends.openai import usage
 from ttc.backends.openai.features import ServerFeatures
+from ttc.backends.openai.reasoning import NO_SPLIT, StreamSplitter, ThinkingSplit
 from ttc.backends.openai.responses import stream_delta
 from ttc.backends.openai.transport import OpenStream
 from ttc.errors import MalformedResponse
@@ -20,9 +21,12 @@ __all__ = ["read_stream"]
 
 
 async def read_stream(opened: OpenStream, params: SamplingParams, features: ServerFeatures, prompt: Prompt, *,
-                      chat: bool, on_estimate: Callable[[], None]) -> AsyncIterator[Delta]:
-    """The deltas of `opened`; the last one carries the whole request's usage (`on_estimate` is
+                      chat: bool, on_estimate: Callable[[], None],
+                      split: ThinkingSplit = NO_SPLIT) -> AsyncIterator[Delta]:
+    """The deltas of `opened`, each with its thinking apart (`split`: the backend's format, where the
+    server sends no `reasoning`); the last one carries the whole request's usage (`on_estimate` is
     called when that usage had to be estimated). Closes `opened` however the reader stops."""
+    splitter = StreamSplitter(split)
     finished = False
     last: Delta | None = None  # the finish delta, held back until the usage chunk arrives
     reported: Any = None       # the server's usage object (a last chunk with no choices)
@@ -33,6 +37,7 @@ async def read_stream(opened: OpenStream, params: SamplingParams, features: Serv
                 reported = chunk["usage"]
             delta = None if last is not None else stream_delta(chunk, params, features, chat=chat)
             if delta is not None:
+                delta = splitter.read(delta)
                 received.append(delta)
                 if delta.finish_reason is None:
                     yield delta

@@ -3,15 +3,17 @@ one, else counted from token ids, else estimated (and marked so). Pure functions
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 from ttc.backends.base import Delta, Generation
 from ttc.backends.openai.prompts import ChatMessages
-from ttc.types import Completion, Prompt, Usage
+from ttc.backends.openai.reasoning import reported_reasoning
+from ttc.types import Completion, Prompt, Thinking, Usage
 
-__all__ = ["estimate_tokens", "generation", "prompt_length", "read_usage", "rejected_usage",
-           "split_completion_tokens", "stream_usage"]
+__all__ = ["estimate_tokens", "generation", "prompt_length", "read_usage", "rejected_usage", "split_by_weight",
+           "split_completion_tokens", "stream_usage", "thinking_count", "with_hidden_thinking"]
 
 
 def read_usage(data: Any) -> tuple[int | None, int | None, int | None]:
@@ -43,21 +45,77 @@ def prompt_length(prompt: Prompt) -> tuple[int, bool]:
     return len(prompt), False
 
 
-def split_completion_tokens(completions: Sequence[Completion], total: int | None) -> tuple[int, ...] | None:
-    """The server's completion-token total spread over the completions: each completion's token
-    ids when they add up to it, else in proportion to them (or to the text lengths when a
-    completion has no ids), so that the per-candidate counts sum to exactly what the server counted."""
-    if total is None:
-        return None
-    ids = [c.num_tokens for c in completions]
-    if sum(ids) == total or not completions:
-        return tuple(ids) if completions else ()
-    weights = ids if all(ids) else [len(c.text) + 1 for c in completions]
+def split_by_weight(total: int, weights: Sequence[int]) -> tuple[int, ...]:
+    """`total` spread over parts in proportion to `weights` (equally when they are all 0), the
+    rounding given to the largest remainders, so that the parts sum to `total` exactly."""
+    if not weights:
+        return ()
+    if not sum(weights):
+        weights = [1] * len(weights)
     shares = [total * w / sum(weights) for w in weights]
     counts = [int(x) for x in shares]
     for i in sorted(range(len(shares)), key=lambda i: counts[i] - shares[i])[: total - sum(counts)]:
         counts[i] += 1
     return tuple(counts)
+
+
+def _text_length(c: Completion) -> int:
+    return len(c.text) + (len(c.thinking.text) if c.thinking is not None else 0) + 1
+
+
+def split_completion_tokens(completions: Sequence[Completion], total: int | None) -> tuple[int, ...] | None:
+    """The server's completion-token total spread over the completions: each completion's token
+    ids when they add up to it, else in proportion to them (or to the text lengths, thinking
+    included, when a completion has no ids), so that the per-candidate counts sum to exactly what
+    the server counted."""
+    if total is None:
+        return None
+    ids = [c.num_tokens for c in completions]
+    if sum(ids) == total or not completions:
+        return tuple(ids) if completions else ()
+    return split_by_weight(total, ids if all(ids) else [_text_length(c) for c in completions])
+
+
+def thinking_count(thinking: Thinking | None) -> tuple[int, bool]:
+    """(thinking tokens, whether estimated) of one completion's thinking: its ids (or the hidden
+    count a server reported), else estimated from its text."""
+    if thinking is None:
+        return 0, False
+    if thinking.token_ids or thinking.hidden or not thinking.text:
+        return thinking.num_tokens, False
+    return estimate_tokens(thinking.text), True
+
+
+def _counted(c: Completion) -> tuple[int, bool]:
+    """(completion tokens, whether estimated) of a completion no usage reported."""
+    content = len(c.token_ids) if c.token_ids or not c.text else estimate_tokens(c.text)
+    thought, guessed = thinking_count(c.thinking)
+    markers = len(c.thinking.marker_token_ids) if c.thinking is not None else 0
+    return content + thought + markers, guessed or (not c.token_ids and bool(c.text))
+
+
+def with_hidden_thinking(data: Any, completions: list[Completion]) -> list[Completion]:
+    """Where the server reports thinking tokens but sent no thinking (OpenAI's o-series hide it),
+    each completion gets `Thinking(text="", hidden_tokens=...)`: the reported count spread over the
+    completions in proportion to their content tokens."""
+    reported = reported_reasoning(data)
+    if not reported or any(c.thinking is not None for c in completions):
+        return completions
+    shares = split_by_weight(reported, [len(c.token_ids) or _text_length(c) for c in completions])
+    return [dataclasses.replace(c, thinking=Thinking(text="", hidden_tokens=k)) for c, k in zip(completions, shares,
+                                                                                               strict=True)]
+
+
+def reasoning_counts(data: Any, completions: Sequence[Completion]) -> tuple[tuple[int, ...], bool]:
+    """(thinking tokens of each completion, whether estimated): the server's reported total
+    (`completion_tokens_details.reasoning_tokens`) spread over them in proportion to their own
+    counts, else their own counts (estimated from the thinking text where no ids came back)."""
+    own = [thinking_count(c.thinking) for c in completions]
+    counts = tuple(k for k, _ in own)
+    reported = reported_reasoning(data)
+    if reported is None or sum(counts) == reported:
+        return counts, any(guessed for _, guessed in own)
+    return split_by_weight(reported, counts), False
 
 
 def generation(data: Any, completions: list[Completion], prompt: Prompt) -> Generation:
@@ -69,11 +127,13 @@ def generation(data: Any, completions: list[Completion], prompt: Prompt) -> Gene
         prompt_tokens, estimated = prompt_length(prompt)
     counts = split_completion_tokens(completions, completion_total)
     if counts is None:
-        counts = tuple(c.num_tokens if c.token_ids else estimate_tokens(c.text) for c in completions)
-        estimated = estimated or any(not c.token_ids and c.text for c in completions)
+        counted = [_counted(c) for c in completions]
+        counts = tuple(k for k, _ in counted)
+        estimated = estimated or any(guessed for _, guessed in counted)
+    reasoning, guessed = reasoning_counts(data, completions)
     return Generation(prompt_tokens=prompt_tokens, completions=completions, completion_tokens=counts,
                       processed_prompt_tokens=prompt_tokens * len(completions),
-                      cached_prompt_tokens=cached or 0, estimated=estimated)
+                      cached_prompt_tokens=cached or 0, estimated=estimated or guessed, reasoning_tokens=reasoning)
 
 
 def rejected_usage(data: Any, prompt: Prompt) -> Usage:
@@ -99,14 +159,22 @@ def stream_usage(reported: Any, received: Sequence[Delta], prompt: Prompt) -> Us
     estimated = False
     if prompt_tokens is None:
         prompt_tokens, estimated = prompt_length(prompt)
+    thinking = [thinking_count(d.thinking) for d in received]
     if completion_tokens is None:
         completion_tokens = 0
-        for d in received:
+        for d, (thought, guessed) in zip(received, thinking, strict=True):
+            markers = len(d.thinking.marker_token_ids) if d.thinking is not None else 0
+            completion_tokens += thought + markers
+            estimated = estimated or guessed
             if d.token_ids:
                 completion_tokens += len(d.token_ids)
             elif d.text:
                 completion_tokens += estimate_tokens(d.text)
                 estimated = True
+    reasoning = reported_reasoning({"usage": reported})
+    if reasoning is None:
+        reasoning = sum(k for k, _ in thinking)
+        estimated = estimated or any(guessed for _, guessed in thinking)
     return Usage(prompt_tokens=prompt_tokens, processed_prompt_tokens=prompt_tokens,
                  cached_prompt_tokens=cached or 0, completion_tokens=completion_tokens,
-                 generator_calls=1, estimated=estimated)
+                 generator_calls=1, estimated=estimated, reasoning_tokens=reasoning)
