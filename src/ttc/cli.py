@@ -62,7 +62,7 @@ def _solve_with_progress(strategy, question, backend, seed: int | None, total: i
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ttc.display import tie_line
+    from ttc.display import thinking_preview, tie_line
     from ttc.run_cli import WHOLE_CANDIDATE_STRATEGIES, judge_note, progress_total, prompt_problem
     from ttc.runner import run_sync
     from ttc.strategies.registry import make_strategy
@@ -99,11 +99,17 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{u.generator_calls} generator calls, {u.verifier_calls} verifier calls, {u.wall_seconds:.1f} s")
         if result.candidates:
             print(f"cut at max_tokens: {result.truncated}/{len(result.candidates)} candidates")
+            chosen = next((c for c in result.candidates if c.answer == result.answer and c.thinking), None)
+            if chosen is not None and not args.show:
+                print(thinking_preview(chosen))
         if "truncation" in result.details:
             print(f"warning: {result.details['truncation']} (--max-tokens)")
         if args.show:
             for i, c in enumerate(result.candidates):
-                print(f"--- candidate {i}: answer={c.answer} scores={c.scores} finish={c.finish_reason}\n{c.text}")
+                print(f"--- candidate {i}: answer={c.answer} scores={c.scores} finish={c.finish_reason}")
+                if c.thinking is not None:
+                    print(thinking_preview(c))
+                print(c.text)
     return 0
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ttc.backends.base import Delta, Generator
 from ttc.errors import BudgetExhausted, GenerationError, InvalidInput, Unsupported
-from ttc.types import Completion, Prompt, SamplingParams, Thinking, Usage
+from ttc.types import Completion, Prompt, SamplingParams, Usage
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class Context:
                 prompt_tokens = await self._prompt_length(prompt)
             except Unsupported:  # no /tokenize and no local tokenizer: the server's stream usage counts it
                 prompt_tokens = 0
-        handle = Stream(self, self.generator.stream(prompt, params), prompt_tokens)
+        handle = Stream(self, self.generator.stream(prompt, params), prompt_tokens, prompt, params)
         try:
             yield handle
         finally:
@@ -245,10 +245,19 @@ def _at_least(usage: Usage, prompt_len: int, sequences: int) -> Usage:
 
 
 class Stream:
-    """One streamed completion: iterate for deltas; tokens are counted in usage as they arrive."""
+    """One streamed completion: iterate for deltas; tokens are counted in usage as they arrive.
 
-    def __init__(self, ctx: Context, deltas: AsyncIterator[Delta], prompt_tokens: int):
+    Deltas carry the whole output as generated (a reasoning model's thinking and markers included:
+    `text` and `token_ids` here are that); `completion()` splits the thinking off as `generate`
+    would (`Generator.split_thinking`) and counts its tokens in `usage.reasoning_tokens`.
+    """
+
+    def __init__(self, ctx: Context, deltas: AsyncIterator[Delta], prompt_tokens: int,
+                 prompt: Prompt | None = None, params: SamplingParams | None = None):
         self._ctx = ctx
+        self._prompt = prompt
+        self._params = params
+        self._reasoning_counted = False
         self._deltas = deltas
         self._prompt_len = prompt_tokens
         self.usage = Usage(prompt_tokens=prompt_tokens, processed_prompt_tokens=prompt_tokens, generator_calls=1)
@@ -257,8 +266,6 @@ class Stream:
         self.logprobs: list[float] | None = None
         self.text = ""
         self.finish_reason: str | None = None
-        #: the thinking received so far (a reasoning model's; `text` is the final content), else None
-        self.thinking: Thinking | None = None
 
     def __aiter__(self) -> Stream:
         return self
@@ -274,20 +281,12 @@ class Stream:
         self.token_ids.extend(delta.token_ids)
         if delta.logprobs is not None:
             self.logprobs = (self.logprobs or []) + list(delta.logprobs)
-        if delta.thinking is not None:
-            self.thinking = _joined(self.thinking, delta.thinking)
         if delta.usage is not None:
             self._take_over(delta.usage)
         else:
             n = len(delta.token_ids)
-            thought = 0
-            if delta.thinking is not None:
-                thought = delta.thinking.num_tokens
-                n += thought + len(delta.thinking.marker_token_ids)
             self.usage.completion_tokens += n
             self._ctx.usage.completion_tokens += n
-            self.usage.reasoning_tokens += thought
-            self._ctx.usage.reasoning_tokens += thought
         self.finish_reason = delta.finish_reason
         return delta
 
@@ -297,10 +296,13 @@ class Stream:
                     processed_prompt_tokens=max(reported.processed_prompt_tokens, self._prompt_len),
                     cached_prompt_tokens=reported.cached_prompt_tokens,
                     completion_tokens=reported.completion_tokens, generator_calls=1,
-                    estimated=reported.estimated, reasoning_tokens=reported.reasoning_tokens)
+                    estimated=reported.estimated)
+        if reported.reasoning_tokens and not self._reasoning_counted:  # the backend's count (a server's report)
+            self._reasoning_counted = True
+            self.usage.reasoning_tokens += reported.reasoning_tokens
+            self._ctx.usage.reasoning_tokens += reported.reasoning_tokens
         total = self._ctx.usage
-        for name in ("prompt_tokens", "processed_prompt_tokens", "cached_prompt_tokens", "completion_tokens",
-                     "reasoning_tokens"):
+        for name in ("prompt_tokens", "processed_prompt_tokens", "cached_prompt_tokens", "completion_tokens"):
             setattr(total, name, getattr(total, name) + getattr(new, name) - getattr(self.usage, name))
             setattr(self.usage, name, getattr(new, name))
         self.usage.estimated = new.estimated
@@ -316,18 +318,16 @@ class Stream:
         await self._deltas.aclose()
 
     def completion(self) -> Completion:
-        return Completion(text=self.text, token_ids=tuple(self.token_ids),
-                          finish_reason=self.finish_reason or "cancelled",
-                          logprobs=None if self.logprobs is None else tuple(self.logprobs), thinking=self.thinking)
-
-
-def _joined(before: Thinking | None, piece: Thinking) -> Thinking:
-    """The thinking of a stream so far, `piece` (one delta's) added to `before`."""
-    if before is None:
-        return piece
-    logprobs = None if before.logprobs is None or piece.logprobs is None else before.logprobs + piece.logprobs
-    hidden = None if before.hidden_tokens is None and piece.hidden_tokens is None else \
-        (before.hidden_tokens or 0) + (piece.hidden_tokens or 0)
-    return Thinking(text=before.text + piece.text, token_ids=before.token_ids + piece.token_ids,
-                    closed=before.closed or piece.closed, logprobs=logprobs,
-                    marker_token_ids=before.marker_token_ids + piece.marker_token_ids, hidden_tokens=hidden)
+        """What was received, as a Completion: a reasoning model's thinking split off (its thinking
+        tokens counted in `usage.reasoning_tokens`, once)."""
+        whole = Completion(text=self.text, token_ids=tuple(self.token_ids),
+                           finish_reason=self.finish_reason or "cancelled",
+                           logprobs=None if self.logprobs is None else tuple(self.logprobs))
+        if self._prompt is None or self._params is None:
+            return whole
+        done = self._ctx.generator.split_thinking(whole, self._prompt, self._params)
+        if not self._reasoning_counted:
+            self._reasoning_counted = True
+            self.usage.reasoning_tokens += done.reasoning_tokens
+            self._ctx.usage.reasoning_tokens += done.reasoning_tokens
+        return done

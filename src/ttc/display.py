@@ -13,7 +13,7 @@ import html
 import math
 from typing import Any
 
-from ttc.types import Result
+from ttc.types import Candidate, Result
 
 _MAX_TEXT = 4000  # characters of a candidate's text shown in HTML
 
@@ -41,6 +41,15 @@ def _usage_line(result: Result) -> str:
         parts.append(f"{u.verifier_calls} verifier calls ({u.verifier_tokens} tokens)")
     parts.append(f"{u.wall_seconds:.2f} s")
     return ", ".join(parts)
+
+
+def thinking_preview(candidate: Candidate, width: int = 160) -> str:
+    """A candidate's thinking, shortened, on its own line: "[thinking, 57 tokens, closed] Let me ... 7."."""
+    text = " ".join((candidate.thinking or "").split())
+    if len(text) > width:
+        text = text[: width // 2 - 2] + " … " + text[-(width // 2 - 2):]
+    state = "closed" if candidate.thinking_closed else "cut inside"
+    return f"[thinking, {candidate.usage.reasoning_tokens} tokens, {state}] {text}"
 
 
 def tie_line(result: Result) -> str | None:
@@ -96,8 +105,10 @@ def result_html(result: Result) -> str:
     if result.candidates:
         chosen = result.details.get("chosen")
         score_names = sorted({k for c in result.candidates for k in c.scores})
+        thought = any(c.thinking is not None for c in result.candidates)
         header = "".join(f"<th>{e(h)}</th>" for h in
-                         ["#", "answer", "", *score_names, "tokens", "finish", "text"])
+                         ["#", "answer", "", *score_names, "tokens", *(["thinking"] if thought else []),
+                          "finish", "text"])
         rows = []
         for i, c in enumerate(result.candidates):
             mark = " ◀" if chosen == i else ""
@@ -105,7 +116,8 @@ def result_html(result: Result) -> str:
             preview = c.text.strip().replace("\n", " ")[:60]
             cells = [f"{i}{mark}", f"<code>{e(str(c.answer))}</code>", _candidate_correct(result, c.answer),
                      *[e(_fmt(c.scores[k])) if k in c.scores else "" for k in score_names],
-                     str(c.usage.completion_tokens), e(str(c.finish_reason or "")),
+                     str(c.usage.completion_tokens), *([_thinking_cell(c)] if thought else []),
+                     e(str(c.finish_reason or "")),
                      f"<details><summary>{e(preview)}…</summary><pre style='white-space:pre-wrap'>"
                      f"{e(text)}</pre></details>"]
             rows.append("<tr>" + "".join(f"<td style='text-align:left;vertical-align:top'>{x}</td>"
@@ -114,6 +126,17 @@ def result_html(result: Result) -> str:
                      f"{'s' if len(result.candidates) != 1 else ''}</summary>"
                      f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table></details>")
     return "".join(parts) + "</div>"
+
+
+def _thinking_cell(c: Candidate) -> str:
+    """A candidate's thinking for the HTML table: its token count, folded text, and a cut mark."""
+    if c.thinking is None:
+        return ""
+    e = html.escape
+    text = c.thinking if len(c.thinking) <= _MAX_TEXT else c.thinking[:_MAX_TEXT] + "…"
+    cut = "" if c.thinking_closed else " (cut inside)"
+    return (f"<details><summary>{c.usage.reasoning_tokens} tokens{cut}</summary>"
+            f"<pre style='white-space:pre-wrap;color:#555'>{e(text)}</pre></details>")
 
 
 def result_markdown(result: Result) -> str:
@@ -134,11 +157,17 @@ def result_markdown(result: Result) -> str:
         lines.append(tie)
     out = "\n\n".join(lines)
     if result.candidates:
-        rows = ["| # | answer | | tokens | finish | scores |", "|---:|---|---|---:|---|---|"]
+        thought = any(c.thinking is not None for c in result.candidates)
+        rows = ["| # | answer | | tokens | " + ("thinking | " if thought else "") + "finish | scores |",
+                "|---:|---|---|---:|" + ("---:|" if thought else "") + "---|---|"]
         for i, c in enumerate(result.candidates):
             scores = ", ".join(f"{k}={_fmt(v)}" for k, v in c.scores.items())
+            thinking = ""
+            if thought:
+                thinking = (f"{c.usage.reasoning_tokens}" + ("" if c.thinking_closed in (True, None) else " (cut)")
+                            + " | ")
             rows.append(f"| {i} | `{c.answer}` | {_candidate_correct(result, c.answer)} | "
-                        f"{c.usage.completion_tokens} | {c.finish_reason or ''} | {scores} |")
+                        f"{c.usage.completion_tokens} | {thinking}{c.finish_reason or ''} | {scores} |")
         out += "\n\n" + "\n".join(rows)
     return out
 

@@ -34,16 +34,21 @@ class Needs:
         logprobs: the log-probability of every sampled token.
         top_logprobs: the k most likely alternatives at every position (0: none).
         hidden_states: the model's hidden states (a backend capability, checked when run).
+        thinking: the thinking text of a reasoning model's candidates (`Candidate.thinking`), beside
+            the final content every scorer sees (`Candidate.text`): a PRM that declares it scores
+            the thinking's steps followed by the content's (`PRMVerifier`); a candidate whose server
+            hid its thinking (reported a count, returned no text) is then refused (`Unsupported`).
 
     Example:
         >>> from ttc.needs import Needs
         >>> Needs(logprobs=True) | Needs(top_logprobs=5)
-        Needs(logprobs=True, top_logprobs=5, hidden_states=False)
+        Needs(logprobs=True, top_logprobs=5, hidden_states=False, thinking=False)
     """
 
     logprobs: bool = False
     top_logprobs: int = 0
     hidden_states: bool = False
+    thinking: bool = False
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -73,7 +78,8 @@ class Needs:
 
     @property
     def sampling(self) -> Needs:
-        """The part a sampler's `SamplingParams` provide (hidden states are the backend's)."""
+        """The part a sampler's `SamplingParams` provide (hidden states are the backend's, the
+        thinking is on every candidate of a reasoning model)."""
         return Needs(logprobs=self.logprobs, top_logprobs=self.top_logprobs)
 
     def settings(self) -> str:
@@ -91,6 +97,8 @@ class Needs:
             parts.append(f"the top-{self.top_logprobs} logprobs of every token")
         if self.hidden_states:
             parts.append("hidden states")
+        if self.thinking:
+            parts.append("the thinking text")
         return " and ".join(parts) or "nothing"
 
 
@@ -109,6 +117,20 @@ def needs_of(scorer: object) -> Needs:
     if not isinstance(needs, Needs):
         raise InvalidInput(f"{type(scorer).__name__}.needs must be a ttc.needs.Needs, got {type(needs).__name__}")
     return needs
+
+
+def thinking_text(candidate: object, who: str) -> str:
+    """The thinking of `candidate` for a scorer that declared `Needs(thinking=True)` ("" for a
+    candidate without thinking); `Unsupported` when its server hid the thinking."""
+    from ttc.errors import Unsupported
+
+    completion = getattr(candidate, "completion", None)
+    thinking = getattr(completion, "thinking", None)
+    if thinking is not None and thinking.hidden:
+        raise Unsupported(f"{who} needs the thinking text (Needs(thinking=True)), but the server hid it: it reported "
+                          f"{thinking.hidden_tokens} thinking tokens and returned no text; use a deployment that "
+                          f"returns the thinking, or a scorer that reads the final content only")
+    return getattr(candidate, "thinking", None) or ""
 
 
 def fill(params: SamplingParams, needs: Needs, *, who: str, where: str = "the sampler") -> SamplingParams:
@@ -137,4 +159,4 @@ def fill(params: SamplingParams, needs: Needs, *, who: str, where: str = "the sa
     return params.replace(**changes) if changes else params
 
 
-__all__ = ["NOTHING", "Needs", "fill", "needs_of"]
+__all__ = ["NOTHING", "Needs", "fill", "needs_of", "thinking_text"]

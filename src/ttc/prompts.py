@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ttc.backends.base import Generator
-from ttc.types import Problem, Prompt
+from ttc.types import Problem, Prompt, SamplingParams
 
 #: The default instruction: step-by-step reasoning ending in a boxed answer.
 DEFAULT_INSTRUCTION = "{question}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
@@ -31,8 +31,13 @@ class ChatPrompt:
         messages.append({"role": "user", "content": self.instruction.format(question=problem.question)})
         return messages
 
-    async def render(self, problem: Problem, generator: Generator) -> Prompt:
+    async def render(self, problem: Problem, generator: Generator, params: SamplingParams | None = None) -> Prompt:
+        """The prompt for `problem`; `params.chat_template_kwargs` (e.g. {"enable_thinking": False})
+        go to the chat template."""
         raw = problem.metadata.get("prompt")
         if isinstance(raw, str) and raw:
             return raw
+        options = None if params is None else params.chat_template_kwargs
+        if options:
+            return await generator.chat_prompt(self.messages(problem), chat_template_kwargs=options)
         return await generator.chat_prompt(self.messages(problem))

@@ -42,7 +42,18 @@ from ttc.backends.base import TOKEN_IDS, Generator
 from ttc.context import Context
 from ttc.errors import BudgetExhausted, InvalidInput, check_positive
 from ttc.prompts import ChatPrompt
-from ttc.types import DEFAULT_DELIMITER, Candidate, Completion, Problem, SamplingParams, Step, Trace, Usage
+from ttc.thinking import prompt_opens, split_text, whole
+from ttc.types import (
+    DEFAULT_DELIMITER,
+    Candidate,
+    Completion,
+    Problem,
+    SamplingParams,
+    Step,
+    Thinking,
+    Trace,
+    Usage,
+)
 from ttc.votes import vote_weights, weighted_vote
 
 #: ids of fixed strings (delimiters) per backend, tokenised once: see `Stepper._piece_ids`
@@ -141,6 +152,7 @@ class Stepper:
         self.prompt_ids: tuple[int, ...] = ()
         self.prompt_text: Any = ""
         self.delimiter_ids: tuple[int, ...] = ()
+        self.opened = False  # the prompt opened a thinking segment (a reasoning model)
 
     async def start(self) -> Stepper:
         generator = self.ctx.generator
@@ -148,7 +160,7 @@ class Stepper:
         self.use_token_ids = TOKEN_IDS in capabilities
         self._decode = generator.decode if generator.can_decode else None
         self._eos = _eos_ids(generator)
-        rendered = await self.prompt.render(self.problem, generator)
+        rendered = await self.prompt.render(self.problem, generator, self.params)
         if self.use_token_ids:
             self.prompt_ids = tuple(rendered) if not isinstance(rendered, str) else \
                 tuple(await generator.tokenize(rendered))
@@ -161,7 +173,29 @@ class Stepper:
         else:
             raise InvalidInput(f"{type(generator).__name__} returns token-id chat prompts but neither "
                                f"declares token ids nor can decode them: step search cannot continue traces")
+        await self._find_opened(rendered)
         return self
+
+    async def _find_opened(self, rendered: Any) -> None:
+        """Whether the prompt opened a thinking segment (a reasoning model's template), by marker ids
+        where traces are token ids, else by the marker text."""
+        fmt = self.ctx.generator.thinking
+        if fmt is None:
+            return
+        if self.use_token_ids:
+            start, end = await self._piece_ids(fmt.start), await self._piece_ids(fmt.end)
+            if len(start) == 1 and len(end) == 1:
+                self.opened = prompt_opens(self.prompt_ids, start[0], end[0])
+                return
+        text = rendered if isinstance(rendered, str) else self.prompt_text
+        self.opened = text.rfind(fmt.start) > text.rfind(fmt.end)
+
+    def split(self, text: str) -> tuple[Thinking | None, str]:
+        """(thinking, content) of a trace's whole text: the answer is read from the content only."""
+        fmt = self.ctx.generator.thinking
+        if fmt is None:
+            return None, text
+        return split_text(text, fmt, opened=self.opened)
 
     async def _piece_ids(self, text: str) -> tuple[int, ...]:
         """Ids of `text` inside a sequence: without the special tokens tokenize() puts in front.
@@ -196,9 +230,10 @@ class Stepper:
         final = self.config.is_final(len(trace.steps))  # the last step completes the solution
         max_tokens = (self.config.final_step_tokens or self.config.max_step_tokens) if final else \
             self.config.max_step_tokens
-        params = SamplingParams(n=n, temperature=self.params.temperature, top_p=self.params.top_p,
-                                max_tokens=max_tokens, stop=() if final else (self.config.delimiter,),
-                                seed=seed, logprobs=self.params.logprobs, top_logprobs=self.params.top_logprobs)
+        # the sampler's params (temperature, top_p, logprobs, the reasoning fields, extra), with the
+        # step's own n, length, stop and seed
+        params = self.params.replace(n=n, max_tokens=max_tokens, stop=() if final else (self.config.delimiter,),
+                                     seed=seed)
         return prompt, params
 
     async def expand(self, trace: Trace, n: int, seed: int | None = None) -> list[Expansion]:
@@ -206,7 +241,8 @@ class Stepper:
         if trace.finished:
             raise InvalidInput("cannot extend a finished trace")
         prompt, params = self.request(trace, n, seed)
-        return [self._extend(trace, c, u) for c, u in await self.ctx.generate(prompt, params)]
+        fmt = self.ctx.generator.thinking  # steps hold the whole output, a reasoning model's thinking too
+        return [self._extend(trace, whole(c, fmt), u) for c, u in await self.ctx.generate(prompt, params)]
 
     async def expand_many(self, requests: Sequence[tuple[Trace, int]]) -> tuple[list[list[Expansion]], bool]:
         """Run `(trace, n)` requests concurrently; returns their expansions and whether the budget ran out."""
@@ -259,7 +295,7 @@ class Stepper:
             at_delimiter, kept = self._stopped_at_delimiter(completion)
             if not at_delimiter:
                 finish = "eos"
-        if has_closed_box(trace.text + text):
+        if has_closed_box(self.split(trace.text + text)[1]):  # a box in the final content, not the thinking
             finish = "boxed"
         elif finish is None and len(trace.steps) + 1 >= self.config.max_steps:
             finish = "max_steps"
@@ -276,7 +312,7 @@ class Stepper:
 
     def _final(self, trace: Trace, completion: Completion, usage: Usage) -> Expansion:
         """The final completion (generated without the delimiter stop): the trace ends here."""
-        if has_closed_box(trace.text + completion.text):
+        if has_closed_box(self.split(trace.text + completion.text)[1]):
             finish = "boxed"
         elif completion.finish_reason == "stop":
             finish = "eos"
@@ -332,8 +368,10 @@ class Node:
 class SearchTree:
     """Every node a search generated, with parents, children, scores and per-node usage."""
 
-    def __init__(self) -> None:
+    def __init__(self, split: Callable[[str], tuple[Thinking | None, str]] | None = None) -> None:
         self.nodes: list[Node] = [Node(id=0, parent=None, depth=0, trace=Trace())]
+        #: (thinking, content) of a trace's text, for a reasoning model (`Stepper.split`); None: no thinking
+        self.split = split
 
     @property
     def root(self) -> Node:
@@ -438,8 +476,14 @@ def select_answer(candidates: Sequence[Candidate], weights: Sequence[float], sel
 
 def make_candidate(tree: SearchTree, node: Node, score_name: str, value: float | None) -> Candidate:
     """A candidate from a tree node; its usage is that of the steps on its path."""
-    text = node.trace.text
+    thinking, text = tree.split(node.trace.text) if tree.split is not None else (None, node.trace.text)
     scores = {} if value is None else {score_name: float(value)}
     finished = node.finish_reason not in (None, "max_steps", "length")  # a step-capped trace is cut, not finished
-    return Candidate(text=text, **answers.answer_fields(text, finished), scores=scores, usage=tree.path_usage(node),
-                     trace=node.trace, finish_reason=node.finish_reason or "unfinished")
+    if thinking is not None and not thinking.closed:  # cut inside its thinking: no final content, no answer
+        fields: dict[str, Any] = {"answer": None, "answer_source": None}
+    else:
+        fields = answers.answer_fields(text, finished)
+    return Candidate(text=text, **fields, scores=scores, usage=tree.path_usage(node), trace=node.trace,
+                     finish_reason=node.finish_reason or "unfinished",
+                     thinking=None if thinking is None else thinking.text,
+                     thinking_closed=None if thinking is None else thinking.closed)

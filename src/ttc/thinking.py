@@ -12,11 +12,13 @@ as completion tokens, neither thinking nor content; the content is what follows 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ttc.errors import InvalidInput
-from ttc.types import Thinking
+from ttc.types import Completion, Thinking
 
 
 @dataclass(frozen=True)
@@ -112,3 +114,181 @@ def split_positions(token_ids: Sequence[int], start_id: int, end_id: int, *,
         if token_ids[i] == end_id:
             return rest[:k], markers + [i], rest[k + 1:], True
     return rest, markers, [], False
+
+
+# -- in-process splitting: marker token ids, whether a prompt opened the thinking, a Completion split --
+
+#: the file in a model's folder that declares its thinking format: {"format": "deepseek_r1"}, or
+#: {"format": "name", "start": "<think>", "end": "</think>", "opened_by_template": true, ...}
+FORMAT_FILE = "ttc_thinking.json"
+
+
+def declared_format(model_dir: str | None) -> ThinkingFormat | None:
+    """The format `model_dir/ttc_thinking.json` declares, or None when the folder declares none
+    (not a folder, or no such file): a model thinks only where that is declared, never guessed."""
+    import json
+    import os
+
+    if not model_dir or not os.path.isdir(model_dir):
+        return None
+    path = os.path.join(model_dir, FORMAT_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            spec = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("format"), str):
+        raise InvalidInput(f"{path} must be a JSON object with a \"format\" name, got {spec!r}")
+    fields = {k: v for k, v in spec.items() if k != "format"}
+    if not fields:
+        return thinking_format(spec["format"])
+    base = FORMATS.get(spec["format"])
+    try:
+        if base is not None:
+            return dataclasses.replace(base, **fields)
+        return ThinkingFormat(spec["format"], **fields)
+    except TypeError as exc:
+        raise InvalidInput(f"{path}: {exc}") from None
+
+
+def resolve_format(spec: str | ThinkingFormat | None | bool, model_dir: str | None) -> ThinkingFormat | None:
+    """A backend's `thinking=` argument: a format (name or `ThinkingFormat`), False (the model does
+    not think, whatever its folder says), or None (the default: what the model's folder declares)."""
+    if spec is False:
+        return None
+    if spec is None or spec is True:
+        fmt = declared_format(model_dir)
+        if spec is True and fmt is None:
+            raise InvalidInput(f"thinking=True, but {model_dir!r} declares no thinking format "
+                               f"({FORMAT_FILE}); name the format: thinking=\"deepseek_r1\" or \"qwen3\"")
+        return fmt
+    return thinking_format(spec)
+
+
+def marker_ids(fmt: ThinkingFormat, encode: Callable[[str], Sequence[int]], owner: str,
+               vocab: Any = None) -> tuple[int, int]:
+    """(start id, end id): each marker of `fmt` must encode (`encode`: text -> ids, no special tokens
+    added) as one token, and be in `vocab` when given, else `InvalidInput` naming the marker (a split
+    by ids needs single-token markers)."""
+    ids = []
+    for which, marker in (("start", fmt.start), ("end", fmt.end)):
+        encoded = [int(t) for t in encode(marker)]
+        if len(encoded) != 1 or (vocab is not None and marker not in vocab):
+            raise InvalidInput(
+                f"{owner}: the thinking {which} marker {marker!r} of format {fmt.name!r} is not one token of "
+                f"this model's vocabulary (it encodes as {len(encoded)} tokens {encoded[:8]}); this model does "
+                f"not write that format: pass the format it uses, or thinking=False")
+        ids.append(encoded[0])
+    return ids[0], ids[1]
+
+
+def prompt_opens(prompt_ids: Sequence[int], start_id: int, end_id: int) -> bool:
+    """Whether a prompt ends inside an open thinking segment: its last start marker comes after its
+    last end marker (a chat template that opened the thinking, or a continuation of a thinking)."""
+    last_start = last_end = -1
+    for i, token in enumerate(prompt_ids):
+        if token == start_id:
+            last_start = i
+        elif token == end_id:
+            last_end = i
+    return last_start > last_end
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """`text` cut before the earliest of the `stop` strings in it (vLLM's rule for stop strings)."""
+    cut = len(text)
+    for s in stop:
+        at = text.find(s) if s else -1
+        if at != -1:
+            cut = min(cut, at)
+    return text[:cut]
+
+
+def split_completion(completion: Completion, start_id: int, end_id: int, *, opened: bool,
+                     decode: Callable[[Sequence[int]], str], stop: Sequence[str] = ()) -> Completion:
+    """`completion` (the whole generated output) with its thinking split off at the marker token ids:
+    `text`, `token_ids`, `logprobs`, `top_logprobs` become the content's, `thinking` the rest.
+
+    Each part's text is its ids decoded (so text and ids always agree); a completion ended by a
+    stop string has its last part cut before the stop string, as the backend cut its text. Output
+    that is not opened and does not start with the start marker has no thinking: returned unchanged.
+    """
+    ids = completion.token_ids
+    think, markers, content, closed = split_positions(ids, start_id, end_id, opened=opened)
+    if not opened and not markers:
+        return completion
+
+    def pick(values: Sequence[Any] | None, positions: list[int]) -> tuple[Any, ...] | None:
+        return None if values is None else tuple(values[i] for i in positions if i < len(values))
+
+    think_text = decode([ids[i] for i in think])
+    content_text = decode([ids[i] for i in content])
+    if completion.finish_reason == "stop" and stop and completion.eos is not True:
+        if closed:
+            content_text = cut_at_stop(content_text, stop)
+        else:
+            think_text = cut_at_stop(think_text, stop)
+    thinking = Thinking(text=think_text, token_ids=tuple(ids[i] for i in think), closed=closed,
+                        logprobs=pick(completion.logprobs, think), top_logprobs=pick(completion.top_logprobs, think),
+                        marker_token_ids=tuple(ids[i] for i in markers),
+                        marker_logprobs=pick(completion.logprobs, markers),
+                        marker_top_logprobs=pick(completion.top_logprobs, markers))
+    return dataclasses.replace(completion, text=content_text, token_ids=tuple(ids[i] for i in content),
+                               logprobs=pick(completion.logprobs, content),
+                               top_logprobs=pick(completion.top_logprobs, content), thinking=thinking)
+
+
+def _wrote_start(t: Thinking) -> bool:
+    """Whether the model generated the start marker itself (two markers, or one on open thinking)."""
+    return len(t.marker_token_ids) == 2 or (len(t.marker_token_ids) == 1 and not t.closed)
+
+
+def generated_ids(completion: Completion) -> tuple[int, ...]:
+    """Every token id the model generated, in order (thinking, its markers, content): what a
+    continuation appends to its prompt. Without thinking, `completion.token_ids`."""
+    t = completion.thinking
+    if t is None:
+        return tuple(completion.token_ids)
+    start = t.marker_token_ids[:1] if _wrote_start(t) else ()
+    end = t.marker_token_ids[-1:] if t.closed and t.marker_token_ids else ()
+    return (*start, *t.token_ids, *end, *completion.token_ids)
+
+
+def generated_logprobs(completion: Completion) -> tuple[tuple[float, ...] | None, tuple[dict, ...] | None]:
+    """(logprobs, top logprobs) of every generated token, in the order of `generated_ids` (None
+    where the completion has none, or a part lacks them)."""
+    t = completion.thinking
+    if t is None:
+        return completion.logprobs, completion.top_logprobs
+
+    def whole(think: tuple | None, markers: tuple | None, content: tuple | None) -> tuple | None:
+        if think is None or content is None or (t.marker_token_ids and markers is None):
+            return None
+        markers = markers or ()
+        start = markers[:1] if _wrote_start(t) else ()
+        end = markers[-1:] if t.closed and markers else ()
+        return (*start, *think, *end, *content)
+
+    return (whole(t.logprobs, t.marker_logprobs, completion.logprobs),
+            whole(t.top_logprobs, t.marker_top_logprobs, completion.top_logprobs))
+
+
+def generated_text(completion: Completion, fmt: ThinkingFormat | None) -> str:
+    """The whole generated text with its markers written out (thinking, markers, content): the
+    text form of `generated_ids`. Without thinking (or format), `completion.text`."""
+    t = completion.thinking
+    if t is None or fmt is None:
+        return completion.text
+    return (fmt.start if _wrote_start(t) else "") + t.text + (fmt.end if t.closed else "") + completion.text
+
+
+def whole(completion: Completion, fmt: ThinkingFormat | None) -> Completion:
+    """`completion` put back together as generated (thinking, markers, content in `text` and
+    `token_ids`, no `thinking`): what a continuation of it extends (step searches, chunks)."""
+    if completion.thinking is None:
+        return completion
+    logprobs, top = generated_logprobs(completion)
+    return dataclasses.replace(completion, text=generated_text(completion, fmt), token_ids=generated_ids(completion),
+                               logprobs=logprobs, top_logprobs=top, thinking=None)

@@ -175,6 +175,10 @@ class Thinking:
     top_logprobs: tuple[dict[int | str, float], ...] | None = None
     marker_token_ids: tuple[int, ...] = ()
     hidden_tokens: int | None = None
+    #: the logprobs (and top logprobs) of the marker tokens, where the backend has them, so that the
+    #: whole output's can be put back together in order (`ttc.thinking.generated_logprobs`)
+    marker_logprobs: tuple[float, ...] | None = None
+    marker_top_logprobs: tuple[dict[int | str, float], ...] | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -370,6 +374,9 @@ class Candidate:
     finish_reason: str | None = None
     #: the thinking of a reasoning model (`Completion.thinking`'s text; `text` is the final content)
     thinking: str | None = None
+    #: whether that thinking was closed (None without thinking); a candidate cut inside its
+    #: thinking (False) has no answer unless a strategy forced one (`ttc.candidates`)
+    thinking_closed: bool | None = None
     #: where `answer` came from (`ttc.answers.SOURCES`: "boxed", "hashes", "stated", or
     #: "last_number", the fallback guess); None when there is no answer or a probe forced it (EarlyExit)
     answer_source: str | None = None
@@ -422,6 +429,8 @@ class Result:
         - "error: ..." the problem failed (`error` says how);
         - "cut at max_tokens: ..." every candidate was cut before it stated an answer;
         - "nothing extractable: ..." candidates finished (or were stopped) without a readable answer;
+        - "cut inside its thinking: ..." every candidate of a reasoning model was cut before it
+          closed its thinking (its final content, where the answer is read, never started);
         - "no candidates" the strategy produced none;
         - "the chosen candidate has no answer: ..." other candidates had one, the strategy chose one
           without (e.g. a verifier's favourite that states none).
@@ -436,14 +445,20 @@ class Result:
         answered = sum(c.answer is not None for c in self.candidates)
         if answered:
             return f"the chosen candidate has no answer: {answered} of {total} candidates had one"
+        in_thinking = sum(c.thinking_closed is False for c in self.candidates)
+        if in_thinking == total:
+            which = "the candidate was" if total == 1 else f"all {total} candidates were"
+            return (f"cut inside its thinking: {which} cut before closing the thinking, so there is no "
+                    f"final content to read an answer from; raise max_tokens")
         cut = self.truncated
         if cut == total:
             which = "the candidate was" if total == 1 else f"all {total} candidates were"
             return f"cut at max_tokens: {which} cut before stating an answer; raise max_tokens"
         reasons: dict[str, int] = {}
         for c in self.candidates:
-            reasons[c.finish_reason or "unknown"] = reasons.get(c.finish_reason or "unknown", 0) + 1
-        words = {"stop": "finished", "length": "cut at max_tokens"}
+            reason = "thinking" if c.thinking_closed is False else c.finish_reason or "unknown"
+            reasons[reason] = reasons.get(reason, 0) + 1
+        words = {"stop": "finished", "length": "cut at max_tokens", "thinking": "cut inside its thinking"}
         how = ", ".join(f"{k} {words.get(r, r)}" for r, k in reasons.items())
         return f"nothing extractable: no candidate stated an answer ({how})"
 
@@ -499,6 +514,8 @@ class Result:
                     "scores": c.scores,
                     "finish_reason": c.finish_reason,
                     "completion_tokens": c.usage.completion_tokens,
+                    "reasoning_tokens": c.usage.reasoning_tokens,
+                    "thinking_closed": c.thinking_closed,
                 }
                 for c in self.candidates
             ],
@@ -512,7 +529,8 @@ class Result:
         return (f"Result(strategy={self.strategy!r}, answer={self.answer!r}, " + why
                 + (f"tie={list(tie)!r}, " if tie else "")
                 + f"candidates={len(self.candidates)}, tokens={self.usage.total_tokens}, "
-                f"seconds={self.usage.wall_seconds:.2f})")
+                + (f"reasoning_tokens={self.usage.reasoning_tokens}, " if self.usage.reasoning_tokens else "")
+                + f"seconds={self.usage.wall_seconds:.2f})")
 
 
 class Results(list[Result]):

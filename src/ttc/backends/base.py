@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import abc
 import operator
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ttc.errors import InvalidInput, Unsupported
-from ttc.types import Completion, Prompt, SamplingParams, Thinking, Usage
+from ttc.thinking import ThinkingFormat
+from ttc.types import Completion, Prompt, SamplingParams, Usage
 
 #: Capability names a backend may declare in `Generator.capabilities`.
 STREAM = "stream"                  # tokens can be watched as they arrive and a request cancelled
@@ -79,9 +80,8 @@ class Delta:
     processed and cached prompt tokens and the completion tokens generated up to this delta.
     The stream's usage takes it over; without it, completion tokens are the token ids received.
 
-    For a reasoning model, `text`, `token_ids` and `logprobs` are final content, and `thinking` the
-    piece of thinking that arrived in this delta (its text, ids, logprobs and the marker tokens that
-    came with it; `closed` once the end marker arrived), None when none did.
+    For a reasoning model the deltas carry the whole output as generated (thinking and markers
+    included); `Generator.split_thinking` splits the stream's completion as `generate` would.
     """
 
     text: str
@@ -89,7 +89,6 @@ class Delta:
     logprobs: tuple[float, ...] | None = None
     finish_reason: str | None = None
     usage: Usage | None = None
-    thinking: Thinking | None = None
 
 
 def combine_generations(generations: Sequence[Generation]) -> Generation:
@@ -124,6 +123,15 @@ class Generator(abc.ABC):
     tokenizer: Any = None
     #: the token ids that end a sequence (empty when unknown)
     eos_token_ids: frozenset[int] = frozenset()
+    #: the model's thinking format when it is a reasoning model (`ttc.thinking.ThinkingFormat`), else
+    #: None: completions then carry `Completion.thinking` and their text is the final content
+    thinking: ThinkingFormat | None = None
+
+    def split_thinking(self, completion: Completion, prompt: Prompt, params: SamplingParams) -> Completion:
+        """`completion` as returned whole (a stream's deltas put together) with its thinking split off,
+        as `generate` returns it. Default: unchanged (a backend without thinking, or one whose
+        deltas already come split); in-process backends split at the marker token ids."""
+        return completion
 
     async def detect_capabilities(self) -> frozenset[str]:
         """The capabilities, after whatever one-time detection the backend needs (a server probe).
@@ -168,8 +176,11 @@ class Generator(abc.ABC):
         """Token ids of `text` exactly as `generate` would see it as a prompt."""
 
     @abc.abstractmethod
-    async def chat_prompt(self, messages: Sequence[dict[str, str]]) -> Prompt:
-        """The model's chat template applied to `messages`, ready to generate the assistant turn."""
+    async def chat_prompt(self, messages: Sequence[dict[str, str]], *,
+                          chat_template_kwargs: Mapping[str, Any] | None = None) -> Prompt:
+        """The model's chat template applied to `messages`, ready to generate the assistant turn;
+        `chat_template_kwargs` (`SamplingParams.chat_template_kwargs`, e.g. {"enable_thinking": False})
+        are passed to the template."""
 
     async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Delta]:
         """Stream one completion (params.n must be 1) as it is generated.
@@ -184,7 +195,7 @@ class Generator(abc.ABC):
         generation = await self.generate(prompt, params)
         completion = generation.completions[0]
         yield Delta(completion.text, completion.token_ids, completion.logprobs, completion.finish_reason,
-                    usage=generation.usage(), thinking=completion.thinking)
+                    usage=generation.usage())
 
     def tokens_generated(self) -> int | None:
         """Completion tokens decoded so far by this backend, in-flight requests included.

@@ -22,16 +22,18 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ttc.backends import vllm_mapping as mapping
 from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator
 from ttc.backends.loop_thread import LoopThread, relay
+from ttc.backends.thinking_split import MarkerSplitter, hf_splitter
 from ttc.backends.vllm_mapping import CPU_DEFAULTS
 from ttc.errors import GenerationError, InvalidInput, ModelNotFound
 from ttc.models import SMOLLM2_NAME, check_hub_model, resolve_model
-from ttc.types import Prompt, SamplingParams
+from ttc.thinking import ThinkingFormat, resolve_format
+from ttc.types import Completion, Prompt, SamplingParams
 
 __all__ = ["CPU_DEFAULTS", "VLLMEngine"]
 
@@ -52,13 +54,22 @@ class VLLMEngine(Generator):
     for SmolLM2 on a small CPU) and blocks.
 
     Requests map one to one onto vLLM requests: n, temperature, top_p, max_tokens, stop, seed,
-    logprobs (with `top_logprobs` alternatives) and token-id prompts are vLLM's own. A seeded
+    logprobs (with `top_logprobs` alternatives), top_k, min_p, the three penalties and token-id
+    prompts are vLLM's own; `extra` sets other fields of the installed vLLM's SamplingParams by name
+    (an unknown one is `ttc.Unsupported`); `chat_template_kwargs` go to the chat template.
+    `thinking`: the model's thinking format (a name of `ttc.thinking.FORMATS` or a `ThinkingFormat`);
+    default None = what the model's folder declares in `ttc_thinking.json`, else no thinking; False
+    = no thinking. With a format, completions are split at the marker tokens (`Completion.thinking`). A seeded
     request gives the same completions as the same request to a vLLM OpenAI server running the
     same model (vLLM gives sample i of a seeded request seed + i).
     """
 
-    def __init__(self, model: str | None = None, **engine_kwargs: Any):
+    _splitter: MarkerSplitter | None = None  # splits completions at the thinking markers (`thinking=`)
+
+    def __init__(self, model: str | None = None, *, thinking: str | ThinkingFormat | bool | None = None,
+                 **engine_kwargs: Any):
         path = resolve_model(model)
+        fmt = resolve_format(thinking, path)  # a bad format fails before minutes of engine start
         check_hub_model(path)  # offline, a hub id fails now instead of after minutes of retries
         kwargs = mapping.engine_kwargs(path, engine_kwargs)
         self._thread: LoopThread | None = LoopThread("ttc-vllm-engine")
@@ -73,6 +84,7 @@ class VLLMEngine(Generator):
                 raise ModelNotFound(f"vLLM could not load {path!r}: {type(exc).__name__}: {exc}") from exc
             raise GenerationError(f"could not start a vLLM engine for {path!r}: {type(exc).__name__}: {exc}") from exc
         self._setup(engine, model if model is not None else SMOLLM2_NAME, self._thread.loop, owns=True)
+        self._setup_thinking(fmt)
 
     @staticmethod
     async def _build(kwargs: dict[str, Any]) -> Any:
@@ -87,8 +99,10 @@ class VLLMEngine(Generator):
 
     @classmethod
     def from_engine(cls, engine: Any, *, name: str | None = None,
-                    loop: asyncio.AbstractEventLoop | None = None) -> VLLMEngine:
-        """Wrap a vLLM `AsyncLLM` you built yourself; `aclose()` leaves it running.
+                    loop: asyncio.AbstractEventLoop | None = None,
+                    thinking: str | ThinkingFormat | bool | None = None) -> VLLMEngine:
+        """Wrap a vLLM `AsyncLLM` you built yourself; `aclose()` leaves it running. `thinking` as
+        for the constructor (the default reads the engine's model folder).
 
         Requests run on `loop` if given, else on the loop the engine's output handler already
         runs on, else on the caller's loop (an `AsyncLLM` serves one event loop).
@@ -107,7 +121,17 @@ class VLLMEngine(Generator):
         self = cls.__new__(cls)
         self._thread = None
         self._setup(engine, name or "vllm", loop, owns=False)
+        self._setup_thinking(resolve_format(thinking, getattr(getattr(engine, "model_config", None), "model", None)))
         return self
+
+    def _setup_thinking(self, fmt: ThinkingFormat | None) -> None:
+        """The thinking format and its marker ids (each must be one token: else InvalidInput now)."""
+        self.thinking = fmt
+        try:
+            self._splitter = hf_splitter(fmt, self.tokenizer, f"VLLMEngine({self._name!r})")
+        except BaseException:
+            self.close()
+            raise
 
     def _setup(self, engine: Any, name: str, loop: asyncio.AbstractEventLoop | None, owns: bool) -> None:
         self.engine = engine
@@ -142,13 +166,16 @@ class VLLMEngine(Generator):
         """Text of token ids as completions show it (special tokens skipped)."""
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
-    async def chat_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        """Token ids of the model's chat template applied to `messages`, ready for the assistant turn."""
+    async def chat_prompt(self, messages: Sequence[dict[str, str]], *,
+                          chat_template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
+        """Token ids of the model's chat template applied to `messages`, ready for the assistant turn;
+        `chat_template_kwargs` (e.g. {"enable_thinking": False}) go to the template."""
         if not messages or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
             raise InvalidInput("chat_prompt needs a non-empty list of {'role': ..., 'content': ...} messages")
         if not getattr(self.tokenizer, "chat_template", None):
             raise InvalidInput(f"the tokenizer of {self.model_name!r} has no chat template; use a text prompt")
-        out = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+        out = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
+                                                 **dict(chat_template_kwargs or {}))
         if not isinstance(out, (list, tuple)):  # a BatchEncoding
             out = out["input_ids"]
         return [int(t) for t in out]
@@ -160,7 +187,16 @@ class VLLMEngine(Generator):
         engine_prompt = mapping.engine_prompt(prompt)
         vllm_params = mapping.sampling_params(params, RequestOutputKind.FINAL_ONLY, self._sampling_defaults)
         self._check_length(engine_prompt, params)
+        if self._splitter is not None:
+            self._splitter.check_request(params)
         return await self._on_engine_loop(self._generate(engine_prompt, vllm_params, params))
+
+    def split_thinking(self, completion: Completion, prompt: Prompt, params: SamplingParams) -> Completion:
+        """A stream's completion split at the thinking markers, as `generate` splits it."""
+        if self._splitter is None or completion.thinking is not None:
+            return completion
+        ids = self.tokenizer.encode(prompt, add_special_tokens=True) if isinstance(prompt, str) else prompt
+        return self._splitter.split(completion, ids, params)
 
     async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Delta]:
         """Stream one completion; closing the iterator (or cancelling its consumer) aborts the request."""
@@ -171,6 +207,8 @@ class VLLMEngine(Generator):
         engine_prompt = mapping.engine_prompt(prompt)
         vllm_params = mapping.sampling_params(params, RequestOutputKind.DELTA, self._sampling_defaults)
         self._check_length(engine_prompt, params)
+        if self._splitter is not None:
+            self._splitter.check_request(params)
         self._check_open()
         if self.loop is None or self.loop is asyncio.get_running_loop():
             deltas = self._stream(engine_prompt, vllm_params, params)
@@ -250,6 +288,8 @@ class VLLMEngine(Generator):
             raise GenerationError("vLLM ended the request without a final output")
         outputs = sorted(final.outputs, key=lambda o: o.index)
         completions = [mapping.completion(o, params) for o in outputs]
+        if self._splitter is not None:
+            completions = [self._splitter.split(c, final.prompt_token_ids or (), params) for c in completions]
         prompt_tokens = len(final.prompt_token_ids or ())
         # vLLM's num_cached_tokens: prefix-cache hits of the prompt (for n > 1, of one of the n
         # sequences: the parent request reports its last finished child's)

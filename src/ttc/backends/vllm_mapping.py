@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from ttc.backends.base import Delta, checked_prompt
-from ttc.errors import BackendUnavailable, GenerationError, InvalidInput, TTCError
+from ttc.errors import BackendUnavailable, GenerationError, InvalidInput, TTCError, Unsupported
 from ttc.types import Completion, Prompt, SamplingParams, Usage
 
 __all__ = ["CPU_DEFAULTS", "completion", "delta", "engine_kwargs", "engine_prompt", "finish_reason",
@@ -102,10 +102,40 @@ def sampling_params(params: SamplingParams, output_kind: Any, defaults: dict[str
                   output_kind=output_kind)
     if params.logprobs or params.top_logprobs:
         kwargs["logprobs"] = params.top_logprobs or 0  # None (unspecified) is no alternatives
+    for name in REASONING_FIELDS:  # None: the model's generation-config default (or vLLM's)
+        value = getattr(params, name)
+        if value is not None:
+            kwargs[name] = value
+    kwargs.update(extra_fields(params.extra))
     try:
         return vllm.SamplingParams(**kwargs)
     except (ValueError, TypeError) as exc:
         raise InvalidInput(f"vLLM rejected the sampling parameters: {exc}") from None
+
+
+#: SamplingParams fields vLLM's SamplingParams takes under the same name
+REASONING_FIELDS = ("top_k", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty")
+#: vLLM fields ttc sets itself from its own SamplingParams: `extra` may not set them behind its back
+OWNED_FIELDS = frozenset({"n", "temperature", "top_p", "max_tokens", "stop", "seed", "logprobs", "output_kind",
+                          *REASONING_FIELDS})
+
+
+def extra_fields(extra: Any) -> dict[str, Any]:
+    """`SamplingParams.extra` as vLLM SamplingParams fields: each key must be a field of the installed
+    vLLM's SamplingParams (else `Unsupported` naming it) that ttc does not set itself (else `InvalidInput`)."""
+    if not extra:
+        return {}
+    import vllm
+
+    known = {f for f in getattr(vllm.SamplingParams, "__struct_fields__", ()) if not f.startswith("_")}
+    for key in extra:
+        if key in OWNED_FIELDS:
+            raise InvalidInput(f"SamplingParams.extra sets {key!r}, which ttc sets from its own SamplingParams "
+                               f"field: set SamplingParams({key}=...) instead")
+        if key not in known:
+            raise Unsupported(f"SamplingParams.extra field {key!r} is not supported by the VLLMEngine backend: the "
+                              f"installed vLLM's SamplingParams has no such field")
+    return dict(extra)
 
 
 def completion(output: Any, params: SamplingParams) -> Completion:

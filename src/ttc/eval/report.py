@@ -83,6 +83,8 @@ class SettingSummary:
     errors: int
     #: share of all candidates cut at max_tokens (finish_reason "length"); None without candidates
     cut: float | None = None
+    #: mean thinking tokens per problem (a reasoning model's, part of the completion tokens; 0 without)
+    mean_reasoning_tokens: float = 0.0
 
     @classmethod
     def from_records(cls, setting: str, records: Sequence[Mapping[str, Any]]) -> SettingSummary:
@@ -104,7 +106,8 @@ class SettingSummary:
             mean_completion_tokens=_mean(u.get("completion_tokens", 0) for u in usages),
             mean_verifier_calls=_mean(u.get("verifier_calls", 0) for u in usages),
             latency_p50=percentile(latencies, 50), latency_p95=percentile(latencies, 95),
-            errors=sum(1 for r in records if r.get("error")), cut=_cut_share(records))
+            errors=sum(1 for r in records if r.get("error")), cut=_cut_share(records),
+            mean_reasoning_tokens=_mean(u.get("reasoning_tokens", 0) for u in usages))
 
 
 def _cut_share(records: Sequence[Mapping[str, Any]]) -> float | None:
@@ -154,6 +157,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("pass_at_1", "pass@1", ".3f"),
     ("pass_at_n", "pass@n", ".3f"),
     ("mean_tokens", "tokens/problem", ".0f"),
+    ("mean_reasoning_tokens", "thinking/problem", ".0f"),
     ("cut", "cut", ".0%"),
     ("mean_verifier_calls", "verifier calls", ".1f"),
     ("latency_p50", "latency p50 (s)", ".2f"),
@@ -230,9 +234,16 @@ class EvalReport:
         return len(self.records)
 
     # -- text -----------------------------------------------------------------------------------
+    @property
+    def columns(self) -> tuple[tuple[str, str, str], ...]:
+        """The table's columns: `COLUMNS`, without the thinking column when no setting thought."""
+        if any(r.mean_reasoning_tokens for r in self.rows):
+            return COLUMNS
+        return tuple(c for c in COLUMNS if c[0] != "mean_reasoning_tokens")
+
     def _cells(self, row: SettingSummary) -> list[str]:
         cells = []
-        for attr, _, fmt in COLUMNS:
+        for attr, _, fmt in self.columns:
             if fmt == "ci":
                 cells.append("" if row.ci_low is None else f"[{row.ci_low:.3f}, {row.ci_high:.3f}]")
                 continue
@@ -242,7 +253,7 @@ class EvalReport:
 
     def table(self) -> str:
         """The summary as an aligned plain-text table."""
-        header = [title for _, title, _ in COLUMNS]
+        header = [title for _, title, _ in self.columns]
         body = [self._cells(r) for r in self.rows]
         widths = [max(len(x) for x in col) for col in zip(header, *body, strict=False)]
         line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
@@ -256,11 +267,12 @@ class EvalReport:
         return ("accuracy: correct answers over all problems, Wilson 95% CI (a failed problem has no answer; "
                 "failures are counted under 'failed' and left out of the plot); "
                 "pass@1/pass@n: unbiased estimates from the candidates' correctness; "
-                "tokens: prompt + completion per problem; cut: share of candidates cut at max_tokens")
+                "tokens: prompt + completion per problem (thinking: the part of them a reasoning model spent "
+                "thinking, shown when nonzero); cut: share of candidates cut at max_tokens")
 
     def to_markdown(self) -> str:
         """The summary as a Markdown table (with the title as a heading)."""
-        header = [title for _, title, _ in COLUMNS]
+        header = [title for _, title, _ in self.columns]
         lines = [f"### {self.title}", "", "| " + " | ".join(header) + " |",
                  "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
         for row in self.rows:
@@ -292,7 +304,7 @@ class EvalReport:
         return self.to_markdown()
 
     def _repr_html_(self) -> str:
-        header = "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in COLUMNS)
+        header = "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in self.columns)
         body = []
         for row in self.rows:
             cells = self._cells(row)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ttc.answers import read_answer
 from ttc.backends.base import HIDDEN_STATES, TOKEN_IDS
+from ttc.candidates import answer_of, thinking_fields
 from ttc.context import Context
 from ttc.errors import BudgetExhausted, InvalidInput, Unsupported
 from ttc.needs import Needs, fill, needs_of
@@ -13,6 +13,7 @@ from ttc.probes.base import DROP, EXIT, PLAIN_SUFFIX, Decision, Probe, TraceStat
 from ttc.prompts import ChatPrompt
 from ttc.strategies.base import Sampler
 from ttc.strategies.sample import DEFAULT_PARAMS
+from ttc.thinking import generated_ids, generated_logprobs, generated_text
 from ttc.types import Candidate, Completion, Problem, SamplingParams
 
 MODES = ("chunks", "stream")
@@ -116,7 +117,7 @@ class EarlyExit(Sampler):
         if missing:
             raise InvalidInput(f"probe {self.probe.name!r} needs backend capabilities {sorted(missing)}, "
                                f"which {type(ctx.generator).__name__} does not declare")
-        prompt = await self.prompt.render(problem, ctx.generator)
+        prompt = await self.prompt.render(problem, ctx.generator, self.params)
         prompt_ids = list(await ctx.generator.tokenize(prompt)) if isinstance(prompt, str) else list(prompt)
         state = TraceState(problem=problem, prompt_ids=prompt_ids,
                            logprobs=[] if self.params.logprobs else None,
@@ -145,8 +146,10 @@ class EarlyExit(Sampler):
                 return "length", None  # the budget ends the trace, as max_tokens would
             chunk += 1
             state.usage.add(usage)
-            _append(state, completion.text, completion.token_ids, completion.logprobs, completion.top_logprobs)
-            if completion.finish_reason != "length" or not completion.token_ids:
+            ids = generated_ids(completion)  # the whole chunk: a reasoning model's thinking and markers too
+            logprobs, top = generated_logprobs(completion)
+            _append(state, generated_text(completion, ctx.generator.thinking), ids, logprobs, top)
+            if completion.finish_reason != "length" or not ids:
                 return completion.finish_reason or "stop", None
             if len(state.token_ids) >= params.max_tokens:
                 return "length", None
@@ -183,10 +186,15 @@ class EarlyExit(Sampler):
         return finish, decision
 
     async def _finish(self, state: TraceState, finish: str, decision: Decision | None, ctx: Context) -> Candidate:
-        completion = Completion(text=state.text, token_ids=tuple(state.token_ids),
-                                finish_reason=finish if finish in ("stop", "length") else "cancelled",
-                                logprobs=None if state.logprobs is None else tuple(state.logprobs),
-                                top_logprobs=None if not state.top_logprobs else tuple(state.top_logprobs))
+        whole = Completion(text=state.text, token_ids=tuple(state.token_ids),
+                           finish_reason=finish if finish in ("stop", "length") else "cancelled",
+                           logprobs=None if state.logprobs is None else tuple(state.logprobs),
+                           top_logprobs=None if not state.top_logprobs else tuple(state.top_logprobs))
+        # a reasoning model's thinking split off as generate() would; chunks counted theirs already
+        completion = ctx.generator.split_thinking(whole, state.prompt_ids, self.params)
+        if self.mode == "stream" and completion.reasoning_tokens:
+            state.usage.reasoning_tokens += completion.reasoning_tokens
+            ctx.usage.reasoning_tokens += completion.reasoning_tokens
         scores = {"probe_calls": float(state.probe_calls), "probe_tokens": float(state.probe_tokens),
                   "exit_tokens": float(len(state.token_ids))}
         if decision is not None and decision.score is not None:
@@ -212,12 +220,13 @@ class EarlyExit(Sampler):
             reason = DROPPED
             if decision is not None and decision.at is not None:
                 scores["exit_tokens"] = float(decision.at)
-        else:
-            answer, source = read_answer(state.text, finished=finish != "length")
+        else:  # read to its end: the answer comes from the final content only
+            fields = answer_of(completion)
+            text, answer, source = completion.text, fields["answer"], fields["answer_source"]
         scores["probe_calls"] = float(state.probe_calls)
         scores["probe_tokens"] = float(state.probe_tokens)
         return Candidate(text=text, answer=answer, completion=completion, usage=state.usage, scores=scores,
-                         finish_reason=reason, answer_source=source)
+                         finish_reason=reason, answer_source=source, **thinking_fields(completion))
 
 
 def _append(state: TraceState, text: str, ids: Sequence[int], logprobs: Sequence[float] | None,

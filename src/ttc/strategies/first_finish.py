@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ttc import answers
-from ttc.answers import answer_fields
+from ttc.candidates import from_completion
 from ttc.context import Context, Stream
 from ttc.errors import InvalidInput
 from ttc.infos import FirstFinishInfo
@@ -56,13 +56,12 @@ class StreamSample(Sampler):
 
     async def candidate(self, problem: Problem, ctx: Context) -> Candidate:
         seed = ctx.next_seed(self.params.seed)  # drawn before any await: the same run gives the same seeds
-        prompt = await self.prompt.render(problem, ctx.generator)
+        prompt = await self.prompt.render(problem, ctx.generator, self.params)
         async with ctx.stream(prompt, self.params.replace(seed=seed)) as s:
             async for _ in s:
                 pass
         c = s.completion()
-        return Candidate(text=c.text, **answer_fields(c.text, c.finish_reason != "length"), completion=c, usage=s.usage,
-                         finish_reason=c.finish_reason)
+        return from_completion(c, s.usage)
 
 
 class _Tracked:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ttc.answers import answer_fields
+from ttc.candidates import from_completion
 from ttc.context import Context
 from ttc.prompts import ChatPrompt
 from ttc.strategies.base import Sampler
@@ -43,10 +43,6 @@ class Sample(Sampler):
 
     async def candidates(self, problem: Problem, ctx: Context, k: int) -> list[Candidate]:
         seed = ctx.next_seed(self.params.seed)  # drawn before any await: the same run gives the same seeds
-        prompt = await self.prompt.render(problem, ctx.generator)
+        prompt = await self.prompt.render(problem, ctx.generator, self.params)
         params = self.params.replace(n=k, seed=seed)
-        return [
-            Candidate(text=c.text, **answer_fields(c.text, c.finish_reason != "length"), completion=c, usage=usage,
-                      finish_reason=c.finish_reason)
-            for c, usage in await ctx.generate(prompt, params)
-        ]
+        return [from_completion(c, usage) for c, usage in await ctx.generate(prompt, params)]

@@ -116,7 +116,7 @@ class StepSearch(Strategy):
 
     async def _begin(self, problem: Problem, ctx: Context) -> tuple[Stepper, SearchTree]:
         stepper = await Stepper(problem, ctx, self.steps, self.params, self.prompt).start()
-        return stepper, SearchTree()
+        return stepper, SearchTree(split=stepper.split if ctx.generator.thinking is not None else None)
 
     async def _grow(self, problem: Problem, ctx: Context, stepper: Stepper, tree: SearchTree,
                     requests: Sequence[Request], trim: TrimRule, label: int) -> Growth:

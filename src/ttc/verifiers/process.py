@@ -21,7 +21,7 @@ from typing import Any
 
 from ttc.context import Context, split_verifier_cost
 from ttc.errors import InvalidInput
-from ttc.needs import NOTHING, Needs, needs_of
+from ttc.needs import NOTHING, Needs, needs_of, thinking_text
 from ttc.types import Candidate, Problem, Usage
 from ttc.verifiers.base import Verifier
 from ttc.verifiers.loading import load_prm
@@ -221,11 +221,16 @@ class PRMVerifier(Verifier):
         self.needs = needs_of(prm)
 
     def _steps(self, candidate: Candidate) -> list[str]:
+        """The steps the PRM scores: the final content's; a PRM with `Needs(thinking=True)` gets
+        the thinking's steps first (a step search's trace already holds its whole output)."""
+        thinking = thinking_text(candidate, f"the PRM {self.prm.name!r}") if self.needs.thinking else ""
         if not self.split:
-            return [(candidate.text or "").strip()]
+            whole = f"{thinking}\n\n{candidate.text or ''}" if thinking else candidate.text or ""
+            return [whole.strip()]
         if candidate.trace is not None and candidate.trace.steps:
             return candidate.trace.step_texts(self.delimiter)
-        return split_steps(candidate.text or "", self.delimiter)
+        head = split_steps(thinking, self.delimiter) if thinking.strip() else []
+        return head + split_steps(candidate.text or "", self.delimiter)
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[float]:
         traces = [self._steps(c) for c in candidates]

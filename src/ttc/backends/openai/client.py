@@ -34,7 +34,7 @@ from ttc.backends.openai.transport import (
 from ttc.backends.token_cache import TokenCache
 from ttc.errors import InvalidInput, MalformedResponse
 from ttc.thinking import ThinkingFormat
-from ttc.types import Prompt, SamplingParams, Usage
+from ttc.types import Completion, Prompt, SamplingParams, Usage
 
 __all__ = ["OpenAICompatible"]
 
@@ -107,8 +107,8 @@ class OpenAICompatible(PartNames, Generator):
     `thinking`: the served reasoning model's thinking format (a name of `ttc.thinking.FORMATS` such as
     "deepseek_r1" or "qwen3", or a `ThinkingFormat`), used to split what the server does not split itself
     (`/v1/completions`, a server without `--reasoning-parser`); None: the one the model's folder declares
-    (`ttc_thinking.json`) where it is on this machine, else no thinking. The thinking the server's reasoning
-    parser sends (`message.reasoning`, `reasoning_content`) is read whatever this says.
+    (`ttc_thinking.json`) where it is on this machine, else no thinking; False: none. The thinking the
+    server's reasoning parser sends (`message.reasoning`, `reasoning_content`) is read whatever this says.
 
     The HTTP session belongs to the event loop that made it: call `aclose()` (or use `async with`) before an
     event loop you used ends; the backend stays usable afterwards. Every JSON request passes `_request` (tests
@@ -121,7 +121,7 @@ class OpenAICompatible(PartNames, Generator):
                  cooldown: float = 30.0, use_chat: bool | None = None, vllm_extensions: bool = True,
                  headers: dict[str, str] | None = None, tokenizer: Any = None, max_retry_after: float = 60.0,
                  pool_wait: float | None = None, read_timeout: float | None = None,
-                 retry_on_overload: int | None = None, thinking: str | ThinkingFormat | None = None):
+                 retry_on_overload: int | None = None, thinking: str | ThinkingFormat | bool | None = None):
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not urls:
             raise InvalidInput("OpenAICompatible needs at least one base URL")
@@ -249,10 +249,15 @@ class OpenAICompatible(PartNames, Generator):
         payloads.check_messages(messages, "chat_prompt")
         return await self.tokens.chat_prompt(messages, self.use_chat, chat_template_kwargs)
 
-    @property
-    def thinking(self) -> ThinkingFormat | None:
+    @property  # type: ignore[override]
+    def thinking(self) -> ThinkingFormat | None:  # type: ignore[override]
         """The served model's thinking format (given, or declared by its folder), else None."""
         return self.markers.format
+
+    def split_thinking(self, completion: Completion, prompt: Prompt, params: SamplingParams) -> Completion:
+        """A stream's completion (the whole output, as its deltas carry it) split as `generate` splits."""
+        split = self.markers.known_split(prompt, params, server_split=bool(self.features.reasoning))
+        return reasoning.split_completion(completion, split, self.tokens.encode)
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
         """`params.n` completions from one `/v1/completions` request (or a chat request for
@@ -379,6 +384,7 @@ class OpenAICompatible(PartNames, Generator):
         return super().describe() | {"base_urls": [r.base for r in self.replicas],
                                      "features": self.features.to_dict(),
                                      "probe_usage": self.probe_usage.to_dict(),
+                                     "thinking": None if self.thinking is None else self.thinking.name,
                                      "local_tokenizer": None if tok is None else
                                      getattr(tok, "name_or_path", type(tok).__name__)}
 

@@ -20,8 +20,8 @@ from ttc.backends.base import Delta
 from ttc.thinking import ThinkingFormat, split_positions, split_text
 from ttc.types import Completion, Thinking
 
-__all__ = ["NO_SPLIT", "StreamSplitter", "ThinkingSplit", "opened_by_ids", "opened_by_text", "reasoning_of",
-           "reported_reasoning", "split_completion", "with_server_thinking"]
+__all__ = ["NO_SPLIT", "SERVER_MARKERS", "StreamJoiner", "ThinkingSplit", "opened_by_ids", "opened_by_text",
+           "reasoning_of", "reported_reasoning", "split_completion", "with_server_thinking"]
 
 
 def reasoning_of(part: Any) -> str | None:
@@ -120,7 +120,9 @@ def split_completion(c: Completion, split: ThinkingSplit,
                        top_logprobs=_pick(c.top_logprobs, rest),
                        thinking=Thinking(text=text, token_ids=_pick(ids, think), closed=closed,
                                          logprobs=_pick(c.logprobs, think), top_logprobs=_pick(c.top_logprobs, think),
-                                         marker_token_ids=_pick(ids, markers)))
+                                         marker_token_ids=_pick(ids, markers),
+                                         marker_logprobs=_pick(c.logprobs, markers),
+                                         marker_top_logprobs=_pick(c.top_logprobs, markers)))
     if thinking is None:
         return c
     return replace(c, text=content, token_ids=_encoded(content, encode), logprobs=None, top_logprobs=None,
@@ -143,82 +145,49 @@ def with_server_thinking(c: Completion, reasoning: str, content_sent: bool, spli
                            thinking=Thinking(text=reasoning, token_ids=_pick(ids, think), closed=closed,
                                              logprobs=_pick(c.logprobs, think),
                                              top_logprobs=_pick(c.top_logprobs, think),
-                                             marker_token_ids=_pick(ids, markers)))
+                                             marker_token_ids=_pick(ids, markers),
+                                             marker_logprobs=_pick(c.logprobs, markers),
+                                             marker_top_logprobs=_pick(c.top_logprobs, markers)))
     closed = content_sent or c.finish_reason != "length"
     return replace(c, token_ids=_encoded(c.text, encode), logprobs=None, top_logprobs=None,
                    thinking=Thinking(text=reasoning, token_ids=_encoded(reasoning, encode), closed=closed))
 
 
-class StreamSplitter:
-    """Splits one stream's deltas into thinking and content as they arrive, by the backend's format
-    (by the marker ids where the deltas carry ids and the markers are known, else by text; a marker
-    never spans two deltas of single-token markers). A delta the server already split (`reasoning`
-    in it) is taken as it is."""
+#: the markers a stream's deltas are joined with where the server split the thinking and the backend
+#: declares no format (written by ttc, read back by ttc: `split_completion` with opened=False)
+SERVER_MARKERS = ThinkingFormat("server", opened_by_template=False)
+
+
+class StreamJoiner:
+    """Puts a stream back together as generated, for deltas that carry the whole output (what
+    `Generator.split_thinking` then splits): where the server's parser sends the thinking apart
+    (`delta.reasoning`), its pieces become text, with the format's markers written around them (the
+    start marker only where the prompt did not open the thinking). `split` is the stream's split;
+    without a format, `SERVER_MARKERS` (both markers written)."""
 
     def __init__(self, split: ThinkingSplit):
-        self.split = split
-        self.state = "content" if split.fmt is None else ("thinking" if split.is_opened else "start")
-        self.server = False  # the server's parser splits this stream
+        self.fmt = split.fmt or SERVER_MARKERS
+        self.opened = split.is_opened if split.fmt is not None else False
+        self.state = "before"  # before any thinking, inside it, or after it
 
-    def read(self, delta: Delta) -> Delta:
-        """`delta` with its thinking apart: as the server sent it, else split by the format."""
-        if delta.thinking is not None:
-            return self.server_delta(delta)
-        return delta if self.server else self(delta)
+    def __call__(self, delta: Delta, reasoning: str | None) -> Delta:
+        text = ""
+        if reasoning:
+            if self.state == "before":
+                text += "" if self.opened else self.fmt.start
+                self.state = "thinking"
+            text += reasoning
+        if delta.text and self.state == "thinking":
+            text += self.fmt.end
+            self.state = "after"
+        if not reasoning and self.state == "before" and delta.text:
+            self.state = "after"  # content first: no thinking in this stream
+        return delta if text == "" else replace(delta, text=text + delta.text)
 
-    def server_delta(self, delta: Delta) -> Delta:
-        """A delta whose thinking the server's parser sent (`delta.thinking`, text only): the ids of
-        a delta that is all thinking are its thinking's. From then on, content is not split again."""
-        self.server = True
-        assert delta.thinking is not None
-        if delta.text or not delta.token_ids:
-            return delta
-        return replace(delta, token_ids=(), logprobs=None,
-                       thinking=replace(delta.thinking, token_ids=delta.token_ids, logprobs=delta.logprobs))
-
-    def __call__(self, delta: Delta) -> Delta:
-        fmt = self.split.fmt
-        if fmt is None or self.state == "content":
-            return delta
-        if self.split.by_ids and delta.token_ids:
-            return self._by_ids(delta)
-        text, thinking = delta.text, ""
-        markers = False
-        if self.state == "start":
-            lead = text.lstrip()
-            if not lead:
-                return delta
-            if not lead.startswith(fmt.start):
-                self.state = "content"
-                return delta
-            text, self.state, markers = lead[len(fmt.start):], "thinking", True
-        end = text.find(fmt.end)
-        if end < 0:
-            thinking, text = text, ""
-        else:
-            thinking, text, self.state, markers = text[:end], text[end + len(fmt.end):], "content", True
-        closed = self.state == "content"
-        return replace(delta, text=text, token_ids=() if thinking or markers else delta.token_ids, logprobs=None,
-                       thinking=Thinking(text=thinking, closed=closed) if thinking or markers else None)
-
-    def _by_ids(self, delta: Delta) -> Delta:
-        split, ids = self.split, delta.token_ids
-        opened = self.state == "thinking"
-        if self.state == "start" and ids[0] != split.start_id:
-            self.state = "content"
-            return delta
-        think, markers, rest, closed = split_positions(ids, split.start_id, split.end_id, opened=opened)
-        if closed:
-            self.state = "content"
-        elif markers or think:
-            self.state = "thinking"
-        fmt = split.fmt
-        text = delta.text
-        if fmt is not None:
-            body = text[text.find(fmt.start) + len(fmt.start):] if not opened and fmt.start in text else text
-            cut = body.find(fmt.end)
-            thinking_text, text = (body, "") if cut < 0 else (body[:cut], body[cut + len(fmt.end):])
-        lp = delta.logprobs if delta.logprobs is not None and len(delta.logprobs) == len(ids) else None
-        return replace(delta, text=text, token_ids=_pick(ids, rest), logprobs=_pick(lp, rest),
-                       thinking=Thinking(text=thinking_text, token_ids=_pick(ids, think), closed=closed,
-                                         logprobs=_pick(lp, think), marker_token_ids=_pick(ids, markers)))
+    def finish(self, delta: Delta) -> Delta:
+        """The last delta: a thinking that ended with no content after it is closed where the server
+        said so (finish "stop"), so that the split sees its end marker."""
+        if self.state == "thinking" and delta.finish_reason == "stop":
+            self.state = "after"
+            return replace(delta, text=delta.text + self.fmt.end)
+        return delta

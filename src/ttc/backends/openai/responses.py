@@ -24,9 +24,10 @@ from ttc.backends.openai.http_errors import error_message
 from ttc.backends.openai.payloads import wants_logprobs
 from ttc.backends.openai.reasoning import NO_SPLIT, ThinkingSplit, reasoning_of, split_completion, with_server_thinking
 from ttc.errors import GenerationError, MalformedResponse
-from ttc.types import Completion, SamplingParams, Thinking
+from ttc.types import Completion, SamplingParams
 
-__all__ = ["Parsed", "choices", "finish_reason", "parse_chat", "parse_completions", "parse_token", "stream_delta"]
+__all__ = ["Parsed", "choices", "finish_reason", "parse_chat", "parse_completions", "parse_token", "stream_delta",
+           "stream_reasoning"]
 
 _TOKEN_ID_PREFIX = "token_id:"
 
@@ -298,6 +299,14 @@ def stream_delta(chunk: Any, params: SamplingParams, features: ServerFeatures, c
     logprobs = tuple(logprob_list) if wants_logprobs(params, features) and logprob_list else None
     if not text and not raw_ids and reason is None and not reasoning:
         return None
-    thinking = Thinking(text=reasoning, closed=False) if reasoning else None  # ids split by the stream reader
     return Delta(text=text, token_ids=tuple(raw_ids), logprobs=logprobs,
-                 finish_reason=None if reason is None else finish_reason(reason), thinking=thinking)
+                 finish_reason=None if reason is None else finish_reason(reason))
+
+
+def stream_reasoning(chunk: Any, chat: bool) -> str | None:
+    """The thinking a stream chunk carries apart from its content (`delta.reasoning` or
+    `delta.reasoning_content`; a completions choice's `reasoning_content`), else None."""
+    found = chunk.get("choices") if isinstance(chunk, dict) else None
+    if not isinstance(found, list) or not found or not isinstance(found[0], dict):
+        return None
+    return reasoning_of(found[0].get("delta") if chat else found[0])

@@ -11,8 +11,8 @@ from typing import Any
 from ttc.backends.base import Delta
 from ttc.backends.openai import usage
 from ttc.backends.openai.features import ServerFeatures
-from ttc.backends.openai.reasoning import NO_SPLIT, StreamSplitter, ThinkingSplit
-from ttc.backends.openai.responses import stream_delta
+from ttc.backends.openai.reasoning import NO_SPLIT, StreamJoiner, ThinkingSplit
+from ttc.backends.openai.responses import stream_delta, stream_reasoning
 from ttc.backends.openai.transport import OpenStream
 from ttc.errors import MalformedResponse
 from ttc.types import Prompt, SamplingParams
@@ -23,10 +23,11 @@ __all__ = ["read_stream"]
 async def read_stream(opened: OpenStream, params: SamplingParams, features: ServerFeatures, prompt: Prompt, *,
                       chat: bool, on_estimate: Callable[[], None],
                       split: ThinkingSplit = NO_SPLIT) -> AsyncIterator[Delta]:
-    """The deltas of `opened`, each with its thinking apart (`split`: the backend's format, where the
-    server sends no `reasoning`); the last one carries the whole request's usage (`on_estimate` is
-    called when that usage had to be estimated). Closes `opened` however the reader stops."""
-    splitter = StreamSplitter(split)
+    """The deltas of `opened`, the whole output as generated (thinking the server's parser sent apart
+    is joined back with the markers of `split`'s format, for `split_thinking` to split the stream's
+    completion as `generate` would); the last one carries the whole request's usage (`on_estimate`
+    is called when that usage had to be estimated). Closes `opened` however the reader stops."""
+    joiner = StreamJoiner(split)
     finished = False
     last: Delta | None = None  # the finish delta, held back until the usage chunk arrives
     reported: Any = None       # the server's usage object (a last chunk with no choices)
@@ -37,7 +38,10 @@ async def read_stream(opened: OpenStream, params: SamplingParams, features: Serv
                 reported = chunk["usage"]
             delta = None if last is not None else stream_delta(chunk, params, features, chat=chat)
             if delta is not None:
-                delta = splitter.read(delta)
+                reasoning = stream_reasoning(chunk, chat)
+                if reasoning is not None:
+                    features.reasoning = True
+                delta = joiner(delta, reasoning)
                 received.append(delta)
                 if delta.finish_reason is None:
                     yield delta
@@ -51,6 +55,6 @@ async def read_stream(opened: OpenStream, params: SamplingParams, features: Serv
         spent = usage.stream_usage(reported, received, prompt)
         if spent.estimated:
             on_estimate()
-        yield dataclasses.replace(last, usage=spent)
+        yield dataclasses.replace(joiner.finish(last), usage=spent)
     finally:
         opened.close(finished)

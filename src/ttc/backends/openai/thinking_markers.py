@@ -1,40 +1,22 @@
 """The served model's thinking format and its marker token ids, for splitting what the server does
 not split itself: declared (`OpenAICompatible(thinking=...)`, or the model folder's
-`ttc_thinking.json`), never guessed; the marker ids from the local tokenizer, else the server's
-`/tokenize` (a marker that is not one token splits by text only)."""
+`ttc_thinking.json`), never guessed (`thinking=False`: none, whatever the folder says); the marker
+ids from the local tokenizer, else the server's `/tokenize` (a marker that is not one token splits
+by text only)."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ttc.backends.openai.prompts import ChatMessages
-from ttc.backends.openai.reasoning import NO_SPLIT, ThinkingSplit, opened_by_ids, opened_by_text
+from ttc.backends.openai.reasoning import NO_SPLIT, SERVER_MARKERS, ThinkingSplit, opened_by_ids, opened_by_text
 from ttc.errors import GenerationError, InvalidInput
-from ttc.thinking import ThinkingFormat, thinking_format
+from ttc.thinking import ThinkingFormat, declared_format, thinking_format
 from ttc.types import Prompt, SamplingParams
 
-__all__ = ["DECLARATION", "ThinkingMarkers", "declared_format"]
-
-#: the file in a model folder that declares its thinking format: {"format": "deepseek_r1"}
-DECLARATION = "ttc_thinking.json"
-
-
-def declared_format(folder: str | os.PathLike[str] | None) -> ThinkingFormat | None:
-    """The thinking format a local model folder declares in `ttc_thinking.json`, else None."""
-    if folder is None or not os.path.isdir(folder):
-        return None
-    path = Path(folder) / DECLARATION
-    if not path.is_file():
-        return None
-    try:
-        name = json.loads(path.read_text()).get("format")
-    except (ValueError, AttributeError):
-        raise InvalidInput(f"{path} must be a JSON object like {{\"format\": \"deepseek_r1\"}}") from None
-    return thinking_format(name)
+__all__ = ["ThinkingMarkers"]
 
 
 def _thinking_disabled(params: SamplingParams) -> bool:
@@ -46,12 +28,13 @@ class ThinkingMarkers:
     """The backend's thinking format (`spec`, else the folder of the model or tokenizer named) and
     its marker ids, found once. `tokens` is the backend's `Tokenization`."""
 
-    def __init__(self, spec: str | ThinkingFormat | None, tokens: Any, model_hint: Callable[[], str | None]):
-        self.spec = thinking_format(spec)
+    def __init__(self, spec: str | ThinkingFormat | bool | None, tokens: Any, model_hint: Callable[[], str | None]):
+        self.spec = None if spec is None or isinstance(spec, bool) else thinking_format(spec)
         self.tokens = tokens
         self.model_hint = model_hint
         self._format: ThinkingFormat | None = None
-        self._resolved = spec is not None
+        self._resolved = spec is not None and spec is not True
+        self._required = spec is True
         self._ids: tuple[int, int] | None = None
         self._ids_resolved = False
 
@@ -63,9 +46,13 @@ class ThinkingMarkers:
             self._resolved = True
             source = self.tokens.source
             for folder in (source if isinstance(source, (str, os.PathLike)) else None, self.model_hint()):
-                self._format = declared_format(folder)
+                self._format = declared_format(None if folder is None else str(folder))
                 if self._format is not None:
                     break
+            if self._format is None and self._required:
+                raise InvalidInput(f"thinking=True, but neither the tokenizer nor the model {self.model_hint()!r} "
+                                   f"is a local folder declaring its thinking format (ttc_thinking.json): name "
+                                   f"the format, thinking=\"deepseek_r1\" or \"qwen3\"")
         return self._format
 
     async def ids(self) -> tuple[int, int] | None:
@@ -90,22 +77,28 @@ class ThinkingMarkers:
         return int(ids[0]) if ids is not None and len(ids) == 1 else None
 
     async def split(self, prompt: Prompt, params: SamplingParams) -> ThinkingSplit:
-        """How the output of `prompt` is split: whether the prompt already opened the thinking (its
-        last marker; a chat request with `enable_thinking` False never opens it)."""
+        """How the output of `prompt` is split: by the format's marker ids (found once), opened where
+        the prompt already opened the thinking (its last marker; a chat request with
+        `enable_thinking` False never opens it)."""
+        if self.format is not None:
+            await self.ids()
+        return self.known_split(prompt, params)
+
+    def known_split(self, prompt: Prompt, params: SamplingParams, *, server_split: bool = False) -> ThinkingSplit:
+        """As `split`, with the marker ids found so far (for `split_thinking`, which cannot wait).
+        `server_split`: the server's parser split this output, which a stream joined back with
+        `SERVER_MARKERS` where no format is declared."""
         fmt = self.format
         if fmt is None:
-            return NO_SPLIT
-        ids = await self.ids()
-        start_id, end_id = ids if ids is not None else (None, None)
+            return ThinkingSplit(SERVER_MARKERS, opened=False) if server_split else NO_SPLIT
+        start_id, end_id = self._ids if self._ids is not None else (None, None)
         opened: bool | None
-        if _thinking_disabled(params) and (isinstance(prompt, ChatMessages) and not prompt.continue_final):
-            opened = False
-        elif isinstance(prompt, ChatMessages):
+        if isinstance(prompt, ChatMessages):
             opened = opened_by_text(prompt.messages[-1]["content"], fmt) if prompt.continue_final else None
         elif isinstance(prompt, str):
             opened = opened_by_text(prompt, fmt)
         else:
-            opened = opened_by_ids(prompt, start_id, end_id) if ids is not None else None
+            opened = opened_by_ids(prompt, start_id, end_id) if start_id is not None else None
         if opened is None and _thinking_disabled(params):
             opened = False
         return ThinkingSplit(fmt, start_id, end_id, opened)

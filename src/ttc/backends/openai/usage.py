@@ -153,28 +153,22 @@ def rejected_usage(data: Any, prompt: Prompt) -> Usage:
 
 
 def stream_usage(reported: Any, received: Sequence[Delta], prompt: Prompt) -> Usage:
-    """A finished stream's usage: the server's last usage chunk (`reported`), else counted from
-    the deltas' token ids (or estimated from their text)."""
+    """A finished stream's usage: the server's last usage chunk (`reported`, with its thinking
+    tokens), else counted from the deltas' token ids (or estimated from their text)."""
     prompt_tokens, completion_tokens, cached = read_usage({"usage": reported})
     estimated = False
     if prompt_tokens is None:
         prompt_tokens, estimated = prompt_length(prompt)
-    thinking = [thinking_count(d.thinking) for d in received]
     if completion_tokens is None:
         completion_tokens = 0
-        for d, (thought, guessed) in zip(received, thinking, strict=True):
-            markers = len(d.thinking.marker_token_ids) if d.thinking is not None else 0
-            completion_tokens += thought + markers
-            estimated = estimated or guessed
+        for d in received:
             if d.token_ids:
                 completion_tokens += len(d.token_ids)
             elif d.text:
                 completion_tokens += estimate_tokens(d.text)
                 estimated = True
-    reasoning = reported_reasoning({"usage": reported})
-    if reasoning is None:
-        reasoning = sum(k for k, _ in thinking)
-        estimated = estimated or any(guessed for _, guessed in thinking)
+    # the thinking tokens the server counted (else 0: the stream's split completion counts them)
+    reasoning = reported_reasoning({"usage": reported}) or 0
     return Usage(prompt_tokens=prompt_tokens, processed_prompt_tokens=prompt_tokens,
                  cached_prompt_tokens=cached or 0, completion_tokens=completion_tokens,
                  generator_calls=1, estimated=estimated, reasoning_tokens=reasoning)

@@ -41,13 +41,15 @@ mode for unseeded sampling on a GPU with flash attention, which this CPU cannot 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import torch
 
 from ttc.backends.base import HIDDEN_STATES, PREFIX_CACHING, STREAM, TOKEN_IDS, Delta, Generation, Generator
+from ttc.backends.thinking_split import MarkerSplitter, hf_splitter
 from ttc.backends.threads import Threads, resolve_threads
 from ttc.backends.transformers import loading
 from ttc.backends.transformers.decoding import BatchDecoder
@@ -56,9 +58,10 @@ from ttc.backends.transformers.prefix_cache import PrefixCache, supports
 from ttc.backends.transformers.records import Job, Request, TransformersStats
 from ttc.backends.transformers.scheduler import Scheduler
 from ttc.backends.transformers.tokens import Tokens
-from ttc.errors import InvalidInput, check_positive
+from ttc.errors import InvalidInput, Unsupported, check_positive
 from ttc.models import SMOLLM2_NAME, check_hub_model, resolve_model
-from ttc.types import Prompt, SamplingParams
+from ttc.thinking import ThinkingFormat, resolve_format
+from ttc.types import Completion, Prompt, SamplingParams
 
 __all__ = ["PREFIX_CACHE_BYTES", "Transformers", "TransformersStats"]
 
@@ -87,17 +90,29 @@ class Transformers(Generator):
     graphs only on CUDA), "dynamic" the dynamic cache. `prefix_cache_bytes`: memory budget of
     the prefix cache (`ttc.backends.transformers.prefix_cache`, either decode path): a prompt extending one
     seen before (a step search's next step) reuses its KV instead of prefilling it again; 0
-    turns it off. Other keyword arguments go to `from_pretrained`.
+    turns it off. `thinking`: the model's thinking format (a name of `ttc.thinking.FORMATS` or a
+    `ThinkingFormat`); default None = what the model's folder declares in `ttc_thinking.json`, else
+    no thinking (never guessed from the text); False = no thinking. With a format, completions are
+    split at the marker tokens (`Completion.thinking`; docs/reasoning.md). Other keyword arguments
+    go to `from_pretrained`.
+
+    Sampling fields: n, temperature, top_p, max_tokens, stop, seed, logprobs and top_logprobs, and
+    the reasoning fields `top_k`, `min_p`, `repetition_penalty`, `presence_penalty`,
+    `frequency_penalty` (vLLM's definitions, `ttc.backends.transformers.sampling`);
+    `chat_template_kwargs` go to the chat template. `extra` (engine-specific fields) has no place
+    here: a request with it is refused (`ttc.Unsupported`).
     """
 
     capabilities = frozenset({TOKEN_IDS, HIDDEN_STATES, STREAM})
     _load = staticmethod(loading.load)  # (model, tokenizer) of a path; tests replace it
+    _splitter: MarkerSplitter | None = None  # splits completions at the thinking markers (`thinking=`)
 
     def __init__(self, model: str | None = None, device: str = "auto", dtype: Any = None,
                  max_batch_size: int = 64, *, batch_window: float = 0.02,
                  max_model_len: int | None = None, num_threads: Threads | None = "auto",
                  trust_remote_code: bool = False, decode: str = "auto",
-                 prefix_cache_bytes: int = PREFIX_CACHE_BYTES, **model_kwargs: Any):
+                 prefix_cache_bytes: int = PREFIX_CACHE_BYTES,
+                 thinking: str | ThinkingFormat | bool | None = None, **model_kwargs: Any):
         path = resolve_model(model)
         if "local_files_only" not in model_kwargs:
             check_hub_model(path)  # offline, a hub id fails now instead of after the loaders' retries
@@ -111,17 +126,27 @@ class Transformers(Generator):
         name = model if model is not None else SMOLLM2_NAME
         self._setup(hf_model, tokenizer, name, max_batch_size, batch_window, max_model_len, decode)
         self._setup_caches(prefix_cache_bytes)
+        self._setup_thinking(resolve_format(thinking, path))
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, *, name: str | None = None, max_batch_size: int = 64,
                    batch_window: float = 0.02, max_model_len: int | None = None,
-                   decode: str = "auto", prefix_cache_bytes: int = PREFIX_CACHE_BYTES) -> Transformers:
-        """Wrap an already-loaded model and tokenizer (kept on the model's device and dtype)."""
+                   decode: str = "auto", prefix_cache_bytes: int = PREFIX_CACHE_BYTES,
+                   thinking: str | ThinkingFormat | bool | None = None) -> Transformers:
+        """Wrap an already-loaded model and tokenizer (kept on the model's device and dtype);
+        `thinking` as for the constructor (the default reads the folder the model was loaded from)."""
         self = cls.__new__(cls)
-        name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
+        folder = getattr(model.config, "_name_or_path", None)
+        name = name or folder or type(model).__name__
         self._setup(model, tokenizer, name, max_batch_size, batch_window, max_model_len, decode)
         self._setup_caches(prefix_cache_bytes)
+        self._setup_thinking(resolve_format(thinking, folder))
         return self
+
+    def _setup_thinking(self, fmt: ThinkingFormat | None) -> None:
+        """The thinking format and its marker ids (each must be one token: else InvalidInput now)."""
+        self.thinking = fmt
+        self._splitter = hf_splitter(fmt, self.tokenizer, f"Transformers({self._name!r})")
 
     def _setup(self, model: Any, tokenizer: Any, name: str, max_batch_size: int, batch_window: float,
                max_model_len: int | None, decode: str = "auto") -> None:
@@ -241,13 +266,21 @@ class Transformers(Generator):
         """Text of token ids as completions show it (special tokens skipped)."""
         return self._tokens.decode(token_ids)
 
-    async def chat_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        """Token ids of the chat template applied to `messages`, ending with the assistant's header."""
-        return self._tokens.chat_prompt(messages)
+    async def chat_prompt(self, messages: Sequence[dict[str, str]], *,
+                          chat_template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
+        """Token ids of the chat template applied to `messages`, ending with the assistant's header;
+        `chat_template_kwargs` (e.g. {"enable_thinking": False}) go to the template."""
+        return self._tokens.chat_prompt(messages, chat_template_kwargs)
 
     def _request(self, prompt: Prompt, params: SamplingParams, stream: bool) -> Request:
         if not isinstance(params, SamplingParams):
             raise InvalidInput(f"params must be ttc.SamplingParams, got {type(params).__name__}")
+        if params.extra:
+            raise Unsupported(f"SamplingParams.extra ({sorted(params.extra)}) is not supported by the Transformers "
+                              f"backend: it passes engine-specific fields to a server or vLLM, and this backend's "
+                              f"sampler has no such fields; use the SamplingParams fields it maps")
+        if self._splitter is not None:
+            self._splitter.check_request(params)
         return Request.create(self._tokens.prompt_ids(prompt), params, self.max_model_len, self._seed_source,
                               stream)
 
@@ -256,10 +289,20 @@ class Transformers(Generator):
         request = self._request(prompt, params, stream=False)
         self._scheduler.submit(request)
         try:
-            return await request.future
+            generation = await request.future
         except asyncio.CancelledError:
             request.cancelled.set()  # the worker drops its sequences at the next step
             raise
+        if self._splitter is None:
+            return generation
+        completions = [self._splitter.split(c, request.prompt, params) for c in generation.completions]
+        return dataclasses.replace(generation, completions=completions)
+
+    def split_thinking(self, completion: Completion, prompt: Prompt, params: SamplingParams) -> Completion:
+        """A stream's completion split at the thinking markers, as `generate` splits it."""
+        if self._splitter is None or completion.thinking is not None:
+            return completion
+        return self._splitter.split(completion, self._tokens.prompt_ids(prompt), params)
 
     async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Delta]:
         """Stream one completion token by token; closing the iterator stops its decoding.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import operator
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ttc.errors import InvalidInput
@@ -50,14 +50,17 @@ class Tokens:
         with self._lock:
             return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
-    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        """Token ids of the chat template applied to `messages`, ending with the assistant's header."""
+    def chat_prompt(self, messages: Sequence[dict[str, str]],
+                    chat_template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
+        """Token ids of the chat template applied to `messages`, ending with the assistant's header;
+        `chat_template_kwargs` are passed to the template (e.g. {"enable_thinking": False})."""
         if not messages or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
             raise InvalidInput("chat_prompt needs a non-empty list of {'role': ..., 'content': ...} messages")
         if not getattr(self.tokenizer, "chat_template", None):
             raise InvalidInput(f"the tokenizer of {self.model_name!r} has no chat template; use a text prompt")
         with self._lock:
-            out = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+            out = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
+                                                     **dict(chat_template_kwargs or {}))
         if not isinstance(out, (list, tuple)):  # BatchEncoding (transformers >= 5 returns a dict)
             out = out["input_ids"]
         return [int(t) for t in out]
