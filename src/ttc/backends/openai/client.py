@@ -323,6 +323,11 @@ class OpenAICompatible(PartNames, Generator):
         for i in parsed.needs_ids:
             ids = await self.tokens.completion_ids(parsed.completions[i].text)
             parsed.completions[i] = dataclasses.replace(parsed.completions[i], token_ids=ids)
+        if self.features.reasoning and self.thinking is None and parse is responses.parse_completions:
+            self._warn_once("thinking_format", f"{self.base_url} splits the thinking on its chat endpoint (a "
+                            f"reasoning parser), but /v1/completions returns it inline and no thinking format is "
+                            f"declared: its answers may be read from the thinking. Declare its thinking format: "
+                            f"OpenAICompatible(..., thinking=\"deepseek_r1\" or \"qwen3\")", UserWarning)
         completions = usage.with_hidden_thinking(data, parsed.completions)
         if completions is not parsed.completions:
             self.features.hidden_thinking = True

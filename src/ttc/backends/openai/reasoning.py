@@ -134,8 +134,9 @@ def with_server_thinking(c: Completion, reasoning: str, content_sent: bool, spli
     """`c` (the content text, and the whole output's ids and logprobs where the server returned
     them) with the thinking the server's reasoning parser separated (`reasoning`). The ids and
     logprobs are split at the marker ids when known; else the thinking keeps its text (and the
-    local tokenizer's ids, if any) and the content its text, ids re-counted. `closed`: from the ids,
-    else whether content followed or the output was not cut at max_tokens."""
+    local tokenizer's ids, if any), and the content the sampled ids and logprobs that the local
+    tokenizer's encoding of it matches at the end of the output (else its text, ids re-counted).
+    `closed`: from the ids, else whether content followed or the output was not cut at max_tokens."""
     if split.by_ids and c.token_ids and (c.logprobs is None or len(c.logprobs) == len(c.token_ids)):
         ids = c.token_ids
         think, markers, rest, closed = split_positions(ids, split.start_id, split.end_id, opened=split.is_opened)
@@ -149,8 +150,28 @@ def with_server_thinking(c: Completion, reasoning: str, content_sent: bool, spli
                                              marker_logprobs=_pick(c.logprobs, markers),
                                              marker_top_logprobs=_pick(c.top_logprobs, markers)))
     closed = content_sent or c.finish_reason != "length"
-    return replace(c, token_ids=_encoded(c.text, encode), logprobs=None, top_logprobs=None,
-                   thinking=Thinking(text=reasoning, token_ids=_encoded(reasoning, encode), closed=closed))
+    thinking = Thinking(text=reasoning, token_ids=_encoded(reasoning, encode), closed=closed)
+    content = _encoded(c.text, encode)
+    at = _suffix_at(c.token_ids, content)
+    if at is not None and (c.logprobs is None or len(c.logprobs) == len(c.token_ids)):
+        # the content's ids, as the local tokenizer encodes it, end the sampled ids (an EOS after them
+        # allowed): the content keeps the sampled ids and their logprobs, the thinking its text
+        end = at + len(content) + (1 if at + len(content) < len(c.token_ids) else 0)
+        rest = range(at, end)
+        return replace(c, token_ids=_pick(c.token_ids, rest), logprobs=_pick(c.logprobs, rest),
+                       top_logprobs=_pick(c.top_logprobs, rest), thinking=thinking)
+    return replace(c, token_ids=content, logprobs=None, top_logprobs=None, thinking=thinking)
+
+
+def _suffix_at(ids: Sequence[int], part: Sequence[int]) -> int | None:
+    """Where `part` ends `ids` (or ends `ids` but for one last token, an EOS); None if it does not."""
+    n = len(part)
+    if not n or n >= len(ids):
+        return None
+    for end in (len(ids), len(ids) - 1):
+        if end - n > 0 and tuple(ids[end - n:end]) == tuple(part):
+            return end - n
+    return None
 
 
 #: the markers a stream's deltas are joined with where the server split the thinking and the backend
