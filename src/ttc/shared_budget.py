@@ -116,7 +116,7 @@ class _Problem:
 
 
 async def _prompt_tokens(sample: Sample, problem: Problem, generator: Generator) -> int:
-    prompt = await sample.prompt.render(problem, generator)
+    prompt = await sample.prompt.render(problem, generator, sample.params)
     return len(await generator.tokenize(prompt)) if isinstance(prompt, str) else len(prompt)
 
 

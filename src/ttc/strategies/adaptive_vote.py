@@ -176,7 +176,8 @@ class AdaptiveVote(Strategy):
             elif task.done() and not task.cancelled() and isinstance(task.exception(), BudgetExhausted):
                 continue  # refused before it started: it spent nothing and is not a candidate
             else:
-                candidates.append(Candidate(text=view.partial_text(), answer=None, usage=view.spent_total(),
+                partial = view.partial()  # counts the thinking tokens of its streams first
+                candidates.append(Candidate(**partial, answer=None, usage=view.spent_total(),
                                             finish_reason="cancelled"))
         return vote_result(self.name, problem, ctx, candidates, reason, None, self.stop, [c for _, c in finished],
                            launched=len(views),

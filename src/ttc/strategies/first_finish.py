@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ttc import answers
-from ttc.candidates import from_completion
+from ttc.candidates import from_completion, thinking_fields
 from ttc.context import Context, Stream
 from ttc.errors import InvalidInput
 from ttc.infos import FirstFinishInfo
@@ -102,6 +102,15 @@ class _Tracked:
     def partial_text(self) -> str:
         return "".join(s.text for s in self.streams)
 
+    def partial(self) -> dict[str, Any]:
+        """`text` (the final content) and the thinking fields of a stopped candidate: its streams'
+        output split as `generate` splits it (counting their thinking tokens in their usage, so
+        call it before `spent_total`)."""
+        parts = [s.completion() for s in self.streams]
+        if not any(p.thinking is not None for p in parts):
+            return {"text": self.partial_text(), **thinking_fields(None)}
+        return {"text": "".join(p.text for p in parts), **thinking_fields(parts[-1])}
+
 
 class FirstFinish(Strategy):
     """First Finish Search (Agarwal et al., 2025, "First Finish Search: Efficient Test-Time Scaling
@@ -192,8 +201,8 @@ class FirstFinish(Strategy):
                 seconds[i], candidate = done_by_index[i]
             else:
                 reason = "failed" if tasks[i].done() and not tasks[i].cancelled() else "cancelled"
-                candidate = Candidate(text=view.partial_text(), answer=None, usage=view.spent_total(),
-                                      finish_reason=reason)
+                partial = view.partial()
+                candidate = Candidate(**partial, answer=None, usage=view.spent_total(), finish_reason=reason)
             candidates.append(candidate)
         groups = answers.group([c.answer for _, _, c in chosen])
         votes = {chosen[g[0]][2].answer: float(len(g)) for g in groups}

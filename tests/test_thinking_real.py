@@ -1,0 +1,128 @@
+"""Thinking on the real thinking test model, in process (issue 22, think-core's part): on the
+transformers backend and on `VLLMEngine`, every registered strategy runs and reads its answers from
+the final content; the counts add up (thinking + markers + content = completion tokens); and a
+thinking that holds a `\\boxed{}` with another number than the final answer never gives the answer.
+
+The model (`thinking_model`, a SmolLM2 fine-tuned to think in `<think> ... </think>` and then answer
+with `\\boxed{}`) declares its format in `ttc_thinking.json`, so the backends are built without
+`thinking=`: the declared default is what is tested.
+"""
+
+import warnings
+
+import pytest
+
+import ttc
+from ttc.answers import read_answer
+from ttc.backends.thinking_split import ShortMaxTokensWarning
+from ttc.candidates import from_completion
+from ttc.strategies.registry import STRATEGIES, make_strategy
+from ttc.thinking import generated_ids
+from ttc.verifiers import ProgrammaticPRM
+
+pytestmark = pytest.mark.slow
+
+PARAMS = ttc.SamplingParams(max_tokens=192, temperature=0.7)
+STEP_SEARCHES = {"beam", "dvts", "astar", "particle", "particle_gibbs", "parallel_tempering"}
+PROBLEM = ttc.Problem("What is 17 + 25?", answer="42")
+
+
+@pytest.fixture(scope="module")
+def thinking_transformers(thinking_model):
+    from ttc.backends.transformers import Transformers
+
+    backend = Transformers(thinking_model, device="cpu")
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def thinking_engine(thinking_model):
+    from ttc.backends.vllm_engine import VLLMEngine
+
+    engine = VLLMEngine(thinking_model)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(params=["transformers", "vllm_engine"])
+def backend(request):
+    return request.getfixturevalue("thinking_transformers" if request.param == "transformers" else "thinking_engine")
+
+
+def check_split(llm, completion) -> None:
+    """Text and ids agree part by part, the markers are in neither, and the counts add up."""
+    t = completion.thinking
+    assert t is not None, "the declared format was not picked up"
+    start_id, end_id = llm._splitter.start_id, llm._splitter.end_id
+    assert start_id not in completion.token_ids + t.token_ids and end_id not in completion.token_ids + t.token_ids
+    assert completion.text == llm.decode(completion.token_ids) or completion.finish_reason == "stop"
+    assert t.text == llm.decode(t.token_ids) or not t.closed
+    whole = generated_ids(completion)
+    assert len(whole) == t.num_tokens + len(t.marker_token_ids) + len(completion.token_ids) == completion.num_tokens
+    assert t.closed == (end_id in whole)
+
+
+def test_the_declared_format_is_picked_up_and_the_markers_are_single_tokens(backend):
+    assert backend.thinking is not None and backend.thinking.name == "deepseek_r1"
+    assert backend._splitter.start_id != backend._splitter.end_id
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_registered_strategy_answers_from_the_final_content(name, backend):
+    options = {"max_steps": 3} if name in STEP_SEARCHES else {}
+    verifier = ProgrammaticPRM(lambda problem, steps: 0.5) if name in STEP_SEARCHES else None
+    params = PARAMS.replace(max_tokens=64) if name in STEP_SEARCHES else PARAMS
+    strategy = make_strategy(name, n=2, verifier=verifier, params=params, **options)
+    result = strategy.solve(PROBLEM, backend, seed=1)
+    assert result.ok, (name, result.error)
+    assert result.candidates, name
+    assert result.usage.reasoning_tokens > 0, (name, result.usage)  # the model thought, and it was counted
+    assert result.usage.reasoning_tokens < result.usage.completion_tokens, name
+    for c in result.candidates:
+        assert c.thinking is not None, (name, c.text)
+        if c.thinking_closed is False:
+            assert c.answer is None or c.finish_reason in ("early_exit", "dropped"), (name, c)
+        elif c.answer is not None and c.finish_reason not in ("early_exit", "dropped"):
+            assert c.answer == read_answer(c.text, c.finish_reason != "length")[0], (name, c.answer, c.text)
+        if c.completion is not None and name not in ("early_exit", "deepconf"):
+            check_split(backend, c.completion)
+    answered = [c for c in result.candidates if c.answer is not None]
+    if result.answer is not None:
+        assert answered, name
+
+
+def test_counts_add_up_to_what_the_backend_generated(thinking_transformers):
+    """Usage's completion tokens equal the tokens the backend decoded; the thinking is part of them."""
+    llm = thinking_transformers
+    before = llm.tokens_generated()
+    result = ttc.MajorityVote(n=4, sample=ttc.Sample(PARAMS)).solve(PROBLEM, llm, seed=2)
+    decoded = llm.tokens_generated() - before
+    assert result.usage.completion_tokens == decoded
+    split = sum(c.completion.thinking.num_tokens + len(c.completion.thinking.marker_token_ids)
+                + len(c.completion.token_ids) for c in result.candidates)
+    assert split == decoded
+    assert result.usage.reasoning_tokens == sum(c.completion.thinking.num_tokens for c in result.candidates)
+
+
+def test_a_box_in_the_thinking_is_never_the_answer(backend):
+    """The prompt opens the thinking with a draft that boxes 7 (as token ids: never re-rendered);
+    the model thinks on, closes its thinking and boxes its own answer in the content. The answer is
+    the content's; the thinking's box never is."""
+    prompt = ttc.run_sync(backend.chat_prompt([{"role": "user", "content": "What is 5 + 7?"}]))
+    assert backend._splitter.opened(prompt)  # the template opened the thinking (deepseek_r1)
+    draft = backend.tokenizer.encode("Draft: \\boxed{7}. Check: 5 + 7 =", add_special_tokens=False)
+    params = PARAMS.replace(n=8, seed=5, temperature=0.8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ShortMaxTokensWarning)  # max_tokens is chosen here
+        completions = ttc.run_sync(backend.generate(list(prompt) + list(draft), params)).completions
+    proofs = 0
+    for c in completions:
+        check_split(backend, c)
+        thinking_answer = read_answer(c.thinking.text, False)[0]
+        content_answer = read_answer(c.text, c.finish_reason != "length")[0]
+        if c.thinking.closed and thinking_answer is not None and content_answer not in (None, thinking_answer):
+            proofs += 1
+        candidate = from_completion(c, ttc.Usage())
+        assert candidate.answer == (content_answer if c.thinking.closed else None)
+    assert proofs, [(c.thinking.text, c.text) for c in completions]
