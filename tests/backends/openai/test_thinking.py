@@ -268,6 +268,20 @@ def test_enable_thinking_false_reaches_the_chat_template_of_a_tokenize_rendered_
         assert path == "/tokenize" and body["chat_template_kwargs"] == {"enable_thinking": False}
 
 
+def test_a_stream_whose_server_sent_no_chunk_for_the_end_marker_is_split_by_its_text():
+    # vLLM's parser sends no chunk for the "</think>" token: the joined ids lack it, the joined text has it
+    from ttc.backends.openai.reasoning import split_completion
+
+    words = {"a": 1, "b": 2, "five": 3}
+    whole = Completion(text="a b</think>five", token_ids=(1, 2, 3, 0), finish_reason="stop",
+                       logprobs=(-0.1, -0.2, -0.3, -0.4))
+    c = split_completion(whole, ThinkingSplit(R1, 98, 99, opened=True),
+                         lambda text: [words[w] for w in text.split()])
+    assert (c.thinking.text, c.text) == ("a b", "five") and c.thinking.closed
+    assert c.token_ids == (3, 0) and c.logprobs == (-0.3, -0.4)  # the content keeps its sampled ids, EOS too
+    assert c.thinking.token_ids == (1, 2) and c.thinking.logprobs == (-0.1, -0.2)
+
+
 def test_split_thinking_of_a_stream_matches_generate():
     llm_split = ThinkingSplit(R1, opened=True)
     whole = Completion(text="a \\boxed{7}</think>b 5", token_ids=(), finish_reason="stop")

@@ -98,69 +98,86 @@ def _encoded(text: str, encode: Callable[[str], Sequence[int] | None]) -> tuple[
     return () if ids is None else tuple(int(t) for t in ids)
 
 
+def _by_ids(c: Completion, split: ThinkingSplit, text: str, content: str) -> Completion | None:
+    """`c` split at the marker ids (thinking text `text`, content text `content`); None when the ids
+    hold no thinking."""
+    ids = c.token_ids
+    think, markers, rest, closed = split_positions(ids, split.start_id, split.end_id, opened=split.is_opened)
+    if not think and not markers:
+        return None
+    return replace(c, text=content, token_ids=_pick(ids, rest), logprobs=_pick(c.logprobs, rest),
+                   top_logprobs=_pick(c.top_logprobs, rest),
+                   thinking=Thinking(text=text, token_ids=_pick(ids, think), closed=closed,
+                                     logprobs=_pick(c.logprobs, think), top_logprobs=_pick(c.top_logprobs, think),
+                                     marker_token_ids=_pick(ids, markers), marker_logprobs=_pick(c.logprobs, markers),
+                                     marker_top_logprobs=_pick(c.top_logprobs, markers)))
+
+
+def _ids_usable(c: Completion) -> bool:
+    return bool(c.token_ids) and (c.logprobs is None or len(c.logprobs) == len(c.token_ids))
+
+
+def _by_text(c: Completion, thinking: Thinking, content: str, split: ThinkingSplit,
+             encode: Callable[[str], Sequence[int] | None]) -> Completion:
+    """`c` split by text into `thinking` and `content`. Where the local tokenizer's encoding of the
+    content ends the sampled ids (an EOS after it allowed), the content keeps those sampled ids and
+    logprobs, and the ids before it are the thinking's (its markers apart where their ids are known);
+    else each part's ids are the local tokenizer's (no logprobs)."""
+    content_ids = _encoded(content, encode)
+    at = _suffix_at(c.token_ids, content_ids) if _ids_usable(c) else None
+    if at is None:
+        return replace(c, text=content, token_ids=content_ids, logprobs=None, top_logprobs=None,
+                       thinking=replace(thinking, token_ids=_encoded(thinking.text, encode)))
+    ids, rest = c.token_ids, range(at, len(c.token_ids))
+    marks = {split.start_id, split.end_id} if split.by_ids else set()
+    think = [i for i in range(at) if ids[i] not in marks]
+    markers = [i for i in range(at) if ids[i] in marks]
+    if not marks:  # the markers' ids unknown: the thinking's ids are the local tokenizer's
+        return replace(c, text=content, token_ids=_pick(ids, rest), logprobs=_pick(c.logprobs, rest),
+                       top_logprobs=_pick(c.top_logprobs, rest),
+                       thinking=replace(thinking, token_ids=_encoded(thinking.text, encode)))
+    return replace(c, text=content, token_ids=_pick(ids, rest), logprobs=_pick(c.logprobs, rest),
+                   top_logprobs=_pick(c.top_logprobs, rest),
+                   thinking=replace(thinking, token_ids=_pick(ids, think), logprobs=_pick(c.logprobs, think),
+                                    top_logprobs=_pick(c.top_logprobs, think), marker_token_ids=_pick(ids, markers),
+                                    marker_logprobs=_pick(c.logprobs, markers),
+                                    marker_top_logprobs=_pick(c.top_logprobs, markers)))
+
+
 def split_completion(c: Completion, split: ThinkingSplit,
                      encode: Callable[[str], Sequence[int] | None] = lambda text: None) -> Completion:
     """`c` (the whole generated output) split into thinking and content by the backend's format:
     by the sampled ids when the server returned them and the marker ids are known (the text by its
-    markers alongside), else by text (thinking ids from the local tokenizer, if any). Output that
-    neither opens nor is opened by the prompt has no thinking: `c` unchanged."""
+    markers alongside), else by text (`_by_text`). Where ids and text disagree (a stream whose
+    server sent no chunk for the end marker's token), the text decides. Output that neither opens
+    nor is opened by the prompt has no thinking: `c` unchanged."""
     fmt = split.fmt
     if fmt is None:
         return c
     thinking, content = split_text(c.text, fmt, opened=split.is_opened)
-    if split.by_ids and c.token_ids and (c.logprobs is None or len(c.logprobs) == len(c.token_ids)):
-        ids = c.token_ids
-        think, markers, rest, closed = split_positions(ids, split.start_id, split.end_id, opened=split.is_opened)
-        if not think and not markers:
+    if split.by_ids and _ids_usable(c):
+        done = _by_ids(c, split, thinking.text if thinking is not None else "", content)
+        if done is None and thinking is None:
             return c
-        text = thinking.text if thinking is not None else ""
-        if thinking is None or thinking.closed != closed:  # the text disagrees (a marker as plain text): ids win
-            text, content = c.text, ""
-        return replace(c, text=content, token_ids=_pick(ids, rest), logprobs=_pick(c.logprobs, rest),
-                       top_logprobs=_pick(c.top_logprobs, rest),
-                       thinking=Thinking(text=text, token_ids=_pick(ids, think), closed=closed,
-                                         logprobs=_pick(c.logprobs, think), top_logprobs=_pick(c.top_logprobs, think),
-                                         marker_token_ids=_pick(ids, markers),
-                                         marker_logprobs=_pick(c.logprobs, markers),
-                                         marker_top_logprobs=_pick(c.top_logprobs, markers)))
+        if done is not None and thinking is not None and done.thinking.closed == thinking.closed:
+            return done
     if thinking is None:
         return c
-    return replace(c, text=content, token_ids=_encoded(content, encode), logprobs=None, top_logprobs=None,
-                   thinking=replace(thinking, token_ids=_encoded(thinking.text, encode)))
+    return _by_text(c, thinking, content, split, encode)
 
 
 def with_server_thinking(c: Completion, reasoning: str, content_sent: bool, split: ThinkingSplit,
                          encode: Callable[[str], Sequence[int] | None] = lambda text: None) -> Completion:
     """`c` (the content text, and the whole output's ids and logprobs where the server returned
     them) with the thinking the server's reasoning parser separated (`reasoning`). The ids and
-    logprobs are split at the marker ids when known; else the thinking keeps its text (and the
-    local tokenizer's ids, if any), and the content the sampled ids and logprobs that the local
-    tokenizer's encoding of it matches at the end of the output (else its text, ids re-counted).
-    `closed`: from the ids, else whether content followed or the output was not cut at max_tokens."""
-    if split.by_ids and c.token_ids and (c.logprobs is None or len(c.logprobs) == len(c.token_ids)):
-        ids = c.token_ids
-        think, markers, rest, closed = split_positions(ids, split.start_id, split.end_id, opened=split.is_opened)
-        if think or markers:
-            return replace(c, token_ids=_pick(ids, rest), logprobs=_pick(c.logprobs, rest),
-                           top_logprobs=_pick(c.top_logprobs, rest),
-                           thinking=Thinking(text=reasoning, token_ids=_pick(ids, think), closed=closed,
-                                             logprobs=_pick(c.logprobs, think),
-                                             top_logprobs=_pick(c.top_logprobs, think),
-                                             marker_token_ids=_pick(ids, markers),
-                                             marker_logprobs=_pick(c.logprobs, markers),
-                                             marker_top_logprobs=_pick(c.top_logprobs, markers)))
+    logprobs are split at the marker ids when known; else as `_by_text` splits them. `closed`: from
+    the ids, else whether content followed or the output was not cut at max_tokens."""
+    if split.by_ids and _ids_usable(c):
+        done = _by_ids(c, split, reasoning, c.text)
+        if done is not None:
+            return done
     closed = content_sent or c.finish_reason != "length"
-    thinking = Thinking(text=reasoning, token_ids=_encoded(reasoning, encode), closed=closed)
-    content = _encoded(c.text, encode)
-    at = _suffix_at(c.token_ids, content)
-    if at is not None and (c.logprobs is None or len(c.logprobs) == len(c.token_ids)):
-        # the content's ids, as the local tokenizer encodes it, end the sampled ids (an EOS after them
-        # allowed): the content keeps the sampled ids and their logprobs, the thinking its text
-        end = at + len(content) + (1 if at + len(content) < len(c.token_ids) else 0)
-        rest = range(at, end)
-        return replace(c, token_ids=_pick(c.token_ids, rest), logprobs=_pick(c.logprobs, rest),
-                       top_logprobs=_pick(c.top_logprobs, rest), thinking=thinking)
-    return replace(c, token_ids=content, logprobs=None, top_logprobs=None, thinking=thinking)
+    return _by_text(c, Thinking(text=reasoning, closed=closed), c.text, split, encode)
 
 
 def _suffix_at(ids: Sequence[int], part: Sequence[int]) -> int | None:
