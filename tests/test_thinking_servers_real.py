@@ -29,6 +29,16 @@ from ttc.types import SamplingParams
 
 pytestmark = pytest.mark.slow
 
+
+@pytest.fixture(scope="module")
+def parser_url(thinking_vllm_server) -> str:
+    return thinking_vllm_server.url
+
+
+@pytest.fixture(scope="module")
+def no_parser_url(thinking_vllm_server_no_parser) -> str:
+    return thinking_vllm_server_no_parser.url
+
 QUESTION = "Ada has 12 apples. Ada gets 5 more and then gives away 3. How many apples does Ada have now?"
 PARAMS = SamplingParams(temperature=0.6, max_tokens=160, logprobs=True)
 PRM = ttc.verifiers.ProgrammaticPRM(lambda problem, steps: 0.5)
@@ -64,8 +74,8 @@ def answered_from_the_content(result) -> None:
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
-def test_every_strategy_answers_from_the_content_through_the_parser_server(thinking_vllm_server, name):
-    llm = OpenAICompatible(thinking_vllm_server)  # the format: the model folder's ttc_thinking.json
+def test_every_strategy_answers_from_the_content_through_the_parser_server(parser_url, name):
+    llm = OpenAICompatible(parser_url)  # the format: the model folder's ttc_thinking.json
     assert llm.thinking is not None and llm.thinking.name == "deepseek_r1"
     step = "max_steps" in OPTIONS.get(name, {})
     params = PARAMS.replace(max_tokens=48) if step else PARAMS
@@ -76,9 +86,9 @@ def test_every_strategy_answers_from_the_content_through_the_parser_server(think
     assert result.usage.reasoning_tokens > 0
 
 
-def test_chat_reasoning_tokens_are_the_servers(thinking_vllm_server, monkeypatch):
+def test_chat_reasoning_tokens_are_the_servers(parser_url, monkeypatch):
     reported = ReportedReasoning(monkeypatch)
-    llm = OpenAICompatible(thinking_vllm_server, use_chat=True)
+    llm = OpenAICompatible(parser_url, use_chat=True)
     vote = ttc.MajorityVote(n=3, sample=ttc.Sample(params=PARAMS)).solve(QUESTION, llm, seed=2)
     answered_from_the_content(vote)
     assert reported.total > 0 and vote.usage.reasoning_tokens == reported.total
@@ -91,17 +101,17 @@ def test_chat_reasoning_tokens_are_the_servers(thinking_vllm_server, monkeypatch
     assert streamed.usage.reasoning_tokens == reported.total - before
 
 
-def test_without_a_parser_the_answer_never_comes_from_the_thinking(thinking_vllm_server_no_parser):
+def test_without_a_parser_the_answer_never_comes_from_the_thinking(no_parser_url):
     # stopped where the final answer starts: the output is the whole thinking (its numbers are the
     # intermediate results), "</think>", and no final content
     params = SamplingParams(temperature=0.0, max_tokens=200, stop=("The answer",))
-    split = ttc.Sample(params=params).solve(QUESTION, OpenAICompatible(thinking_vllm_server_no_parser,
+    split = ttc.Sample(params=params).solve(QUESTION, OpenAICompatible(no_parser_url,
                                                                        thinking="deepseek_r1"))
     c = split.candidates[0]
     assert c.thinking and any(ch.isdigit() for ch in c.thinking) and c.completion.thinking.closed
     assert split.answer is None and c.answer is None and not c.text.strip()
     # the same output read as ttc read it before thinking was split (no format): an answer, from the thinking
-    blind = ttc.Sample(params=params).solve(QUESTION, OpenAICompatible(thinking_vllm_server_no_parser,
+    blind = ttc.Sample(params=params).solve(QUESTION, OpenAICompatible(no_parser_url,
                                                                        thinking=False))
     assert c.thinking.strip() in blind.candidates[0].text  # greedy: the same output, unsplit
     assert blind.answer is not None and blind.answer in c.thinking
@@ -109,17 +119,17 @@ def test_without_a_parser_the_answer_never_comes_from_the_thinking(thinking_vllm
     assert c.completion.num_tokens == c.usage.completion_tokens == blind.usage.completion_tokens
 
 
-def test_enable_thinking_false_is_honoured_end_to_end(thinking_vllm_server):
+def test_enable_thinking_false_is_honoured_end_to_end(parser_url):
     params = PARAMS.replace(temperature=0.0, chat_template_kwargs={"enable_thinking": False})
     for use_chat in (False, True):  # rendered by /tokenize for /v1/completions; sent in the chat body
-        result = ttc.Sample(params=params).solve(QUESTION, OpenAICompatible(thinking_vllm_server, use_chat=use_chat))
+        result = ttc.Sample(params=params).solve(QUESTION, OpenAICompatible(parser_url, use_chat=use_chat))
         c = result.candidates[0]
         assert c.completion.reasoning_tokens == 0 and not (c.thinking or "").strip(), (use_chat, c.thinking)
         assert c.text.strip()
 
 
-def test_a_thinking_token_budget_passes_through_and_bounds_the_thinking(thinking_vllm_server):
-    llm = OpenAICompatible(thinking_vllm_server, use_chat=True)
+def test_a_thinking_token_budget_passes_through_and_bounds_the_thinking(parser_url):
+    llm = OpenAICompatible(parser_url, use_chat=True)
     params = PARAMS.replace(max_tokens=200, extra={"thinking_token_budget": 32})
     result = ttc.MajorityVote(n=2, sample=ttc.Sample(params=params)).solve(QUESTION, llm, seed=4)
     assert result.ok, result.error
@@ -128,8 +138,8 @@ def test_a_thinking_token_budget_passes_through_and_bounds_the_thinking(thinking
     assert result.usage.reasoning_tokens <= 2 * 32
 
 
-def test_a_field_the_server_refuses_is_unsupported(thinking_vllm_server_no_parser):
-    llm = OpenAICompatible(thinking_vllm_server_no_parser, thinking="deepseek_r1")
+def test_a_field_the_server_refuses_is_unsupported(no_parser_url):
+    llm = OpenAICompatible(no_parser_url, thinking="deepseek_r1")
 
     async def go():
         try:
@@ -141,11 +151,11 @@ def test_a_field_the_server_refuses_is_unsupported(thinking_vllm_server_no_parse
         asyncio.run(go())
 
 
-def test_ttc_serve_returns_the_thinking_and_its_tokens(thinking_vllm_server):
+def test_ttc_serve_returns_the_thinking_and_its_tokens(parser_url):
     from ttc.serve import Limits, ServeConfig, start_in_thread
 
     limits = Limits(max_n=4, max_tokens=512, max_budget_tokens=20_000, max_budget_seconds=300)
-    config = ServeConfig(upstream=(thinking_vllm_server,), n=2, max_tokens=160, limits=limits, use_chat=True)
+    config = ServeConfig(upstream=(parser_url,), n=2, max_tokens=160, limits=limits, use_chat=True)
     with start_in_thread(config, port=0) as served:
         body = {"messages": [{"role": "user", "content": QUESTION}], "ttc": {"strategy": "majority", "n": 2}}
         req = urllib.request.Request(served.url + "/chat/completions", data=json.dumps(body).encode(),
