@@ -6,7 +6,8 @@ sampled traces close their thinking within 256 tokens and answer after it (requi
     # the trace rule only, on the cached model
     .venv/bin/python benchmarks/thinking_model.py
 
-The rule is checked through a real vLLM server with `--reasoning-parser deepseek_r1`: each of
+The rule is checked through a real vLLM server with `--reasoning-parser qwen3` (`--parser`; the
+`deepseek_r1` parser works as well but reports 0 reasoning tokens for this model): each of
 100 held-out problems (`ttc.thinking_model.held_out_traces`) is one chat request at temperature
 0.7 with `max_tokens=256`; a trace passes when the server's `message.content` (what follows
 `</think>`) holds a `\\boxed{}` answer. It also reports how many answers are right, the mean
@@ -44,6 +45,7 @@ def main() -> int:
     parser.add_argument("--problems", type=int, default=100)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--parser", default="qwen3", help="vLLM's --reasoning-parser")
     args = parser.parse_args()
     if args.fresh_cache:
         os.environ["TTC_CACHE_DIR"] = args.fresh_cache
@@ -56,7 +58,7 @@ def main() -> int:
     record = json.loads((Path(folder) / RECIPE_FILE).read_text())
     print(f"recipe {record['recipe']} build_seconds={record['build_seconds']} final loss={record['losses'][-1]}")
     problems = held_out_traces(args.problems)
-    with VLLMServer(folder, args=("--reasoning-parser", "deepseek_r1"),
+    with VLLMServer(folder, args=("--reasoning-parser", args.parser),
                     env={"VLLM_CPU_KVCACHE_SPACE": "1"}) as server:
         started = time.monotonic()
         with ThreadPoolExecutor(32) as pool:
