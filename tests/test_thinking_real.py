@@ -8,21 +8,18 @@ with `\\boxed{}`) declares its format in `ttc_thinking.json`, so the backends ar
 `thinking=`: the declared default is what is tested.
 """
 
-import warnings
 
 import pytest
 
 import ttc
 from ttc.answers import read_answer
-from ttc.backends.thinking_split import ShortMaxTokensWarning
-from ttc.candidates import from_completion
 from ttc.strategies.registry import STRATEGIES, make_strategy
 from ttc.thinking import generated_ids
 from ttc.verifiers import ProgrammaticPRM
 
 pytestmark = pytest.mark.slow
 
-PARAMS = ttc.SamplingParams(max_tokens=192, temperature=0.7)
+PARAMS = ttc.SamplingParams(max_tokens=128, temperature=0.7)
 STEP_SEARCHES = {"beam", "dvts", "astar", "particle", "particle_gibbs", "parallel_tempering"}
 PROBLEM = ttc.Problem("What is 17 + 25?", answer="42")
 
@@ -70,9 +67,9 @@ def test_the_declared_format_is_picked_up_and_the_markers_are_single_tokens(back
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_every_registered_strategy_answers_from_the_final_content(name, backend):
-    options = {"max_steps": 3} if name in STEP_SEARCHES else {}
+    options = {"max_steps": 2} if name in STEP_SEARCHES else {}
     verifier = ProgrammaticPRM(lambda problem, steps: 0.5) if name in STEP_SEARCHES else None
-    params = PARAMS.replace(max_tokens=64) if name in STEP_SEARCHES else PARAMS
+    params = PARAMS.replace(max_tokens=48) if name in STEP_SEARCHES else PARAMS
     strategy = make_strategy(name, n=2, verifier=verifier, params=params, **options)
     result = strategy.solve(PROBLEM, backend, seed=1)
     assert result.ok, (name, result.error)
@@ -105,24 +102,52 @@ def test_counts_add_up_to_what_the_backend_generated(thinking_transformers):
     assert result.usage.reasoning_tokens == sum(c.completion.thinking.num_tokens for c in result.candidates)
 
 
+QUESTION = "Ada has 5 apples. Ada gets 7 more and then gives away 3. How many apples does Ada have now?"
+
+
+def opened_prompt(llm, draft: str) -> ttc.Problem:
+    """The question in the model's chat template, which opens the thinking, followed by `draft`
+    inside that thinking: a raw text prompt (`metadata["prompt"]`), so every strategy sends it as is."""
+    text = llm.tokenizer.apply_chat_template([{"role": "user", "content": QUESTION}], tokenize=False,
+                                             add_generation_prompt=True)
+    assert text.rstrip().endswith("<think>")  # the template opened the thinking (deepseek_r1)
+    return ttc.Problem(QUESTION, answer="9", metadata={"prompt": text + draft})
+
+
+def old_rule(c) -> str | None:
+    """The answer today's rule would read: the whole output, thinking included."""
+    whole_text = (c.thinking or "") + ("</think>" if c.thinking_closed else "") + c.text
+    return read_answer(whole_text, c.finish_reason != "length")[0]
+
+
 def test_a_box_in_the_thinking_is_never_the_answer(backend):
-    """The prompt opens the thinking with a draft that boxes 7 (as token ids: never re-rendered);
-    the model thinks on, closes its thinking and boxes its own answer in the content. The answer is
-    the content's; the thinking's box never is."""
-    prompt = ttc.run_sync(backend.chat_prompt([{"role": "user", "content": "What is 5 + 7?"}]))
-    assert backend._splitter.opened(prompt)  # the template opened the thinking (deepseek_r1)
-    draft = backend.tokenizer.encode("Draft: \\boxed{7}. Check: 5 + 7 =", add_special_tokens=False)
-    params = PARAMS.replace(n=8, seed=5, temperature=0.8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ShortMaxTokensWarning)  # max_tokens is chosen here
-        completions = ttc.run_sync(backend.generate(list(prompt) + list(draft), params)).completions
-    proofs = 0
-    for c in completions:
-        check_split(backend, c)
-        thinking_answer = read_answer(c.thinking.text, False)[0]
-        content_answer = read_answer(c.text, c.finish_reason != "length")[0]
-        if c.thinking.closed and thinking_answer is not None and content_answer not in (None, thinking_answer):
-            proofs += 1
-        candidate = from_completion(c, ttc.Usage())
-        assert candidate.answer == (content_answer if c.thinking.closed else None)
-    assert proofs, [(c.thinking.text, c.text) for c in completions]
+    """The prompt opens the thinking with drafts that box 7; the model copies a `\\boxed{7}` into
+    its own thinking. Whatever it does next, the answer is read from its final content only: a
+    candidate that never closed its thinking has none (today's rule would read 7 from its thinking)."""
+    problem = opened_prompt(backend, "Draft: \\boxed{7}.\n\nDraft: \\boxed{7}.\n\nDraft:")
+    strategy = ttc.MajorityVote(n=8, sample=ttc.Sample(PARAMS.replace(max_tokens=96, temperature=0.8)))
+    result = strategy.solve(problem, backend, seed=5)
+    assert result.ok, result.error
+    boxed = [c for c in result.candidates if "\\boxed{7}" in (c.thinking or "")]
+    assert boxed, [(c.thinking, c.text) for c in result.candidates]
+    for c in result.candidates:
+        check_split(backend, c.completion)
+        content = read_answer(c.text, c.finish_reason != "length")[0]
+        assert c.answer == (content if c.thinking_closed else None), (c.thinking, c.text, c.answer)
+    differs = [c for c in boxed if c.answer != old_rule(c)]
+    assert differs, "no candidate shows the difference: today's rule would read the same answers"
+    assert all(old_rule(c) == "7" and c.answer != "7" for c in differs)
+
+
+def test_numbers_in_the_thinking_are_not_the_answer(backend):
+    """Closed thinking that works with other numbers than its final answer: the answer is the content's."""
+    problem = opened_prompt(backend, "Ada starts with 5 apples.\n\n")
+    result = ttc.MajorityVote(n=8, sample=ttc.Sample(PARAMS.replace(max_tokens=96, temperature=1.0))).solve(
+        problem, backend, seed=5)
+    closed = [c for c in result.candidates if c.thinking_closed]
+    assert closed, [(c.thinking, c.text) for c in result.candidates]
+    for c in closed:
+        assert c.answer == read_answer(c.text, c.finish_reason != "length")[0]
+    thinking_numbers = [c for c in closed if c.answer is not None and read_answer(c.thinking, True)[0] not in
+                        (None, c.answer)]
+    assert thinking_numbers, [(c.thinking, c.text) for c in closed]
