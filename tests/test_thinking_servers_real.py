@@ -1,5 +1,5 @@
-"""The thinking test model (`ttc.models.smollm2_thinking()`) behind real vLLM servers: one with the
-`deepseek_r1` reasoning parser and a reasoning config (`thinking_vllm_server`), one without a parser
+"""The thinking test model (`ttc.models.smollm2_thinking()`) behind real vLLM servers: one with a
+reasoning parser, which also enables thinking budgets (`thinking_vllm_server`), one without a parser
 (`thinking_vllm_server_no_parser`); fixtures in tests/thinking_fixtures.py.
 
 - every registered strategy through the parser server reads its answers from the final content;

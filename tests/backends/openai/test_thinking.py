@@ -322,3 +322,12 @@ def test_every_strategy_reads_its_answer_from_the_content(name, mode):
         answered = [c for c in result.candidates if c.answer is not None]
         assert answered and all(c.answer != "7" and "\\boxed{7}" not in c.text for c in answered)
         assert result.usage.reasoning_tokens > 0
+
+
+def test_a_reported_zero_beside_thinking_counted_from_the_ids_is_the_servers_undercount():
+    # vLLM's deepseek_r1 parser on a thinking the template opened: reasoning_tokens 0
+    data = _chat_answer({"content": "five", "reasoning": "hmm"}, token_ids=[10, 11, 99, 12])
+    data["usage"]["completion_tokens_details"] = {"reasoning_tokens": 0}
+    c = parse_chat(data, SamplingParams(), ServerFeatures(), extensions=True,
+                   split=ThinkingSplit(R1, 98, 99, opened=True)).completions[0]
+    assert generation(data, [c], "x").usage().reasoning_tokens == 2

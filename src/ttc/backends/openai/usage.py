@@ -109,12 +109,19 @@ def with_hidden_thinking(data: Any, completions: list[Completion]) -> list[Compl
 def reasoning_counts(data: Any, completions: Sequence[Completion]) -> tuple[tuple[int, ...], bool]:
     """(thinking tokens of each completion, whether estimated): the server's reported total
     (`completion_tokens_details.reasoning_tokens`) spread over them in proportion to their own
-    counts, else their own counts (estimated from the thinking text where no ids came back)."""
+    counts, else their own counts (estimated from the thinking text where no ids came back). A
+    reported 0 beside thinking counted from the sampled ids is the server's undercount (vLLM's
+    `deepseek_r1` parser on a template-opened thinking): the ids' count stands."""
     own = [thinking_count(c.thinking) for c in completions]
     counts = tuple(k for k, _ in own)
+    guessed = any(g for _, g in own)
     reported = reported_reasoning(data)
     if reported is None or sum(counts) == reported:
-        return counts, any(guessed for _, guessed in own)
+        return counts, guessed
+    if reported == 0 and not guessed:
+        # vLLM's deepseek_r1 parser counts only thinking whose start marker the model wrote: a
+        # thinking the chat template opened is reported as 0; the sampled ids split at the markers count it
+        return counts, False
     return split_by_weight(reported, counts), False
 
 
