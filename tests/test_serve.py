@@ -321,7 +321,8 @@ def test_models_health_and_metrics(served, fake):
 # -- the registry's strategy parameters ---------------------------------------------------------
 SAMPLE = {int: 2, float: 0.5, bool: True}
 STRINGS = {"selection": "softmax", "mode": "chunks", "on_drop": "answer", "aggregation": "min", "select": "best",
-           "resampling": "systematic", "weight_by": "min", "stop": "esc", "prune": "none", "batches": "single"}
+           "resampling": "systematic", "weight_by": "min", "stop": "esc", "prune": "none", "batches": "single",
+           "fallback": "first"}
 
 
 @pytest.mark.parametrize("name", sorted(registry.OPTIONS))

@@ -6,7 +6,7 @@
     print(result.answer, result.usage)
 """
 
-from ttc import answers, backends, display, eval, models, probes, steps, stopping, verifiers, votes  # noqa: F401 (display: Result renders in Jupyter)
+from ttc import aggregation, answers, backends, display, eval, models, probes, steps, stopping, verifiers, votes  # noqa: F401 (display: Result renders in Jupyter)
 from ttc.context import Budget, Context
 from ttc.errors import (
     AnswerNotFound,
@@ -20,6 +20,7 @@ from ttc.errors import (
     ModelNotFound,
     PoolExhausted,
     ProblemsFailed,
+    PromptTooLong,
     TTCError,
     TTCWarning,
     Unsupported,
@@ -31,21 +32,27 @@ from ttc.steps import StepConfig
 from ttc.strategies import (
     DVTS,
     RPC,
+    RSA,
     AdaptiveBestOfN,
     AdaptiveVote,
     AStar,
     BeamSearch,
     BestOfN,
+    Critique,
     DeepConf,
     EarlyExit,
     FirstFinish,
+    Fuse,
+    GenSelect,
     MajorityVote,
     ParallelTempering,
     ParticleFilter,
     ParticleGibbs,
+    Rank,
     Sample,
     Sampler,
     Strategy,
+    Verify,
 )
 from ttc.types import Candidate, Completion, Problem, Result, Results, SamplingParams, Step, Trace, Usage
 
@@ -54,6 +61,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DVTS",
     "RPC",
+    "RSA",
     "AStar",
     "AdaptiveBestOfN",
     "AdaptiveVote",
@@ -67,9 +75,12 @@ __all__ = [
     "ChatPrompt",
     "Completion",
     "Context",
+    "Critique",
     "DeepConf",
     "EarlyExit",
     "FirstFinish",
+    "Fuse",
+    "GenSelect",
     "GenerationError",
     "GenerationTimeout",
     "InvalidInput",
@@ -84,6 +95,8 @@ __all__ = [
     "PoolExhausted",
     "Problem",
     "ProblemsFailed",
+    "PromptTooLong",
+    "Rank",
     "Result",
     "Results",
     "Sample",
@@ -97,6 +110,7 @@ __all__ = [
     "Trace",
     "Unsupported",
     "Usage",
+    "Verify",
     "answers",
     "asolve_many",
     "backends",

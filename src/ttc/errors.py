@@ -38,6 +38,16 @@ class BudgetExhausted(TTCError):
     """The budget cannot cover the next unit of work (e.g. one candidate)."""
 
 
+class PromptTooLong(TTCError):
+    """An aggregation prompt (several candidates shown at once) is longer than `max_prompt_tokens`
+    or the model's context allows: refused before it is sent. `tokens` and `limit` say by how much."""
+
+    def __init__(self, message: str, tokens: int = 0, limit: int = 0):
+        super().__init__(message)
+        self.tokens = tokens
+        self.limit = limit
+
+
 class GenerationError(TTCError):
     """A backend failed to produce completions (server down, malformed response, ...).
 

@@ -337,3 +337,62 @@ class TemperingInfo(ParticleGibbsInfo):
                                     "swaps": [s.to_dict() for s in self.swaps],
                                     "swap_rate": accepted / len(self.swaps) if self.swaps else None,
                                     "chain_references": [list(r) for r in self.chain_references]}
+
+
+#: what an aggregation call did: named the best (GenSelect), wrote new candidates from several (RSA,
+#: Fuse), ordered them (Rank), or judged one (Critique)
+AggregationKind = Literal["select", "aggregate", "fuse", "rank", "critique"]
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """One aggregation call of a combining strategy (`ttc.aggregation`): which candidates it read.
+
+    `inputs`: the candidates shown, in the order shown (indices into `Result.candidates`; the one
+    labelled "Solution 1" first). `outputs`: the candidates it wrote (RSA, Fuse), else (). `chosen`:
+    what it named, as candidate indices: the winner (select) or the order (rank); () when it wrote or
+    judged. `parsed`: False when its text named nothing usable and the documented fallback decided.
+    `round`: the tournament round or RSA round (0-based). `text`: the selector's, ranker's or critic's
+    text (None for calls that wrote candidates: those are in `Result.candidates`). `prompt_tokens`:
+    the prompt's length as ttc measured it before sending (None when it did not need to)."""
+
+    kind: AggregationKind
+    round: int
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...] = ()
+    chosen: tuple[int, ...] = ()
+    parsed: bool = True
+    text: str | None = None
+    prompt_tokens: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "round": self.round, "inputs": list(self.inputs), "outputs": list(self.outputs),
+                "chosen": list(self.chosen), "parsed": self.parsed, "text": self.text,
+                "prompt_tokens": self.prompt_tokens}
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class CombineInfo(Info):
+    """A strategy that combines candidates (GenSelect, RSA, Archon's layers): every aggregation call
+    in order (those of the strategies it wraps first: indices stay valid because a layer's
+    candidates are its inner strategy's followed by its own), `outputs` (the candidates this layer
+    passes on, best first where it ranks), `chosen` (the candidate whose answer is the answer, None
+    when a vote decided), `votes` (RSA's vote over its final population) and `fallback` (why a
+    documented fallback decided, else None)."""
+
+    aggregations: tuple[Aggregation, ...]
+    outputs: tuple[int, ...]
+    chosen: int | None = None
+    votes: Mapping[str, float] | None = None
+    fallback: str | None = None
+    tie: tuple[str, ...] | None = None
+
+    def _fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"aggregations": [a.to_dict() for a in self.aggregations],
+                               "outputs": list(self.outputs), "chosen": self.chosen}
+        if self.votes is not None:
+            out["votes"] = dict(self.votes)
+        if self.tie is not None:
+            out["tie"] = list(self.tie)
+        out["fallback"] = self.fallback
+        return out

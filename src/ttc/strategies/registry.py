@@ -18,11 +18,15 @@ from ttc.strategies.best_of_n import BestOfN
 from ttc.strategies.deepconf import DeepConf
 from ttc.strategies.early_exit import EarlyExit
 from ttc.strategies.first_finish import FirstFinish
+from ttc.strategies.genselect import GenSelect
+from ttc.strategies.layers import Critique, Fuse, Rank, Verify
 from ttc.strategies.majority import MajorityVote
 from ttc.strategies.particle import ParticleFilter
 from ttc.strategies.particle_gibbs import ParallelTempering, ParticleGibbs, temperature_ladder
 from ttc.strategies.rpc import RPC
+from ttc.strategies.rsa import RSA
 from ttc.strategies.sample import DEFAULT_PARAMS, Sample
+from ttc.strategies.wrapping import sampler_for
 from ttc.verifiers.base import Verifier
 from ttc.verifiers.confidence import LogprobConfidence
 from ttc.verifiers.process import PRMVerifier, ProcessRewardModel
@@ -142,6 +146,48 @@ def _adaptive_best_of_n(n: int, verifier: Verifier | None, params: Any, **option
     return AdaptiveBestOfN(max_n=n, sample=Sample(params=params), **options)
 
 
+def _no_verifier(name: str, verifier: Verifier | None) -> None:
+    if verifier is not None:
+        raise InvalidInput(f"{name} chooses by the model's own reading, not by a verifier: use it without one")
+
+
+def _genselect(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
+    """GenSelect over n samples (a knockout tournament when they do not fit one prompt)."""
+    _no_verifier("genselect", verifier)
+    return GenSelect(n=n, sample=Sample(params=params), **options)
+
+
+def _rsa(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
+    """RSA with a population of n, k = min(3, n) (option `k`), 2 rounds (option `rounds`)."""
+    _no_verifier("rsa", verifier)
+    options.setdefault("k", min(3, n))
+    return RSA(population=n, sample=Sample(params=params), **options)
+
+
+def _fuse(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
+    """Fuse the top k = min(3, n) (option `k`) of n samples; with a verifier, the top k by its
+    scores (`Fuse(sample=BestOfN(n, verifier))`), else the first k."""
+    options.setdefault("k", min(3, n))
+    sample = Sample(params=params)
+    if verifier is not None:
+        return Fuse(sample=BestOfN(n=n, verifier=verifier, sample=sample), **options)
+    return Fuse(n=n, sample=sample, **options)
+
+
+def _archon(n: int, verifier: Verifier | None, params: Any, **options: Any) -> Strategy:
+    """Archon's generate -> critique -> (verify) -> rank -> fuse stack over n samples: each sample
+    critiqued, a verifier (if given) keeps those scoring >= 0.5, ranked, the top k = min(3, n) fused."""
+    k = options.pop("k", min(3, n))
+    limit = {"max_prompt_tokens": options["max_prompt_tokens"]} if "max_prompt_tokens" in options else {}
+    sample = sampler_for(Sample(params=params), verifier, holder="archon")  # what the verifier needs
+    layer: Strategy = Critique(n=n, sample=sample, **limit)
+    if verifier is not None:
+        layer = Verify(verifier=verifier, sample=layer)
+    stack = Fuse(k=k, sample=Rank(k=k, sample=layer, **limit), **options)
+    stack.name = "archon"  # results say which stack ran
+    return stack
+
+
 #: name -> factory(n, verifier, sampling params); later strategies register here too
 STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "sample": _sample,
@@ -159,6 +205,10 @@ STRATEGIES: dict[str, Callable[[int, Verifier | None, Any], Strategy]] = {
     "adaptive_vote": _adaptive_vote,
     "rpc": _rpc,
     "adaptive_best_of_n": _adaptive_best_of_n,
+    "genselect": _genselect,
+    "rsa": _rsa,
+    "fuse": _fuse,
+    "archon": _archon,
 }
 #: each strategy's own parameters that a caller may set by name (the `ttc` object of `ttc serve`):
 #: parameter -> its JSON type. `make_strategy(name, ..., **options)` refuses any other; the strategy's
@@ -181,6 +231,10 @@ OPTIONS: dict[str, dict[str, type]] = {
     "adaptive_vote": {"batch": int, "stop": str, "stream": bool},
     "rpc": {"prune": str, "normalise": bool, "dedup": bool},
     "adaptive_best_of_n": {"threshold": float, "batches": str},
+    "genselect": {"group_size": int, "max_prompt_tokens": int, "fallback": str},
+    "rsa": {"k": int, "rounds": int, "max_prompt_tokens": int},
+    "fuse": {"k": int, "fusions": int, "max_prompt_tokens": int},
+    "archon": {"k": int, "fusions": int, "max_prompt_tokens": int},
 }
 # -- worst cases: what a strategy built by name can cost at most (`ttc serve` refuses past its caps) --
 @dataclass(frozen=True)
@@ -270,6 +324,32 @@ def _wc_parallel_tempering(n: int, max_tokens: int, options: dict[str, Any]) -> 
                      "max_steps" if "max_steps" in options else named)
 
 
+def _wc_genselect(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """n samples at once, then at most n - 1 selections (each removes at least one candidate), at most
+    n // 2 of them at once."""
+    return WorstCase(n, (2 * n - 1) * max_tokens)
+
+
+def _wc_rsa(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """A population of n at once, rewritten `rounds` (default 2) times."""
+    rounds = options.get("rounds", 2)
+    return WorstCase(n, n * (1 + rounds) * max_tokens, "n", "rounds" if "rounds" in options else "n")
+
+
+def _wc_fuse(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """n samples, then `fusions` (default 1) fused candidates in one request."""
+    fusions = options.get("fusions", 1)
+    return WorstCase(max(n, fusions), (n + fusions) * max_tokens, "n" if n >= fusions else "fusions",
+                     "fusions" if "fusions" in options else "n")
+
+
+def _wc_archon(n: int, max_tokens: int, options: dict[str, Any]) -> WorstCase:
+    """n samples, n critiques (at once), one ranking, `fusions` (default 1) fused candidates."""
+    fusions = options.get("fusions", 1)
+    return WorstCase(max(n, fusions), (2 * n + 1 + fusions) * max_tokens, "n" if n >= fusions else "fusions",
+                     "fusions" if "fusions" in options else "n")
+
+
 #: name -> worst(n, max_tokens per sequence or step, own options) -> WorstCase; one per STRATEGIES entry
 WORST_CASES: dict[str, Callable[[int, int, dict[str, Any]], WorstCase]] = {
     "sample": _wc_sample,
@@ -287,6 +367,10 @@ WORST_CASES: dict[str, Callable[[int, int, dict[str, Any]], WorstCase]] = {
     "adaptive_vote": _wc_samples,
     "rpc": _wc_samples,
     "adaptive_best_of_n": _wc_adaptive_best_of_n,
+    "genselect": _wc_genselect,
+    "rsa": _wc_rsa,
+    "fuse": _wc_fuse,
+    "archon": _wc_archon,
 }
 
 
@@ -302,6 +386,8 @@ ALIASES.update({"adaptive": "adaptive_vote", "adaptive-vote": "adaptive_vote", "
 ALIASES.update({"deepconf_online": "deepconf", "deepconf-online": "deepconf"})
 ALIASES.update({"beam_search": "beam", "beam-search": "beam", "a*": "astar", "a_star": "astar",
                 "particle_filter": "particle", "particle-filter": "particle", "pf": "particle"})
+ALIASES.update({"gen_select": "genselect", "gen-select": "genselect", "recursive_self_aggregation": "rsa",
+                "fusion": "fuse", "fuser": "fuse"})
 ALIASES.update({"particle-gibbs": "particle_gibbs", "pg": "particle_gibbs", "parallel-tempering": "parallel_tempering",
                 "pt": "parallel_tempering", "tempering": "parallel_tempering"})
 

@@ -32,7 +32,7 @@ from ttc.backends.openai.transport import (
     split_base,
 )
 from ttc.backends.token_cache import TokenCache
-from ttc.errors import InvalidInput, MalformedResponse
+from ttc.errors import GenerationError, InvalidInput, MalformedResponse
 from ttc.thinking import ThinkingFormat
 from ttc.types import Completion, Prompt, SamplingParams, Usage
 
@@ -218,6 +218,21 @@ class OpenAICompatible(PartNames, Generator):
             except (KeyError, IndexError, TypeError):
                 raise MalformedResponse(f"/v1/models gave no model id: {str(data)[:300]}") from None
         return self._model
+
+    async def context_length(self) -> int | None:
+        """The served model's context length: vLLM's `max_model_len` in `/v1/models` (read once;
+        None when the server does not say, as other OpenAI-compatible servers do not)."""
+        if not hasattr(self, "_context_length"):
+            length = None
+            try:
+                data = await self._request("GET", "/models")
+                entry = next((m for m in data["data"] if m.get("id") == self._model), data["data"][0])
+                value = entry.get("max_model_len")
+                length = int(value) if isinstance(value, int) and value > 0 else None
+            except (KeyError, IndexError, TypeError, AttributeError, GenerationError):
+                length = None
+            self._context_length = length
+        return self._context_length
 
     async def tokenize(self, text: str) -> list[int]:
         """Token ids of `text` as the server tokenizes a prompt: vLLM's `/tokenize`, else the local
