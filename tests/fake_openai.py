@@ -56,6 +56,10 @@ class Behaviour:
     slow: float = 0.0               # seconds before the first byte
     keep_stop: bool = False         # a matched stop string stays in the text (transformers serve)
     metrics: str | None = 'vllm:cache_config_info{block_size="16",enable_prefix_caching="True"} 1.0\n'
+    think: bool = False             # the model thinks first (THOUGHT: "<think> ... \\boxed{7} ... </think> ")
+    reasoning: str = "none"         # the chat endpoint's parser: "none", "parser" (message.reasoning, vLLM 0.32),
+    #                                 "content" (reasoning_content, older vLLM), "hidden" (counted, not returned)
+    refuse: tuple[str, ...] = ()    # request fields answered with a 400 naming them (vLLM's message style)
 
 
 PRESETS = {
@@ -79,7 +83,17 @@ PRESETS = {
     "slow": Behaviour(slow=0.2),
     "no_prefix_caching": Behaviour(metrics='vllm:cache_config_info{enable_prefix_caching="False"} 1.0\n'),
     "coarse_blocks": Behaviour(metrics='vllm:cache_config_info{block_size="128",enable_prefix_caching="True"} 1.0\n'),
+    # a Qwen3-style thinking model (it writes <think> itself): without a reasoning parser, with vLLM 0.32's,
+    # with an older server's reasoning_content, and a server that hides the thinking (OpenAI's o-series)
+    "thinking": Behaviour(think=True),
+    "thinking_parser": Behaviour(think=True, reasoning="parser"),
+    "thinking_content": Behaviour(think=True, reasoning="content"),
+    "thinking_hidden": Behaviour(think=True, reasoning="hidden", tokenize=False, token_ids=False, id_tokens=False,
+                                 stop_reason=False, continue_final=False, metrics=None),
 }
+
+#: what the thinking model thinks before it answers: a different number, boxed, that must never be the answer
+THOUGHT = "<think> Maybe it is \\boxed{7} since 3 + 4 = 7. No: add 2 and 3. </think> "
 
 
 def steps(answer: str) -> list[str]:
@@ -95,6 +109,7 @@ class FakeOpenAI:
         self.requests: list[tuple[str, dict]] = []
         self.headers: list[dict[str, str]] = []  # each request's headers, in order
         self.reported = {"prompt_tokens": 0, "completion_tokens": 0}
+        self.reported_reasoning = 0  # completion_tokens_details.reasoning_tokens sent, summed
         self.statuses: list[int] = []
         self._vocab: dict[str, int] = {"<eos>": EOS_ID}
         self._words: list[str] = ["<eos>"]
@@ -133,6 +148,8 @@ class FakeOpenAI:
         parts = steps(answer)
         if "The answer is" in written:
             return "", True, None  # said everything: EOS at once
+        if self.behaviour.think and "</think>" not in written:
+            parts = [THOUGHT + parts[0], *parts[1:]]
         done = 0
         while done < len(parts) - 1 and parts[done].strip() in written:
             done += 1
@@ -203,6 +220,9 @@ class FakeOpenAI:
             return response(404, {"error": {"message": "this server only serves /v1/chat/completions"}})
         if req.path not in ("/v1/completions", "/v1/chat/completions"):
             return response(404, {"detail": "Not Found"})
+        for key in b.refuse:
+            if key in body:
+                return response(400, {"error": {"message": f"{key} is not supported by this server", "code": 400}})
         if b.strict_fields:
             for key in body:
                 if key not in _KNOWN_FIELDS:
@@ -248,6 +268,9 @@ class FakeOpenAI:
         self.reported["completion_tokens"] += completion_tokens
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                  "total_tokens": prompt_tokens + completion_tokens}
+        if chat and b.reasoning != "none":  # as vLLM: counted on the chat endpoint with a parser only
+            usage["completion_tokens_details"] = {"reasoning_tokens": sum(self.thinking_tokens(s[1]) for s in samples)}
+            self.reported_reasoning += usage["completion_tokens_details"]["reasoning_tokens"]
         lp = body.get("logprobs")
         want_lp = (lp is True) if chat else (lp is not None and lp is not False)
         if body.get("stream"):
@@ -276,11 +299,38 @@ class FakeOpenAI:
                                 for t, v, a in zip(tokens, values, alts, strict=False)]}
         return {"tokens": tokens, "token_logprobs": values, "top_logprobs": alts if top else None}
 
+    def thinking_tokens(self, ids) -> int:
+        """Tokens strictly between the markers (vLLM's count_reasoning_tokens)."""
+        start, end = self.encode("<think>")[0], self.encode("</think>")[0]
+        inside, count = False, 0
+        for i in ids:
+            if i in (start, end):
+                inside = i == start
+            elif inside:
+                count += 1
+        return count
+
+    def parsed(self, text: str) -> tuple[str | None, str | None]:
+        """(reasoning, content) as vLLM's reasoning parser returns them."""
+        if "<think>" not in text:
+            return None, text
+        body = text.split("<think>", 1)[1]
+        if "</think>" not in body:
+            return body, None
+        reasoning, content = body.split("</think>", 1)
+        return reasoning, content or None
+
     def _choice(self, index, sample, chat, want_lp, top, body):
         b = self.behaviour
         text, ids, finish, matched = sample
         choice: dict = {"index": index, "finish_reason": finish}
-        if chat:
+        if chat and b.reasoning != "none":
+            reasoning, content = self.parsed(text)
+            key = {"parser": "reasoning", "content": "reasoning_content"}.get(b.reasoning)
+            choice["message"] = {"role": "assistant", "content": content, **({key: reasoning} if key else {})}
+            if b.reasoning == "parser":
+                choice["message"].setdefault("reasoning_content", None)
+        elif chat:
             choice["message"] = {"role": "assistant", "content": text}
         else:
             choice["text"] = text
@@ -301,10 +351,20 @@ class FakeOpenAI:
                 events.append("data: " + json.dumps({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})
                               + "\n\n")
         pieces = [self.decode([i]) for i in ids]
+        state = "content" if not (chat and b.reasoning != "none" and text.lstrip().startswith("<think>")) else "before"
+        key = {"parser": "reasoning", "content": "reasoning_content"}.get(b.reasoning)
         for k, (piece, tid) in enumerate(zip(pieces, ids, strict=False)):
             last = k == len(ids) - 1
             choice: dict = {"index": 0, "finish_reason": finish if last else None}
-            if chat:
+            if chat and state != "content":  # the parser: markers send nothing, thinking goes to `reasoning`
+                if piece in ("<think>", "</think>"):
+                    state = "thinking" if piece == "<think>" else "content"
+                    choice["delta"] = {}
+                elif state == "thinking" or not piece.strip():
+                    choice["delta"] = {key: piece} if key else {}
+                else:
+                    choice["delta"] = {"content": piece}
+            elif chat:
                 choice["delta"] = {"content": piece}
             else:
                 choice["text"] = piece

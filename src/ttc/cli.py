@@ -66,13 +66,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ttc.run_cli import WHOLE_CANDIDATE_STRATEGIES, judge_note, progress_total, prompt_problem
     from ttc.runner import run_sync
     from ttc.strategies.registry import make_strategy
+    from ttc.thinking_cli import backend_options, sampling_options
     from ttc.verifiers import LogprobConfidence
 
-    params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens, logprobs=True, seed=args.seed)
+    params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens, logprobs=True, seed=args.seed,
+                            **sampling_options(args))
     verifier = LogprobConfidence(args.verifier) if args.verifier else None
     strategy = make_strategy(args.strategy, n=args.n, verifier=verifier, params=params)
     problem = prompt_problem(args.question, args.prompt)
-    backend = make_backend(args.backend, args.model, args.url, threads=args.threads)
+    backend = make_backend(args.backend, args.model, args.url, threads=args.threads, **backend_options(args))
     try:
         # the work's size for whole candidates, an upper bound for step searches; others show a count only
         total = progress_total(strategy, args.n, args.max_tokens)
@@ -135,7 +137,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          allowed_hosts=tuple(args.allowed_hosts or ()),
                          allowed_origins=tuple(args.allowed_origins or ()),
                          tokenizer=args.tokenizer, use_chat=args.use_chat, log_format=args.log_format,
-                         log_level=args.log_level)
+                         log_level=args.log_level, thinking=None if args.thinking is None else
+                         (False if args.thinking == "none" else args.thinking))
     serve(config)
     return 0
 
@@ -250,6 +253,12 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
                    "/tokenize (OpenAI, LiteLLM, Ollama, transformers serve)")
     p.add_argument("--use-chat", action="store_true", default=None,
                    help="run strategies through the upstream's /v1/chat/completions (no tokenizer needed)")
+    from ttc.thinking import FORMATS
+
+    p.add_argument("--thinking", default=None, choices=[*FORMATS, "none"], metavar="FORMAT",
+                   help=f"the upstream model's thinking format ({', '.join(FORMATS)}; none: it does not think): "
+                   "splits thinking from the answer where the upstream does not (its /v1/completions, or no "
+                   "--reasoning-parser) (default: what the model's folder declares, else none)")
     p.add_argument("--log-format", choices=["text", "json"], default="text", help="access and error log lines")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
                    help="info: one access-log line per request; warning: errors only")
@@ -305,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
     run.add_argument("--show", action="store_true", help="print every candidate")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    from ttc.thinking_cli import add_thinking_args
+
+    add_thinking_args(run)
     run.set_defaults(func=cmd_run)
 
     from ttc.eval.cli import register as register_eval_commands

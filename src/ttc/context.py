@@ -188,7 +188,7 @@ class Context:
         out = []
         request = _at_least(gen.usage(), prompt_len, len(gen.completions))
         for i, completion in enumerate(gen.completions):
-            u = Usage(completion_tokens=gen.tokens_of(i), reasoning_tokens=completion.reasoning_tokens)
+            u = Usage(completion_tokens=gen.tokens_of(i), reasoning_tokens=gen.reasoning_of(i))
             if i == 0:
                 u.prompt_tokens = request.prompt_tokens
                 u.processed_prompt_tokens = request.processed_prompt_tokens
@@ -336,6 +336,10 @@ class Stream:
                     cached_prompt_tokens=reported.cached_prompt_tokens,
                     completion_tokens=reported.completion_tokens, generator_calls=1,
                     estimated=reported.estimated)
+        if reported.reasoning_tokens and not self._reasoning_counted:  # the backend's count (a server's report)
+            self._reasoning_counted = True
+            self.usage.reasoning_tokens += reported.reasoning_tokens
+            self._ctx.usage.reasoning_tokens += reported.reasoning_tokens
         total = self._ctx.usage
         for name in ("prompt_tokens", "processed_prompt_tokens", "cached_prompt_tokens", "completion_tokens"):
             setattr(total, name, getattr(total, name) + getattr(new, name) - getattr(self.usage, name))

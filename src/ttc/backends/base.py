@@ -32,7 +32,9 @@ class Generation:
     completion; None = each completion's token ids), `processed_prompt_tokens` (None = n x
     prompt_tokens: the prompt once per sequence), `cached_prompt_tokens` (of the processed ones,
     those served from a prefix cache, where known). `estimated` marks counts the backend had to
-    guess (a server that sent no usage).
+    guess (a server that sent no usage). `reasoning_tokens`: the thinking tokens of each completion
+    (part of its completion tokens; None = each completion's `reasoning_tokens`), where the server
+    reported a total that the completions' own counts do not add up to.
     """
 
     prompt_tokens: int
@@ -42,12 +44,19 @@ class Generation:
     cached_prompt_tokens: int = 0
     estimated: bool = False
     requests: int = 1  # requests sent to make it (n single requests where a server ignores n)
+    reasoning_tokens: tuple[int, ...] | None = None
 
     def tokens_of(self, i: int) -> int:
         """Completion tokens of the i-th completion, as the backend counted them."""
         if self.completion_tokens is not None:
             return self.completion_tokens[i]
         return self.completions[i].num_tokens
+
+    def reasoning_of(self, i: int) -> int:
+        """Thinking tokens of the i-th completion, as the backend counted them."""
+        if self.reasoning_tokens is not None:
+            return self.reasoning_tokens[i]
+        return self.completions[i].reasoning_tokens
 
     def usage(self) -> Usage:
         """The whole request's usage (`generator_calls` = the requests it took)."""
@@ -57,7 +66,7 @@ class Generation:
         return Usage(prompt_tokens=self.prompt_tokens, processed_prompt_tokens=processed,
                      cached_prompt_tokens=self.cached_prompt_tokens, generator_calls=self.requests,
                      completion_tokens=sum(self.tokens_of(i) for i in range(len(self.completions))),
-                     reasoning_tokens=sum(c.reasoning_tokens for c in self.completions),
+                     reasoning_tokens=sum(self.reasoning_of(i) for i in range(len(self.completions))),
                      estimated=self.estimated)
 
 
@@ -70,6 +79,9 @@ class Delta:
     e.g. a server's final usage chunk), is its count of the whole request so far: billed,
     processed and cached prompt tokens and the completion tokens generated up to this delta.
     The stream's usage takes it over; without it, completion tokens are the token ids received.
+
+    For a reasoning model the deltas carry the whole output as generated (thinking and markers
+    included); `Generator.split_thinking` splits the stream's completion as `generate` would.
     """
 
     text: str
@@ -93,7 +105,8 @@ def combine_generations(generations: Sequence[Generation]) -> Generation:
         processed_prompt_tokens=sum(u.processed_prompt_tokens for _, u in parts),
         cached_prompt_tokens=sum(u.cached_prompt_tokens for _, u in parts),
         estimated=any(u.estimated for _, u in parts),
-        requests=sum(u.generator_calls for _, u in parts))
+        requests=sum(u.generator_calls for _, u in parts),
+        reasoning_tokens=tuple(g.reasoning_of(i) for g in generations for i in range(len(g.completions))))
 
 
 class Generator(abc.ABC):

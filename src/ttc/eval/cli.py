@@ -33,6 +33,9 @@ def _run_args(p: argparse.ArgumentParser, output: str) -> None:
     p.add_argument("--concurrency", type=int, default=32, help="problems solved at once")
     p.add_argument("--retry-errors", action="store_true", help="re-run problems whose stored result is an error")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    from ttc.thinking_cli import add_thinking_args
+
+    add_thinking_args(p)
 
 
 def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -42,10 +45,12 @@ def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _common(args: argparse.Namespace) -> dict[str, Any]:
+    # the backend is built only after the strategies and the dataset were checked (no model load for a typo)
+    from ttc.thinking_cli import backend_options, sampling_options
     from ttc.verifiers import LogprobConfidence
 
-    # the backend is built only after the strategies and the dataset were checked (no model load for a typo)
     return dict(backend=args.backend, model=args.model, url=args.url, threads=args.threads,
+                sampling=sampling_options(args), backend_options=backend_options(args),
                 split=args.split, limit=args.limit, output=args.output,
                 verifier=LogprobConfidence(args.verifier) if args.verifier else None,
                 max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,

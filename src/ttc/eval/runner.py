@@ -334,14 +334,14 @@ def _problems(dataset: Any, split: str | None, limit: int | None, dataset_option
 
 
 def _generator(generator: Generator | None, backend: str, model: str | None, url: str | None,
-               threads: Any = "auto") -> tuple[Generator, bool]:
+               threads: Any = "auto", options: dict[str, Any] | None = None) -> tuple[Generator, bool]:
     if generator is not None:
         if not isinstance(generator, Generator):
             raise InvalidInput(f"expected a ttc Generator backend, got {type(generator).__name__}")
         return generator, False
     from ttc.backends.factory import make_backend
 
-    return make_backend(backend, model, url, threads=threads), True
+    return make_backend(backend, model, url, threads=threads, **(options or {})), True
 
 
 def evaluate(strategies: Any = "majority", dataset: Any = "gsm8k", generator: Generator | None = None, *,
@@ -350,7 +350,8 @@ def evaluate(strategies: Any = "majority", dataset: Any = "gsm8k", generator: Ge
              verifier: Verifier | None = None, max_tokens: int = 256, temperature: float = 0.7,
              seed: int | None = 0, concurrency: int = 32, progress: bool = True, retry_errors: bool = False,
              backend: str = "transformers", model: str | None = None, url: str | None = None,
-             threads: Any = "auto", save_report: bool = True, **dataset_options: Any) -> EvalReport:
+             threads: Any = "auto", save_report: bool = True, sampling: dict[str, Any] | None = None,
+             backend_options: dict[str, Any] | None = None, **dataset_options: Any) -> EvalReport:
     """Evaluate strategies on a dataset; return an `EvalReport` (accuracy, tokens, latency per setting).
 
     strategies: registry names ("majority", "sample,majority,best_of_n") run at every `n`, or
@@ -364,12 +365,16 @@ def evaluate(strategies: Any = "majority", dataset: Any = "gsm8k", generator: Ge
         summary (.summary.md, .summary.csv) and the accuracy-vs-tokens plot (.png) are saved
         beside it.
     tokens_budget: a per-problem `ttc.Budget(tokens=...)` for every setting.
+    sampling: more `SamplingParams` fields for named strategies (e.g. `{"chat_template_kwargs":
+        {"enable_thinking": False}, "extra": {"thinking_token_budget": 64}}`); backend_options: more
+        `make_backend` keyword arguments (e.g. `{"thinking": "deepseek_r1"}`).
     """
     return run_sync(aevaluate(strategies, dataset, generator, n=n, split=split, limit=limit, output=output,
                               tokens_budget=tokens_budget, verifier=verifier, max_tokens=max_tokens,
                               temperature=temperature, seed=seed, concurrency=concurrency, progress=progress,
                               retry_errors=retry_errors, backend=backend, model=model, url=url,
-                              threads=threads, save_report=save_report, **dataset_options))
+                              threads=threads, save_report=save_report, sampling=sampling,
+                              backend_options=backend_options, **dataset_options))
 
 
 async def aevaluate(strategies: Any = "majority", dataset: Any = "gsm8k", generator: Generator | None = None, *,
@@ -379,12 +384,13 @@ async def aevaluate(strategies: Any = "majority", dataset: Any = "gsm8k", genera
                     seed: int | None = 0, concurrency: int = 32, progress: bool = True,
                     retry_errors: bool = False, backend: str = "transformers", model: str | None = None,
                     url: str | None = None, threads: Any = "auto", save_report: bool = True,
+                    sampling: dict[str, Any] | None = None, backend_options: dict[str, Any] | None = None,
                     **dataset_options: Any) -> EvalReport:
     """Async `evaluate` (same arguments)."""
-    params = SamplingParams(temperature=temperature, max_tokens=max_tokens, logprobs=True)
+    params = SamplingParams(temperature=temperature, max_tokens=max_tokens, logprobs=True, **(sampling or {}))
     planned = plan(strategies, n, verifier=verifier, params=params, tokens=tokens_budget)
     problems = _problems(dataset, split, limit, dataset_options)
-    gen, owned = _generator(generator, backend, model, url, threads)
+    gen, owned = _generator(generator, backend, model, url, threads, backend_options)
     try:
         config = EvalConfig(_dataset_label(dataset, problems), gen.model_name, max_tokens, temperature, seed)
         records = await arun_settings(planned, problems, gen, output=output, seed=seed, concurrency=concurrency,
@@ -441,7 +447,8 @@ async def acompare(strategies: Any = "majority,best_of_n", dataset: Any = "gsm8k
                    verifier: Verifier | None = None, max_tokens: int = 256, temperature: float = 0.7,
                    seed: int | None = 0, concurrency: int = 32, progress: bool = True, retry_errors: bool = False,
                    backend: str = "transformers", model: str | None = None, url: str | None = None,
-                   threads: Any = "auto", save_report: bool = True, **dataset_options: Any) -> EvalReport:
+                   threads: Any = "auto", save_report: bool = True, sampling: dict[str, Any] | None = None,
+                   backend_options: dict[str, Any] | None = None, **dataset_options: Any) -> EvalReport:
     """Run each named strategy at each per-problem token budget B (prompt + completion tokens).
 
     Every setting is held to `ttc.Budget(tokens=B)` on every problem (enforced: no problem spends
@@ -454,8 +461,8 @@ async def acompare(strategies: Any = "majority,best_of_n", dataset: Any = "gsm8k
     if not all(isinstance(s, str) for s in names):
         raise InvalidInput("compare takes strategy names (e.g. 'majority,best_of_n')")
     problems = _problems(dataset, split, limit, dataset_options)
-    params = SamplingParams(temperature=temperature, max_tokens=max_tokens, logprobs=True)
-    gen, owned = _generator(generator, backend, model, url, threads)
+    params = SamplingParams(temperature=temperature, max_tokens=max_tokens, logprobs=True, **(sampling or {}))
+    gen, owned = _generator(generator, backend, model, url, threads, backend_options)
     try:
         prompt_len = await prompt_tokens(problems, gen)
         planned: list[Planned] = []

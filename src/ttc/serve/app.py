@@ -143,6 +143,7 @@ class TTCServer:
         # the key is given explicitly ("" = none): the backend would otherwise read $OPENAI_API_KEY
         # an upstream 429/503 is not retried (retry_on_overload=0): the client gets its Retry-After at once
         self.backend = OpenAICompatible(list(self.config.upstream), api_key=self.config.upstream_api_key or "",
+                                        thinking=self.config.thinking,
                                         max_concurrency=c.strategy_connections, pool_wait=c.pool_wait,
                                         timeout=c.total_timeout, connect_timeout=c.connect_timeout,
                                         read_timeout=c.read_timeout, retry_on_overload=0, max_retry_after=0.0,
@@ -456,22 +457,25 @@ class TTCServer:
         return self.backend.model_name if self.backend._model else (req.model or "")
 
     def _completion(self, req: StrategyRequest, result: Result) -> dict[str, Any]:
-        text, finish = _chosen(result)
+        text, finish, thinking = _chosen(result)
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
         if req.kind == "chat":
-            choice["message"] = {"role": "assistant", "content": text}
+            choice["message"] = {"role": "assistant", "content": text, **_reasoning(thinking)}
         else:
             choice["text"] = text
+            choice.update(_reasoning(thinking))
         return {"id": _id(req), "object": "chat.completion" if req.kind == "chat" else "text_completion",
                 "created": int(time.time()), "model": self._model(req), "choices": [choice],
-                "usage": _usage(result.usage), "ttc": self._ttc_field(req, result)}
+                "usage": _usage(result.usage, thinking is not None), "ttc": self._ttc_field(req, result)}
 
-    def _chunk(self, req: StrategyRequest, delta: Any, finish: str | None, **extra: Any) -> dict[str, Any]:
+    def _chunk(self, req: StrategyRequest, delta: Any, finish: str | None, choice_fields: dict[str, Any] | None = None,
+               **extra: Any) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
         if req.kind == "chat":
             choice["delta"] = delta if isinstance(delta, dict) else {"content": delta}
         else:
             choice["text"] = delta
+            choice.update(choice_fields or {})
         return {"id": _id(req), "object": "chat.completion.chunk" if req.kind == "chat" else "text_completion",
                 "created": int(time.time()), "model": self._model(req), "choices": [choice], **extra}
 
@@ -480,7 +484,11 @@ class TTCServer:
         comes in a last chunk with no choices only when the client asked (`stream_options.
         include_usage`, as OpenAI and vLLM do: a `choices: []` chunk breaks the common client loop);
         the `ttc` field rides on that chunk, else on the finish chunk."""
-        text, finish = _chosen(result)
+        text, finish, thinking = _chosen(result)
+        for i in range(0, len(thinking or ""), STREAM_CHUNK):  # the thinking first, as vLLM streams it
+            piece = _reasoning(thinking[i:i + STREAM_CHUNK])
+            await _sse(stream, self._chunk(req, piece if req.kind == "chat" else "", None,
+                                           **({} if req.kind == "chat" else {"choice_fields": piece})))
         for i in range(0, len(text), STREAM_CHUNK):
             await _sse(stream, self._chunk(req, text[i:i + STREAM_CHUNK], None))
         if not req.stream_usage:  # the ttc field rides on the finish chunk
@@ -488,7 +496,8 @@ class TTCServer:
                                            ttc=self._ttc_field(req, result)))
         else:
             await _sse(stream, self._chunk(req, {} if req.kind == "chat" else "", finish))
-            last = self._chunk(req, None, None, usage=_usage(result.usage), ttc=self._ttc_field(req, result))
+            last = self._chunk(req, None, None, usage=_usage(result.usage, thinking is not None),
+                               ttc=self._ttc_field(req, result))
             last["choices"] = []
             await _sse(stream, last)
         await stream.write(b"data: [DONE]\n\n")
@@ -503,7 +512,7 @@ class TTCServer:
             "details": jsonable(result.details.to_dict(), nonfinite_as_str=True),
         }
         if req.return_candidates:
-            out["candidates"] = [{"text": c.text, "answer": c.answer,
+            out["candidates"] = [{"text": c.text, "thinking": c.thinking, "answer": c.answer,
                                   "scores": jsonable(c.scores, nonfinite_as_str=True),
                                   "finish_reason": c.finish_reason, "completion_tokens": c.usage.completion_tokens}
                                  for c in result.candidates]
@@ -515,11 +524,21 @@ def _id(req: StrategyRequest) -> str:
     return ("chatcmpl-ttc-" if req.kind == "chat" else "cmpl-ttc-") + req.id
 
 
-def _usage(u: Usage) -> dict[str, int]:
+def _usage(u: Usage, thinking: bool = False) -> dict[str, Any]:
     """Billed usage: every prompt and completion token the strategy's requests cost; `total_tokens`
-    adds the verifier's (judge or PRM) tokens."""
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "total_tokens": u.prompt_tokens + u.completion_tokens + u.verifier_tokens}
+    adds the verifier's (judge or PRM) tokens. With thinking (a reasoning model), the thinking
+    tokens among the completion tokens, as vLLM reports them: `completion_tokens_details.reasoning_tokens`."""
+    out: dict[str, Any] = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                           "total_tokens": u.prompt_tokens + u.completion_tokens + u.verifier_tokens}
+    if thinking or u.reasoning_tokens:
+        out["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
+    return out
+
+
+def _reasoning(thinking: str | None) -> dict[str, str]:
+    """The thinking as vLLM 0.32 returns it (`reasoning`), and under its older name
+    (`reasoning_content`, which older clients and DeepSeek's API read); nothing without thinking."""
+    return {} if thinking is None else {"reasoning": thinking, "reasoning_content": thinking}
 
 
 def _ttc_usage(u: Usage) -> dict[str, Any]:
@@ -529,14 +548,15 @@ def _ttc_usage(u: Usage) -> dict[str, Any]:
     return asdict(u) | {"wall_seconds": round(u.wall_seconds, 3)}
 
 
-def _chosen(result: Result) -> tuple[str, str]:
-    """The chosen candidate's text and OpenAI finish reason: the first candidate with the answer."""
+def _chosen(result: Result) -> tuple[str, str, str | None]:
+    """The chosen candidate's text (its final content), OpenAI finish reason and thinking (None
+    without): the first candidate with the answer."""
     chosen = next((c for c in result.candidates if c.answer == result.answer), None)
     if chosen is None and result.candidates:
         chosen = result.candidates[0]
     if chosen is None:
-        return "", "stop"
-    return chosen.text, "length" if chosen.finish_reason == "length" else "stop"
+        return "", "stop", None
+    return chosen.text, "length" if chosen.finish_reason == "length" else "stop", chosen.thinking
 
 
 def _param_named(message: str, req: StrategyRequest) -> str:

@@ -102,6 +102,9 @@ class ServeConfig:
         and top logprobs (default: the caps apply to them too).
     tokenizer: the served model's tokenizer (Hugging Face id or folder), for upstreams without
         vLLM's /tokenize (`OpenAICompatible(tokenizer=)`); use_chat: `OpenAICompatible(use_chat=)`.
+    thinking: the upstream model's thinking format ("deepseek_r1", "qwen3", a `ThinkingFormat`;
+        `OpenAICompatible(thinking=)`): what splits the thinking the upstream does not split itself
+        (its /v1/completions, or no --reasoning-parser); None: what the model's folder declares.
     log_format: "text" or "json" (one access-log line per request); log_level: "debug", "info",
         "warning", "error".
     prm_upstream: a vLLM deployment of a process reward model, the default PRM of step searches
@@ -127,6 +130,7 @@ class ServeConfig:
     allowed_origins: tuple[str, ...] = ()
     tokenizer: Any = None
     use_chat: bool | None = None
+    thinking: Any = None
     log_format: str = "text"
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
@@ -150,6 +154,10 @@ class ServeConfig:
             raise InvalidInput(f"binding {self.host!r} (not loopback) exposes the upstream to the network: "
                                f"give --api-key KEY (clients send it as a Bearer token), or --insecure to "
                                f"serve without one")
+        if self.thinking is not None and not isinstance(self.thinking, bool):
+            from ttc.thinking import thinking_format
+
+            thinking_format(self.thinking)  # an unknown format: an error now, not per request
         from ttc.strategies.registry import canonical_name
 
         object.__setattr__(self, "strategy", canonical_name(self.strategy))  # unknown: an error now, not per request

@@ -201,6 +201,19 @@ def check_stop(value: Any, param: str) -> tuple[str, ...]:
     raise RequestError("stop must be a string or a list of at most 4 non-empty strings", "stop")
 
 
+def check_object(value: Any, param: str) -> dict[str, Any]:
+    """A JSON object with string keys (chat_template_kwargs)."""
+    if not isinstance(value, dict):
+        raise RequestError(f"{param} must be an object, got {value!r}", param)
+    return dict(value)
+
+
+def check_top_k(value: Any, param: str) -> int:
+    if not _is_int(value) or not (value == -1 or value >= 1):
+        raise RequestError(f"{param} must be an integer >= 1 (or -1: all tokens), got {value!r}", param)
+    return value
+
+
 def check_n(value: Any, param: str) -> int:
     if value != 1 or not _is_int(value):
         raise RequestError("n: ttc returns one choice, the strategy's answer; ask for candidates with ttc.n", "n")
@@ -279,6 +292,19 @@ class ChatRequest(Model):
         "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]})
     user: str | None = spec(str, "the end user (ignored)")
     ttc: TTCObject | None = spec(TTCObject, "how to solve it")
+    top_k: int | None = spec("any", "top-k sampling (sent to the upstream)", check=check_top_k,
+                             schema={"type": "integer"})
+    min_p: float | None = spec(float, "min-p sampling (sent to the upstream)", low=0.0, high=1.0)
+    presence_penalty: float | None = spec(float, "presence penalty (sent to the upstream)", low=-2.0, high=2.0)
+    frequency_penalty: float | None = spec(float, "frequency penalty (sent to the upstream)", low=-2.0, high=2.0)
+    repetition_penalty: float | None = spec(float, "repetition penalty (sent to the upstream)", low=0.0,
+                                            low_open=True)
+    chat_template_kwargs: dict | None = spec("any", "options of the chat template, e.g. {\"enable_thinking\": "
+                                             "false}", check=check_object, schema={"type": "object"})
+    thinking_token_budget: int | None = spec(int, "the most thinking tokens per candidate (vLLM's; the upstream "
+                                             "needs a reasoning parser and --reasoning-config)", low=0)
+    reasoning_effort: str | None = spec(str, "reasoning effort, passed to upstreams that take it",
+                                        choices=("none", "minimal", "low", "medium", "high", "xhigh", "max"))
 
 
 @dataclass(frozen=True)
@@ -302,6 +328,22 @@ class CompletionRequest(Model):
         "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]})
     user: str | None = spec(str, "the end user (ignored)")
     ttc: TTCObject | None = spec(TTCObject, "how to solve it")
+    top_k: int | None = spec("any", "top-k sampling (sent to the upstream)", check=check_top_k,
+                             schema={"type": "integer"})
+    min_p: float | None = spec(float, "min-p sampling (sent to the upstream)", low=0.0, high=1.0)
+    presence_penalty: float | None = spec(float, "presence penalty (sent to the upstream)", low=-2.0, high=2.0)
+    frequency_penalty: float | None = spec(float, "frequency penalty (sent to the upstream)", low=-2.0, high=2.0)
+    repetition_penalty: float | None = spec(float, "repetition penalty (sent to the upstream)", low=0.0,
+                                            low_open=True)
+    thinking_token_budget: int | None = spec(int, "the most thinking tokens per candidate (vLLM's; the upstream "
+                                             "needs a reasoning parser and --reasoning-config)", low=0)
+
+
+#: the request fields that become `SamplingParams` fields of the same name, and those passed as
+#: `SamplingParams.extra` (fields of the upstream's that ttc passes on without using them)
+SAMPLING_FIELDS = ("top_k", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty",
+                   "chat_template_kwargs")
+EXTRA_FIELDS = ("thinking_token_budget", "reasoning_effort")
 
 
 def json_schema() -> dict[str, Any]:

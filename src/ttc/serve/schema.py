@@ -2,6 +2,7 @@
 a `RequestError` naming the field (an OpenAI-style 400).
 
     {"model": "...", "messages": [...], "max_tokens": 256, "stream": false,
+     "top_k": 20, "min_p": 0.0, "chat_template_kwargs": {"enable_thinking": true}, "thinking_token_budget": 512,
      "ttc": {"strategy": "majority", "n": 8, "temperature": 0.7, "max_tokens": 256, "top_p": 1.0,
              "seed": 0, "verifier": "mean_logprob", "prm": "judge",
              "budget": {"tokens": 20000, "seconds": 60, "verifier_calls": 100},
@@ -23,6 +24,8 @@ from ttc.context import Budget
 from ttc.errors import InvalidInput
 from ttc.serve.config import ServeConfig
 from ttc.serve.protocol import (
+    EXTRA_FIELDS,
+    SAMPLING_FIELDS,
     BudgetModel,
     ChatRequest,
     CompletionRequest,
@@ -125,9 +128,12 @@ def parse(body: Any, kind: str, config: ServeConfig, *, prm_available: bool) -> 
     max_tokens = config.max_tokens if value is None else value
     temperature = pick("temperature", "temperature")[0]
     top_p = pick("top_p", "top_p")[0]
+    sampling = {k: getattr(top, k) for k in SAMPLING_FIELDS if getattr(top, k, None) is not None}
+    extra = {k: getattr(top, k) for k in EXTRA_FIELDS if getattr(top, k, None) is not None}
     params = SamplingParams(temperature=config.temperature if temperature is None else temperature,
                             top_p=1.0 if top_p is None else top_p, max_tokens=max_tokens,
-                            seed=pick("seed", "seed")[0], stop=top.stop or (), logprobs=True)
+                            seed=pick("seed", "seed")[0], stop=top.stop or (), logprobs=True, **sampling,
+                            extra=extra or None)
 
     if t.prm == "remote" and not prm_available:
         raise RequestError("prm 'remote' needs the server started with --prm-upstream URL", "ttc.prm")

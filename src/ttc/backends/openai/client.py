@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from ttc.backends.base import Delta, Generation, Generator
-from ttc.backends.openai import gateways, payloads, responses, routing, usage
+from ttc.backends.openai import gateways, payloads, reasoning, responses, routing, usage
 from ttc.backends.openai.adapting import Adapter
 from ttc.backends.openai.fanout import with_n
 from ttc.backends.openai.features import ServerFeatures
@@ -21,6 +21,7 @@ from ttc.backends.openai.probe import Probe
 from ttc.backends.openai.prompts import ChatMessages
 from ttc.backends.openai.responses import Parsed
 from ttc.backends.openai.streaming import read_stream
+from ttc.backends.openai.thinking_markers import ThinkingMarkers
 from ttc.backends.openai.tokenization import Tokenization
 from ttc.backends.openai.transport import (
     OpenStream,
@@ -32,7 +33,8 @@ from ttc.backends.openai.transport import (
 )
 from ttc.backends.token_cache import TokenCache
 from ttc.errors import GenerationError, InvalidInput, MalformedResponse
-from ttc.types import Prompt, SamplingParams, Usage
+from ttc.thinking import ThinkingFormat
+from ttc.types import Completion, Prompt, SamplingParams, Usage
 
 __all__ = ["OpenAICompatible"]
 
@@ -102,6 +104,11 @@ class OpenAICompatible(PartNames, Generator):
     `vllm_extensions`: ask for token ids with vLLM's extra request fields (off if the server refuses them).
     `tokenizer`: the served model's tokenizer for servers without `/tokenize` (an object with `encode`/`decode`/
     `apply_chat_template`, or a Hugging Face id or folder, loaded offline); None: the model's, if on this machine.
+    `thinking`: the served reasoning model's thinking format (a name of `ttc.thinking.FORMATS` such as
+    "deepseek_r1" or "qwen3", or a `ThinkingFormat`), used to split what the server does not split itself
+    (`/v1/completions`, a server without `--reasoning-parser`); None: the one the model's folder declares
+    (`ttc_thinking.json`) where it is on this machine, else no thinking; False: none. The thinking the
+    server's reasoning parser sends (`message.reasoning`, `reasoning_content`) is read whatever this says.
 
     The HTTP session belongs to the event loop that made it: call `aclose()` (or use `async with`) before an
     event loop you used ends; the backend stays usable afterwards. Every JSON request passes `_request` (tests
@@ -114,7 +121,7 @@ class OpenAICompatible(PartNames, Generator):
                  cooldown: float = 30.0, use_chat: bool | None = None, vllm_extensions: bool = True,
                  headers: dict[str, str] | None = None, tokenizer: Any = None, max_retry_after: float = 60.0,
                  pool_wait: float | None = None, read_timeout: float | None = None,
-                 retry_on_overload: int | None = None):
+                 retry_on_overload: int | None = None, thinking: str | ThinkingFormat | bool | None = None):
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not urls:
             raise InvalidInput("OpenAICompatible needs at least one base URL")
@@ -137,7 +144,7 @@ class OpenAICompatible(PartNames, Generator):
             connect_timeout=connect_timeout, max_retries=max_retries, backoff=backoff, max_backoff=max_backoff,
             cooldown=cooldown, max_retry_after=max_retry_after, pool_wait=pool_wait, read_timeout=read_timeout,
             retry_on_overload=retry_on_overload)
-        self.adapter = Adapter(self.features, self)
+        self.adapter = Adapter(self.features, self, replicas[0].base)
         # late-bound, so that a wrapped `_request` / `_server_tokenize` sees the parts' requests too
         self._send: Callable[..., Awaitable[Any]] = lambda *a, **k: self._request(*a, **k)
         self.tokens = Tokenization(self.features, self._send, lambda payload: self._server_tokenize(payload),
@@ -146,6 +153,7 @@ class OpenAICompatible(PartNames, Generator):
         if self._model is None:  # now, so that `model_name` is real from the start (else at the first request)
             self._model = discover_model(self.replicas, self.transport.headers,
                                          min(self.transport.connect_timeout, 5.0))
+        self.markers = ThinkingMarkers(thinking, self.tokens, lambda: self._model)
 
     # -- what the server can do -------------------------------------------------------------------
     @property  # type: ignore[override]
@@ -248,12 +256,25 @@ class OpenAICompatible(PartNames, Generator):
             return super().continue_prompt(prompt, text)
         return routing.continued_chat(prompt, text, self.features, self.tokens, self.base_url)
 
-    async def chat_prompt(self, messages: Sequence[dict[str, str]]) -> Prompt:
+    async def chat_prompt(self, messages: Sequence[dict[str, str]], *,
+                          chat_template_kwargs: dict[str, Any] | None = None) -> Prompt:
         """The chat template applied to `messages`: by the server as token ids (vLLM's `/tokenize`),
         else by the local tokenizer as text, else the messages themselves (`ChatMessages`, sent to
-        `/v1/chat/completions`); `use_chat=True` always gives `ChatMessages`."""
+        `/v1/chat/completions`); `use_chat=True` always gives `ChatMessages`. `chat_template_kwargs`
+        (e.g. `{"enable_thinking": False}`) go to the template wherever it is rendered (a chat
+        request sends them from `SamplingParams.chat_template_kwargs`)."""
         payloads.check_messages(messages, "chat_prompt")
-        return await self.tokens.chat_prompt(messages, self.use_chat)
+        return await self.tokens.chat_prompt(messages, self.use_chat, chat_template_kwargs)
+
+    @property  # type: ignore[override]
+    def thinking(self) -> ThinkingFormat | None:  # type: ignore[override]
+        """The served model's thinking format (given, or declared by its folder), else None."""
+        return self.markers.format
+
+    def split_thinking(self, completion: Completion, prompt: Prompt, params: SamplingParams) -> Completion:
+        """A stream's completion (the whole output, as its deltas carry it) split as `generate` splits."""
+        split = self.markers.known_split(prompt, params, server_split=bool(self.features.reasoning))
+        return reasoning.split_completion(completion, split, self.tokens.encode)
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
         """`params.n` completions from one `/v1/completions` request (or a chat request for
@@ -278,10 +299,13 @@ class OpenAICompatible(PartNames, Generator):
 
     async def _generate_once(self, prompt: Prompt, params: SamplingParams) -> Generation:
         payloads.wire_prompt(prompt)  # bad input fails before the server is asked for its model name
+        requested = payloads.requested_fields(params, chat=False)
+        payloads.check_supported(requested, self.features, self.base_url)
         payload = payloads.completion_payload(await self.model(), prompt, params, self.features,
                                               extensions=self.vllm_extensions, stream=False)
-        data = await self._request_adapting("POST", "/completions", payload)
-        return await self._answer(data, prompt, params, responses.parse_completions)
+        split = await self.markers.split(prompt, params)
+        data = await self._request_adapting("POST", "/completions", payload, requested)
+        return await self._answer(data, prompt, params, responses.parse_completions, split)
 
     async def chat(self, messages: Sequence[dict[str, str]], params: SamplingParams, *,
                    continue_final: bool = False) -> Generation:
@@ -289,23 +313,28 @@ class OpenAICompatible(PartNames, Generator):
         last assistant message instead with `continue_final`)."""
         async def once(p: SamplingParams) -> Generation:
             payloads.check_messages(messages)
+            requested = payloads.requested_fields(p, chat=True)
+            payloads.check_supported(requested, self.features, self.base_url)
             payload = payloads.chat_payload(await self.model(), messages, p, self.features,
                                             extensions=self.vllm_extensions, stream=False,
                                             continue_final=continue_final)
-            data = await self._request_adapting("POST", "/chat/completions", payload)
-            return await self._answer(data, ChatMessages(messages), p, responses.parse_chat)
+            prompt = ChatMessages(messages, continue_final=continue_final)
+            split = await self.markers.split(prompt, p)
+            data = await self._request_adapting("POST", "/chat/completions", payload, requested)
+            return await self._answer(data, prompt, p, responses.parse_chat, split)
         return await with_n(params, once, self.features)
 
-    async def _answer(self, data: Any, prompt: Prompt, params: SamplingParams, parse: Callable[..., Parsed]
-                      ) -> Generation:
-        """An answer read (`parse`), what it showed recorded, and its usage; an answer ttc rejects
-        still counts what it cost. Ids the server did not send are asked of /tokenize. What the
-        answer carried is recorded for its endpoint; fields a gateway moved are put back first."""
+    async def _answer(self, data: Any, prompt: Prompt, params: SamplingParams, parse: Callable[..., Parsed],
+                      split: reasoning.ThinkingSplit = reasoning.NO_SPLIT) -> Generation:
+        """An answer read (`parse`, the thinking split by `split` where the server did not), what it
+        showed recorded, and its usage; an answer ttc rejects still counts what it cost. Ids the
+        server did not send are asked of /tokenize. What the answer carried is recorded for its
+        endpoint; fields a gateway moved are put back first."""
         data = gateways.lifted(data)
         chat = parse is responses.parse_chat
         try:
             parsed = parse(data, params, self.features, extensions=self.vllm_extensions,
-                           eos_ids=self.tokens.eos_token_ids, encode=self.tokens.encode)
+                           eos_ids=self.tokens.eos_token_ids, encode=self.tokens.encode, split=split)
         except MalformedResponse as exc:
             self.features.update(getattr(exc, "feature_updates", {}))
             exc.usage = usage.rejected_usage(data, prompt)  # what the server already spent stays counted
@@ -319,7 +348,15 @@ class OpenAICompatible(PartNames, Generator):
         for i in parsed.needs_ids:
             ids = await self.tokens.completion_ids(parsed.completions[i].text)
             parsed.completions[i] = dataclasses.replace(parsed.completions[i], token_ids=ids)
-        generation = usage.generation(data, parsed.completions, prompt)
+        if self.features.reasoning and self.thinking is None and parse is responses.parse_completions:
+            self._warn_once("thinking_format", f"{self.base_url} splits the thinking on its chat endpoint (a "
+                            f"reasoning parser), but /v1/completions returns it inline and no thinking format is "
+                            f"declared: its answers may be read from the thinking. Declare its thinking format: "
+                            f"OpenAICompatible(..., thinking=\"deepseek_r1\" or \"qwen3\")", UserWarning)
+        completions = usage.with_hidden_thinking(data, parsed.completions)
+        if completions is not parsed.completions:
+            self.features.hidden_thinking = True
+        generation = usage.generation(data, completions, prompt)
         if generation.estimated:
             self._warn_no_usage()
         return generation
@@ -342,7 +379,8 @@ class OpenAICompatible(PartNames, Generator):
                 opened = await self._open_stream(prompt, params)
             deltas = read_stream(opened, params, self.features, prompt, chat=isinstance(prompt, ChatMessages),
                                  on_estimate=self._warn_no_usage, count=self._count_tokens,
-                                 prompt_lengths=self.prompt_lengths, asked_ids=self.vllm_extensions)
+                                 prompt_lengths=self.prompt_lengths, asked_ids=self.vllm_extensions,
+                                 split=await self.markers.split(prompt, params))
             async with contextlib.aclosing(deltas):
                 async for delta in deltas:
                     yield delta
@@ -363,9 +401,12 @@ class OpenAICompatible(PartNames, Generator):
         return spent
 
     async def _open_stream(self, prompt: Prompt, params: SamplingParams) -> OpenStream:
+        requested = payloads.requested_fields(params, chat=isinstance(prompt, ChatMessages))
+        payloads.check_supported(requested, self.features, self.base_url)
         path, payload = payloads.request_body(await self.model(), prompt, params, self.features,
                                               extensions=self.vllm_extensions, stream=True)
-        return await self.transport.open_stream(path, payload, self.adapter.stream)
+        return await self.transport.open_stream(path, payload,
+                                                lambda body, error: self.adapter.stream(body, error, requested))
 
     async def health(self) -> list[bool]:
         """Whether each replica answers `GET /health` with 200 (vLLM), in order."""
@@ -392,6 +433,7 @@ class OpenAICompatible(PartNames, Generator):
                                      "endpoints": {name: dataclasses.asdict(e)
                                                    for name, e in self.features.endpoints.items()},
                                      "probe_usage": self.probe_usage.to_dict(),
+                                     "thinking": None if self.thinking is None else self.thinking.name,
                                      "local_tokenizer": None if tok is None else
                                      getattr(tok, "name_or_path", type(tok).__name__)}
 
@@ -401,6 +443,8 @@ class OpenAICompatible(PartNames, Generator):
         """Send one request (with retries and replica failover) and return its parsed JSON body."""
         return await self.transport.request(method, path, payload, root=root, retries=retries)
 
-    async def _request_adapting(self, method: str, path: str, payload: dict[str, Any]) -> Any:
-        """A request that drops what the server refuses, once each, and remembers it."""
-        return await self.adapter.request(self._send, method, path, payload)
+    async def _request_adapting(self, method: str, path: str, payload: dict[str, Any],
+                                requested: Sequence[str] = ()) -> Any:
+        """A request that drops what the server refuses, once each, and remembers it; a refused
+        field of `requested` (the user's) raises `ttc.Unsupported`."""
+        return await self.adapter.request(self._send, method, path, payload, requested)

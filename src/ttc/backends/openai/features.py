@@ -7,7 +7,7 @@ feature updates, the facade applies them), never by a guess.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ttc.backends.base import PREFIX_CACHING, STREAM, TOKEN_IDS
@@ -70,6 +70,10 @@ class ServerFeatures:
     `prefix_caching`: from vLLM's `vllm:cache_config_info` on /metrics, with `prefix_block_size`,
     the KV block size: the prefix cache reuses whole blocks only. `endpoints`: the same
     questions per endpoint (`EndpointFeatures`), since a gateway may answer them differently.
+    `reasoning`: the server separates the thinking itself (a reasoning parser: `message.reasoning`
+    or `reasoning_content`, or a `reasoning_tokens` count); `hidden_thinking`: it reports thinking
+    tokens but returns no thinking text (OpenAI's o-series); `unsupported`: request fields the
+    server refused (field -> its message), raised as `ttc.Unsupported` and never sent again.
     """
 
     tokenize: bool | None = None
@@ -86,6 +90,9 @@ class ServerFeatures:
     stream_usage: bool | None = None
     prefix_caching: bool | None = None
     prefix_block_size: int | None = None
+    reasoning: bool | None = None
+    hidden_thinking: bool | None = None
+    unsupported: dict[str, str] = field(default_factory=dict)
     #: per endpoint (`ENDPOINTS`): what its answers carried (the fields above are the server's overall view)
     endpoints: dict[str, EndpointFeatures] = dataclasses.field(
         default_factory=lambda: {name: EndpointFeatures() for name in ENDPOINTS})
@@ -114,4 +121,7 @@ class ServerFeatures:
     def update(self, updates: dict[str, Any]) -> None:
         """Set the fields a response or a refusal showed (`updates` from the wire functions)."""
         for name, value in updates.items():
-            setattr(self, name, value)
+            if name == "unsupported":
+                self.unsupported.update(value)
+            else:
+                setattr(self, name, value)

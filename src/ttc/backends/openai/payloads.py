@@ -14,15 +14,22 @@ from typing import Any
 from ttc.backends.base import checked_prompt
 from ttc.backends.openai.features import ServerFeatures
 from ttc.backends.openai.prompts import ChatMessages
-from ttc.errors import InvalidInput
+from ttc.errors import InvalidInput, Unsupported
 from ttc.types import Prompt, SamplingParams
 
-__all__ = ["EXTENSION_FIELDS", "MENTIONS_N", "chat_payload", "check_messages", "completion_payload", "sampling_fields",
-           "top_k", "wants_logprobs", "wire_prompt"]
+__all__ = ["EXTENSION_FIELDS", "MENTIONS_N", "OPTIONAL_FIELDS", "chat_payload", "check_messages", "check_supported",
+           "completion_payload", "requested_fields", "sampling_fields", "top_k", "wants_logprobs", "wire_prompt"]
 
 #: vLLM's extra request fields that make completions carry the sampled token ids
 EXTENSION_FIELDS = ("return_token_ids", "return_tokens_as_token_ids")
 MENTIONS_N = re.compile(r"(?<![\w-])'?n'?(?![\w-])")  # the field `n` named in an error message
+#: `SamplingParams` fields sent under the same name (vLLM's and OpenAI's), only when set (None: the server's default)
+OPTIONAL_FIELDS = ("top_k", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty")
+#: body fields ttc itself sets (or maps a `SamplingParams` field to): `SamplingParams.extra` may not name them
+RESERVED_FIELDS = frozenset({
+    "model", "prompt", "messages", "n", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
+    "logprobs", "top_logprobs", "stream", "stream_options", "continue_final_message", "add_generation_prompt",
+    "chat_template_kwargs", *OPTIONAL_FIELDS, *EXTENSION_FIELDS})
 
 
 def sampling_fields(params: SamplingParams) -> dict[str, Any]:
@@ -35,7 +42,41 @@ def sampling_fields(params: SamplingParams) -> dict[str, Any]:
         fields["stop"] = list(params.stop)
     if params.seed is not None:
         fields["seed"] = params.seed
+    for name in OPTIONAL_FIELDS:
+        if getattr(params, name) is not None:
+            fields[name] = getattr(params, name)
     return fields
+
+
+def requested_fields(params: SamplingParams, *, chat: bool) -> tuple[str, ...]:
+    """The body fields a request carries because the user asked for them (the optional sampling
+    fields set, `chat_template_kwargs` on the chat endpoint, every `extra` key): the ones a server
+    may refuse, which ttc then reports (`ttc.Unsupported`) instead of dropping."""
+    names = [name for name in OPTIONAL_FIELDS if getattr(params, name) is not None]
+    if chat and params.chat_template_kwargs:
+        names.append("chat_template_kwargs")
+    return (*names, *(params.extra or {}))
+
+
+def check_supported(fields: Sequence[str], features: ServerFeatures, base_url: str) -> None:
+    """`ttc.Unsupported` for a field this server has already refused (`features.unsupported`):
+    not sent again, never dropped."""
+    for name in fields:
+        if name in features.unsupported:
+            raise Unsupported(f"{name} is not supported by {base_url}: it refused the field "
+                              f"({features.unsupported[name]})")
+
+
+def _with_extra(payload: dict[str, Any], params: SamplingParams) -> dict[str, Any]:
+    """`payload` with `params.extra` merged in verbatim; a key ttc sets itself is refused."""
+    if not params.extra:
+        return payload
+    clash = sorted(k for k in params.extra if k in RESERVED_FIELDS or k in payload)
+    if clash:
+        raise InvalidInput(f"SamplingParams.extra names {', '.join(clash)}, which ttc sets itself: use the "
+                           f"SamplingParams field{'s' if len(clash) > 1 else ''} instead (extra is for fields "
+                           f"ttc does not know, e.g. {{'thinking_token_budget': 64}})")
+    return {**payload, **params.extra}
 
 
 def wants_logprobs(params: SamplingParams, features: ServerFeatures) -> bool:
@@ -63,7 +104,8 @@ def _stream_fields(payload: dict[str, Any], features: ServerFeatures) -> None:
 
 def completion_payload(model: str, prompt: Prompt, params: SamplingParams, features: ServerFeatures, *,
                        extensions: bool, stream: bool) -> dict[str, Any]:
-    """A `/v1/completions` body for a text or token-id prompt."""
+    """A `/v1/completions` body for a text or token-id prompt. `chat_template_kwargs` are not sent:
+    they were applied when the prompt was rendered (`chat_prompt(..., chat_template_kwargs=)`)."""
     payload = {"model": model, "prompt": wire_prompt(prompt), **sampling_fields(params)}
     wants = wants_logprobs(params, features)
     if wants:
@@ -74,7 +116,7 @@ def completion_payload(model: str, prompt: Prompt, params: SamplingParams, featu
             payload["return_tokens_as_token_ids"] = True
     if stream:
         _stream_fields(payload, features)
-    return payload
+    return _with_extra(payload, params)
 
 
 def request_body(model: str, prompt: Prompt, params: SamplingParams, features: ServerFeatures, *,
@@ -99,6 +141,8 @@ def chat_payload(model: str, messages: Sequence[dict[str, str]], params: Samplin
     if continue_final:
         payload["continue_final_message"] = True
         payload["add_generation_prompt"] = False
+    if params.chat_template_kwargs:
+        payload["chat_template_kwargs"] = dict(params.chat_template_kwargs)
     if wants_logprobs(params, features):
         payload["logprobs"] = True
         if top_k(params, features):
@@ -109,4 +153,4 @@ def chat_payload(model: str, messages: Sequence[dict[str, str]], params: Samplin
             payload["return_tokens_as_token_ids"] = True
     if stream:
         _stream_fields(payload, features)
-    return payload
+    return _with_extra(payload, params)

@@ -21,6 +21,7 @@ from ttc.backends.openai.features import COARSE_BLOCK, NOT_FOUND, ServerFeatures
 from ttc.backends.openai.gateways import lifted
 from ttc.backends.openai.http_errors import AuthenticationFailed, RequestRejected
 from ttc.backends.openai.payloads import EXTENSION_FIELDS
+from ttc.backends.openai.reasoning import reasoning_of
 from ttc.backends.openai.transport import Transport
 from ttc.backends.openai.usage import estimate_tokens, read_usage
 from ttc.errors import GenerationError, MalformedResponse, Unsupported
@@ -156,6 +157,10 @@ class Probe:
         path, base, chat = await self._endpoints(one)
         if f.stop_reason is None and f.chat and isinstance(chat, dict) and chat.get("choices"):
             f.stop_reason = "stop_reason" in chat["choices"][0]
+        if f.reasoning is None and f.chat and isinstance(chat, dict) and chat.get("choices"):
+            # a reasoning parser sent the first token of a thinking model's reply as `reasoning`
+            if reasoning_of(chat["choices"][0].get("message")) is not None:
+                f.reasoning = True
         if f.usage is None:
             f.usage = isinstance(chat, dict) and isinstance(chat.get("usage"), dict)
         if f.n is None:

@@ -5,7 +5,9 @@ about the server (it has logprobs, it says `stop_reason`, it sends no token ids)
 feature updates (`Parsed.updates`, fields of `ServerFeatures`) for the caller to record; within
 one response, what an earlier choice showed applies to the later ones, as if recorded at once.
 Token ids the server did not send come from `encode` (the local tokenizer's, given by the
-caller); the choices still without ids are listed in `Parsed.needs_ids`.
+caller); the choices still without ids are listed in `Parsed.needs_ids`. A reasoning model's
+thinking is read apart from its content (`reasoning.py`): the server's `reasoning` field where it
+sends one, else the backend's declared thinking format (`ThinkingSplit`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from ttc.backends.base import Delta
 from ttc.backends.openai.features import ServerFeatures
 from ttc.backends.openai.http_errors import error_message
 from ttc.backends.openai.payloads import wants_logprobs
+from ttc.backends.openai.reasoning import NO_SPLIT, ThinkingSplit, reasoning_of, split_completion, with_server_thinking
 from ttc.errors import GenerationError, MalformedResponse
 from ttc.types import Completion, SamplingParams
 
-__all__ = ["Parsed", "choices", "finish_reason", "parse_chat", "parse_completions", "parse_token", "stream_delta"]
+__all__ = ["Parsed", "choices", "finish_reason", "parse_chat", "parse_completions", "parse_token", "stream_delta",
+           "stream_reasoning"]
 
 _TOKEN_ID_PREFIX = "token_id:"
 
@@ -127,6 +131,17 @@ def _completion(choice: dict[str, Any], text: str, ids: tuple[int, ...], logprob
                       eos=_ended_by_eos(choice, finish, text, ids, params, reading, eos_ids))
 
 
+def _thinking(c: Completion, part: Any, content_sent: bool, split: ThinkingSplit, reading: _Reading,
+              encode: Encode) -> Completion:
+    """`c` with its thinking: what the server's parser sent in `part` (a message or choice), else
+    split by the backend's format."""
+    reasoning = reasoning_of(part)
+    if reasoning is not None:
+        reading.set("reasoning", True)
+        return with_server_thinking(c, reasoning, content_sent, split, encode)
+    return split_completion(c, split, encode)
+
+
 def _completion_logprobs(lp: Any, params: SamplingParams, reading: _Reading) -> tuple[Any, Any, list[int] | None]:
     """(logprobs, top logprobs, token ids named by the logprob tokens) of a /completions choice."""
     if not wants_logprobs(params, reading.features):
@@ -160,9 +175,11 @@ def _completion_logprobs(lp: Any, params: SamplingParams, reading: _Reading) -> 
 
 
 def parse_completions(data: Any, params: SamplingParams, features: ServerFeatures, *, extensions: bool,
-                      eos_ids: Callable[[], frozenset[int]] = _no_eos, encode: Encode = _no_encode) -> Parsed:
+                      eos_ids: Callable[[], frozenset[int]] = _no_eos, encode: Encode = _no_encode,
+                      split: ThinkingSplit = NO_SPLIT) -> Parsed:
     """The completions of a `/v1/completions` answer. `extensions`: vLLM's `return_token_ids` was
-    asked for; `eos_ids`: the local tokenizer's end-of-sequence ids (asked only when needed)."""
+    asked for; `eos_ids`: the local tokenizer's end-of-sequence ids (asked only when needed);
+    `split`: how the thinking is split where the server sends no `reasoning_content`."""
     reading = _Reading(features)
     out: list[Completion] = []
     needs: list[int] = []
@@ -182,7 +199,8 @@ def parse_completions(data: Any, params: SamplingParams, features: ServerFeature
                 ids = () if counted is None else tuple(int(t) for t in counted)
             elif logprobs is not None and len(logprobs) != len(ids):
                 raise MalformedResponse(f"{len(logprobs)} logprobs for {len(ids)} tokens")
-            out.append(_completion(choice, text, ids, logprobs, top, params, reading, eos_ids))
+            c = _completion(choice, text, ids, logprobs, top, params, reading, eos_ids)
+            out.append(_thinking(c, choice, bool(text), split, reading, encode))
     except MalformedResponse as exc:
         exc.feature_updates = reading.updates  # what the choices before it showed still holds
         raise
@@ -215,7 +233,8 @@ def _chat_logprobs(choice: dict[str, Any], params: SamplingParams, reading: _Rea
 
 
 def parse_chat(data: Any, params: SamplingParams, features: ServerFeatures, *, extensions: bool,
-               eos_ids: Callable[[], frozenset[int]] = _no_eos, encode: Encode = _no_encode) -> Parsed:
+               eos_ids: Callable[[], frozenset[int]] = _no_eos, encode: Encode = _no_encode,
+               split: ThinkingSplit = NO_SPLIT) -> Parsed:
     """The replies of a `/v1/chat/completions` answer; ids the server did not send are counted
     with `encode` (never asked of /tokenize: `needs_ids` stays empty)."""
     reading = _Reading(features)
@@ -235,7 +254,8 @@ def parse_chat(data: Any, params: SamplingParams, features: ServerFeatures, *, e
                     reading.set("token_ids", False)
                 counted = encode(text)  # the local tokenizer (not the sampled ids: no TOKEN_IDS)
                 ids = tuple(int(t) for t in counted) if counted is not None and text else ()
-            out.append(_completion(choice, text, ids, logprobs, top, params, reading, eos_ids))
+            c = _completion(choice, text, ids, logprobs, top, params, reading, eos_ids)
+            out.append(_thinking(c, message, message.get("content") is not None, split, reading, encode))
     except MalformedResponse as exc:
         exc.feature_updates = reading.updates
         raise
@@ -254,14 +274,17 @@ def stream_delta(chunk: Any, params: SamplingParams, features: ServerFeatures, c
     if not found:
         return None  # e.g. a usage-only chunk
     choice = found[0]
+    reasoning = None
     if chat:
         delta = choice.get("delta") or {}
         text = delta.get("content") or ""
+        reasoning = reasoning_of(delta)
         content = (choice.get("logprobs") or {}).get("content") or []
         logprob_list = [float(e["logprob"]) for e in content]
         lp_ids = [parse_token(e.get("token")) for e in content]
     else:
         text = choice.get("text") or ""
+        reasoning = reasoning_of(choice)
         lp = choice.get("logprobs") or {}
         logprob_list = [float(x) for x in lp.get("token_logprobs") or []]
         lp_ids = [parse_token(t) for t in lp.get("tokens") or []]
@@ -274,7 +297,16 @@ def stream_delta(chunk: Any, params: SamplingParams, features: ServerFeatures, c
         raise MalformedResponse(f"token_ids must be a list of integers: {str(raw_ids)[:300]}")
     reason = choice.get("finish_reason")
     logprobs = tuple(logprob_list) if wants_logprobs(params, features) and logprob_list else None
-    if not text and not raw_ids and reason is None:
+    if not text and not raw_ids and reason is None and not reasoning:
         return None
     return Delta(text=text, token_ids=tuple(raw_ids), logprobs=logprobs,
                  finish_reason=None if reason is None else finish_reason(reason))
+
+
+def stream_reasoning(chunk: Any, chat: bool) -> str | None:
+    """The thinking a stream chunk carries apart from its content (`delta.reasoning` or
+    `delta.reasoning_content`; a completions choice's `reasoning_content`), else None."""
+    found = chunk.get("choices") if isinstance(chunk, dict) else None
+    if not isinstance(found, list) or not found or not isinstance(found[0], dict):
+        return None
+    return reasoning_of(found[0].get("delta") if chat else found[0])

@@ -21,7 +21,8 @@ from ttc.backends.base import Delta
 from ttc.backends.openai import usage
 from ttc.backends.openai.features import ServerFeatures
 from ttc.backends.openai.payloads import wants_logprobs
-from ttc.backends.openai.responses import stream_delta
+from ttc.backends.openai.reasoning import NO_SPLIT, StreamJoiner, ThinkingSplit
+from ttc.backends.openai.responses import stream_delta, stream_reasoning
 from ttc.backends.openai.transport import OpenStream
 from ttc.errors import MalformedResponse
 from ttc.types import Prompt, SamplingParams
@@ -31,15 +32,18 @@ __all__ = ["read_stream"]
 
 async def read_stream(opened: OpenStream, params: SamplingParams, features: ServerFeatures, prompt: Prompt, *,
                       chat: bool, on_estimate: Callable[[], None], count: usage.Count | None = None,
-                      prompt_lengths: usage.PromptLengths | None = None, asked_ids: bool = False
-                      ) -> AsyncIterator[Delta]:
-    """The deltas of `opened`; the last one carries the whole request's usage (`on_estimate` is
-    called when that usage had to be estimated). `count`: the local tokenizer's token count of a
+                      prompt_lengths: usage.PromptLengths | None = None, asked_ids: bool = False,
+                      split: ThinkingSplit = NO_SPLIT) -> AsyncIterator[Delta]:
+    """The deltas of `opened`, the whole output as generated (thinking the server's parser sent apart
+    is joined back with the markers of `split`'s format, for `split_thinking` to split the stream's
+    completion as `generate` would); the last one carries the whole request's usage (`on_estimate`
+    is called when that usage had to be estimated). `count`: the local tokenizer's token count of a
     text (for deltas without ids); `prompt_lengths`: prompt lengths reported so far, read and
     recorded; `asked_ids`: vLLM's `return_token_ids` was sent. Closes `opened` however the reader stops."""
     count = count or (lambda text: None)
     lengths = prompt_lengths or usage.PromptLengths()
     endpoint = features.endpoint(chat, stream=True)
+    joiner = StreamJoiner(split)
     finished = False
     last: Delta | None = None  # the finish delta, held back until the usage chunk arrives
     reported: Any = None       # the server's usage object (a last chunk with no choices)
@@ -52,6 +56,10 @@ async def read_stream(opened: OpenStream, params: SamplingParams, features: Serv
                 reported = chunk["usage"]
             delta = None if last is not None else stream_delta(chunk, params, features, chat=chat)
             if delta is not None:
+                reasoning = stream_reasoning(chunk, chat)
+                if reasoning is not None:
+                    features.reasoning = True
+                delta = joiner(delta, reasoning)
                 received.append(delta)
                 if delta.finish_reason is None:
                     if delta.text and not delta.token_ids:
@@ -80,6 +88,6 @@ async def read_stream(opened: OpenStream, params: SamplingParams, features: Serv
         lengths.record(prompt, usage.read_usage({"usage": reported})[0])
         if spent.estimated:
             on_estimate()
-        yield dataclasses.replace(last, usage=spent)
+        yield dataclasses.replace(joiner.finish(last), usage=spent)
     finally:
         opened.close(finished)

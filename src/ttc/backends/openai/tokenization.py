@@ -166,18 +166,23 @@ class Tokenization:
             raise self.no_tokenizer("counting a prompt's tokens")
         return [int(t) for t in tok.encode(text, add_special_tokens=True)]
 
-    async def chat_prompt(self, messages: Sequence[dict[str, str]], use_chat: bool | None) -> Prompt:
+    async def chat_prompt(self, messages: Sequence[dict[str, str]], use_chat: bool | None,
+                          chat_template_kwargs: dict[str, Any] | None = None) -> Prompt:
+        """The chat template applied to `messages` (with `chat_template_kwargs`, e.g. enable_thinking):
+        /tokenize's ids, else the local tokenizer's text, else the messages for the chat endpoint."""
         if use_chat or (use_chat is None and self.features.completions is False):
             return ChatMessages(messages)
+        kwargs = dict(chat_template_kwargs or {})
         if self.features.tokenize is not False:
             payload = {"model": await self.model(), "messages": [dict(m) for m in messages],
-                       "add_generation_prompt": True}
+                       "add_generation_prompt": True, **({"chat_template_kwargs": kwargs} if kwargs else {})}
             ids = await self.server_tokens(payload)
             if ids is not None:
                 return ids
         tok = self.tokenizer
         if tok is not None and getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template([dict(m) for m in messages], tokenize=False, add_generation_prompt=True)
+            text = tok.apply_chat_template([dict(m) for m in messages], tokenize=False, add_generation_prompt=True,
+                                           **kwargs)
             return text if use_chat is False else TemplatedChat(text, messages)
         if use_chat is False:
             raise self.no_tokenizer("applying the chat template (use_chat=False)")
