@@ -169,6 +169,23 @@ def rejected_usage(data: Any, prompt: Prompt) -> Usage:
                  estimated=estimated)
 
 
+def text_tokens(text: str, count: Count = _no_count) -> tuple[int, bool]:
+    """(tokens of `text`, whether estimated): the local tokenizer's count, else about 4
+    characters per token (estimated)."""
+    if not text:
+        return 0, False
+    counted = count(text)
+    return (counted, False) if counted is not None else (estimate_tokens(text), True)
+
+
+def received_tokens(received: Sequence[Delta], count: Count = _no_count) -> tuple[int, bool]:
+    """(completion tokens the deltas brought, whether estimated): their token ids; a stream whose
+    deltas came with text and no ids (a gateway strips them) is counted from its whole text."""
+    if all(d.token_ids or not d.text for d in received):
+        return sum(len(d.token_ids) for d in received), False
+    return text_tokens("".join(d.text for d in received), count)
+
+
 def stream_usage(reported: Any, received: Sequence[Delta], prompt: Prompt, count: Count = _no_count,
                  known_prompt: int | None = None) -> Usage:
     """A finished stream's usage: the server's last usage chunk (`reported`, with its thinking
