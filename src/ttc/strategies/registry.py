@@ -522,6 +522,8 @@ REPLAY: dict[str, Replayability] = {
     "adaptive_best_of_n": Replayability(False, f"{_FRESH}: the model's self-evaluation of each sample"),
     "solve_detect_verify": Replayability(False, f"{_FRESH}: its detector and verifier question the model "
                                                 "mid-trace, and a rejected answer is solved again with feedback"),
+    "budget_forcing": Replayability(False, f"{_FRESH}: the thinking is cut at the budget (or extended by "
+                                           "\"Wait\") and the model answers after the injected end marker"),
     **{name: Replayability(False, f"{_FRESH}: a step search extends partial traces")
        for name in ("beam", "dvts", "astar", "particle", "particle_gibbs", "parallel_tempering")},
     **{name: Replayability(False, f"{_FRESH}: the model reads the candidates and writes a new answer or choice")
