@@ -300,22 +300,34 @@ THINKING_MODES = {"no_parser_token_ids": ("thinking", {"thinking": "qwen3"}),
 CONTINUING = [name for name in STRATEGIES if "max_steps" in OPTIONS.get(name, {}) or name in ("early_exit", "deepconf")]
 
 
+#: merged from issue 25 after the thinking work: its refinement round does not yet know thinking (a strict
+#: xfail: the test says so when it starts to pass)
+NOT_YET_THINKING_AWARE = pytest.mark.xfail(strict=True, reason="Solve-Detect-Verify is not yet thinking-aware")
+
+
 @pytest.mark.parametrize("mode", list(THINKING_MODES))
-@pytest.mark.parametrize("name", list(STRATEGIES))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=NOT_YET_THINKING_AWARE)
+                                  if name == "solve_detect_verify" else name for name in STRATEGIES])
 def test_every_strategy_reads_its_answer_from_the_content(name, mode):
     preset, options = THINKING_MODES[mode]
     with FakeOpenAI(preset) as server:
         llm = OpenAICompatible(server.url, model="fake", tokenizer=server.tokenizer(), **options)
         prm = ttc.verifiers.ProgrammaticPRM(lambda problem, steps: 0.5)
         strategy = make_strategy(name, n=4, verifier=prm if "max_steps" in OPTIONS.get(name, {}) else None)
+        if mode == "parser_chat_no_format" and name == "deepconf":
+            # no format: the parser's thinking comes without logprobs, and DeepConf scores the thinking
+            with pytest.raises(InvalidInput, match="logprobs"):
+                _solve(strategy, llm, seed=7)
+            return
         if mode == "parser_chat_no_format" and name in CONTINUING:
             # no format: its step continuations (token ids to /v1/completions, which no parser splits) cannot
             # be split: the backend says so once
             with pytest.warns(UserWarning, match="Declare its thinking format"):
-                try:
-                    _solve(strategy, llm, seed=7)
-                except InvalidInput as exc:  # DeepConf: the unsplit stream's logprobs are not the content's
-                    assert "logprobs" in str(exc)
+                _solve(strategy, llm, seed=7)
+            return
+        if mode == "parser_chat_no_format" and name == "budget_forcing":
+            with pytest.raises(Unsupported, match="BudgetForcing needs the model's thinking format"):
+                _solve(strategy, llm, seed=7)
             return
         result = _solve(strategy, llm, seed=7)
         assert result.ok and result.answer in ("5", "6"), (result.error, result.answer)
