@@ -187,6 +187,7 @@ class SolveDetectVerify(Sampler):
                        "verified": float(stopped == "verified")})
         return Candidate(text=final.text, answer=final.answer, completion=final.completion, scores=scores,
                          usage=usage, finish_reason=final.finish_reason, answer_source=final.answer_source,
+                         thinking=final.thinking, thinking_closed=final.thinking_closed,
                          details=SolveDetectVerifyInfo(rounds=tuple(records), stopped_by=stopped))
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
