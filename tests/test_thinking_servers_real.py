@@ -104,7 +104,7 @@ def test_chat_reasoning_tokens_are_the_servers(parser_url, monkeypatch):
 def test_without_a_parser_the_answer_never_comes_from_the_thinking(no_parser_url):
     # stopped where the final answer starts: the output is the whole thinking (its numbers are the
     # intermediate results), "</think>", and no final content
-    params = SamplingParams(temperature=0.0, max_tokens=200, stop=("The answer",))
+    params = SamplingParams(temperature=0.0, max_tokens=200, stop=("The final answer",))  # the model's answer line
     split = ttc.Sample(params=params).solve(QUESTION, OpenAICompatible(no_parser_url,
                                                                        thinking="deepseek_r1"))
     c = split.candidates[0]
