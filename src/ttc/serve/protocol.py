@@ -272,7 +272,22 @@ _UNSUPPORTED = "field {key!r} is not supported with a ttc strategy"
 
 
 @dataclass(frozen=True)
-class ChatRequest(Model):
+class UpstreamSampling(Model):
+    """The sampling fields both endpoints pass on to the upstream (`SAMPLING_FIELDS`, `EXTRA_FIELDS`)."""
+
+    top_k: int | None = spec("any", "top-k sampling (sent to the upstream)", check=check_top_k,
+                             schema={"type": "integer"})
+    min_p: float | None = spec(float, "min-p sampling (sent to the upstream)", low=0.0, high=1.0)
+    presence_penalty: float | None = spec(float, "presence penalty (sent to the upstream)", low=-2.0, high=2.0)
+    frequency_penalty: float | None = spec(float, "frequency penalty (sent to the upstream)", low=-2.0, high=2.0)
+    repetition_penalty: float | None = spec(float, "repetition penalty (sent to the upstream)", low=0.0,
+                                            low_open=True)
+    thinking_token_budget: int | None = spec(int, "the most thinking tokens per candidate (vLLM's; the upstream "
+                                             "needs a reasoning parser and --reasoning-config)", low=0)
+
+
+@dataclass(frozen=True)
+class ChatRequest(UpstreamSampling):
     """`POST /v1/chat/completions` with a `ttc` object (or any request, with --default strategy)."""
 
     unknown: ClassVar[str] = _UNSUPPORTED
@@ -292,23 +307,14 @@ class ChatRequest(Model):
         "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]})
     user: str | None = spec(str, "the end user (ignored)")
     ttc: TTCObject | None = spec(TTCObject, "how to solve it")
-    top_k: int | None = spec("any", "top-k sampling (sent to the upstream)", check=check_top_k,
-                             schema={"type": "integer"})
-    min_p: float | None = spec(float, "min-p sampling (sent to the upstream)", low=0.0, high=1.0)
-    presence_penalty: float | None = spec(float, "presence penalty (sent to the upstream)", low=-2.0, high=2.0)
-    frequency_penalty: float | None = spec(float, "frequency penalty (sent to the upstream)", low=-2.0, high=2.0)
-    repetition_penalty: float | None = spec(float, "repetition penalty (sent to the upstream)", low=0.0,
-                                            low_open=True)
     chat_template_kwargs: dict | None = spec("any", "options of the chat template, e.g. {\"enable_thinking\": "
                                              "false}", check=check_object, schema={"type": "object"})
-    thinking_token_budget: int | None = spec(int, "the most thinking tokens per candidate (vLLM's; the upstream "
-                                             "needs a reasoning parser and --reasoning-config)", low=0)
     reasoning_effort: str | None = spec(str, "reasoning effort, passed to upstreams that take it",
                                         choices=("none", "minimal", "low", "medium", "high", "xhigh", "max"))
 
 
 @dataclass(frozen=True)
-class CompletionRequest(Model):
+class CompletionRequest(UpstreamSampling):
     """`POST /v1/completions` with a `ttc` object (or any request, with --default strategy)."""
 
     unknown: ClassVar[str] = _UNSUPPORTED
@@ -328,15 +334,6 @@ class CompletionRequest(Model):
         "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]})
     user: str | None = spec(str, "the end user (ignored)")
     ttc: TTCObject | None = spec(TTCObject, "how to solve it")
-    top_k: int | None = spec("any", "top-k sampling (sent to the upstream)", check=check_top_k,
-                             schema={"type": "integer"})
-    min_p: float | None = spec(float, "min-p sampling (sent to the upstream)", low=0.0, high=1.0)
-    presence_penalty: float | None = spec(float, "presence penalty (sent to the upstream)", low=-2.0, high=2.0)
-    frequency_penalty: float | None = spec(float, "frequency penalty (sent to the upstream)", low=-2.0, high=2.0)
-    repetition_penalty: float | None = spec(float, "repetition penalty (sent to the upstream)", low=0.0,
-                                            low_open=True)
-    thinking_token_budget: int | None = spec(int, "the most thinking tokens per candidate (vLLM's; the upstream "
-                                             "needs a reasoning parser and --reasoning-config)", low=0)
 
 
 #: the request fields that become `SamplingParams` fields of the same name, and those passed as
