@@ -14,6 +14,7 @@ closed after the module.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -57,6 +58,47 @@ def vllm_engine():
 TRANSFORMERS_SERVE_STARTUP_TIMEOUT = float(os.environ.get("TTC_TEST_TRANSFORMERS_SERVE_STARTUP_TIMEOUT", "240"))
 
 
+@contextlib.contextmanager
+def background_server(command: list[str], *, env: dict, log_path, health_url: str, what: str, timeout: float,
+                      cwd=None):
+    """Start `command` in its own process group, logging to `log_path`; return once `health_url`
+    answers 200 (fail the test, with the log's tail, if it exits or is not ready in `timeout` s);
+    terminate, then kill, its process group on the way out, also on failure."""
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    log = open(log_path, "w+")
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"{what} exited with {proc.returncode}: {log.read()[-2000:]}", pytrace=False)
+            try:
+                with urllib.request.urlopen(health_url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"{what} not ready in {timeout:.0f} s: {log.read()[-2000:]}", pytrace=False)
+            time.sleep(0.5)
+        yield
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        log.close()
+
+
 @pytest.fixture(scope="session")
 def transformers_serve(tmp_path_factory):
     """A real `transformers serve` (a non-vLLM OpenAI-compatible server: no /tokenize, no logprobs,
@@ -67,12 +109,8 @@ def transformers_serve(tmp_path_factory):
     group is terminated, then killed, at the end of the session, also on failure.
     $TTC_TEST_TRANSFORMERS_SERVE_URL="URL MODEL" uses an already running server instead.
     """
-    import signal
     import socket
-    import subprocess
     import sys
-    import time
-    import urllib.request
     from pathlib import Path
 
     from ttc.models import smollm2
@@ -92,41 +130,11 @@ def transformers_serve(tmp_path_factory):
     hub = tmp_path_factory.mktemp("hf-hub")  # it needs an existing hub cache folder, else every request is a 500
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "OMP_NUM_THREADS": "1",
            "TOKENIZERS_PARALLELISM": "false"}
-    log = open(tmp_path_factory.mktemp("transformers-serve") / "server.log", "w+")
-    proc = subprocess.Popen([str(exe), "serve", folder, "--host", "127.0.0.1", "--port", str(port),
-                             "--device", "cpu"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-    def stop() -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        log.close()
-
-    try:
-        deadline = time.monotonic() + TRANSFORMERS_SERVE_STARTUP_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"transformers serve exited with {proc.returncode}: {log.read()[-2000:]}", pytrace=False)
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"transformers serve not ready in {TRANSFORMERS_SERVE_STARTUP_TIMEOUT:.0f} s: "
-                            f"{log.read()[-2000:]}", pytrace=False)
-            time.sleep(0.5)
+    with background_server([str(exe), "serve", folder, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+                           env=env, log_path=tmp_path_factory.mktemp("transformers-serve") / "server.log",
+                           health_url=f"http://127.0.0.1:{port}/health", what="transformers serve",
+                           timeout=TRANSFORMERS_SERVE_STARTUP_TIMEOUT):
         yield f"http://127.0.0.1:{port}/v1", folder
-    finally:
-        stop()
 
 
 @pytest.fixture(scope="module")
@@ -153,10 +161,8 @@ def litellm_gateway(request, tmp_path_factory):
     of the session, also on failure. $TTC_TEST_LITELLM="GATEWAY_URL KEY VLLM_ROOT" uses a proxy and
     a vLLM server already running instead."""
     import json
-    import signal
     import socket
     import subprocess
-    import time
     import types
     import urllib.request
     from pathlib import Path
@@ -196,41 +202,11 @@ def litellm_gateway(request, tmp_path_factory):
         "  telemetry: false\n")
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "OMP_NUM_THREADS": "1",
            "NO_PROXY": "127.0.0.1,localhost"}
-    log = open(folder / "litellm.log", "w+")
-    proc = subprocess.Popen([str(exe), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def stop() -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        log.close()
-
-    try:
-        deadline = time.monotonic() + LITELLM_STARTUP_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"LiteLLM's proxy exited with {proc.returncode}: {log.read()[-2000:]}", pytrace=False)
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/liveliness", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"LiteLLM's proxy not ready in {LITELLM_STARTUP_TIMEOUT:.0f} s: {log.read()[-2000:]}",
-                            pytrace=False)
-            time.sleep(0.5)
+    with background_server([str(exe), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
+                           env=env, log_path=folder / "litellm.log", cwd=folder, what="LiteLLM's proxy",
+                           health_url=f"http://127.0.0.1:{port}/health/liveliness", timeout=LITELLM_STARTUP_TIMEOUT):
         yield types.SimpleNamespace(url=f"http://127.0.0.1:{port}/v1", key=LITELLM_KEY, model="smollm2",
                                     upstream=vllm_server)
-    finally:
-        stop()
 
 
 # -- the thinking test model and its vLLM servers (issue 22; see tests/thinking_fixtures.py) --------
