@@ -184,16 +184,21 @@ def marker_ids(fmt: ThinkingFormat, encode: Callable[[str], Sequence[int]], owne
     return ids[0], ids[1]
 
 
+def opened_by_ids(prompt: Sequence[int], start_id: int, end_id: int) -> bool | None:
+    """Whether a token-id prompt ends inside an open thinking segment (its last marker is the start
+    marker); None when it holds no marker (the format's default applies)."""
+    for token in reversed(prompt):
+        if token == start_id:
+            return True
+        if token == end_id:
+            return False
+    return None
+
+
 def prompt_opens(prompt_ids: Sequence[int], start_id: int, end_id: int) -> bool:
     """Whether a prompt ends inside an open thinking segment: its last start marker comes after its
     last end marker (a chat template that opened the thinking, or a continuation of a thinking)."""
-    last_start = last_end = -1
-    for i, token in enumerate(prompt_ids):
-        if token == start_id:
-            last_start = i
-        elif token == end_id:
-            last_end = i
-    return last_start > last_end
+    return opened_by_ids(prompt_ids, start_id, end_id) is True
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ttc.backends.base import Delta
-from ttc.thinking import ThinkingFormat, split_positions, split_text
+from ttc.thinking import ThinkingFormat, opened_by_ids, split_positions, split_text
 from ttc.types import Completion, Thinking
 
 __all__ = ["NO_SPLIT", "SERVER_MARKERS", "StreamJoiner", "ThinkingSplit", "opened_by_ids", "opened_by_text",
@@ -68,17 +68,6 @@ class ThinkingSplit:
 
 
 NO_SPLIT = ThinkingSplit()
-
-
-def opened_by_ids(prompt: Sequence[int], start_id: int, end_id: int) -> bool | None:
-    """Whether a token-id prompt ends inside an open thinking segment (its last marker is the start
-    marker); None when it holds no marker (the format's default applies)."""
-    for token in reversed(prompt):
-        if token == start_id:
-            return True
-        if token == end_id:
-            return False
-    return None
 
 
 def opened_by_text(prompt: str, fmt: ThinkingFormat) -> bool | None:
