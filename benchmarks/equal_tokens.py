@@ -75,8 +75,10 @@ def _steps() -> dict:
 
 
 def _archon() -> ttc.Strategy:
-    """The registry's `archon` stack over the demo prompt: each of 4 samples critiqued, ranked, the top 3 fused."""
-    stack = ttc.Fuse(k=3, sample=ttc.Rank(k=3, sample=ttc.Critique(n=4, sample=_sample())))
+    """The registry's `archon` stack over the demo prompt: each of 3 samples critiqued, ranked, the top 2
+    fused (with 4 samples and the top 3 it spends ~2,200 tokens a problem, beyond MajorityVote(32) of a
+    32-sample bank, ~1,600)."""
+    stack = ttc.Fuse(k=2, sample=ttc.Rank(k=2, sample=ttc.Critique(n=3, sample=_sample())))
     stack.name = "archon"
     return stack
 
@@ -86,7 +88,7 @@ SETTINGS: dict[str, Setting] = {
     "genselect": Setting("GenSelect(n=4)", lambda: ttc.GenSelect(n=4, sample=_sample())),
     "rsa": Setting("RSA(N=4, K=2, T=1)", lambda: ttc.RSA(population=4, k=2, rounds=1, sample=_sample())),
     "fuse": Setting("Fuse(k=3, n=4)", lambda: ttc.Fuse(k=3, n=4, sample=_sample())),
-    "archon": Setting("Archon(critique n=4 -> rank k=3 -> fuse k=3)",
+    "archon": Setting("Archon(critique n=3 -> rank k=2 -> fuse k=2)",
                       lambda: _archon()),
     "sdv": Setting("SolveDetectVerify(every=16, fast=4, slow<=384 tokens)",
                    lambda: ttc.SolveDetectVerify(verifier=FlexVerifier(fast=4, slow_tokens=384), params=SAMPLING,
@@ -222,21 +224,25 @@ def load_done(path: str) -> tuple[dict[str, dict], list[dict]]:
 
 
 async def run_live(setting: Setting, todo: list[tuple[int, ttc.Problem]], url: str, path: str,
-                   concurrency: int, seed: int) -> dict:
+                   concurrency: int, seed: int, stop_after: float | None = None) -> dict:
     """Solve `todo` (index, problem) on the server, appending each finished problem to `path`; the
-    run's line (wall time, the server's counter deltas, this run's own token count)."""
+    run's line (wall time, the server's counter deltas, this run's own token count). After
+    `stop_after` seconds no new problem starts (those in flight finish)."""
     llm = ttc.backends.OpenAICompatible(url)
     strategy = setting.build()
     gate = asyncio.Semaphore(concurrency)
-    own = {"tokens": 0, "completion_tokens": 0, "verifier_tokens": 0, "requests": 0}
+    own = {"problems": 0, "tokens": 0, "completion_tokens": 0, "verifier_tokens": 0, "requests": 0}
     before = server_counts(url)
     start = time.monotonic()
     with open(path, "a") as out:
         async def one(index: int, problem: ttc.Problem) -> None:
             async with gate:
+                if stop_after is not None and time.monotonic() - start > stop_after:
+                    return
                 result, = await asolve_many(strategy, [problem], llm, concurrency=1, seed=seed + index,
                                             progress=False, warn=False)
             u = result.usage
+            own["problems"] += 1
             own["tokens"] += u.total_tokens + u.verifier_tokens
             own["completion_tokens"] += u.completion_tokens
             own["verifier_tokens"] += u.verifier_tokens
@@ -251,7 +257,8 @@ async def run_live(setting: Setting, todo: list[tuple[int, ttc.Problem]], url: s
         finally:
             await llm.aclose()
             after = server_counts(url)
-            run = {"run": setting.label, "problems": len(todo), "wall_seconds": round(time.monotonic() - start, 1),
+            seconds = round(time.monotonic() - start, 1)
+            run = {"run": setting.label, "problems": own.pop("problems"), "wall_seconds": seconds,
                    "server": {k: after[k] - before[k] for k in after}, "own": own,
                    "load_average": os.getloadavg(), "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             # alone: the server generated no more than this run's completions and verifier calls (whose
@@ -325,6 +332,8 @@ def main() -> None:
     ap.add_argument("--out-dir", default="out", help="per-strategy JSONL (resumed) and JSON rows")
     ap.add_argument("--concurrency", type=int, default=16, help="problems in flight at once")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stop-after", type=float, help="start no new problem after this many seconds (per "
+                    "strategy; those in flight finish, the rest wait for the next run)")
     ap.add_argument("--any-model", action="store_true", help="accept a bank recorded under another model name")
     ap.add_argument("--report-only", action="store_true", help="run nothing; report what --out-dir holds")
     ap.add_argument("--markdown", help="write the table here")
@@ -346,7 +355,8 @@ def main() -> None:
             todo = [(i, p) for i, p in enumerate(problems) if not (p.id in done and done[p.id]["ok"])]
             if todo:
                 print(f"{name}: {len(todo)} problems to run", file=sys.stderr, flush=True)
-                asyncio.run(run_live(SETTINGS[name], todo, args.url, path, args.concurrency, args.seed))
+                asyncio.run(run_live(SETTINGS[name], todo, args.url, path, args.concurrency, args.seed,
+                                     args.stop_after))
         row = strategy_row(name, problems, path)
         if row is None:
             continue
