@@ -90,8 +90,8 @@ SETTINGS: dict[str, Setting] = {
     "fuse": Setting("Fuse(k=3, n=4)", lambda: ttc.Fuse(k=3, n=4, sample=_sample())),
     "archon": Setting("Archon(critique n=3 -> rank k=2 -> fuse k=2)",
                       lambda: _archon()),
-    "sdv": Setting("SolveDetectVerify(every=16, fast=4, slow<=384 tokens)",
-                   lambda: ttc.SolveDetectVerify(verifier=FlexVerifier(fast=4, slow_tokens=384), params=SAMPLING,
+    "sdv": Setting("SolveDetectVerify(every=16, fast=4 x 48 tokens, slow<=256 tokens)",
+                   lambda: ttc.SolveDetectVerify(verifier=FlexVerifier(fast=4, slow_tokens=256), params=SAMPLING,
                                                  prompt=DEMO_PROMPT, detector=ttc.probes.SolutionComplete(every=16))),
     "particle_gibbs": Setting("ParticleGibbs(particles=4, iterations=2; 3 steps x 48 tokens, LLMJudge)",
                               lambda: ttc.ParticleGibbs(particles=4, iterations=2, **_steps())),
@@ -302,15 +302,15 @@ def _acc(r: dict) -> str:
 
 def markdown(rows: list[dict], bank: str) -> str:
     lines = ["| strategy | problems | accuracy (95% CI) | tokens/problem | requests/problem | server tokens/problem "
-             "| MajorityVote at equal tokens | its accuracy (95% CI) | its tokens/problem | within 10% |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| wall s | MajorityVote at equal tokens | its accuracy (95% CI) | its tokens/problem | within 10% |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         s, m = row["strategy"], row["majority"]
         v = m["nearest"]
         server = s.get("server_per_problem")
         server_text = (f"{server['prompt_tokens'] + server['generation_tokens']:.0f}" if server else "shared")
         lines.append(f"| {s['strategy']} | {s['problems']} | {_acc(s)} | {s['tokens_per_problem']:.0f} | "
-                     f"{s['requests']:.1f} | {server_text} | n={v['n']} | {_acc(v)} | "
+                     f"{s['requests']:.1f} | {server_text} | {s['wall_seconds']:.0f} | n={v['n']} | {_acc(v)} | "
                      f"{v['tokens_per_problem']:.0f} | {'yes' if m['within_10_percent'] else 'no'} |")
     lines += ["", f"MajorityVote replayed from `{bank}` (the real class on `BankReplay`); the nearest n on "
                   "either side of each strategy's tokens:", ""]
