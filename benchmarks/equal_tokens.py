@@ -69,8 +69,9 @@ def _sample() -> ttc.Strategy:
 
 
 def _steps() -> dict:
-    """Step search over the same sampling: at most 3 steps of at most 48 tokens, LLMJudge on the same server."""
-    return {"prm": LLMJudge(), "steps": StepConfig(max_steps=3, max_step_tokens=48),
+    """Step search over the same sampling: at most 2 steps of at most 48 tokens (a particle's 96 tokens, a
+    sample's max_tokens), each judged by LLMJudge on the same server."""
+    return {"prm": LLMJudge(), "steps": StepConfig(max_steps=2, max_step_tokens=48),
             "params": SAMPLING.replace(max_tokens=48), "prompt": DEMO_PROMPT}
 
 
@@ -93,10 +94,10 @@ SETTINGS: dict[str, Setting] = {
     "sdv": Setting("SolveDetectVerify(every=16, fast=4 x 48 tokens, slow<=256 tokens)",
                    lambda: ttc.SolveDetectVerify(verifier=FlexVerifier(fast=4, slow_tokens=256), params=SAMPLING,
                                                  prompt=DEMO_PROMPT, detector=ttc.probes.SolutionComplete(every=16))),
-    "particle_gibbs": Setting("ParticleGibbs(particles=4, iterations=2; 3 steps x 48 tokens, LLMJudge)",
+    "particle_gibbs": Setting("ParticleGibbs(particles=4, iterations=2; 2 steps x 48 tokens, LLMJudge)",
                               lambda: ttc.ParticleGibbs(particles=4, iterations=2, **_steps())),
     "parallel_tempering": Setting(
-        "ParallelTempering(particles=2, iterations=2, temperatures=(1, 4); 3 steps x 48 tokens, LLMJudge)",
+        "ParallelTempering(particles=2, iterations=2, temperatures=(1, 4); 2 steps x 48 tokens, LLMJudge)",
         lambda: ttc.ParallelTempering(particles=2, iterations=2, temperatures=(1.0, 4.0), **_steps())),
 }
 

@@ -16,7 +16,7 @@ step delimiter "\\n\\n", "Is step k correct?" for the last step, one greedy toke
 log-probabilities) and scores P(Yes) / (P(Yes) + P(No)), as LLMJudge does, through the chat endpoint
 (the server applies the chat template, as ttc's backend does). The same settings as
 `benchmarks/equal_tokens.py particle_gibbs`: 4 particles x 2 iterations (its_hub's budget 8), steps
-split at "\\n\\n", at most 3 steps of 48 tokens, temperature 0.7, the demo prompt. Requests and server
+split at "\\n\\n", at most 2 steps of 48 tokens, temperature 0.7, the demo prompt. Requests and server
 tokens are `/metrics` deltas, as in equal_tokens.py (run nothing else on the server meanwhile).
 """
 
@@ -161,7 +161,7 @@ def cli() -> None:
     r.add_argument("--problems", type=int, default=50)
     r.add_argument("--particles", type=int, default=4)
     r.add_argument("--iterations", type=int, default=2)
-    r.add_argument("--max-steps", type=int, default=3)
+    r.add_argument("--max-steps", type=int, default=2)
     r.add_argument("--step-tokens", type=int, default=48)
     r.add_argument("--concurrency", type=int, default=25)
     r.add_argument("--out", default="its_hub_pg.jsonl")
