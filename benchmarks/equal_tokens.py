@@ -94,8 +94,8 @@ SETTINGS: dict[str, Setting] = {
     "sdv": Setting("SolveDetectVerify(every=16, fast=4 x 48 tokens, slow<=256 tokens)",
                    lambda: ttc.SolveDetectVerify(verifier=FlexVerifier(fast=4, slow_tokens=256), params=SAMPLING,
                                                  prompt=DEMO_PROMPT, detector=ttc.probes.SolutionComplete(every=16))),
-    "particle_gibbs": Setting("ParticleGibbs(particles=4, iterations=2; 2 steps x 48 tokens, LLMJudge)",
-                              lambda: ttc.ParticleGibbs(particles=4, iterations=2, **_steps())),
+    "particle_gibbs": Setting("ParticleGibbs(particles=3, iterations=2; 2 steps x 48 tokens, LLMJudge)",
+                              lambda: ttc.ParticleGibbs(particles=3, iterations=2, **_steps())),
     "parallel_tempering": Setting(
         "ParallelTempering(particles=2, iterations=2, temperatures=(1, 4); 2 steps x 48 tokens, LLMJudge)",
         lambda: ttc.ParallelTempering(particles=2, iterations=2, temperatures=(1.0, 4.0), **_steps())),

@@ -15,7 +15,7 @@ The same reward scores: its_hub's PRM here is `JudgePRM`, which asks the server 
 step delimiter "\\n\\n", "Is step k correct?" for the last step, one greedy token with its top-20
 log-probabilities) and scores P(Yes) / (P(Yes) + P(No)), as LLMJudge does, through the chat endpoint
 (the server applies the chat template, as ttc's backend does). The same settings as
-`benchmarks/equal_tokens.py particle_gibbs`: 4 particles x 2 iterations (its_hub's budget 8), steps
+`benchmarks/equal_tokens.py particle_gibbs`: 3 particles x 2 iterations (its_hub's budget 6), steps
 split at "\\n\\n", at most 2 steps of 48 tokens, temperature 0.7, the demo prompt. Requests and server
 tokens are `/metrics` deltas, as in equal_tokens.py (run nothing else on the server meanwhile).
 """
@@ -159,7 +159,7 @@ def cli() -> None:
     r.add_argument("--model", default=None, help="served model name (default: the server's first)")
     r.add_argument("--questions", default="demo_questions.jsonl")
     r.add_argument("--problems", type=int, default=50)
-    r.add_argument("--particles", type=int, default=4)
+    r.add_argument("--particles", type=int, default=3)
     r.add_argument("--iterations", type=int, default=2)
     r.add_argument("--max-steps", type=int, default=2)
     r.add_argument("--step-tokens", type=int, default=48)
