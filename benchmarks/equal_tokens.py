@@ -191,10 +191,11 @@ def server_model(url: str) -> str:
 
 # --- the live run -----------------------------------------------------------------------------------
 
-def _record(problem: ttc.Problem, r: ttc.Result) -> dict:
+def _record(setting: Setting, problem: ttc.Problem, r: ttc.Result) -> dict:
     details = r.details
-    return {"id": problem.id, "ok": r.ok, "answer": r.answer, "correct": bool(r.ok and r.is_correct()),
-            "error": r.error, "usage": r.usage.to_dict(), "wall_seconds": r.usage.wall_seconds,
+    return {"id": problem.id, "setting": setting.label, "ok": r.ok, "answer": r.answer,
+            "correct": bool(r.ok and r.is_correct()), "error": r.error, "usage": r.usage.to_dict(),
+            "wall_seconds": r.usage.wall_seconds,
             "details": details.to_dict() if r.ok and hasattr(details, "to_dict") else None}
 
 
@@ -248,7 +249,7 @@ async def run_live(setting: Setting, todo: list[tuple[int, ttc.Problem]], url: s
             own["completion_tokens"] += u.completion_tokens
             own["verifier_tokens"] += u.verifier_tokens
             own["requests"] += u.generator_calls + u.verifier_calls
-            out.write(json.dumps(_record(problem, result)) + "\n")
+            out.write(json.dumps(_record(setting, problem, result)) + "\n")
             out.flush()
             print(f"  {problem.id}: {'ok' if result.ok else 'FAILED'} answer={result.answer!r} "
                   f"tokens={u.total_tokens + u.verifier_tokens} {u.wall_seconds:.1f}s", file=sys.stderr, flush=True)
@@ -274,6 +275,10 @@ async def run_live(setting: Setting, todo: list[tuple[int, ttc.Problem]], url: s
 def strategy_row(name: str, problems: list[ttc.Problem], path: str) -> dict | None:
     setting = SETTINGS[name]
     done, runs = load_done(path)
+    other = {d.get("setting") for d in done.values()} - {setting.label}
+    if other:
+        raise SystemExit(f"{path} holds results of {sorted(map(str, other))}, not of {setting.label}: "
+                         "use another --out-dir")
     graded = [p for p in problems if p.id in done]
     if not graded:
         return None
@@ -352,6 +357,7 @@ def main() -> None:
     for name in names:
         path = os.path.join(args.out_dir, f"{name}.jsonl")
         if not args.report_only:
+            strategy_row(name, problems[:0], path)  # refuses a file of other settings before running
             done, _ = load_done(path)
             todo = [(i, p) for i, p in enumerate(problems) if not (p.id in done and done[p.id]["ok"])]
             if todo:

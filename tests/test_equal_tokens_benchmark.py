@@ -105,3 +105,15 @@ def test_every_setting_builds_with_the_demo_prompt_and_sampling(bench):
             inner = inner.sample
         assert inner.prompt == DEMO_PROMPT, name
         assert replace(inner.params, max_tokens=96, n=1) == bench.SAMPLING.replace(n=1), name
+
+
+def test_a_file_of_other_settings_is_refused_not_mixed(bench, tmp_path):
+    path = tmp_path / "genselect.jsonl"
+    record = {"id": "add-0", "setting": "GenSelect(n=8)", "ok": True, "answer": "8", "error": None,
+              "usage": {"prompt_tokens": 10}, "wall_seconds": 1.0}
+    path.write_text(json.dumps(record) + "\n")
+    with pytest.raises(SystemExit, match="GenSelect\\(n=8\\)"):
+        bench.strategy_row("genselect", demo_problems(1), str(path))
+    path.write_text(json.dumps(record | {"setting": bench.SETTINGS["genselect"].label}) + "\n")
+    row = bench.strategy_row("genselect", demo_problems(1), str(path))
+    assert row["problems"] == 1 and row["correct"] == 1 and row["server_per_problem"] is None
