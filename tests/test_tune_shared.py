@@ -34,37 +34,35 @@ def bank():
     return load_bank(example_bank())
 
 
-def _strategy(vote: SharedVote, k: int):
+def _strategy(vote: SharedVote, k: int, params: SamplingParams):
     if vote.rule is None:
-        return ttc.MajorityVote(n=k, sample=ttc.Sample(params=PARAMS))
-    return ttc.AdaptiveVote(max_n=k, batch=vote.batch, stop=vote.rule, sample=ttc.Sample(params=PARAMS))
+        return ttc.MajorityVote(n=k, sample=ttc.Sample(params=params))
+    return ttc.AdaptiveVote(max_n=k, batch=vote.batch, stop=vote.rule, sample=ttc.Sample(params=params))
 
 
-@pytest.mark.parametrize("allocation", ["uniform", "adaptive"])
-def test_shared_budget_replay_is_exact(bank, allocation):
+def _check_exact(bank, votes, budgets, allocation, orders, params=PARAMS) -> tuple[set, int]:
     """Every vote, budget and ordering: the replayed answer group, correctness, tokens and requests
     per problem equal the real shared-budget runner's on a backend serving the same orderings, and
-    the samples drawn and stop reasons equal its allocation table."""
-    family = SharedBudget(BUDGETS, VOTES, max_n=bank.k, max_tokens=PARAMS.max_tokens, allocations=[allocation])
+    the samples drawn, rounds and stop reasons equal its allocation table. Returns the stop reasons
+    seen and how many runs gave their problems different numbers of samples."""
+    family = SharedBudget(budgets, votes, max_n=bank.k, max_tokens=params.max_tokens, allocations=[allocation])
     arrays = [problem_arrays(p) for p in bank.problems]
     reasons, varied = set(), 0
-    for seed in (0, 1):
-        rng = np.random.default_rng(seed)
-        perms = [rng.permutation(bank.k) for _ in arrays]
+    for perms in orders:
         rows = family.run_all(arrays, perms)
         for row, setting in enumerate(family.settings):
-            vote = VOTES[row // len(BUDGETS)]
+            vote = votes[row // len(budgets)]
             budget = setting.option("budget")
             backend = BankReplay(bank, order={p.problem_id: list(o) for p, o in zip(arrays, perms, strict=True)})
-            results = run_sync(asolve_many(_strategy(vote, bank.k), backend.problems(), backend, progress=False,
-                                           total_budget=ttc.Budget(tokens=budget * len(arrays)),
+            results = run_sync(asolve_many(_strategy(vote, bank.k, params), backend.problems(), backend,
+                                           progress=False, total_budget=ttc.Budget(tokens=budget * len(arrays)),
                                            allocation=allocation))
             draws = [draw_of(p, perm) for p, perm in zip(arrays, perms, strict=True)]
             rule = vote.rule or NeverStop()
             decided = [_decisions(p, d, rule, bank.k)[0] for p, d in zip(arrays, draws, strict=True)]
             runs = allocate([p.prompt_tokens for p in arrays], [d.tokens for d in draws], decided,
                             total=budget * len(arrays), allocation=allocation,
-                            batch=vote.batch if vote.rule else bank.k, max_n=bank.k, max_tokens=PARAMS.max_tokens)
+                            batch=vote.batch if vote.rule else bank.k, max_n=bank.k, max_tokens=params.max_tokens)
             for j, (p, result, run) in enumerate(zip(arrays, results, runs, strict=True)):
                 table = result.details["allocation"]
                 assert (run.drawn, len(run.rounds), run.reason) == (table["samples"], table["rounds"],
@@ -81,10 +79,43 @@ def test_shared_budget_replay_is_exact(bank, allocation):
                 reasons.add(run.reason)
             varied += len({run.drawn for run in runs}) > 1
             assert rows[row, :, TOKENS].sum() <= budget * len(arrays)
+    return reasons, varied
+
+
+def _random_orders(bank, seeds):
+    out = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        out.append([rng.permutation(bank.k) for _ in bank.problems])
+    return out
+
+
+@pytest.mark.parametrize("allocation", ["uniform", "adaptive"])
+def test_shared_budget_replay_is_exact(bank, allocation):
+    reasons, varied = _check_exact(bank, VOTES, BUDGETS, allocation, _random_orders(bank, (0, 1)))
     # the budgets exercise the allocation: votes decided, capped at max_n and stopped by the budget;
     # in a third of the runs or more, the problems drew different numbers of samples
     assert reasons == {"decided", "max_n", "budget"}
-    assert 3 * varied >= 2 * len(family.settings)  # of 2 x settings runs
+    assert 3 * varied >= 2 * len(VOTES) * len(BUDGETS)  # of 2 x settings runs
+
+
+@pytest.mark.parametrize("allocation", ["uniform", "adaptive"])
+def test_shared_esc_replay_answers_with_the_unanimous_window(allocation):
+    """ESC decides on its first unanimous window and answers with it, not with the plurality of all
+    samples drawn: problems where the two differ (a, b, a, c, d, d: the window says d, the plurality
+    a), replayed exactly, in recorded order and shuffled, with rounds shrunk by tight budgets too."""
+    k = 8
+    answers = [["1", "2", "1", "3", "4", "4", "1", "5"], ["2", "3", "2", "4", "1", "1", "5", "2"],
+               ["1", "1", "2", "2", "3", "3", "1", "2"], ["2", "1", "3", "1", "4", "5", "1", "1"]]
+    bank = Bank(header(k), tuple(problem(f"q{i}", i, a, gold="4" if i == 0 else "1")
+                                 for i, a in enumerate(answers)))
+    params = SamplingParams(temperature=0.7, max_tokens=64, logprobs=True)
+    identity = [[np.arange(k)] * len(answers)]
+    _check_exact(bank, [SharedVote(WindowStop(2), 2), SharedVote(WindowStop(2), 4)], [90, 150, 400], allocation,
+                 identity + _random_orders(bank, (0, 1, 2)), params)
+    replayed = SharedBudget([400], [SharedVote(WindowStop(2), 2)], max_n=k, max_tokens=64,
+                            allocations=[allocation]).run_all([problem_arrays(p) for p in bank.problems], identity[0])
+    assert replayed[0, 0, CORRECT] == 1  # the window (4, 4) answers, right; the plurality (1) would be wrong
 
 
 def test_adaptive_allocation_gives_saved_tokens_to_undecided_problems():
