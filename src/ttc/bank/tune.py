@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ttc.bank.arrays import problem_arrays
+from ttc.bank.arrays import ProblemArrays, problem_arrays
 from ttc.bank.format import Bank, check_compatible, load_bank
 from ttc.bank.replays import (
     COLUMNS,
@@ -87,8 +87,7 @@ def replay_bank(bank: Bank, families: Sequence[Family | SharedBudget] | None = N
         families = [*default_families(k, scores, has_top, rpc_mixture), *([shared] if shared else [])]
     settings = [s for f in families for s in f.settings]
     out = np.empty((len(settings), len(arrays), draws, COLUMNS))
-    rng = np.random.default_rng(seed)
-    perms = [[rng.permutation(k) for _ in range(draws)] for _ in arrays]
+    perms = orderings(len(arrays), k, draws, seed)
     from tqdm.auto import tqdm
 
     starts = np.cumsum([0] + [len(f.settings) for f in families])
@@ -100,13 +99,28 @@ def replay_bank(bank: Bank, families: Sequence[Family | SharedBudget] | None = N
                 out[start:start + len(block), pi, r] = block
     for f, start in zip(families, starts, strict=False):
         if isinstance(f, SharedBudget):
-            for part in parts if parts is not None else [np.arange(len(arrays))]:
-                for r in range(draws):
-                    block = f.run_all([arrays[i] for i in part], [perms[i][r] for i in part])
-                    out[start:start + len(block), part, r] = block
+            out[start:start + len(f.settings)] = replay_shared(f, arrays, perms, parts)
     if name:
         settings = [TuneSetting(s.strategy, s.n, s.options, name) for s in settings]
     return settings, out
+
+
+def orderings(problems: int, k: int, draws: int, seed: int) -> list[list[np.ndarray]]:
+    """perms[problem][draw]: the orderings of each problem's K samples that every family replays."""
+    rng = np.random.default_rng(seed)
+    return [[rng.permutation(k) for _ in range(draws)] for _ in range(problems)]
+
+
+def replay_shared(family: SharedBudget, arrays: Sequence[ProblemArrays], perms: Sequence[Sequence[np.ndarray]],
+                  parts: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """outcomes[setting, problem, draw, column] of a shared budget: each of `parts` (index arrays;
+    default: all problems) shares its own total, budget x its problems, in each ordering."""
+    draws = len(perms[0]) if len(perms) else 0
+    out = np.empty((len(family.settings), len(arrays), draws, COLUMNS))
+    for part in parts if parts is not None else [np.arange(len(arrays))]:
+        for r in range(draws):
+            out[:, part, r] = family.run_all([arrays[i] for i in part], [perms[i][r] for i in part])
+    return out
 
 
 def _bootstrap_index(problems: int, draws: int, replicates: int, rng: np.random.Generator
