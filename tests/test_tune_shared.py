@@ -195,7 +195,7 @@ def test_budgets_the_runner_refuses_are_refused():
         allocate([10, 10], [[5] * 4] * 2, [[False] * 5] * 2, total=60, allocation="adaptive", batch=2, max_n=4,
                  max_tokens=30)
     with pytest.raises(ttc.InvalidInput, match="split uniformly gives problem 1"):
-        allocate([10, 12], [[5] * 4] * 2, [[False] * 5] * 2, total=81, allocation="uniform", batch=2, max_n=4,
+        allocate([10, 12], [[5] * 4] * 2, [[False] * 5] * 2, total=83, allocation="uniform", batch=2, max_n=4,
                  max_tokens=30)
 
 
