@@ -190,7 +190,12 @@ def test_tune_replays_the_shared_budget_by_default(bank):
     assert default_shared(bank.k, None, [problem_arrays(p) for p in bank.problems]) is None
 
 
-def test_budgets_the_runner_refuses_are_refused():
+def test_budgets_the_runner_refuses_are_refused(bank):
+    with pytest.raises(ttc.InvalidInput, match="needs batch >= 1"):
+        SharedVote(BetaStop(0.95))
+    with pytest.raises(ttc.InvalidInput, match="needs 16 samples per problem"):
+        SharedBudget([300], [SharedVote()], max_n=16, max_tokens=96).run_all(
+            [problem_arrays(p) for p in bank.problems], [np.arange(bank.k)] * len(bank.problems))
     with pytest.raises(ttc.InvalidInput, match="below one sample per problem"):
         allocate([10, 10], [[5] * 4] * 2, [[False] * 5] * 2, total=60, allocation="adaptive", batch=2, max_n=4,
                  max_tokens=30)

@@ -120,6 +120,11 @@ class SharedVote:
     rule: StoppingRule | None = None
     batch: int = 0
 
+    def __post_init__(self) -> None:
+        if self.rule is not None and (not isinstance(self.batch, int) or self.batch < 1):
+            raise InvalidInput(f"SharedVote with a stopping rule needs batch >= 1 (samples per round), got "
+                               f"{self.batch!r}")
+
     def options(self) -> tuple[tuple[str, Any], ...]:
         if self.rule is None:
             return (("vote", "majority"),)
@@ -144,6 +149,10 @@ class SharedBudget:
                          for v in self.votes for a in self.allocations for b in self.budgets]
 
     def run_all(self, problems: Sequence[ProblemArrays], perms: Sequence[np.ndarray]) -> np.ndarray:
+        short = [p.problem_id for p in problems if p.k < self.max_n]
+        if short:
+            raise InvalidInput(f"SharedBudget(max_n={self.max_n}) needs {self.max_n} samples per problem; "
+                               f"{short[0]} has fewer")
         out = np.empty((len(self.settings), len(problems), COLUMNS))
         draws = [draw_of(p, perm) for p, perm in zip(problems, perms, strict=True)]
         prompts = [p.prompt_tokens for p in problems]
