@@ -385,7 +385,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             curve_rows = [{"problems": len(k), "rows": v} for k, v in curves.items()]
-            json.dump({"args": vars(args), "rows": rows, "curves": curve_rows}, f, indent=1)
+            settings = vars(args) | {"bank": os.path.basename(args.bank), "url": None}  # no machine paths
+            json.dump({"args": settings, "rows": rows, "curves": curve_rows}, f, indent=1)
 
 
 if __name__ == "__main__":
