@@ -451,3 +451,145 @@ def test_registry_builds_it_alone_or_voted():
 def test_bad_settings_are_refused(build):
     with pytest.raises(ttc.InvalidInput):
         build()
+
+
+# -- inside a reasoning model's thinking ----------------------------------------------------------
+#: a deepseek_r1-style model: its chat prompt opens the thinking; it boxes a wrong number inside the
+#: thinking and hesitates twice before it closes the thinking and answers
+THOUGHT = "3 + 4 = 7, so \\boxed{7}.\nWait, the question asks for 3 * 4.\nHmm, 3 * 4 = 12, that is all.\nSo 12."
+THINKING_TRACE = THOUGHT + "</think>The answer is \\boxed{12}."
+SECOND_THOUGHT = "Redo: 3 * 4 = 12."
+CUE = "\n\nThe final answer is \\boxed{"
+
+
+def thinking_llm(trace: str = THINKING_TRACE, complete: tuple[str, ...] = ("Hmm",), fast=("\\boxed{-1}",),
+                 slow=("\\boxed{-1}",), second: str = SECOND_THOUGHT + "</think>So \\boxed{12}.") -> Scripted:
+    """The solver writes `trace` (thinking, end marker, content); the detector says complete at the
+    words in `complete`; an answer cue after the end marker is answered "12}"; a fast check (its
+    thinking closed) says the next of `fast`, a slow one (thinking open) the next of `slow`; a
+    refining round writes `second`."""
+    fast_verdicts, slow_verdicts = itertools.cycle(fast), itertools.cycle(slow)
+
+    def script(prompt: str, params: ttc.SamplingParams, i: int) -> str:
+        if DETECT in prompt:
+            shown = shown_solution(prompt).rstrip()
+            word = next((w for at, w in find_hesitations(THOUGHT, PATTERN) if at >= len(shown)), "")
+            return "Yes" if word in complete else "No"
+        if VERIFY in prompt:
+            return next(fast_verdicts) if prompt.endswith("</think>\n\n") else next(slow_verdicts)
+        if prompt.endswith(CUE):
+            return "12}."
+        if REFINE in prompt:  # what the refining round wrote so far: after its own start marker
+            return second[len(prompt.rsplit("<think>", 1)[1].lstrip("\n")):]
+        return trace[len(prompt.rsplit("<assistant>\n", 1)[1].removeprefix("<think>")):]
+
+    return Scripted(script, thinking="deepseek_r1")
+
+
+def thinking_sdv(**kw) -> ttc.SolveDetectVerify:
+    return ttc.SolveDetectVerify(detector=detector(), params=ttc.SamplingParams(max_tokens=200), **kw)
+
+
+def test_inside_the_thinking_the_stop_closes_it_and_the_answer_comes_from_the_content():
+    llm = thinking_llm(complete=("Hmm",))
+    r = thinking_sdv(rounds=1).solve("3 * 4?", llm)
+    first = r.details["rounds"][0]
+    assert [(d["word"], d["complete"]) for d in first["detections"]] == [("Wait", False), ("Hmm", True)]
+    cut = THOUGHT.index("Hmm")
+    assert first["detections"][1]["at"] == len(llm._ids(THOUGHT[:cut]))  # tokens of thinking before the word
+    c = r.candidates[0]
+    assert c.finish_reason == "early_exit" and r.answer == "12"
+    assert c.thinking == THOUGHT[:cut] and c.thinking_closed is True  # the thinking, cut before the word
+    assert c.text == CUE + "12}" and "\\boxed{7}" not in c.text and "</think>" not in c.text
+    # the answer was asked for once, after exactly one end marker, right after the cut thinking
+    asked = [p for p, _ in llm.requests if p.endswith(CUE)]
+    assert len(asked) == 1 and asked[0].endswith("<think>" + THOUGHT[:cut] + "</think>" + CUE)
+    # the detector was shown the thinking so far (no marker) and asked after a closed placeholder thinking
+    questions = [p for p, _ in requests_of(llm, DETECT)]
+    assert [shown_solution(p) for p in questions] == [THOUGHT[:THOUGHT.index("Wait")].rstrip(), THOUGHT[:cut].rstrip()]
+    assert all(p.endswith("<assistant>\n<think>" + DONE_THINKING + "</think>\n\n") for p in questions)
+
+
+def test_inside_the_thinking_every_token_is_counted_and_the_thinking_is_reasoning_tokens():
+    llm = thinking_llm(complete=("Hmm",))
+    r = thinking_sdv(rounds=1).solve("3 * 4?", llm)
+    c = r.candidates[0]
+    generated = c.completion.thinking  # the solver's chunks: all of them inside the thinking
+    assert generated.text.startswith(THOUGHT[:THOUGHT.index("Hmm")]) and THOUGHT.startswith(generated.text)
+    assert r.usage.reasoning_tokens == generated.num_tokens == len(llm._ids(generated.text)) > 0
+    detector_calls = len(requests_of(llm, DETECT))
+    assert r.usage.completion_tokens == generated.num_tokens + detector_calls + len(llm._ids("12}."))
+    assert r.usage.prompt_tokens == sum(len(llm._ids(p)) for p, _ in llm.requests)
+    assert r.usage.completion_tokens == llm.generated_tokens
+    assert (c.usage.total_tokens, c.usage.reasoning_tokens) == (r.usage.total_tokens, r.usage.reasoning_tokens)
+    assert c.scores["probe_calls"] == detector_calls + 1  # the questions and the elicited answer
+
+
+def test_once_the_model_closes_its_thinking_the_detector_is_silent():
+    trace = "3 * 4 = 12.</think>\nWait, to confirm: \\boxed{12}.\nHmm, yes, \\boxed{12}."
+    llm = thinking_llm(trace=trace, complete=("Wait", "Hmm", "to confirm"))
+    r = thinking_sdv(rounds=1).solve("3 * 4?", llm)
+    assert r.details["rounds"][0]["detections"] == [] and not requests_of(llm, DETECT)
+    c = r.candidates[0]
+    assert c.finish_reason == "stop" and c.thinking == "3 * 4 = 12." and r.answer == "12"
+
+
+def test_without_a_hesitation_in_the_thinking_the_trace_ends_on_its_own_and_answers_from_the_content():
+    llm = thinking_llm(trace="So \\boxed{7}? No: 3 * 4.</think>\\boxed{12}", complete=("Wait",))
+    r = thinking_sdv(rounds=1).solve("3 * 4?", llm)
+    c = r.candidates[0]
+    assert (c.finish_reason, c.thinking, c.text, r.answer) == ("stop", "So \\boxed{7}? No: 3 * 4.", "\\boxed{12}", "12")
+
+
+def test_a_reasoning_verifier_checks_the_whole_solution_and_reads_its_verdict_from_the_content():
+    # fast checks disagree; the slow check boxes an index in its thinking and none in its content
+    llm = thinking_llm(fast=("\\boxed{-1}", "\\boxed{1}"), slow=("Paragraph 1 is off \\boxed{1}</think>Not sure.",))
+    r = thinking_sdv().solve("3 * 4?", llm)
+    v = r.details["rounds"][0]["verification"]
+    assert [c["mode"] for c in v["checks"]] == ["fast"] * 4 + ["slow"]
+    assert v["checks"][-1]["valid"] is None  # the box in the slow check's thinking is not its verdict
+    assert v["valid"] is None and r.details["stopped_by"] == "unsure" and r.answer == "12"
+    fast = [p for p, _ in requests_of(llm, VERIFY) if p.endswith("</think>\n\n")]
+    slow = [p for p, _ in requests_of(llm, VERIFY) if p.endswith("<think>")]
+    assert len(fast) == 4 and len(slow) == 1
+    assert all(p.endswith("<assistant>\n<think>" + DONE_THINKING + "</think>\n\n") for p in fast)
+    assert "Answer at once" not in fast[0] and "review every paragraph" not in slow[0]  # steered by its thinking
+    # the solution checked: the thinking's paragraphs (cut at its hesitation words), then the content
+    solution = fast[0].split("[Solution]\n\n", 1)[1]
+    assert "<paragraph_0>\n3 + 4 = 7, so \\boxed{7}.\n</paragraph_0>" in solution
+    assert "<paragraph_1>\nWait, the question asks for 3 * 4.\n\nThe final answer is \\boxed{12}\n</paragraph_1>" in solution
+    assert "<think>" not in solution.split("Review the solution")[0] and v["paragraphs"] == 2
+
+
+def test_a_rejected_answer_is_refined_with_the_whole_solution_and_the_verifiers_thinking():
+    llm = thinking_llm(fast=("\\boxed{1}", "\\boxed{0}"), slow=("the sum is off \\boxed{1}</think>\\boxed{1}",))
+    r = thinking_sdv().solve("3 * 4?", llm)
+    rounds = r.details["rounds"]
+    v = rounds[0]["verification"]
+    assert (v["valid"], v["error_step"], v["feedback"]) == (False, 1, "the sum is off")
+    refine = requests_of(llm, REFINE)
+    assert refine
+    prompt = refine[0][0]
+    cut = THOUGHT[:THOUGHT.index("Hmm")].rstrip()
+    # the previous round as an assistant turn: its thinking, then its content, without markers
+    assert f"<assistant>\n{cut}\n\n{CUE.lstrip()}12}}\n<user>\n" in prompt
+    assert "first in paragraph 1" in prompt and "the sum is off" in prompt
+    assert prompt.endswith("<assistant>\n<think>") and prompt.count("</think>") == 0
+    c = r.candidates[0]
+    assert (c.thinking, c.text, c.thinking_closed, r.answer) == (SECOND_THOUGHT, "So \\boxed{12}.", True, "12")
+    assert len(rounds) == 2 and rounds[1]["answer"] == "12" and r.details["stopped_by"] == "max_rounds"
+    alone = thinking_sdv(rounds=1).solve("3 * 4?", thinking_llm())  # the first round by itself
+    assert r.usage.reasoning_tokens == alone.usage.reasoning_tokens + len(llm._ids(SECOND_THOUGHT))
+    assert r.usage.completion_tokens + r.usage.prompt_tokens + r.usage.verifier_tokens == \
+        sum(len(llm._ids(p)) for p, _ in llm.requests) + llm.generated_tokens
+
+
+def test_a_raw_prompt_on_a_reasoning_model_is_refined_as_raw_text_with_a_new_thinking():
+    llm = thinking_llm(fast=("\\boxed{0}",))
+    raw = "<user>\n3 * 4?\n<assistant>\n<think>"
+    r = thinking_sdv().solve(ttc.Problem("3 * 4?", metadata={"prompt": raw}), llm)
+    cut = THOUGHT[:THOUGHT.index("Hmm")]
+    refine = requests_of(llm, REFINE)[0][0]
+    assert refine.startswith(raw + cut + "</think>" + CUE + "12}\n\n" + "A verifier found an error")
+    assert refine.endswith("with the final answer at the end.\n\n<think>\n")
+    assert r.answer == "12" and r.candidates[0].thinking.endswith(SECOND_THOUGHT)
