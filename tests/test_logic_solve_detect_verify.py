@@ -557,7 +557,8 @@ def test_a_reasoning_verifier_checks_the_whole_solution_and_reads_its_verdict_fr
     # the solution checked: the thinking's paragraphs (cut at its hesitation words), then the content
     solution = fast[0].split("[Solution]\n\n", 1)[1]
     assert "<paragraph_0>\n3 + 4 = 7, so \\boxed{7}.\n</paragraph_0>" in solution
-    assert "<paragraph_1>\nWait, the question asks for 3 * 4.\n\nThe final answer is \\boxed{12}\n</paragraph_1>" in solution
+    second = "Wait, the question asks for 3 * 4.\n\nThe final answer is \\boxed{12}"
+    assert f"<paragraph_1>\n{second}\n</paragraph_1>" in solution
     assert "<think>" not in solution.split("Review the solution")[0] and v["paragraphs"] == 2
 
 
