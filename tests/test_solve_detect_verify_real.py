@@ -90,35 +90,41 @@ def _served(root: str) -> tuple[float, float]:
 
 def test_solve_detect_verify_inside_the_thinking_of_the_real_thinking_model(thinking_vllm_server):
     """The thinking test model through vLLM (token-id chunks on /v1/completions, split by ttc at the
-    declared format's markers): the detector watches the thinking only (the model starts each step
-    with "After ...", which it is told to watch), every answer is read from the final content, the
-    thinking is recorded, and every token the server counted is in the usage."""
+    declared format's markers). The model starts each step of its thinking with "After ...", which
+    the detector is told to watch: detection alone (one round) stops inside the thinking, closes it
+    and reads the answer from the final content; the full strategy verifies and refines; the thinking
+    is recorded; and every token the server counted is in the two results' usage."""
     from ttc.backends.openai_compatible import OpenAICompatible
 
     llm = OpenAICompatible(thinking_vllm_server.url, thinking="deepseek_r1")
     question = "Ada has 5 apples. Ada gets 7 more and then gives away 3. How many apples does Ada have now?"
     problem = ttc.Problem(question, answer="9", metadata={"messages": [{"role": "user", "content": question}]})
-    strategy = ttc.SolveDetectVerify(verifier=FlexVerifier(fast=2, slow=1, fast_tokens=12, slow_tokens=24),
+
+    def strategy(rounds: int) -> ttc.SolveDetectVerify:
+        return ttc.SolveDetectVerify(verifier=FlexVerifier(fast=2, slow=1, fast_tokens=12, slow_tokens=24),
                                      detector=SolutionComplete(words=("after", "wait"), every=8, max_checks=2),
-                                     params=ttc.SamplingParams(temperature=0.7, max_tokens=96), answer_tokens=8)
-    ttc.run_sync(llm.generate("Hi", ttc.SamplingParams(max_tokens=1)))  # the capability probes happen here
-    before, probed = _served(thinking_vllm_server.root), (llm.probe_usage.prompt_tokens,
-                                                          llm.probe_usage.completion_tokens)
-    result = strategy.solve(problem, llm, seed=0)
+                                     params=ttc.SamplingParams(temperature=0.7, max_tokens=96), answer_tokens=8,
+                                     rounds=rounds)
+
+    ttc.run_sync(llm.detect_capabilities())  # the server's capability probe, billed to no problem, before counting
+    before, probed = _served(thinking_vllm_server.root), llm.probe_usage.total_tokens
+    alone = strategy(1).solve(problem, llm, seed=0)
+    full = strategy(2).solve(problem, llm, seed=0)
     after = _served(thinking_vllm_server.root)
-    assert result.ok, result.error
-    c = result.candidates[0]
-    first = result.details["rounds"][0]
-    assert first["detections"], "the detector asked about no step of the thinking"
-    assert c.thinking and "</think>" not in c.thinking and "<think>" not in c.thinking  # the thinking, recorded
-    assert c.answer is None or ("</think>" not in c.text and c.answer in c.text)  # read from the content
-    if c.finish_reason == "early_exit":  # stopped inside the thinking: closed there, answered after the cue
-        assert c.thinking_closed is True and c.text.startswith(llm.thinking.answer_cue)
-    assert result.usage.reasoning_tokens > 0
-    checks = [x for r in result.details["rounds"] if "verification" in r for x in r["verification"]["checks"]]
-    assert len(checks) == result.usage.verifier_calls >= 2
-    # every token the server counted is in the usage (the capability probes of this run aside)
-    probe = (llm.probe_usage.prompt_tokens - probed[0], llm.probe_usage.completion_tokens - probed[1])
-    u = result.usage
-    served = (after[0] - before[0] - probe[0]) + (after[1] - before[1] - probe[1])
-    assert u.prompt_tokens + u.completion_tokens + u.verifier_tokens == served
+    assert alone.ok and full.ok, (alone.error, full.error)
+    for result in (alone, full):
+        c = result.candidates[0]
+        assert result.details["rounds"][0]["detections"], "the detector asked about no step of the thinking"
+        assert c.thinking and "</think>" not in c.thinking and "<think>" not in c.thinking  # recorded, split off
+        assert c.answer is None or ("</think>" not in c.text and c.answer in c.text)  # read from the content
+        assert result.usage.reasoning_tokens > 0
+    c = alone.candidates[0]  # seen: stopped at the second step ("After getting 7 more"), answered after the cue
+    assert c.finish_reason == "early_exit" and c.thinking_closed is True
+    assert c.text.startswith(llm.thinking.answer_cue) and c.answer is not None
+    assert alone.details["rounds"][0]["detections"][-1]["complete"] is True
+    checks = [x for r in full.details["rounds"] if "verification" in r for x in r["verification"]["checks"]]
+    assert len(checks) == full.usage.verifier_calls >= 2 and alone.usage.verifier_calls == 0
+    # every token the server counted is in the usage (no capability probe ran in between)
+    assert llm.probe_usage.total_tokens == probed
+    served = (after[0] - before[0]) + (after[1] - before[1])
+    assert sum(u.prompt_tokens + u.completion_tokens + u.verifier_tokens for u in (alone.usage, full.usage)) == served
