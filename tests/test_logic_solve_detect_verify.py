@@ -594,3 +594,198 @@ def test_a_raw_prompt_on_a_reasoning_model_is_refined_as_raw_text_with_a_new_thi
     assert refine.startswith(raw + cut + "</think>" + CUE + "12}\n\n" + "A verifier found an error")
     assert refine.endswith("with the final answer at the end.\n\n<think>\n")
     assert r.answer == "12" and r.candidates[0].thinking.endswith(SECOND_THOUGHT)
+
+
+# -- written from the mutation run's survivors (scripts/mutation.py, docs/testing.md) ---------------
+def _ctx(llm) -> ttc.Context:
+    return ttc.Context(llm)
+
+
+def _check(probe: SolutionComplete, llm, text: str, state=None):
+    """Ask `probe` about a trace whose text (so far) is `text`, as EarlyExit would between chunks."""
+    import asyncio
+
+    from ttc.probes.base import TraceState
+
+    if state is None:
+        state = TraceState(problem=ttc.Problem("Tom?"), prompt_ids=[])
+        probe.reset(state)
+    state.text, state.token_ids = text, llm._ids(text)
+    return state, asyncio.run(probe.check(state, _ctx(llm)))
+
+
+def test_a_word_at_the_very_end_waits_for_the_next_token_then_counts():
+    asked = []
+    llm = Scripted(lambda prompt, params, i: asked.append(prompt) or "No")
+    probe = SolutionComplete(every=1)
+    state, decision = _check(probe, llm, "So 3 + 4 = 7.\nWait")
+    assert not asked and probe.detections(state) == []  # "Wait" may still become "Waiting"
+    state, decision = _check(probe, llm, "So 3 + 4 = 7.\nWait, 7.", state)
+    assert [(d.word, d.at) for d in probe.detections(state)] == [("Wait", len(llm._ids("So 3 + 4 = 7.\n")))]
+    assert len(asked) == 1 and not decision.stop
+
+
+def test_a_long_word_cut_between_chunks_is_found_in_the_next_one():
+    llm = Scripted(lambda prompt, params, i: "No")
+    probe = SolutionComplete(every=1)
+    state, _ = _check(probe, llm, "x = 7.\nLet me double-che")
+    state, _ = _check(probe, llm, "x = 7.\nLet me double-check it: 7.", state)
+    assert [d.word for d in probe.detections(state)] == ["Let me double-check"]
+
+
+def test_a_word_at_the_start_is_asked_about_with_an_empty_solution():
+    llm = make_llm(trace="Hmm, 3 + 4 = 7.\nWait, yes: 7.", complete=())
+    r = ttc.SolveDetectVerify(detector=detector(), rounds=1).solve("Tom?", llm)
+    dets = r.details["rounds"][0]["detections"]
+    assert [(d["word"], d["at"]) for d in dets] == [("Hmm", 0), ("Wait", len(llm._ids("Hmm, 3 + 4 = 7.\n")))]
+    assert [shown_solution(p) for p, _ in requests_of(llm, DETECT)] == ["", "Hmm, 3 + 4 = 7."]
+
+
+def test_neither_yes_nor_no_is_not_complete():
+    llm = Scripted(lambda prompt, params, i: "Maybe" if DETECT in prompt else TRACE[len(assistant_text(prompt)):])
+    r = ttc.SolveDetectVerify(detector=detector(), rounds=1).solve("Tom?", llm)
+    assert [d["p_complete"] for d in r.details["rounds"][0]["detections"]] == [0.5, 0.5]
+    assert r.candidates[0].finish_reason == "stop"
+
+
+def test_the_top_alternatives_decide_over_the_sampled_token():
+    from ttc.backends.scripted import ScriptedResponse
+
+    yes_id = Scripted([""])._ids("Yes")[0]
+
+    def script(prompt, params, i):
+        if DETECT in prompt:  # sampled "No", but Yes (by id and by text, twice) is more probable
+            return ScriptedResponse("No", top_logprobs=[{yes_id: -0.7, " yes": -0.9, "Yes": -2.0, "No": -1.2}])
+        if prompt.endswith(PLAIN_SUFFIX):
+            return " 7"
+        return TRACE[len(assistant_text(prompt)):]
+
+    llm = Scripted(script)
+    llm._ids("Yes")  # the same vocabulary: id `yes_id` decodes to "Yes"
+    r = ttc.SolveDetectVerify(detector=detector(), rounds=1).solve("Tom?", llm)
+    first = r.details["rounds"][0]["detections"][0]
+    import math
+    yes = math.exp(-0.7) + math.exp(-0.9)  # the larger of the two "Yes" entries, and " yes"
+    assert first["complete"] is True and first["p_complete"] == pytest.approx(yes / (yes + math.exp(-1.2)))
+
+
+def test_complete_is_the_share_of_yes_in_yes_and_no():
+    import math
+
+    assert complete_by_logprobs({"Yes": math.log(0.6), "No": math.log(0.2)}) == pytest.approx(0.75)
+
+
+def test_without_a_decoder_the_cut_is_proportional():
+    class NoDecode(Scripted):
+        @property
+        def can_decode(self) -> bool:
+            return False
+
+    llm = NoDecode(lambda prompt, params, i: "Yes")
+    probe = SolutionComplete(every=1)
+    text = "3 + 4 = 7, so it is 7.\nHmm, 7."
+    state, decision = _check(probe, llm, text)
+    expected = len(llm._ids(text)) * text.index("Hmm") // len(text)  # rounded down
+    assert decision.stop and decision.at == expected == probe.detections(state)[0].at
+    assert expected != len(llm._ids(text[:text.index("Hmm")]))  # not what a decoder would say
+
+
+def test_watched_is_the_text_before_the_end_marker():
+    from ttc.thinking import FORMATS
+
+    probe = SolutionComplete()
+    fmt = FORMATS["deepseek_r1"]
+    assert probe.watched("</think>Wait", fmt) == "" and probe.watched("abc", fmt) == "abc"
+    assert probe.watched("ab</think>c", fmt) == "ab" and probe.watched("ab</think>c") == "ab</think>c"
+
+
+def test_a_text_level_reasoning_model_is_shown_and_verified_without_markers():
+    # a backend that does not split the thinking; the strategy is told the format
+    trace = "<think>3 + 4 = 7.\nWait, fine.\nHmm, 7.</think>So 7."
+    llm = make_llm(trace=trace, complete=("Hmm",), verdicts=("\\boxed{-1}",))
+    r = ttc.SolveDetectVerify(detector=SolutionComplete(every=4, thinking="qwen3"), thinking="qwen3").solve("T?", llm)
+    assert [shown_solution(p) for p, _ in requests_of(llm, DETECT)] == ["3 + 4 = 7.", "3 + 4 = 7.\nWait, fine."]
+    checked = requests_of(llm, VERIFY)[0][0].split("[Solution]", 1)[1].split("Review the solution")[0]
+    assert "<think>" not in checked and "</think>" not in checked and "Wait, fine." in checked
+    assert r.answer == "7"
+
+
+def test_a_budget_too_small_for_the_first_round_is_the_budgets_error():
+    with pytest.raises(ttc.BudgetExhausted):
+        ttc.SolveDetectVerify(detector=detector()).solve("Tom?", make_llm(), budget=ttc.Budget(tokens=3))
+
+
+def test_each_round_is_seeded_with_whole_numbers_of_its_own():
+    llm = make_llm(verdicts=("\\boxed{1}",))
+    ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm, seed=3)
+    solver = [params.seed for p, params in llm.requests if DETECT not in p and VERIFY not in p
+              and not p.endswith(PLAIN_SUFFIX)]
+    first = [s for p, params in llm.requests for s in [params.seed] if REFINE not in p and s in solver]
+    second = [params.seed for p, params in llm.requests if REFINE in p]
+    assert all(isinstance(s, int) for s in solver) and second and set(second).isdisjoint(first)
+
+
+def test_the_chosen_checks_critique_is_the_first_of_the_majority():
+    fast = ("A \\boxed{1}", "B \\boxed{2}", "C \\boxed{2}", "D \\boxed{2}")
+    llm = make_llm(verdicts=fast)
+    r = ttc.SolveDetectVerify(verifier=FlexVerifier(threshold=0.75), detector=detector()).solve("Tom?", llm)
+    assert r.details["rounds"][0]["verification"]["feedback"] == "B"
+    slow = ("A \\boxed{1}", "B \\boxed{2}", "C \\boxed{3}", "D \\boxed{4}",  # fast: no agreement
+            "X \\boxed{1}", "Y \\boxed{2}", "Z \\boxed{2}")
+    llm = make_llm(verdicts=slow)
+    r = ttc.SolveDetectVerify(verifier=FlexVerifier(slow=3), detector=detector()).solve("Tom?", llm)
+    v = r.details["rounds"][0]["verification"]
+    assert (v["escalated"], v["error_step"], v["feedback"]) == (True, 2, "Y")
+
+
+def test_slow_checks_default_to_a_quarter_of_the_fast_ones_rounded_up():
+    assert [FlexVerifier(fast=k).slow for k in (1, 4, 5, 8, 9)] == [1, 1, 2, 2, 3]
+
+
+def test_verify_on_its_own_seeds_each_check_and_needs_no_spent_record():
+    import asyncio
+
+    judge = Scripted(["\\boxed{1}", "\\boxed{2}", "\\boxed{1}", "\\boxed{2}", "\\boxed{1}"])
+    verdict = asyncio.run(FlexVerifier(judge).verify("Tom?", "3 + 4 = 7.", _ctx(judge), seed=10))
+    assert [params.seed for _, params in judge.requests] == [10, 11, 12, 13, 14]
+    assert verdict.escalated and len(verdict.checks) == 5
+
+
+def test_the_verifiers_repr_names_its_model():
+    assert repr(FlexVerifier()).startswith("FlexVerifier(generator=\"the run's generator\", fast=4, threshold=0.9")
+    assert repr(FlexVerifier(Scripted(["x"]), fast=2)) == ("FlexVerifier(generator='scripted', fast=2, threshold=0.9, "
+                                                          "slow=1, fast_tokens=48, slow_tokens=384)")
+
+
+def test_a_text_level_reasoning_verifier_reads_its_verdict_after_the_end_marker():
+    class OpensThinking(Scripted):  # a template that opens the thinking; the backend does not split it
+        async def chat_prompt(self, messages, *, chat_template_kwargs=None):
+            return (await super().chat_prompt(messages)) + "<think>"
+
+    outputs = iter(["\\boxed{-1}", "\\boxed{1}", "\\boxed{-1}", "\\boxed{1}",  # fast: unsure
+                    "paragraph 1? \\boxed{1}</think>not sure", "still thinking \\boxed{1}"])  # slow: no verdict
+    judge = OpensThinking(lambda prompt, params, i: next(outputs))
+    import asyncio
+
+    verdict = asyncio.run(FlexVerifier(judge, slow=2, thinking="deepseek_r1").verify("Tom?", "7.", _ctx(judge)))
+    assert [c.valid for c in verdict.checks[4:]] == [None, None] and verdict.valid is None
+    assert verdict.checks[4].thinking == "paragraph 1? \\boxed{1}" and verdict.checks[4].text == "not sure"
+
+
+def test_the_prompt_state_and_the_placeholder_that_closes_it():
+    import asyncio
+
+    from ttc.hesitation import AFTER_THINKING, close_thinking, closing_placeholder, text_prompt_state
+    from ttc.thinking import FORMATS
+
+    fmt = FORMATS["deepseek_r1"]
+    assert [text_prompt_state(t, fmt) for t in ("<think>a", "</think>a", "a", "<think>a</think>b", "x<think>")] == \
+        [True, False, None, False, True]
+    assert closing_placeholder(fmt, False) == ""
+    assert closing_placeholder(fmt, None) == "<think>" + DONE_THINKING + "</think>" + AFTER_THINKING
+    llm = Scripted([""], thinking="deepseek_r1")
+    opened = llm._ids("<user>\nq\n<assistant>\n<think>")
+    closed = asyncio.run(close_thinking(llm, opened, fmt))
+    assert closed == opened + llm._ids(DONE_THINKING + "</think>\n\n")
+    done = llm._ids("<user>\nq\n<assistant>\n<think></think>")
+    assert asyncio.run(close_thinking(llm, done, fmt)) == done

@@ -109,15 +109,11 @@ def majority(checks: Sequence[Check]) -> tuple[tuple[bool, int] | None, float]:
     return key, best / len(keys)  # type: ignore[return-value]
 
 
-def feedback_of(check: Check, fmt: ThinkingFormat | None) -> str:
-    """The critique the solver is shown: the boxed index removed; of a reasoning verifier, its
-    thinking (split off by the backend, or what comes before the end marker), as the authors clean it."""
-    if check.thinking and check.thinking.strip():
-        return _BOXED.sub("", check.thinking).strip()
-    text = _BOXED.sub("", check.text)
-    if fmt is not None and fmt.end in text:
-        text = text.split(fmt.end, 1)[0].replace(fmt.start, "")
-    return text.strip()
+def feedback_of(check: Check) -> str:
+    """The critique the solver is shown, its boxed index removed: a reasoning verifier's thinking
+    (the authors keep what comes before `</think>`), else its text."""
+    text = check.thinking if check.thinking and check.thinking.strip() else check.text
+    return _BOXED.sub("", text).strip()
 
 
 class FlexVerifier:
@@ -201,8 +197,7 @@ class FlexVerifier:
             chosen = [c for c in fast if key is not None and (c.valid, c.error_step) == key]
         if key is None:
             return Verdict(None, None, agreement, escalated, tuple(checks), None, len(self.paragraphs(solution)))
-        fmt = self.format_of(self.generator or ctx.generator)
-        return Verdict(key[0], key[1], agreement, escalated, tuple(checks), feedback_of(chosen[0], fmt),
+        return Verdict(key[0], key[1], agreement, escalated, tuple(checks), feedback_of(chosen[0]),
                        len(self.paragraphs(solution)))
 
     async def _checks(self, question: str, solution: str, mode: Mode, k: int, ctx: Context, spent: Usage,
