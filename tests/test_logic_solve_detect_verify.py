@@ -447,6 +447,8 @@ def test_registry_builds_it_alone_or_voted():
     lambda: SolutionComplete(words=("  ",)),
     lambda: SolutionComplete(words=()),
     lambda: SolutionComplete(every=0),
+    lambda: SolutionComplete(top_logprobs=0),
+    lambda: SolutionComplete(max_checks=0),
 ])
 def test_bad_settings_are_refused(build):
     with pytest.raises(ttc.InvalidInput):
@@ -723,6 +725,7 @@ def test_each_round_is_seeded_with_whole_numbers_of_its_own():
     first = [s for p, params in llm.requests for s in [params.seed] if REFINE not in p and s in solver]
     second = [params.seed for p, params in llm.requests if REFINE in p]
     assert all(isinstance(s, int) for s in solver) and second and set(second).isdisjoint(first)
+    assert all(params.seed is None or isinstance(params.seed, int) for _, params in llm.requests)  # checks too
 
 
 def test_the_chosen_checks_critique_is_the_first_of_the_majority():
