@@ -488,6 +488,8 @@ KNOWN_EQUIVALENT = [
      "a text holding a hesitation word has at least 3 characters"),
     ("_tokens_before", "offbyone: 1->0", "return len(state.token_ids) * char // max(1, len(state.text))",
      "a text holding a hesitation word has at least 3 characters"),
+    ("_tokens_before", "offbyone: 1->2", "mid = (lo + hi + 1) // 2",
+     "any mid in (lo, hi] keeps the bisection for the largest k exact, and (lo + hi + 2) // 2 is in it while lo < hi"),
     ("read_verdict", "offbyone: 0->-1", "if index >= 0:", "index -1 has returned on the line before"),
     ("text_prompt_state", "compare: boundary Gt->GtE", "return start > end",
      "the two markers differ, so their last positions are equal only when both are absent (-1), returned before"),
