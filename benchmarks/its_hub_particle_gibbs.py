@@ -160,8 +160,10 @@ def run_ttc(args: argparse.Namespace) -> None:
     after = get_json(f"{gateway}/stats")
     rows = []
     for q, r in zip(todo, results, strict=True):
+        chosen = r.candidates[r.details["chosen"]] if r.ok and "chosen" in r.details else None
         row = {"id": q["id"], "answer": r.answer, "error": r.error,
-               "text": next((c.text for c in r.candidates if c.answer == r.answer), None) if r.answer else None,
+               "text": chosen.text if chosen else None,
+               "finished": chosen is not None and chosen.finish_reason in ("eos", "boxed"),
                "usage": {k: getattr(r.usage, k) for k in ("prompt_tokens", "completion_tokens", "generator_calls",
                                                             "verifier_tokens", "verifier_calls")}}
         if r.ok:
@@ -205,6 +207,10 @@ def run_its_hub(args: argparse.Namespace) -> None:
         at a closed \\boxed{}. its_hub's own stops only after max_steps + 1 steps (or at a
         `stop_token` in the text) and keeps asking a finished text for more steps."""
 
+        def __init__(self, *args, **kwargs):  # noqa: ANN002, ANN003
+            super().__init__(*args, **kwargs)
+            self.ended = set()  # the texts whose last step ended with end-of-text (or closed a box)
+
         async def aforward(self, lm, prompt_or_prompts, steps_so_far=None, tools=None,  # noqa: ANN001, ANN201
                            tool_choice=None):
             from its_hub.api import ChatMessage
@@ -224,6 +230,8 @@ def run_its_hub(args: argparse.Namespace) -> None:
                 raw = response.get("_raw_choice", {})
                 eos = raw.get("finish_reason") == "stop" and raw.get("stop_reason") is None
                 text = DELIMITER.join([*so_far, step])
+                if eos or has_closed_box(text):
+                    self.ended.add(text)
                 out.append((step, len(so_far) + 1 >= self.max_steps or eos or has_closed_box(text)))
             return out
 
@@ -245,8 +253,10 @@ def run_its_hub(args: argparse.Namespace) -> None:
             try:
                 result = await pg.ainfer(lm, DEMO_INSTRUCTION.format(question=q["question"]),
                                          budget=args.particles * args.iterations, return_response_only=False)
-                return {"id": q["id"], "response": result.the_one.get("content", ""),
-                        "steps_used": result.steps_used_lst}
+                text = result.the_one.get("content", "")
+                # finished as ttc reads it: ended with end-of-text or a closed box, not cut at max_steps
+                finished = text in sg.ended if isinstance(sg, TtcSteps) else None
+                return {"id": q["id"], "response": text, "finished": finished, "steps_used": result.steps_used_lst}
             except Exception as exc:  # noqa: BLE001 - one failed problem is recorded, not fatal
                 return {"id": q["id"], "error": f"{type(exc).__name__}: {exc}"}
 
@@ -283,10 +293,16 @@ def side_row(path: str, gold: dict[str, str]) -> tuple[dict, dict[str, bool]]:
         lines = [json.loads(line) for line in f]
     rows = list({r["id"]: r for r in lines if "id" in r}.values())  # a problem run again: its last row
     blocks = [r["block"] for r in lines if "block" in r]
-    correct = {}
+    correct, lenient = {}, {}
     for r in rows:
-        answer = r.get("answer") if "answer" in r else (extract(r["response"]) if "response" in r else None)
+        # one rule for both sides (ttc's): a trace cut at max_steps or max_tokens is answered only by an
+        # explicit answer (boxed, "the answer is"), a finished one also by its last number; `lenient`
+        # reads every chosen text as finished
+        text = r.get("text") if "text" in r else r.get("response")
+        answer = extract(text, finished=bool(r.get("finished"))) if text else None
+        loose = extract(text, finished=True) if text else None
         correct[r["id"]] = answer is not None and equivalent(answer, gold[r["id"]])
+        lenient[r["id"]] = loose is not None and equivalent(loose, gold[r["id"]])
     n = len(rows)
     low, high = wilson_interval(sum(correct.values()), n)
     counts: dict[str, float] = {}
@@ -300,6 +316,9 @@ def side_row(path: str, gold: dict[str, str]) -> tuple[dict, dict[str, bool]]:
     per["server_requests"] = round((counts.get("requests", 0) + counts.get("reward_calls", 0)) / n, 2)
     return {"side": blocks[0]["side"] if blocks else path, "problems": n, "correct": sum(correct.values()),
             "accuracy": round(sum(correct.values()) / n, 4), "ci95": [round(low, 4), round(high, 4)],
+            "lenient_accuracy": round(sum(lenient.values()) / n, 4),
+            "lenient_ci95": [round(x, 4) for x in wilson_interval(sum(lenient.values()), n)],
+            "finished": sum(bool(r.get("finished")) for r in rows),
             "failed": sum(bool(r.get("error")) for r in rows), "per_problem": per,
             "wall_seconds": round(sum(b["wall_seconds"] for b in blocks), 1)}, correct
 
