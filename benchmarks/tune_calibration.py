@@ -5,7 +5,9 @@ settings: a bootstrap max-|t| band over every setting, widened for the held-out 
 
     python benchmarks/tune_calibration.py BANK [BANK ...] --budget 300 --budget 600 [--json out.json]
 
-The bank is replayed once; each split re-summarises the same replays on its halves. For each split
+The bank is replayed once; each split re-summarises the same replays on its halves (the shared
+budget across problems, whose allocation couples the problems, is replayed again per split: each
+half shares its own total, as `ttc tune --split` does). For each split
 and budget it prints the picked setting, its predicted interval, its held-out accuracy, and its
 margin on the held-out half over the best fixed setting (one sample or an unweighted majority vote
 at a fixed n, self-consistency, chosen on the fit half within the picked setting's tokens), with a
@@ -23,8 +25,10 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ttc.bank.arrays import problem_arrays
     from ttc.bank.format import check_compatible, load_bank
-    from ttc.bank.tune import replay_bank, summarize
+    from ttc.bank.shared import default_shared
+    from ttc.bank.tune import orderings, replay_bank, replay_shared, summarize
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("banks", nargs="+")
@@ -39,11 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     banks = [load_bank(b) for b in args.banks]
     if len(banks) > 1:
         check_compatible(banks)
-    settings, blocks = [], []
+    settings, blocks, shared = [], [], []
     for bank in banks:
-        got, out = replay_bank(bank, draws=args.draws, seed=args.seed, name=bank.name if len(banks) > 1 else "")
+        got, out = replay_bank(bank, draws=args.draws, seed=args.seed, name=bank.name if len(banks) > 1 else "",
+                               budgets=args.budget or ())
         settings += got
         blocks.append(out)
+        arrays = [problem_arrays(p) for p in bank.problems]
+        family = default_shared(bank.k, bank.header.get("params", {}).get("max_tokens"), arrays, args.budget or ())
+        if family is not None:  # replay_bank puts its rows last
+            shared.append((len(blocks) - 1, family, arrays, orderings(len(arrays), bank.k, args.draws, args.seed)))
     outcomes = np.concatenate(blocks, axis=0)
     count = outcomes.shape[1]
     replayed = time.perf_counter() - start
@@ -52,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     for split in range(args.splits):
         order = np.random.default_rng(1000 + split).permutation(count)
         fit, held = np.sort(order[: count // 2]), np.sort(order[count // 2:])
+        for b, family, arrays, perms in shared:  # each half shares its own total
+            blocks[b][-len(family.settings):] = replay_shared(family, arrays, perms, [fit, held])
+        outcomes = np.concatenate(blocks, axis=0)
         report = summarize(settings, outcomes, fit, held, replicates=args.replicates, seed=split + 1)
         report.k = min(b.k for b in banks)
         for budget in budgets:

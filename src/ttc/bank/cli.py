@@ -121,7 +121,9 @@ def register(sub: Any, add_backend_args: Callable[[argparse.ArgumentParser], Non
                          "more sample banks (ttc record): accuracy, tokens, requests and latency per problem with "
                          "90%% intervals, the Pareto frontier, the best setting per token budget.")
     tun.add_argument("banks", nargs="+", help="bank files (several: e.g. one per temperature, same problems)")
-    tun.add_argument("--budget", action="append", help="per-problem token budget(s), e.g. 500,1000 (repeatable)")
+    tun.add_argument("--budget", action="append",
+                     help="per-problem token budget(s), e.g. 500,1000 (repeatable): the best setting within each, "
+                     "and the shared budget across problems replayed at each")
     tun.add_argument("--split", type=float, default=None,
                      help="fit on this fraction of the problems, predict the others (e.g. 0.5)")
     tun.add_argument("--split-seed", type=int, default=0)

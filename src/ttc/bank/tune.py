@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ttc.bank.arrays import problem_arrays
+from ttc.bank.arrays import ProblemArrays, problem_arrays
 from ttc.bank.format import Bank, check_compatible, load_bank
 from ttc.bank.replays import (
     COLUMNS,
@@ -37,6 +37,7 @@ from ttc.bank.replays import (
     Vote,
 )
 from ttc.bank.report import Measure, TuneReport, TuneRow
+from ttc.bank.shared import SharedBudget, default_shared
 from ttc.errors import InvalidInput
 
 
@@ -69,33 +70,57 @@ def default_families(k: int, scores: Iterable[str], has_top: bool, rpc_mixture: 
     return families
 
 
-def replay_bank(bank: Bank, families: Sequence[Family] | None = None, draws: int = 16, seed: int = 0,
-                progress: bool = False, name: str = "", rpc_mixture: bool = False
+def replay_bank(bank: Bank, families: Sequence[Family | SharedBudget] | None = None, draws: int = 16,
+                seed: int = 0, progress: bool = False, name: str = "", rpc_mixture: bool = False,
+                budgets: Sequence[float] = (), parts: Sequence[np.ndarray] | None = None
                 ) -> tuple[list[TuneSetting], np.ndarray]:
     """(settings, outcomes[setting, problem, draw, column]) for every family on every problem; the
-    orderings are the same for every family (paired comparisons), drawn from `seed`."""
+    orderings are the same for every family (paired comparisons), drawn from `seed`. A shared
+    budget (`SharedBudget`) is replayed across the problems of each of `parts` (index arrays; default:
+    all problems) on its own: each part shares its own total, budget x its problems."""
     arrays = [problem_arrays(p) for p in bank.problems]
     k = bank.k
     if families is None:
         scores = [s for s in arrays[0].scores if all(s in a.scores for a in arrays)]
         has_top = all(s.top_logprobs is not None for s in bank.problems[0].samples)
-        families = default_families(k, scores, has_top, rpc_mixture)
+        shared = default_shared(k, bank.header.get("params", {}).get("max_tokens"), arrays, budgets)
+        families = [*default_families(k, scores, has_top, rpc_mixture), *([shared] if shared else [])]
     settings = [s for f in families for s in f.settings]
     out = np.empty((len(settings), len(arrays), draws, COLUMNS))
-    rng = np.random.default_rng(seed)
-    perms = [[rng.permutation(k) for _ in range(draws)] for _ in arrays]
+    perms = orderings(len(arrays), k, draws, seed)
     from tqdm.auto import tqdm
 
+    starts = np.cumsum([0] + [len(f.settings) for f in families])
+    alone = [(f, start) for f, start in zip(families, starts, strict=False) if not isinstance(f, SharedBudget)]
     for pi, p in enumerate(tqdm(arrays, desc=f"replay {bank.name}", disable=not progress, unit="problem")):
         for r in range(draws):
-            row = 0
-            for f in families:
+            for f, start in alone:
                 block = f.run(p, perms[pi][r])
-                out[row:row + len(block), pi, r] = block
-                row += len(block)
+                out[start:start + len(block), pi, r] = block
+    for f, start in zip(families, starts, strict=False):
+        if isinstance(f, SharedBudget):
+            out[start:start + len(f.settings)] = replay_shared(f, arrays, perms, parts)
     if name:
         settings = [TuneSetting(s.strategy, s.n, s.options, name) for s in settings]
     return settings, out
+
+
+def orderings(problems: int, k: int, draws: int, seed: int) -> list[list[np.ndarray]]:
+    """perms[problem][draw]: the orderings of each problem's K samples that every family replays."""
+    rng = np.random.default_rng(seed)
+    return [[rng.permutation(k) for _ in range(draws)] for _ in range(problems)]
+
+
+def replay_shared(family: SharedBudget, arrays: Sequence[ProblemArrays], perms: Sequence[Sequence[np.ndarray]],
+                  parts: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """outcomes[setting, problem, draw, column] of a shared budget: each of `parts` (index arrays;
+    default: all problems) shares its own total, budget x its problems, in each ordering."""
+    draws = len(perms[0]) if len(perms) else 0
+    out = np.empty((len(family.settings), len(arrays), draws, COLUMNS))
+    for part in parts if parts is not None else [np.arange(len(arrays))]:
+        for r in range(draws):
+            out[:, part, r] = family.run_all([arrays[i] for i in part], [perms[i][r] for i in part])
+    return out
 
 
 def _bootstrap_index(problems: int, draws: int, replicates: int, rng: np.random.Generator
@@ -132,18 +157,20 @@ def simultaneous_factor(boot: np.ndarray, point: np.ndarray, level: float = 0.9)
 
 def tune(banks: str | os.PathLike | Bank | Sequence[str | os.PathLike | Bank], *,
          budgets: Sequence[float] = (), split: float | None = None, split_seed: int = 0, draws: int = 8,
-         replicates: int = 1000, level: float = 0.9, seed: int = 0, families: Sequence[Family] | None = None,
-         rpc_mixture: bool = False, progress: bool = False) -> TuneReport:
+         replicates: int = 1000, level: float = 0.9, seed: int = 0,
+         families: Sequence[Family | SharedBudget] | None = None, rpc_mixture: bool = False,
+         progress: bool = False) -> TuneReport:
     """Replay every replayable setting on the bank(s); return a `TuneReport`.
 
     banks: bank files (or loaded `Bank`s) of one model, prompt and problem set, e.g. at several
         temperatures; settings are then named after their bank.
-    budgets: per-problem token budgets for `report.best(budget)` in the printed report.
+    budgets: per-problem token budgets for `report.best(budget)` in the printed report; the shared
+        budget across problems is replayed at each of them too (a total of budget x problems).
     split: the fraction of problems to fit on (chosen at random with `split_seed`); the rest are
         predicted: each row then carries its accuracy there and the prediction interval.
     draws: orderings of each problem's samples replayed; replicates: bootstrap replicates.
-    families: the replays to run (default: `default_families`); rpc_mixture: replay RPC with its
-        Weibull-mixture pruning too (slow: a scipy fit per subsample).
+    families: the replays to run (default: `default_families` and `default_shared`); rpc_mixture:
+        replay RPC with its Weibull-mixture pruning too (slow: a scipy fit per subsample).
     """
     start = time.perf_counter()
     items = [banks] if isinstance(banks, (str, os.PathLike, Bank)) else list(banks)
@@ -156,15 +183,7 @@ def tune(banks: str | os.PathLike | Bank | Sequence[str | os.PathLike | Bank], *
         check_compatible(loaded)
     if draws < 1 or replicates < 10:
         raise InvalidInput("tune needs draws >= 1 and replicates >= 10")
-    settings: list[TuneSetting] = []
-    blocks = []
-    for bank in loaded:
-        got, out = replay_bank(bank, families, draws, seed, progress, bank.name if len(loaded) > 1 else "",
-                               rpc_mixture)
-        settings += got
-        blocks.append(out)
-    outcomes = np.concatenate(blocks, axis=0)
-    count = outcomes.shape[1]
+    count = len(loaded[0].problems)
     fit = np.arange(count)
     held = np.array([], dtype=int)
     if split is not None:
@@ -175,6 +194,14 @@ def tune(banks: str | os.PathLike | Bank | Sequence[str | os.PathLike | Bank], *
         if cut < 2 or count - cut < 2:
             raise InvalidInput(f"split={split} leaves fewer than 2 problems on a side of {count}")
         fit, held = np.sort(order[:cut]), np.sort(order[cut:])
+    settings: list[TuneSetting] = []
+    blocks = []
+    for bank in loaded:  # a shared budget is shared by the fit problems, and apart by the held-out ones
+        got, out = replay_bank(bank, families, draws, seed, progress, bank.name if len(loaded) > 1 else "",
+                               rpc_mixture, budgets=budgets, parts=[fit, held] if len(held) else None)
+        settings += got
+        blocks.append(out)
+    outcomes = np.concatenate(blocks, axis=0)
     report = summarize(settings, outcomes, fit, held, replicates=replicates, level=level, seed=seed + 1)
     report.banks = [b.path or b.name for b in loaded]
     report.k = min(b.k for b in loaded)

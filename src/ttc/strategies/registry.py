@@ -502,7 +502,8 @@ class Replayability:
 
 
 _FRESH = "needs fresh generation beyond independent samples"
-#: name -> Replayability; one per STRATEGIES entry (tests/test_tune.py checks it)
+#: name -> Replayability; one per STRATEGIES entry (tests/test_tune_replay.py checks it), and
+#: "shared_budget", the runner's token total shared across problems (not a strategy of its own)
 REPLAY: dict[str, Replayability] = {
     "sample": Replayability(True, "the first sample of the subsample", exact=True),
     "majority": Replayability(True, "vote over the first n samples (weighted by a recorded verifier score too)",
@@ -518,6 +519,10 @@ REPLAY: dict[str, Replayability] = {
                               "logprobs falls under the bar; its tokens counted to there"),
     "first_finish": Replayability(True, "the shortest of the first n samples wins (equal decoding speed "
                                   "assumed); the others are billed up to its length"),
+    "shared_budget": Replayability(True, "`solve_many(total_budget=, allocation=)` running AdaptiveVote or "
+                                   "MajorityVote: its allocation (worst-case reservations, waves, fewest samples "
+                                   "first) replayed across all problems at once from each problem's ordering",
+                                   exact=True),
     "early_exit": Replayability(False, f"{_FRESH}: its probes elicit answers mid-trace"),
     "adaptive_best_of_n": Replayability(False, f"{_FRESH}: the model's self-evaluation of each sample"),
     "solve_detect_verify": Replayability(False, f"{_FRESH}: its detector and verifier question the model "
@@ -532,5 +537,5 @@ REPLAY: dict[str, Replayability] = {
 
 
 def replayability(name: str) -> Replayability:
-    """How `ttc tune` can replay strategy `name` from a sample bank (see `REPLAY`)."""
-    return REPLAY[canonical_name(name)]
+    """How `ttc tune` can replay strategy `name` (or "shared_budget") from a sample bank (see `REPLAY`)."""
+    return REPLAY[name] if name in REPLAY else REPLAY[canonical_name(name)]
