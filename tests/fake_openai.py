@@ -13,7 +13,8 @@ EOS (no \\boxed, so only the end-of-sequence signal can finish a step-search tra
 
 with "6" instead of "5" for every third sample the server draws (so a vote of 4 gives 5, 5, 6, 5).
 It finds how far a prompt already is by looking for the steps in its text (token-id prompts are
-decoded with the server's own toy tokenizer: pieces of whitespace and non-whitespace).
+decoded with the server's own toy tokenizer: pieces of whitespace and non-whitespace), and goes on
+exactly where a prompt that holds the start of its text stops (a chunk cut inside a step).
 """
 
 from __future__ import annotations
@@ -150,10 +151,14 @@ class FakeOpenAI:
             return "", True, None  # said everything: EOS at once
         if self.behaviour.think and "</think>" not in written:
             parts = [THOUGHT + parts[0], *parts[1:]]
-        done = 0
-        while done < len(parts) - 1 and parts[done].strip() in written:
-            done += 1
-        rest = "".join(parts[done:])
+        whole = "".join(parts)
+        if written and whole.startswith(written):  # cut anywhere (a chunk of tokens): go on from there
+            rest = whole[len(written):]
+        else:
+            done = 0
+            while done < len(parts) - 1 and parts[done].strip() in written:
+                done += 1
+            rest = "".join(parts[done:])
         for s in stop:
             at = rest.find(s)
             if at != -1:

@@ -1,6 +1,6 @@
 """ParticleGibbs and ParallelTempering logic that a wrong algorithm cannot pass: the reference
-particle's retention and its per-prefix weight (its_hub's PR #84), free particles continuing from
-the reference's prefix, the reference draw, the swap rule, and the chains' exchange of references.
+particle's retention and its per-prefix weight (its_hub's issue #54), free particles continuing
+from the reference's prefix, the reference draw, the swap rule, and the chains' exchange of references.
 Scripted backend and a table PRM (tests/logic_helpers.py).
 
 Statistical tests use fixed seeds, so they are deterministic; each states the probability that a
@@ -210,8 +210,8 @@ def test_free_particles_draw_the_reference_prefix_in_proportion_to_its_prefix_we
     # B: 0.4). Each free particle draws the reference's entry with probability
     # e^{l(ref prefix)} / sum over the three entries, computed here from the score table (not from
     # the recorded weights). Over 150 seeds x 2 draws the mean is within 5 sd of the expected mean
-    # (false failure < 1e-6); weighting the reference by its final score (0.2 / 0.6: the bug its_hub's
-    # PR #84 fixed), or leaving it out of the draw, moves the share by > 0.15.
+    # (false failure < 1e-6); weighting the reference by its final score (0.2 / 0.6: the bug of
+    # its_hub's issue #54, still in its 1.2.0), or leaving it out of the draw, moves the share by > 0.15.
     llm, prm = toy(*TREE)
     expected, observed, draws = [], [], 0
     for seed in range(150):

@@ -447,7 +447,348 @@ def test_registry_builds_it_alone_or_voted():
     lambda: SolutionComplete(words=("  ",)),
     lambda: SolutionComplete(words=()),
     lambda: SolutionComplete(every=0),
+    lambda: SolutionComplete(top_logprobs=0),
+    lambda: SolutionComplete(max_checks=0),
 ])
 def test_bad_settings_are_refused(build):
     with pytest.raises(ttc.InvalidInput):
         build()
+
+
+# -- inside a reasoning model's thinking ----------------------------------------------------------
+#: a deepseek_r1-style model: its chat prompt opens the thinking; it boxes a wrong number inside the
+#: thinking and hesitates twice before it closes the thinking and answers
+THOUGHT = "3 + 4 = 7, so \\boxed{7}.\nWait, the question asks for 3 * 4.\nHmm, 3 * 4 = 12, that is all.\nSo 12."
+THINKING_TRACE = THOUGHT + "</think>The answer is \\boxed{12}."
+SECOND_THOUGHT = "Redo: 3 * 4 = 12."
+CUE = "\n\nThe final answer is \\boxed{"
+
+
+def thinking_llm(trace: str = THINKING_TRACE, complete: tuple[str, ...] = ("Hmm",), fast=("\\boxed{-1}",),
+                 slow=("\\boxed{-1}",), second: str = SECOND_THOUGHT + "</think>So \\boxed{12}.") -> Scripted:
+    """The solver writes `trace` (thinking, end marker, content); the detector says complete at the
+    words in `complete`; an answer cue after the end marker is answered "12}"; a fast check (its
+    thinking closed) says the next of `fast`, a slow one (thinking open) the next of `slow`; a
+    refining round writes `second`."""
+    fast_verdicts, slow_verdicts = itertools.cycle(fast), itertools.cycle(slow)
+
+    def script(prompt: str, params: ttc.SamplingParams, i: int) -> str:
+        if DETECT in prompt:
+            shown = shown_solution(prompt).rstrip()
+            word = next((w for at, w in find_hesitations(THOUGHT, PATTERN) if at >= len(shown)), "")
+            return "Yes" if word in complete else "No"
+        if VERIFY in prompt:
+            return next(fast_verdicts) if prompt.endswith("</think>\n\n") else next(slow_verdicts)
+        if prompt.endswith(CUE):
+            return "12}."
+        if REFINE in prompt:  # what the refining round wrote so far: after its own start marker
+            return second[len(prompt.rsplit("<think>", 1)[1].lstrip("\n")):]
+        return trace[len(prompt.rsplit("<assistant>\n", 1)[1].removeprefix("<think>")):]
+
+    return Scripted(script, thinking="deepseek_r1")
+
+
+def thinking_sdv(**kw) -> ttc.SolveDetectVerify:
+    return ttc.SolveDetectVerify(detector=detector(), params=ttc.SamplingParams(max_tokens=200), **kw)
+
+
+def test_inside_the_thinking_the_stop_closes_it_and_the_answer_comes_from_the_content():
+    llm = thinking_llm(complete=("Hmm",))
+    r = thinking_sdv(rounds=1).solve("3 * 4?", llm)
+    first = r.details["rounds"][0]
+    assert [(d["word"], d["complete"]) for d in first["detections"]] == [("Wait", False), ("Hmm", True)]
+    cut = THOUGHT.index("Hmm")
+    assert first["detections"][1]["at"] == len(llm._ids(THOUGHT[:cut]))  # tokens of thinking before the word
+    c = r.candidates[0]
+    assert c.finish_reason == "early_exit" and r.answer == "12"
+    assert c.thinking == THOUGHT[:cut] and c.thinking_closed is True  # the thinking, cut before the word
+    assert c.text == CUE + "12}" and "\\boxed{7}" not in c.text and "</think>" not in c.text
+    # the answer was asked for once, after exactly one end marker, right after the cut thinking
+    asked = [p for p, _ in llm.requests if p.endswith(CUE)]
+    assert len(asked) == 1 and asked[0].endswith("<think>" + THOUGHT[:cut] + "</think>" + CUE)
+    # the detector was shown the thinking so far (no marker) and asked after a closed placeholder thinking
+    questions = [p for p, _ in requests_of(llm, DETECT)]
+    assert [shown_solution(p) for p in questions] == [THOUGHT[:THOUGHT.index("Wait")].rstrip(), THOUGHT[:cut].rstrip()]
+    assert all(p.endswith("<assistant>\n<think>" + DONE_THINKING + "</think>\n\n") for p in questions)
+
+
+def test_inside_the_thinking_every_token_is_counted_and_the_thinking_is_reasoning_tokens():
+    llm = thinking_llm(complete=("Hmm",))
+    r = thinking_sdv(rounds=1).solve("3 * 4?", llm)
+    c = r.candidates[0]
+    generated = c.completion.thinking  # the solver's chunks: all of them inside the thinking
+    assert generated.text.startswith(THOUGHT[:THOUGHT.index("Hmm")]) and THOUGHT.startswith(generated.text)
+    assert r.usage.reasoning_tokens == generated.num_tokens == len(llm._ids(generated.text)) > 0
+    detector_calls = len(requests_of(llm, DETECT))
+    assert r.usage.completion_tokens == generated.num_tokens + detector_calls + len(llm._ids("12}."))
+    assert r.usage.prompt_tokens == sum(len(llm._ids(p)) for p, _ in llm.requests)
+    assert r.usage.completion_tokens == llm.generated_tokens
+    assert (c.usage.total_tokens, c.usage.reasoning_tokens) == (r.usage.total_tokens, r.usage.reasoning_tokens)
+    assert c.scores["probe_calls"] == detector_calls + 1  # the questions and the elicited answer
+
+
+def test_once_the_model_closes_its_thinking_the_detector_is_silent():
+    trace = "3 * 4 = 12.</think>\nWait, to confirm: \\boxed{12}.\nHmm, yes, \\boxed{12}."
+    llm = thinking_llm(trace=trace, complete=("Wait", "Hmm", "to confirm"))
+    r = thinking_sdv(rounds=1).solve("3 * 4?", llm)
+    assert r.details["rounds"][0]["detections"] == [] and not requests_of(llm, DETECT)
+    c = r.candidates[0]
+    assert c.finish_reason == "stop" and c.thinking == "3 * 4 = 12." and r.answer == "12"
+
+
+def test_without_a_hesitation_in_the_thinking_the_trace_ends_on_its_own_and_answers_from_the_content():
+    llm = thinking_llm(trace="So \\boxed{7}? No: 3 * 4.</think>\\boxed{12}", complete=("Wait",))
+    r = thinking_sdv(rounds=1).solve("3 * 4?", llm)
+    c = r.candidates[0]
+    assert (c.finish_reason, c.thinking, c.text, r.answer) == ("stop", "So \\boxed{7}? No: 3 * 4.", "\\boxed{12}", "12")
+
+
+def test_a_reasoning_verifier_checks_the_whole_solution_and_reads_its_verdict_from_the_content():
+    # fast checks disagree; the slow check boxes an index in its thinking and none in its content
+    llm = thinking_llm(fast=("\\boxed{-1}", "\\boxed{1}"), slow=("Paragraph 1 is off \\boxed{1}</think>Not sure.",))
+    r = thinking_sdv().solve("3 * 4?", llm)
+    v = r.details["rounds"][0]["verification"]
+    assert [c["mode"] for c in v["checks"]] == ["fast"] * 4 + ["slow"]
+    assert v["checks"][-1]["valid"] is None  # the box in the slow check's thinking is not its verdict
+    assert v["valid"] is None and r.details["stopped_by"] == "unsure" and r.answer == "12"
+    fast = [p for p, _ in requests_of(llm, VERIFY) if p.endswith("</think>\n\n")]
+    slow = [p for p, _ in requests_of(llm, VERIFY) if p.endswith("<think>")]
+    assert len(fast) == 4 and len(slow) == 1
+    assert all(p.endswith("<assistant>\n<think>" + DONE_THINKING + "</think>\n\n") for p in fast)
+    assert "Answer at once" not in fast[0] and "review every paragraph" not in slow[0]  # steered by its thinking
+    # the solution checked: the thinking's paragraphs (cut at its hesitation words), then the content
+    solution = fast[0].split("[Solution]\n\n", 1)[1]
+    assert "<paragraph_0>\n3 + 4 = 7, so \\boxed{7}.\n</paragraph_0>" in solution
+    second = "Wait, the question asks for 3 * 4.\n\nThe final answer is \\boxed{12}"
+    assert f"<paragraph_1>\n{second}\n</paragraph_1>" in solution
+    assert "<think>" not in solution.split("Review the solution")[0] and v["paragraphs"] == 2
+
+
+def test_a_rejected_answer_is_refined_with_the_whole_solution_and_the_verifiers_thinking():
+    llm = thinking_llm(fast=("\\boxed{1}", "\\boxed{0}"), slow=("the sum is off \\boxed{1}</think>\\boxed{1}",))
+    r = thinking_sdv().solve("3 * 4?", llm)
+    rounds = r.details["rounds"]
+    v = rounds[0]["verification"]
+    assert (v["valid"], v["error_step"], v["feedback"]) == (False, 1, "the sum is off")
+    refine = requests_of(llm, REFINE)
+    assert refine
+    prompt = refine[0][0]
+    cut = THOUGHT[:THOUGHT.index("Hmm")].rstrip()
+    # the previous round as an assistant turn: its thinking, then its content, without markers
+    assert f"<assistant>\n{cut}\n\n{CUE.lstrip()}12}}\n<user>\n" in prompt
+    assert "first in paragraph 1" in prompt and "the sum is off" in prompt
+    assert prompt.endswith("<assistant>\n<think>") and prompt.count("</think>") == 0
+    c = r.candidates[0]
+    assert (c.thinking, c.text, c.thinking_closed, r.answer) == (SECOND_THOUGHT, "So \\boxed{12}.", True, "12")
+    assert len(rounds) == 2 and rounds[1]["answer"] == "12" and r.details["stopped_by"] == "max_rounds"
+    alone = thinking_sdv(rounds=1).solve("3 * 4?", thinking_llm())  # the first round by itself
+    assert r.usage.reasoning_tokens == alone.usage.reasoning_tokens + len(llm._ids(SECOND_THOUGHT))
+    assert r.usage.completion_tokens + r.usage.prompt_tokens + r.usage.verifier_tokens == \
+        sum(len(llm._ids(p)) for p, _ in llm.requests) + llm.generated_tokens
+
+
+def test_a_raw_prompt_on_a_reasoning_model_is_refined_as_raw_text_with_a_new_thinking():
+    llm = thinking_llm(fast=("\\boxed{0}",))
+    raw = "<user>\n3 * 4?\n<assistant>\n<think>"
+    r = thinking_sdv().solve(ttc.Problem("3 * 4?", metadata={"prompt": raw}), llm)
+    cut = THOUGHT[:THOUGHT.index("Hmm")]
+    refine = requests_of(llm, REFINE)[0][0]
+    assert refine.startswith(raw + cut + "</think>" + CUE + "12}\n\n" + "A verifier found an error")
+    assert refine.endswith("with the final answer at the end.\n\n<think>\n")
+    assert r.answer == "12" and r.candidates[0].thinking.endswith(SECOND_THOUGHT)
+
+
+# -- written from the mutation run's survivors (scripts/mutation.py, docs/testing.md) ---------------
+def _ctx(llm) -> ttc.Context:
+    return ttc.Context(llm)
+
+
+def _check(probe: SolutionComplete, llm, text: str, state=None):
+    """Ask `probe` about a trace whose text (so far) is `text`, as EarlyExit would between chunks."""
+    import asyncio
+
+    from ttc.probes.base import TraceState
+
+    if state is None:
+        state = TraceState(problem=ttc.Problem("Tom?"), prompt_ids=[])
+        probe.reset(state)
+    state.text, state.token_ids = text, llm._ids(text)
+    return state, asyncio.run(probe.check(state, _ctx(llm)))
+
+
+def test_a_word_at_the_very_end_waits_for_the_next_token_then_counts():
+    asked = []
+    llm = Scripted(lambda prompt, params, i: asked.append(prompt) or "No")
+    probe = SolutionComplete(every=1)
+    state, decision = _check(probe, llm, "So 3 + 4 = 7.\nWait")
+    assert not asked and probe.detections(state) == []  # "Wait" may still become "Waiting"
+    state, decision = _check(probe, llm, "So 3 + 4 = 7.\nWait, 7.", state)
+    assert [(d.word, d.at) for d in probe.detections(state)] == [("Wait", len(llm._ids("So 3 + 4 = 7.\n")))]
+    assert len(asked) == 1 and not decision.stop
+
+
+def test_a_long_word_cut_between_chunks_is_found_in_the_next_one():
+    llm = Scripted(lambda prompt, params, i: "No")
+    probe = SolutionComplete(every=1)
+    state, _ = _check(probe, llm, "x = 7.\nLet me double-che")
+    state, _ = _check(probe, llm, "x = 7.\nLet me double-check it: 7.", state)
+    assert [d.word for d in probe.detections(state)] == ["Let me double-check"]
+
+
+def test_a_word_at_the_start_is_asked_about_with_an_empty_solution():
+    llm = make_llm(trace="Hmm, 3 + 4 = 7.\nWait, yes: 7.", complete=())
+    r = ttc.SolveDetectVerify(detector=detector(), rounds=1).solve("Tom?", llm)
+    dets = r.details["rounds"][0]["detections"]
+    assert [(d["word"], d["at"]) for d in dets] == [("Hmm", 0), ("Wait", len(llm._ids("Hmm, 3 + 4 = 7.\n")))]
+    assert [shown_solution(p) for p, _ in requests_of(llm, DETECT)] == ["", "Hmm, 3 + 4 = 7."]
+
+
+def test_neither_yes_nor_no_is_not_complete():
+    llm = Scripted(lambda prompt, params, i: "Maybe" if DETECT in prompt else TRACE[len(assistant_text(prompt)):])
+    r = ttc.SolveDetectVerify(detector=detector(), rounds=1).solve("Tom?", llm)
+    assert [d["p_complete"] for d in r.details["rounds"][0]["detections"]] == [0.5, 0.5]
+    assert r.candidates[0].finish_reason == "stop"
+
+
+def test_the_top_alternatives_decide_over_the_sampled_token():
+    from ttc.backends.scripted import ScriptedResponse
+
+    yes_id = Scripted([""])._ids("Yes")[0]
+
+    def script(prompt, params, i):
+        if DETECT in prompt:  # sampled "No", but Yes (by id and by text, twice) is more probable
+            return ScriptedResponse("No", top_logprobs=[{yes_id: -0.7, " yes": -0.9, "Yes": -2.0, "No": -1.2}])
+        if prompt.endswith(PLAIN_SUFFIX):
+            return " 7"
+        return TRACE[len(assistant_text(prompt)):]
+
+    llm = Scripted(script)
+    llm._ids("Yes")  # the same vocabulary: id `yes_id` decodes to "Yes"
+    r = ttc.SolveDetectVerify(detector=detector(), rounds=1).solve("Tom?", llm)
+    first = r.details["rounds"][0]["detections"][0]
+    import math
+    yes = math.exp(-0.7) + math.exp(-0.9)  # the larger of the two "Yes" entries, and " yes"
+    assert first["complete"] is True and first["p_complete"] == pytest.approx(yes / (yes + math.exp(-1.2)))
+
+
+def test_complete_is_the_share_of_yes_in_yes_and_no():
+    import math
+
+    assert complete_by_logprobs({"Yes": math.log(0.6), "No": math.log(0.2)}) == pytest.approx(0.75)
+
+
+def test_without_a_decoder_the_cut_is_proportional():
+    class NoDecode(Scripted):
+        @property
+        def can_decode(self) -> bool:
+            return False
+
+    llm = NoDecode(lambda prompt, params, i: "Yes")
+    probe = SolutionComplete(every=1)
+    text = "3 + 4 = 7, so it is 7.\nHmm, 7."
+    state, decision = _check(probe, llm, text)
+    expected = len(llm._ids(text)) * text.index("Hmm") // len(text)  # rounded down
+    assert decision.stop and decision.at == expected == probe.detections(state)[0].at
+    assert expected != len(llm._ids(text[:text.index("Hmm")]))  # not what a decoder would say
+
+
+def test_watched_is_the_text_before_the_end_marker():
+    from ttc.thinking import FORMATS
+
+    probe = SolutionComplete()
+    fmt = FORMATS["deepseek_r1"]
+    assert probe.watched("</think>Wait", fmt) == "" and probe.watched("abc", fmt) == "abc"
+    assert probe.watched("ab</think>c", fmt) == "ab" and probe.watched("ab</think>c") == "ab</think>c"
+
+
+def test_a_text_level_reasoning_model_is_shown_and_verified_without_markers():
+    # a backend that does not split the thinking; the strategy is told the format
+    trace = "<think>3 + 4 = 7.\nWait, fine.\nHmm, 7.</think>So 7."
+    llm = make_llm(trace=trace, complete=("Hmm",), verdicts=("\\boxed{-1}",))
+    r = ttc.SolveDetectVerify(detector=SolutionComplete(every=4, thinking="qwen3"), thinking="qwen3").solve("T?", llm)
+    assert [shown_solution(p) for p, _ in requests_of(llm, DETECT)] == ["3 + 4 = 7.", "3 + 4 = 7.\nWait, fine."]
+    checked = requests_of(llm, VERIFY)[0][0].split("[Solution]", 1)[1].split("Review the solution")[0]
+    assert "<think>" not in checked and "</think>" not in checked and "Wait, fine." in checked
+    assert r.answer == "7"
+
+
+def test_a_budget_too_small_for_the_first_round_is_the_budgets_error():
+    with pytest.raises(ttc.BudgetExhausted):
+        ttc.SolveDetectVerify(detector=detector()).solve("Tom?", make_llm(), budget=ttc.Budget(tokens=3))
+
+
+def test_each_round_is_seeded_with_whole_numbers_of_its_own():
+    llm = make_llm(verdicts=("\\boxed{1}",))
+    ttc.SolveDetectVerify(detector=detector()).solve("Tom?", llm, seed=3)
+    solver = [params.seed for p, params in llm.requests if DETECT not in p and VERIFY not in p
+              and not p.endswith(PLAIN_SUFFIX)]
+    first = [s for p, params in llm.requests for s in [params.seed] if REFINE not in p and s in solver]
+    second = [params.seed for p, params in llm.requests if REFINE in p]
+    assert all(isinstance(s, int) for s in solver) and second and set(second).isdisjoint(first)
+    assert all(params.seed is None or isinstance(params.seed, int) for _, params in llm.requests)  # checks too
+
+
+def test_the_chosen_checks_critique_is_the_first_of_the_majority():
+    fast = ("A \\boxed{1}", "B \\boxed{2}", "C \\boxed{2}", "D \\boxed{2}")
+    llm = make_llm(verdicts=fast)
+    r = ttc.SolveDetectVerify(verifier=FlexVerifier(threshold=0.75), detector=detector()).solve("Tom?", llm)
+    assert r.details["rounds"][0]["verification"]["feedback"] == "B"
+    slow = ("A \\boxed{1}", "B \\boxed{2}", "C \\boxed{3}", "D \\boxed{4}",  # fast: no agreement
+            "X \\boxed{1}", "Y \\boxed{2}", "Z \\boxed{2}")
+    llm = make_llm(verdicts=slow)
+    r = ttc.SolveDetectVerify(verifier=FlexVerifier(slow=3), detector=detector()).solve("Tom?", llm)
+    v = r.details["rounds"][0]["verification"]
+    assert (v["escalated"], v["error_step"], v["feedback"]) == (True, 2, "Y")
+
+
+def test_slow_checks_default_to_a_quarter_of_the_fast_ones_rounded_up():
+    assert [FlexVerifier(fast=k).slow for k in (1, 4, 5, 8, 9)] == [1, 1, 2, 2, 3]
+
+
+def test_verify_on_its_own_seeds_each_check_and_needs_no_spent_record():
+    import asyncio
+
+    judge = Scripted(["\\boxed{1}", "\\boxed{2}", "\\boxed{1}", "\\boxed{2}", "\\boxed{1}"])
+    verdict = asyncio.run(FlexVerifier(judge).verify("Tom?", "3 + 4 = 7.", _ctx(judge), seed=10))
+    assert [params.seed for _, params in judge.requests] == [10, 11, 12, 13, 14]
+    assert verdict.escalated and len(verdict.checks) == 5
+
+
+def test_the_verifiers_repr_names_its_model():
+    assert repr(FlexVerifier()).startswith("FlexVerifier(generator=\"the run's generator\", fast=4, threshold=0.9")
+    assert repr(FlexVerifier(Scripted(["x"]), fast=2)) == ("FlexVerifier(generator='scripted', fast=2, threshold=0.9, "
+                                                          "slow=1, fast_tokens=48, slow_tokens=384)")
+
+
+def test_a_text_level_reasoning_verifier_reads_its_verdict_after_the_end_marker():
+    class OpensThinking(Scripted):  # a template that opens the thinking; the backend does not split it
+        async def chat_prompt(self, messages, *, chat_template_kwargs=None):
+            return (await super().chat_prompt(messages)) + "<think>"
+
+    outputs = iter(["\\boxed{-1}", "\\boxed{1}", "\\boxed{-1}", "\\boxed{1}",  # fast: unsure
+                    "paragraph 1? \\boxed{1}</think>not sure", "still thinking \\boxed{1}"])  # slow: no verdict
+    judge = OpensThinking(lambda prompt, params, i: next(outputs))
+    import asyncio
+
+    verdict = asyncio.run(FlexVerifier(judge, slow=2, thinking="deepseek_r1").verify("Tom?", "7.", _ctx(judge)))
+    assert [c.valid for c in verdict.checks[4:]] == [None, None] and verdict.valid is None
+    assert verdict.checks[4].thinking == "paragraph 1? \\boxed{1}" and verdict.checks[4].text == "not sure"
+
+
+def test_the_prompt_state_and_the_placeholder_that_closes_it():
+    import asyncio
+
+    from ttc.hesitation import AFTER_THINKING, close_thinking, closing_placeholder, text_prompt_state
+    from ttc.thinking import FORMATS
+
+    fmt = FORMATS["deepseek_r1"]
+    assert [text_prompt_state(t, fmt) for t in ("<think>a", "</think>a", "a", "<think>a</think>b", "x<think>")] == \
+        [True, False, None, False, True]
+    assert closing_placeholder(fmt, False) == ""
+    assert closing_placeholder(fmt, None) == "<think>" + DONE_THINKING + "</think>" + AFTER_THINKING
+    llm = Scripted([""], thinking="deepseek_r1")
+    opened = llm._ids("<user>\nq\n<assistant>\n<think>")
+    closed = asyncio.run(close_thinking(llm, opened, fmt))
+    assert closed == opened + llm._ids(DONE_THINKING + "</think>\n\n")
+    done = llm._ids("<user>\nq\n<assistant>\n<think></think>")
+    assert asyncio.run(close_thinking(llm, done, fmt)) == done

@@ -26,8 +26,6 @@ CONTENT = "The answer is \\boxed{12}."
 WHOLE = THINKING + "</think>" + CONTENT
 PARAMS = ttc.SamplingParams(max_tokens=200, temperature=0.7)
 STEP_SEARCHES = {"beam", "dvts", "astar", "particle", "particle_gibbs", "parallel_tempering"}
-#: merged from main after the thinking work: its detection probe and refinement do not yet know thinking
-NOT_YET_THINKING_AWARE = {"solve_detect_verify"}
 
 
 #: top-20 alternatives for every token (DeepConf reads them)
@@ -35,8 +33,9 @@ TOP = ({k: -0.1 * (k + 1) for k in range(20)},) * 400
 
 
 def thinker(prompt: str, params: ttc.SamplingParams, i: int) -> ScriptedResponse:
-    """The rest of WHOLE after what the prompt already holds of it (step searches continue it)."""
-    done = prompt.split("<assistant>\n", 1)[-1]
+    """The rest of WHOLE after what the prompt's last assistant turn already holds of it (step
+    searches continue it; a conversation's earlier turns are not this answer)."""
+    done = prompt.rsplit("<assistant>\n", 1)[-1]
     done = done[len("<think>"):] if done.startswith("<think>") else done
     return ScriptedResponse(WHOLE[len(done):] if WHOLE.startswith(done) else WHOLE, top_logprobs=TOP)
 
@@ -102,7 +101,7 @@ def test_split_text_agrees_with_the_id_split():
 
 
 # -- answers from the final content only ------------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(set(STRATEGIES) - NOT_YET_THINKING_AWARE))
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_every_registered_strategy_answers_from_the_content_never_the_thinking(name):
     prm = ProgrammaticPRM(lambda problem, steps: 0.5)
     params = PARAMS if name not in STEP_SEARCHES else PARAMS.replace(max_tokens=40)

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
+
+from ttc.forcing import marker_token_ids, prompt_state
+from ttc.thinking import ThinkingFormat
 
 #: the authors' hesitation keywords (`solve_detect_verify.py`, `MathProblemSolver.hesitation_keywords`)
 HESITATION_WORDS: tuple[str, ...] = ("wait", "double-check", "alternatively", "hmm", "let me check",
@@ -17,6 +21,8 @@ HESITATION_WORDS: tuple[str, ...] = ("wait", "double-check", "alternatively", "h
                                      "to confirm")
 #: what a reasoning model's fast check writes as its thinking (the authors' placeholder)
 DONE_THINKING = "\nOkay, I think I have finished thinking.\n"
+#: the text after a closed thinking, before the model's answer (the authors' "\n</think>\n\n")
+AFTER_THINKING = "\n\n"
 #: a step boundary: the start of the text, a line break, or the end of a sentence and a space
 _BOUNDARY = r"(?:^|(?<=\n)|(?<=[.!?:]\s)|(?<=[.!?:]\s\s))"
 
@@ -38,3 +44,29 @@ def split_paragraphs(text: str, pattern: re.Pattern[str]) -> list[str]:
     cuts = [0] + [at for at, _ in find_hesitations(text, pattern)] + [len(text)]
     pieces = (text[a:b].strip() for a, b in zip(cuts, cuts[1:], strict=False))
     return [p for p in pieces if p]
+
+
+def text_prompt_state(prompt: str, fmt: ThinkingFormat) -> bool | None:
+    """Whether a text prompt ends inside an open thinking (its last start marker after its last end
+    marker): True, False (closed), or None (no marker: the model may open one itself, as Qwen3 does)."""
+    start, end = prompt.rfind(fmt.start), prompt.rfind(fmt.end)
+    if start < 0 and end < 0:
+        return None
+    return start > end
+
+
+def closing_placeholder(fmt: ThinkingFormat, opened: bool | None) -> str:
+    """What closes a reasoning model's thinking at once, the authors' way (their fast checks and
+    completeness question): the placeholder thinking and the end marker after a prompt that opened
+    the thinking; the start marker first where the prompt holds none; nothing where it is closed."""
+    if opened is False:
+        return ""
+    return ("" if opened else fmt.start) + DONE_THINKING + fmt.end + AFTER_THINKING
+
+
+async def close_thinking(generator: Any, prompt: str | Sequence[int], fmt: ThinkingFormat) -> str | list[int]:
+    """`prompt` (text or token ids) followed by `closing_placeholder`: the model then answers at once."""
+    if isinstance(prompt, str):  # a chat endpoint's messages are continued, not extended as text
+        return generator.continue_prompt(prompt, closing_placeholder(fmt, text_prompt_state(prompt, fmt)))
+    close = closing_placeholder(fmt, prompt_state(prompt, await marker_token_ids(generator, fmt)))
+    return list(prompt) + list(await generator.tokenize(close)) if close else list(prompt)

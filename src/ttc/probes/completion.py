@@ -20,12 +20,7 @@ from dataclasses import dataclass
 
 from ttc.context import Context
 from ttc.errors import InvalidInput, check_positive
-from ttc.hesitation import (
-    DONE_THINKING,
-    HESITATION_WORDS,
-    find_hesitations,
-    hesitation_pattern,
-)
+from ttc.hesitation import HESITATION_WORDS, close_thinking, find_hesitations, hesitation_pattern
 from ttc.probes.base import CONTINUE, EXIT, Decision, Probe, TraceState
 from ttc.thinking import ThinkingFormat, thinking_format
 from ttc.types import SamplingParams
@@ -68,9 +63,11 @@ class SolutionComplete(Probe):
     trace (`TraceState.charge`: probe calls and tokens, under the budget). On "complete" the trace is
     cut before the word (`Decision.at`) and EarlyExit elicits the answer.
 
-    Reasoning models (`thinking=` a `ttc.thinking` format): only the thinking is watched (text before
-    the end marker; once the model closes its thinking the detector is silent), and the completeness
-    question is asked the authors' way: a closed placeholder thinking, then the answer token.
+    Reasoning models (a backend with a thinking format, or `thinking=` a `ttc.thinking` format for
+    one that does not split it): only the thinking is watched (the text before the end marker; once
+    the model closes its thinking the detector is silent), the solution it is asked about is that
+    thinking, and the completeness question is asked the authors' way: a closed placeholder
+    thinking, then the answer token. EarlyExit then closes the thinking before the answer cue.
 
     Source: Zhong et al., 2025 (arXiv 2505.11966), the authors' `solve_detect_verify.py`. Deviations:
     a word counts only at a step boundary and as a whole word (the authors' check fires whenever the
@@ -82,7 +79,7 @@ class SolutionComplete(Probe):
         question: the user message asking whether the solution is complete.
         every: check every this many generated tokens.
         top_logprobs: alternatives read for Yes/No.
-        thinking: a reasoning model's thinking format (name or `ThinkingFormat`), or None.
+        thinking: a reasoning model's thinking format (name or `ThinkingFormat`); None: the backend's.
         max_checks: at most this many completeness requests per trace (None: no limit).
 
     Example:
@@ -131,16 +128,23 @@ class SolutionComplete(Probe):
         """The detections of this trace so far (in order)."""
         return state.memory.get(self.name, {}).get("detections", [])
 
-    def watched(self, text: str) -> str:
-        """The part of the trace the detector reads: all of it, or a reasoning model's thinking."""
-        if self.thinking is None:
+    def format_of(self, ctx: Context) -> ThinkingFormat | None:
+        """The thinking format the trace is read with: the detector's own, else the backend's."""
+        return self.thinking or ctx.generator.thinking
+
+    def watched(self, text: str, fmt: ThinkingFormat | None = None) -> str:
+        """The part of the trace the detector reads: all of it, or a reasoning model's thinking
+        (`fmt`, default the detector's format)."""
+        fmt = fmt or self.thinking
+        if fmt is None:
             return text
-        end = text.find(self.thinking.end)
+        end = text.find(fmt.end)
         return text if end < 0 else text[:end]
 
     async def check(self, state: TraceState, ctx: Context) -> Decision:
         memory = state.memory.setdefault(self.name, {"chars": 0, "detections": []})
-        text = self.watched(state.text)
+        fmt = self.format_of(ctx)
+        text = self.watched(state.text, fmt)
         state.scanned = len(state.token_ids)
         # the last few characters may hold the first letters of a word ("let me che"): look at
         # them again next time; a word at the very end may go on ("waiting"): decide later
@@ -153,7 +157,7 @@ class SolutionComplete(Probe):
             if self.max_checks is not None and len(memory["detections"]) >= self.max_checks:
                 continue
             at = await _tokens_before(ctx, state, at_char)
-            p = await self._p_complete(state, ctx, text[:at_char])
+            p = await self._p_complete(state, ctx, text[:at_char], fmt)
             complete = p > 0.5
             memory["detections"].append(Detection(at=at, word=word, p_complete=p, complete=complete))
             if complete:
@@ -162,24 +166,19 @@ class SolutionComplete(Probe):
         memory["chars"] = resume
         return Decision(CONTINUE)
 
-    async def _p_complete(self, state: TraceState, ctx: Context, solution: str) -> float:
+    async def _p_complete(self, state: TraceState, ctx: Context, solution: str, fmt: ThinkingFormat | None) -> float:
+        if fmt is not None:  # the thinking so far, without a start marker the model wrote itself
+            solution = solution.lstrip().removeprefix(fmt.start).lstrip()
         messages = [{"role": "user", "content": state.problem.question},
                     {"role": "assistant", "content": solution.rstrip()},
                     {"role": "user", "content": self.question}]
         prompt = await ctx.generator.chat_prompt(messages)
-        if self.thinking is not None:
-            prompt = await _append(ctx, prompt, DONE_THINKING + self.thinking.end + "\n\n")
+        if fmt is not None:
+            prompt = await close_thinking(ctx.generator, prompt, fmt)
         params = SamplingParams(n=1, temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=self.top_logprobs)
         (completion, usage), = await ctx.generate(prompt, params)
         state.charge(usage)
         return await _p_yes(ctx, completion)
-
-
-async def _append(ctx: Context, prompt: str | Sequence[int], text: str) -> str | list[int]:
-    """`prompt` followed by `text` (as text, or as token ids when the prompt is ids)."""
-    if isinstance(prompt, str):
-        return prompt + text
-    return list(prompt) + list(await ctx.generator.tokenize(text))
 
 
 async def _p_yes(ctx: Context, completion) -> float:  # noqa: ANN001 - a ttc Completion

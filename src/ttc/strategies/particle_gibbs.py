@@ -66,24 +66,26 @@ class ParticleGibbs(ParticleFilter):
     its finished particles with probability softmax(logit(r) / temperature) of their final PRM
     scores r. The next sweep runs `particles - 1` free particles from the root; in its round t the
     reference's prefix of t + 1 steps joins the population for the weighting, with the weight of
-    that prefix's own PRM score (logit(r_t) / temperature, scored when the reference was built),
-    not its final score: its_hub's fix of this (its PR #84: a full-trace weight against one-step
-    weights gave the reference an unfair advantage, and a resampled reference could never be
-    changed). The free particles are resampled from all N: one that draws the reference continues
-    from that prefix (a copy of its first t + 1 steps), so the reference's early steps can be
-    kept and its later ones replaced. The reference itself is never resampled away and ends the
-    sweep among the final particles. The answer is chosen (`select`) among the last sweep's final
-    particles, the reference included.
+    that prefix's own PRM score (logit(r_t) / temperature, scored when the reference was built), not
+    its final score, as its_hub's issue #54 proposed (a full-trace weight against one-step weights
+    gives the reference an unfair advantage, and a resampled reference could never be changed).
+    its_hub's PR #84 set out to do this, but its 1.2.0 still weights the reference by its final
+    score (the reference is a stopped particle, and stopped particles compete with their last
+    weight); it does truncate a copy of the reference, as here. The free particles are resampled
+    from all N: one that draws the reference continues from that prefix (a copy of its first t + 1
+    steps), so the reference's early steps can be kept and its later ones replaced. The reference
+    itself is never resampled away and ends the sweep among the final particles. The answer is
+    chosen (`select`) among the last sweep's final particles, the reference included.
 
-    Deviations: the authors' code weights the reference in round t by its score after t + 2
-    steps (`rewards[step]` against the free particles' `rewards[-1]` after t + 1; an
-    off-by-one), which is not followed: the reference's prefix has the free particles' depth, as in
-    its_hub. Only finished particles can be the reference (a budget-stopped sweep ends the
-    iterations). The sweeps are sequential (each needs the previous reference), every sweep
-    re-samples the steps of its free particles, and the token and verifier budgets are shared by
-    all sweeps: a sweep the budget stops is the last. The paper's ancestor sampling (PGAS) is
-    not implemented (its_hub raises NotImplementedError for it as well). One reference per
-    sweep (its_hub's `num_ref_particles=1`, the authors' code).
+    Deviations: the authors' code weights the reference in round t by its score after t + 2 steps
+    (`rewards[step]` against the free particles' `rewards[-1]` after t + 1; an off-by-one), and
+    its_hub 1.2.0 by its final score (above); neither is followed: the reference's prefix has the
+    free particles' depth. Only finished particles can be the reference (a budget-stopped sweep ends
+    the iterations). The sweeps are sequential (each needs the previous reference), every sweep re-
+    samples the steps of its free particles, and the token and verifier budgets are shared by all
+    sweeps: a sweep the budget stops is the last. The paper's ancestor sampling (PGAS) is not
+    implemented (its_hub raises NotImplementedError for it as well). One reference per sweep
+    (its_hub's `num_ref_particles=1`, the authors' code).
     `details["history"]` holds every round of every sweep (`ParticleRound.iteration`, and
     `reference`: the index of the reference's prefix in `nodes`), `details["references"]` the
     reference (tree node id) each later sweep was conditioned on.

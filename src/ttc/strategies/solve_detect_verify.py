@@ -14,6 +14,11 @@ One candidate, in rounds (the authors' `process_with_verification`):
    previous solution and the verifier's critique. The last round is answered without verification,
    as the authors answer their refined solution; a verifier with no readable verdict keeps the
    answer (the authors' code does too).
+
+Reasoning models (a backend with a thinking format, or `thinking=`): the detector watches the
+thinking, a completion point closes the thinking before the answer cue, the answer is read from the
+final content only, and the verifier and the next round see the whole solution, its thinking then
+its content, without the markers (the authors' `clean_response`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import replace
 
 from ttc.context import Context
 from ttc.errors import BudgetExhausted, InvalidInput, check_positive
+from ttc.hesitation import text_prompt_state
 from ttc.infos import DetectVerifyRound, SolveDetectVerifyInfo, VerifyStop
 from ttc.probes.base import PLAIN_SUFFIX, Decision, TraceState
 from ttc.probes.completion import SolutionComplete
@@ -72,11 +78,11 @@ class SolveDetectVerify(Sampler):
             the last is verified; 1 = detection only, no verifier.
         mode: "chunks" (token-id continuations every `detector.every` tokens) or "stream".
         answer_suffix: the text that elicits the answer at a completion point (default: PLAIN_SUFFIX,
-            or for a reasoning model the end of its thinking and its format's answer cue).
+            or for a reasoning model its format's answer cue after the end of its thinking).
         answer_tokens: greedy tokens read for the elicited answer.
         feedback: the user message of a refining round, with {step} and {feedback}.
-        thinking: the solver's thinking format (name or `ttc.thinking.ThinkingFormat`): the default
-            detector then watches the thinking only, and the answer closes it.
+        thinking: the solver's thinking format (name or `ttc.thinking.ThinkingFormat`; None: the
+            backend's): the default detector then watches the thinking only, and the answer closes it.
 
     Example:
         >>> import ttc
@@ -117,22 +123,52 @@ class SolveDetectVerify(Sampler):
         self.rounds = rounds
         self.mode = mode
         self.thinking = fmt
+        self._given_suffix = answer_suffix
         self.answer_suffix = answer_suffix or (PLAIN_SUFFIX if fmt is None else "\n" + fmt.end + fmt.answer_cue)
         self.answer_tokens = answer_tokens
         self.feedback = feedback
 
-    def solver(self, seed: int | None) -> EarlyExit:
+    def format_of(self, ctx: Context) -> ThinkingFormat | None:
+        """The solver's thinking format: the one given, else the backend's."""
+        return self.thinking or ctx.generator.thinking
+
+    def suffix_for(self, ctx: Context) -> str:
+        """The answer suffix at a completion point: the one given; on a backend that splits the
+        thinking, its format's answer cue (EarlyExit puts the end marker before it inside an open
+        thinking); else `answer_suffix` (with the end marker written out where a format was given)."""
+        if self._given_suffix or ctx.generator.thinking is None:
+            return self.answer_suffix
+        return ctx.generator.thinking.answer_cue
+
+    def solver(self, seed: int | None, answer_suffix: str | None = None) -> EarlyExit:
         """The EarlyExit sampler of one round (its chunks seeded from `seed`)."""
         return _Detecting(self.detector, params=self.params.replace(seed=seed), prompt=self.prompt, mode=self.mode,
-                          answer_suffix=self.answer_suffix, answer_tokens=self.answer_tokens)
+                          answer_suffix=answer_suffix or self.answer_suffix, answer_tokens=self.answer_tokens)
 
-    def refined(self, problem: Problem, solution: str, verdict: Verdict) -> Problem:
-        """The problem of the next round: the conversation so far, the solution, and the critique."""
+    @staticmethod
+    def solution_of(candidate: Candidate, fmt: ThinkingFormat | None = None) -> str:
+        """The solution the verifier checks and the next round is shown: a reasoning model's thinking
+        then its final content, the markers removed (the authors' `clean_response`), else the text."""
+        text = candidate.text
+        if candidate.thinking:
+            text = candidate.thinking.rstrip() + "\n\n" + text.lstrip()
+        if fmt is not None:
+            text = text.replace(fmt.start, "").replace(fmt.end, "")
+        return text
+
+    def refined(self, problem: Problem, solution: str, verdict: Verdict, fmt: ThinkingFormat | None = None,
+                written: str | None = None) -> Problem:
+        """The problem of the next round: the conversation so far, the solution, and the critique.
+
+        A raw text prompt stays raw: `written` (the round's text as generated, markers included;
+        default `solution`) and the critique are appended as text, and for a reasoning model whose
+        template opens the thinking (`fmt`), a new thinking is opened for the next attempt."""
         message = self.feedback.format(step=verdict.error_step, feedback=verdict.feedback or "(no critique given)")
         metadata = dict(problem.metadata)
         raw = metadata.get("prompt")
         if isinstance(raw, str) and raw:  # a raw text prompt stays raw: append the turn as text
-            metadata["prompt"] = f"{raw}{solution}\n\n{message}\n\n"
+            reopen = fmt.start + "\n" if fmt is not None and fmt.opened_by_template else ""
+            metadata["prompt"] = f"{raw}{solution if written is None else written}\n\n{message}\n\n{reopen}"
         else:
             metadata["messages"] = [*self.prompt.messages(problem), {"role": "assistant", "content": solution},
                                     {"role": "user", "content": message}]
@@ -140,6 +176,8 @@ class SolveDetectVerify(Sampler):
 
     async def candidate(self, problem: Problem, ctx: Context) -> Candidate:
         seed = ctx.next_seed(self.params.seed)  # one draw per candidate, before any await
+        fmt = self.format_of(ctx)
+        suffix = self.suffix_for(ctx)
         usage = Usage()
         records: list[DetectVerifyRound] = []
         stopped: VerifyStop = "max_rounds"
@@ -147,7 +185,7 @@ class SolveDetectVerify(Sampler):
         for r in range(self.rounds):
             round_seed = None if seed is None else seed + r * _ROUND_SEED_STRIDE
             try:
-                solved = await self.solver(round_seed).candidate(current, ctx)
+                solved = await self.solver(round_seed, suffix).candidate(current, ctx)
             except BudgetExhausted:
                 if final is None:
                     raise
@@ -161,9 +199,10 @@ class SolveDetectVerify(Sampler):
             if r == self.rounds - 1:
                 records.append(record)
                 break
+            solution = self.solution_of(solved, fmt)
             spent = Usage()
             try:
-                verdict = await self.verifier.verify(problem.question, solved.text, ctx, spent=spent,
+                verdict = await self.verifier.verify(problem.question, solution, ctx, spent=spent,
                                                      seed=None if round_seed is None else round_seed + 1)
             except BudgetExhausted:
                 usage.add(spent)
@@ -178,7 +217,7 @@ class SolveDetectVerify(Sampler):
             if verdict.valid:
                 stopped = "verified"
                 break
-            current = self.refined(current, solved.text, verdict)
+            current = self.refined(current, solution, verdict, fmt, _written(current, solved, fmt))
         assert final is not None  # the first round either answered or raised
         verdicts = [x.verdict for x in records if x.verdict is not None]
         scores = dict(final.scores)
@@ -194,3 +233,13 @@ class SolveDetectVerify(Sampler):
         candidate = await self.candidate(problem, ctx)
         return Result(problem=problem, answer=candidate.answer, candidates=[candidate], usage=ctx.usage,
                       strategy=self.name, details=candidate.details)
+
+
+def _written(problem: Problem, candidate: Candidate, fmt: ThinkingFormat | None) -> str | None:
+    """A raw prompt's round as the model saw it: its thinking, the end marker and its content (the
+    start marker first where the raw prompt did not open the thinking); None without a thinking."""
+    raw = problem.metadata.get("prompt")
+    if fmt is None or candidate.thinking is None or not isinstance(raw, str):
+        return None
+    start = "" if text_prompt_state(raw, fmt) else fmt.start
+    return start + candidate.thinking + (fmt.end if candidate.thinking_closed else "") + candidate.text

@@ -10,8 +10,10 @@ their own majority. The verdict's text is the feedback the solver gets.
 Here the verifier is any ttc Generator with the authors' critique prompt: a deviation (FlexiVe's
 weights are a trained model). A model without thinking checks "fast" with a short answer
 (`fast_tokens`, told to answer at once) and "slow" with a long one (`slow_tokens`, told to review
-each paragraph first); with `thinking=` a format, fast closes the thinking with the authors'
-placeholder and slow leaves it open, as the authors do.
+each paragraph first); a reasoning model (the verifying backend's thinking format, or `thinking=`)
+checks fast with its thinking closed by the authors' placeholder and slow with it open, as the
+authors do. The verdict is read from the final content only (a `\\boxed{}` inside the thinking is
+never the verdict); the critique the solver is shown is the thinking, as the authors clean it.
 
 Every request is a verifier call whose tokens count in `Usage.verifier_tokens` and against the
 problem's `Budget` (`Context.verifier_generate`).
@@ -30,9 +32,9 @@ from typing import Literal
 from ttc.backends.base import Generator
 from ttc.context import Context
 from ttc.errors import InvalidInput, check_positive
-from ttc.hesitation import DONE_THINKING, HESITATION_WORDS, hesitation_pattern, split_paragraphs
-from ttc.thinking import ThinkingFormat, thinking_format
-from ttc.types import SamplingParams, Usage
+from ttc.hesitation import HESITATION_WORDS, close_thinking, hesitation_pattern, split_paragraphs, text_prompt_state
+from ttc.thinking import ThinkingFormat, split_text, thinking_format
+from ttc.types import Completion, SamplingParams, Usage
 
 #: the critique prompt (after the authors' `templates/critique_template.txt`), with {problem} and {paragraphs}
 CRITIQUE_PROMPT = ("Below are a math problem and a proposed solution, split into paragraphs that are tagged and "
@@ -51,13 +53,15 @@ Mode = Literal["fast", "slow"]
 @dataclass(frozen=True)
 class Check:
     """One verifier request: its mode, the verdict read (True: no error; False: an error at
-    `error_step`; None: no readable verdict) and the tokens it cost."""
+    `error_step`; None: no readable verdict), the tokens it cost, its final content (`text`) and,
+    for a reasoning verifier, its thinking."""
 
     mode: Mode
     valid: bool | None
     error_step: int | None
     tokens: int
     text: str = ""
+    thinking: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,13 +109,11 @@ def majority(checks: Sequence[Check]) -> tuple[tuple[bool, int] | None, float]:
     return key, best / len(keys)  # type: ignore[return-value]
 
 
-def feedback_of(check: Check, fmt: ThinkingFormat | None) -> str:
-    """The critique the solver is shown: the boxed index removed; of a reasoning verifier's text,
-    its thinking (what comes before the end marker), as the authors clean it."""
-    text = _BOXED.sub("", check.text)
-    if fmt is not None and fmt.end in text:
-        text = text.split(fmt.end, 1)[0].replace(fmt.start, "")
-    return text.strip()
+def feedback_of(check: Check) -> str:
+    """The critique the solver is shown, its boxed index removed: a reasoning verifier's thinking
+    (the authors keep what comes before `</think>`), else its text."""
+    text = check.thinking if check.thinking and check.thinking.strip() else check.text
+    return _BOXED.sub("", text).strip()
 
 
 class FlexVerifier:
@@ -126,7 +128,8 @@ class FlexVerifier:
         temperature: sampling temperature of the checks (the authors': 0.6).
         prompt: the critique prompt, with {problem} and {paragraphs}.
         words: the hesitation words the solution is split into paragraphs at.
-        thinking: the verifier's thinking format (name or `ThinkingFormat`), or None.
+        thinking: the verifier's thinking format (name or `ThinkingFormat`); None: the verifying
+            backend's (a model without one checks with the notes above).
     """
 
     def __init__(self, generator: Generator | None = None, *, fast: int = 4, threshold: float = 0.9,
@@ -161,11 +164,15 @@ class FlexVerifier:
         """The solution's paragraphs, cut at the hesitation words (indexed from 0)."""
         return split_paragraphs(solution, self._pattern) or [solution.strip()]
 
-    def message(self, question: str, solution: str, mode: Mode) -> str:
-        """The user message of one check."""
+    def format_of(self, generator: Generator) -> ThinkingFormat | None:
+        """The verifier's thinking format: its own, else the verifying backend's."""
+        return self.thinking or generator.thinking
+
+    def message(self, question: str, solution: str, mode: Mode, fmt: ThinkingFormat | None = None) -> str:
+        """The user message of one check (`fmt`: the verifier's thinking format, default its own)."""
         tagged = "\n\n".join(f"<paragraph_{i}>\n{p}\n</paragraph_{i}>" for i, p in enumerate(self.paragraphs(solution)))
         text = self.prompt.format(problem=question, paragraphs=tagged)
-        if self.thinking is None:
+        if (fmt or self.thinking) is None:
             text += FAST_NOTE if mode == "fast" else SLOW_NOTE
         return text
 
@@ -190,25 +197,33 @@ class FlexVerifier:
             chosen = [c for c in fast if key is not None and (c.valid, c.error_step) == key]
         if key is None:
             return Verdict(None, None, agreement, escalated, tuple(checks), None, len(self.paragraphs(solution)))
-        return Verdict(key[0], key[1], agreement, escalated, tuple(checks), feedback_of(chosen[0], self.thinking),
+        return Verdict(key[0], key[1], agreement, escalated, tuple(checks), feedback_of(chosen[0]),
                        len(self.paragraphs(solution)))
 
     async def _checks(self, question: str, solution: str, mode: Mode, k: int, ctx: Context, spent: Usage,
                       seed: int | None) -> list[Check]:
         generator = self.generator or ctx.generator
-        prompt = await generator.chat_prompt([{"role": "user", "content": self.message(question, solution, mode)}])
-        if self.thinking is not None and mode == "fast":
-            close = DONE_THINKING + self.thinking.end + "\n\n"
-            prompt = prompt + close if isinstance(prompt, str) else list(prompt) + list(await generator.tokenize(close))
+        fmt = self.format_of(generator)
+        message = self.message(question, solution, mode, fmt)
+        prompt = await generator.chat_prompt([{"role": "user", "content": message}])
+        if fmt is not None and mode == "fast":
+            prompt = await close_thinking(generator, prompt, fmt)
         params = SamplingParams(n=1, temperature=self.temperature,
                                 max_tokens=self.fast_tokens if mode == "fast" else self.slow_tokens)
+        # a backend without the format returns the markers in its text: split it here (a fast
+        # check's prompt closed the thinking, a slow one's left it as the template did)
+        opened = None
+        if fmt is not None and generator.thinking is None:
+            text = prompt if isinstance(prompt, str) else generator.decode(prompt) if generator.can_decode else ""
+            opened = text_prompt_state(text, fmt) is True
 
         async def one(i: int) -> Check:
             (completion, tokens), = await ctx.verifier_generate(prompt, params.replace(seed=_seed(seed, i)), generator)
             spent.verifier_calls += 1
             spent.verifier_tokens += tokens
-            valid, step = read_verdict(completion.text)
-            return Check(mode, valid, step, tokens, completion.text)
+            thinking, content = _parts(completion, fmt, opened)
+            valid, step = read_verdict(content)
+            return Check(mode, valid, step, tokens, content, thinking)
 
         # one request per check, sent together (the backend batches them), each a verifier call
         return list(await asyncio.gather(*(one(i) for i in range(k))))
@@ -217,6 +232,15 @@ class FlexVerifier:
         model = "the run's generator" if self.generator is None else getattr(self.generator, "model_name", "?")
         return (f"FlexVerifier(generator={model!r}, fast={self.fast}, threshold={self.threshold}, slow={self.slow}, "
                 f"fast_tokens={self.fast_tokens}, slow_tokens={self.slow_tokens})")
+
+
+def _parts(completion: Completion, fmt: ThinkingFormat | None, opened: bool | None) -> tuple[str | None, str]:
+    """(thinking, final content) of a check: as the backend split them, or (`opened` not None: a
+    backend that does not know the format) split from its text at `fmt`'s markers."""
+    if opened is None or fmt is None:
+        return (None if completion.thinking is None else completion.thinking.text), completion.text
+    thought, content = split_text(completion.text, fmt, opened=opened)
+    return (None if thought is None else thought.text), content
 
 
 def _seed(seed: int | None, i: int) -> int | None:

@@ -297,17 +297,13 @@ THINKING_MODES = {"no_parser_token_ids": ("thinking", {"thinking": "qwen3"}),
                   "parser_chat_no_format": ("thinking_parser", {"use_chat": True})}
 
 
-CONTINUING = [name for name in STRATEGIES if "max_steps" in OPTIONS.get(name, {}) or name in ("early_exit", "deepconf")]
-
-
-#: merged from issue 25 after the thinking work: its refinement round does not yet know thinking (a strict
-#: xfail: the test says so when it starts to pass)
-NOT_YET_THINKING_AWARE = pytest.mark.xfail(strict=True, reason="Solve-Detect-Verify is not yet thinking-aware")
+#: strategies that continue their traces by token ids on /v1/completions (SolveDetectVerify's rounds are EarlyExit's)
+CONTINUING = [name for name in STRATEGIES if "max_steps" in OPTIONS.get(name, {})
+              or name in ("early_exit", "deepconf", "solve_detect_verify")]
 
 
 @pytest.mark.parametrize("mode", list(THINKING_MODES))
-@pytest.mark.parametrize("name", [pytest.param(name, marks=NOT_YET_THINKING_AWARE)
-                                  if name == "solve_detect_verify" else name for name in STRATEGIES])
+@pytest.mark.parametrize("name", list(STRATEGIES))
 def test_every_strategy_reads_its_answer_from_the_content(name, mode):
     preset, options = THINKING_MODES[mode]
     with FakeOpenAI(preset) as server:
