@@ -18,16 +18,6 @@ so an input scores the same on both sides).
     .venv/bin/python benchmarks/its_hub_particle_gibbs.py report pg_ttc.jsonl pg_its_hub.jsonl \\
         --questions demo_questions.jsonl
 
-<<<<<<< HEAD
-The same reward scores: its_hub's PRM here is `JudgePRM`, which asks the server exactly what
-`ttc.verifiers.LLMJudge` asks (its `STEP_INSTRUCTION`, the partial solution split into steps at ttc's
-step delimiter "\\n\\n", "Is step k correct?" for the last step, one greedy token with its top-20
-log-probabilities) and scores P(Yes) / (P(Yes) + P(No)), as LLMJudge does, through the chat endpoint
-(the server applies the chat template, as ttc's backend does). The same settings as
-`benchmarks/equal_tokens.py particle_gibbs`: 3 particles x 2 iterations (its_hub's budget 6), steps
-split at "\\n\\n", at most 2 steps of 48 tokens, temperature 0.7, the demo prompt. Requests and server
-tokens are `/metrics` deltas, as in equal_tokens.py (run nothing else on the server meanwhile).
-=======
 The same settings on both sides: 4 particles x 2 iterations (its_hub's budget 8), the demo prompt as
 one user message (its_hub gets it as a string: given as messages, its ParticleGibbs would send
 "user: ..." as the prompt text), steps cut at "\\n\\n" with at most 48 tokens at temperature 0.7,
@@ -37,7 +27,6 @@ at most 3 steps, a trace finished when a step ends with end-of-text or the text 
 requests and stops as ttc does; `--stock-steps` runs its_hub's own instead), weights
 softmax(logit(reward)) (temperature 1), multinomial resampling, the answer the final particle with
 the highest reward. The two algorithms are each library's own, unmodified.
->>>>>>> main
 """
 
 from __future__ import annotations
@@ -357,21 +346,6 @@ def cli() -> None:
     q = sub.add_parser("questions", help="(ttc's venv) write the demo problems as JSONL")
     q.add_argument("--problems", type=int, default=200)
     q.add_argument("--out", default="demo_questions.jsonl")
-<<<<<<< HEAD
-    r = sub.add_parser("run", help="(its_hub's venv) run its_hub's ParticleGibbs")
-    r.add_argument("--url", required=True)
-    r.add_argument("--model", default=None, help="served model name (default: the server's first)")
-    r.add_argument("--questions", default="demo_questions.jsonl")
-    r.add_argument("--problems", type=int, default=50)
-    r.add_argument("--particles", type=int, default=3)
-    r.add_argument("--iterations", type=int, default=2)
-    r.add_argument("--max-steps", type=int, default=2)
-    r.add_argument("--step-tokens", type=int, default=48)
-    r.add_argument("--concurrency", type=int, default=25)
-    r.add_argument("--out", default="its_hub_pg.jsonl")
-    g = sub.add_parser("grade", help="(ttc's venv) grade run's answers")
-    g.add_argument("results")
-=======
     for name in ("ttc", "its_hub"):
         r = sub.add_parser(name, help=f"({name}'s venv) run {name}'s ParticleGibbs through the gateway")
         r.add_argument("--gateway", required=True, help="this side's gateway port, e.g. http://127.0.0.1:8941")
@@ -390,7 +364,6 @@ def cli() -> None:
             r.add_argument("--stock-steps", action="store_true", help="its_hub's own StepGeneration")
     g = sub.add_parser("report", help="(ttc's venv) grade the sides' answers")
     g.add_argument("results", nargs="+")
->>>>>>> main
     g.add_argument("--questions", default="demo_questions.jsonl")
     g.add_argument("--json", help="write the report here")
     args = ap.parse_args()
