@@ -329,6 +329,14 @@ def markdown(rows: list[dict], bank: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def recorded_args(args: argparse.Namespace) -> dict:
+    """The command's arguments as the JSON keeps them: file names without their folders, no URL (a
+    results file committed to the repository must hold no machine path)."""
+    named = {k: os.path.basename(os.path.normpath(v)) for k in ("bank", "out_dir", "markdown", "json")
+             if isinstance(v := getattr(args, k, None), str)}
+    return vars(args) | named | {"url": None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("strategies", nargs="+", choices=[*SETTINGS, "all"], help="run one after the other")
@@ -385,8 +393,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             curve_rows = [{"problems": len(k), "rows": v} for k, v in curves.items()]
-            settings = vars(args) | {"bank": os.path.basename(args.bank), "url": None}  # no machine paths
-            json.dump({"args": settings, "rows": rows, "curves": curve_rows}, f, indent=1)
+            json.dump({"args": recorded_args(args), "rows": rows, "curves": curve_rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """benchmarks/equal_tokens.py's offline half: the bank check, the replayed MajorityVote curve, the
 equal-token match and the resumable per-problem file (the live half needs a vLLM server and hours)."""
 
+import argparse
 import importlib.util
 import json
 import sys
@@ -117,3 +118,10 @@ def test_a_file_of_other_settings_is_refused_not_mixed(bench, tmp_path):
     path.write_text(json.dumps(record | {"setting": bench.SETTINGS["genselect"].label}) + "\n")
     row = bench.strategy_row("genselect", demo_problems(1), str(path))
     assert row["problems"] == 1 and row["correct"] == 1 and row["server_per_problem"] is None
+
+
+def test_the_json_keeps_no_machine_path_of_the_arguments(bench):
+    args = argparse.Namespace(strategies=["all"], url="http://10.0.0.1:8000/v1", bank="/home/me/demo200x32.jsonl",
+                              out_dir="/home/me/eq200/", markdown="/home/me/t.md", json=None, problems=200)
+    assert bench.recorded_args(args) == {"strategies": ["all"], "url": None, "bank": "demo200x32.jsonl",
+                                         "out_dir": "eq200", "markdown": "t.md", "json": None, "problems": 200}
