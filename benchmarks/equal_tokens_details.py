@@ -53,13 +53,16 @@ def _mean(values: list[float]) -> float:
     return statistics.mean(values) if values else 0.0
 
 
-def _aggregation_stats(details: list[dict], kind: str) -> dict:
-    """GenSelect's selections or Fuse's fusions: how many, how many the model's text was read from, and
-    the fallbacks taken (`unparsed`: no candidate named, the vote decided; `no_answer`: the fused text
-    had no answer, a sample's was taken)."""
+def _aggregation_stats(records: list[dict], kind: str) -> dict:
+    """GenSelect's selections or Fuse's fusions: how many, how many the model's text was read from, the
+    fallbacks taken (`unparsed`: no candidate named, the vote decided; `no_answer`: the fused text had
+    no answer, a sample's was taken), and the right answers with each fallback ("none": no fallback)."""
+    details = [r["details"] for r in records]
     steps = [a for d in details for a in d["aggregations"] if a["kind"] == kind]
+    right = Counter(str(r["details"].get("fallback") or "none") for r in records if r["correct"])
     return {f"{kind}s": len(steps), "parsed": sum(bool(a["parsed"]) for a in steps),
-            "fallbacks": dict(Counter(str(d["fallback"]) for d in details if d.get("fallback")))}
+            "fallbacks": dict(Counter(str(d["fallback"]) for d in details if d.get("fallback"))),
+            "right_by_fallback": dict(right)}
 
 
 def _rsa_stats(details: list[dict], golds: list[str | None]) -> dict:
@@ -99,9 +102,9 @@ def strategy_details(name: str, records: list[dict], gold: dict[str, str | None]
     ok = [r for r in records if r["ok"] and r["details"]]
     details = [r["details"] for r in ok]
     if name == "genselect":
-        out |= _aggregation_stats(details, "select")
+        out |= _aggregation_stats(ok, "select")
     elif name in ("fuse", "archon"):
-        out |= _aggregation_stats(details, "fuse")
+        out |= _aggregation_stats(ok, "fuse")
     elif name == "rsa":
         out |= _rsa_stats(details, [gold.get(r["id"]) for r in ok])
     elif name == "sdv":

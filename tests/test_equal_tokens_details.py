@@ -57,6 +57,7 @@ def test_only_the_first_runs_records_and_the_last_record_of_each_problem(details
     assert (d["problems"], d["correct"], d["failed"], d["selects"], d["parsed"]) == (2, 1, 1, 1, 1)
     d = details.strategy_details("genselect", every, GOLD)
     assert (d["correct"], d["failed"], d["selects"], d["parsed"], d["fallbacks"]) == (2, 0, 3, 1, {"unparsed": 2})
+    assert d["right_by_fallback"] == {"none": 1, "unparsed": 1}
 
 
 def test_fuse_rsa_sdv_and_particle_statistics(details):
@@ -64,7 +65,8 @@ def test_fuse_rsa_sdv_and_particle_statistics(details):
                                "parsed": True, "text": None, "prompt_tokens": 227}],
              "outputs": [4], "chosen": 4, "fallback": None}
     fuse = [_record("add-0", "4", fused, correct=True), _record("add-1", "2", fused | {"fallback": "no_answer"})]
-    assert details.strategy_details("fuse", fuse, GOLD)["fallbacks"] == {"no_answer": 1}
+    d = details.strategy_details("fuse", fuse, GOLD)
+    assert (d["fallbacks"], d["right_by_fallback"]) == ({"no_answer": 1}, {"none": 1})
 
     def rsa(votes):
         return {"aggregations": [], "outputs": [4, 5, 6, 7], "chosen": None, "votes": votes, "fallback": None}
