@@ -121,7 +121,7 @@ def test_a_file_of_other_settings_is_refused_not_mixed(bench, tmp_path):
 
 
 def test_the_json_keeps_no_machine_path_of_the_arguments(bench):
-    args = argparse.Namespace(strategies=["all"], url="http://10.0.0.1:8000/v1", bank="/home/me/demo200x32.jsonl",
-                              out_dir="/home/me/eq200/", markdown="/home/me/t.md", json=None, problems=200)
+    args = argparse.Namespace(strategies=["all"], url="http://10.0.0.1:8000/v1", bank="runs/demo200x32.jsonl",
+                              out_dir="runs/eq200/", markdown="runs/t.md", json=None, problems=200)
     assert bench.recorded_args(args) == {"strategies": ["all"], "url": None, "bank": "demo200x32.jsonl",
                                          "out_dir": "eq200", "markdown": "t.md", "json": None, "problems": 200}
