@@ -263,13 +263,21 @@ async def run_live(setting: Setting, todo: list[tuple[int, ttc.Problem]], url: s
             run = {"run": setting.label, "problems": own.pop("problems"), "wall_seconds": seconds,
                    "server": {k: after[k] - before[k] for k in after}, "own": own,
                    "load_average": os.getloadavg(), "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            # alone: the server generated no more than this run's completions and verifier calls (whose
-            # prompts and outputs bound what the verifier generated), 2 % slack for streams closed early
-            generated = own["completion_tokens"] + own["verifier_tokens"]
-            run["alone"] = run["server"]["generation_tokens"] <= 1.02 * generated + 1
+            run["alone"] = ran_alone(run)
             out.write(json.dumps(run) + "\n")
     print(json.dumps(run), file=sys.stderr, flush=True)
     return run
+
+
+def ran_alone(run: dict) -> bool:
+    """Whether nothing else used the server during `run`: the server answered no more requests than the
+    run sent (a few capability probes of slack) and generated no more than the run's completions and
+    verifier calls (whose prompts and outputs bound what the verifier generated; 2 % for streams closed
+    early). The request count is the tight test: another client's requests show in it at once."""
+    own, server = run["own"], run["server"]
+    generated = own["completion_tokens"] + own["verifier_tokens"]
+    return (server["requests"] <= 1.02 * own["requests"] + 10
+            and server["generation_tokens"] <= 1.02 * generated + 1)
 
 
 def strategy_row(name: str, problems: list[ttc.Problem], path: str) -> dict | None:
@@ -287,7 +295,7 @@ def strategy_row(name: str, problems: list[ttc.Problem], path: str) -> dict | No
     row["wall_seconds"] = sum(r["wall_seconds"] for r in runs)
     row["seconds_per_problem"] = statistics.mean(done[p.id]["wall_seconds"] for p in graded)
     row["load_average"] = [r["load_average"] for r in runs]
-    if runs and all(r["alone"] for r in runs) and sum(r["problems"] for r in runs) == len(graded):
+    if runs and all(ran_alone(r) for r in runs) and sum(r["problems"] for r in runs) == len(graded):
         server = {k: sum(r["server"][k] for r in runs) / len(graded) for k in _METRICS}
         row["server_per_problem"] = server
     else:

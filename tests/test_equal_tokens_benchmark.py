@@ -125,3 +125,16 @@ def test_the_json_keeps_no_machine_path_of_the_arguments(bench):
                               out_dir="runs/eq200/", markdown="runs/t.md", json=None, problems=200)
     assert bench.recorded_args(args) == {"strategies": ["all"], "url": None, "bank": "demo200x32.jsonl",
                                          "out_dir": "eq200", "markdown": "t.md", "json": None, "problems": 200}
+
+
+def test_a_run_beside_another_client_is_not_counted_as_alone(bench):
+    # the two Solve-Detect-Verify runs of 7 December: the first alone on the server (576 requests
+    # for its 569), the second beside another strategy's lane (2,338 for its 1,118)
+    alone = {"server": {"requests": 576.0, "prompt_tokens": 91698.0, "generation_tokens": 27214.0},
+             "own": {"tokens": 118838, "completion_tokens": 3352, "verifier_tokens": 94472, "requests": 569}}
+    shared = {"server": {"requests": 2338.0, "prompt_tokens": 348965.0, "generation_tokens": 118182.0},
+              "own": {"tokens": 233924, "completion_tokens": 6319, "verifier_tokens": 186352, "requests": 1118}}
+    assert bench.ran_alone(alone)
+    assert not bench.ran_alone(shared)
+    louder = {"server": dict(alone["server"], generation_tokens=1.1 * (3352 + 94472)), "own": alone["own"]}
+    assert not bench.ran_alone(louder)
