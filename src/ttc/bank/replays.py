@@ -183,15 +183,11 @@ class Adaptive(Family):
 
     def _walk(self, p: ProblemArrays, d: _Draw, max_n: int) -> list[tuple[int, int, float, bool, int | None]]:
         """After each round: (drawn, requests, latency so far, stopped, start of ESC's unanimous window)."""
-        from ttc.stopping import BetaStop, WindowStop
-
         batch = min(self.batch, max_n)
         drawn, requests, latency = 0, 0, 0.0
         out = []
         counts: dict[int, int] = {}
         scale = p.latency / (float(p.tokens.max()) or 1.0)
-        beta = type(self.rule) is BetaStop
-        window = type(self.rule) is WindowStop
         while drawn < max_n:
             take = min(batch, max_n - drawn)
             latency += scale * max(d.tokens[drawn:drawn + take])
@@ -200,23 +196,33 @@ class Adaptive(Family):
                     counts[g] = counts.get(g, 0) + 1
             drawn += take
             requests += 1
-            start = None
-            if beta:
-                stopped = _beta_decides(self.rule, sorted(counts.values(), reverse=True)[:2], drawn)
-            elif window:
-                start = _window_start(d.groups[:drawn], self.rule.window)
-                stopped = start is not None
-            else:
-                stopped = self.rule.should_stop([p.rep[i] for i in d.perm[:drawn]])
-                if stopped:
-                    voters = self.rule.voters([p.rep[i] for i in d.perm[:drawn]])
-                    if voters != list(range(drawn)):
-                        raise NotImplementedError(f"replaying {self.rule!r}: a rule whose voters are a part of "
-                                                  "the samples other than ESC's window")
+            stopped, start = stop_decision(self.rule, counts, p, d, drawn)
             out.append((drawn, requests, latency, stopped, start))
             if stopped:
                 break
         return out
+
+
+def stop_decision(rule: Any, counts: dict[int, int], p: ProblemArrays, d: _Draw, n: int) -> tuple[bool, int | None]:
+    """Whether `rule` stops after the first n samples of ordering `d` (`counts`: their answer groups'
+    counts), and for ESC the start of its unanimous window there (else None). Beta and ESC are
+    decided from the group counts; any other rule is asked on the samples' answers, and refused when
+    it would vote with only a part of them."""
+    from ttc.stopping import BetaStop, NeverStop, WindowStop
+
+    if type(rule) is NeverStop:
+        return False, None
+    if type(rule) is BetaStop:
+        return _beta_decides(rule, sorted(counts.values(), reverse=True)[:2], n), None
+    if type(rule) is WindowStop:
+        start = _window_start(d.groups[:n], rule.window)
+        return start is not None, start
+    answers = [p.rep[i] for i in d.perm[:n]]
+    stop = rule.should_stop(answers)
+    if stop and rule.voters(answers) != list(range(n)):
+        raise NotImplementedError(f"replaying {rule!r}: a rule whose voters are a part of the samples "
+                                  "other than ESC's window")
+    return stop, None
 
 
 _BETA: dict[tuple, bool] = {}

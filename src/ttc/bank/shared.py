@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from ttc.bank.arrays import ProblemArrays
-from ttc.bank.replays import COLUMNS, TuneSetting, _beta_decides, _Draw, _leaders, _rule_label, _window_start
+from ttc.bank.replays import COLUMNS, TuneSetting, _Draw, _leaders, _rule_label, stop_decision
 from ttc.errors import InvalidInput
 from ttc.shared_budget import ALLOCATIONS
-from ttc.stopping import BetaStop, NeverStop, StoppingRule, WindowStop
+from ttc.stopping import BetaStop, NeverStop, StoppingRule
 
 
 @dataclass
@@ -197,20 +197,7 @@ def _decisions(p: ProblemArrays, d: _Draw, rule: StoppingRule, max_n: int) -> tu
         g = d.groups[n - 1]
         if g >= 0:
             counts[g] = counts.get(g, 0) + 1
-        start = None
-        if type(rule) is NeverStop:
-            stop = False
-        elif type(rule) is BetaStop:
-            stop = _beta_decides(rule, sorted(counts.values(), reverse=True)[:2], n)
-        elif type(rule) is WindowStop:
-            start = _window_start(d.groups[:n], rule.window)
-            stop = start is not None
-        else:
-            answers = [p.rep[i] for i in d.perm[:n]]
-            stop = rule.should_stop(answers)
-            if stop and rule.voters(answers) != list(range(n)):
-                raise NotImplementedError(f"replaying {rule!r}: a rule whose voters are a part of the samples "
-                                          "other than ESC's window")
+        stop, start = stop_decision(rule, counts, p, d, n)
         decided.append(stop)
         windows.append(start)
     return decided, windows
