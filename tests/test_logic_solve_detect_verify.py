@@ -778,11 +778,11 @@ def test_a_text_level_reasoning_verifier_reads_its_verdict_after_the_end_marker(
 def test_the_prompt_state_and_the_placeholder_that_closes_it():
     import asyncio
 
-    from ttc.hesitation import AFTER_THINKING, close_thinking, closing_placeholder, text_prompt_state
-    from ttc.thinking import FORMATS
+    from ttc.hesitation import AFTER_THINKING, close_thinking, closing_placeholder
+    from ttc.thinking import FORMATS, opened_by_text
 
     fmt = FORMATS["deepseek_r1"]
-    assert [text_prompt_state(t, fmt) for t in ("<think>a", "</think>a", "a", "<think>a</think>b", "x<think>")] == \
+    assert [opened_by_text(t, fmt) for t in ("<think>a", "</think>a", "a", "<think>a</think>b", "x<think>")] == \
         [True, False, None, False, True]
     assert closing_placeholder(fmt, False) == ""
     assert closing_placeholder(fmt, None) == "<think>" + DONE_THINKING + "</think>" + AFTER_THINKING

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ttc.errors import InvalidInput
-from ttc.thinking import ThinkingFormat, generated_ids, generated_logprobs, split_positions
+from ttc.thinking import ThinkingFormat, generated_ids, generated_logprobs, opened_by_ids, split_positions
 from ttc.types import Completion
 
 #: what the strategy does next (`next_move`)
@@ -75,15 +75,7 @@ def prompt_state(prompt_ids: Sequence[int], markers: MarkerIds) -> bool | None:
     """Whether `prompt_ids` end inside an open thinking segment: True (opened, e.g. by an R1-style
     chat template), False (the prompt closed its thinking: `enable_thinking=False`), None (no marker
     at all: the model may open the thinking itself, as Qwen3 does)."""
-    last_start = last_end = -1
-    for i, token in enumerate(prompt_ids):
-        if token == markers.start:
-            last_start = i
-        elif token == markers.end:
-            last_end = i
-    if last_start < 0 and last_end < 0:
-        return None
-    return last_start > last_end
+    return opened_by_ids(prompt_ids, markers.start, markers.end)
 
 
 def generated(completion: Completion) -> tuple[list[int], list[float] | None, list[dict] | None]:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ttc.forcing import marker_token_ids, prompt_state
-from ttc.thinking import ThinkingFormat
+from ttc.thinking import ThinkingFormat, opened_by_text
 
 #: the authors' hesitation keywords (`solve_detect_verify.py`, `MathProblemSolver.hesitation_keywords`)
 HESITATION_WORDS: tuple[str, ...] = ("wait", "double-check", "alternatively", "hmm", "let me check",
@@ -46,15 +46,6 @@ def split_paragraphs(text: str, pattern: re.Pattern[str]) -> list[str]:
     return [p for p in pieces if p]
 
 
-def text_prompt_state(prompt: str, fmt: ThinkingFormat) -> bool | None:
-    """Whether a text prompt ends inside an open thinking (its last start marker after its last end
-    marker): True, False (closed), or None (no marker: the model may open one itself, as Qwen3 does)."""
-    start, end = prompt.rfind(fmt.start), prompt.rfind(fmt.end)
-    if start < 0 and end < 0:
-        return None
-    return start > end
-
-
 def closing_placeholder(fmt: ThinkingFormat, opened: bool | None) -> str:
     """What closes a reasoning model's thinking at once, the authors' way (their fast checks and
     completeness question): the placeholder thinking and the end marker after a prompt that opened
@@ -67,6 +58,6 @@ def closing_placeholder(fmt: ThinkingFormat, opened: bool | None) -> str:
 async def close_thinking(generator: Any, prompt: str | Sequence[int], fmt: ThinkingFormat) -> str | list[int]:
     """`prompt` (text or token ids) followed by `closing_placeholder`: the model then answers at once."""
     if isinstance(prompt, str):  # a chat endpoint's messages are continued, not extended as text
-        return generator.continue_prompt(prompt, closing_placeholder(fmt, text_prompt_state(prompt, fmt)))
+        return generator.continue_prompt(prompt, closing_placeholder(fmt, opened_by_text(prompt, fmt)))
     close = closing_placeholder(fmt, prompt_state(prompt, await marker_token_ids(generator, fmt)))
     return list(prompt) + list(await generator.tokenize(close)) if close else list(prompt)

@@ -48,7 +48,7 @@ from ttc.backends.base import TOKEN_IDS, Generator
 from ttc.context import Context
 from ttc.errors import BudgetExhausted, InvalidInput, check_positive
 from ttc.prompts import ChatPrompt
-from ttc.thinking import prompt_opens, split_text, whole
+from ttc.thinking import opened_by_text, prompt_opens, split_text, whole
 from ttc.types import (
     DEFAULT_DELIMITER,
     Candidate,
@@ -219,7 +219,7 @@ class Stepper:
                 self.opened = prompt_opens(self.prompt_ids, start[0], end[0])
                 return
         text = rendered if isinstance(rendered, str) else self.prompt_text
-        self.opened = text.rfind(fmt.start) > text.rfind(fmt.end)
+        self.opened = opened_by_text(text, fmt) is True
 
     def split(self, text: str) -> tuple[Thinking | None, str]:
         """(thinking, content) of a trace's whole text: the answer is read from the content only."""

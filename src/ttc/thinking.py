@@ -195,6 +195,14 @@ def opened_by_ids(prompt: Sequence[int], start_id: int, end_id: int) -> bool | N
     return None
 
 
+def opened_by_text(prompt: str, fmt: ThinkingFormat) -> bool | None:
+    """As `opened_by_ids`, for a text prompt: which of the markers comes last."""
+    start, end = prompt.rfind(fmt.start), prompt.rfind(fmt.end)
+    if start < 0 and end < 0:
+        return None
+    return start > end
+
+
 def prompt_opens(prompt_ids: Sequence[int], start_id: int, end_id: int) -> bool:
     """Whether a prompt ends inside an open thinking segment: its last start marker comes after its
     last end marker (a chat template that opened the thinking, or a continuation of a thinking)."""

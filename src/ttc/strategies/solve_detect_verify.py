@@ -27,7 +27,6 @@ from dataclasses import replace
 
 from ttc.context import Context
 from ttc.errors import BudgetExhausted, InvalidInput, check_positive
-from ttc.hesitation import text_prompt_state
 from ttc.infos import DetectVerifyRound, SolveDetectVerifyInfo, VerifyStop
 from ttc.probes.base import PLAIN_SUFFIX, Decision, TraceState
 from ttc.probes.completion import SolutionComplete
@@ -35,7 +34,7 @@ from ttc.prompts import ChatPrompt
 from ttc.strategies.base import Sampler
 from ttc.strategies.early_exit import MODES, EarlyExit
 from ttc.strategies.sample import DEFAULT_PARAMS
-from ttc.thinking import ThinkingFormat, thinking_format
+from ttc.thinking import ThinkingFormat, opened_by_text, thinking_format
 from ttc.types import Candidate, Problem, Result, SamplingParams, Usage
 from ttc.verifiers.flex import FlexVerifier, Verdict
 
@@ -241,5 +240,5 @@ def _written(problem: Problem, candidate: Candidate, fmt: ThinkingFormat | None)
     raw = problem.metadata.get("prompt")
     if fmt is None or candidate.thinking is None or not isinstance(raw, str):
         return None
-    start = "" if text_prompt_state(raw, fmt) else fmt.start
+    start = "" if opened_by_text(raw, fmt) else fmt.start
     return start + candidate.thinking + (fmt.end if candidate.thinking_closed else "") + candidate.text

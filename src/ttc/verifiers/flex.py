@@ -32,8 +32,8 @@ from typing import Literal
 from ttc.backends.base import Generator
 from ttc.context import Context
 from ttc.errors import InvalidInput, check_positive
-from ttc.hesitation import HESITATION_WORDS, close_thinking, hesitation_pattern, split_paragraphs, text_prompt_state
-from ttc.thinking import ThinkingFormat, split_text, thinking_format
+from ttc.hesitation import HESITATION_WORDS, close_thinking, hesitation_pattern, split_paragraphs
+from ttc.thinking import ThinkingFormat, opened_by_text, split_text, thinking_format
 from ttc.types import Completion, SamplingParams, Usage
 
 #: the critique prompt (after the authors' `templates/critique_template.txt`), with {problem} and {paragraphs}
@@ -215,7 +215,7 @@ class FlexVerifier:
         opened = None
         if fmt is not None and generator.thinking is None:
             text = prompt if isinstance(prompt, str) else generator.decode(prompt) if generator.can_decode else ""
-            opened = text_prompt_state(text, fmt) is True
+            opened = opened_by_text(text, fmt) is True
 
         async def one(i: int) -> Check:
             (completion, tokens), = await ctx.verifier_generate(prompt, params.replace(seed=_seed(seed, i)), generator)

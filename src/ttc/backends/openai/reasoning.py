@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ttc.backends.base import Delta
-from ttc.thinking import ThinkingFormat, opened_by_ids, split_positions, split_text
+from ttc.thinking import ThinkingFormat, opened_by_ids, opened_by_text, split_positions, split_text
 from ttc.types import Completion, Thinking
 
 __all__ = ["NO_SPLIT", "SERVER_MARKERS", "StreamJoiner", "ThinkingSplit", "opened_by_ids", "opened_by_text",
@@ -68,14 +68,6 @@ class ThinkingSplit:
 
 
 NO_SPLIT = ThinkingSplit()
-
-
-def opened_by_text(prompt: str, fmt: ThinkingFormat) -> bool | None:
-    """As `opened_by_ids`, for a text prompt: which of the markers comes last."""
-    start, end = prompt.rfind(fmt.start), prompt.rfind(fmt.end)
-    if start < 0 and end < 0:
-        return None
-    return start > end
 
 
 def _pick(values: Sequence[Any] | None, positions: Sequence[int]) -> tuple[Any, ...] | None:
