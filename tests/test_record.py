@@ -99,3 +99,51 @@ def test_record_and_tune_from_the_command_line(tmp_path, capsys):
     assert json.loads(out.read_text())["held_out_problems"] == 6
     assert main(["tune", str(tmp_path / "missing.jsonl")]) == 2
     assert "no bank at" in capsys.readouterr().err
+
+
+def test_joined_banks_equal_one_recording_of_all_their_samples(tmp_path, capsys):
+    """K = 4 with seed 0 joined to K = 2 with seed 4 is the K = 6 recording with seed 0: the scripted
+    server, like vLLM, samples request seed S with n = K as seeds S ... S + K - 1."""
+    from ttc.cli import main
+
+    problems = demo_problems(5)
+    _record(tmp_path / "a.jsonl", problems)
+    run_sync(arecord(problems, Scripted(_script), tmp_path / "b.jsonl", k=2, params=PARAMS, seed=4, progress=False))
+    run_sync(arecord(problems, Scripted(_script), tmp_path / "whole.jsonl", k=6, params=PARAMS, progress=False))
+    assert main(["join", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "--output",
+                 str(tmp_path / "ab.jsonl.gz")]) == 0
+    assert "5 problems x 6 samples" in capsys.readouterr().err
+    joined, whole = load_bank(tmp_path / "ab.jsonl.gz"), load_bank(tmp_path / "whole.jsonl")
+    assert joined.k == 6 and joined.header["joined"] == [{"seed": 0, "samples_per_problem": 4},
+                                                          {"seed": 4, "samples_per_problem": 2}]
+    assert joined.header["fingerprint"] == whole.header["fingerprint"]
+    for p, q in zip(joined.problems, whole.problems, strict=True):
+        assert p.problem_id == q.problem_id and p.prompt_tokens == q.prompt_tokens
+        assert [(s.text, s.answer, s.group, s.correct) for s in p.samples] == \
+            [(s.text, s.answer, s.group, s.correct) for s in q.samples]
+    a = load_bank(tmp_path / "a.jsonl")
+    assert joined.problems[0].latency_s == pytest.approx(a.problems[0].latency_s
+                                                         + load_bank(tmp_path / "b.jsonl").problems[0].latency_s)
+
+
+def test_joining_refuses_overlapping_seeds_other_settings_and_other_problems(tmp_path):
+    from ttc.bank.format import join_banks
+
+    problems = demo_problems(3)
+    _record(tmp_path / "a.jsonl", problems)
+    for name, kw in {"overlap": {"seed": 3}, "hot": {"params": PARAMS.replace(temperature=1.0), "seed": 4},
+                     "fewer": {"seed": 4}, "ok": {"seed": 4}}.items():
+        run_sync(arecord(problems[:2] if name == "fewer" else problems, Scripted(_script), tmp_path / f"{name}.jsonl",
+                         k=2, params=kw.get("params", PARAMS), seed=kw["seed"], progress=False))
+    a = load_bank(tmp_path / "a.jsonl")
+    with pytest.raises(ttc.InvalidInput, match=r"seed ranges \[0, 4\) and \[3, 5\) overlap.*--seed 5 or more"):
+        join_banks([a, load_bank(tmp_path / "overlap.jsonl")])
+    with pytest.raises(ttc.InvalidInput, match="differ in fingerprint"):
+        join_banks([a, load_bank(tmp_path / "hot.jsonl")])
+    with pytest.raises(ttc.InvalidInput, match="hold different problems"):
+        join_banks([a, load_bank(tmp_path / "fewer.jsonl")])
+    with pytest.raises(ttc.InvalidInput, match="at least two"):
+        join_banks([a])
+    twice = join_banks([a, load_bank(tmp_path / "ok.jsonl")])
+    with pytest.raises(ttc.InvalidInput, match=r"\[4, 6\) and \[4, 6\) overlap"):  # a joined bank keeps its parts
+        join_banks([twice, load_bank(tmp_path / "ok.jsonl")])

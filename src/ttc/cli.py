@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from ttc.bank.cli import register as register_bank_commands
 
-    register_bank_commands(sub, _add_backend_args)  # `ttc record`, `ttc tune`
+    register_bank_commands(sub, _add_backend_args)  # `ttc record`, `ttc join`, `ttc tune`
     _add_serve_command(sub)  # `ttc serve`
     _defaults_in_help(parser)
     return parser

@@ -56,6 +56,15 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_join(args: argparse.Namespace) -> int:
+    from ttc.bank.format import join_banks, load_bank, save_bank
+
+    bank = join_banks([load_bank(path) for path in args.banks])
+    save_bank(bank, args.output)
+    print(f"joined {len(bank.problems)} problems x {bank.k} samples: {args.output}", file=sys.stderr)
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     import os
 
@@ -92,7 +101,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any, add_backend_args: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Add `ttc record` and `ttc tune`."""
+    """Add `ttc record`, `ttc join` and `ttc tune`."""
     rec = sub.add_parser("record", help="sample K candidates per problem once into a sample bank (resumable)",
                          description="Record a sample bank: K samples per problem, with answers, tokens, "
                          "logprobs and latency, into a JSONL file that `ttc tune` replays. Re-running the "
@@ -115,6 +124,14 @@ def register(sub: Any, add_backend_args: Callable[[argparse.ArgumentParser], Non
     rec.add_argument("--output", required=True, help="bank file (.jsonl or .jsonl.gz); resumed when it exists")
     rec.add_argument("--quiet", action="store_true")
     rec.set_defaults(func=cmd_record)
+
+    join = sub.add_parser("join", help="join banks of one model, prompt and sampling recorded with different seeds",
+                          description="Join sample banks of the same problems, model, prompt and sampling, recorded "
+                          "with non-overlapping seeds, into one bank with all their samples per problem: K = 32 "
+                          "recorded with --seed 0 and K = 8 with --seed 1000 make a K = 40 bank.")
+    join.add_argument("banks", nargs="+", help="bank files, in the order their samples are kept")
+    join.add_argument("--output", required=True, help="the joined bank (.jsonl or .jsonl.gz)")
+    join.set_defaults(func=cmd_join)
 
     tun = sub.add_parser("tune", help="replay every sample-based strategy at every n on recorded banks",
                          description="Replay every replayable strategy and setting at every n up to K on one or "

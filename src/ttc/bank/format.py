@@ -208,25 +208,70 @@ def check_compatible(banks: Sequence[Bank]) -> None:
         raise InvalidInput(f"two banks share the name {names!r}: rename a file")
 
 
+def _regrouped(samples: Sequence[BankSample]) -> tuple[BankSample, ...]:
+    """`samples` with their answer groups recomputed over exactly these samples."""
+    from ttc.answers import group
+
+    groups: dict[int, int] = {}
+    for members in group([s.answer for s in samples]):
+        for m in members:
+            groups[m] = members[0]
+    return tuple(BankSample(**{**s.__dict__, "group": groups.get(i)}) for i, s in enumerate(samples))
+
+
 def cut_bank(bank: Bank, problems: int | None = None, k: int | None = None) -> Bank:
     """The first `problems` problems with their first `k` samples (answer groups recomputed): a
     smaller bank of the same model, prompt and sampling settings."""
-    from ttc.answers import group
-
     k = bank.k if k is None else k
     if not 1 <= k <= bank.k:
         raise InvalidInput(f"k must be in [1, {bank.k}], got {k}")
-    out = []
-    for p in bank.problems[:problems]:
-        samples = list(p.samples[:k])
-        groups: dict[int, int] = {}
-        for members in group([s.answer for s in samples]):
-            for m in members:
-                groups[m] = members[0]
-        samples = [BankSample(**{**s.__dict__, "group": groups.get(i)}) for i, s in enumerate(samples)]
-        out.append(BankProblem(p.problem_id, p.index, p.question, p.gold, p.prompt_tokens, p.latency_s,
-                               tuple(samples)))
+    out = [BankProblem(p.problem_id, p.index, p.question, p.gold, p.prompt_tokens, p.latency_s,
+                       _regrouped(p.samples[:k]))
+           for p in bank.problems[:problems]]
     return Bank({**bank.header, "samples_per_problem": k}, tuple(out), bank.path)
+
+
+def _seed_parts(bank: Bank) -> list[dict[str, int]]:
+    """The (seed, K) recordings a bank is made of: one, or several after `join_banks`."""
+    return list(bank.header.get("joined") or [{"seed": int(bank.header.get("seed", 0)), "samples_per_problem": bank.k}])
+
+
+def join_banks(banks: Sequence[Bank]) -> Bank:
+    """One bank of K1 + K2 + ... samples per problem from banks of the same model, prompt, sampling
+    and problems recorded with different seeds (`ttc record --seed`): more samples per problem
+    without re-recording the ones already paid for. Each problem's samples are the banks' in the
+    order given, answer groups recomputed; its latency is the sum (the requests were sequential).
+
+    Refused where the samples could repeat each other: problem i of a bank recorded with seed S and
+    K samples is one request of n = K with seed S + i, which vLLM splits into seeds S + i ... S + i + K - 1,
+    so two banks' seed ranges [S, S + K) must not overlap."""
+    if len(banks) < 2:
+        raise InvalidInput("joining needs at least two banks")
+    first = banks[0]
+    for other in banks[1:]:
+        for key in ("fingerprint", "verifiers", "top_logprobs"):
+            if other.header.get(key) != first.header.get(key):
+                raise InvalidInput(f"banks {first.name} and {other.name} differ in {key} ({first.header.get(key)!r} "
+                                   f"vs {other.header.get(key)!r}): only banks of one model, prompt and sampling join")
+        ids = [p.problem_id for p in other.problems]
+        if ids != [p.problem_id for p in first.problems]:
+            raise InvalidInput(f"banks {first.name} ({len(first.problems)} complete problems) and {other.name} "
+                               f"({len(ids)}) hold different problems: finish recording both (same --dataset, --limit)")
+    parts = [part for bank in banks for part in _seed_parts(bank)]
+    for i, a in enumerate(parts):
+        for b in parts[i + 1:]:
+            if a["seed"] < b["seed"] + b["samples_per_problem"] and b["seed"] < a["seed"] + a["samples_per_problem"]:
+                raise InvalidInput(f"seed ranges [{a['seed']}, {a['seed'] + a['samples_per_problem']}) and "
+                                   f"[{b['seed']}, {b['seed'] + b['samples_per_problem']}) overlap: their samples "
+                                   f"could repeat; record the extra bank with --seed {max(p['seed'] + p['samples_per_problem'] for p in parts)} "
+                                   "or more")
+    problems = []
+    for rows in zip(*(bank.problems for bank in banks), strict=True):
+        head = rows[0]
+        problems.append(BankProblem(head.problem_id, head.index, head.question, head.gold, head.prompt_tokens,
+                                    sum(r.latency_s for r in rows), _regrouped([s for r in rows for s in r.samples])))
+    k = sum(bank.k for bank in banks)
+    return Bank({**first.header, "samples_per_problem": k, "joined": parts}, tuple(problems), None)
 
 
 def save_bank(bank: Bank, path: str | os.PathLike) -> None:
