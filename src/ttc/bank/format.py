@@ -258,13 +258,12 @@ def join_banks(banks: Sequence[Bank]) -> Bank:
             raise InvalidInput(f"banks {first.name} ({len(first.problems)} complete problems) and {other.name} "
                                f"({len(ids)}) hold different problems: finish recording both (same --dataset, --limit)")
     parts = [part for bank in banks for part in _seed_parts(bank)]
-    for i, a in enumerate(parts):
-        for b in parts[i + 1:]:
-            if a["seed"] < b["seed"] + b["samples_per_problem"] and b["seed"] < a["seed"] + a["samples_per_problem"]:
-                raise InvalidInput(f"seed ranges [{a['seed']}, {a['seed'] + a['samples_per_problem']}) and "
-                                   f"[{b['seed']}, {b['seed'] + b['samples_per_problem']}) overlap: their samples "
-                                   f"could repeat; record the extra bank with --seed {max(p['seed'] + p['samples_per_problem'] for p in parts)} "
-                                   "or more")
+    ranges = [(p["seed"], p["seed"] + p["samples_per_problem"]) for p in parts]
+    for i, (a0, a1) in enumerate(ranges):
+        for b0, b1 in ranges[i + 1:]:
+            if a0 < b1 and b0 < a1:
+                raise InvalidInput(f"seed ranges [{a0}, {a1}) and [{b0}, {b1}) overlap: their samples could repeat; "
+                                   f"record the extra bank with --seed {max(end for _, end in ranges)} or more")
     problems = []
     for rows in zip(*(bank.problems for bank in banks), strict=True):
         head = rows[0]
