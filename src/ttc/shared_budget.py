@@ -17,6 +17,8 @@ prompt measured by tokenizing it) is reserved in the pool, and the reservation i
 round's real usage when it returns. (This holds when the backend bills a prompt at the length ttc
 measured, as every ttc backend does; `Context` charges at least that length, never less.) A total
 below one worst-case sample per problem is refused before anything is generated.
+The waves are planned by `WavePlanner`, which does no I/O: this runner sends the rounds it plans,
+and `ttc tune`'s replay (`ttc.bank.shared`) settles the same plan from a bank's recorded samples.
 
 Only votes can be run this way: `AdaptiveVote` (its stopping rule decides) and an unweighted
 `MajorityVote(n)` (never decided early: it samples up to n), each with plain `Sample` sampling
@@ -27,7 +29,7 @@ each (`AdaptiveVote.batch`; n for `MajorityVote`), so `AdaptiveVote(stream=True)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -96,13 +98,89 @@ class TokenPool:
         self.spent += spent
 
 
+@dataclass(frozen=True)
+class Round:
+    """One request of k samples for problem `index`, `reserved` at its worst case before it is sent."""
+
+    index: int
+    k: int
+    reserved: int
+
+
+class WavePlanner:
+    """The scheduling of a shared total, without I/O: the live runner sends the rounds it plans and
+    `ttc tune`'s replay (`ttc.bank.shared.allocate`) settles them from a bank's recorded lengths, so
+    both run this one plan. Refuses a total below one worst-case sample per problem (or, uniform, a
+    share below one)."""
+
+    def __init__(self, prompts: Sequence[int], total: int, allocation: str, *, batch: int, max_n: int,
+                 max_tokens: int):
+        if allocation not in ALLOCATIONS:
+            raise InvalidInput(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
+        one_each = sum(n + max_tokens for n in prompts)
+        if one_each > total:
+            raise InvalidInput(f"total_budget of {total} tokens is below one sample per problem: {len(prompts)} "
+                               f"problems need {one_each} tokens at worst (each its prompt, {min(prompts)}-"
+                               f"{max(prompts)} tokens, + max_tokens={max_tokens})")
+        self.prompts, self.batch, self.max_n, self.max_tokens = list(prompts), batch, max_n, max_tokens
+        self.adaptive = allocation == "adaptive"
+        self.shares: list[int | None] = [None] * len(prompts)
+        if self.adaptive:
+            self.pools = [TokenPool(total)] * len(prompts)
+        else:
+            base, extra = divmod(total, len(prompts))
+            self.shares = [base + (i < extra) for i in range(len(prompts))]
+            short = [i for i, (s, n) in enumerate(zip(self.shares, prompts, strict=True)) if s < n + max_tokens]
+            if short:
+                raise InvalidInput(f"total_budget of {total} tokens split uniformly gives problem {short[0]} "
+                                   f"{self.shares[short[0]]} tokens, below one sample ({prompts[short[0]]} prompt + "
+                                   f"max_tokens={max_tokens}); raise the total or use allocation='adaptive'")
+            self.pools = [TokenPool(s) for s in self.shares]
+        self.waves = 0
+
+    def cost(self, i: int, k: int) -> int:
+        """The worst case of k samples for problem i: its prompt + k x max_tokens."""
+        return self.prompts[i] + k * self.max_tokens
+
+    def next_wave(self, waiting: Mapping[int, int]) -> tuple[list[Round], list[int]]:
+        """The next wave's rounds, reserved, for the open problems (`waiting`: index -> samples so far),
+        and the problems the budget stops. Call it once every round of the previous wave is settled.
+        No rounds: the run is over."""
+        order = sorted(waiting, key=lambda i: (waiting[i], i))  # fewest samples first
+        sizes = {i: min(self.batch, self.max_n - waiting[i]) for i in order}
+        if self.waves == 0 and self.adaptive:  # wave 0: every first round of one size, shrunk until all fit
+            k = min(self.batch, self.max_n)
+            while k > 1 and sum(self.cost(i, k) for i in order) > self.pools[0].available():
+                k -= 1
+            sizes = dict.fromkeys(order, k)
+        wave, stopped = [], []
+        for i in order:  # each reservation leaves less for the next
+            k = sizes[i]
+            while k > 0 and self.cost(i, k) > self.pools[i].available():
+                k -= 1
+            if k > 0:
+                self.pools[i].reserve(self.cost(i, k))
+                wave.append(Round(i, k, self.cost(i, k)))
+            elif not self.adaptive:
+                stopped.append(i)  # its own share cannot pay for one more sample, now or later
+        if not wave:  # nothing sent: nothing can free tokens, the rest is out of budget
+            return [], order
+        self.waves += 1
+        return wave, stopped
+
+    def settle(self, round: Round, spent: int) -> None:
+        """A round returned: its real usage replaces its reservation."""
+        self.pools[round.index].settle(round.reserved, spent)
+
+    def spent(self) -> int:
+        return sum(p.spent for p in {id(p): p for p in self.pools}.values())
+
+
 @dataclass
 class _Problem:
     index: int
     problem: Problem
     ctx: Context
-    prompt_tokens: int
-    pool: TokenPool
     candidates: list[Candidate] = field(default_factory=list)
     rounds: int = 0
     reason: StopReason | None = None
@@ -110,9 +188,6 @@ class _Problem:
 
     def open(self) -> bool:
         return self.reason is None and self.error is None
-
-    def cost(self, k: int, max_tokens: int) -> int:
-        return self.prompt_tokens + k * max_tokens
 
 
 async def _prompt_tokens(sample: Sample, problem: Problem, generator: Generator) -> int:
@@ -140,37 +215,21 @@ async def asolve_shared(strategy: Strategy, problems: Iterable[Problem | str], g
     items = [Problem.coerce(p).validate() for p in problems]
     if not items:
         return Results()
-    max_tokens = plan.sample.params.max_tokens
     lengths = [await _prompt_tokens(plan.sample, p, generator) for p in items]
-    total = total_budget.tokens
-    one_each = sum(n + max_tokens for n in lengths)
-    if one_each > total:
-        raise InvalidInput(f"total_budget of {total} tokens is below one sample per problem: {len(items)} problems "
-                           f"need {one_each} tokens at worst (each its prompt, {min(lengths)}-{max(lengths)} tokens, "
-                           f"+ max_tokens={max_tokens})")
-    shares: list[int | None] = [None] * len(items)
-    if allocation == "uniform":
-        base, extra = divmod(total, len(items))
-        shares = [base + (i < extra) for i in range(len(items))]
-        short = [i for i, (s, n) in enumerate(zip(shares, lengths, strict=True)) if s < n + max_tokens]
-        if short:
-            raise InvalidInput(f"total_budget of {total} tokens split uniformly gives problem {short[0]} "
-                               f"{shares[short[0]]} tokens, below one sample ({lengths[short[0]]} prompt + "
-                               f"max_tokens={max_tokens}); raise the total or use allocation='adaptive'")
-        pools = [TokenPool(s) for s in shares]
-    else:
-        pools = [TokenPool(total)] * len(items)
-    states = [_Problem(i, p, Context(generator, budget, None if seed is None else seed + i), lengths[i], pools[i])
+    planner = WavePlanner(lengths, total_budget.tokens, allocation, batch=plan.batch, max_n=plan.max_n,
+                          max_tokens=plan.sample.params.max_tokens)
+    states = [_Problem(i, p, Context(generator, budget, None if seed is None else seed + i))
               for i, p in enumerate(items)]
     semaphore = asyncio.Semaphore(concurrency)
     bar = tqdm(total=len(items), desc=f"{plan.name} (shared {allocation})", disable=not progress,
                dynamic_ncols=True)
 
-    async def round_of(state: _Problem, k: int, reserved: int) -> None:
+    async def round_of(planned: Round) -> None:
+        state = states[planned.index]
         async with semaphore:
             before = state.ctx.usage.total_tokens
             try:
-                state.candidates += await draw_round(plan.sample, state.problem, state.ctx, k)
+                state.candidates += await draw_round(plan.sample, state.problem, state.ctx, planned.k)
                 state.rounds += 1
             except BudgetExhausted as exc:  # the problem's own budget= (the shared pool is checked before)
                 if state.candidates:
@@ -180,7 +239,7 @@ async def asolve_shared(strategy: Strategy, problems: Iterable[Problem | str], g
             except Exception as exc:  # one bad problem never loses the others
                 state.error = exc
             finally:
-                state.pool.settle(reserved, state.ctx.usage.total_tokens - before)
+                planner.settle(planned, state.ctx.usage.total_tokens - before)
         if state.error is not None or state.reason is not None:
             return
         if plan.rule.should_stop([c.answer for c in state.candidates]):
@@ -188,45 +247,18 @@ async def asolve_shared(strategy: Strategy, problems: Iterable[Problem | str], g
         elif len(state.candidates) >= plan.max_n:
             state.reason = "max_n"
 
-    # wave 0: every problem's first round, all reserved before any is sent
-    k0 = [min(plan.batch, plan.max_n)] * len(items)
-    if allocation == "adaptive":
-        while k0[0] > 1 and sum(s.cost(k0[0], max_tokens) for s in states) > total:
-            k0 = [k0[0] - 1] * len(items)
-    else:
-        k0 = [max(k for k in range(1, k0[0] + 1) if s.cost(k, max_tokens) <= s.pool.total) for s in states]
-    wave = []
-    for state, k in zip(states, k0, strict=True):
-        state.pool.reserve(state.cost(k, max_tokens))
-        wave.append(round_of(state, k, state.cost(k, max_tokens)))
-    await asyncio.gather(*wave)
-    _update_bar(bar, states)
-    waves = 1
-    while True:
-        waiting = sorted((s for s in states if s.open()), key=lambda s: (len(s.candidates), s.index))
-        if not waiting:
+    while True:  # each wave planned (all its rounds reserved) once the previous one has returned
+        wave, stopped = planner.next_wave({s.index: len(s.candidates) for s in states if s.open()})
+        for i in stopped:
+            states[i].reason = "budget"
+        if not wave:
             break
-        wave = []
-        for state in waiting:
-            k = min(plan.batch, plan.max_n - len(state.candidates))
-            while k > 0 and state.cost(k, max_tokens) > state.pool.available():
-                k -= 1
-            if k > 0:
-                state.pool.reserve(state.cost(k, max_tokens))
-                wave.append(round_of(state, k, state.cost(k, max_tokens)))
-            elif allocation == "uniform":
-                state.reason = "budget"  # its own share cannot pay for one more sample, now or later
-        if not wave:  # nothing was sent: nothing can free tokens, the rest is out of budget
-            for state in waiting:
-                state.reason = state.reason or "budget"
-            break
-        await asyncio.gather(*wave)
-        waves += 1
+        await asyncio.gather(*(round_of(planned) for planned in wave))
         _update_bar(bar, states)
     bar.close()
-    spent = sum(p.spent for p in {id(p): p for p in pools}.values())
+    spent = planner.spent()
     results = Results()
-    for state, share in zip(states, shares, strict=True):
+    for state, share in zip(states, planner.shares, strict=True):
         usage = state.ctx.finish()
         if state.error is not None:
             result = Result.failed(state.problem, plan.name, state.error, usage)
@@ -239,7 +271,7 @@ async def asolve_shared(strategy: Strategy, problems: Iterable[Problem | str], g
             allocation={"mode": allocation, "samples": len(state.candidates), "rounds": state.rounds,
                         "tokens": usage.total_tokens, "share": share,
                         "stop_reason": state.reason if state.error is None else "error"},
-            shared_budget={"total": total, "spent": spent, "waves": waves})
+            shared_budget={"total": total_budget.tokens, "spent": spent, "waves": planner.waves})
         results.append(result)
         if on_result is not None:
             on_result(state.index, result)
@@ -256,4 +288,5 @@ def _update_bar(bar: tqdm, states: list[_Problem]) -> None:
     bar.update(done - bar.n)
 
 
-__all__ = ["ALLOCATIONS", "Allocation", "TokenPool", "VotePlan", "allocation_table", "asolve_shared", "vote_plan"]
+__all__ = ["ALLOCATIONS", "Allocation", "Round", "TokenPool", "VotePlan", "WavePlanner", "allocation_table",
+           "asolve_shared", "vote_plan"]

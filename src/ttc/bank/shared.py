@@ -2,14 +2,13 @@
 
 Unlike the other replays, a shared budget couples the problems: what one problem may draw depends on
 what the others spent. So it is replayed across all problems of a set at once, for one ordering of
-each problem's samples, by `allocate`, a step-for-step copy of the scheduling in
-`ttc.shared_budget.asolve_shared` (worst-case reservations, wave 0 for everyone, then waves to the
-open problems, fewest samples first). That scheduling is deterministic: a wave's reservations are
-all made before any of its rounds is sent, and the next wave is planned only after all of them
-returned, so neither timing nor concurrency changes what a problem draws. The replay therefore
-gives, per problem, exactly the answer, tokens and requests of the real runner on `BankReplay`
-(tests/test_tune_shared.py). Budgets are per-problem averages: a set of P problems shares B x P.
-"""
+each problem's samples, by `allocate`, which runs the live runner's own planner
+(`ttc.shared_budget.WavePlanner`) and settles its rounds from the recorded lengths. That scheduling
+is deterministic: a wave's reservations are all made before any of its rounds is sent, and the next
+wave is planned only after all of them returned, so neither timing nor concurrency changes what a
+problem draws. The replay therefore gives, per problem, exactly the answer, tokens and requests of
+the real runner on `BankReplay` (tests/test_tune_shared.py). Budgets are per-problem averages: a set
+of P problems shares B x P."""
 
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ import numpy as np
 from ttc.bank.arrays import ProblemArrays
 from ttc.bank.replays import COLUMNS, TuneSetting, _Draw, _leaders, _rule_label, stop_decision
 from ttc.errors import InvalidInput
-from ttc.shared_budget import ALLOCATIONS
+from ttc.shared_budget import ALLOCATIONS, WavePlanner
 from ttc.stopping import BetaStop, NeverStop, StoppingRule
 
 
@@ -40,76 +39,29 @@ class ProblemRun:
 
 def allocate(prompts: Sequence[int], lengths: Sequence[Sequence[int]], decided: Sequence[Sequence[bool]], *,
              total: int, allocation: str, batch: int, max_n: int, max_tokens: int) -> list[ProblemRun]:
-    """`asolve_shared`'s allocation on recorded samples. Problem i has prompt `prompts[i]` tokens;
-    its samples, in the order drawn, have `lengths[i]` tokens; `decided[i][d]` says whether the
-    stopping rule stops after its first d samples. Rounds of at most `batch` samples (at most
-    `max_n` in all), each reserved at its worst case (prompt + k x max_tokens) before it is sent."""
-    count = len(prompts)
-    one_each = sum(n + max_tokens for n in prompts)
-    if one_each > total:
-        raise InvalidInput(f"total budget of {total} tokens is below one sample per problem: {count} problems "
-                           f"need {one_each} tokens at worst")
-    if allocation == "uniform":
-        base, extra = divmod(total, count)
-        available = [base + (i < extra) for i in range(count)]
-        short = [i for i in range(count) if available[i] < prompts[i] + max_tokens]
-        if short:
-            raise InvalidInput(f"total budget of {total} tokens split uniformly gives problem {short[0]} "
-                               f"{available[short[0]]} tokens, below one sample")
-        pool = list(range(count))
-    elif allocation == "adaptive":
-        available, pool = [total], [0] * count
-    else:
-        raise InvalidInput(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
-    runs = [ProblemRun() for _ in range(count)]
-
-    def reserve(i: int, k: int) -> tuple[int, int]:
-        available[pool[i]] -= prompts[i] + k * max_tokens
-        return i, k
-
-    def settle(wave: list[tuple[int, int]]) -> None:
-        """The wave's rounds return (all were reserved before any was sent): real usage replaces
-        each reservation, then the stopping rule is asked."""
-        for i, k in wave:
-            run = runs[i]
-            spent = prompts[i] + sum(lengths[i][run.drawn:run.drawn + k])
-            available[pool[i]] += prompts[i] + k * max_tokens - spent
-            run.drawn += k
-            run.rounds.append(k)
+    """`asolve_shared`'s allocation on recorded samples: its `WavePlanner`, each round settled at
+    the recorded tokens. Problem i has prompt `prompts[i]` tokens; its samples, in the order drawn,
+    have `lengths[i]` tokens; `decided[i][d]` says whether the stopping rule stops after its first
+    d samples. Rounds of at most `batch` samples (at most `max_n` in all)."""
+    planner = WavePlanner(prompts, total, allocation, batch=batch, max_n=max_n, max_tokens=max_tokens)
+    runs = [ProblemRun() for _ in prompts]
+    while True:
+        wave, stopped = planner.next_wave({i: run.drawn for i, run in enumerate(runs) if run.reason is None})
+        for i in stopped:
+            runs[i].reason = "budget"
+        if not wave:
+            return runs
+        for planned in wave:  # the wave returns, then the stopping rule is asked
+            run = runs[planned.index]
+            spent = prompts[planned.index] + sum(lengths[planned.index][run.drawn:run.drawn + planned.k])
+            planner.settle(planned, spent)
+            run.drawn += planned.k
+            run.rounds.append(planned.k)
             run.tokens += spent
-            if decided[i][run.drawn]:
+            if decided[planned.index][run.drawn]:
                 run.reason = "decided"
             elif run.drawn >= max_n:
                 run.reason = "max_n"
-
-    # wave 0: every problem's first round, all reserved before any is sent
-    first = min(batch, max_n)
-    if allocation == "adaptive":
-        while first > 1 and sum(n + first * max_tokens for n in prompts) > total:
-            first -= 1
-        settle([reserve(i, first) for i in range(count)])
-    else:
-        settle([reserve(i, max(k for k in range(1, first + 1) if prompts[i] + k * max_tokens <= available[i]))
-                for i in range(count)])
-    while True:
-        waiting = sorted((i for i in range(count) if runs[i].reason is None), key=lambda i: (runs[i].drawn, i))
-        if not waiting:
-            break
-        wave = []
-        for i in waiting:  # fewest samples first: each reservation leaves less for the next
-            k = min(batch, max_n - runs[i].drawn)
-            while k > 0 and prompts[i] + k * max_tokens > available[pool[i]]:
-                k -= 1
-            if k > 0:
-                wave.append(reserve(i, k))
-            elif allocation == "uniform":
-                runs[i].reason = "budget"  # its own share cannot pay for one more sample, now or later
-        if not wave:  # nothing sent: nothing can free tokens
-            for i in waiting:
-                runs[i].reason = runs[i].reason or "budget"
-            break
-        settle(wave)
-    return runs
 
 
 @dataclass(frozen=True)
