@@ -10,14 +10,18 @@ intervals (a failed problem counts as wrong); requests per problem; the server's
 (`/metrics` deltas), kept only when the server generated no more tokens than this run counted
 (i.e. nothing else used it meanwhile; otherwise they are reported as shared and left out).
 
-    # the bank (once; 200 problems x 32 samples, demo prompt, temperature 0.7, 96 tokens)
+    # the bank (once; 200 problems x 40 samples, demo prompt, temperature 0.7, 96 tokens: 32, then 8
+    # more joined, as measured; parallel tempering and Archon spend more than 32 samples' tokens)
     ttc record --dataset demo --limit 200 --k 32 --backend openai --url http://127.0.0.1:PORT/v1 \
         --output demo200x32.jsonl
+    ttc record --dataset demo --limit 200 --k 8 --seed 1000 --backend openai --url http://127.0.0.1:PORT/v1 \
+        --output demo200x8_seed1000.jsonl
+    ttc join demo200x32.jsonl demo200x8_seed1000.jsonl --output demo200x40.jsonl
     # one strategy (or several, one after the other; `all` = every one), resumable per problem
     nice -n 10 python benchmarks/equal_tokens.py genselect --url http://127.0.0.1:PORT/v1 --problems 200 \
-        --bank demo200x32.jsonl --out-dir out/
+        --bank demo200x40.jsonl --out-dir out/
     # the table of what out/ holds, running nothing
-    python benchmarks/equal_tokens.py all --report-only --problems 200 --bank demo200x32.jsonl --out-dir out/ \
+    python benchmarks/equal_tokens.py all --report-only --problems 200 --bank demo200x40.jsonl --out-dir out/ \
         --markdown table.md
 
 Each finished problem is one JSON line in `OUT_DIR/STRATEGY.jsonl` (problems already there are not
@@ -77,8 +81,8 @@ def _steps() -> dict:
 
 def _archon() -> ttc.Strategy:
     """The registry's `archon` stack over the demo prompt: each of 3 samples critiqued, ranked, the top 2
-    fused (with 4 samples and the top 3 it spends ~2,200 tokens a problem, beyond MajorityVote(32) of a
-    32-sample bank, ~1,600)."""
+    fused (with 4 samples and the top 3 it spends ~2,200 tokens a problem, beyond MajorityVote(40) of a
+    40-sample bank, ~2,000)."""
     stack = ttc.Fuse(k=2, sample=ttc.Rank(k=2, sample=ttc.Critique(n=3, sample=_sample())))
     stack.name = "archon"
     return stack
