@@ -192,17 +192,22 @@ def load_bank(path: str | os.PathLike) -> Bank:
     return Bank(dict(header), ordered, os.fspath(path))
 
 
-def check_compatible(banks: Sequence[Bank]) -> None:
-    """Banks tuned together must share model, prompt and problems (they may differ in sampling)."""
+def _require_alike(banks: Sequence[Bank], keys: Sequence[str], otherwise: str) -> None:
+    """Refuse banks whose headers differ in any of `keys` or that hold different problems."""
     first = banks[0]
     for other in banks[1:]:
-        for key in ("model", "prompt", "answer_rules"):
+        for key in keys:
             if other.header.get(key) != first.header.get(key):
                 raise InvalidInput(f"banks {first.name} and {other.name} differ in {key} "
-                                   f"({first.header.get(key)!r} vs {other.header.get(key)!r}): tune them apart")
+                                   f"({first.header.get(key)!r} vs {other.header.get(key)!r}): {otherwise}")
         if [p.problem_id for p in other.problems] != [p.problem_id for p in first.problems]:
-            raise InvalidInput(f"banks {first.name} and {other.name} hold different problems: "
-                               "record the same problems in each")
+            raise InvalidInput(f"banks {first.name} ({len(first.problems)} complete problems) and {other.name} "
+                               f"({len(other.problems)}) hold different problems: record the same problems in each")
+
+
+def check_compatible(banks: Sequence[Bank]) -> None:
+    """Banks tuned together must share model, prompt and problems (they may differ in sampling)."""
+    _require_alike(banks, ("model", "prompt", "answer_rules"), "tune them apart")
     names = [b.name for b in banks]
     if len(set(names)) != len(names):
         raise InvalidInput(f"two banks share the name {names!r}: rename a file")
@@ -247,16 +252,8 @@ def join_banks(banks: Sequence[Bank]) -> Bank:
     so two banks' seed ranges [S, S + K) must not overlap."""
     if len(banks) < 2:
         raise InvalidInput("joining needs at least two banks")
-    first = banks[0]
-    for other in banks[1:]:
-        for key in ("fingerprint", "verifiers", "top_logprobs"):
-            if other.header.get(key) != first.header.get(key):
-                raise InvalidInput(f"banks {first.name} and {other.name} differ in {key} ({first.header.get(key)!r} "
-                                   f"vs {other.header.get(key)!r}): only banks of one model, prompt and sampling join")
-        ids = [p.problem_id for p in other.problems]
-        if ids != [p.problem_id for p in first.problems]:
-            raise InvalidInput(f"banks {first.name} ({len(first.problems)} complete problems) and {other.name} "
-                               f"({len(ids)}) hold different problems: finish recording both (same --dataset, --limit)")
+    _require_alike(banks, ("fingerprint", "verifiers", "top_logprobs"),
+                   "only banks of one model, prompt and sampling join")
     parts = [part for bank in banks for part in _seed_parts(bank)]
     ranges = [(p["seed"], p["seed"] + p["samples_per_problem"]) for p in parts]
     for i, (a0, a1) in enumerate(ranges):
@@ -270,7 +267,7 @@ def join_banks(banks: Sequence[Bank]) -> Bank:
         problems.append(BankProblem(head.problem_id, head.index, head.question, head.gold, head.prompt_tokens,
                                     sum(r.latency_s for r in rows), _regrouped([s for r in rows for s in r.samples])))
     k = sum(bank.k for bank in banks)
-    return Bank({**first.header, "samples_per_problem": k, "joined": parts}, tuple(problems), None)
+    return Bank({**banks[0].header, "samples_per_problem": k, "joined": parts}, tuple(problems), None)
 
 
 def save_bank(bank: Bank, path: str | os.PathLike) -> None:
