@@ -102,6 +102,8 @@ DEFAULT_TESTS = [
     "tests/test_adaptive_vote.py",
     "tests/test_shared_budget.py",
     "tests/test_rpc_adaptive_bon.py",
+    "tests/test_record.py",
+    "tests/test_tune.py",
 ]
 
 #: which of those files run for a module's mutants (first match by prefix; `--all-tests` runs every
@@ -142,6 +144,7 @@ TEST_MAP = {
     "ttc.probes": ["tests/test_logic_probes.py", "tests/test_probes.py", "tests/test_early_exit.py",
                    "tests/test_logic_audit.py"],
     # extraction is tested by its table; votes and probes compare answers with it
+    "ttc.bank.format": ["tests/test_record.py", "tests/test_tune.py"],
     "ttc.answers": ["tests/test_answer_cases.py", "tests/test_answers*.py", "tests/test_logic_votes.py",
                     "tests/test_logic_probes.py"],
 }
@@ -150,6 +153,14 @@ TEST_MAP = {
 #: function, operator and the original line's text (not line numbers, which move). They are still
 #: run and reported, and the kill rate is given with and without them.
 KNOWN_EQUIVALENT = [
+    ("join_banks", "boolean: True->False", "for rows in zip(*(bank.problems for bank in banks), strict=True):",
+     "_require_alike has refused banks with other problems: the lists have one length"),
+    ("join_banks", "offbyone: 0->1", "head = rows[0]",
+     "the rows are one problem of banks of one prompt: id, index, question, gold and prompt length are alike"),
+    ("join_banks", "offbyone: 0->-1", "head = rows[0]",
+     "the rows are one problem of banks of one prompt: id, index, question, gold and prompt length are alike"),
+    ("_require_alike", "offbyone: 1->0", "for other in banks[1:]:",
+     "the first bank compared with itself passes every check"),
     ("_cumulative", "drop: statement dropped", "cumulative[-1] = 1.0",
      "the loop guard i < len(cumulative) - 1 already keeps the index in range when rounding leaves the "
      "last cumulative weight just under 1"),

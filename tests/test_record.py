@@ -147,3 +147,42 @@ def test_joining_refuses_overlapping_seeds_other_settings_and_other_problems(tmp
     twice = join_banks([a, load_bank(tmp_path / "ok.jsonl")])
     with pytest.raises(ttc.InvalidInput, match=r"\[4, 6\) and \[4, 6\) overlap"):  # a joined bank keeps its parts
         join_banks([twice, load_bank(tmp_path / "ok.jsonl")])
+
+
+def test_cut_bank_is_the_smaller_recording(tmp_path):
+    """The first 2 problems with their first 3 samples are what recording 2 problems at K = 3 gives
+    (answer groups recomputed over the 3)."""
+    from ttc.bank.format import cut_bank
+
+    problems = demo_problems(4)
+    _record(tmp_path / "k4.jsonl", problems)
+    run_sync(arecord(problems[:2], Scripted(_script), tmp_path / "k3.jsonl", k=3, params=PARAMS, progress=False))
+    cut, small = cut_bank(load_bank(tmp_path / "k4.jsonl"), problems=2, k=3), load_bank(tmp_path / "k3.jsonl")
+    assert cut.k == 3 and [p.problem_id for p in cut.problems] == [p.problem_id for p in small.problems]
+    for p, q in zip(cut.problems, small.problems, strict=True):
+        assert [(s.text, s.group) for s in p.samples] == [(s.text, s.group) for s in q.samples]
+    assert len(cut_bank(load_bank(tmp_path / "k4.jsonl")).problems) == 4
+    assert [len(p.samples) for p in cut_bank(load_bank(tmp_path / "k4.jsonl"), k=1).problems] == [1] * 4
+    for k in (0, 5):
+        with pytest.raises(ttc.InvalidInput, match=r"k must be in \[1, 4\]"):
+            cut_bank(load_bank(tmp_path / "k4.jsonl"), k=k)
+
+
+def test_joining_takes_the_banks_in_the_order_given(tmp_path):
+    """Adjacent seed ranges join in either order; the joined header is the first bank's; a header
+    without a seed counts as seed 0."""
+    from ttc.bank.format import Bank, join_banks
+
+    problems = demo_problems(3)
+    _record(tmp_path / "a.jsonl", problems)
+    run_sync(arecord(problems, Scripted(_script), tmp_path / "b.jsonl", k=2, params=PARAMS, seed=4, progress=False))
+    a, b = load_bank(tmp_path / "a.jsonl"), load_bank(tmp_path / "b.jsonl")
+    ba = join_banks([b, a])
+    assert ba.header["seed"] == 4 and ba.header["joined"] == [{"seed": 4, "samples_per_problem": 2},
+                                                               {"seed": 0, "samples_per_problem": 4}]
+    assert [s.text for s in ba.problems[0].samples] == [s.text for s in (*b.problems[0].samples,
+                                                                         *a.problems[0].samples)]
+    unseeded = Bank({k: v for k, v in a.header.items() if k != "seed"}, a.problems)
+    assert join_banks([unseeded, b]).k == 6
+    with pytest.raises(ttc.InvalidInput, match=r"\[0, 4\) and \[2, 4\) overlap"):
+        join_banks([unseeded, Bank({**b.header, "seed": 2}, b.problems)])
