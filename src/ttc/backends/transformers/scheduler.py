@@ -6,14 +6,22 @@ a batch. Requests are served first come first served, whole, the last one of a b
 split; a request that arrives at an idle worker waits `batch_window` seconds for its siblings.
 Hidden-state passes (`Job`s) run between batches. A worker that dies fails every waiting request
 instead of leaving its callers waiting forever.
+
+At interpreter exit every live worker is stopped and joined (`_stop_workers_at_exit`): the worker is a
+daemon thread, and one still inside torch when Python finalizes (finishing a batch whose results were
+already delivered) is killed as it retakes the GIL; the forced unwind through torch's C++ frames
+aborts the process ("terminate called without an active exception", exit status -6) after the
+script's work is done.
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -25,6 +33,8 @@ from ttc.errors import GenerationError
 DecodeBatch = Callable[[Batch, Callable[[int], Batch]], None]
 
 _CLOSE = object()
+#: how long interpreter exit waits for a worker to leave its batch (its requests are cancelled first)
+EXIT_JOIN_SECONDS = 30.0
 
 
 class Scheduler:
@@ -40,6 +50,7 @@ class Scheduler:
         self._closed = False
         self._closing = False
         self.pending: collections.deque[Request] = collections.deque()
+        self._running: Batch = []
 
     def submit(self, item: Request | Job) -> None:
         """Queue a request or job, starting the worker on first use."""
@@ -49,6 +60,7 @@ class Scheduler:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._worker, name="ttc-transformers", daemon=True)
                 self._thread.start()
+                _LIVE.add(self)
             self._queue.put(item)
 
     def shutdown(self) -> threading.Thread | None:
@@ -62,11 +74,19 @@ class Scheduler:
                 self._queue.put(_CLOSE)
         return thread
 
+    def abandon(self) -> threading.Thread | None:
+        """At exit: cancel every accepted request (nobody waits for them any more) and shut down."""
+        for request in [*self.pending, *(r for r, _ in self._running)]:
+            request.cancelled.set()
+        return self.shutdown()
+
     def take_joining(self, running: int) -> Batch:
         """Requests that arrived meanwhile, up to the room a batch of `running` sequences has left."""
         self._poll()
         if self.pending and running < self.max_batch_size:
-            return self.take_batch(self.max_batch_size - running)
+            joining = self.take_batch(self.max_batch_size - running)
+            self._running = [*self._running, *joining]
+            return joining
         return []
 
     def take_batch(self, room: int | None = None) -> Batch:
@@ -154,6 +174,7 @@ class Scheduler:
         self.pending.append(item)
 
     def _run_batch(self, batch: Batch) -> None:
+        self._running = batch
         try:
             with torch.inference_mode():
                 self.decode_batch(batch, self.take_joining)
@@ -164,3 +185,17 @@ class Scheduler:
                 if request.remaining:
                     request.cancelled.set()
                     request.deliver(error=error)
+        finally:
+            self._running = []
+
+
+_LIVE: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_workers_at_exit() -> None:
+    """Let every worker leave torch before Python finalizes (see the module docstring)."""
+    threads = [thread for scheduler in list(_LIVE) if (thread := scheduler.abandon()) is not None]
+    deadline = time.monotonic() + EXIT_JOIN_SECONDS
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
