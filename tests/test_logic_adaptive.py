@@ -504,3 +504,33 @@ def test_adaptive_best_of_n_threshold_boundary_scores_and_budget():
     result = AdaptiveBestOfN(max_n=4).solve("q", always("Yes"), budget=budget)
     assert result.details["stop"] == "budget" and result.details["samples"] == 1
     assert result.answer == "7"
+
+
+def test_shared_budget_planner_refusals_and_the_bar_over_several_waves(capsys):
+    """Written from the mutation run after the wave planner moved into `WavePlanner` (each line
+    names the mutants it kills)."""
+    import ttc
+    from ttc.backends import Scripted
+    from ttc.shared_budget import WavePlanner, asolve_shared
+
+    vote = AdaptiveVote(max_n=6, batch=2, sample=ttc.Sample(params=ttc.SamplingParams(max_tokens=10)))
+    # kills: the planner's unknown-allocation refusal dropped (the run would go on adaptive)
+    with pytest.raises(ttc.InvalidInput, match="allocation must be one of uniform, adaptive, got 'even'"):
+        ttc.run_sync(asolve_shared(vote, ["q"], Scripted(["\\boxed{7}"]), total_budget=ttc.Budget(tokens=5000),
+                                   allocation="even"))
+    # kills: the uniform refusal naming the last short problem's share (`shares[short[-1]]`): problems 1
+    # and 2 are short, with shares 24 and 23
+    with pytest.raises(ttc.InvalidInput, match="gives problem 1 24 tokens, below one sample"):
+        WavePlanner([1, 20, 20], 71, "uniform", batch=1, max_n=4, max_tokens=10)
+    # kills: `bar.update(done - bar.n)` -> `done + bar.n`: one problem ends a wave before the other,
+    # and the bar ends at 2/2, not beyond
+    def script(prompt, params, i):
+        return "\\boxed{7}" if "settles" in prompt else f"\\boxed{{{len(prompt) + (params.seed or 0) + i}}}"
+
+    capsys.readouterr()
+    results = ttc.run_sync(asolve_shared(vote, ["settles", "splits"], Scripted(script),
+                                         total_budget=ttc.Budget(tokens=5000), progress=True))
+    first, second = (r.details["allocation"]["rounds"] for r in results)
+    assert first < second
+    err = capsys.readouterr().err
+    assert "2/2" in err and "3/2" not in err and "4/2" not in err

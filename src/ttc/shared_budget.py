@@ -207,8 +207,6 @@ async def asolve_shared(strategy: Strategy, problems: Iterable[Problem | str], g
     """
     if not isinstance(total_budget, Budget) or total_budget.tokens is None:
         raise InvalidInput(f"total_budget must be a ttc.Budget with tokens=..., got {total_budget!r}")
-    if allocation not in ALLOCATIONS:
-        raise InvalidInput(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
     if concurrency <= 0:
         raise InvalidInput(f"concurrency must be positive, got {concurrency}")
     plan = vote_plan(strategy)
