@@ -514,10 +514,14 @@ def test_shared_budget_planner_refusals_and_the_bar_over_several_waves(capsys):
     from ttc.shared_budget import WavePlanner, asolve_shared
 
     vote = AdaptiveVote(max_n=6, batch=2, sample=ttc.Sample(params=ttc.SamplingParams(max_tokens=10)))
-    # kills: the planner's unknown-allocation refusal dropped (the run would go on adaptive)
+    # kills: the unknown-allocation refusal dropped from the runner (checked before any prompt is
+    # tokenized, so an empty problem list is refused too) or from the planner (the replay's only check)
+    for problems in (["q"], []):
+        with pytest.raises(ttc.InvalidInput, match="allocation must be one of uniform, adaptive, got 'even'"):
+            ttc.run_sync(asolve_shared(vote, problems, Scripted(["\\boxed{7}"]),
+                                       total_budget=ttc.Budget(tokens=5000), allocation="even"))
     with pytest.raises(ttc.InvalidInput, match="allocation must be one of uniform, adaptive, got 'even'"):
-        ttc.run_sync(asolve_shared(vote, ["q"], Scripted(["\\boxed{7}"]), total_budget=ttc.Budget(tokens=5000),
-                                   allocation="even"))
+        WavePlanner([10], 100, "even", batch=1, max_n=4, max_tokens=10)
     # kills: the uniform refusal naming the last short problem's share (`shares[short[-1]]`): problems 1
     # and 2 are short, with shares 24 and 23
     with pytest.raises(ttc.InvalidInput, match="gives problem 1 24 tokens, below one sample"):

@@ -98,6 +98,12 @@ class TokenPool:
         self.spent += spent
 
 
+def check_allocation(allocation: str) -> None:
+    """Refuse an allocation mode other than ALLOCATIONS (before any prompt is tokenized)."""
+    if allocation not in ALLOCATIONS:
+        raise InvalidInput(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
+
+
 @dataclass(frozen=True)
 class Round:
     """One request of k samples for problem `index`, `reserved` at its worst case before it is sent."""
@@ -115,8 +121,7 @@ class WavePlanner:
 
     def __init__(self, prompts: Sequence[int], total: int, allocation: str, *, batch: int, max_n: int,
                  max_tokens: int):
-        if allocation not in ALLOCATIONS:
-            raise InvalidInput(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
+        check_allocation(allocation)
         one_each = sum(n + max_tokens for n in prompts)
         if one_each > total:
             raise InvalidInput(f"total_budget of {total} tokens is below one sample per problem: {len(prompts)} "
@@ -207,6 +212,7 @@ async def asolve_shared(strategy: Strategy, problems: Iterable[Problem | str], g
     """
     if not isinstance(total_budget, Budget) or total_budget.tokens is None:
         raise InvalidInput(f"total_budget must be a ttc.Budget with tokens=..., got {total_budget!r}")
+    check_allocation(allocation)
     if concurrency <= 0:
         raise InvalidInput(f"concurrency must be positive, got {concurrency}")
     plan = vote_plan(strategy)
@@ -287,4 +293,4 @@ def _update_bar(bar: tqdm, states: list[_Problem]) -> None:
 
 
 __all__ = ["ALLOCATIONS", "Allocation", "Round", "TokenPool", "VotePlan", "WavePlanner", "allocation_table",
-           "asolve_shared", "vote_plan"]
+           "asolve_shared", "check_allocation", "vote_plan"]
